@@ -1,0 +1,1094 @@
+"""
+microgpt: a complete GPT in one file of plain Python, no packages needed.
+
+    python microgpt.py            # train on names.txt, then print new names
+    python microgpt.py --help     # every option
+
+Read it top to bottom. Each section builds on the ones before it:
+
+    1. Dataset      the text we learn from
+    2. Tokenizer    text <-> integers
+    3. Autograd     numbers that remember how they were computed, so we get gradients
+    4. Parameters   the model's knobs, initialised at random
+    5. Model        the transformer: embeddings, attention, MLP, logits
+    6. Training     cross-entropy loss and the Adam optimizer
+    7. Sampling     drawing new text from the trained model
+    8. Look inside  continuous text, the GPT as a Markov chain, a per-token microscope
+
+After that comes plumbing a learner can skip: checkpoints and the command line.
+"""
+
+import argparse
+import gc
+import itertools
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from operator import mul
+
+
+@dataclass
+class Config:
+    """Every hyperparameter in one place. The command line, the checkpoint and the code all
+    read their defaults from here."""
+    # the shape of the model (a checkpoint stores exactly these four)
+    n_layer: int = 1        # how many transformer blocks are stacked
+    n_embd: int = 16        # the width of every vector inside the model
+    n_head: int = 4         # attention heads per block; each looks at n_embd // n_head numbers
+    block_size: int = 16    # the longest context the model can see, in tokens
+    # training
+    steps: int = 1000
+    lr: float = 0.01        # Adam's learning rate, decayed linearly to 0 over the run
+    beta1: float = 0.85
+    beta2: float = 0.99
+    eps: float = 1e-8
+    init_std: float = 0.08  # the spread of the random initial weights
+    batch: int = 1          # documents (or windows of text) per step
+    seed: int = 42
+    # sampling
+    temperature: float = 0.5
+    num_samples: int = 20
+    length: int = 200       # characters to generate in continuous-text mode
+
+    @property
+    def head_dim(self):
+        return self.n_embd // self.n_head
+
+
+MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")
+
+
+class BadInput(Exception):
+    """Something the user can fix: a missing file, an impossible setting. The command line
+    turns it into a one-line message and exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Dataset
+#
+# A language model learns from examples of text. Here each example ("document") is one
+# line of a text file: by default one first name per line, about 30,000 of them. We shuffle
+# them with the seed, so runs are reproducible, and hold a few back: the validation set.
+# The model never trains on those, so its loss on them tells us whether it learned the
+# patterns of names in general or merely memorised the ones it saw.
+# ---------------------------------------------------------------------------------------
+
+def read_text(path):
+    """The whole content of a UTF-8 text file, or BadInput saying why it cannot be had."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise BadInput(f"data file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    text = text.lstrip("\ufeff")   # some editors start UTF-8 files with an invisible mark
+    if not text.strip():
+        raise BadInput(f"data file is empty: {path}")
+    return text
+
+
+def split_documents(text):
+    """The non-empty lines of a text, without surrounding whitespace."""
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+def train_val_split(docs, rng):
+    """Shuffle, then hold out about 10% (at most 1000) for validation. With fewer than 10
+    documents there is nothing to spare and the validation set is empty."""
+    docs = list(docs)
+    rng.shuffle(docs)
+    n_val = min(1000, len(docs) // 10)
+    return docs[n_val:], docs[:n_val]
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Tokenizer
+#
+# A neural network computes with numbers, not letters. The simplest tokenizer gives every
+# distinct character an integer id (its place in the sorted list of characters), and adds
+# one special token, BOS ("beginning of sequence"), whose id is len(chars). BOS marks where
+# a document starts and, when the model predicts it, where it ends: "emma" is trained as
+# [BOS, e, m, m, a, BOS]. Real GPTs use tokens of several characters, but the idea is the same.
+# ---------------------------------------------------------------------------------------
+
+def build_vocab(text):
+    """The sorted list of distinct characters; token id i stands for chars[i]."""
+    return sorted(set(text))
+
+
+def encode(text, chars):
+    """Characters to token ids. Raises BadInput naming any character not in the vocabulary."""
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    unknown = sorted(set(text) - set(stoi))
+    if unknown:
+        raise BadInput("characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
+    return [stoi[ch] for ch in text]
+
+
+def decode(ids, chars):
+    """Token ids back to text (BOS, which has no character, is left out)."""
+    return "".join(chars[i] for i in ids if i < len(chars))
+
+
+def encode_document(doc, chars):
+    """A document as the model sees it: [BOS] + its characters + [BOS]."""
+    bos = len(chars)
+    return [bos] + encode(doc, chars) + [bos]
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Autograd
+#
+# Training means nudging every parameter in the direction that lowers the loss, so we need
+# the derivative of the loss with respect to each parameter. A Value holds one number and
+# remembers the Values it was computed from (its children) together with the local
+# derivative of itself with respect to each child. backward() then applies the chain rule
+# from the loss back to the parameters: each node passes its gradient to its children,
+# multiplied by the local derivative, and a child used several times adds up what it gets.
+# ---------------------------------------------------------------------------------------
+
+class Value:
+    """One number in the computation graph, with its gradient."""
+    __slots__ = ("data", "grad", "_children", "_local_grads")
+
+    def __init__(self, data, children=(), local_grads=()):
+        self.data = data                  # the number itself
+        self.grad = 0.0                   # d(loss)/d(this number), filled in by backward()
+        self._children = children         # the Values this one was computed from
+        self._local_grads = local_grads   # d(this)/d(child), one per child
+
+    # Each operation computes its result and, right beside it, its local derivatives.
+    # A plain number on the other side is a constant: it gets no node of its own.
+    def __add__(self, other):
+        if isinstance(other, Value):      # d(a+b)/da = 1, d(a+b)/db = 1
+            return Value(self.data + other.data, (self, other), (1.0, 1.0))
+        return Value(self.data + other, (self,), (1.0,))
+
+    def __mul__(self, other):
+        if isinstance(other, Value):      # d(a*b)/da = b, d(a*b)/db = a
+            return Value(self.data * other.data, (self, other), (other.data, self.data))
+        return Value(self.data * other, (self,), (other,))
+
+    def __pow__(self, k):                 # d(a**k)/da = k * a**(k-1), k a constant
+        return Value(self.data ** k, (self,), (k * self.data ** (k - 1),))
+
+    def exp(self):                        # d(e**a)/da = e**a
+        e = math.exp(self.data)
+        return Value(e, (self,), (e,))
+
+    def log(self):                        # d(ln a)/da = 1/a
+        return Value(math.log(self.data), (self,), (1.0 / self.data,))
+
+    def relu(self):                       # d(max(0,a))/da = 1 if a > 0 else 0
+        return Value(max(0.0, self.data), (self,), (float(self.data > 0),))
+
+    # The rest are built from the operations above.
+    def __neg__(self):
+        return self * -1.0
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __truediv__(self, other):
+        return self * other ** -1
+
+    def __radd__(self, other):            # other + self, where other is a plain number
+        return self + other
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __rtruediv__(self, other):
+        return self ** -1 * other
+
+    def __repr__(self):
+        return f"Value(data={self.data}, grad={self.grad})"
+
+    def backward(self):
+        """Fill in .grad of every Value this one depends on: d(self)/d(that Value)."""
+        # A node may pass on its gradient only once it has received everything from the
+        # nodes that use it, so we first put the graph in topological order (every node
+        # after its children). The search uses an explicit stack, not recursion, so a graph
+        # of any depth works. Leaves (parameters, inputs) have no children to order.
+        order, visited, stack = [], set(), [(self, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if children_done:
+                order.append(node)
+            elif node not in visited:
+                visited.add(node)
+                stack.append((node, True))
+                stack.extend((child, False) for child in node._children
+                             if child._children and child not in visited)
+        # The chain rule, from the output back to the leaves.
+        self.grad = 1.0
+        for node in reversed(order):
+            g = node.grad
+            if g == 0.0:
+                continue          # nothing to pass on (for example behind a ReLU that was off)
+            for child, local in zip(node._children, node._local_grads):
+                child.grad += local * g
+
+
+# Fused nodes. The operations above make one node per + and *, so a row of a linear layer,
+# sum_i w_i * x_i over 16 inputs, costs 32 nodes. But a node may have any number of
+# children: one node for the whole sum, whose local derivatives (x_i for w_i, w_i for x_i)
+# are computed in the forward pass, gives exactly the same gradients with far less
+# bookkeeping. Section 5 uses such fused nodes wherever it matters for speed, each next to
+# the atomic version it replaces. Set FUSED = False to build the graph the textbook way
+# from the operations above only; the tests check that both give the same gradients.
+FUSED = True
+
+
+def dot(a, b, scale=1.0):
+    """One node for scale * sum_i a[i] * b[i], where a and b are lists of Values.
+    d/d a[i] = scale * b[i]   and   d/d b[i] = scale * a[i]."""
+    ad = [v.data for v in a]
+    bd = [v.data for v in b]
+    return Value(sum(map(mul, ad, bd)) * scale, a + b,
+                 [x * scale for x in bd] + [x * scale for x in ad])
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Parameters
+#
+# The model's knowledge lives in lists of lists of Values (matrices), kept in a dict under
+# the names used in the GPT-2 literature. They start as small random numbers (a Gaussian
+# with standard deviation 0.08): random so that different neurons learn different things,
+# small so that the first predictions are close to uniform.
+# ---------------------------------------------------------------------------------------
+
+def param_shapes(config, vocab_size):
+    """Name -> (rows, columns) of every weight matrix. There are no biases."""
+    e = config.n_embd
+    shapes = {
+        "wte": (vocab_size, e),                 # token embedding: one vector per token
+        "wpe": (config.block_size, e),          # position embedding: one vector per position
+        "lm_head": (vocab_size, e),             # turns the final vector into one score per token
+    }
+    for i in range(config.n_layer):
+        shapes[f"layer{i}.attn_wq"] = (e, e)    # query, key, value and output projections
+        shapes[f"layer{i}.attn_wk"] = (e, e)
+        shapes[f"layer{i}.attn_wv"] = (e, e)
+        shapes[f"layer{i}.attn_wo"] = (e, e)
+        shapes[f"layer{i}.mlp_fc1"] = (4 * e, e)   # the MLP widens to 4*n_embd ...
+        shapes[f"layer{i}.mlp_fc2"] = (e, 4 * e)   # ... and comes back
+    return shapes
+
+
+def init_params(config, vocab_size, rng):
+    """Fresh random parameters: name -> [rows][cols] of Values."""
+    return {name: [[Value(rng.gauss(0.0, config.init_std)) for _ in range(cols)] for _ in range(rows)]
+            for name, (rows, cols) in param_shapes(config, vocab_size).items()}
+
+
+def flatten(params):
+    """All parameters in one list, in a fixed order: what the optimizer walks over."""
+    return [p for matrix in params.values() for row in matrix for p in row]
+
+
+def weights_of(params):
+    """The same matrices holding plain floats: for when no gradient is needed."""
+    return {name: [[p.data for p in row] for row in matrix] for name, matrix in params.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Model
+#
+# The GPT reads one token at a time. For each position it turns the token into a vector,
+# lets that vector gather information from the earlier positions (attention), thinks about
+# it on its own (the MLP), and finally scores every possible next token (the logits).
+#
+# Every function below takes vectors either of Values (training: a graph is built for
+# backward) or of plain floats (sampling and evaluation: no graph, much faster). With
+# Values there are two ways to build the graph: atomic (the operations of section 3
+# only) or fused (one node for a whole sum; see dot() above). All give the same numbers.
+# ---------------------------------------------------------------------------------------
+
+def is_graph(vector):
+    return isinstance(vector[0], Value)
+
+
+def linear(x, w):
+    """Matrix times vector: y[i] = sum_j w[i][j] * x[j].   x: [n_in], w: [n_out][n_in] -> [n_out]"""
+    if not is_graph(x):
+        return [sum(map(mul, row, x)) for row in w]
+    if not FUSED:
+        return [sum(wi * xi for wi, xi in zip(row, x)) for row in w]
+    return [dot(row, x) for row in w]           # one node per output, not 2 * n_in
+
+
+def softmax(logits):
+    """Scores -> probabilities: p[i] = exp(l[i]) / sum_j exp(l[j]).   [n] -> [n]"""
+    # Subtracting the largest score changes nothing (it cancels in the ratio) but keeps exp
+    # from overflowing.
+    if is_graph(logits):
+        m = max(l.data for l in logits)
+        exps = [(l - m).exp() for l in logits]
+    else:
+        m = max(logits)
+        exps = [math.exp(l - m) for l in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def rmsnorm(x):
+    """Rescale x to a root-mean-square of 1: x / sqrt(mean(x**2) + 1e-5).   [n] -> [n]
+    Keeps the numbers in a healthy range however many layers they pass through."""
+    if is_graph(x) and FUSED:
+        # One node for the scale s = (mean(x**2) + eps) ** -0.5 instead of 2n + 3 atomic
+        # nodes; its local derivatives are d s / d x[i] = -s**3 * x[i] / n.
+        xd = [xi.data for xi in x]
+        s = (sum(map(mul, xd, xd)) / len(x) + 1e-5) ** -0.5
+        scale = Value(s, x, [-s ** 3 * xi / len(x) for xi in xd])
+    else:
+        scale = (sum(xi * xi for xi in x) / len(x) + 1e-5) ** -0.5
+    return [xi * scale for xi in x]
+
+
+def relu(x):
+    """max(0, x) elementwise: the non-linearity that lets the MLP compute more than sums."""
+    if is_graph(x):
+        return [xi.relu() for xi in x]
+    return [xi if xi > 0 else 0.0 for xi in x]
+
+
+def attention_weights(q, ks):
+    """How much the current position attends to each position so far:
+    softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
+    # Dividing by sqrt(head_dim) keeps the dot products near unit size whatever the head
+    # size, so the softmax does not saturate into a hard one-hot choice at initialisation.
+    scale = 1.0 / math.sqrt(len(q))
+    return softmax([sum(qi * ki for qi, ki in zip(q, k)) * scale for k in ks])
+
+
+def attention_head(q, ks, vs):
+    """One attention head at the current position: the average of the values v[t] weighted
+    by the attention weights.   q: [head_dim], ks, vs: [t][head_dim] -> [head_dim]
+    ks and vs hold only this position and the earlier ones, so attention is causal: the
+    model cannot peek at tokens it is supposed to predict."""
+    if not (is_graph(q) and FUSED):
+        p = attention_weights(q, ks)
+        return [sum(pt * v[j] for pt, v in zip(p, vs)) for j in range(len(q))]
+    # Fused: one node per score s[t] = q . k[t] / sqrt(d), then one node per output that
+    # covers the softmax and the weighted sum together: out[j] = sum_t p[t] * v[t][j] with
+    # p = softmax(s). Its local derivatives are
+    #     d out[j] / d s[t] = p[t] * (v[t][j] - out[j])   and   d out[j] / d v[t][j] = p[t].
+    scores = [dot(q, k, 1.0 / math.sqrt(len(q))) for k in ks]
+    p = softmax([s.data for s in scores])
+    out = []
+    for j in range(len(q)):
+        v_j = [v[j] for v in vs]
+        vd = [v.data for v in v_j]
+        o = sum(map(mul, p, vd))
+        out.append(Value(o, scores + v_j, [pt * (vt - o) for pt, vt in zip(p, vd)] + p))
+    return out
+
+
+def gpt(token, pos, keys, values, params, config, attention_log=None):
+    """The logits (a score for every possible next token) after reading `token` at position
+    `pos`.   -> [vocab_size]
+    keys and values are the key/value cache: per layer, the k and v vectors of the earlier
+    positions. This call appends its own, so the next position can attend to this one, and
+    nothing is computed twice. attention_log, if given, collects each head's weights."""
+    hd = config.head_dim
+    # The token says what, the position says where; the sum carries both.
+    x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
+    x = rmsnorm(x)
+    for i in range(config.n_layer):
+        # Attention block: gather information from earlier positions.
+        residual = x
+        x = rmsnorm(x)
+        q = linear(x, params[f"layer{i}.attn_wq"])      # [n_embd]: what this position looks for
+        k = linear(x, params[f"layer{i}.attn_wk"])      # [n_embd]: what it offers to others
+        v = linear(x, params[f"layer{i}.attn_wv"])      # [n_embd]: what it passes on
+        keys[i].append(k)
+        values[i].append(v)
+        heads = []
+        for h in range(config.n_head):                  # each head uses its own slice
+            sl = slice(h * hd, (h + 1) * hd)
+            q_h = q[sl]                                 # [head_dim]
+            ks = [k_t[sl] for k_t in keys[i]]           # [pos+1][head_dim]
+            vs = [v_t[sl] for v_t in values[i]]         # [pos+1][head_dim]
+            heads.extend(attention_head(q_h, ks, vs))
+            if attention_log is not None:
+                attention_log.append(attention_weights(q_h, ks))
+        x = linear(heads, params[f"layer{i}.attn_wo"])  # [n_embd]
+        # The residual connection adds the block's output to its input, so each block only
+        # has to learn a correction, and gradients flow straight back through the sum.
+        x = [a + b for a, b in zip(x, residual)]
+        # MLP block: think about what was gathered, one position at a time.
+        residual = x
+        x = rmsnorm(x)
+        x = linear(x, params[f"layer{i}.mlp_fc1"])      # [4 * n_embd]
+        x = relu(x)
+        x = linear(x, params[f"layer{i}.mlp_fc2"])      # [n_embd]
+        x = [a + b for a, b in zip(x, residual)]
+    return linear(x, params["lm_head"])                 # [vocab_size]
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Training
+#
+# The loss measures how surprised the model is by the real next token: the cross-entropy
+# -log p(next token). A model that guesses uniformly among 27 tokens has loss ln(27) = 3.30;
+# one that always gives the right token probability 1 has loss 0. Each step computes the
+# mean loss over the positions of one document, gets every parameter's gradient with
+# backward(), and lets Adam move each parameter a little downhill.
+# ---------------------------------------------------------------------------------------
+
+def cross_entropy(logits, target):
+    """-log softmax(logits)[target], the loss of one prediction.   [vocab_size] -> scalar"""
+    if is_graph(logits) and not FUSED:
+        return -softmax(logits)[target].log()
+    # Computed as logsumexp(logits) - logits[target], which is the same number but cannot
+    # take the log of a probability that underflowed to 0.
+    ld = [l.data for l in logits] if is_graph(logits) else logits
+    m = max(ld)
+    loss = math.log(sum(math.exp(l - m) for l in ld)) + m - ld[target]
+    if not is_graph(logits):
+        return loss
+    # Fused: one node for softmax and -log together. d loss / d logits[i] = p[i] - 1[i == target].
+    grads = softmax(ld)
+    grads[target] -= 1.0
+    return Value(loss, logits, grads)
+
+
+def mean(xs):
+    """The average of a list of losses."""
+    if is_graph(xs) and FUSED:
+        return Value(sum(x.data for x in xs) / len(xs), xs, [1.0 / len(xs)] * len(xs))   # d/dx_i = 1/n
+    return sum(xs) / len(xs)
+
+
+def sequence_losses(tokens, params, config):
+    """The loss of predicting each of tokens[1:] from the tokens before it. A sequence longer
+    than the context is cut to block_size predictions."""
+    keys = [[] for _ in range(config.n_layer)]
+    values = [[] for _ in range(config.n_layer)]
+    n = min(config.block_size, len(tokens) - 1)
+    return [cross_entropy(gpt(tokens[pos], pos, keys, values, params, config), tokens[pos + 1])
+            for pos in range(n)]
+
+
+def batch_loss(batch, params, config):
+    """The mean over a batch of sequences of each sequence's mean loss."""
+    return mean([mean(sequence_losses(tokens, params, config)) for tokens in batch])
+
+
+def adam_update(flat_params, m, v, step, num_steps, config):
+    """One step of Adam on every parameter, then reset the gradients for the next step.
+    m and v are running averages of each gradient and of its square: the step follows the
+    average direction, scaled down where the gradient is noisy."""
+    lr = config.lr * (1 - step / num_steps)          # decays linearly to 0 over the run
+    b1, b2 = config.beta1, config.beta2
+    bias1 = 1 - b1 ** (step + 1)                     # m and v start at 0 and so are too small
+    bias2 = 1 - b2 ** (step + 1)                     # early on; dividing by these corrects that
+    for i, p in enumerate(flat_params):
+        g = p.grad
+        m[i] = b1 * m[i] + (1 - b1) * g
+        v[i] = b2 * v[i] + (1 - b2) * g * g
+        p.data -= lr * (m[i] / bias1) / ((v[i] / bias2) ** 0.5 + config.eps)
+        p.grad = 0.0
+
+
+def train(params, config, batch_for_step, num_steps):
+    """Train for num_steps steps of Adam (a fresh optimizer), yielding each step's loss as it
+    goes so the caller can report progress. batch_for_step(step) gives the token sequences
+    to learn from at that step."""
+    flat = flatten(params)
+    m = [0.0] * len(flat)
+    v = [0.0] * len(flat)
+    # The graph has no reference cycles, so CPython frees it by reference counting alone;
+    # the cycle collector would only spend time scanning the thousands of new nodes.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for step in range(num_steps):
+            loss = batch_loss(batch_for_step(step), params, config)
+            loss.backward()
+            adam_update(flat, m, v, step, num_steps, config)
+            yield loss.data
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def document_batches(docs, chars, batch):
+    """batch_for_step for documents: the training documents in order, `batch` at a time
+    ("all": every one of them at every step)."""
+    seqs = [encode_document(doc, chars) for doc in docs]
+    if batch == "all":
+        return lambda step: seqs
+    return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
+
+
+def mean_token_loss(sequences, weights, config):
+    """Mean cross-entropy per predicted token over some sequences (the validation loss)."""
+    losses = [loss for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
+    return sum(losses) / len(losses)
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Sampling
+#
+# To write a new name, feed BOS, turn the logits into probabilities, draw a token, feed it
+# back in, and repeat until the model draws BOS (the end of the name) or the context is full.
+# The temperature divides the logits first: below 1 it sharpens the distribution (safer,
+# more typical names), above 1 it flattens it (more surprising ones). No gradient is
+# needed, so this runs on plain floats.
+# ---------------------------------------------------------------------------------------
+
+def sample_document(weights, config, chars, rng, temperature, prompt=""):
+    """One new document, starting with `prompt`. weights holds plain floats (weights_of)."""
+    bos = len(chars)
+    tokens = [bos] + encode(prompt, chars)
+    keys = [[] for _ in range(config.n_layer)]
+    values = [[] for _ in range(config.n_layer)]
+    for pos in range(config.block_size):
+        logits = gpt(tokens[pos], pos, keys, values, weights, config)
+        if pos < len(tokens) - 1:
+            continue                      # still reading the prompt
+        probs = softmax([l / temperature for l in logits])
+        token = rng.choices(range(len(probs)), weights=probs)[0]
+        if token == bos:
+            break
+        tokens.append(token)
+    return decode(tokens[1:], chars)
+
+
+# ---------------------------------------------------------------------------------------
+# 8. Look inside
+#
+# Three ways to watch the model. Continuous text ("stream" mode): instead of separate lines,
+# the whole file is one stream of characters, newlines included, and each step learns from
+# a random window of block_size + 1 characters, as in the classic Shakespeare GPT. The
+# Markov chain: a model whose context is full always sees exactly block_size tokens, so for
+# a tiny vocabulary and context we can list every possible context ("state") and where each
+# next token takes it. The microscope: for one input, what the model predicts at every
+# position, and where each attention head looks.
+# ---------------------------------------------------------------------------------------
+
+def stream_split(tokens, block_size):
+    """Hold out the last ~10% of a token stream for validation, if that is at least one
+    window (block_size + 1 tokens) long; otherwise train on all of it."""
+    n_val = len(tokens) // 10
+    if n_val < block_size + 1:
+        return tokens, []
+    return tokens[:-n_val], tokens[-n_val:]
+
+
+def window_batches(tokens, block_size, batch, rng):
+    """batch_for_step for a stream: `batch` random windows of block_size + 1 tokens ("all":
+    every window, in order). Windows lie wholly inside `tokens`."""
+    starts = range(len(tokens) - block_size)
+    if batch == "all":
+        windows = [tokens[s:s + block_size + 1] for s in starts]
+        return lambda step: windows
+    def batch_for_step(step):
+        return [tokens[s:s + block_size + 1] for s in (rng.choice(starts) for _ in range(batch))]
+    return batch_for_step
+
+
+def stream_val_windows(tokens, block_size):
+    """Consecutive windows over a held-out stream, so every token is predicted once."""
+    return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)
+            if len(tokens[s:s + block_size + 1]) > 1]
+
+
+def logits_at_every_position(tokens, weights, config, attention_log=None):
+    """Run the model over a sequence of at most block_size tokens: [len(tokens)][vocab_size]."""
+    keys = [[] for _ in range(config.n_layer)]
+    values = [[] for _ in range(config.n_layer)]
+    return [gpt(t, pos, keys, values, weights, config, attention_log) for pos, t in enumerate(tokens)]
+
+
+def sample_stream(weights, config, rng, temperature, start_tokens, length):
+    """Continue a stream of tokens by `length` tokens. Once the text is longer than the
+    context, the model sees only the last block_size tokens (a sliding window)."""
+    tokens = list(start_tokens)
+    for _ in range(length):
+        logits = logits_at_every_position(tokens[-config.block_size:], weights, config)[-1]
+        probs = softmax([l / temperature for l in logits])
+        tokens.append(rng.choices(range(len(probs)), weights=probs)[0])
+    return tokens
+
+
+def markov_chain(weights, config, vocab_size):
+    """Every full context (a tuple of block_size token ids) with its next-token
+    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,)."""
+    return [(state, softmax(logits_at_every_position(list(state), weights, config)[-1]))
+            for state in itertools.product(range(vocab_size), repeat=config.block_size)]
+
+
+def explain(tokens, weights, config):
+    """For each position of a sequence: the next-token probabilities, and each head's
+    attention weights over the positions so far (layer by layer, head by head)."""
+    log = []
+    logits = logits_at_every_position(tokens, weights, config, log)
+    heads = config.n_layer * config.n_head
+    return [(softmax(l), log[pos * heads:(pos + 1) * heads]) for pos, l in enumerate(logits)]
+
+
+def sparkline(values, width=60, ascii_only=False):
+    """A row of characters whose heights follow the values (averaged down to `width`)."""
+    levels = "_.-:=+*#" if ascii_only else "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
+    n = len(values)
+    width = min(width, n)
+    buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
+    means = [sum(b) / len(b) for b in buckets]
+    lo, hi = min(means), max(means)
+    span = (hi - lo) or 1.0
+    return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+#
+# A trained model is its configuration, its vocabulary and its weights, saved as one JSON
+# object (readable anywhere, and unlike pickle, loading it cannot run code). Loading checks
+# every part, so a damaged or mismatched file is refused with a clear message.
+# ---------------------------------------------------------------------------------------
+
+def write_atomically(path, text):
+    """Write to a temporary file beside `path`, then rename it over `path`: the rename is
+    atomic, so an interrupted write never leaves half a file or destroys the old one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".microgpt-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes the file private; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_checkpoint(path, params, config, chars, mode, extra=None):
+    """Save the model as JSON. mode is "docs" or "stream" (stream models have no BOS)."""
+    checkpoint = {
+        "format": "microgpt",
+        "version": 1,
+        "config": {key: getattr(config, key) for key in MODEL_SHAPE},
+        "chars": chars,
+        "mode": mode,
+        "state_dict": weights_of(params),
+    }
+    checkpoint.update(extra or {})
+    try:
+        write_atomically(path, json.dumps(checkpoint) + "\n")
+    except OSError as e:
+        raise BadInput(f"cannot save to {path}: {e.strerror or e}") from None
+
+
+def load_checkpoint(path):
+    """Read and check a checkpoint. Returns (config, chars, params, mode, checkpoint)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            ckpt = json.load(f)
+    except FileNotFoundError:
+        raise BadInput(f"checkpoint not found: {path}") from None
+    except (ValueError, RecursionError):          # not UTF-8, or not JSON
+        raise BadInput(f"{path} is not a JSON checkpoint") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+
+    def bad(why):
+        return BadInput(f"{path}: {why}")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "microgpt":
+        raise bad('not a microgpt checkpoint (no "format": "microgpt")')
+    if ckpt.get("version") != 1:
+        raise bad(f"checkpoint version {ckpt.get('version')!r} is not supported (expected 1)")
+    for key in ("config", "chars", "state_dict"):
+        if key not in ckpt:
+            raise bad(f'missing "{key}"')
+    cfg = ckpt["config"]
+    if not isinstance(cfg, dict):
+        raise bad('"config" is not an object')
+    for key in MODEL_SHAPE:
+        value = cfg.get(key)
+        if type(value) is not int or value < 1:
+            raise bad(f'config "{key}" must be a positive integer, not {value!r}')
+    config = Config(**{key: cfg[key] for key in MODEL_SHAPE})
+    if config.n_embd % config.n_head:
+        raise bad(f"n_embd {config.n_embd} is not divisible by n_head {config.n_head}")
+    chars = ckpt["chars"]
+    if (not isinstance(chars, list) or not chars
+            or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars)):
+        raise bad('"chars" must be a list of distinct single characters')
+    mode = ckpt.get("mode", "docs")
+    if mode not in ("docs", "stream"):
+        raise bad(f'unknown mode {mode!r}')
+    vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    state = ckpt["state_dict"]
+    shapes = param_shapes(config, vocab_size)
+    if not isinstance(state, dict) or set(state) != set(shapes):
+        names = set(state) if isinstance(state, dict) else set()
+        missing, extra = sorted(set(shapes) - names), sorted(names - set(shapes))
+        raise bad(f"state_dict does not match the config (missing: {missing or 'none'}; unexpected: {extra or 'none'})")
+    params = {}
+    for name, (rows, cols) in shapes.items():
+        matrix = state[name]
+        if (not isinstance(matrix, list) or len(matrix) != rows
+                or not all(isinstance(row, list) and len(row) == cols for row in matrix)):
+            raise bad(f"{name} should be [{rows}][{cols}]")
+        if not all(type(x) in (int, float) and math.isfinite(x) for row in matrix for x in row):
+            raise bad(f"{name} holds something that is not a finite number")
+        params[name] = [[Value(float(x)) for x in row] for row in matrix]
+    return config, chars, params, mode, ckpt
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+def default_data_path():
+    """names.txt beside this file (or where `pip install .` put it)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "names.txt")
+    installed = os.path.join(sys.prefix, "share", "microgpt", "names.txt")
+    return here if os.path.exists(here) or not os.path.exists(installed) else installed
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):                    # one line, like every other error
+        raise BadInput(f"{message} (see --help)")
+
+
+def batch_arg(text):
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number or 'all', not {text!r}") from None
+
+
+def make_parser():
+    d = Config()
+    p = ArgumentParser(prog="microgpt", description="Train a tiny GPT on a text file and sample from it. "
+                       "Without options: learn from names.txt for 1000 steps and print 20 new names.")
+    p.add_argument("--input", metavar="FILE", help="UTF-8 text file: one document per line (default: names.txt "
+                   "beside microgpt.py), or one stream of text with --stream")
+    p.add_argument("--stream", action="store_true", help="treat the input as one continuous text (newlines are "
+                   "ordinary characters, no BOS) and train on random windows of block_size + 1 characters")
+    p.add_argument("--steps", type=int, metavar="N", help=f"training steps (default {d.steps}; "
+                   "with --load the default is 0: only sample)")
+    p.add_argument("--n-layer", type=int, metavar="N", help=f"transformer blocks (default {d.n_layer})")
+    p.add_argument("--n-embd", type=int, metavar="N", help=f"embedding width (default {d.n_embd})")
+    p.add_argument("--n-head", type=int, metavar="N", help=f"attention heads, must divide n-embd (default {d.n_head})")
+    p.add_argument("--block-size", type=int, metavar="N", help=f"context length in tokens (default {d.block_size})")
+    p.add_argument("--batch", type=batch_arg, default=d.batch, metavar="N|all", help="documents or windows per "
+                   f"step; 'all' uses every one at every step (default {d.batch})")
+    p.add_argument("--lr", type=float, default=d.lr, metavar="F", help=f"Adam learning rate, decayed linearly "
+                   f"to 0 (default {d.lr})")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="N", help=f"random seed; the same seed and "
+                   f"options give the same output (default {d.seed})")
+    p.add_argument("--temperature", type=float, default=d.temperature, metavar="F",
+                   help=f"sampling temperature: lower is safer, higher is wilder (default {d.temperature})")
+    p.add_argument("--num-samples", type=int, metavar="N", help=f"samples to print, 0 for none "
+                   f"(default {d.num_samples}; 1 with --stream)")
+    p.add_argument("--length", type=int, metavar="N", help=f"characters per sample with --stream (default {d.length})")
+    p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
+    p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
+    p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary and mode); "
+                   "--steps N then fine-tunes it")
+    p.add_argument("--chain", nargs="?", const="", metavar="FILE.dot", help="print the model as a Markov chain "
+                   "over its contexts (stream mode, at most 256 states); with FILE.dot also write it for Graphviz")
+    p.add_argument("--explain", metavar="TEXT", help="print the model's predictions and attention for each "
+                   "position of TEXT")
+    return p
+
+
+def check_settings(args, config):
+    """Refuse impossible settings before any work is done."""
+    for key in MODEL_SHAPE:
+        if getattr(config, key) < 1:
+            raise BadInput(f"--{key.replace('_', '-')} must be at least 1, not {getattr(config, key)}")
+    if config.n_embd % config.n_head:
+        raise BadInput(f"--n-embd {config.n_embd} is not divisible by --n-head {config.n_head}")
+    if config.steps < 0 or (config.steps == 0 and not args.load):
+        raise BadInput(f"--steps must be at least 1 (0 only with --load), not {config.steps}")
+    for name in ("lr", "temperature"):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value > 0):
+            raise BadInput(f"--{name} must be a positive number, not {value}")
+    if config.batch != "all" and config.batch < 1:
+        raise BadInput(f"--batch must be at least 1 or 'all', not {config.batch}")
+    if config.num_samples < 0:
+        raise BadInput(f"--num-samples must be 0 or more, not {config.num_samples}")
+    if config.length < 1:
+        raise BadInput(f"--length must be at least 1, not {config.length}")
+    for path in (args.save, args.chain or None):
+        if path is not None:
+            directory = os.path.dirname(os.path.abspath(path))
+            if os.path.isdir(path) or not os.path.isdir(directory):
+                raise BadInput(f"cannot write {path}: " + ("it is a directory" if os.path.isdir(path)
+                                                           else "no such directory"))
+
+
+def label(token, chars):
+    """A short printable name for a token."""
+    if token == len(chars):
+        return "<BOS>"
+    return {"\n": "\\n", "\t": "\\t", " ": "\\s"}.get(chars[token], chars[token])
+
+
+def print_progress(step, num_steps, losses, started, interactive):
+    """The training progress line: raw and smoothed loss, time per step and time left."""
+    recent = losses[-100:]
+    elapsed = time.perf_counter() - started
+    ms = 1000 * elapsed / step
+    line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {losses[-1]:.4f} | "
+            f"smoothed {sum(recent) / len(recent):.4f} | {ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
+    if interactive:
+        print("\r" + line, end="\033[K" if step < num_steps else "\033[K\n", flush=True)
+    elif step == 1 or step == num_steps or step % max(1, num_steps // 10) == 0:
+        print(line, flush=True)
+
+
+def print_chain(chain, chars, dot_path):
+    """The Markov chain as an aligned table (and, with dot_path, as a Graphviz file)."""
+    name = lambda state: "".join(label(t, chars) for t in state)
+    print(f"Markov chain: {len(chain)} states (contexts of {len(chain[0][0])} tokens)")
+    print("state".ljust(max(5, len(name(chain[0][0])))) + "  next token: probability -> next state")
+    for state, probs in chain:
+        moves = "   ".join(f"{label(t, chars)}: {p:4.0%} -> {name(state[1:] + (t,))}" for t, p in enumerate(probs))
+        print(name(state).ljust(max(5, len(name(state)))) + "  " + moves)
+    if dot_path:
+        lines = ["digraph markov_chain {"]
+        for state, probs in chain:
+            for t, p in enumerate(probs):
+                lines.append(f'  "{name(state)}" -> "{name(state[1:] + (t,))}" [label="{label(t, chars)} ({p:.0%})"];')
+        lines.append("}")
+        try:
+            write_atomically(dot_path, "\n".join(lines) + "\n")
+        except OSError as e:
+            raise BadInput(f"cannot write {dot_path}: {e.strerror or e}") from None
+        print(f"wrote {dot_path}")
+
+
+def print_explanation(tokens, targets, weights, config, chars):
+    """The microscope: predictions and losses per position, then attention heat maps."""
+    rows = explain(tokens, weights, config)
+    print(f"{'pos':>3}  {'token':<6} {'top 5 next-token predictions':<52} {'next':<6} loss")
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
+        guesses = "  ".join(f"{label(t, chars)} {probs[t]:.2f}" for t in top)
+        target = targets[pos]
+        nxt, loss = ("", "") if target is None else (label(target, chars), f"{-math.log(probs[target]):.3f}")
+        print(f"{pos:>3}  {label(tokens[pos], chars):<6} {guesses:<52} {nxt:<6} {loss}")
+    shades = " .:-=+*#%@"
+    print(f"attention: row = position reading, column = position attended to; "
+          f"'{shades}' = weight 0 ... 1")
+    names = [label(t, chars) for t in tokens]
+    width = max(len(n) for n in names)
+    for i in range(config.n_layer):
+        for h in range(config.n_head):
+            print(f"layer {i} head {h}")
+            for pos, (_, heads) in enumerate(rows):
+                w = heads[i * config.n_head + h]
+                cells = " ".join(shades[min(9, int(x * 10))] for x in w)
+                print(f"  {names[pos]:>{width}} |{cells}")
+
+
+def run(args):
+    """The main job: load or build a model, train it, report, sample. Returns the exit code."""
+    config = Config()
+    for key in ("lr", "seed", "temperature", "batch"):
+        setattr(config, key, getattr(args, key))
+    rng = random.Random(config.seed)
+    checkpoint = None
+    if args.load:
+        config_loaded, chars, params, mode, checkpoint = load_checkpoint(args.load)
+        for key in MODEL_SHAPE:
+            given = getattr(args, key)
+            if given is not None and given != getattr(config_loaded, key):
+                raise BadInput(f"--{key.replace('_', '-')} {given} contradicts the checkpoint "
+                               f"({key} {getattr(config_loaded, key)})")
+            setattr(config, key, getattr(config_loaded, key))
+        if args.stream and mode != "stream":
+            raise BadInput(f"--stream contradicts the checkpoint, which was trained on documents")
+        config.steps = 0
+    else:
+        mode = "stream" if args.stream else "docs"
+        for key in MODEL_SHAPE:
+            if getattr(args, key) is not None:
+                setattr(config, key, getattr(args, key))
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.num_samples is not None:
+        config.num_samples = args.num_samples
+    elif mode == "stream":
+        config.num_samples = 1
+    if args.length is not None:
+        if mode != "stream":
+            raise BadInput("--length applies to continuous text (--stream)")
+        config.length = args.length
+    check_settings(args, config)
+    if args.chain is not None and mode != "stream":
+        raise BadInput("--chain needs a model of continuous text (--stream)")
+
+    # The data: read it when there is training to do.
+    train_seqs = val_seqs = []
+    text = None
+    if config.steps > 0:
+        path = args.input or default_data_path()
+        text = read_text(path)
+        if checkpoint is None:
+            chars = build_vocab(text if mode == "stream" else "".join(split_documents(text)))
+        if mode == "stream":
+            train_tokens, val_tokens = stream_split(encode(text, chars), config.block_size)
+            if len(train_tokens) < config.block_size + 1:
+                raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
+                               f"{config.block_size + 1}")
+            val_seqs = stream_val_windows(val_tokens, config.block_size)
+            batches = window_batches(train_tokens, config.block_size, config.batch, rng)
+            print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
+                  + (f"validating on the last {len(val_tokens):,}" if val_tokens else "too few to hold any out for validation"))
+        else:
+            docs = split_documents(text)
+            encode("".join(docs), chars)        # every character must be in the vocabulary
+            train_docs, val_docs = train_val_split(docs, rng)
+            val_seqs = [encode_document(doc, chars) for doc in val_docs]
+            batches = document_batches(train_docs, chars, config.batch)
+            print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
+                  + (f"validating on {len(val_docs):,}" if val_docs else "too few to hold any out for validation"))
+    vocab_size = len(chars) + (1 if mode == "docs" else 0)
+
+    # Check what will be asked of the model before spending time training it.
+    prompt_tokens = encode(args.prompt or "", chars)
+    if mode == "docs" and len(prompt_tokens) >= config.block_size:
+        raise BadInput(f"--prompt is {len(prompt_tokens)} characters; it must be shorter than block_size "
+                       f"({config.block_size}) to leave room to generate")
+    if args.explain is not None:
+        # Documents are read from BOS and end with BOS; a stream is read as it is.
+        ids = encode(args.explain, chars)
+        if mode == "docs":
+            explain_inputs, explain_targets = [len(chars)] + ids, ids + [len(chars)]
+        else:
+            explain_inputs, explain_targets = ids, ids[1:] + [None]
+        if not 1 <= len(explain_inputs) <= config.block_size:
+            longest = config.block_size - (1 if mode == "docs" else 0)
+            raise BadInput(f"--explain text must be 1 to {longest} characters for a context of {config.block_size}")
+    if args.chain is not None and vocab_size ** config.block_size > 256:
+        raise BadInput(f"--chain needs at most 256 states; this model has {vocab_size}**{config.block_size}")
+
+    if checkpoint is None:
+        params = init_params(config, vocab_size, rng)
+    n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
+    print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
+          + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE))
+
+    def save(steps_done):
+        if args.save:
+            extra = {"training": {"steps": steps_done, "seed": config.seed, "lr": config.lr}}
+            if mode == "stream":
+                extra["stream_start"] = text[0] if text else (checkpoint or {}).get("stream_start", chars[0])
+            save_checkpoint(args.save, params, config, chars, mode, extra)
+            print(f"saved the model to {args.save}")
+
+    # Training. A Ctrl-C stops at the end of the current step (a second one stops at once),
+    # so the model is whole when it is saved.
+    if config.steps > 0:
+        losses, smoothed, stop = [], [], []
+        def on_ctrl_c(signum, frame):
+            if stop:
+                raise KeyboardInterrupt
+            stop.append(True)
+        previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
+        interactive = sys.stdout.isatty()
+        started = time.perf_counter()
+        try:
+            for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
+                losses.append(loss)
+                smoothed.append(sum(losses[-100:]) / len(losses[-100:]))
+                print_progress(step, config.steps, losses, started, interactive)
+                if stop:
+                    break
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
+        if stop:
+            print(f"\ninterrupted after {len(losses)} of {config.steps} steps" +
+                  (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
+            save(len(losses))
+            return 130
+        elapsed = time.perf_counter() - started
+        print(f"trained {config.steps} steps in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
+              f"smoothed loss {smoothed[-1]:.4f}")
+        ascii_only = not can_print("\u2581\u2588")
+        print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
+        weights = weights_of(params)
+        if val_seqs:
+            print(f"validation loss: {mean_token_loss(val_seqs, weights, config):.4f} "
+                  f"(mean per token over {len(val_seqs):,} held-out {'windows' if mode == 'stream' else 'documents'})")
+        save(config.steps)
+
+    weights = weights_of(params)
+    # Sampling has its own random stream, so the samples depend only on the weights and the
+    # seed: a loaded checkpoint prints the same samples as the run that saved it.
+    sample_rng = random.Random(config.seed + 1)
+    if config.num_samples:
+        print(f"--- {config.num_samples} sample{'s' if config.num_samples > 1 else ''} "
+              f"(temperature {config.temperature}) ---")
+    for i in range(config.num_samples):
+        if mode == "docs":
+            print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, sample_rng, config.temperature, args.prompt or '')}")
+        else:
+            start = prompt_tokens or encode((checkpoint or {}).get("stream_start") or text[0], chars)
+            out = sample_stream(weights, config, sample_rng, config.temperature, start, config.length)
+            print(decode(out, chars))
+            if i + 1 < config.num_samples:
+                print("---")
+    if args.chain is not None:
+        print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)
+    if args.explain is not None:
+        print_explanation(explain_inputs, explain_targets, weights, config, chars)
+    return 0
+
+
+def can_print(text):
+    """Whether stdout's encoding can show these characters (a Windows console may not)."""
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit code."""
+    if hasattr(sys.stdout, "reconfigure"):
+        # Never crash on a character the terminal cannot show; print an escape instead.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        return run(make_parser().parse_args(argv))
+    except BadInput as e:
+        print(f"microgpt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmicrogpt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
