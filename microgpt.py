@@ -159,12 +159,15 @@ def encode_document(doc, chars):
 class Value:
     """One number in the computation graph, with its gradient."""
     __slots__ = ("data", "grad", "_children", "_local_grads")
+    tape = None   # while a list, every new Value is appended to it (see backward and train)
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself
         self.grad = 0.0                   # d(loss)/d(this number), filled in by backward()
         self._children = children         # the Values this one was computed from
         self._local_grads = local_grads   # d(this)/d(child), one per child
+        if Value.tape is not None:
+            Value.tape.append(self)
 
     # Each operation computes its result and, right beside it, its local derivatives.
     # A plain number on the other side is a constant: it gets no node of its own.
@@ -216,12 +219,25 @@ class Value:
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
-    def backward(self):
-        """Fill in .grad of every Value this one depends on: d(self)/d(that Value)."""
+    def backward(self, tape=None):
+        """Fill in .grad of every Value this one depends on: d(self)/d(that Value).
+        tape, if given, lists every node of the graph in the order they were created."""
         # A node may pass on its gradient only once it has received everything from the
-        # nodes that use it, so we first put the graph in topological order (every node
-        # after its children). The search uses an explicit stack, not recursion, so a graph
-        # of any depth works. Leaves (parameters, inputs) have no children to order.
+        # nodes that use it, so we need the nodes in topological order (every node after
+        # its children). Creation order is one, since a node's children always exist
+        # before it: a recorded tape can be used as it is. Without a tape, a depth-first
+        # search finds the order.
+        self.grad = 1.0
+        for node in reversed(tape if tape is not None else self.topological_order()):
+            g = node.grad
+            if g == 0.0:
+                continue          # nothing to pass on (for example behind a ReLU that was off)
+            for child, local in zip(node._children, node._local_grads):
+                child.grad += local * g      # the chain rule; a child used twice adds up both
+
+    def topological_order(self):
+        """This node and every node it depends on that has children, each after its children."""
+        # An explicit stack instead of recursion, so a graph of any depth works.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_done = stack.pop()
@@ -230,16 +246,10 @@ class Value:
             elif node not in visited:
                 visited.add(node)
                 stack.append((node, True))
-                stack.extend((child, False) for child in node._children
-                             if child._children and child not in visited)
-        # The chain rule, from the output back to the leaves.
-        self.grad = 1.0
-        for node in reversed(order):
-            g = node.grad
-            if g == 0.0:
-                continue          # nothing to pass on (for example behind a ReLU that was off)
-            for child, local in zip(node._children, node._local_grads):
-                child.grad += local * g
+                for child in node._children:
+                    if child._children and child not in visited:
+                        stack.append((child, False))
+        return order
 
 
 # Fused nodes. The operations above make one node per + and *, so a row of a linear layer,
@@ -327,7 +337,14 @@ def linear(x, w):
         return [sum(map(mul, row, x)) for row in w]
     if not FUSED:
         return [sum(wi * xi for wi, xi in zip(row, x)) for row in w]
-    return [dot(row, x) for row in w]           # one node per output, not 2 * n_in
+    # Fused: each output is one dot(row, x) node instead of 2 * n_in atomic ones
+    # (written out here so that x's numbers are read once for all the rows).
+    xd = [xi.data for xi in x]
+    out = []
+    for row in w:
+        rd = [wi.data for wi in row]
+        out.append(Value(sum(map(mul, rd, xd)), row + x, xd + rd))
+    return out
 
 
 def softmax(logits):
@@ -512,16 +529,23 @@ def train(params, config, batch_for_step, num_steps):
     m = [0.0] * len(flat)
     v = [0.0] * len(flat)
     # The graph has no reference cycles, so CPython frees it by reference counting alone;
-    # the cycle collector would only spend time scanning the thousands of new nodes.
+    # its cycle collector would only spend time scanning the thousands of new nodes. PyPy
+    # has no reference counting and needs its collector to free them: leave it on there.
     gc_was_enabled = gc.isenabled()
-    gc.disable()
+    if sys.implementation.name == "cpython":
+        gc.disable()
     try:
         for step in range(num_steps):
+            # Record the nodes as the forward pass creates them, so backward need not
+            # search the graph for an order.
+            Value.tape = []
             loss = batch_loss(batch_for_step(step), params, config)
-            loss.backward()
+            tape, Value.tape = Value.tape, None
+            loss.backward(tape)
             adam_update(flat, m, v, step, num_steps, config)
             yield loss.data
     finally:
+        Value.tape = None
         if gc_was_enabled:
             gc.enable()
 

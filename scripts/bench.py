@@ -1,0 +1,167 @@
+"""Benchmark microgpt: the fused graph against the atomic one, and what each trick buys.
+
+    python scripts/bench.py            # CPython
+    pypy3 scripts/bench.py             # PyPy
+    python scripts/bench.py --steps 100 --chunk 25    # quicker
+
+It trains the default model on names.txt twice from the same initial weights, once with
+the atomic graph (microgpt.FUSED = False, one node per + and *) and once with the fused one,
+alternating chunks of steps so that both see the same machine load, and prints the median
+milliseconds per step of each, their ratio, and both runs' losses at the same steps (they
+must agree). Then it measures, the same way, the engine's other tricks one at a time, and
+the speed of sampling. Nothing here is a test: it only measures and prints.
+"""
+
+import argparse
+import gc
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import microgpt  # noqa: E402
+
+
+def setup(seed=42):
+    """The data and the initial weights exactly as `python microgpt.py` makes them."""
+    rng = random.Random(seed)
+    docs = microgpt.split_documents(microgpt.read_text(microgpt.default_data_path()))
+    chars = microgpt.build_vocab("".join(docs))
+    train_docs, _ = microgpt.train_val_split(docs, rng)
+    config = microgpt.Config()
+    params = microgpt.init_params(config, len(chars) + 1, rng)
+    return config, chars, train_docs, params
+
+
+def copy_params(params):
+    return {name: [[microgpt.Value(p.data) for p in row] for row in m] for name, m in params.items()}
+
+
+def timed_chunks(runs, steps, chunk):
+    """runs: name -> (fused flag, step function returning the loss). Alternate `chunk` steps
+    of each until every run has done `steps`; return name -> (ms per step list, losses)."""
+    results = {name: ([], []) for name in runs}
+    for _ in range(0, steps, chunk):
+        for name, (fused, step) in runs.items():
+            microgpt.FUSED = fused
+            times, losses = results[name]
+            for _ in range(chunk):
+                start = time.perf_counter()
+                losses.append(step())
+                times.append(1000 * (time.perf_counter() - start))
+    microgpt.FUSED = True
+    return results
+
+
+def training_run(params, config, batches, steps):
+    """A step function that advances microgpt.train by one step."""
+    steps_iter = microgpt.train(params, config, batches, steps)
+    return lambda: next(steps_iter)
+
+
+def manual_run(params, config, batches, steps, use_tape, gc_off):
+    """One training step done by hand, so a single trick can be left out."""
+    flat = microgpt.flatten(params)
+    m, v = [0.0] * len(flat), [0.0] * len(flat)
+    counter = [0]
+
+    def step():
+        i = counter[0]
+        counter[0] += 1
+        was_enabled = gc.isenabled()
+        if gc_off:
+            gc.disable()
+        else:
+            gc.enable()
+        try:
+            microgpt.Value.tape = [] if use_tape else None
+            loss = microgpt.batch_loss(batches(i), params, config)
+            tape, microgpt.Value.tape = microgpt.Value.tape, None
+            loss.backward(tape)
+            microgpt.adam_update(flat, m, v, i, steps, config)
+        finally:
+            (gc.enable if was_enabled else gc.disable)()
+        return loss.data
+    return step
+
+
+def report(results, baseline, contender):
+    base = statistics.median(results[baseline][0])
+    fast = statistics.median(results[contender][0])
+    print(f"  {baseline:<28} {base:8.2f} ms/step (median)")
+    print(f"  {contender:<28} {fast:8.2f} ms/step (median)")
+    print(f"  ratio: {contender} is {base / fast:.2f}x faster")
+    return base, fast
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
+    parser.add_argument("--chunk", type=int, default=50, help="steps per turn when alternating (default 50)")
+    parser.add_argument("--names", type=int, default=500, help="names to sample for the sampling speed")
+    args = parser.parse_args()
+    cython = sys.implementation.name == "cpython"
+    print(f"interpreter: {platform.python_implementation()} {platform.python_version()} "
+          f"({' '.join(sys.version.split())}) on {platform.machine()}, {os.cpu_count()} cores")
+
+    config, chars, train_docs, params = setup()
+    batches = microgpt.document_batches(train_docs, chars, 1)
+
+    # 1. Fused against atomic, both through microgpt.train.
+    print(f"\n1. atomic graph vs fused graph, {args.steps} steps each, alternating {args.chunk} at a time")
+    runs = {"atomic (FUSED = False)": (False, training_run(copy_params(params), config, batches, args.steps)),
+            "fused (FUSED = True)": (True, training_run(copy_params(params), config, batches, args.steps)),
+            "atomic, no engine tricks": (False, manual_run(copy_params(params), config, batches, args.steps,
+                                                           use_tape=False, gc_off=False))}
+    results = timed_chunks(runs, args.steps, args.chunk)
+    _, fused_ms = report(results, "atomic (FUSED = False)", "fused (FUSED = True)")
+    textbook = statistics.median(results["atomic, no engine tricks"][0])
+    print(f"  atomic graph without the tape and the gc switch (closest to the textbook engine): "
+          f"{textbook:.2f} ms/step, {textbook / fused_ms:.1f}x the fused time")
+    atomic_losses = results["atomic (FUSED = False)"][1]
+    fused_losses = results["fused (FUSED = True)"][1]
+    worst = max(abs(a - f) / abs(a) for a, f in zip(atomic_losses, fused_losses))
+    print("  loss at step:   " + "  ".join(f"{s:>8d}" for s in range(0, args.steps, max(1, args.steps // 6))))
+    print("  atomic:         " + "  ".join(f"{atomic_losses[s]:8.5f}" for s in range(0, args.steps, max(1, args.steps // 6))))
+    print("  fused:          " + "  ".join(f"{fused_losses[s]:8.5f}" for s in range(0, args.steps, max(1, args.steps // 6))))
+    print(f"  largest relative loss difference over all {args.steps} steps: {worst:.1e}"
+          + ("  (agree to 1e-9)" if worst <= 1e-9 else "  (DISAGREE)"))
+    print(f"  the default 1000 steps at this speed: {fused_ms * 1000 / 1000:.1f} s of training\n")
+
+    # 2. The engine's other tricks, each left out in turn (fused graph).
+    print(f"\n2. one trick at a time (fused graph), {args.steps} steps each, alternating")
+    tricks = {"all tricks": manual_run(copy_params(params), config, batches, args.steps, True, cython),
+              "backward searches the graph": manual_run(copy_params(params), config, batches, args.steps, False, cython)}
+    if cython:
+        tricks["garbage collector on"] = manual_run(copy_params(params), config, batches, args.steps, True, False)
+    results = timed_chunks({name: (True, step) for name, step in tricks.items()}, args.steps, args.chunk)
+    base = statistics.median(results["all tricks"][0])
+    for name in tricks:
+        ms = statistics.median(results[name][0])
+        gain = "" if name == "all tricks" else f"  (the trick saves {100 * (1 - base / ms):.0f}% of the step)"
+        print(f"  {name:<28} {ms:8.2f} ms/step{gain}")
+
+    # 3. Forward passes without a gradient run on plain floats: measure what that buys,
+    # then the speed of sampling itself.
+    seqs = [microgpt.encode_document(doc, chars) for doc in train_docs[:args.names]]
+    seconds = {}
+    for name, w in (("plain floats", microgpt.weights_of(params)), ("Values", params)):
+        start = time.perf_counter()
+        microgpt.mean_token_loss(seqs, w, config)
+        seconds[name] = time.perf_counter() - start
+    print(f"3. loss of {len(seqs)} names without backward (as for the validation loss)")
+    for name, s in seconds.items():
+        print(f"  {name:<28} {1000 * s:8.0f} ms")
+    print(f"  ratio: plain floats are {seconds['Values'] / seconds['plain floats']:.1f}x faster")
+    weights, rng = microgpt.weights_of(params), random.Random(1)
+    start = time.perf_counter()
+    for _ in range(args.names):
+        microgpt.sample_document(weights, config, chars, rng, 0.5)
+    print(f"  sampling: {args.names / (time.perf_counter() - start):.0f} names/s (initial weights)")
+
+
+if __name__ == "__main__":
+    main()
