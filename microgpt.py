@@ -725,6 +725,14 @@ def save_checkpoint(path, params, config, chars, mode, extra=None):
         raise BadInput(f"cannot save to {path}: {e.strerror or e}") from None
 
 
+def is_finite_number(x):
+    """True for an int or float that a float can hold (JSON numbers may be huge, or NaN)."""
+    try:
+        return type(x) in (int, float) and math.isfinite(x)
+    except OverflowError:                          # an integer too large for a float
+        return False
+
+
 def load_checkpoint(path):
     """Read and check a checkpoint. Returns (config, chars, params, mode, checkpoint)."""
     try:
@@ -776,7 +784,7 @@ def load_checkpoint(path):
         if (not isinstance(matrix, list) or len(matrix) != rows
                 or not all(isinstance(row, list) and len(row) == cols for row in matrix)):
             raise bad(f"{name} should be [{rows}][{cols}]")
-        if not all(type(x) in (int, float) and math.isfinite(x) for row in matrix for x in row):
+        if not all(is_finite_number(x) for row in matrix for x in row):
             raise bad(f"{name} holds something that is not a finite number")
         params[name] = [[Value(float(x)) for x in row] for row in matrix]
     return config, chars, params, mode, ckpt
