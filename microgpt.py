@@ -575,6 +575,15 @@ def mean_token_loss(sequences, weights, config):
 # needed, so this runs on plain floats.
 # ---------------------------------------------------------------------------------------
 
+def sample_token(logits, temperature, rng):
+    """Draw a token id with probabilities softmax(logits / temperature)."""
+    # Subtracting the largest logit first changes no probability, and keeps a tiny
+    # temperature from blowing the scaled logits up to infinity.
+    m = max(logits)
+    probs = softmax([(l - m) / temperature for l in logits])
+    return rng.choices(range(len(probs)), weights=probs)[0]
+
+
 def sample_document(weights, config, chars, rng, temperature, prompt=""):
     """One new document, starting with `prompt`. weights holds plain floats (weights_of)."""
     bos = len(chars)
@@ -585,8 +594,7 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
         logits = gpt(tokens[pos], pos, keys, values, weights, config)
         if pos < len(tokens) - 1:
             continue                      # still reading the prompt
-        probs = softmax([l / temperature for l in logits])
-        token = rng.choices(range(len(probs)), weights=probs)[0]
+        token = sample_token(logits, temperature, rng)
         if token == bos:
             break
         tokens.append(token)
@@ -645,8 +653,7 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     tokens = list(start_tokens)
     for _ in range(length):
         logits = logits_at_every_position(tokens[-config.block_size:], weights, config)[-1]
-        probs = softmax([l / temperature for l in logits])
-        tokens.append(rng.choices(range(len(probs)), weights=probs)[0])
+        tokens.append(sample_token(logits, temperature, rng))
     return tokens
 
 
@@ -771,6 +778,8 @@ def load_checkpoint(path):
     mode = ckpt.get("mode", "docs")
     if mode not in ("docs", "stream"):
         raise bad(f'unknown mode {mode!r}')
+    if "stream_start" in ckpt and ckpt["stream_start"] not in chars:
+        raise bad('"stream_start" must be one of the characters in "chars"')
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
     state = ckpt["state_dict"]
     shapes = param_shapes(config, vocab_size)
@@ -882,7 +891,11 @@ def label(token, chars):
     """A short printable name for a token."""
     if token == len(chars):
         return "<BOS>"
-    return {"\n": "\\n", "\t": "\\t", " ": "\\s"}.get(chars[token], chars[token])
+    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
+    ch = chars[token]
+    if ch in " \\":
+        return {" ": "\\s", "\\": "\\\\"}[ch]
+    return ch if ch.isprintable() else repr(ch)[1:-1]
 
 
 def print_progress(step, num_steps, losses, started, interactive):
@@ -907,10 +920,12 @@ def print_chain(chain, chars, dot_path):
         moves = "   ".join(f"{label(t, chars)}: {p:4.0%} -> {name(state[1:] + (t,))}" for t, p in enumerate(probs))
         print(name(state).ljust(max(5, len(name(state)))) + "  " + moves)
     if dot_path:
+        quote = lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines = ["digraph markov_chain {"]
         for state, probs in chain:
             for t, p in enumerate(probs):
-                lines.append(f'  "{name(state)}" -> "{name(state[1:] + (t,))}" [label="{label(t, chars)} ({p:.0%})"];')
+                lines.append(f"  {quote(name(state))} -> {quote(name(state[1:] + (t,)))} "
+                             f"[label={quote(f'{label(t, chars)} ({p:.0%})')}];")
         lines.append("}")
         try:
             write_atomically(dot_path, "\n".join(lines) + "\n")
@@ -1006,6 +1021,8 @@ def run(args):
             print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
                   + (f"validating on {len(val_docs):,}" if val_docs else "too few to hold any out for validation"))
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    # Stream samples without a prompt start from the first character of the text.
+    stream_start = text[0] if text else (checkpoint or {}).get("stream_start", chars[0])
 
     # Check what will be asked of the model before spending time training it.
     prompt_tokens = encode(args.prompt or "", chars)
@@ -1035,7 +1052,7 @@ def run(args):
         if args.save:
             extra = {"training": {"steps": steps_done, "seed": config.seed, "lr": config.lr}}
             if mode == "stream":
-                extra["stream_start"] = text[0] if text else (checkpoint or {}).get("stream_start", chars[0])
+                extra["stream_start"] = stream_start
             save_checkpoint(args.save, params, config, chars, mode, extra)
             print(f"saved the model to {args.save}")
 
@@ -1086,7 +1103,7 @@ def run(args):
         if mode == "docs":
             print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, sample_rng, config.temperature, args.prompt or '')}")
         else:
-            start = prompt_tokens or encode((checkpoint or {}).get("stream_start") or text[0], chars)
+            start = prompt_tokens or encode(stream_start, chars)
             out = sample_stream(weights, config, sample_rng, config.temperature, start, config.length)
             print(decode(out, chars))
             if i + 1 < config.num_samples:

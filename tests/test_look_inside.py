@@ -1,0 +1,404 @@
+"""Section 8 of microgpt.py, "Look inside": continuous text (--stream), the GPT as a Markov
+chain (--chain), the per-token microscope (--explain), and the loss-curve sparkline.
+
+The numerical facts are checked through the functions (fast); the command line is run for
+real in a subprocess with models of a few hundred parameters trained for a few steps.
+"""
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702
+
+import microgpt
+
+import itertools
+import random
+import re
+import subprocess
+import tempfile
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICROGPT_PATH = os.path.join(REPO, "microgpt.py")
+
+NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia", "evelyn", "abigail",
+         "harper", "emily", "ella", "liam", "noah", "logan", "mason", "elijah", "oliver", "daniel"]
+BITS = "0110101101" * 5            # a 2-character stream: 2**block_size Markov states
+SMALL = ["--n-embd", "8", "--n-head", "2"]
+WORKERS = max(2, min(4, os.cpu_count() or 1))     # command lines run side by side
+
+# The two alphabets of sparkline(), lowest level first.
+UNICODE_LEVELS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
+ASCII_LEVELS = "_.-:=+*#"
+
+
+def run_cli(args, cwd, env_update=None, timeout=120):
+    """Run microgpt.py with the interpreter running the tests (CPython or PyPy)."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    env.update(env_update or {})
+    return subprocess.run([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd, env=env,
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+
+
+def snapshot(directory):
+    """Every file (with its bytes) and directory under `directory`."""
+    found = {}
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            found[os.path.join(root, name)] = "<dir>"
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[path] = f.read()
+    return found
+
+
+def assert_refused(test, directory, *cases):
+    """The bad-input contract, for each command line in `cases` (run side by side): exit code
+    2, exactly one non-empty stderr line starting with "microgpt: error:", no traceback, no
+    training started, and `directory` exactly as it was (no file written, changed or removed)."""
+    before = snapshot(directory)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        results = list(pool.map(lambda args: run_cli(args, directory), cases))
+    for args, result in zip(cases, results):
+        with test.subTest(args=args):
+            context = f"\nargs: {args}\nexit: {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            test.assertEqual(result.returncode, 2, context)
+            lines = result.stderr.splitlines()
+            test.assertEqual(len(lines), 1, context)
+            test.assertTrue(lines[0].startswith("microgpt: error:"), context)
+            test.assertTrue(lines[0][len("microgpt: error:"):].strip(), "the error message is empty" + context)
+            test.assertNotIn("Traceback", result.stdout + result.stderr, context)
+            test.assertFalse([l for l in result.stdout.splitlines() if l.startswith("step ")],
+                             "training started before the bad input was noticed" + context)
+    test.assertEqual(snapshot(directory), before, f"files changed by one of {list(cases)}")
+    return results
+
+
+def assert_ok(test, result):
+    context = f"\nexit: {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    test.assertEqual(result.returncode, 0, context)
+    test.assertNotIn("Traceback", result.stdout + result.stderr, context)
+
+
+def write_text(directory, name, text):
+    path = os.path.join(directory, name)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return path
+
+
+def random_weights(config, vocab_size, seed):
+    return microgpt.weights_of(microgpt.init_params(config, vocab_size, random.Random(seed)))
+
+
+# A Graphviz DOT file as print_chain writes it: one edge per line. Quoted strings follow the
+# DOT rules: any character but a double quote, which must be written \".
+QUOTED = r'"((?:[^"\\]|\\.)*)"'
+DOT_EDGE = re.compile(r"^\s*" + QUOTED + r"\s*->\s*" + QUOTED + r"\s*\[\s*label\s*=\s*" + QUOTED + r"\s*\]\s*;?\s*$")
+EDGE_LABEL = re.compile(r"^(.+) \((\d+)%\)$")
+
+
+def parse_dot(text):
+    """[(source, target, token label, percent)] of a digraph with one labelled edge per line.
+    Raises ValueError for anything else."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not re.match(r"^\s*digraph\s+(\w+\s*)?\{\s*$", lines[0]) or lines[-1].strip() != "}":
+        raise ValueError("not a digraph { ... }")
+    edges = []
+    for line in lines[1:-1]:
+        match = DOT_EDGE.match(line)
+        if not match:
+            raise ValueError(f"not a DOT edge statement: {line!r}")
+        source, target, label = (s.replace('\\"', '"') for s in match.groups())
+        parts = EDGE_LABEL.match(label)
+        if not parts:
+            raise ValueError(f"edge label is not 'token (NN%)': {label!r}")
+        edges.append((source, target, parts.group(1), int(parts.group(2))))
+    return edges
+
+
+def parse_chain_table(stdout):
+    """{state: [(token label, percent, next state)]} from the table printed by --chain."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Markov chain:"))
+    table = {}
+    for line in lines[start + 2:]:
+        if line.startswith("wrote ") or not line.strip():
+            break
+        state, moves = line.split(None, 1)
+        table[state] = [(t, int(p), nxt) for t, p, nxt in re.findall(r"(\S+): +(\d+)% -> (\S+)", moves)]
+    return lines[start], lines[start + 1], table
+
+
+class StreamTest(unittest.TestCase):
+
+    def test_stream_training_lowers_the_loss_on_a_small_text(self):
+        chars = microgpt.build_vocab(BITS)
+        train_tokens, _ = microgpt.stream_split(microgpt.encode(BITS, chars), 4)
+        config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=4, lr=0.02)
+        rng = random.Random(0)
+        params = microgpt.init_params(config, len(chars), rng)
+        losses = list(microgpt.train(params, config, microgpt.window_batches(train_tokens, 4, 4, rng), 30))
+        self.assertEqual(len(losses), 30)
+        self.assertLess(sum(losses[-5:]) / 5, sum(losses[:5]) / 5)
+
+    def test_stream_split_holds_out_the_last_tenth_only_when_it_is_a_whole_window(self):
+        tokens = list(range(100))                                  # a tenth is 10 tokens
+        for block_size in (1, 8, 9):                               # 10 >= block_size + 1: held out
+            with self.subTest(block_size=block_size):
+                train, val = microgpt.stream_split(tokens, block_size)
+                self.assertEqual(val, tokens[-10:])
+                self.assertEqual(train, tokens[:-10])
+        for block_size in (10, 50, 200):                           # 10 < block_size + 1: all trained on
+            with self.subTest(block_size=block_size):
+                train, val = microgpt.stream_split(tokens, block_size)
+                self.assertEqual((train, val), (tokens, []))
+        train, val = microgpt.stream_split(list(range(1000)), 16)
+        self.assertEqual((len(train), len(val)), (900, 100))
+        self.assertEqual(train + val, list(range(1000)))
+
+    def test_random_windows_are_contiguous_slices_of_the_training_tokens(self):
+        tokens = list(range(500, 600))                             # distinct, so a window's place is known
+        block_size = 8
+        train, val = microgpt.stream_split(tokens, block_size)
+        self.assertTrue(val)
+        batches = microgpt.window_batches(train, block_size, 3, random.Random(5))
+        starts = set()
+        for step in range(300):
+            batch = batches(step)
+            self.assertEqual(len(batch), 3)
+            for window in batch:
+                self.assertEqual(len(window), block_size + 1)
+                start = train.index(window[0])
+                self.assertEqual(window, train[start:start + block_size + 1])
+                self.assertFalse(set(window) & set(val))
+                starts.add(start)
+        # every window start is possible, the last one included, and no other
+        self.assertEqual(starts, set(range(len(train) - block_size)))
+
+    def test_all_windows_are_every_contiguous_slice_of_the_training_tokens(self):
+        tokens = list(range(200, 300))
+        block_size = 6
+        train, val = microgpt.stream_split(tokens, block_size)
+        batches = microgpt.window_batches(train, block_size, "all", random.Random(0))
+        expected = [train[s:s + block_size + 1] for s in range(len(train) - block_size)]
+        for step in (0, 1, 17):
+            windows = batches(step)
+            self.assertEqual(len(windows), len(train) - block_size)
+            self.assertEqual(windows, expected)
+            self.assertTrue(all(len(w) == block_size + 1 for w in windows))
+            self.assertFalse({t for w in windows for t in w} & set(val))
+
+    def test_stream_cli_trains_and_prints_samples_of_the_requested_length(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = write_text(tmp, "bits.txt", BITS)
+            result = run_cli(["--input", data, "--stream", "--block-size", "3", "--steps", "3", "--length", "25",
+                              "--prompt", "01", "--num-samples", "2"] + SMALL, cwd=tmp)
+        assert_ok(self, result)
+        lines = result.stdout.splitlines()
+        self.assertTrue([l for l in lines if l.startswith("step 3/3")], result.stdout)
+        header = next(i for i, l in enumerate(lines) if l.startswith("--- 2 samples"))
+        first, separator, second = lines[header + 1:header + 4]
+        self.assertEqual(separator, "---")
+        for sample in (first, second):
+            self.assertTrue(sample.startswith("01"), sample)
+            self.assertEqual(len(sample), len("01") + 25, sample)
+            self.assertLessEqual(set(sample), set("01"))
+
+
+class MarkovChainTest(unittest.TestCase):
+
+    def test_markov_chain_lists_every_state_once_with_probabilities_summing_to_1(self):
+        for vocab_size, block_size in ((3, 2), (2, 3), (4, 1)):
+            with self.subTest(vocab_size=vocab_size, block_size=block_size):
+                config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=block_size)
+                chain = microgpt.markov_chain(random_weights(config, vocab_size, 3), config, vocab_size)
+                states = [tuple(state) for state, _ in chain]
+                self.assertEqual(len(chain), vocab_size ** block_size)
+                self.assertEqual(set(states), set(itertools.product(range(vocab_size), repeat=block_size)))
+                for state, probs in chain:
+                    self.assertEqual(len(probs), vocab_size)
+                    self.assertTrue(all(p >= 0 for p in probs))
+                    self.assertAlmostEqual(sum(probs), 1.0, places=9)
+
+    def test_chain_cli_prints_every_state_and_writes_a_dot_file_with_every_transition(self):
+        block_size, chars = 3, sorted(set(BITS))
+        states = {"".join(s) for s in itertools.product(chars, repeat=block_size)}
+        with tempfile.TemporaryDirectory() as tmp:
+            data = write_text(tmp, "bits.txt", BITS)
+            dot_path = os.path.join(tmp, "chain.dot")
+            result = run_cli(["--input", data, "--stream", "--block-size", block_size, "--steps", "3",
+                              "--num-samples", "0", "--chain", dot_path] + SMALL, cwd=tmp)
+            assert_ok(self, result)
+            with open(dot_path, encoding="utf-8") as f:
+                dot = f.read()
+            self.assertEqual([n for n in os.listdir(tmp) if n.endswith(".tmp")], [])
+
+        title, header, table = parse_chain_table(result.stdout)
+        self.assertIn(f"{len(states)} states", title)
+        self.assertTrue(header.startswith("state"))
+        self.assertEqual(set(table), states)                       # one row per state
+        for state, moves in table.items():
+            self.assertEqual([t for t, _, _ in moves], chars, state)
+            for token, _, target in moves:
+                self.assertEqual(target, state[1:] + token)        # reading a token shifts the context
+            self.assertLessEqual(abs(sum(p for _, p, _ in moves) - 100), len(chars), moves)
+
+        edges = parse_dot(dot)
+        self.assertEqual(len(edges), len(states) * len(chars))
+        self.assertEqual({(s, t) for s, _, t, _ in edges}, set(itertools.product(states, chars)))
+        for source, target, token, percent in edges:
+            self.assertEqual(target, source[1:] + token)
+            self.assertIn((token, percent, target), table[source])  # the same numbers as the table
+        for state in states:
+            total = sum(p for s, _, _, p in edges if s == state)
+            self.assertLessEqual(abs(total - 100), len(chars), state)
+
+    def test_dot_file_is_valid_when_the_vocabulary_has_a_double_quote(self):
+        # A '"' inside a DOT quoted string must be written \" or the file does not parse.
+        text = 'a"a"aa"a""' * 4
+        chars = sorted(set(text))
+        states = {"".join(s) for s in itertools.product(chars, repeat=2)}
+        with tempfile.TemporaryDirectory() as tmp:
+            data = write_text(tmp, "quotes.txt", text)
+            dot_path = os.path.join(tmp, "chain.dot")
+            result = run_cli(["--input", data, "--stream", "--block-size", "2", "--steps", "2",
+                              "--num-samples", "0", "--chain", dot_path] + SMALL, cwd=tmp)
+            assert_ok(self, result)
+            with open(dot_path, encoding="utf-8") as f:
+                dot = f.read()
+        edges, error = [], None
+        try:
+            edges = parse_dot(dot)
+        except ValueError as e:
+            error = str(e)
+        self.assertIsNone(error, dot)
+        self.assertEqual({s for s, _, _, _ in edges}, states)
+        self.assertEqual(len(edges), len(states) * len(chars))
+        for source, target, token, _ in edges:
+            self.assertEqual(target, source[1:] + token)
+
+
+class ExplainTest(unittest.TestCase):
+
+    def test_explain_gives_softmax_of_the_logits_and_causal_attention_weights(self):
+        config = microgpt.Config(n_layer=2, n_embd=8, n_head=2, block_size=6)
+        vocab_size = 5
+        weights = random_weights(config, vocab_size, 7)
+        tokens = [4, 0, 3, 3, 1, 2]
+        rows = microgpt.explain(tokens, weights, config)
+        logits = microgpt.logits_at_every_position(tokens, weights, config)
+        self.assertEqual(len(rows), len(tokens))
+        for pos, (probs, heads) in enumerate(rows):
+            with self.subTest(pos=pos):
+                expected = microgpt.softmax(logits[pos])
+                self.assertEqual(len(probs), vocab_size)
+                for p, e in zip(probs, expected):
+                    self.assertAlmostEqual(p, e, places=12)
+                self.assertEqual(len(heads), config.n_layer * config.n_head)
+                for weights_of_head in heads:
+                    self.assertEqual(len(weights_of_head), pos + 1)   # positions 0..pos, nothing later
+                    self.assertTrue(all(w >= 0 for w in weights_of_head))
+                    self.assertAlmostEqual(sum(weights_of_head), 1.0, places=9)
+        # causal: what a position sees does not change when later tokens are added
+        prefix = microgpt.explain(tokens[:3], weights, config)
+        for (p_short, h_short), (p_long, h_long) in zip(prefix, rows):
+            for a, b in zip(p_short, p_long):
+                self.assertAlmostEqual(a, b, places=12)
+            for ws, wl in zip(h_short, h_long):
+                for a, b in zip(ws, wl):
+                    self.assertAlmostEqual(a, b, places=12)
+
+    def test_explain_cli_prints_one_row_per_position(self):
+        text = "emma"
+        with tempfile.TemporaryDirectory() as tmp:
+            data = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
+            result = run_cli(["--input", data, "--steps", "1", "--num-samples", "0", "--block-size", "8",
+                              "--explain", text] + SMALL, cwd=tmp)
+        assert_ok(self, result)
+        lines = result.stdout.splitlines()
+        header = next(i for i, l in enumerate(lines) if l.split()[:2] == ["pos", "token"])
+        end = next(i for i, l in enumerate(lines) if l.startswith("attention:"))
+        rows = [l.split() for l in lines[header + 1:end]]
+        # documents are read from BOS: BOS, e, m, m, a
+        self.assertEqual([int(r[0]) for r in rows], list(range(len(text) + 1)))
+        self.assertEqual([r[1] for r in rows], ["<BOS>"] + list(text))
+        # one heat map per head (1 layer x 2 heads), each with one row per position
+        maps = [i for i, l in enumerate(lines) if re.match(r"^layer \d+ head \d+$", l)]
+        self.assertEqual(len(maps), 2)
+        for i in maps:
+            self.assertEqual(len([l for l in lines[i + 1:i + 1 + len(text) + 1] if "|" in l]), len(text) + 1)
+
+
+class SparklineTest(unittest.TestCase):
+
+    def test_sparkline_of_increasing_values_never_goes_down_and_uses_only_its_alphabet(self):
+        for values in ([0.1 * i ** 1.5 for i in range(200)], [1.0, 2.0, 3.0], [5.0] * 7, list(range(60))):
+            for ascii_only, levels in ((False, UNICODE_LEVELS), (True, ASCII_LEVELS)):
+                with self.subTest(n=len(values), ascii_only=ascii_only):
+                    line = microgpt.sparkline(values, ascii_only=ascii_only)
+                    self.assertEqual(len(line), min(60, len(values)))
+                    self.assertLessEqual(set(line), set(levels))
+                    heights = [levels.index(c) for c in line]
+                    self.assertEqual(heights, sorted(heights))
+                    if values[-1] > values[0]:
+                        self.assertEqual((line[0], line[-1]), (levels[0], levels[-1]))
+        falling = microgpt.sparkline([3.0 - 0.01 * i for i in range(300)], width=20)
+        heights = [UNICODE_LEVELS.index(c) for c in falling]
+        self.assertEqual(heights, sorted(heights, reverse=True))
+
+    def test_cli_prints_an_ascii_loss_curve_when_stdout_is_ascii_only(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
+            result = run_cli(["--input", data, "--steps", "5", "--num-samples", "1", "--block-size", "8"] + SMALL,
+                             cwd=tmp, env_update={"PYTHONIOENCODING": "ascii"})
+        assert_ok(self, result)
+        curve = [l for l in result.stdout.splitlines() if l.startswith("loss curve")]
+        self.assertEqual(len(curve), 1, result.stdout)
+        self.assertTrue(all(ord(c) < 128 for c in curve[0]), curve[0])
+        self.assertLessEqual(set(curve[0].split()[3]), set(ASCII_LEVELS))   # "loss curve: 3.09 #:._ 2.99"
+
+
+class LookInsideBadInputTest(unittest.TestCase):
+
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self._tmp.cleanup)
+        self.tmp = self._tmp.name
+        self.names = write_text(self.tmp, "names.txt", "\n".join(NAMES) + "\n")
+        self.bits = write_text(self.tmp, "bits.txt", BITS)
+        self.trits = write_text(self.tmp, "trits.txt", "0120211021" * 5)
+
+    def test_chain_requests_that_cannot_be_met_are_refused_with_exit_2(self):
+        assert_refused(
+            self, self.tmp,
+            # 3 tokens ** block_size 6 = 729 states > 256
+            ["--input", self.trits, "--stream", "--block-size", "6", "--steps", "2", "--chain"] + SMALL,
+            # documents: no --stream
+            ["--input", self.names, "--block-size", "2", "--steps", "2", "--chain"] + SMALL,
+            # a DOT file in a directory that does not exist
+            ["--input", self.bits, "--stream", "--block-size", "2", "--steps", "2",
+             "--chain", os.path.join(self.tmp, "missing", "chain.dot")] + SMALL,
+        )
+
+    def test_explain_text_the_model_cannot_read_is_refused_with_exit_2(self):
+        assert_refused(
+            self, self.tmp,
+            ["--input", self.names, "--block-size", "8", "--steps", "2", "--explain", "emQ"] + SMALL,
+            # BOS + 8 characters do not fit a context of 8
+            ["--input", self.names, "--block-size", "8", "--steps", "2", "--explain", "isabella"] + SMALL,
+            ["--input", self.bits, "--stream", "--block-size", "3", "--steps", "2", "--explain", "0110"] + SMALL,
+            ["--input", self.bits, "--stream", "--block-size", "3", "--steps", "2", "--explain", ""] + SMALL,
+        )
+
+    def test_impossible_stream_settings_are_refused_with_exit_2(self):
+        short = write_text(self.tmp, "short.txt", "0110")
+        assert_refused(
+            self, self.tmp,
+            ["--input", short, "--stream", "--block-size", "8", "--steps", "2"] + SMALL,   # 4 < 8 + 1 characters
+            ["--input", self.names, "--block-size", "8", "--steps", "2", "--length", "10"] + SMALL,
+            ["--input", self.bits, "--stream", "--block-size", "3", "--steps", "2", "--length", "0"] + SMALL,
+        )
+
+
+if __name__ == "__main__":
+    unittest.main()
