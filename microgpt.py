@@ -958,24 +958,23 @@ def print_explanation(tokens, targets, weights, config, chars):
                 print(f"  {names[pos]:>{width}} |{cells}")
 
 
-def run(args):
-    """The main job: load or build a model, train it, report, sample. Returns the exit code."""
-    config = Config()
-    for key in ("lr", "seed", "temperature", "batch"):
-        setattr(config, key, getattr(args, key))
-    rng = random.Random(config.seed)
-    checkpoint = None
-    if args.load:
-        config_loaded, chars, params, mode, checkpoint = load_checkpoint(args.load)
+def settings(args):
+    """The Config and mode asked for on the command line, merged with the checkpoint's when
+    there is one. Returns (config, mode, checkpoint), checkpoint being None or
+    load_checkpoint's (config, chars, params, mode, raw)."""
+    config = Config(lr=args.lr, seed=args.seed, temperature=args.temperature, batch=args.batch)
+    checkpoint = load_checkpoint(args.load) if args.load else None
+    if checkpoint:
+        saved, mode = checkpoint[0], checkpoint[3]
         for key in MODEL_SHAPE:
             given = getattr(args, key)
-            if given is not None and given != getattr(config_loaded, key):
+            if given is not None and given != getattr(saved, key):
                 raise BadInput(f"--{key.replace('_', '-')} {given} contradicts the checkpoint "
-                               f"({key} {getattr(config_loaded, key)})")
-            setattr(config, key, getattr(config_loaded, key))
+                               f"({key} {getattr(saved, key)})")
+            setattr(config, key, getattr(saved, key))
         if args.stream and mode != "stream":
-            raise BadInput(f"--stream contradicts the checkpoint, which was trained on documents")
-        config.steps = 0
+            raise BadInput("--stream contradicts the checkpoint, which was trained on documents")
+        config.steps = 0                    # a loaded model only samples unless --steps says otherwise
     else:
         mode = "stream" if args.stream else "docs"
         for key in MODEL_SHAPE:
@@ -986,7 +985,7 @@ def run(args):
     if args.num_samples is not None:
         config.num_samples = args.num_samples
     elif mode == "stream":
-        config.num_samples = 1
+        config.num_samples = 1              # one long text rather than 20 names
     if args.length is not None:
         if mode != "stream":
             raise BadInput("--length applies to continuous text (--stream)")
@@ -994,56 +993,120 @@ def run(args):
     check_settings(args, config)
     if args.chain is not None and mode != "stream":
         raise BadInput("--chain needs a model of continuous text (--stream)")
+    return config, mode, checkpoint
 
-    # The data: read it when there is training to do.
-    train_seqs = val_seqs = []
-    text = None
-    if config.steps > 0:
-        path = args.input or default_data_path()
-        text = read_text(path)
-        if checkpoint is None:
-            chars = build_vocab(text if mode == "stream" else "".join(split_documents(text)))
-        if mode == "stream":
-            train_tokens, val_tokens = stream_split(encode(text, chars), config.block_size)
-            if len(train_tokens) < config.block_size + 1:
-                raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
-                               f"{config.block_size + 1}")
-            val_seqs = stream_val_windows(val_tokens, config.block_size)
-            batches = window_batches(train_tokens, config.block_size, config.batch, rng)
-            print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
-                  + (f"validating on the last {len(val_tokens):,}" if val_tokens else "too few to hold any out for validation"))
+
+def prepare_data(path, config, mode, chars, rng):
+    """Read the training data and say what it is. chars is None for a new model, whose
+    vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
+    text = read_text(path)
+    if mode == "stream":
+        chars = chars or build_vocab(text)
+        train_tokens, val_tokens = stream_split(encode(text, chars), config.block_size)
+        if len(train_tokens) < config.block_size + 1:
+            raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
+                           f"{config.block_size + 1}")
+        held_out = f"validating on the last {len(val_tokens):,}" if val_tokens else ""
+        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
+              + (held_out or "too few to hold any out for validation"))
+        return (text, chars, window_batches(train_tokens, config.block_size, config.batch, rng),
+                stream_val_windows(val_tokens, config.block_size))
+    docs = split_documents(text)
+    chars = chars or build_vocab("".join(docs))
+    encode("".join(docs), chars)            # every character must be in the vocabulary
+    train_docs, val_docs = train_val_split(docs, rng)
+    held_out = f"validating on {len(val_docs):,}" if val_docs else ""
+    print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
+          + (held_out or "too few to hold any out for validation"))
+    return (text, chars, document_batches(train_docs, chars, config.batch),
+            [encode_document(doc, chars) for doc in val_docs])
+
+
+def explain_tokens(text, chars, config, mode):
+    """The inputs and targets for --explain: a document is read from BOS and ends with BOS,
+    a stream is read as it is (its last token has no target)."""
+    ids = encode(text, chars)
+    if mode == "docs":
+        inputs, targets = [len(chars)] + ids, ids + [len(chars)]
+    else:
+        inputs, targets = ids, ids[1:] + [None]
+    if not 1 <= len(inputs) <= config.block_size:
+        longest = config.block_size - (1 if mode == "docs" else 0)
+        raise BadInput(f"--explain text must be 1 to {longest} characters for a context of {config.block_size}")
+    return inputs, targets
+
+
+def train_with_progress(params, config, batches):
+    """Train, printing progress. Returns (smoothed losses, whether Ctrl-C stopped it)."""
+    # A first Ctrl-C stops at the end of the current step, so the model is whole when it is
+    # saved; a second one stops at once.
+    losses, smoothed, stop = [], [], []
+    def on_ctrl_c(signum, frame):
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(True)
+    previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
+    interactive = sys.stdout.isatty()
+    started = time.perf_counter()
+    try:
+        for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
+            losses.append(loss)
+            smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
+            print_progress(step, config.steps, losses, started, interactive)
+            if stop:
+                return smoothed, True
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    elapsed = time.perf_counter() - started
+    print(f"trained {config.steps} steps in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
+          f"smoothed loss {smoothed[-1]:.4f}")
+    ascii_only = not can_print("\u2581\u2588")
+    print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
+    return smoothed, False
+
+
+def print_samples(weights, config, chars, mode, prompt, stream_start):
+    """num_samples new names (or texts, in stream mode)."""
+    # Sampling has its own random stream, so the samples depend only on the weights and the
+    # seed: a loaded checkpoint prints the same samples as the run that saved it.
+    rng = random.Random(config.seed + 1)
+    if config.num_samples:
+        print(f"--- {config.num_samples} sample{'s' if config.num_samples > 1 else ''} "
+              f"(temperature {config.temperature}) ---")
+    for i in range(config.num_samples):
+        if mode == "docs":
+            print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, rng, config.temperature, prompt)}")
         else:
-            docs = split_documents(text)
-            encode("".join(docs), chars)        # every character must be in the vocabulary
-            train_docs, val_docs = train_val_split(docs, rng)
-            val_seqs = [encode_document(doc, chars) for doc in val_docs]
-            batches = document_batches(train_docs, chars, config.batch)
-            print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
-                  + (f"validating on {len(val_docs):,}" if val_docs else "too few to hold any out for validation"))
+            start = encode(prompt or stream_start, chars)
+            print(decode(sample_stream(weights, config, rng, config.temperature, start, config.length), chars))
+            if i + 1 < config.num_samples:
+                print("---")
+
+
+def run(args):
+    """The main job: load or build a model, train it, report, sample. Returns the exit code."""
+    config, mode, checkpoint = settings(args)
+    rng = random.Random(config.seed)
+    chars, params, text, val_seqs, raw = None, None, None, [], {}
+    if checkpoint:
+        _, chars, params, _, raw = checkpoint
+    if config.steps > 0:
+        text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
     # Stream samples without a prompt start from the first character of the text.
-    stream_start = text[0] if text else (checkpoint or {}).get("stream_start", chars[0])
+    stream_start = text[0] if text else raw.get("stream_start", chars[0])
 
-    # Check what will be asked of the model before spending time training it.
-    prompt_tokens = encode(args.prompt or "", chars)
-    if mode == "docs" and len(prompt_tokens) >= config.block_size:
-        raise BadInput(f"--prompt is {len(prompt_tokens)} characters; it must be shorter than block_size "
+    # Check everything asked of the model before spending time on training it.
+    prompt = args.prompt or ""
+    if len(encode(prompt, chars)) >= config.block_size and mode == "docs":
+        raise BadInput(f"--prompt is {len(prompt)} characters; it must be shorter than block_size "
                        f"({config.block_size}) to leave room to generate")
     if args.explain is not None:
-        # Documents are read from BOS and end with BOS; a stream is read as it is.
-        ids = encode(args.explain, chars)
-        if mode == "docs":
-            explain_inputs, explain_targets = [len(chars)] + ids, ids + [len(chars)]
-        else:
-            explain_inputs, explain_targets = ids, ids[1:] + [None]
-        if not 1 <= len(explain_inputs) <= config.block_size:
-            longest = config.block_size - (1 if mode == "docs" else 0)
-            raise BadInput(f"--explain text must be 1 to {longest} characters for a context of {config.block_size}")
+        explain_inputs, explain_targets = explain_tokens(args.explain, chars, config, mode)
     if args.chain is not None and vocab_size ** config.block_size > 256:
         raise BadInput(f"--chain needs at most 256 states; this model has {vocab_size}**{config.block_size}")
 
-    if checkpoint is None:
-        params = init_params(config, vocab_size, rng)
+    params = params or init_params(config, vocab_size, rng)
     n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
     print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
           + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE))
@@ -1056,58 +1119,21 @@ def run(args):
             save_checkpoint(args.save, params, config, chars, mode, extra)
             print(f"saved the model to {args.save}")
 
-    # Training. A Ctrl-C stops at the end of the current step (a second one stops at once),
-    # so the model is whole when it is saved.
     if config.steps > 0:
-        losses, smoothed, stop = [], [], []
-        def on_ctrl_c(signum, frame):
-            if stop:
-                raise KeyboardInterrupt
-            stop.append(True)
-        previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
-        interactive = sys.stdout.isatty()
-        started = time.perf_counter()
-        try:
-            for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
-                losses.append(loss)
-                smoothed.append(sum(losses[-100:]) / len(losses[-100:]))
-                print_progress(step, config.steps, losses, started, interactive)
-                if stop:
-                    break
-        finally:
-            signal.signal(signal.SIGINT, previous_handler)
-        if stop:
-            print(f"\ninterrupted after {len(losses)} of {config.steps} steps" +
-                  (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
-            save(len(losses))
+        smoothed, interrupted = train_with_progress(params, config, batches)
+        if interrupted:
+            print(f"\ninterrupted after {len(smoothed)} of {config.steps} steps"
+                  + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
+            save(len(smoothed))
             return 130
-        elapsed = time.perf_counter() - started
-        print(f"trained {config.steps} steps in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
-              f"smoothed loss {smoothed[-1]:.4f}")
-        ascii_only = not can_print("\u2581\u2588")
-        print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
-        weights = weights_of(params)
         if val_seqs:
-            print(f"validation loss: {mean_token_loss(val_seqs, weights, config):.4f} "
-                  f"(mean per token over {len(val_seqs):,} held-out {'windows' if mode == 'stream' else 'documents'})")
+            kind = "windows" if mode == "stream" else "documents"
+            print(f"validation loss: {mean_token_loss(val_seqs, weights_of(params), config):.4f} "
+                  f"(mean per token over {len(val_seqs):,} held-out {kind})")
         save(config.steps)
 
     weights = weights_of(params)
-    # Sampling has its own random stream, so the samples depend only on the weights and the
-    # seed: a loaded checkpoint prints the same samples as the run that saved it.
-    sample_rng = random.Random(config.seed + 1)
-    if config.num_samples:
-        print(f"--- {config.num_samples} sample{'s' if config.num_samples > 1 else ''} "
-              f"(temperature {config.temperature}) ---")
-    for i in range(config.num_samples):
-        if mode == "docs":
-            print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, sample_rng, config.temperature, args.prompt or '')}")
-        else:
-            start = prompt_tokens or encode(stream_start, chars)
-            out = sample_stream(weights, config, sample_rng, config.temperature, start, config.length)
-            print(decode(out, chars))
-            if i + 1 < config.num_samples:
-                print("---")
+    print_samples(weights, config, chars, mode, prompt, stream_start)
     if args.chain is not None:
         print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)
     if args.explain is not None:
