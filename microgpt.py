@@ -4,6 +4,11 @@ microgpt: a complete GPT in one file of plain Python, no packages needed.
     python microgpt.py            # train on names.txt, then print new names
     python microgpt.py --help     # every option
 
+The idea in three sentences. A GPT is a function that, given the tokens so far, returns a
+probability for every possible next token. Training nudges its parameters so that the token
+that really came next gets a higher probability. Sampling draws a token from those
+probabilities, appends it, and repeats.
+
 Read it top to bottom. Each section builds on the ones before it:
 
     1. Dataset      the text we learn from
@@ -36,7 +41,7 @@ from operator import mul
 @dataclass
 class Config:
     """Every hyperparameter in one place. The command line, the checkpoint and the code all
-    read their defaults from here."""
+    read their defaults from here. You will meet each of them in the sections below."""
     # the shape of the model (a checkpoint stores exactly these four)
     n_layer: int = 1        # how many transformer blocks are stacked
     n_embd: int = 16        # the width of every vector inside the model
@@ -45,9 +50,9 @@ class Config:
     # training
     steps: int = 1000
     lr: float = 0.01        # Adam's learning rate, decayed linearly to 0 over the run
-    beta1: float = 0.85
-    beta2: float = 0.99
-    eps: float = 1e-8
+    beta1: float = 0.85     # how slowly Adam's average of the gradient forgets (section 6)
+    beta2: float = 0.99     # the same for its average of the squared gradient
+    eps: float = 1e-8       # keeps Adam from dividing by zero
     init_std: float = 0.08  # the spread of the random initial weights
     batch: int = 1          # documents (or windows of text) per step
     seed: int = 42
@@ -237,7 +242,9 @@ class Value:
 
     def topological_order(self):
         """This node and every node it depends on that has children, each after its children."""
-        # An explicit stack instead of recursion, so a graph of any depth works.
+        # An explicit stack instead of recursion, so a graph of any depth works. Each node
+        # is pushed twice: once to push its children, and once more (children_done) to be
+        # emitted after all of them. Leaves are skipped: they have nothing to pass on.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_done = stack.pop()
@@ -252,32 +259,14 @@ class Value:
         return order
 
 
-# Fused nodes. The operations above make one node per + and *, so a row of a linear layer,
-# sum_i w_i * x_i over 16 inputs, costs 32 nodes. But a node may have any number of
-# children: one node for the whole sum, whose local derivatives (x_i for w_i, w_i for x_i)
-# are computed in the forward pass, gives exactly the same gradients with far less
-# bookkeeping. Section 5 uses such fused nodes wherever it matters for speed, each next to
-# the atomic version it replaces. Set FUSED = False to build the graph the textbook way
-# from the operations above only; the tests check that both give the same gradients.
-FUSED = True
-
-
-def dot(a, b, scale=1.0):
-    """One node for scale * sum_i a[i] * b[i], where a and b are lists of Values.
-    d/d a[i] = scale * b[i]   and   d/d b[i] = scale * a[i]."""
-    ad = [v.data for v in a]
-    bd = [v.data for v in b]
-    return Value(sum(map(mul, ad, bd)) * scale, a + b,
-                 [x * scale for x in bd] + [x * scale for x in ad])
-
-
 # ---------------------------------------------------------------------------------------
 # 4. Parameters
 #
 # The model's knowledge lives in lists of lists of Values (matrices), kept in a dict under
-# the names used in the GPT-2 literature. They start as small random numbers (a Gaussian
-# with standard deviation 0.08): random so that different neurons learn different things,
-# small so that the first predictions are close to uniform.
+# the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
+# one column per input, as linear() in section 5 expects. They start as small random numbers
+# (a Gaussian with standard deviation config.init_std, 0.08): random so that different
+# rows learn different things, small so that the first predictions are close to uniform.
 # ---------------------------------------------------------------------------------------
 
 def param_shapes(config, vocab_size):
@@ -323,11 +312,33 @@ def weights_of(params):
 #
 # Every function below takes vectors either of Values (training: a graph is built for
 # backward) or of plain floats (sampling and evaluation: no graph, much faster). With
-# Values there are two ways to build the graph: atomic (the operations of section 3
-# only) or fused (one node for a whole sum; see dot() above). All give the same numbers.
+# Values there are two ways to build the graph, atomic and fused (below). All give the
+# same numbers. Read the plain branch of each function first: it is the math. The fused
+# branch computes the same thing with fewer nodes.
+#
+# Fused nodes. The operations of section 3 make one node per + and *, so one output of a
+# linear layer, sum_i w_i * x_i over 16 inputs, costs 32 nodes. But a node may have any
+# number of children: one node for the whole sum, whose local derivatives (x_i for w_i,
+# w_i for x_i) are computed in the forward pass, gives exactly the same gradients with far
+# less bookkeeping. Sections 5 and 6 use such fused nodes where it matters for speed, each
+# next to the atomic version it replaces. Set FUSED = False to build the graph the textbook
+# way from section 3's operations only; the tests check that both give the same gradients.
 # ---------------------------------------------------------------------------------------
 
+FUSED = True
+
+
+def dot(a, b, scale=1.0):
+    """One node for scale * sum_i a[i] * b[i], where a and b are lists of Values.
+    d/d a[i] = scale * b[i]   and   d/d b[i] = scale * a[i]."""
+    ad = [v.data for v in a]
+    bd = [v.data for v in b]
+    return Value(sum(map(mul, ad, bd)) * scale, a + b,
+                 [x * scale for x in bd] + [x * scale for x in ad])
+
+
 def is_graph(vector):
+    """True for a list of Values (build a graph), False for a list of plain floats."""
     return isinstance(vector[0], Value)
 
 
@@ -423,7 +434,7 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     hd = config.head_dim
     # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
-    x = rmsnorm(x)
+    x = rmsnorm(x)            # start every position from a vector of the same size
     for i in range(config.n_layer):
         # Attention block: gather information from earlier positions.
         residual = x
@@ -433,6 +444,8 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
         v = linear(x, params[f"layer{i}.attn_wv"])      # [n_embd]: what it passes on
         keys[i].append(k)
         values[i].append(v)
+        # Several small heads rather than one big one, so that each can look for something
+        # different (say, the previous letter, or the start of the name).
         heads = []
         for h in range(config.n_head):                  # each head uses its own slice
             sl = slice(h * hd, (h + 1) * hd)
@@ -460,18 +473,19 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
 # 6. Training
 #
 # The loss measures how surprised the model is by the real next token: the cross-entropy
-# -log p(next token). A model that guesses uniformly among 27 tokens has loss ln(27) = 3.30;
-# one that always gives the right token probability 1 has loss 0. Each step computes the
-# mean loss over the positions of one document, gets every parameter's gradient with
-# backward(), and lets Adam move each parameter a little downhill.
+# -log p(next token). A model that guesses uniformly among the 27 tokens of names.txt (26
+# letters and BOS) has loss ln(27) = 3.30; one that always gives the right token probability
+# 1 has loss 0. Each step computes the mean loss over the positions of one document (or a
+# batch of them), gets every parameter's gradient with backward(), and lets Adam move each
+# parameter a little downhill.
 # ---------------------------------------------------------------------------------------
 
 def cross_entropy(logits, target):
     """-log softmax(logits)[target], the loss of one prediction.   [vocab_size] -> scalar"""
     if is_graph(logits) and not FUSED:
         return -softmax(logits)[target].log()
-    # Computed as logsumexp(logits) - logits[target], which is the same number but cannot
-    # take the log of a probability that underflowed to 0.
+    # -log(exp(l[t]) / sum_j exp(l[j])) = log(sum_j exp(l[j])) - l[t]: the same number,
+    # but it cannot take the log of a probability that underflowed to 0.
     ld = [l.data for l in logits] if is_graph(logits) else logits
     m = max(ld)
     loss = math.log(sum(math.exp(l - m) for l in ld)) + m - ld[target]
@@ -505,6 +519,15 @@ def batch_loss(batch, params, config):
     return mean([mean(sequence_losses(tokens, params, config)) for tokens in batch])
 
 
+def document_batches(docs, chars, batch):
+    """batch_for_step for documents: the training documents in order, `batch` at a time
+    ("all": every one of them at every step)."""
+    seqs = [encode_document(doc, chars) for doc in docs]
+    if batch == "all":
+        return lambda step: seqs
+    return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
+
+
 def adam_update(flat_params, m, v, step, num_steps, config):
     """One step of Adam on every parameter, then reset the gradients for the next step.
     m and v are running averages of each gradient and of its square: the step follows the
@@ -524,7 +547,8 @@ def adam_update(flat_params, m, v, step, num_steps, config):
 def train(params, config, batch_for_step, num_steps):
     """Train for num_steps steps of Adam (a fresh optimizer), yielding each step's loss as it
     goes so the caller can report progress. batch_for_step(step) gives the token sequences
-    to learn from at that step."""
+    to learn from at that step. This is a generator: nothing runs until the caller loops
+    over it, as in `for loss in train(...)`."""
     flat = flatten(params)
     m = [0.0] * len(flat)
     v = [0.0] * len(flat)
@@ -550,17 +574,9 @@ def train(params, config, batch_for_step, num_steps):
             gc.enable()
 
 
-def document_batches(docs, chars, batch):
-    """batch_for_step for documents: the training documents in order, `batch` at a time
-    ("all": every one of them at every step)."""
-    seqs = [encode_document(doc, chars) for doc in docs]
-    if batch == "all":
-        return lambda step: seqs
-    return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
-
-
 def mean_token_loss(sequences, weights, config):
-    """Mean cross-entropy per predicted token over some sequences (the validation loss)."""
+    """Mean cross-entropy per predicted token over some sequences (the validation loss).
+    Per token, so that every held-out character counts the same however long its document."""
     losses = [loss for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
     return sum(losses) / len(losses)
 
@@ -577,8 +593,8 @@ def mean_token_loss(sequences, weights, config):
 
 def sample_token(logits, temperature, rng):
     """Draw a token id with probabilities softmax(logits / temperature)."""
-    # Subtracting the largest logit first changes no probability, and keeps a tiny
-    # temperature from blowing the scaled logits up to infinity.
+    # Subtract the largest logit before dividing by the temperature: that changes no
+    # probability, and keeps a tiny temperature from blowing the logits up to infinity.
     m = max(logits)
     probs = softmax([(l - m) / temperature for l in logits])
     return rng.choices(range(len(probs)), weights=probs)[0]
@@ -593,7 +609,7 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
     for pos in range(config.block_size):
         logits = gpt(tokens[pos], pos, keys, values, weights, config)
         if pos < len(tokens) - 1:
-            continue                      # still reading the prompt
+            continue      # the prompt's next token is given: this step only fills the cache
         token = sample_token(logits, temperature, rng)
         if token == bos:
             break
@@ -601,17 +617,39 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
     return decode(tokens[1:], chars)
 
 
+# That is the whole algorithm. Put together, `python microgpt.py` does:
+#     docs = split_documents(read_text("names.txt"))
+#     chars = build_vocab("".join(docs))
+#     train_docs, val_docs = train_val_split(docs, rng)
+#     params = init_params(config, len(chars) + 1, rng)       # + 1 for BOS
+#     for loss in train(params, config, document_batches(train_docs, chars, 1), 1000):
+#         ...print the progress...
+#     weights = weights_of(params)
+#     print(mean_token_loss([encode_document(d, chars) for d in val_docs], weights, config))
+#     for _ in range(20):
+#         print(sample_document(weights, config, chars, rng, 0.5))
+
+
 # ---------------------------------------------------------------------------------------
 # 8. Look inside
 #
-# Three ways to watch the model. Continuous text ("stream" mode): instead of separate lines,
-# the whole file is one stream of characters, newlines included, and each step learns from
-# a random window of block_size + 1 characters, as in the classic Shakespeare GPT. The
-# Markov chain: a model whose context is full always sees exactly block_size tokens, so for
-# a tiny vocabulary and context we can list every possible context ("state") and where each
-# next token takes it. The microscope: for one input, what the model predicts at every
-# position, and where each attention head looks.
+# Three ways to watch the model at work.
+#
+# Continuous text ("stream" mode). Instead of separate lines, the whole file is one stream
+# of characters, newlines included, with no BOS token: each step learns from a random window
+# of block_size + 1 characters, as in the classic Shakespeare GPT. Sampling slides the
+# window along, so the model always sees the last block_size characters and nothing older.
+#
+# The Markov chain. Because of that window, the next token depends only on the last
+# block_size tokens: the model is a Markov chain whose states are the possible windows. For
+# a tiny vocabulary and context we can list every state, its next-token probabilities, and
+# the state each token leads to.
+#
+# The microscope. For one input: what the model predicts at every position, and where each
+# attention head looks.
 # ---------------------------------------------------------------------------------------
+
+# Continuous text
 
 def stream_split(tokens, block_size):
     """Hold out the last ~10% of a token stream for validation, if that is at least one
@@ -630,7 +668,8 @@ def window_batches(tokens, block_size, batch, rng):
         windows = [tokens[s:s + block_size + 1] for s in starts]
         return lambda step: windows
     def batch_for_step(step):
-        return [tokens[s:s + block_size + 1] for s in (rng.choice(starts) for _ in range(batch))]
+        chosen = [rng.choice(starts) for _ in range(batch)]
+        return [tokens[s:s + block_size + 1] for s in chosen]
     return batch_for_step
 
 
@@ -657,6 +696,8 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     return tokens
 
 
+# The Markov chain and the microscope
+
 def markov_chain(weights, config, vocab_size):
     """Every full context (a tuple of block_size token ids) with its next-token
     probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,)."""
@@ -669,6 +710,8 @@ def explain(tokens, weights, config):
     attention weights over the positions so far (layer by layer, head by head)."""
     log = []
     logits = logits_at_every_position(tokens, weights, config, log)
+    # gpt() appends one list of weights per head, layer by layer, at every position in
+    # turn, so each position's share of the log is the next n_layer * n_head entries.
     heads = config.n_layer * config.n_head
     return [(softmax(l), log[pos * heads:(pos + 1) * heads]) for pos, l in enumerate(logits)]
 
