@@ -980,25 +980,28 @@ def print_chain(chain, chars, dot_path):
 def print_explanation(tokens, targets, weights, config, chars):
     """The microscope: predictions and losses per position, then attention heat maps."""
     rows = explain(tokens, weights, config)
+    names = [label(t, chars) for t in tokens]
     print(f"{'pos':>3}  {'token':<6} {'top 5 next-token predictions':<52} {'next':<6} loss")
     for pos, (probs, _) in enumerate(rows):
         top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
         guesses = "  ".join(f"{label(t, chars)} {probs[t]:.2f}" for t in top)
-        target = targets[pos]
-        nxt, loss = ("", "") if target is None else (label(target, chars), f"{-math.log(probs[target]):.3f}")
-        print(f"{pos:>3}  {label(tokens[pos], chars):<6} {guesses:<52} {nxt:<6} {loss}")
+        target, nxt, loss = targets[pos], "", ""
+        if target is not None:
+            nxt = label(target, chars)
+            loss = f"{-math.log(probs[target]):.3f}" if probs[target] > 0 else "inf"
+        print(f"{pos:>3}  {names[pos]:<6} {guesses:<52} {nxt:<6} {loss}")
     shades = " .:-=+*#%@"
-    print(f"attention: row = position reading, column = position attended to; "
-          f"'{shades}' = weight 0 ... 1")
-    names = [label(t, chars) for t in tokens]
+    print(f"\nattention: each row is a position reading; its columns are the positions it attends to "
+          f"(0 to itself), shaded '{shades}' for weights 0 to 1")
     width = max(len(n) for n in names)
+    header = " " * (width + 7) + " ".join(str(pos % 10) for pos in range(len(tokens)))
     for i in range(config.n_layer):
         for h in range(config.n_head):
             print(f"layer {i} head {h}")
+            print(header)
             for pos, (_, heads) in enumerate(rows):
-                w = heads[i * config.n_head + h]
-                cells = " ".join(shades[min(9, int(x * 10))] for x in w)
-                print(f"  {names[pos]:>{width}} |{cells}")
+                cells = " ".join(shades[min(9, int(w * 10))] for w in heads[i * config.n_head + h])
+                print(f"  {pos:>3} {names[pos]:>{width}} {cells}")
 
 
 def settings(args):

@@ -318,15 +318,19 @@ class ExplainTest(unittest.TestCase):
         lines = result.stdout.splitlines()
         header = next(i for i, l in enumerate(lines) if l.split()[:2] == ["pos", "token"])
         end = next(i for i, l in enumerate(lines) if l.startswith("attention:"))
-        rows = [l.split() for l in lines[header + 1:end]]
+        rows = [l.split() for l in lines[header + 1:end] if l.strip()]
         # documents are read from BOS: BOS, e, m, m, a
         self.assertEqual([int(r[0]) for r in rows], list(range(len(text) + 1)))
         self.assertEqual([r[1] for r in rows], ["<BOS>"] + list(text))
         # one heat map per head (1 layer x 2 heads), each with one row per position
         maps = [i for i, l in enumerate(lines) if re.match(r"^layer \d+ head \d+$", l)]
         self.assertEqual(len(maps), 2)
+        n = len(text) + 1
         for i in maps:
-            self.assertEqual(len([l for l in lines[i + 1:i + 1 + len(text) + 1] if "|" in l]), len(text) + 1)
+            # a header of column positions 0..n-1, then row pos shows pos + 1 shaded cells
+            self.assertEqual(lines[i + 1].split(), [str(pos) for pos in range(n)])
+            for pos, line in enumerate(lines[i + 2:i + 2 + n]):
+                self.assertEqual(line.split()[0], str(pos))
 
 
 class SparklineTest(unittest.TestCase):
