@@ -941,16 +941,18 @@ def label(token, chars):
     return ch if ch.isprintable() else repr(ch)[1:-1]
 
 
-def print_progress(step, num_steps, losses, started, interactive):
-    """The training progress line: raw and smoothed loss, time per step and time left."""
-    recent = losses[-100:]
-    elapsed = time.perf_counter() - started
-    ms = 1000 * elapsed / step
-    line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {losses[-1]:.4f} | "
-            f"smoothed {sum(recent) / len(recent):.4f} | {ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
+def print_progress(step, num_steps, loss, smoothed, started, interactive):
+    """The training progress line: raw and smoothed loss, time per step and time left. In a
+    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times."""
+    every = max(1, num_steps // (100 if interactive else 10))
+    if step % every and step not in (1, num_steps):
+        return
+    ms = 1000 * (time.perf_counter() - started) / step
+    line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
+            f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
     if interactive:
         print("\r" + line, end="\033[K" if step < num_steps else "\033[K\n", flush=True)
-    elif step == 1 or step == num_steps or step % max(1, num_steps // 10) == 0:
+    else:
         print(line, flush=True)
 
 
@@ -1098,7 +1100,7 @@ def train_with_progress(params, config, batches):
         for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
             losses.append(loss)
             smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-            print_progress(step, config.steps, losses, started, interactive)
+            print_progress(step, config.steps, loss, smoothed[-1], started, interactive)
             if stop:
                 return smoothed, True
     finally:
