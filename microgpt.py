@@ -962,7 +962,7 @@ def print_chain(chain, chars, dot_path):
     print(f"Markov chain: {len(chain)} states (contexts of {len(chain[0][0])} tokens)")
     print("state".ljust(max(5, len(name(chain[0][0])))) + "  next token: probability -> next state")
     for state, probs in chain:
-        moves = "   ".join(f"{label(t, chars)}: {p:4.0%} -> {name(state[1:] + (t,))}" for t, p in enumerate(probs))
+        moves = "   ".join(f"{label(t, chars)}: {p:6.1%} -> {name(state[1:] + (t,))}" for t, p in enumerate(probs))
         print(name(state).ljust(max(5, len(name(state)))) + "  " + moves)
     if dot_path:
         quote = lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
