@@ -112,8 +112,9 @@ def main():
 
     # 1. Fused against atomic, both through microgpt.train.
     print(f"\n1. atomic graph vs fused graph, {args.steps} steps each, alternating {args.chunk} at a time")
+    trained = copy_params(params)       # the fused run's weights, trained, for section 3
     runs = {"atomic (FUSED = False)": (False, training_run(copy_params(params), config, batches, args.steps)),
-            "fused (FUSED = True)": (True, training_run(copy_params(params), config, batches, args.steps)),
+            "fused (FUSED = True)": (True, training_run(trained, config, batches, args.steps)),
             "atomic, no engine tricks": (False, manual_run(copy_params(params), config, batches, args.steps,
                                                            use_tape=False, gc_off=False))}
     results = timed_chunks(runs, args.steps, args.chunk)
@@ -129,7 +130,7 @@ def main():
     print("  fused:          " + "  ".join(f"{fused_losses[s]:8.5f}" for s in range(0, args.steps, max(1, args.steps // 6))))
     print(f"  largest relative loss difference over all {args.steps} steps: {worst:.1e}"
           + ("  (agree to 1e-9)" if worst <= 1e-9 else "  (DISAGREE)"))
-    print(f"  the default 1000 steps at this speed: {fused_ms * 1000 / 1000:.1f} s of training\n")
+    print(f"  the default 1000 steps at this speed: {fused_ms:.1f} s of training\n")
 
     # 2. The engine's other tricks, each left out in turn (fused graph).
     print(f"\n2. one trick at a time (fused graph), {args.steps} steps each, alternating")
@@ -156,11 +157,12 @@ def main():
     for name, s in seconds.items():
         print(f"  {name:<28} {1000 * s:8.0f} ms")
     print(f"  ratio: plain floats are {seconds['Values'] / seconds['plain floats']:.1f}x faster")
-    weights, rng = microgpt.weights_of(params), random.Random(1)
+    weights, rng = microgpt.weights_of(trained), random.Random(1)
     start = time.perf_counter()
-    for _ in range(args.names):
-        microgpt.sample_document(weights, config, chars, rng, 0.5)
-    print(f"  sampling: {args.names / (time.perf_counter() - start):.0f} names/s (initial weights)")
+    names = [microgpt.sample_document(weights, config, chars, rng, 0.5) for _ in range(args.names)]
+    seconds = time.perf_counter() - start
+    print(f"  sampling: {args.names / seconds:.0f} names/s (the fused run's weights after {args.steps} steps; "
+          f"{sum(map(len, names)) / len(names):.1f} characters per name)")
 
 
 if __name__ == "__main__":
