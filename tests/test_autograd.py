@@ -9,10 +9,10 @@ nudge one input up by a tiny h, then down by h, and look at how much the output 
 using plain Python floats and the math module, so the measurement shares no code with the
 Value class. If the two agree to about 1e-6, the chain rule was applied correctly.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+from support import fused  # noqa: E402
 import microgpt
 
-import contextlib
 import math
 import random
 import unittest
@@ -31,17 +31,6 @@ def central_difference(f, xs, i, h=H):
     up[i] += h
     down[i] -= h
     return (f(up) - f(down)) / (2 * h)
-
-
-@contextlib.contextmanager
-def fused(flag):
-    """Run a block with microgpt.FUSED set to flag, and always put the old value back."""
-    old = microgpt.FUSED
-    microgpt.FUSED = flag
-    try:
-        yield
-    finally:
-        microgpt.FUSED = old
 
 
 # exp, log and relu written so that one expression works on plain floats and on Values alike:

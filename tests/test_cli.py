@@ -4,7 +4,9 @@ Every bad input must end with exit code 2 and one line on stderr ("microgpt: err
 never a traceback, and must leave no broken or half-written file behind. The happy paths use
 models of a few hundred parameters trained for a few steps, so the whole file runs in seconds.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+from support import MICROGPT_PATH, NAMES, assert_ok, assert_refused, run_cli, run_many, write_text  # noqa: E402
 
 import microgpt
 
@@ -16,88 +18,15 @@ import subprocess
 import tempfile
 import threading
 import unittest
-from concurrent.futures import ThreadPoolExecutor
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICROGPT_PATH = os.path.join(REPO, "microgpt.py")
-
-NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia", "evelyn", "abigail",
-         "harper", "emily", "ella", "liam", "noah", "logan", "mason", "elijah", "oliver", "daniel"]
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]   # 1,1xx parameters: trains in milliseconds
 TIMING_MARKERS = ("ms/step", "s left", " in ")
 SAMPLE_LINE = re.compile(r"^sample +(\d+): (.*)$")
-WORKERS = max(2, min(4, os.cpu_count() or 1))     # command lines run side by side
-
-
-def run_cli(args, cwd, env_update=None, timeout=120):
-    """Run microgpt.py with the interpreter running the tests (CPython or PyPy)."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env.update(env_update or {})
-    return subprocess.run([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd, env=env,
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
-
-
-def snapshot(directory):
-    """Every file (with its bytes) and directory under `directory`."""
-    found = {}
-    for root, dirs, files in os.walk(directory):
-        for name in dirs:
-            found[os.path.join(root, name)] = "<dir>"
-        for name in files:
-            path = os.path.join(root, name)
-            try:
-                with open(path, "rb") as f:
-                    found[path] = f.read()
-            except OSError:
-                found[path] = "<unreadable>"
-    return found
-
-
-def run_many(arg_lists, cwd):
-    """run_cli for several command lines side by side (most of the time is interpreter startup)."""
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        return list(pool.map(lambda args: run_cli(args, cwd), arg_lists))
-
-
-def assert_refused(test, directory, *cases):
-    """The bad-input contract, for each command line in `cases`: exit code 2, exactly one
-    non-empty stderr line starting with "microgpt: error:", no traceback anywhere, no
-    training started; and afterwards `directory` is exactly as it was (no new, removed or
-    changed files). The cases run side by side: none of them may write anything, so they
-    cannot disturb each other."""
-    before = snapshot(directory)
-    results = run_many(cases, directory)
-    for args, result in zip(cases, results):
-        with test.subTest(args=args):
-            context = f"\nargs: {args}\nexit: {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            test.assertEqual(result.returncode, 2, context)
-            lines = result.stderr.splitlines()
-            test.assertEqual(len(lines), 1, context)
-            test.assertTrue(lines[0].startswith("microgpt: error:"), context)
-            test.assertTrue(lines[0][len("microgpt: error:"):].strip(), "the error message is empty" + context)
-            test.assertNotIn("Traceback", result.stdout + result.stderr, context)
-            test.assertFalse([l for l in result.stdout.splitlines() if l.startswith("step ")],
-                             "training started before the bad input was noticed" + context)
-    test.assertEqual(snapshot(directory), before, f"files changed by one of {list(cases)}")
-    return results
-
-
-def assert_ok(test, result):
-    context = f"\nexit: {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    test.assertEqual(result.returncode, 0, context)
-    test.assertNotIn("Traceback", result.stdout + result.stderr, context)
 
 
 def sample_lines(stdout):
     """The generated documents, in order, from "sample  N: text" lines."""
     return [m.group(2) for m in map(SAMPLE_LINE.match, stdout.splitlines()) if m]
-
-
-def write_text(directory, name, text):
-    path = os.path.join(directory, name)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    return path
 
 
 def temp_files(directory):

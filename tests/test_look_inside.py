@@ -4,86 +4,24 @@ chain (--chain), the per-token microscope (--explain), and the loss-curve sparkl
 The numerical facts are checked through the functions (fast); the command line is run for
 real in a subprocess with models of a few hundred parameters trained for a few steps.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+from support import NAMES, assert_ok, assert_refused, run_cli, write_text  # noqa: E402
 
 import microgpt
 
 import itertools
 import random
 import re
-import subprocess
 import tempfile
 import unittest
-from concurrent.futures import ThreadPoolExecutor
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICROGPT_PATH = os.path.join(REPO, "microgpt.py")
-
-NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia", "evelyn", "abigail",
-         "harper", "emily", "ella", "liam", "noah", "logan", "mason", "elijah", "oliver", "daniel"]
 BITS = "0110101101" * 5            # a 2-character stream: 2**block_size Markov states
 SMALL = ["--n-embd", "8", "--n-head", "2"]
-WORKERS = max(2, min(4, os.cpu_count() or 1))     # command lines run side by side
 
 # The two alphabets of sparkline(), lowest level first.
 UNICODE_LEVELS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
 ASCII_LEVELS = "_.-:=+*#"
-
-
-def run_cli(args, cwd, env_update=None, timeout=120):
-    """Run microgpt.py with the interpreter running the tests (CPython or PyPy)."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env.update(env_update or {})
-    return subprocess.run([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd, env=env,
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
-
-
-def snapshot(directory):
-    """Every file (with its bytes) and directory under `directory`."""
-    found = {}
-    for root, dirs, files in os.walk(directory):
-        for name in dirs:
-            found[os.path.join(root, name)] = "<dir>"
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                found[path] = f.read()
-    return found
-
-
-def assert_refused(test, directory, *cases):
-    """The bad-input contract, for each command line in `cases` (run side by side): exit code
-    2, exactly one non-empty stderr line starting with "microgpt: error:", no traceback, no
-    training started, and `directory` exactly as it was (no file written, changed or removed)."""
-    before = snapshot(directory)
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        results = list(pool.map(lambda args: run_cli(args, directory), cases))
-    for args, result in zip(cases, results):
-        with test.subTest(args=args):
-            context = f"\nargs: {args}\nexit: {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            test.assertEqual(result.returncode, 2, context)
-            lines = result.stderr.splitlines()
-            test.assertEqual(len(lines), 1, context)
-            test.assertTrue(lines[0].startswith("microgpt: error:"), context)
-            test.assertTrue(lines[0][len("microgpt: error:"):].strip(), "the error message is empty" + context)
-            test.assertNotIn("Traceback", result.stdout + result.stderr, context)
-            test.assertFalse([l for l in result.stdout.splitlines() if l.startswith("step ")],
-                             "training started before the bad input was noticed" + context)
-    test.assertEqual(snapshot(directory), before, f"files changed by one of {list(cases)}")
-    return results
-
-
-def assert_ok(test, result):
-    context = f"\nexit: {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    test.assertEqual(result.returncode, 0, context)
-    test.assertNotIn("Traceback", result.stdout + result.stderr, context)
-
-
-def write_text(directory, name, text):
-    path = os.path.join(directory, name)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    return path
 
 
 def random_weights(config, vocab_size, seed):

@@ -5,10 +5,10 @@ of 4 to 5 tokens, a width of 4 to 6) so that each one runs in milliseconds in pl
 Every expected number is computed independently here: by finite differences, by a formula
 written out in the test, or by a second, deliberately simple implementation of the model.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+from support import fused  # noqa: E402
 import microgpt
 
-import contextlib
 import json
 import math
 import random
@@ -22,17 +22,6 @@ KINDS = ("float", "fused", "atomic")   # plain floats, Values with fused nodes, 
 CHARS = ["a", "b", "c"]          # vocabulary of the tiny models: a b c and BOS (id 3)
 BOS = len(CHARS)
 VOCAB = len(CHARS) + 1
-
-
-@contextlib.contextmanager
-def fused(flag):
-    """Run a block with microgpt.FUSED set to flag, and always put the old value back."""
-    old = microgpt.FUSED
-    microgpt.FUSED = flag
-    try:
-        yield
-    finally:
-        microgpt.FUSED = old
 
 
 def tiny_config(**changes):
