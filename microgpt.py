@@ -950,8 +950,8 @@ def print_progress(step, num_steps, loss, smoothed, started, interactive):
     ms = 1000 * (time.perf_counter() - started) / step
     line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
             f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
-    if interactive:
-        print("\r" + line, end="\033[K" if step < num_steps else "\033[K\n", flush=True)
+    if interactive:      # back to the start of the line; two spaces cover a line that got shorter
+        print("\r" + line + "  ", end="" if step < num_steps else "\n", flush=True)
     else:
         print(line, flush=True)
 
@@ -1211,6 +1211,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\nmicrogpt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (as in `python microgpt.py | head`): stop
+        # quietly, and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
