@@ -1050,7 +1050,7 @@ def prepare_data(path, config, mode, chars, rng):
     text = read_text(path)
     if mode == "stream":
         chars = chars or build_vocab(text)
-        train_tokens, val_tokens = stream_split(encode(text, chars), config.block_size)
+        train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
             raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
@@ -1061,7 +1061,7 @@ def prepare_data(path, config, mode, chars, rng):
                 stream_val_windows(val_tokens, config.block_size))
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
-    encode("".join(docs), chars)            # every character must be in the vocabulary
+    encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
     print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
@@ -1070,10 +1070,18 @@ def prepare_data(path, config, mode, chars, rng):
             [encode_document(doc, chars) for doc in val_docs])
 
 
+def encode_for(what, text, chars):
+    """encode(), with the error saying what was being encoded."""
+    try:
+        return encode(text, chars)
+    except BadInput as e:
+        raise BadInput(f"{what}: {e}") from None
+
+
 def explain_tokens(text, chars, config, mode):
     """The inputs and targets for --explain: a document is read from BOS and ends with BOS,
     a stream is read as it is (its last token has no target)."""
-    ids = encode(text, chars)
+    ids = encode_for("--explain", text, chars)
     if mode == "docs":
         inputs, targets = [len(chars)] + ids, ids + [len(chars)]
     else:
@@ -1146,7 +1154,7 @@ def run(args):
 
     # Check everything asked of the model before spending time on training it.
     prompt = args.prompt or ""
-    if len(encode(prompt, chars)) >= config.block_size and mode == "docs":
+    if len(encode_for("--prompt", prompt, chars)) >= config.block_size and mode == "docs":
         raise BadInput(f"--prompt is {len(prompt)} characters; it must be shorter than block_size "
                        f"({config.block_size}) to leave room to generate")
     if args.explain is not None:
