@@ -11,6 +11,7 @@ from support import NAMES, assert_ok, assert_refused, run_cli, write_text  # noq
 import microgpt
 
 import itertools
+import json
 import random
 import re
 import tempfile
@@ -141,6 +142,32 @@ class StreamTest(unittest.TestCase):
             self.assertTrue(sample.startswith("01"), sample)
             self.assertEqual(len(sample), len("01") + 25, sample)
             self.assertLessEqual(set(sample), set("01"))
+
+    def test_a_stream_checkpoint_loads_back_into_stream_mode(self):
+        """The checkpoint records the mode: loading it without --stream still gives a stream
+        model (no BOS, samples of --length characters from the text's first character,
+        --chain allowed), and the same sample as the run that saved it."""
+        with tempfile.TemporaryDirectory() as tmp:
+            data = write_text(tmp, "bits.txt", BITS)
+            ckpt = os.path.join(tmp, "bits.json")
+            common = ["--length", "20"]
+            trained = run_cli(["--input", data, "--stream", "--block-size", "3", "--steps", "3", "--save", ckpt]
+                              + SMALL + common, cwd=tmp)
+            loaded = run_cli(["--load", ckpt, "--chain"] + common, cwd=tmp)
+            with open(ckpt, encoding="utf-8") as f:
+                saved = json.load(f)
+        assert_ok(self, trained)
+        assert_ok(self, loaded)
+        self.assertEqual(saved["mode"], "stream")
+        self.assertEqual(len(saved["state_dict"]["wte"]), len(saved["chars"]))    # no row for BOS
+
+        def sample(stdout):
+            lines = stdout.splitlines()
+            return lines[lines.index(next(l for l in lines if l.startswith("--- 1 sample"))) + 1]
+        self.assertEqual(sample(loaded.stdout), sample(trained.stdout))
+        self.assertEqual(len(sample(loaded.stdout)), 1 + 20)                       # the start, then 20
+        self.assertTrue(sample(loaded.stdout).startswith(BITS[0]))
+        self.assertIn("Markov chain: 8 states", loaded.stdout)
 
 
 class MarkovChainTest(unittest.TestCase):
