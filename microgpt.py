@@ -596,6 +596,8 @@ def sample_token(logits, temperature, rng):
     # Subtract the largest logit before dividing by the temperature: that changes no
     # probability, and keeps a tiny temperature from blowing the logits up to infinity.
     m = max(logits)
+    if not math.isfinite(sum(logits)):
+        raise BadInput("the model's scores are not finite numbers: its weights are too large to compute with")
     probs = softmax([(l - m) / temperature for l in logits])
     return rng.choices(range(len(probs)), weights=probs)[0]
 
@@ -881,9 +883,9 @@ def make_parser():
     p.add_argument("--n-embd", type=int, metavar="N", help=f"embedding width (default {d.n_embd})")
     p.add_argument("--n-head", type=int, metavar="N", help=f"attention heads, must divide n-embd (default {d.n_head})")
     p.add_argument("--block-size", type=int, metavar="N", help=f"context length in tokens (default {d.block_size})")
-    p.add_argument("--batch", type=batch_arg, default=d.batch, metavar="N|all", help="documents or windows per "
+    p.add_argument("--batch", type=batch_arg, metavar="N|all", help="documents or windows per "
                    f"step; 'all' uses every one at every step (default {d.batch})")
-    p.add_argument("--lr", type=float, default=d.lr, metavar="F", help=f"Adam learning rate, decayed linearly "
+    p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
                    f"to 0 (default {d.lr})")
     p.add_argument("--seed", type=int, default=d.seed, metavar="N", help=f"random seed; the same seed and "
                    f"options give the same output (default {d.seed})")
@@ -925,9 +927,12 @@ def check_settings(args, config):
     for path in (args.save, args.chain or None):
         if path is not None:
             directory = os.path.dirname(os.path.abspath(path))
-            if os.path.isdir(path) or not os.path.isdir(directory):
-                raise BadInput(f"cannot write {path}: " + ("it is a directory" if os.path.isdir(path)
-                                                           else "no such directory"))
+            if os.path.isdir(path):
+                raise BadInput(f"cannot write {path}: it is a directory")
+            if not os.path.isdir(directory):
+                raise BadInput(f"cannot write {path}: no such directory")
+            if not os.access(directory, os.W_OK):
+                raise BadInput(f"cannot write {path}: no permission to write in {directory}")
 
 
 def label(token, chars):
@@ -1010,7 +1015,10 @@ def settings(args):
     """The Config and mode asked for on the command line, merged with the checkpoint's when
     there is one. Returns (config, mode, checkpoint), checkpoint being None or
     load_checkpoint's (config, chars, params, mode, raw)."""
-    config = Config(lr=args.lr, seed=args.seed, temperature=args.temperature, batch=args.batch)
+    config = Config(seed=args.seed, temperature=args.temperature)
+    for key in ("lr", "batch"):                     # options left out keep Config's defaults
+        if getattr(args, key) is not None:
+            setattr(config, key, getattr(args, key))
     checkpoint = load_checkpoint(args.load) if args.load else None
     if checkpoint:
         saved, mode = checkpoint[0], checkpoint[3]
@@ -1030,6 +1038,12 @@ def settings(args):
                 setattr(config, key, getattr(args, key))
     if args.steps is not None:
         config.steps = args.steps
+    if config.steps == 0:
+        unused = [flag for flag, value in (("--input", args.input), ("--lr", args.lr), ("--batch", args.batch))
+                  if value is not None]
+        if unused:
+            raise BadInput(f"{', '.join(unused)} only matter{'s' if len(unused) == 1 else ''} when training: "
+                           "add --steps N to fine-tune the loaded model")
     if args.num_samples is not None:
         config.num_samples = args.num_samples
     elif mode == "stream":
@@ -1088,6 +1102,8 @@ def explain_tokens(text, chars, config, mode):
         inputs, targets = ids, ids[1:] + [None]
     if not 1 <= len(inputs) <= config.block_size:
         longest = config.block_size - (1 if mode == "docs" else 0)
+        if longest < 1:
+            raise BadInput("--explain needs a block_size of at least 2 for a model of documents")
         raise BadInput(f"--explain text must be 1 to {longest} characters for a context of {config.block_size}")
     return inputs, targets
 
@@ -1106,6 +1122,9 @@ def train_with_progress(params, config, batches):
     started = time.perf_counter()
     try:
         for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
+            if not math.isfinite(loss):
+                raise BadInput(f"training diverged: the loss became {loss} at step {step} "
+                               f"(try a smaller --lr than {config.lr}); nothing was saved")
             losses.append(loss)
             smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
             print_progress(step, config.steps, loss, smoothed[-1], started, interactive)
@@ -1167,9 +1186,13 @@ def run(args):
     print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
           + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE))
 
+    # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
+    steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
+    steps_before = steps_before if type(steps_before) is int else 0
+
     def save(steps_done):
         if args.save:
-            extra = {"training": {"steps": steps_done, "seed": config.seed, "lr": config.lr}}
+            extra = {"training": {"steps": steps_before + steps_done, "seed": config.seed, "lr": config.lr}}
             if mode == "stream":
                 extra["stream_start"] = stream_start
             save_checkpoint(args.save, params, config, chars, mode, extra)

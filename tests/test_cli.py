@@ -196,6 +196,26 @@ class CheckpointTest(unittest.TestCase):
         config, chars, params, mode, ckpt = microgpt.load_checkpoint(saved)
         self.assertEqual(ckpt["config"], self.ckpt_json["config"])
         self.assertNotEqual(ckpt["state_dict"], self.ckpt_json["state_dict"])
+        # the checkpoint counts every step the model has trained: 5 before, 3 now
+        self.assertEqual(ckpt["training"]["steps"], self.ckpt_json["training"]["steps"] + 3)
+
+    def test_training_options_without_training_are_refused_with_exit_2(self):
+        """A loaded model only samples unless --steps says otherwise, so --input, --lr and
+        --batch would be silently ignored: say so instead."""
+        assert_refused(self, self.tmp, ["--load", self.ckpt, "--lr", "0.1"], ["--load", self.ckpt, "--batch", "2"],
+                       ["--load", self.ckpt, "--input", self.names], ["--load", self.ckpt, "--steps", "0", "--lr", "0.1"])
+
+    def test_diverging_training_stops_with_exit_2_and_saves_nothing(self):
+        target = os.path.join(self.tmp, "diverged.json")
+        result = run_cli(["--input", self.names, "--steps", "5", "--lr", "1e100", "--save", target] + TINY,
+                         cwd=self.tmp)
+        context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        self.assertEqual(result.returncode, 2, context)
+        self.assertEqual(len(result.stderr.splitlines()), 1, context)
+        self.assertIn("diverged", result.stderr)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertFalse(os.path.exists(target))
+        self.assertEqual(temp_files(self.tmp), [])
 
     # --- bad checkpoints -------------------------------------------------------------------
 

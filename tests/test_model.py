@@ -472,6 +472,19 @@ class TestSampling(unittest.TestCase):
             self.assertTrue(set(s) <= set(CHARS))
             self.assertLessEqual(len(s), self.config.block_size)
 
+    def test_a_tiny_temperature_picks_the_most_likely_token(self):
+        # Subtracting the largest logit before dividing keeps 1e-300 from overflowing.
+        rng = random.Random(0)
+        for logits in ([0.0, 2.0, 1.0], [5.0, -3.0, 4.999]):
+            best = max(range(len(logits)), key=lambda t: logits[t])
+            self.assertEqual({microgpt.sample_token(logits, 1e-300, rng) for _ in range(20)}, {best})
+
+    def test_logits_that_are_not_finite_numbers_are_refused(self):
+        rng = random.Random(0)
+        for logits in ([math.inf, 0.0], [math.nan, 1.0], [-math.inf, 0.0]):
+            with self.assertRaises(microgpt.BadInput):
+                microgpt.sample_token(logits, 1.0, rng)
+
 
 # --- 12. checkpoints -------------------------------------------------------------------------------
 
