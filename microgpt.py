@@ -234,11 +234,8 @@ class Value:
         # search finds the order.
         self.grad = 1.0
         for node in reversed(tape if tape is not None else self.topological_order()):
-            g = node.grad
-            if g == 0.0:
-                continue          # nothing to pass on (for example behind a ReLU that was off)
             for child, local in zip(node._children, node._local_grads):
-                child.grad += local * g      # the chain rule; a child used twice adds up both
+                child.grad += local * node.grad      # the chain rule; a child used twice adds up both
 
     def topological_order(self):
         """This node and every node it depends on that has children, each after its children."""
