@@ -18,7 +18,9 @@ import math
 import os
 import platform
 import random
+import re
 import statistics
+import subprocess
 import sys
 import time
 
@@ -181,6 +183,9 @@ def main():
     parser.add_argument("--steps", type=int, default=200, help="steps per run (default 200)")
     parser.add_argument("--chunk", type=int, default=50, help="steps per turn when alternating (default 50)")
     parser.add_argument("--names", type=int, default=500, help="names to sample for the sampling speed")
+    parser.add_argument("--whole-runs", type=int, default=0, metavar="N",
+                        help="also time N pairs of whole 500-step runs of microgpt.py, with and without "
+                             "switching the garbage collector off (CPython; about 20 s a pair)")
     args = parser.parse_args()
     cython = sys.implementation.name == "cpython"
     sys.setrecursionlimit(100000)     # the textbook engine's recursive sort needs the room
@@ -251,6 +256,29 @@ def main():
     seconds = time.perf_counter() - start
     print(f"  sampling: {args.names / seconds:.0f} names/s (the fused run's weights after {args.steps} steps; "
           f"{sum(map(len, names)) / len(names):.1f} characters per name)")
+    if args.whole_runs and cython:
+        whole_runs(args.whole_runs)
+
+
+def whole_runs(pairs):
+    """Time `microgpt.py --steps 500` in fresh processes, alternately as it is and with the
+    garbage-collector switch disabled, since the switch matters most with the real heap."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    patch = ("import gc, sys; sys.path.insert(0, %r); import microgpt; "
+             "microgpt.gc = type('NoSwitch', (), {'isenabled': staticmethod(gc.isenabled), "
+             "'disable': staticmethod(lambda: None), 'enable': staticmethod(gc.enable)}); "
+             "sys.exit(microgpt.main(sys.argv[1:]))") % repo
+    commands = {"collector off during training (as in microgpt)": [sys.executable, os.path.join(repo, "microgpt.py")],
+                "collector left on": [sys.executable, "-c", patch]}
+    seconds = {name: [] for name in commands}
+    for _ in range(pairs):
+        for name, command in commands.items():
+            out = subprocess.run(command + ["--steps", "500", "--num-samples", "0"], capture_output=True,
+                                 text=True, check=True).stdout
+            seconds[name].append(float(re.search(r"trained 500 steps in ([\d.]+) s", out).group(1)))
+    print(f"\n4. whole runs of microgpt.py --steps 500, {pairs} of each, alternating")
+    for name, values in seconds.items():
+        print(f"  {name:<50} median {statistics.median(values):5.1f} s  ({', '.join(f'{v:.1f}' for v in values)})")
 
 
 if __name__ == "__main__":
