@@ -234,8 +234,9 @@ class Value:
         # search finds the order.
         self.grad = 1.0
         for node in reversed(tape if tape is not None else self.topological_order()):
+            g = node.grad                    # complete now: every node using this one came later
             for child, local in zip(node._children, node._local_grads):
-                child.grad += local * node.grad      # the chain rule; a child used twice adds up both
+                child.grad += local * g      # the chain rule; a child used twice adds up both
 
     def topological_order(self):
         """This node and every node it depends on that has children, each after its children."""
