@@ -391,6 +391,22 @@ def relu(x):
     return [xi if xi > 0 else 0.0 for xi in x]
 
 
+def linear_relu(x, w):
+    """relu(linear(x, w)): the MLP's first layer, [n_in] -> [n_out]."""
+    if not (is_graph(x) and FUSED):
+        return relu(linear(x, w))
+    # Fused: one node per output for the sum and the ReLU together. Where the sum is
+    # positive, the local derivatives are those of linear(); where it is not, the output is
+    # 0 whatever the inputs are, so the node needs no children at all (about half the units).
+    xd = [xi.data for xi in x]
+    out = []
+    for row in w:
+        rd = [wi.data for wi in row]
+        y = sum(map(mul, rd, xd))
+        out.append(Value(y, row + x, xd + rd) if y > 0 else Value(0.0))
+    return out
+
+
 def attention_weights(q, ks):
     """How much the current position attends to each position so far:
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
@@ -460,8 +476,7 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
         # MLP block: think about what was gathered, one position at a time.
         residual = x
         x = rmsnorm(x)
-        x = linear(x, params[f"layer{i}.mlp_fc1"])      # [4 * n_embd]
-        x = relu(x)
+        x = linear_relu(x, params[f"layer{i}.mlp_fc1"]) # [4 * n_embd]
         x = linear(x, params[f"layer{i}.mlp_fc2"])      # [n_embd]
         x = [a + b for a, b in zip(x, residual)]
     return linear(x, params["lm_head"])                 # [vocab_size]

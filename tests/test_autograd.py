@@ -270,6 +270,9 @@ CASES = {
                            reference=lambda a, b: reference_dot(a, b, 0.37)),
     "linear": dict(shapes=[(4,), (3, 4)],
                    fused=microgpt.linear, atomic=microgpt.linear, reference=reference_linear),
+    "linear_relu": dict(shapes=[(4,), (6, 4)],
+                        fused=microgpt.linear_relu, atomic=microgpt.linear_relu,
+                        reference=lambda x, w: [max(0.0, y) for y in reference_linear(x, w)]),
     "rmsnorm": dict(shapes=[(6,)],
                     fused=microgpt.rmsnorm, atomic=microgpt.rmsnorm, reference=reference_rmsnorm),
     "attention_head": dict(shapes=[(3,), (4, 3), (4, 3)],
@@ -370,6 +373,27 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
 
     def test_fused_linear_matches_the_atomic_graph(self):
         self.check_fused_matches_atomic("linear")
+
+    def test_fused_linear_relu_matches_the_atomic_graph(self):
+        self.check_fused_matches_atomic("linear_relu")
+
+    def test_fused_linear_relu_matches_finite_differences(self):
+        self.check_fused_matches_finite_differences("linear_relu")
+
+    def test_linear_relu_cases_have_units_on_both_sides_of_zero(self):
+        # so that the two checks above cover both the active and the inactive branch
+        shapes = CASES["linear_relu"]["shapes"]
+        for seed in (0, 1):
+            pre = reference_linear(*unflatten(random_inputs(shapes, seed), shapes))
+            self.assertTrue(any(y > 1e-3 for y in pre) and any(y < -1e-3 for y in pre), pre)
+
+    def test_a_unit_the_relu_switches_off_is_a_node_without_children(self):
+        x = [Value(1.0), Value(2.0)]
+        with fused(True):
+            on, off = microgpt.linear_relu(x, [[Value(0.5), Value(0.25)], [Value(-0.5), Value(0.1)]])
+        self.assertEqual((on.data, off.data), (1.0, 0.0))
+        self.assertEqual(len(on._children), 4)
+        self.assertEqual(off._children, ())     # nothing to pass a gradient to: relu'(negative) = 0
 
     def test_fused_rmsnorm_matches_the_atomic_graph(self):
         self.check_fused_matches_atomic("rmsnorm")
