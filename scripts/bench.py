@@ -110,8 +110,12 @@ def timed_chunks(runs, steps, chunk):
     """runs: name -> (fused flag, step function returning the loss). Alternate `chunk` steps
     of each until every run has done `steps`; return name -> (ms per step list, losses)."""
     results = {name: ([], []) for name in runs}
-    for _ in range(0, steps, chunk):
-        for name, (fused, step) in runs.items():
+    names = list(runs)
+    for round_ in range(0, steps, chunk):
+        # Rotate the order every round, so that no run always follows the same other run.
+        turn = round_ // chunk % len(names)
+        for name in names[turn:] + names[:turn]:
+            fused, step = runs[name]
             microgpt.FUSED = fused
             times, losses = results[name]
             for _ in range(chunk):
@@ -147,7 +151,15 @@ def backward_skipping_zeros(loss, tape):
             child.grad += local * g
 
 
-def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=False):
+fused_relu_of_microgpt = microgpt.linear_relu
+
+
+def separate_relu(x, w):
+    """microgpt.linear_relu without the fusion: a linear layer, then one ReLU node per unit."""
+    return microgpt.relu(microgpt.linear(x, w))
+
+
+def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=False, fuse_relu=True):
     """One training step done by hand, so a single trick can be left out."""
     flat = microgpt.flatten(params)
     m, v = [0.0] * len(flat), [0.0] * len(flat)
@@ -158,7 +170,10 @@ def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=Fals
         counter[0] += 1
         (gc.disable if gc_off else gc.enable)()
         microgpt.Value.tape = [] if use_tape else None
+        fused_relu, microgpt.linear_relu = microgpt.linear_relu, (fused_relu_of_microgpt if fuse_relu
+                                                                   else separate_relu)
         loss = microgpt.batch_loss(batches(i), params, config)
+        microgpt.linear_relu = fused_relu
         tape, microgpt.Value.tape = microgpt.Value.tape, None
         if skip_zeros:
             backward_skipping_zeros(loss, tape)
@@ -228,6 +243,8 @@ def main():
     gc_variant = "garbage collector on" if cython else "garbage collector off"
     tricks = {"as in microgpt": manual_run(copy_params(params), config, batches, args.steps, True, cython),
               "backward searches the graph": manual_run(copy_params(params), config, batches, args.steps, False, cython),
+              "ReLU as separate nodes": manual_run(copy_params(params), config, batches, args.steps, True,
+                                                   cython, fuse_relu=False),
               "+ skipping zero gradients": manual_run(copy_params(params), config, batches, args.steps, True,
                                                       cython, skip_zeros=True),
               gc_variant: manual_run(copy_params(params), config, batches, args.steps, True, not cython)}
