@@ -31,6 +31,7 @@ import math
 import os
 import random
 import signal
+import site
 import sys
 import tempfile
 import time
@@ -862,10 +863,13 @@ def load_checkpoint(path):
 # ---------------------------------------------------------------------------------------
 
 def default_data_path():
-    """names.txt beside this file (or where `pip install .` put it)."""
+    """names.txt beside this file, or where `pip install .` (or `pip install --user .`) put it."""
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "names.txt")
-    installed = os.path.join(sys.prefix, "share", "microgpt", "names.txt")
-    return here if os.path.exists(here) or not os.path.exists(installed) else installed
+    for prefix in (sys.prefix, site.getuserbase()):
+        installed = os.path.join(prefix, "share", "microgpt", "names.txt")
+        if not os.path.exists(here) and os.path.exists(installed):
+            return installed
+    return here
 
 
 class ArgumentParser(argparse.ArgumentParser):
