@@ -4,12 +4,15 @@
     pypy3 scripts/bench.py             # PyPy
     python scripts/bench.py --steps 60 --chunk 20     # quicker
 
-It trains the default model on names.txt twice from the same initial weights, once with
-the atomic graph (microgpt.FUSED = False, one node per + and *) and once with the fused one,
-alternating chunks of steps so that both see the same machine load, and prints the median
-milliseconds per step of each, their ratio, and both runs' losses at the same steps (they
-must agree). Then it measures, the same way, the engine's other tricks one at a time, and
-the speed of sampling. Nothing here is a test: it only measures and prints.
+It trains the default model on names.txt from the same initial weights in four ways: the
+fused graph, the atomic graph (microgpt.FUSED = False, one node per + and *), the atomic
+graph without the tape and the collector switch, and a textbook engine (constants as nodes,
+recursive sort). The runs take turns, a chunk of steps at a time, so that all see the same
+machine load; it prints the median milliseconds per step of each, the ratios, and the
+runs' losses at the same steps (they must agree). Then it measures, the same way, each of
+the engine's choices changed in turn, forward passes on floats against Values, and the
+speed of sampling; --whole-runs N also times whole runs with and without the collector
+switch. Nothing here is a test: it only measures and prints.
 """
 
 import argparse

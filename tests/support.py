@@ -4,6 +4,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,3 +93,13 @@ def write_text(directory, name, text):
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
     return path
+
+
+class TempDirTestCase(unittest.TestCase):
+    """A fresh temporary directory holding names.txt (20 short names) for each test."""
+
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self._tmp.cleanup)
+        self.tmp = self._tmp.name
+        self.names = write_text(self.tmp, "names.txt", "\n".join(NAMES) + "\n")

@@ -6,7 +6,8 @@ models of a few hundred parameters trained for a few steps, so the whole file ru
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import MICROGPT_PATH, NAMES, assert_ok, assert_refused, run_cli, run_many, write_text  # noqa: E402
+from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli,  # noqa: E402
+                     run_many, write_text)
 
 import microgpt
 
@@ -31,16 +32,6 @@ def sample_lines(stdout):
 
 def temp_files(directory):
     return [name for name in os.listdir(directory) if name.endswith(".tmp") or name.startswith(".microgpt-")]
-
-
-class TempDirTestCase(unittest.TestCase):
-    """A fresh temporary directory holding names.txt (20 short names) for each test."""
-
-    def setUp(self):
-        self._tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(self._tmp.cleanup)
-        self.tmp = self._tmp.name
-        self.names = write_text(self.tmp, "names.txt", "\n".join(NAMES) + "\n")
 
 
 class BadDataTest(TempDirTestCase):

@@ -6,7 +6,7 @@ real in a subprocess with models of a few hundred parameters trained for a few s
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import NAMES, assert_ok, assert_refused, run_cli, write_text  # noqa: E402
+from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli, write_text  # noqa: E402
 
 import microgpt
 
@@ -329,13 +329,10 @@ class SparklineTest(unittest.TestCase):
         self.assertLessEqual(set(curve[0].split()[3]), set(ASCII_LEVELS))   # "loss curve: 3.09 #:._ 2.99"
 
 
-class LookInsideBadInputTest(unittest.TestCase):
+class LookInsideBadInputTest(TempDirTestCase):
 
     def setUp(self):
-        self._tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(self._tmp.cleanup)
-        self.tmp = self._tmp.name
-        self.names = write_text(self.tmp, "names.txt", "\n".join(NAMES) + "\n")
+        super().setUp()
         self.bits = write_text(self.tmp, "bits.txt", BITS)
         self.trits = write_text(self.tmp, "trits.txt", "0120211021" * 5)
 

@@ -127,6 +127,15 @@ class TestPlainFloatForward(unittest.TestCase):
 
 # --- 4. softmax and rmsnorm --------------------------------------------------------------------
 
+def apply_as(op, xs, kind):
+    """op applied to xs as plain floats, or as Values with the fused or the atomic graph;
+    returns the output numbers."""
+    if kind == "float":
+        return op(list(xs))
+    with fused(kind == "fused"):
+        return [y.data for y in op([Value(x) for x in xs])]
+
+
 class TestSoftmax(unittest.TestCase):
     """softmax(l)[i] = exp(l[i]) / sum_j exp(l[j]). Each property is checked for plain floats
     and for Values (fused and atomic)."""
@@ -134,10 +143,7 @@ class TestSoftmax(unittest.TestCase):
     LOGITS = [0.3, -1.2, 2.5, 0.9, -0.4]
 
     def softmax_data(self, logits, kind):
-        if kind == "float":
-            return microgpt.softmax(list(logits))
-        with fused(kind == "fused"):
-            return [p.data for p in microgpt.softmax([Value(l) for l in logits])]
+        return apply_as(microgpt.softmax, logits, kind)
 
     def test_softmax_is_positive_and_sums_to_one(self):
         for kind in KINDS:
@@ -187,10 +193,7 @@ class TestRMSNorm(unittest.TestCase):
     X = [0.5, -1.3, 2.2, 0.1, -0.7, 1.9]
 
     def rmsnorm_data(self, x, kind):
-        if kind == "float":
-            return microgpt.rmsnorm(list(x))
-        with fused(kind == "fused"):
-            return [y.data for y in microgpt.rmsnorm([Value(v) for v in x])]
+        return apply_as(microgpt.rmsnorm, x, kind)
 
     def test_rmsnorm_output_has_mean_square_one_up_to_epsilon(self):
         m = sum(v * v for v in self.X) / len(self.X)
