@@ -392,20 +392,26 @@ def relu(x):
     return [xi if xi > 0 else 0.0 for xi in x]
 
 
-def linear_relu(x, w):
-    """relu(linear(x, w)): the MLP's first layer, [n_in] -> [n_out]."""
+def mlp(x, w1, w2):
+    """The MLP block's layers: linear, ReLU, linear.   [n_embd] -> [4 * n_embd] -> [n_embd]"""
     if not (is_graph(x) and FUSED):
-        return relu(linear(x, w))
-    # Fused: one node per output for the sum and the ReLU together. Where the sum is
-    # positive, the local derivatives are those of linear(); where it is not, the output is
-    # 0 whatever the inputs are, so the node needs no children at all (about half the units).
+        return linear(relu(linear(x, w1)), w2)
+    # Fused: one node per hidden unit for its sum and its ReLU together, and only for the
+    # units that are on. A unit whose sum is not positive outputs 0 whatever its inputs, so
+    # it adds nothing to the second layer's sums and passes no gradient back: leaving it
+    # out of the graph (about half of the units) changes no number. Where a unit is on,
+    # its local derivatives are those of linear().
     xd = [xi.data for xi in x]
-    out = []
-    for row in w:
+    on, hidden = [], []
+    for j, row in enumerate(w1):
         rd = [wi.data for wi in row]
         y = sum(map(mul, rd, xd))
-        out.append(Value(y, row + x, xd + rd) if y > 0 else Value(0.0))
-    return out
+        if y > 0:
+            on.append(j)
+            hidden.append(Value(y, row + x, xd + rd))
+    if not hidden:                        # every unit is off: the block adds nothing
+        return [Value(0.0) for _ in w2]
+    return linear(hidden, [[row[j] for j in on] for row in w2])   # w2's columns for those units
 
 
 def attention_weights(q, ks):
@@ -477,8 +483,7 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
         # MLP block: think about what was gathered, one position at a time.
         residual = x
         x = rmsnorm(x)
-        x = linear_relu(x, params[f"layer{i}.mlp_fc1"]) # [4 * n_embd]
-        x = linear(x, params[f"layer{i}.mlp_fc2"])      # [n_embd]
+        x = mlp(x, params[f"layer{i}.mlp_fc1"], params[f"layer{i}.mlp_fc2"])   # [n_embd]
         x = [a + b for a, b in zip(x, residual)]
     return linear(x, params["lm_head"])                 # [vocab_size]
 

@@ -154,15 +154,16 @@ def backward_skipping_zeros(loss, tape):
             child.grad += local * g
 
 
-fused_relu_of_microgpt = microgpt.linear_relu
+fused_mlp_of_microgpt = microgpt.mlp
 
 
-def separate_relu(x, w):
-    """microgpt.linear_relu without the fusion: a linear layer, then one ReLU node per unit."""
-    return microgpt.relu(microgpt.linear(x, w))
+def unfused_mlp(x, w1, w2):
+    """microgpt.mlp without its fusion: fused linear layers, one ReLU node per hidden unit,
+    and every unit in the second layer's sums, on or off."""
+    return microgpt.linear(microgpt.relu(microgpt.linear(x, w1)), w2)
 
 
-def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=False, fuse_relu=True):
+def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=False, fuse_mlp=True):
     """One training step done by hand, so a single trick can be left out."""
     flat = microgpt.flatten(params)
     m, v = [0.0] * len(flat), [0.0] * len(flat)
@@ -173,10 +174,9 @@ def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=Fals
         counter[0] += 1
         (gc.disable if gc_off else gc.enable)()
         microgpt.Value.tape = [] if use_tape else None
-        fused_relu, microgpt.linear_relu = microgpt.linear_relu, (fused_relu_of_microgpt if fuse_relu
-                                                                   else separate_relu)
+        microgpt.mlp = fused_mlp_of_microgpt if fuse_mlp else unfused_mlp
         loss = microgpt.batch_loss(batches(i), params, config)
-        microgpt.linear_relu = fused_relu
+        microgpt.mlp = fused_mlp_of_microgpt
         tape, microgpt.Value.tape = microgpt.Value.tape, None
         if skip_zeros:
             backward_skipping_zeros(loss, tape)
@@ -246,8 +246,8 @@ def main():
     gc_variant = "garbage collector on" if cython else "garbage collector off"
     tricks = {"as in microgpt": manual_run(copy_params(params), config, batches, args.steps, True, cython),
               "backward searches the graph": manual_run(copy_params(params), config, batches, args.steps, False, cython),
-              "ReLU as separate nodes": manual_run(copy_params(params), config, batches, args.steps, True,
-                                                   cython, fuse_relu=False),
+              "MLP not fused": manual_run(copy_params(params), config, batches, args.steps, True,
+                                          cython, fuse_mlp=False),
               "+ skipping zero gradients": manual_run(copy_params(params), config, batches, args.steps, True,
                                                       cython, skip_zeros=True),
               gc_variant: manual_run(copy_params(params), config, batches, args.steps, True, not cython)}

@@ -239,6 +239,10 @@ def reference_rmsnorm(x):
     return [xi / rms for xi in x]
 
 
+def reference_mlp(x, w1, w2):
+    return reference_linear([max(0.0, y) for y in reference_linear(x, w1)], w2)
+
+
 def reference_attention_head(q, ks, vs):
     scores = [sum(qi * ki for qi, ki in zip(q, k)) / math.sqrt(len(q)) for k in ks]
     m = max(scores)
@@ -270,9 +274,8 @@ CASES = {
                            reference=lambda a, b: reference_dot(a, b, 0.37)),
     "linear": dict(shapes=[(4,), (3, 4)],
                    fused=microgpt.linear, atomic=microgpt.linear, reference=reference_linear),
-    "linear_relu": dict(shapes=[(4,), (6, 4)],
-                        fused=microgpt.linear_relu, atomic=microgpt.linear_relu,
-                        reference=lambda x, w: [max(0.0, y) for y in reference_linear(x, w)]),
+    "mlp": dict(shapes=[(4,), (6, 4), (3, 6)],
+                fused=microgpt.mlp, atomic=microgpt.mlp, reference=reference_mlp),
     "rmsnorm": dict(shapes=[(6,)],
                     fused=microgpt.rmsnorm, atomic=microgpt.rmsnorm, reference=reference_rmsnorm),
     "attention_head": dict(shapes=[(3,), (4, 3), (4, 3)],
@@ -374,26 +377,44 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
     def test_fused_linear_matches_the_atomic_graph(self):
         self.check_fused_matches_atomic("linear")
 
-    def test_fused_linear_relu_matches_the_atomic_graph(self):
-        self.check_fused_matches_atomic("linear_relu")
+    def test_fused_mlp_matches_the_atomic_graph(self):
+        self.check_fused_matches_atomic("mlp")
 
-    def test_fused_linear_relu_matches_finite_differences(self):
-        self.check_fused_matches_finite_differences("linear_relu")
+    def test_fused_mlp_matches_finite_differences(self):
+        self.check_fused_matches_finite_differences("mlp")
 
-    def test_linear_relu_cases_have_units_on_both_sides_of_zero(self):
-        # so that the two checks above cover both the active and the inactive branch
-        shapes = CASES["linear_relu"]["shapes"]
+    def test_mlp_cases_have_hidden_units_on_both_sides_of_zero(self):
+        # so that the two checks above cover both the units that are on and those that are off
+        shapes = CASES["mlp"]["shapes"]
         for seed in (0, 1):
-            pre = reference_linear(*unflatten(random_inputs(shapes, seed), shapes))
+            x, w1, _ = unflatten(random_inputs(shapes, seed), shapes)
+            pre = reference_linear(x, w1)
             self.assertTrue(any(y > 1e-3 for y in pre) and any(y < -1e-3 for y in pre), pre)
 
-    def test_a_unit_the_relu_switches_off_is_a_node_without_children(self):
+    def test_a_hidden_unit_the_relu_switches_off_is_left_out_of_the_graph(self):
         x = [Value(1.0), Value(2.0)]
+        w1 = [[Value(0.5), Value(0.25)], [Value(-0.5), Value(0.1)]]    # unit 0: 1.0, unit 1: -0.3
+        w2 = [[Value(3.0), Value(7.0)]]
         with fused(True):
-            on, off = microgpt.linear_relu(x, [[Value(0.5), Value(0.25)], [Value(-0.5), Value(0.1)]])
-        self.assertEqual((on.data, off.data), (1.0, 0.0))
-        self.assertEqual(len(on._children), 4)
-        self.assertEqual(off._children, ())     # nothing to pass a gradient to: relu'(negative) = 0
+            (out,) = microgpt.mlp(x, w1, w2)
+        self.assertEqual(out.data, 3.0)
+        # out's children: w2's weight for unit 0, and unit 0 itself, whose children are its
+        # weights and x. Unit 1 and w2's weight for it are nowhere: their gradient would be 0.
+        self.assertEqual(out._children[0], w2[0][0])
+        self.assertEqual(len(out._children), 2)
+        self.assertEqual(out._children[1]._children, w1[0] + x)
+        out.backward()
+        self.assertEqual([w.grad for w in w2[0]], [1.0, 0.0])
+        self.assertEqual([w.grad for w in w1[1]], [0.0, 0.0])
+
+    def test_an_mlp_with_every_hidden_unit_off_outputs_zeros(self):
+        x = [Value(1.0), Value(2.0)]
+        w1 = [[Value(-0.5), Value(0.1)], [Value(-1.0), Value(0.0)]]
+        w2 = [[Value(3.0), Value(7.0)], [Value(1.0), Value(1.0)]]
+        for flag in (True, False):
+            with fused(flag):
+                out = microgpt.mlp(x, w1, w2)
+            self.assertEqual([o.data for o in out], [0.0, 0.0], f"FUSED = {flag}")
 
     def test_fused_rmsnorm_matches_the_atomic_graph(self):
         self.check_fused_matches_atomic("rmsnorm")
