@@ -555,11 +555,12 @@ def adam_update(flat_params, m, v, step, num_steps, config):
     b1, b2 = config.beta1, config.beta2
     bias1 = 1 - b1 ** (step + 1)                     # m and v start at 0 and so are too small
     bias2 = 1 - b2 ** (step + 1)                     # early on; dividing by these corrects that
+    c1, c2, eps = 1 - b1, 1 - b2, config.eps         # looked up once, not once per parameter
     for i, p in enumerate(flat_params):
         g = p.grad
-        m[i] = b1 * m[i] + (1 - b1) * g
-        v[i] = b2 * v[i] + (1 - b2) * g * g
-        p.data -= lr * (m[i] / bias1) / ((v[i] / bias2) ** 0.5 + config.eps)
+        m[i] = b1 * m[i] + c1 * g
+        v[i] = b2 * v[i] + c2 * g * g
+        p.data -= lr * (m[i] / bias1) / ((v[i] / bias2) ** 0.5 + eps)
         p.grad = 0.0
 
 
