@@ -399,8 +399,9 @@ def mlp(x, w1, w2):
     # Fused: one node per hidden unit for its sum and its ReLU together, and only for the
     # units that are on. A unit whose sum is not positive outputs 0 whatever its inputs, so
     # it adds nothing to the second layer's sums and passes no gradient back: leaving it
-    # out of the graph (about half of the units) changes no number. Where a unit is on,
-    # its local derivatives are those of linear().
+    # out of the graph changes no number. (In the default run about half of the units are
+    # off at the start, and more as training goes on.) Where a unit is on, its local
+    # derivatives are those of linear().
     xd = [xi.data for xi in x]
     on, hidden = [], []
     for j, row in enumerate(w1):
