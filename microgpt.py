@@ -312,16 +312,19 @@ def weights_of(params):
 # Every function below takes vectors either of Values (training: a graph is built for
 # backward) or of plain floats (sampling and evaluation: no graph, much faster). With
 # Values there are two ways to build the graph, atomic and fused (below). All give the
-# same numbers. Read the plain branch of each function first: it is the math. The fused
-# branch computes the same thing with fewer nodes.
+# same numbers. Read the lines that are not marked "Fused" first: they are the math, and
+# most of them work on floats and on Values alike. The fused branch computes the same
+# thing with fewer nodes.
 #
 # Fused nodes. The operations of section 3 make one node per + and *, so one output of a
-# linear layer, sum_i w_i * x_i over 16 inputs, costs 32 nodes. But a node may have any
-# number of children: one node for the whole sum, whose local derivatives (x_i for w_i,
-# w_i for x_i) are computed in the forward pass, gives exactly the same gradients with far
-# less bookkeeping. Sections 5 and 6 use such fused nodes where it matters for speed, each
-# next to the atomic version it replaces. Set FUSED = False to build the graph the textbook
-# way from section 3's operations only; the tests check that both give the same gradients.
+# linear layer, sum_i w_i * x_i over 16 inputs, costs 32 nodes (16 products and 16 sums:
+# sum() starts from 0). But a node may have any number of children: one node for the
+# whole sum, whose local derivatives (x_i for w_i, w_i for x_i) are computed in the
+# forward pass, gives exactly the same gradients with far less bookkeeping. Sections 5
+# and 6 use such fused nodes where it matters for speed, each next to the atomic version
+# it replaces. The MLP goes one step further: a hidden unit that the ReLU switches off
+# gets no node at all. Set FUSED = False to build the graph the textbook way from section
+# 3's operations only; the tests check that both give the same gradients.
 # ---------------------------------------------------------------------------------------
 
 FUSED = True
@@ -375,8 +378,8 @@ def rmsnorm(x):
     """Rescale x to a root-mean-square of 1: x / sqrt(mean(x**2) + 1e-5).   [n] -> [n]
     Keeps the numbers in a healthy range however many layers they pass through."""
     if is_graph(x) and FUSED:
-        # One node for the scale s = (mean(x**2) + eps) ** -0.5 instead of 2n + 3 atomic
-        # nodes; its local derivatives are d s / d x[i] = -s**3 * x[i] / n.
+        # Fused: one node for the scale s = (mean(x**2) + eps) ** -0.5 instead of 2n + 3
+        # atomic nodes; its local derivatives are d s / d x[i] = -s**3 * x[i] / n.
         xd = [xi.data for xi in x]
         s = (sum(map(mul, xd, xd)) / len(x) + 1e-5) ** -0.5
         scale = Value(s, x, [-s ** 3 * xi / len(x) for xi in xd])
@@ -397,11 +400,13 @@ def mlp(x, w1, w2):
     if not (is_graph(x) and FUSED):
         return linear(relu(linear(x, w1)), w2)
     # Fused: one node per hidden unit for its sum and its ReLU together, and only for the
-    # units that are on. A unit whose sum is not positive outputs 0 whatever its inputs, so
-    # it adds nothing to the second layer's sums and passes no gradient back: leaving it
-    # out of the graph changes no number. (In the default run about half of the units are
-    # off at the start, and more as training goes on.) Where a unit is on, its local
-    # derivatives are those of linear().
+    # units that are on. Where a unit is on, ReLU's slope is 1, so the node's local
+    # derivatives are those of linear(). Where it is off (its sum is not positive), it
+    # outputs 0 and ReLU's slope is 0: it adds nothing to the second layer's sums, no
+    # gradient reaches its inputs through it, and w2's weights for it would get gradient
+    # (their local derivative, the unit's output) times 0. So it gets no node at all and
+    # the second layer skips it: no number changes. (In the default run about half of the
+    # units are off at the start, and more as training goes on.)
     xd = [xi.data for xi in x]
     on, hidden = [], []
     for j, row in enumerate(w1):
@@ -412,7 +417,9 @@ def mlp(x, w1, w2):
             hidden.append(Value(y, row + x, xd + rd))
     if not hidden:                        # every unit is off: the block adds nothing
         return [Value(0.0) for _ in w2]
-    return linear(hidden, [[row[j] for j in on] for row in w2])   # w2's columns for those units
+    # w2's columns for those units: the same Values, not copies, so their gradients land
+    # on the real weights.
+    return linear(hidden, [[row[j] for j in on] for row in w2])
 
 
 def attention_weights(q, ks):
@@ -520,7 +527,8 @@ def cross_entropy(logits, target):
 def mean(xs):
     """The average of a list of losses."""
     if is_graph(xs) and FUSED:
-        return Value(sum(x.data for x in xs) / len(xs), xs, [1.0 / len(xs)] * len(xs))   # d/dx_i = 1/n
+        # Fused: one node for the sum and the division. d mean / d x[i] = 1/n.
+        return Value(sum(x.data for x in xs) / len(xs), xs, [1.0 / len(xs)] * len(xs))
     return sum(xs) / len(xs)
 
 
