@@ -3,6 +3,7 @@
     python scripts/bench.py            # CPython
     pypy3 scripts/bench.py             # PyPy
     python scripts/bench.py --steps 60 --chunk 20     # quicker
+    python scripts/bench.py --steps 1000              # the whole default run (CPython: ~15 min)
 
 It trains the default model on names.txt from the same initial weights in four ways: the
 fused graph, the atomic graph (microgpt.FUSED = False, one node per + and *), the atomic
@@ -12,7 +13,8 @@ machine load; it prints the median milliseconds per step of each, the ratios, an
 runs' losses at the same steps (they must agree). Then it measures, the same way, each of
 the engine's choices changed in turn, forward passes on floats against Values, and the
 speed of sampling; --whole-runs N also times whole runs with and without the collector
-switch. Nothing here is a test: it only measures and prints.
+switch. The learning rate decays over --steps, so with --steps 1000 every run is exactly
+the default training run. Nothing here is a test: it only measures and prints.
 """
 
 import argparse
