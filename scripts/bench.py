@@ -1,14 +1,15 @@
-"""Benchmark microgpt: the fused graph against the atomic one, and what each trick buys.
+"""Benchmark microgpt: Part II (FAST = True) against Part I alone, and what each trick buys.
 
     python scripts/bench.py            # CPython
     pypy3 scripts/bench.py             # PyPy
     python scripts/bench.py --steps 60 --chunk 20     # quicker
     python scripts/bench.py --steps 1000              # the whole default run (CPython: ~15 min)
 
-It trains the default model on names.txt from the same initial weights in four ways: the
-fused graph, the atomic graph (microgpt.FUSED = False, one node per + and *), the atomic
-graph without the tape and the collector switch, and a textbook engine (constants as nodes,
-recursive sort). The runs take turns, a chunk of steps at a time, so that all see the same
+It trains the default model on names.txt from the same initial weights in four ways: as
+`python microgpt.py` does (FAST = True: all of Part II), Part I alone (FAST = False, as with
+--plain: one node per + and *, no tape, the collector on), Part I's atomic graph with Part
+II's tape and collector switch (so the fused nodes' own gain shows), and a textbook engine
+(constants as nodes, recursive sort). The runs take turns, a chunk of steps at a time, so that all see the same
 machine load; it prints the median milliseconds per step of each, the ratios, and the
 runs' losses at the same steps (they must agree). Then it measures, the same way, each of
 the engine's choices changed in turn, forward passes on floats against Values, and the
@@ -51,7 +52,7 @@ def copy_params(params, kind=microgpt.Value):
 class TextbookValue(microgpt.Value):
     """The textbook engine, as in micrograd and the original microgpt gist, for comparison:
     every constant becomes a leaf node, and backward sorts the graph recursively. It
-    subclasses microgpt.Value only so that the model treats it as a graph (FUSED = False)."""
+    subclasses microgpt.Value only so that Part I's model functions treat it as a Value."""
     __slots__ = ()
 
     def __add__(self, other):
@@ -95,7 +96,7 @@ class TextbookValue(microgpt.Value):
     def __rtruediv__(self, other):
         return other * self ** -1
 
-    def backward(self, tape=None):
+    def backward(self):
         topo, visited = [], set()
 
         def build_topo(v):
@@ -112,7 +113,7 @@ class TextbookValue(microgpt.Value):
 
 
 def timed_chunks(runs, steps, chunk):
-    """runs: name -> (fused flag, step function returning the loss). Alternate `chunk` steps
+    """runs: name -> (FAST flag, step function returning the loss). Alternate `chunk` steps
     of each until every run has done `steps`; return name -> (ms per step list, losses)."""
     results = {name: ([], []) for name in runs}
     names = list(runs)
@@ -120,33 +121,32 @@ def timed_chunks(runs, steps, chunk):
         # Rotate the order every round, so that no run always follows the same other run.
         turn = round_ // chunk % len(names)
         for name in names[turn:] + names[:turn]:
-            fused, step = runs[name]
-            microgpt.FUSED = fused
+            fast, step = runs[name]
+            microgpt.FAST = fast
             times, losses = results[name]
             for _ in range(chunk):
                 start = time.perf_counter()
                 losses.append(step())
                 times.append(1000 * (time.perf_counter() - start))
-    microgpt.FUSED = True
+    microgpt.FAST = True
     gc.enable()
     return results
 
 
-def training_run(params, config, batches, steps):
+def training_run(params, config, batches, steps, gc_off):
     """A step function that advances microgpt.train by one step. Each step function sets
     the collector as its run needs it, since the runs take turns."""
     steps_iter = microgpt.train(params, config, batches, steps)
 
     def step():
-        if sys.implementation.name == "cpython":
-            gc.disable()                    # as microgpt.train does on CPython
+        (gc.disable if gc_off else gc.enable)()
         return next(steps_iter)
     return step
 
 
 def backward_skipping_zeros(loss, tape):
-    """Value.backward, but not passing on a zero gradient (a trick microgpt leaves out: it
-    did not save a measurable share of the step)."""
+    """microgpt.backward_along, but not passing on a zero gradient (a trick microgpt leaves
+    out: it did not save a measurable share of the step)."""
     loss.grad = 1.0
     for node in reversed(tape if tape is not None else loss.topological_order()):
         g = node.grad
@@ -156,13 +156,13 @@ def backward_skipping_zeros(loss, tape):
             child.grad += local * g
 
 
-fused_mlp_of_microgpt = microgpt.mlp
+fused_mlp_of_microgpt = microgpt.fast_mlp
 
 
 def unfused_mlp(x, w1, w2):
-    """microgpt.mlp without its fusion: fused linear layers, one ReLU node per hidden unit,
-    and every unit in the second layer's sums, on or off."""
-    return microgpt.linear(microgpt.relu(microgpt.linear(x, w1)), w2)
+    """microgpt.fast_mlp without its fusion: fused linear layers, one ReLU node per hidden
+    unit, and every unit in the second layer's sums, on or off."""
+    return microgpt.fast_linear([h.relu() for h in microgpt.fast_linear(x, w1)], w2)
 
 
 def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=False, fuse_mlp=True):
@@ -175,17 +175,23 @@ def manual_run(params, config, batches, steps, use_tape, gc_off, skip_zeros=Fals
         i = counter[0]
         counter[0] += 1
         (gc.disable if gc_off else gc.enable)()
-        microgpt.Value.tape = [] if use_tape else None
-        microgpt.mlp = fused_mlp_of_microgpt if fuse_mlp else unfused_mlp
-        loss = microgpt.batch_loss(batches(i), params, config)
-        microgpt.mlp = fused_mlp_of_microgpt
-        tape, microgpt.Value.tape = microgpt.Value.tape, None
-        if skip_zeros:
-            backward_skipping_zeros(loss, tape)
-        else:
-            loss.backward(tape)
+        microgpt.fast_mlp = fused_mlp_of_microgpt if fuse_mlp else unfused_mlp
+        batch, total = batches(i), 0.0
+        for tokens in batch:                 # as microgpt.add_gradient does, one document at a time
+            microgpt.Value.tape = [] if use_tape else None
+            loss = microgpt.document_loss(tokens, params, config)
+            share = loss * (1 / len(batch))
+            tape, microgpt.Value.tape = microgpt.Value.tape, None
+            if skip_zeros:
+                backward_skipping_zeros(share, tape)
+            elif use_tape:
+                microgpt.backward_along(share, tape)
+            else:
+                share.backward()
+            total += loss.data
+        microgpt.fast_mlp = fused_mlp_of_microgpt
         microgpt.adam_update(flat, m, v, i, steps, config)
-        return loss.data
+        return total / len(batch)
     return step
 
 
@@ -215,34 +221,35 @@ def main():
     config, chars, train_docs, params = setup()
     batches = microgpt.document_batches(train_docs, chars, 1)
 
-    # 1. Fused against atomic, both through microgpt.train.
-    print(f"\n1. atomic graph vs fused graph, {args.steps} steps each, alternating {args.chunk} at a time")
-    trained = copy_params(params)       # the fused run's weights, trained, for section 3
-    runs = {"atomic (FUSED = False)": (False, training_run(copy_params(params), config, batches, args.steps)),
-            "fused (FUSED = True)": (True, training_run(trained, config, batches, args.steps)),
-            "atomic, no engine tricks": (False, manual_run(copy_params(params), config, batches, args.steps,
-                                                           use_tape=False, gc_off=False)),
+    # 1. Part I alone against all of Part II, both through microgpt.train.
+    print(f"\n1. Part I alone vs Part II, {args.steps} steps each, alternating {args.chunk} at a time")
+    trained = copy_params(params)       # the fast run's weights, trained, for section 3
+    runs = {"Part I alone (FAST = False)": (False, training_run(copy_params(params), config, batches, args.steps,
+                                                                gc_off=False)),
+            "Part II (FAST = True)": (True, training_run(trained, config, batches, args.steps, gc_off=cython)),
+            "atomic + tape + collector": (False, manual_run(copy_params(params), config, batches, args.steps,
+                                                            use_tape=True, gc_off=cython)),
             "textbook engine": (False, manual_run(copy_params(params, TextbookValue), config, batches,
                                                   args.steps, use_tape=False, gc_off=False))}
     results = timed_chunks(runs, args.steps, args.chunk)
-    _, fused_ms = report(results, "atomic (FUSED = False)", "fused (FUSED = True)")
-    for name, what in (("atomic, no engine tricks", "atomic graph without the tape and the gc switch"),
+    _, fused_ms = report(results, "Part I alone (FAST = False)", "Part II (FAST = True)")
+    for name, what in (("atomic + tape + collector", "Part I's atomic graph with the tape and the collector switch"),
                        ("textbook engine", "textbook engine (constants as nodes, recursive sort)")):
         ms = statistics.median(results[name][0])
-        print(f"  {what + ':':<54} {ms:8.2f} ms/step, fused is {ms / fused_ms:.1f}x faster")
-    other_losses = results["atomic, no engine tricks"][1] + results["textbook engine"][1]
-    atomic_losses = results["atomic (FUSED = False)"][1]
-    fused_losses = results["fused (FUSED = True)"][1]
+        print(f"  {what + ':':<62} {ms:8.2f} ms/step, Part II is {ms / fused_ms:.1f}x faster")
+    other_losses = results["atomic + tape + collector"][1] + results["textbook engine"][1]
+    atomic_losses = results["Part I alone (FAST = False)"][1]
+    fused_losses = results["Part II (FAST = True)"][1]
     worst = max(abs(a - f) / abs(a) for a, f in zip(atomic_losses + other_losses, fused_losses * 3))
     print("  loss at step:   " + "  ".join(f"{s:>8d}" for s in range(0, args.steps, max(1, args.steps // 6))))
-    print("  atomic:         " + "  ".join(f"{atomic_losses[s]:8.5f}" for s in range(0, args.steps, max(1, args.steps // 6))))
-    print("  fused:          " + "  ".join(f"{fused_losses[s]:8.5f}" for s in range(0, args.steps, max(1, args.steps // 6))))
-    print(f"  largest relative loss difference, any run against fused, over all {args.steps} steps: {worst:.1e}"
+    print("  Part I alone:   " + "  ".join(f"{atomic_losses[s]:8.5f}" for s in range(0, args.steps, max(1, args.steps // 6))))
+    print("  Part II:        " + "  ".join(f"{fused_losses[s]:8.5f}" for s in range(0, args.steps, max(1, args.steps // 6))))
+    print(f"  largest relative loss difference, any run against Part II, over all {args.steps} steps: {worst:.1e}"
           + ("  (agree to 1e-9)" if worst <= 1e-9 else "  (DISAGREE)"))
     print(f"  the default 1000 steps at this speed: {fused_ms:.1f} s of training\n")
 
     # 2. The engine's other tricks, each left out in turn (fused graph).
-    print(f"\n2. one trick at a time: microgpt's choices (fused graph), then each changed in turn, "
+    print(f"\n2. one trick at a time: microgpt's choices (Part II), then each changed in turn, "
           f"{args.steps} steps each, alternating")
     # The collector is switched off on CPython only: under PyPy, "switched off" is the variant.
     gc_variant = "garbage collector on" if cython else "garbage collector off"

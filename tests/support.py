@@ -1,5 +1,5 @@
 """What the test files share: running the real command line, the bad-input contract, and
-switching microgpt.FUSED for a block of code."""
+switching microgpt.FAST for a block of code."""
 import contextlib
 import os
 import subprocess
@@ -19,14 +19,15 @@ WORKERS = max(2, min(4, os.cpu_count() or 1))     # command lines run side by si
 
 
 @contextlib.contextmanager
-def fused(flag):
-    """Run a block with microgpt.FUSED set to flag, and always put the old value back."""
-    old = microgpt.FUSED
-    microgpt.FUSED = flag
+def fast(flag):
+    """Run a block with microgpt.FAST set to flag (False: Part I alone), and always put the
+    old value back."""
+    old = microgpt.FAST
+    microgpt.FAST = flag
     try:
         yield
     finally:
-        microgpt.FUSED = old
+        microgpt.FAST = old
 
 
 def run_cli(args, cwd, env_update=None, timeout=120):

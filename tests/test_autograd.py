@@ -1,4 +1,4 @@
-"""Tests for section 3 (Autograd) and the fused nodes of microgpt.
+"""Tests for section 3 (Autograd) and for Part II's fused nodes of microgpt.
 
 How to read these tests: backward() claims to know the derivative of its output with respect
 to every input. We never trust that claim on its own word. Instead we *measure* the slope:
@@ -10,7 +10,7 @@ using plain Python floats and the math module, so the measurement shares no code
 Value class. If the two agree to about 1e-6, the chain rule was applied correctly.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-from support import fused  # noqa: E402
+from support import fast  # noqa: E402
 import microgpt
 
 import math
@@ -259,10 +259,16 @@ def reference_mean(xs):
     return [sum(xs) / len(xs)]
 
 
+def reference_softmax(logits):
+    e = [math.exp(l) for l in logits]
+    return [ei / sum(e) for ei in e]
+
+
 # Each fused operation: the shapes of its inputs, how to call it on Values, how to compute the
 # same thing on floats (the reference above), and how to build it atomically. For most, the
-# atomic graph is the same microgpt function with FUSED = False; dot() is always fused, so its
-# atomic version is the textbook sum written here.
+# fused graph is the Part I function with FAST = True (it hands over to Part II's fast_
+# version) and the atomic graph the same function with FAST = False (Part I alone); dot() has
+# no Part I version, so its atomic version is the textbook sum written here.
 CASES = {
     "dot": dict(shapes=[(5,), (5,)],
                 fused=lambda a, b: [microgpt.dot(a, b)],
@@ -285,6 +291,8 @@ CASES = {
                           fused=lambda l: [microgpt.cross_entropy(l, 2)],
                           atomic=lambda l: [microgpt.cross_entropy(l, 2)],
                           reference=lambda l: reference_cross_entropy(l, 2)),
+    "softmax": dict(shapes=[(5,)],
+                    fused=microgpt.softmax, atomic=microgpt.softmax, reference=reference_softmax),
     "mean": dict(shapes=[(5,)],
                  fused=lambda xs: [microgpt.mean(xs)], atomic=lambda xs: [microgpt.mean(xs)],
                  reference=reference_mean),
@@ -339,9 +347,9 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
         inputs = random_inputs(case["shapes"], seed)
         n_out = len(case["reference"](*unflatten(inputs, case["shapes"])))
         weights = random_weights(n_out, seed)
-        with fused(True):
+        with fast(True):
             f_out, f_grad, f_nodes = self.run_op(case["fused"], inputs, case["shapes"], weights)
-        with fused(False):
+        with fast(False):
             a_out, a_grad, a_nodes = self.run_op(case["atomic"], inputs, case["shapes"], weights)
         # The switch really changed the graph (otherwise we would compare a thing with itself).
         self.assertLess(f_nodes, a_nodes)
@@ -362,7 +370,7 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
         def objective(flat):
             return sum(w * o for w, o in zip(weights, reference(*unflatten(flat, shapes))))
 
-        with fused(True):
+        with fast(True):
             outs, grads, _ = self.run_op(case["fused"], inputs, shapes, weights)
         for o, r in zip(outs, reference(*unflatten(inputs, shapes))):
             self.assertClose(o, r, tol=1e-12)
@@ -395,7 +403,7 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
         x = [Value(1.0), Value(2.0)]
         w1 = [[Value(0.5), Value(0.25)], [Value(-0.5), Value(0.1)]]    # unit 0: 1.0, unit 1: -0.3
         w2 = [[Value(3.0), Value(7.0)]]
-        with fused(True):
+        with fast(True):
             (out,) = microgpt.mlp(x, w1, w2)
         self.assertEqual(out.data, 3.0)
         # out's children: w2's weight for unit 0, and unit 0 itself, whose children are its
@@ -412,9 +420,9 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
         w1 = [[Value(-0.5), Value(0.1)], [Value(-1.0), Value(0.0)]]
         w2 = [[Value(3.0), Value(7.0)], [Value(1.0), Value(1.0)]]
         for flag in (True, False):
-            with fused(flag):
+            with fast(flag):
                 out = microgpt.mlp(x, w1, w2)
-            self.assertEqual([o.data for o in out], [0.0, 0.0], f"FUSED = {flag}")
+            self.assertEqual([o.data for o in out], [0.0, 0.0], f"FAST = {flag}")
 
     def test_fused_rmsnorm_matches_the_atomic_graph(self):
         self.check_fused_matches_atomic("rmsnorm")
@@ -424,6 +432,12 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
 
     def test_fused_cross_entropy_matches_the_atomic_graph(self):
         self.check_fused_matches_atomic("cross_entropy")
+
+    def test_fused_softmax_matches_the_atomic_graph(self):
+        self.check_fused_matches_atomic("softmax")
+
+    def test_fused_softmax_matches_finite_differences(self):
+        self.check_fused_matches_finite_differences("softmax")
 
     def test_fused_mean_matches_the_atomic_graph(self):
         self.check_fused_matches_atomic("mean")
@@ -459,7 +473,7 @@ class TestFusedNodes(CloseMixin, unittest.TestCase):
         """logits [0, -800], target 1: p[1] = exp(-800) is 0.0 in floating point, but the loss
         is computed as logsumexp - logit = 800 + log(1 + exp(-800)) = 800, with gradient
         softmax - onehot = [1, -1] (to rounding)."""
-        with fused(True):
+        with fast(True):
             logits = [Value(0.0), Value(-800.0)]
             loss = microgpt.cross_entropy(logits, 1)
             loss.backward()

@@ -6,7 +6,7 @@ Every expected number is computed independently here: by finite differences, by 
 written out in the test, or by a second, deliberately simple implementation of the model.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-from support import fused  # noqa: E402
+from support import fast  # noqa: E402
 import microgpt
 
 import json
@@ -53,9 +53,9 @@ class TestWholeModelGradient(unittest.TestCase):
         config = tiny_config(init_std=0.5)
         tokens = [BOS, 0, 1, 2, 1, BOS]                     # 5 > block_size: cut to 4 predictions
         h = 1e-6
-        with fused(fused_flag):
+        with fast(fused_flag):
             params = fresh_params(config, seed=1)
-            loss = microgpt.batch_loss([tokens], params, config)
+            loss = microgpt.document_loss(tokens, params, config)
             loss.backward()
 
             rng = random.Random(2)
@@ -64,7 +64,7 @@ class TestWholeModelGradient(unittest.TestCase):
             sample += rng.sample(flat, 30 - len(sample))
 
             def loss_now():
-                return microgpt.batch_loss([tokens], params, config).data
+                return microgpt.document_loss(tokens, params, config).data
 
             for p in sample:
                 original = p.data
@@ -85,24 +85,60 @@ class TestWholeModelGradient(unittest.TestCase):
     def test_atomic_model_gradient_matches_finite_differences(self):
         self.check_against_finite_differences(False)
 
-    def test_fused_and_atomic_models_give_the_same_loss_and_gradients(self):
-        """Same parameters, same batch, two ways of building the graph: the loss and every one
-        of the parameters' gradients agree up to rounding (1e-9 relative)."""
+    def test_a_few_training_steps_give_the_same_losses_gradients_and_weights_with_fast_on_and_off(self):
+        """Four Adam steps on batches of two documents, once with Part II (FAST = True) and
+        once with Part I alone: every step's loss, every parameter's gradient at every step,
+        and the final weights agree up to rounding (1e-9 relative). The steps are done by
+        hand from train()'s own pieces (add_gradient per document, then adam_update) so the
+        gradients can be read before Adam resets them; train() itself must give the same."""
         config = tiny_config(n_layer=2, init_std=0.5)
-        batch = [[BOS, 0, 1, 2, BOS], [BOS, 2, 2, BOS]]
-        results = {}
+        docs = [[BOS, 0, 1, 2, BOS], [BOS, 2, 2, BOS], [BOS, 1, 0, 0, 2, 1, BOS]]
+        batch_for_step = lambda step: [docs[step % 3], docs[(step + 1) % 3]]
+        steps = 4
+        runs = {}
         for flag in (True, False):
-            with fused(flag):
+            with fast(flag):
                 params = fresh_params(config, seed=3)
-                loss = microgpt.batch_loss(batch, params, config)
-                loss.backward()
-                results[flag] = (loss.data, [p.grad for p in microgpt.flatten(params)])
-        (loss_f, grads_f), (loss_a, grads_a) = results[True], results[False]
-        self.assertTrue(close(loss_f, loss_a, 1e-9), f"{loss_f!r} vs {loss_a!r}")
-        self.assertEqual(len(grads_f), len(grads_a))
-        for i, (f, a) in enumerate(zip(grads_f, grads_a)):
-            self.assertTrue(close(f, a, 1e-9, 1e-15), f"parameter {i}: fused {f!r} vs atomic {a!r}")
-        self.assertGreater(max(abs(g) for g in grads_f), 1e-3)
+                flat = microgpt.flatten(params)
+                m, v = [0.0] * len(flat), [0.0] * len(flat)
+                losses, grads = [], []
+                for step in range(steps):
+                    batch = batch_for_step(step)
+                    losses.append(sum(microgpt.add_gradient(t, params, config, 1 / len(batch))
+                                      for t in batch) / len(batch))
+                    grads.append([p.grad for p in flat])
+                    microgpt.adam_update(flat, m, v, step, steps, config)
+                by_train = fresh_params(config, seed=3)
+                train_losses = list(microgpt.train(by_train, config, batch_for_step, steps))
+                self.assertEqual(train_losses, losses)
+                self.assertEqual([p.data for p in microgpt.flatten(by_train)], [p.data for p in flat])
+                runs[flag] = (losses, grads, [p.data for p in flat])
+        (loss_f, grads_f, weights_f), (loss_p, grads_p, weights_p) = runs[True], runs[False]
+        for step in range(steps):
+            self.assertTrue(close(loss_f[step], loss_p[step], 1e-9), f"step {step}: {loss_f[step]!r} vs {loss_p[step]!r}")
+            for i, (f, p) in enumerate(zip(grads_f[step], grads_p[step])):
+                self.assertTrue(close(f, p, 1e-9, 1e-15), f"step {step}, parameter {i}: fast {f!r} vs plain {p!r}")
+        for i, (f, p) in enumerate(zip(weights_f, weights_p)):
+            self.assertTrue(close(f, p, 1e-9, 1e-15), f"parameter {i} after training: fast {f!r} vs plain {p!r}")
+        self.assertGreater(max(abs(g) for g in grads_f[0]), 1e-3)           # not vacuous
+        self.assertNotEqual(loss_f[0], loss_f[-1])
+
+    def test_adding_up_each_documents_gradient_equals_the_gradient_of_the_batch_mean(self):
+        """train() frees each document's graph before building the next (so memory holds one
+        document's graph): add_gradient adds 1/B of each document's gradient to p.grad. That
+        must equal backward() through one graph of the whole batch's mean loss."""
+        config = tiny_config(init_std=0.5)
+        batch = [[BOS, 0, 1, 2, BOS], [BOS, 2, 2, BOS], [BOS, 1, BOS]]
+        for flag in (True, False):
+            with self.subTest(fast=flag), fast(flag):
+                one_graph = fresh_params(config, seed=6)
+                mean_loss = sum(microgpt.document_loss(t, one_graph, config) for t in batch) / len(batch)
+                mean_loss.backward()
+                per_document = fresh_params(config, seed=6)
+                total = sum(microgpt.add_gradient(t, per_document, config, 1 / len(batch)) for t in batch)
+                self.assertTrue(close(total / len(batch), mean_loss.data, 1e-12))
+                for a, b in zip(microgpt.flatten(one_graph), microgpt.flatten(per_document)):
+                    self.assertTrue(close(a.grad, b.grad, 1e-9, 1e-15), f"{a.grad!r} vs {b.grad!r}")
 
 
 # --- 3. plain floats ---------------------------------------------------------------------------
@@ -117,7 +153,7 @@ class TestPlainFloatForward(unittest.TestCase):
         params = fresh_params(config, seed=4)
         from_floats = microgpt.logits_at_every_position(tokens, microgpt.weights_of(params), config)
         for flag in (True, False):
-            with self.subTest(fused=flag), fused(flag):
+            with self.subTest(fast=flag), fast(flag):
                 from_values = microgpt.logits_at_every_position(tokens, params, config)
                 for row_f, row_v in zip(from_floats, from_values):
                     for f, v in zip(row_f, row_v):
@@ -132,7 +168,7 @@ def apply_as(op, xs, kind):
     returns the output numbers."""
     if kind == "float":
         return op(list(xs))
-    with fused(kind == "fused"):
+    with fast(kind == "fused"):
         return [y.data for y in op([Value(x) for x in xs])]
 
 
@@ -292,10 +328,11 @@ class TestAttention(unittest.TestCase):
             for got, want in zip(got_row, want_row):
                 self.assertLessEqual(abs(got - want), 1e-9)
 
-    def test_batch_loss_is_the_mean_over_sequences_of_the_mean_next_token_cross_entropy(self):
+    def test_a_steps_loss_is_the_mean_over_the_batch_of_the_mean_next_token_cross_entropy(self):
         """The training loss, from its definition: for each sequence, -log softmax(logits at t)
         [tokens[t+1]] averaged over the predicted positions (at most block_size of them, so
-        the 7-token sequence below is cut to 5 predictions), then averaged over the batch."""
+        the 7-token sequence below is cut to 5 predictions), then averaged over the batch.
+        train() reports it for the weights before the step's update."""
         batch = [[BOS, 0, 1, BOS], [BOS, 2, 2, 1, 0, 1, BOS]]
         per_sequence = []
         for tokens in batch:
@@ -304,10 +341,11 @@ class TestAttention(unittest.TestCase):
             per_sequence.append(sum(-math.log(reference_softmax(logits[t])[tokens[t + 1]])
                                     for t in range(n)) / n)
         expected = sum(per_sequence) / len(per_sequence)
-        params = {name: [[Value(w) for w in row] for row in m] for name, m in self.weights.items()}
         for flag in (True, False):
-            with self.subTest(fused=flag), fused(flag):
-                self.assertLessEqual(abs(microgpt.batch_loss(batch, params, self.config).data - expected), 1e-9)
+            with self.subTest(fast=flag), fast(flag):
+                params = {name: [[Value(w) for w in row] for row in m] for name, m in self.weights.items()}
+                first_loss = next(microgpt.train(params, self.config, lambda step: batch, 1))
+                self.assertLessEqual(abs(first_loss - expected), 1e-9)
 
 
 # --- 7. tokenizer ------------------------------------------------------------------------------
@@ -335,11 +373,12 @@ class TestTokenizer(unittest.TestCase):
                          [bos] + microgpt.encode("emma", chars) + [bos])
         self.assertEqual(microgpt.decode(microgpt.encode_document("emma", chars), chars), "emma")
 
-    def test_encode_raises_bad_input_naming_the_unknown_character(self):
+    def test_encode_for_raises_bad_input_naming_what_and_the_unknown_character(self):
         chars = microgpt.build_vocab("abc")
         with self.assertRaises(microgpt.BadInput) as caught:
-            microgpt.encode("abz", chars)
+            microgpt.encode_for("--prompt", "abz", chars)
         self.assertIn(repr("z"), str(caught.exception))
+        self.assertIn("--prompt", str(caught.exception))
 
 
 # --- 8. parameters -------------------------------------------------------------------------------
@@ -432,7 +471,7 @@ class TestTraining(unittest.TestCase):
         chars = microgpt.build_vocab("".join(docs))
         config = tiny_config(n_embd=8, block_size=8)
         params = fresh_params(config, seed=0, vocab_size=len(chars) + 1)
-        with fused(True):
+        with fast(True):
             losses = list(microgpt.train(params, config, microgpt.document_batches(docs, chars, 1), 150))
         self.assertEqual(len(losses), 150)
         first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
@@ -482,11 +521,15 @@ class TestSampling(unittest.TestCase):
             best = max(range(len(logits)), key=lambda t: logits[t])
             self.assertEqual({microgpt.sample_token(logits, 1e-300, rng) for _ in range(20)}, {best})
 
-    def test_logits_that_are_not_finite_numbers_are_refused(self):
-        rng = random.Random(0)
-        for logits in ([math.inf, 0.0], [math.nan, 1.0], [-math.inf, 0.0]):
-            with self.assertRaises(microgpt.BadInput):
-                microgpt.sample_token(logits, 1.0, rng)
+    def test_a_model_whose_scores_overflow_is_refused_before_sampling(self):
+        """MLP weights 1e200 times too large make the scores overflow to inf or nan (1e200
+        squared is past the largest float): check_finite_scores (Part IV) refuses such a model
+        with BadInput; the ordinary model passes."""
+        microgpt.check_finite_scores(self.weights, self.config)
+        huge = {name: [[w * (1e200 if "mlp" in name else 1.0) for w in row] for row in m]
+                for name, m in self.weights.items()}
+        with self.assertRaises(microgpt.BadInput):
+            microgpt.check_finite_scores(huge, self.config)
 
 
 # --- 12. checkpoints -------------------------------------------------------------------------------
