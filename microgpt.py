@@ -7,25 +7,30 @@ microgpt: a complete GPT in one file of plain Python, no packages needed.
 A GPT is a function that, given the tokens so far, returns a probability for every possible
 next token. Training nudges its parameters so that the token that really came next gets a
 higher probability. Sampling draws a token from those probabilities, appends it, and repeats.
-Here is the whole algorithm, as `python microgpt.py` runs it (rng is a seeded random.Random):
+Here is the whole algorithm, with the numbers of the sections that explain each line. It
+prints what `python microgpt.py` prints (a test checks that), without the decoration:
 
-    docs = split_documents(read_text("names.txt"))        # 1. the examples: one name per line
-    chars = build_vocab("".join(docs))                     # 2. one token per letter, plus BOS
-    train_docs, val_docs = train_val_split(docs, rng)      #    hold out 1,000 names to test on
-    params = init_params(Config(), len(chars) + 1, rng)    # 4. 4,192 random numbers
-    for loss in train(params, Config(), document_batches(train_docs, chars, 1), 1000):
-        pass                                               # 3, 5, 6. gpt(), loss, backward, Adam
-    weights = inference_weights(params)
-    print(mean_token_loss([encode_document(d, chars) for d in val_docs], weights, Config()))
-    for _ in range(20):
-        print(sample_document(weights, Config(), chars, rng, 0.5))   # 7. new names
+    config, rng = Config(), random.Random(42)
+    docs = split_documents(read_text("names.txt"))       # 1. the examples: one name per line
+    chars = build_vocab("".join(docs))                    # 2. one token per letter, plus BOS
+    train_docs, val_docs = train_val_split(docs, rng)     # 1. hold out 1,000 names to test on
+    params = init_params(config, len(chars) + 1, rng)     # 4. 4,192 random numbers
+    batches = document_batches(train_docs, chars, config.batch)    # 6. one name per step
+    for loss in train(params, config, batches, config.steps):      # 5, 3, 6. gpt(), backward(),
+        print(f"loss {loss:.4f}")                         #    Adam; it yields each step's loss
+    weights = inference_weights(params)                   # 7. the weights, for use without training
+    print(f"validation loss: {mean_token_loss([encode_document(d, chars) for d in val_docs], weights, config):.4f}")
+    sample_rng = random.Random(config.seed + 1)           # 7. sampling has its own random stream
+    for _ in range(config.num_samples):
+        print(sample_document(weights, config, chars, sample_rng, config.temperature))
 
 The file has four parts:
 
     Part I    The algorithm       1 Dataset, 2 Tokenizer, 3 Autograd, 4 Parameters,
                                   5 Model, 6 Training, 7 Sampling
-    Part II   Making it fast      the same numbers, over 20 times sooner
-    Part III  Looking inside      continuous text, the GPT as a Markov chain, a microscope
+    Part II   Making it fast      the same numbers, about 25 times sooner on CPython
+    Part III  Looking inside      text as one stream, the GPT seen as a Markov chain, and a
+                                  per-position view of its predictions and its attention
     Part IV   The plumbing        checkpoints, files, errors and the command line
 
 Part I is the lesson: every piece of the algorithm, each written once and plainly. A reader
@@ -42,14 +47,15 @@ from dataclasses import dataclass
 from operator import mul
 
 
-@dataclass
+@dataclass      # writes Config's __init__ for us, taking each field below as an argument
 class Config:
-    """Every hyperparameter in one place. The command line, the checkpoint and the code all
-    read their defaults from here. You will meet each of them in Part I.
+    """Every hyperparameter in one place. The command line, a checkpoint (a saved model, Part
+    IV) and the code all read their defaults from here. You will meet each of them in Part I.
 
-    With these defaults and the 27 tokens of names.txt, the model has 4,192 parameters:
-    wte 27 x 16 + wpe 16 x 16 + lm_head 27 x 16 = 1,120 for the embeddings and the output,
-    and per layer 4 x 16 x 16 = 1,024 for attention plus 2 x 64 x 16 = 2,048 for the MLP."""
+    With these defaults and the 27 tokens of names.txt, the model has 4,192 parameters (the
+    matrices are named in section 4): wte 27 x 16 + wpe 16 x 16 + lm_head 27 x 16 = 1,120 for
+    the embeddings and the output, and per layer 4 x 16 x 16 = 1,024 for attention plus
+    2 x 64 x 16 = 2,048 for the MLP."""
     # the shape of the model (a checkpoint stores exactly these four)
     n_layer: int = 1        # how many transformer blocks are stacked
     n_embd: int = 16        # the width of every vector inside the model
@@ -62,7 +68,7 @@ class Config:
     beta2: float = 0.99     # the same for its average of the squared gradient
     eps: float = 1e-8       # keeps Adam from dividing by zero
     init_std: float = 0.08  # the spread of the random initial weights
-    batch: int = 1          # documents (or windows of text) per step
+    batch: int = 1          # documents (or windows of text, Part III) per step
     seed: int = 42
     # sampling
     temperature: float = 0.5
@@ -70,7 +76,8 @@ class Config:
     length: int = 200       # characters to generate in continuous-text mode
 
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
-# (same numbers to rounding, about 20 times slower; `python microgpt.py --plain` does that).
+# (same numbers to rounding, about 25 times slower; `python microgpt.py --plain` does that,
+# and so lets a debugger step through the code of Part I).
 FAST = True
 
 
@@ -78,8 +85,8 @@ FAST = True
 # PART I. THE ALGORITHM
 #
 # Seven sections, in the order a GPT needs them. Every operation on numbers that need a
-# gradient is one node of a graph: one per +, *, **, exp, log and relu, as in the
-# original microgpt. Where Part II has a faster version of a function, the function's first
+# gradient is one node of a graph: one per +, *, **, exp, log and relu, as in Andrej
+# Karpathy's original 200-line microgpt, from which this file grew. Where Part II has a faster version of a function, the function's first
 # line hands over to it (`if FAST: return fast_...`); read past that line for the math.
 # =======================================================================================
 
@@ -87,8 +94,9 @@ FAST = True
 # 1. Dataset
 #
 # A language model learns from examples of text. Here each example ("document") is one
-# line of a text file: by default one first name per line, about 30,000 of them. We shuffle
-# them with the seed, so runs are reproducible, and hold a few back: the validation set.
+# line of a text file: by default one first name per line, 29,910 of them. We shuffle them
+# with the seed, so runs are reproducible, and hold some back: the validation set (about
+# 10%, but at most 1,000: so 1,000 of the names, about 3%).
 # The model never trains on those, so its loss on them tells us whether it learned the
 # patterns of names in general or merely memorised the ones it saw.
 # ---------------------------------------------------------------------------------------
@@ -121,7 +129,10 @@ def train_val_split(docs, rng):
 # distinct character an integer id (its place in the sorted list of characters), and adds
 # one special token, BOS ("beginning of sequence"), whose id is len(chars). BOS marks where
 # a document starts and, when the model predicts it, where it ends: "emma" is trained as
-# [BOS, e, m, m, a, BOS]. Real GPTs use tokens of several characters, but the idea is the same.
+# [BOS, e, m, m, a, BOS]. At the start it gives the model something to predict the first
+# letter from; at the end it is the target that teaches the model when a name stops. One
+# token can do both jobs, since a name ends exactly where the next one would begin. Real
+# GPTs use tokens of several characters, but the idea is the same.
 # ---------------------------------------------------------------------------------------
 
 def build_vocab(text):
@@ -151,8 +162,9 @@ def encode_document(doc, chars):
 #
 # Training means nudging every parameter in the direction that lowers the loss, so we need
 # the derivative of the loss with respect to each parameter. A Value holds one number and
-# remembers the Values it was computed from (its children) together with the local
-# derivative of itself with respect to each child. backward() then applies the chain rule
+# remembers the Values it was computed from (its children: draw the graph as a tree with the
+# loss at the top and the parameters at the bottom) together with the local derivative of
+# itself with respect to each child. backward() then applies the chain rule
 # from the loss back to the parameters: each node passes its gradient to its children,
 # multiplied by the local derivative, and a child used several times adds up what it gets.
 # ---------------------------------------------------------------------------------------
@@ -161,14 +173,14 @@ class Value:
     """One number in the computation graph, with its gradient."""
     # __slots__: no per-object dict, so the many Values of a graph take less memory and time.
     __slots__ = ("data", "grad", "_children", "_local_grads")
-    tape = None   # Part II ("The tape"): while this is a list, each new Value is added to it
+    tape = None   # for Part II ("The tape"), skip on a first reading: while this is a list,
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself
         self.grad = 0.0                   # d(loss)/d(this number), filled in by backward()
         self._children = children         # the Values this one was computed from
         self._local_grads = local_grads   # d(this)/d(child), one per child
-        if Value.tape is not None:
+        if Value.tape is not None:        # ... each new Value is added to it
             Value.tape.append(self)
 
     # Each operation computes its result and, right beside it, its local derivatives.
@@ -219,17 +231,22 @@ class Value:
     def __rtruediv__(self, other):
         return self ** -1 * other
 
-    def __float__(self):                  # float(v) is the number; float(x) of a float is x
+    # float(v) is v's number. Evaluation and sampling read numbers with float(), so that they
+    # work both on Values and on the plain floats that Part II gives them (float(x) is x).
+    def __float__(self):
         return self.data
 
     def backward(self):
-        """Fill in .grad of every Value this one depends on: d(self)/d(that Value)."""
+        """Add to .grad of every Value this one depends on d(self)/d(that Value). Gradients
+        add up over calls, so that a batch of documents can pass through one at a time;
+        Adam sets them back to 0 after each step (section 6)."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
         # dL/dx = 8; but if u passed on its gradient right after L, it would hand x only
         # 2 * 1 (from L), and the 3 that v sends u afterwards would never reach x.
         # So we visit the nodes in reverse topological order: every node before its children.
+        # (A topological order lists every node after all of the nodes it was computed from.)
         self.grad = 1.0
         for node in reversed(self.topological_order()):
             for child, local in zip(node._children, node._local_grads):
@@ -237,10 +254,17 @@ class Value:
 
     def topological_order(self):
         """This node and every node it depends on that has children, each after its children."""
-        # A depth-first search, with an explicit stack instead of recursion so that a graph
-        # of any depth works. Each node is pushed twice: the first time it is popped, its
-        # children are pushed above it; the second time (children_placed), all of them are
-        # in the order already, so it can follow them. Leaves have nothing to pass on.
+        # The idea, as the original microgpt writes it, recursively:
+        #     def build(node):
+        #         if node not in visited:
+        #             visited.add(node)
+        #             for child in node._children: build(child)
+        #             order.append(node)        # after all of its children
+        # Python limits recursion to about 1,000 calls deep, and a bigger model's graph is
+        # deeper than that, so we do the same with a stack of our own. Each node is pushed
+        # twice: the first time it is popped, its children are pushed above it; the second
+        # time (children_placed), they are all in the order already, so it can follow them.
+        # Leaves (the parameters) are left out: they have nothing to pass on.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_placed = stack.pop()
@@ -278,8 +302,9 @@ def param_shapes(config, vocab_size):
         shapes[f"layer{i}.attn_wk"] = (e, e)
         shapes[f"layer{i}.attn_wv"] = (e, e)
         shapes[f"layer{i}.attn_wo"] = (e, e)
-        # The MLP widens to 4 * n_embd and comes back, as in GPT-2: the wide middle gives
-        # each position room for many features at once, and holds most of the parameters.
+        # The MLP widens to 4 * n_embd and comes back: a convention of the original
+        # Transformer and GPT-2, not a law. The wide middle gives each position room to
+        # compute many features at once; it holds most of the parameters.
         shapes[f"layer{i}.mlp_fc1"] = (4 * e, e)
         shapes[f"layer{i}.mlp_fc2"] = (e, 4 * e)
     return shapes
@@ -303,6 +328,16 @@ def flatten(params):
 # lets that vector gather information from the earlier positions (attention), thinks about
 # it on its own (the MLP), and finally scores every possible next token (the logits).
 # First the building blocks, each one equation; then gpt(), which puts them together.
+#
+# gpt() is called once per position, with that position's token; what it needs from the
+# earlier positions travels in the key/value cache. Training on "emma" makes five calls:
+#     position  0    1    2    3    4
+#     reads     BOS  e    m    m    a        (the cache then holds this and every earlier one)
+#     predicts  e    m    m    a    BOS      (the target: the next token of the document)
+#
+# This is GPT-2's design, simplified as in the original microgpt: RMSNorm without a learned
+# gain instead of LayerNorm, ReLU instead of GELU, no biases, a norm right after the
+# embeddings and none before lm_head, and lm_head separate from wte.
 # ---------------------------------------------------------------------------------------
 
 def linear(x, w):
@@ -341,9 +376,10 @@ def mlp(x, w1, w2):
 def attention_weights(q, ks):
     """How much the current position attends to each position so far:
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
-    # Why divide by sqrt(head_dim): if q and k hold d numbers of about unit size, q . k is a
-    # sum of d such products, so it grows like sqrt(d). Dividing brings it back to unit size
-    # whatever the head size, so the softmax does not start out as a hard one-hot choice.
+    # Why divide by sqrt(head_dim): if q and k hold d numbers of about unit size and random
+    # signs (as they do at the start), q . k is a sum of d such products that partly cancel,
+    # so it grows like sqrt(d). Dividing brings it back to unit size whatever the head size,
+    # so the softmax does not start out as a hard one-hot choice.
     scale = 1.0 / math.sqrt(len(q))
     return softmax([sum(qi * ki for qi, ki in zip(q, k)) * scale for k in ks])
 
@@ -361,14 +397,15 @@ def attention_head(q, ks, vs):
 def gpt(token, pos, keys, values, params, config, attention_log=None):
     """The logits (a score for every possible next token) after reading `token` at position
     `pos`.   -> [vocab_size]
-    keys and values are the key/value cache: per layer, the k and v vectors of the earlier
-    positions. This call appends its own, so the next position can attend to this one, and
-    nothing is computed twice. attention_log, if given, collects each head's weights."""
+    keys and values are the key/value cache: keys[layer] is a list with one k vector for each
+    earlier position (values likewise). This call appends its own, so the next position can
+    attend to this one, and nothing is computed twice. attention_log, if given (for looking
+    inside, Part III), collects each head's attention weights, computed again for it."""
     hd = config.n_embd // config.n_head                 # the head size, head_dim
-    # The token says what, the position says where; the sum carries both. (The + between
-    # two lists below, as in `row + x`, would join them; between Values it adds numbers.)
+    # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
-    x = rmsnorm(x)            # start every position from a vector of the same size
+    x = rmsnorm(x)            # start every position from a vector of the same size (in layer
+                              # 0 the block's own rmsnorm below then changes almost nothing)
     for i in range(config.n_layer):
         # Attention block: gather information from earlier positions.
         residual = x
@@ -430,9 +467,10 @@ def mean(xs):
 
 def sequence_losses(tokens, params, config):
     """The loss of predicting each of tokens[1:] from the tokens before it. The model sees at
-    most block_size tokens, so a longer sequence is cut to its first block_size predictions:
-    a name longer than the context loses its ending and its closing BOS, and the model never
-    learns where such a name stops."""
+    most block_size tokens, so a longer sequence is cut to its first block_size predictions.
+    With block_size 16, names of up to 15 letters are trained in full; a 16-letter name
+    loses its closing BOS, and a longer one its last letters too: the model never learns
+    where such a name stops."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     n = min(config.block_size, len(tokens) - 1)
     return [cross_entropy(gpt(tokens[pos], pos, keys, values, params, config), tokens[pos + 1])
@@ -455,9 +493,10 @@ def add_gradient(tokens, params, config, weight=1.0):
 
 def document_batches(docs, chars, batch):
     """batch_for_step for documents: the training documents in order, `batch` at a time
-    ("all": every one of them at every step). The default 1000 steps of one name each see
-    only 1,000 of the 28,910 training names: the model learns what names have in common
-    from a small sample, not the list by heart."""
+    ("all": every one of them at every step); after the last one, it starts again from the
+    first, in the same order. The default 1000 steps of one name each see only 1,000 of the
+    28,910 training names: the model learns what names have in common from a small sample,
+    not the list by heart. (`lambda step: ...` makes a small function on the spot.)"""
     seqs = [encode_document(doc, chars) for doc in docs]
     if batch == "all":
         return lambda step: seqs
@@ -466,9 +505,11 @@ def document_batches(docs, chars, batch):
 
 def adam_update(flat_params, m, v, step, num_steps, config):
     """One step of Adam on every parameter, then reset the gradients for the next step.
-    m and v are running averages of each gradient and of its square: the step follows the
-    average direction, scaled down where the gradient is noisy."""
-    lr = config.lr * (1 - step / num_steps)          # decays linearly to 0 over the run
+    m and v are running averages of each gradient and of its square. The step follows the
+    average direction m, divided by sqrt(v), the gradient's typical size: so every
+    parameter moves by about lr, whatever the scale of its own gradient, and less where its
+    gradient keeps changing sign."""
+    lr = config.lr * (1 - step / num_steps)          # decays linearly: lr / num_steps at the last step
     b1, b2 = config.beta1, config.beta2
     # m and v start at 0, so early on they are too small. After t steps of a constant
     # gradient g, m = (1 - b1) * (1 + b1 + ... + b1**(t-1)) * g = (1 - b1**t) * g: the
@@ -486,9 +527,10 @@ def adam_update(flat_params, m, v, step, num_steps, config):
 
 def train(params, config, batch_for_step, num_steps):
     """Train for num_steps steps of Adam (a fresh optimizer), yielding each step's loss (the
-    batch's mean of its documents' losses) as it goes. batch_for_step(step) gives the token
-    sequences to learn from at that step. This is a generator: nothing runs until the
-    caller loops over it, as in `for loss in train(...)`."""
+    batch's mean of its documents' losses, measured before that step's update) as it goes.
+    batch_for_step(step) gives the token sequences to learn from at that step. This is a
+    generator (it says yield, not return): nothing runs until the caller loops over it, as
+    in `for loss in train(...)`, and each turn of that loop runs one step."""
     flat = flatten(params)
     m, v = [0.0] * len(flat), [0.0] * len(flat)    # Adam's running averages, one per parameter
     for step in range(num_steps):
@@ -504,9 +546,11 @@ def train(params, config, batch_for_step, num_steps):
 
 
 def mean_token_loss(sequences, weights, config):
-    """Mean cross-entropy per predicted token over some sequences: the validation loss. (The
-    training loss is a mean per document; this one is per token, so that every held-out
-    character counts the same however long its document.)"""
+    """Mean cross-entropy per predicted token over some sequences: the validation loss.
+    It is not the same kind of number as the smoothed training loss the command line prints
+    beside it: that one is a mean per document (a short name's tokens weigh more), over 100
+    steps during which the weights kept changing, on the documents trained on. This one is
+    per token, so that every held-out character counts the same, with the final weights."""
     losses = [float(loss) for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
     return sum(losses) / len(losses)
 
@@ -518,7 +562,9 @@ def mean_token_loss(sequences, weights, config):
 # back in, and repeat until the model draws BOS (the end of the name) or the context is full.
 # The temperature divides the logits first: below 1 it sharpens the distribution (safer,
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
-# all the probability goes to the likeliest token and sampling becomes always taking it.
+# all the probability goes to the likeliest token and sampling becomes always taking it
+# (0 itself is refused: it would divide by zero). A name the model never ends stops when
+# the context is full, at block_size characters.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
@@ -575,14 +621,17 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #   3. The collector switch: CPython's cycle collector is paused during training.
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
-# What they buy, measured by `python scripts/bench.py` on CPython 3.11 and PyPy 3.9 (shared
-# 2-core machine; ranges over several runs; README.md has the details): a training step of
-# the default model takes 13 to 15 ms with all four (FAST = True) against about 300 ms for
-# Part I alone, 21 to 27 times faster on CPython; on PyPy 4 ms against 28 ms.
+# Their sections are numbered II.1 to II.4, apart from Part I's 1 to 7.
+#
+# What they buy, measured by `python scripts/bench.py` (it alternates the variants, 50
+# steps at a time, over the first 200 steps of the default run, on a shared 2-core
+# machine; README.md has all the figures): a training step takes 25 times less time with
+# all four (FAST = True) than with Part I alone on CPython 3.11, 5.7 ms against 141 ms,
+# and 12 times less on PyPy 3.9, 1.9 ms against 23 ms.
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
-# 1. Fused nodes
+# II.1 Fused nodes
 #
 # A Value may have any number of children. Part I computes one output of a linear layer,
 # sum_i w[i] * x[i] over 16 inputs, with 32 nodes (16 products, 16 sums); but one node
@@ -594,9 +643,14 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # Every fast_ function below also accepts plain floats and then builds no graph at all
 # (idea 4): that is how evaluation and sampling run without Values.
 #
-# The first training step of the default run builds 35,839 nodes in Part I and 4,339 with
-# these fused nodes, 8 times fewer; a step takes 7 to 8 times less time on CPython (3.6
-# times on PyPy) on the same engine, tape and collector switch included.
+# The first training step of the default run (the name "evania", 7 predictions) builds
+# 54,342 nodes with 105,665 edges (child links) in Part I, and 1,879 nodes with 37,172
+# edges with fused nodes. The benchmark also runs Part I's graph with the tape and the
+# collector switch of II.2 and II.3: the fused graph makes a step 10 times faster than
+# that on CPython, 6 times on PyPy.
+#
+# sum(map(mul, a, b)) below is sum(x * y for x, y in zip(a, b)), but faster: map calls
+# operator.mul on the pairs without a Python loop.
 # ---------------------------------------------------------------------------------------
 
 def is_graph(vector):
@@ -619,6 +673,7 @@ def fast_linear(x, w):
     if not is_graph(x):
         return [sum(map(mul, row, x)) for row in w]
     # dot(row, x) for every row, written out so that x's numbers are read once for all rows.
+    # row + x joins the two lists: the node's children, then xd + rd their local derivatives.
     xd = [xi.data for xi in x]
     out = []
     for row in w:
@@ -628,7 +683,7 @@ def fast_linear(x, w):
 
 
 def fast_softmax(logits):
-    """softmax() with one node per output instead of about four per input.
+    """softmax() with one node per output instead of five per input.
     With S = sum_j exp(l[j]) and p[i] = exp(l[i]) / S, the quotient rule gives
         d p[i] / d l[j] = (exp(l[i]) * [i == j] * S - exp(l[i]) * exp(l[j])) / S**2
                         = p[i] * ([i == j] - p[j])."""
@@ -686,9 +741,9 @@ def fast_mlp(x, w1, w2):
 
 
 def fast_attention_head(q, ks, vs):
-    """attention_head() with one node per score and one per output, instead of about
-    2 * head_dim + 5 per earlier position for the weights and 2 per position per output
-    for the weighted sum.
+    """attention_head() with one node per score and one per output, instead of
+    2 * head_dim + 6 per position for the weights and 2 per position per output for the
+    weighted sum.
     The scores are s[t] = q . k[t] / sqrt(d), each one dot() node. Each output,
     out[j] = sum_t p[t] * v[t][j] with p = softmax(s), is one node whose children are the
     scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t], and with
@@ -735,7 +790,7 @@ def fast_mean(xs):
 
 
 # ---------------------------------------------------------------------------------------
-# 2. The tape
+# II.2 The tape
 #
 # backward() needs the nodes in topological order, and Part I finds one by searching the
 # graph: a set of visited nodes and a stack, for every node. But a node is always made
@@ -769,19 +824,21 @@ def backward_along(root, tape):
 
 
 # ---------------------------------------------------------------------------------------
-# 3. The collector switch
+# II.3 The collector switch
 #
 # The graph has no reference cycles (a node points only at its children), so CPython frees
 # each document's graph by reference counting alone, as soon as the last reference to it
 # goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
 # we pause it during training: whole 500-step runs took 18% and 20% longer with it on.
-# PyPy has no reference counting and needs its collector to free the graphs (switched off
-# there, a default run took 5.9 s instead of 3.8 s and peaked at 1.1 GiB instead of 96 MiB).
+# PyPy has no reference counting and needs its collector to free the graphs: when we tried
+# switching it off there, a default run took 5.9 s instead of 3.8 s and peaked at 1.1 GiB
+# of memory instead of 96 MiB.
 # ---------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
+@contextlib.contextmanager       # makes this generator usable as `with cycle_collector_paused():`
 def cycle_collector_paused():
-    """Pause CPython's cycle collector for a block of code (training), if FAST."""
+    """Pause CPython's cycle collector for a block of code (training), if FAST. The code
+    before yield runs on entering the block, the code after it on leaving, even by an error."""
     pause = FAST and sys.implementation.name == "cpython" and gc.isenabled()
     if pause:
         gc.disable()
@@ -793,7 +850,7 @@ def cycle_collector_paused():
 
 
 # ---------------------------------------------------------------------------------------
-# 4. Plain floats
+# II.4 Plain floats
 #
 # Validation and sampling need no gradient, so they need no graph. inference_weights()
 # (section 7) hands them the weights as plain floats, and every fast_ function above, given
@@ -815,7 +872,8 @@ def weights_of(params):
 #
 # Continuous text ("stream" mode). Instead of separate lines, the whole file is one stream
 # of characters, newlines included, with no BOS token: each step learns from a random window
-# of block_size + 1 characters, as in the classic Shakespeare GPT. Sampling slides the
+# of block_size + 1 characters, as in the classic demos that learn to write Shakespeare
+# (Karpathy's char-rnn and nanoGPT). Sampling slides the
 # window along, so the model always sees the last block_size characters and nothing older.
 #
 # The Markov chain. Because of that window, the next token depends only on the last
@@ -872,7 +930,8 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes.
+    # changes. (From the second layer on, the keys and values also depend on the token that
+    # just fell out of the window.)
     tokens = list(start_tokens)
     for _ in range(length):
         logits = logits_at_every_position(tokens[-config.block_size:], weights, config)[-1]
@@ -900,8 +959,11 @@ def explain(tokens, weights, config):
     # gpt() appends one list of weights per head, layer by layer, at every position in
     # turn, so each position's share of the log is the next n_layer * n_head entries.
     heads = config.n_layer * config.n_head
-    return [([float(p) for p in softmax(l)], [[float(w) for w in head] for head in log[pos * heads:(pos + 1) * heads]])
-            for pos, l in enumerate(logits)]
+    rows = []
+    for pos, l in enumerate(logits):
+        attention = log[pos * heads:(pos + 1) * heads]
+        rows.append(([float(p) for p in softmax(l)], [[float(w) for w in head] for head in attention]))
+    return rows
 
 
 def sparkline(values, width=60, ascii_only=False):

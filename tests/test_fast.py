@@ -5,7 +5,7 @@ finite differences) and the whole model in test_model.py. Here: the tape, the co
 switch, plain-float inference, and the whole command line run on Part I alone (--plain).
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-from support import TempDirTestCase, assert_ok, fast, run_many  # noqa: E402
+from support import TempDirTestCase, assert_ok, fast, run_many, write_text  # noqa: E402
 import microgpt
 
 import gc
@@ -149,6 +149,33 @@ class TestPlainCommandLine(TempDirTestCase):
         loaded = [microgpt.load_checkpoint(os.path.join(self.tmp, name))[2] for name in ("fast.json", "plain.json")]
         for a, b in zip(*(microgpt.flatten(p) for p in loaded)):
             self.assertAlmostEqual(a.data, b.data, delta=1e-9)
+
+
+class TestTheSummaryAtTheTop(TempDirTestCase):
+
+    def test_the_ten_lines_at_the_top_of_the_file_print_what_the_command_line_prints(self):
+        """microgpt.py's docstring claims its short program is the whole algorithm and
+        prints what `python microgpt.py` prints. Run it (on 300 names, 5 steps, 3 samples)
+        and the real command line with the same settings: same losses, validation loss and
+        samples."""
+        lines = microgpt.__doc__.split("without the decoration:\n\n")[1].split("\n\n")[0].split("\n")
+        code = "\n".join(line[4:] for line in lines)
+        self.assertIn("train(params, config", code)
+        with open(microgpt.default_data_path(), encoding="utf-8") as f:
+            data = write_text(self.tmp, "some_names.txt", "".join(f.readlines()[:300]))
+        code = code.replace('"names.txt"', repr(data))
+        printed = []
+        namespace = dict(vars(microgpt), random=random,
+                         Config=lambda: microgpt.Config(steps=5, num_samples=3),
+                         print=lambda text: printed.append(text))
+        exec(code, namespace)
+        cli = run_many([["--input", data, "--steps", "5", "--num-samples", "3"]], self.tmp)[0]
+        assert_ok(self, cli)
+        losses = re.findall(r"\| (loss [0-9.]+) \|", cli.stdout)
+        validation = re.findall(r"^(validation loss: [0-9.]+)", cli.stdout, re.M)
+        samples = re.findall(r"^sample +[0-9]+: (.*)$", cli.stdout, re.M)
+        self.assertEqual(len(losses), 5)
+        self.assertEqual(printed, losses + validation + samples)
 
 
 if __name__ == "__main__":
