@@ -19,7 +19,8 @@ prints what `python microgpt.py` prints (a test checks that), without the decora
     for loss in train(params, config, batches, config.steps):      # 5, 3, 6. gpt(), backward(),
         print(f"loss {loss:.4f}")                         #    Adam; it yields each step's loss
     weights = inference_weights(params)                   # 7. the weights, for use without training
-    print(f"validation loss: {mean_token_loss([encode_document(d, chars) for d in val_docs], weights, config):.4f}")
+    val_loss = mean_token_loss([encode_document(d, chars) for d in val_docs], weights, config)
+    print(f"validation loss: {val_loss:.4f}")             # 6. the loss on the held-out names
     sample_rng = random.Random(config.seed + 1)           # 7. sampling has its own random stream
     for _ in range(config.num_samples):
         print(sample_document(weights, config, chars, sample_rng, config.temperature))
@@ -86,8 +87,9 @@ FAST = True
 #
 # Seven sections, in the order a GPT needs them. Every operation on numbers that need a
 # gradient is one node of a graph: one per +, *, **, exp, log and relu, as in Andrej
-# Karpathy's original 200-line microgpt, from which this file grew. Where Part II has a faster version of a function, the function's first
-# line hands over to it (`if FAST: return fast_...`); read past that line for the math.
+# Karpathy's original 200-line microgpt, from which this file grew. Where Part II has a
+# faster version of a function, the function's first line hands over to it
+# (`if FAST: return fast_...`); read past that line for the math.
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -96,9 +98,9 @@ FAST = True
 # A language model learns from examples of text. Here each example ("document") is one
 # line of a text file: by default one first name per line, 29,910 of them. We shuffle them
 # with the seed, so runs are reproducible, and hold some back: the validation set (about
-# 10%, but at most 1,000: so 1,000 of the names, about 3%).
-# The model never trains on those, so its loss on them tells us whether it learned the
-# patterns of names in general or merely memorised the ones it saw.
+# 10%, but at most 1,000: so 1,000 of the names, about 3%). The model never trains on
+# those, so its loss on them tells us whether it learned the patterns of names in general
+# or merely memorised the ones it saw.
 # ---------------------------------------------------------------------------------------
 
 def read_text(path):
@@ -509,7 +511,7 @@ def adam_update(flat_params, m, v, step, num_steps, config):
     average direction m, divided by sqrt(v), the gradient's typical size: so every
     parameter moves by about lr, whatever the scale of its own gradient, and less where its
     gradient keeps changing sign."""
-    lr = config.lr * (1 - step / num_steps)          # decays linearly: lr / num_steps at the last step
+    lr = config.lr * (1 - step / num_steps)          # decays linearly (lr / num_steps at the end)
     b1, b2 = config.beta1, config.beta2
     # m and v start at 0, so early on they are too small. After t steps of a constant
     # gradient g, m = (1 - b1) * (1 + b1 + ... + b1**(t-1)) * g = (1 - b1**t) * g: the
