@@ -653,6 +653,11 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #
 # sum(map(mul, a, b)) below is sum(x * y for x, y in zip(a, b)), but faster: map calls
 # operator.mul on the pairs without a Python loop.
+#
+# The proof that nothing changes: tests/test_autograd.py (TestFusedNodes) checks every
+# fast_ function against its Part I graph, values and gradients to 1e-9, and against
+# central finite differences; tests/test_model.py checks the whole model's gradient, and a
+# few training steps with FAST on and off (losses, gradients and weights to 1e-9).
 # ---------------------------------------------------------------------------------------
 
 def is_graph(vector):
@@ -800,7 +805,8 @@ def fast_mean(xs):
 # creates the nodes is already a topological order. While Value.tape is a list, every new
 # Value appends itself to it (see Value.__init__); backward then walks that list in reverse.
 # Without the tape a step takes 1% to 38% longer on CPython (median 14%, 8 runs) and 33%
-# to 73% longer on PyPy.
+# to 84% longer on PyPy. Tested in tests/test_fast.py (TestTape): the tape lists every node
+# after its children, and backward along it gives backward()'s gradients.
 # ---------------------------------------------------------------------------------------
 
 def fast_add_gradient(tokens, params, config, weight):
@@ -831,17 +837,21 @@ def backward_along(root, tape):
 # The graph has no reference cycles (a node points only at its children), so CPython frees
 # each document's graph by reference counting alone, as soon as the last reference to it
 # goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
-# we pause it during training: whole 500-step runs took 18% and 20% longer with it on.
+# the command line (main(), Part IV) pauses it for the whole run. That changes no number,
+# so it does so with FAST = False too, where the graphs are 29 times bigger and gain even
+# more: Part I's validation took 32 ms per name with the collector paused and 94 to 162
+# ms with it on. With FAST, whole 500-step runs took 18% and 20% longer with it on.
 # PyPy has no reference counting and needs its collector to free the graphs: when we tried
 # switching it off there, a default run took 5.9 s instead of 3.8 s and peaked at 1.1 GiB
-# of memory instead of 96 MiB.
+# of memory instead of 96 MiB. tests/test_fast.py (TestCollectorSwitch) checks that the
+# collector is paused only inside the block and always comes back.
 # ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager       # makes this generator usable as `with cycle_collector_paused():`
 def cycle_collector_paused():
-    """Pause CPython's cycle collector for a block of code (training), if FAST. The code
-    before yield runs on entering the block, the code after it on leaving, even by an error."""
-    pause = FAST and sys.implementation.name == "cpython" and gc.isenabled()
+    """Pause CPython's cycle collector for a block of code. The code before yield runs on
+    entering the block, the code after it on leaving, even by an error."""
+    pause = sys.implementation.name == "cpython" and gc.isenabled()
     if pause:
         gc.disable()
     try:
@@ -1510,8 +1520,7 @@ def run(args):
             print(f"saved the model to {args.save}")
 
     if config.steps > 0:
-        with cycle_collector_paused():
-            smoothed, interrupted = train_with_progress(params, config, batches)
+        smoothed, interrupted = train_with_progress(params, config, batches)
         if interrupted:
             print(f"\ninterrupted after {len(smoothed)} of {config.steps} steps"
                   + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
@@ -1553,7 +1562,8 @@ def main(argv=None):
     try:
         args = make_parser().parse_args(argv)
         FAST = FAST and not args.plain
-        return run(args)
+        with cycle_collector_paused():             # Part II, section II.3
+            return run(args)
     except BadInput as e:
         print(f"microgpt: error: {e}", file=sys.stderr)
         return 2

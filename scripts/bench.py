@@ -7,9 +7,9 @@
 
 It trains the default model on names.txt from the same initial weights in four ways: as
 `python microgpt.py` does (FAST = True: all of Part II), Part I alone (FAST = False, as with
---plain: one node per + and *, no tape, the collector on), Part I's atomic graph with Part
-II's tape and collector switch (so the fused nodes' own gain shows), and a textbook engine
-(constants as nodes, recursive sort). The runs take turns, a chunk of steps at a time, so that all see the same
+--plain: one node per + and *, no tape; the command line pauses CPython's collector either
+way), Part I's atomic graph with Part II's tape (so the fused nodes' own gain shows), and
+a textbook engine (constants as nodes, recursive sort, the collector on). The runs take turns, a chunk of steps at a time, so that all see the same
 machine load; it prints the median milliseconds per step of each, the ratios, and the
 runs' losses at the same steps (they must agree). Then it measures, the same way, each of
 the engine's choices changed in turn, forward passes on floats against Values, and the
@@ -225,7 +225,7 @@ def main():
     print(f"\n1. Part I alone vs Part II, {args.steps} steps each, alternating {args.chunk} at a time")
     trained = copy_params(params)       # the fast run's weights, trained, for section 3
     runs = {"Part I alone (FAST = False)": (False, training_run(copy_params(params), config, batches, args.steps,
-                                                                gc_off=False)),
+                                                                gc_off=cython)),
             "Part II (FAST = True)": (True, training_run(trained, config, batches, args.steps, gc_off=cython)),
             "atomic + tape + collector": (False, manual_run(copy_params(params), config, batches, args.steps,
                                                             use_tape=True, gc_off=cython)),
@@ -233,7 +233,7 @@ def main():
                                                   args.steps, use_tape=False, gc_off=False))}
     results = timed_chunks(runs, args.steps, args.chunk)
     _, fused_ms = report(results, "Part I alone (FAST = False)", "Part II (FAST = True)")
-    for name, what in (("atomic + tape + collector", "Part I's atomic graph with the tape and the collector switch"),
+    for name, what in (("atomic + tape + collector", "Part I's atomic graph with the tape"),
                        ("textbook engine", "textbook engine (constants as nodes, recursive sort)")):
         ms = statistics.median(results[name][0])
         print(f"  {what + ':':<62} {ms:8.2f} ms/step, Part II is {ms / fused_ms:.1f}x faster")
