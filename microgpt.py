@@ -1158,7 +1158,7 @@ h1{font-size:26px;margin:8px 0 4px} h2{font-size:20px;margin:34px 0 8px;border-b
 h3{font-size:16px;margin:18px 0 6px} p{max-width:780px}
 svg{max-width:100%;height:auto;font-family:inherit} .mono,pre,code,.sample{font-family:ui-monospace,
 "DejaVu Sans Mono",Menlo,Consolas,monospace}
-table{border-collapse:collapse} td,th{padding:3px 14px 3px 0;text-align:left;vertical-align:top}
+table{border-collapse:collapse} td,th{padding:3px 14px 3px 0;text-align:left;vertical-align:baseline}
 th{font-weight:600;color:#444} .figures{display:flex;flex-wrap:wrap;gap:14px 28px;align-items:flex-start}
 .sample{font-size:15px;white-space:pre-wrap;line-height:1.9;margin:4px 0}
 .samples{display:flex;flex-wrap:wrap;gap:6px 22px}

@@ -58,7 +58,11 @@ def read_png(path):
 
 
 def main(path):
-    width, height, rows = read_png(path)
+    try:
+        width, height, rows = read_png(path)
+    except (OSError, ValueError, zlib.error) as e:
+        print(f"no usable screenshot: {e}")
+        return 1
     colours, ink = set(), 0
     for row in rows:
         colours.update(row)
