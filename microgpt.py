@@ -1762,6 +1762,38 @@ def train_with_progress(params, config, batches, on_step=None):
     return smoothed, False
 
 
+def write_report(args, run):
+    """--report: describe the run in words, pick the final samples and the examples to look
+    inside, and write the page (report_page) atomically."""
+    config, mode, text, val_seqs = run["config"], run["mode"], run["text"], run["val_seqs"]
+    kind = "window" if mode == "stream" else "document"
+    if config.steps > 0:
+        data_path = args.input or default_data_path()
+        size = f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} documents"
+        held_out = f"{len(val_seqs):,} held-out {kind}s for validation" if val_seqs else "too few to hold any out"
+        run["data"] = f"{data_path}: {size}, {held_out}"
+        run["training"] = (f"{config.steps:,} steps (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
+                           f"{run['seconds']:.1f} s" + (f", after {run['steps_before']:,} earlier steps"
+                                                        if run["steps_before"] else ""))
+    else:
+        data_path = args.load
+        run["data"] = f"none: the model was loaded from {args.load}"
+        run["training"] = f"none in this run ({run['steps_before']:,} steps before it was saved)"
+    run["data_name"] = os.path.basename(data_path)
+    run["batch"] = f"all {kind}s" if config.batch == "all" else f"{config.batch} {kind}" + "s" * (config.batch > 1)
+    run["interpreter"] = f"{sys.implementation.name} {sys.version.split()[0]} on {sys.platform}"
+    # The samples the run printed (or, with --num-samples 0, a few drawn the same way).
+    run["samples"] = draw_samples(run["weights"], config, run["chars"], mode, run["prompt"], run["stream_start"],
+                                  config.num_samples or (10 if mode == "docs" else 1), config.length)
+    run["examples"] = example_sequences(mode, config, run["chars"], run["explain_io"], val_seqs, text,
+                                        run["samples"])
+    try:
+        write_atomically(args.report, report_page(run))
+    except OSError as e:
+        raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
+    print(f"wrote {args.report}")
+
+
 def print_samples(weights, config, chars, mode, prompt, stream_start):
     """num_samples new names (or texts, in stream mode)."""
     # Sampling has its own random stream, so the samples depend only on the weights and the
@@ -1820,10 +1852,10 @@ def run(args):
             save_checkpoint(args.save, params, config, chars, mode, extra)
             print(f"saved the model to {args.save}")
 
-    record = {"losses": [], "val_points": [], "snapshots": [], "val_subset": 0}   # for --report
+    record = {}                             # what --report needs to know about the run
     on_step = report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start) \
         if args.report else None
-    val_loss, started = None, time.perf_counter()
+    val_loss, seconds, started = None, 0.0, time.perf_counter()
     if config.steps > 0:
         smoothed, interrupted = train_with_progress(params, config, batches, on_step)
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
@@ -1846,33 +1878,11 @@ def run(args):
     if args.explain is not None:
         print_explanation(explain_inputs, explain_targets, weights, config, chars)
     if args.report:
-        if config.steps > 0:
-            record["data"] = (f"{args.input or default_data_path()}: " + (
-                f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} documents")
-                + (f", {len(val_seqs):,} held-out {'windows' if mode == 'stream' else 'documents'} for validation"
-                   if val_seqs else ", too few to hold any out for validation"))
-            record["training"] = (f"{config.steps:,} steps (batch {config.batch}, lr {config.lr}, seed {config.seed})"
-                                  f" in {seconds:.1f} s" + (f", after {steps_before:,} earlier steps" if steps_before else ""))
-        else:
-            record["data"] = "none: the model was loaded from " + args.load
-            record["training"] = f"none in this run ({steps_before:,} steps before it was saved)"
-        samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
-                               config.num_samples or (10 if mode == "docs" else 1), config.length)
-        examples = example_sequences(mode, config, chars, (explain_inputs, explain_targets)
-                                     if args.explain is not None else None, val_seqs, text, samples)
-        record.update(
-            config=config, chars=chars, weights=weights, mode=mode, n_params=n_params, val_loss=val_loss,
-            data_name=os.path.basename(args.input or (args.load if config.steps == 0 else default_data_path())),
-            interpreter=f"{sys.implementation.name} {sys.version.split()[0]} on {sys.platform}",
-            batch="all windows" if config.batch == "all" and mode == "stream" else
-                  "all documents" if config.batch == "all" else
-                  f"{config.batch} {'window' if mode == 'stream' else 'document'}{'s' if config.batch != 1 else ''}",
-            samples=samples, examples=examples)
-        try:
-            write_atomically(args.report, report_page(record))
-        except OSError as e:
-            raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
-        print(f"wrote {args.report}")
+        record.update(config=config, mode=mode, chars=chars, weights=weights, n_params=n_params, text=text,
+                      val_seqs=val_seqs, val_loss=val_loss, seconds=seconds, steps_before=steps_before,
+                      prompt=prompt, stream_start=stream_start,
+                      explain_io=(explain_inputs, explain_targets) if args.explain is not None else None)
+        write_report(args, record)
     return 0
 
 
