@@ -1028,36 +1028,33 @@ def chain_graph(chain, names, size=560):
 
 
 def prediction_bars(inputs, targets, rows, names, title):
-    """Per position: the token read, the model's top 5 guesses for the next token as bars (the
-    true next token's bar in orange, and added at the end if it is not among the five), and
-    the loss of the true one. rows is explain()'s output."""
-    cell, bar, row_h, left = 134, 50, 24, 80
+    """Per position: the token read; the true next token with the probability the model gave
+    it (a bar) and its loss; then the model's top 5 guesses as bars, the true one in orange
+    and underlined. rows is explain()'s output."""
+    cell, bar, row_h = 112, 30, 24
     k = min(5, len(rows[0][0]))
-    right = left + (k + 1) * cell + 10
-    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'),
-            text_at(4, 40, "pos", 11), text_at(36, 40, "reads", 11),
-            text_at(left, 40, f"top {k} guesses for the next token (orange: the true next token)", 11),
-            text_at(right + 4, 40, "next", 11), text_at(right + 52, 40, "loss", 11)]
+    def guess(x, y, t, p, true):                   # a token, a bar as long as its probability, the number
+        weight = ' font-weight="bold" text-decoration="underline"' if true else ""
+        return [text_at(x + 44, y + 14, names[t], 13, "end", ' class="mono"' + weight),
+                f'<rect x="{x + 48}" y="{y + 3}" width="{bar}" height="14" fill="#eee"/>',
+                f'<rect x="{x + 48}" y="{y + 3}" width="{bar * p:.1f}" height="14" '
+                f'fill="{"#e08214" if true else "#4393c3"}"/>',
+                text_at(x + 82, y + 14, f"{p:.2f}", 11, attrs=weight)]
+    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'), text_at(4, 40, "pos", 11),
+            text_at(34, 40, "reads", 11), text_at(86, 40, "true next", 11), text_at(196, 40, "loss", 11),
+            text_at(246, 40, f"the model's top {k} guesses (orange: the true next token)", 11)]
     for pos, ((probs, _), token, target) in enumerate(zip(rows, inputs, targets)):
         y = 52 + pos * row_h
         body.append(text_at(4, y + 14, pos, 12))
-        body.append(text_at(36, y + 14, names[token], 13, attrs=' class="mono"'))
-        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:k]
-        if target is not None and target not in top:
-            top.append(target)
-        for j, t in enumerate(top):
-            x, true = left + j * cell, t == target
-            colour = "#e08214" if true else "#4393c3"
-            weight = ' font-weight="bold" text-decoration="underline"' if true else ""
-            body.append(text_at(x + 44, y + 14, names[t], 13, "end", ' class="mono"' + weight))
-            body.append(f'<rect x="{x + 48}" y="{y + 3}" width="{bar}" height="14" fill="#eee"/>')
-            body.append(f'<rect x="{x + 48}" y="{y + 3}" width="{bar * probs[t]:.1f}" height="14" fill="{colour}"/>')
-            body.append(text_at(x + 52 + bar, y + 14, f"{probs[t]:.2f}", 11, attrs=weight))
+        body.append(text_at(34, y + 14, names[token], 13, attrs=' class="mono"'))
         if target is not None:
             loss = -math.log(probs[target]) if probs[target] > 0 else float("inf")
-            body.append(text_at(right + 4, y + 14, names[target], 13, attrs=' class="mono"'))
-            body.append(text_at(right + 52, y + 14, f"{loss:.2f}", 12))
-    return svg(right + 100, 60 + len(rows) * row_h, body, title)
+            body += guess(72, y, target, probs[target], True)
+            body.append(text_at(196, y + 14, f"{loss:.2f}", 12))
+        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:k]
+        for j, t in enumerate(top):
+            body += guess(236 + j * cell, y, t, probs[t], t == target)
+    return svg(244 + k * cell, 60 + len(rows) * row_h, body, title)
 
 
 def probability_shade(p):
@@ -1253,7 +1250,8 @@ def report_page(run):
 
     # 5. Inside one name (or window)
     out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
-               "its five likeliest next tokens, and the loss of the true one (-ln of its probability). Then, "
+               "the true next token with the probability the model gave it and its loss (-ln of that "
+               "probability), and the model's five likeliest guesses. Then, "
                "for each attention head, where each position looks: a row is a position reading, its cells "
                "the positions it attends to, itself included (later ones are blank: it cannot see them).</p>")
     for ex, (inputs, targets) in zip(data["examples"], run["examples"]):
