@@ -967,20 +967,22 @@ def top_components(rows, count=2, iterations=200):
     return mean_row, found
 
 
-def chain_graph(chain, names, size=560):
+def chain_graph(chain, names):
     """A Markov chain: the states around a circle, an arrow for each move with probability of
     at least 1%, thicker for likelier moves, labelled with the token read and its probability
     (when there are few enough states to read them). names[t] is token t's label."""
-    n, centre = len(chain), size / 2
-    radius = size / 2 - 60
+    n = len(chain)
+    size = 560 if n <= 16 else 760
+    thin = min(1.0, 4 / math.sqrt(n))       # many arrows must be thinner, or they merge into a blot
+    centre, radius = size / 2, size / 2 - 60
     node = max(3.0, min(20.0, 2.6 * radius / n))
     where = {}
     for i, (state, _) in enumerate(chain):
         angle = -math.pi / 2 + 2 * math.pi * i / n
         where[state] = (centre + radius * math.cos(angle), centre + 10 + radius * math.sin(angle))
-    body = ['<defs><marker id="chain-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
-            'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" '
-            'fill="#333"/></marker></defs>']
+    body = [f'<defs><marker id="chain-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="{9 * thin:.1f}" '
+            f'markerHeight="{9 * thin:.1f}" markerUnits="userSpaceOnUse" orient="auto">'
+            '<path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker></defs>']
     labels = []
     for state, probs in chain:
         x0, y0 = where[state]
@@ -989,7 +991,7 @@ def chain_graph(chain, names, size=560):
                 continue
             target = state[1:] + (t,)
             x1, y1 = where[target]
-            style = (f'fill="none" stroke="#333" stroke-opacity="0.75" stroke-width="{0.6 + 4 * p:.2f}" '
+            style = (f'fill="none" stroke="#333" stroke-opacity="0.75" stroke-width="{(0.6 + 4 * p) * thin:.2f}" '
                      'marker-end="url(#chain-arrow)"')
             text = f"{names[t]} ({p:.0%})"
             if target == state:      # a loop: out of the circle and back
@@ -1224,7 +1226,8 @@ def report_page(run):
                    "sampling seed each time (the seed of the final samples), at temperature "
                    f"{config.temperature}.</p><table><tr><th>step</th><th>samples</th></tr>")
         for snap in run["snapshots"]:
-            shown = ", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs" else snap["samples"][0]
+            shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
+                     else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
             out.append(f'<tr><td>{snap["step"]}</td><td class="sample">{escape(shown)}</td></tr>')
         out.append("</table>")
 
@@ -1287,6 +1290,9 @@ def report_page(run):
                    f"{config.block_size} tokens, so it is a Markov chain over those contexts: each arrow is "
                    "reading one token, labelled with the token and its probability, thicker for likelier "
                    "moves (moves under 1% are left out).</p>")
+        if len(chain) > 16:
+            out.append('<p class="note">With this many states the arrows are not labelled'
+                       + (", nor are the states." if len(chain) > 64 else ".") + "</p>")
         out.append(f"<figure>{chain_graph(chain, names)}</figure>")
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
