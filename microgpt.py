@@ -1171,7 +1171,12 @@ svg,figure,table,.sample{break-inside:avoid}
 
 
 def report_page(run):
-    """The whole page, as one string of HTML. run: the facts of the run (see run())."""
+    """The whole page, as one string of HTML. run is a dict of what the run knows: the model
+    (config, mode, chars, weights, n_params), the training record (losses: every step's;
+    val_points: [(step, loss)]; snapshots: [{"step", "samples"}]; val_subset: how many held-out
+    sequences those losses are over; val_loss: the final one, or None), descriptions in words
+    (data_name, data, training, batch, interpreter), and what to show: examples, [(inputs,
+    targets)] to look inside, and samples, the final samples."""
     config, chars, weights, mode = run["config"], run["chars"], run["weights"], run["mode"]
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
     names = [label(t, chars) for t in range(vocab_size)]

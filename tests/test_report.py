@@ -14,6 +14,7 @@ import microgpt
 import html.parser
 import json
 import math
+import random
 import re
 import shutil
 import tempfile
@@ -249,6 +250,25 @@ class ReportUnitsTest(unittest.TestCase):
         self.assertGreater(v1, v2)
         self.assertAlmostEqual(v1, 2 * 9 * 2, places=9)       # variance along c1: (3t * sqrt 2)^2 averaged
         self.assertAlmostEqual(v2, 2 * 0.25, places=9)
+
+    def test_page_for_the_default_model_stays_under_1_mb_even_with_the_longest_names(self):
+        # The default shape, 1000 steps, and everything as long as it can be: three examples
+        # and 20 samples of block_size characters.
+        config = microgpt.Config()
+        chars = sorted("abcdefghijklmnopqrstuvwxyz")
+        weights = microgpt.weights_of(microgpt.init_params(config, len(chars) + 1, random.Random(1)))
+        longest = [t % len(chars) for t in range(config.block_size)]            # 16 characters, no end
+        example = ([len(chars)] + longest[:-1], longest)
+        run = {"config": config, "mode": "docs", "chars": chars, "weights": weights, "n_params": 4192,
+               "losses": [3.3 - i * 1e-3 + 1e-7 * i * i for i in range(1000)], "val_loss": 2.3456789,
+               "val_points": [(s, 2.0 + 1 / (1 + s)) for s in range(0, 1001, 100)], "val_subset": 200,
+               "snapshots": [{"step": s, "samples": ["x" * 16] * 5} for s in (0, 50, 200, 500, 1000)],
+               "data_name": "names.txt", "data": "names.txt: 29,910 documents", "training": "1,000 steps",
+               "batch": "1 document", "interpreter": "cpython", "examples": [example] * 3,
+               "samples": [microgpt.decode(longest, chars)] * 20}
+        page = microgpt.report_page(run)
+        self.assertLess(len(page.encode("utf-8")), 1_000_000)
+        self.assertEqual(len(page_data(page)["examples"]), 3)
 
     def test_palettes_run_dark_to_light_and_blue_through_white_to_orange(self):
         def lightness(colour):
