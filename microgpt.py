@@ -980,6 +980,11 @@ def chain_graph(chain, names):
     for i, (state, _) in enumerate(chain):
         angle = -math.pi / 2 + 2 * math.pi * i / n
         where[state] = (centre + radius * math.cos(angle), centre + 10 + radius * math.sin(angle))
+
+    def towards(ax, ay, bx, by, r):          # the point r from (ax, ay) on the way to (bx, by)
+        d = math.hypot(bx - ax, by - ay) or 1
+        return ax + (bx - ax) * r / d, ay + (by - ay) * r / d
+
     body = [f'<defs><marker id="chain-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="{9 * thin:.1f}" '
             f'markerHeight="{9 * thin:.1f}" markerUnits="userSpaceOnUse" orient="auto">'
             '<path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker></defs>']
@@ -995,7 +1000,7 @@ def chain_graph(chain, names):
                      'marker-end="url(#chain-arrow)"')
             text = f"{names[t]} ({p:.0%})"
             if target == state:      # a loop: out of the circle and back
-                ox, oy = (x0 - centre) / radius, (y0 - centre - 10) / radius
+                ox, oy = (x0 - centre) / radius, (y0 - centre - 10) / radius     # pointing outwards
                 lx, ly = x0 + ox * 3.2 * node, y0 + oy * 3.2 * node
                 sx, sy = x0 + ox * node - oy * node * 0.6, y0 + oy * node + ox * node * 0.6
                 ex, ey = x0 + ox * node + oy * node * 0.6, y0 + oy * node - ox * node * 0.6
@@ -1008,22 +1013,21 @@ def chain_graph(chain, names):
             dx, dy = x1 - x0, y1 - y0
             dist = math.hypot(dx, dy)
             mx, my = (x0 + x1) / 2 - dy * 0.18, (y0 + y1) / 2 + dx * 0.18
-            def towards(ax, ay, bx, by, r):
-                d = math.hypot(bx - ax, by - ay) or 1
-                return ax + (bx - ax) * r / d, ay + (by - ay) * r / d
             sx, sy = towards(x0, y0, mx, my, node)
             ex, ey = towards(x1, y1, mx, my, node + 1)
             body.append(f'<path d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" {style}/>')
             # The label sits a quarter of the way along, near the state it leaves rather than
             # in the middle of the circle, where the arrows cross.
             a, b, c = 9 / 16, 6 / 16, 1 / 16          # the curve at t = 1/4: (1-t)^2, 2t(1-t), t^2
-            labels.append((a * x0 + b * mx + c * x1 - dy / dist * 6, a * y0 + b * my + c * y1 + dx / dist * 6 + 4, text))
+            labels.append((a * x0 + b * mx + c * x1 - dy / dist * 6,
+                           a * y0 + b * my + c * y1 + dx / dist * 6 + 4, text))
     for state, _ in chain:
         x, y = where[state]
-        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#2166ac" stroke-width="1.5"/>')
+        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#2166ac" '
+                    'stroke-width="1.5"/>')
         if n <= 64:
             name = "".join(names[t] for t in state)
-            body.append(text_at(x, y + 4, name, min(12, 1.9 * node * 1.6 / max(1, len(name))), "middle", ' class="mono"'))
+            body.append(text_at(x, y + 4, name, min(12, 3 * node / len(name)), "middle", ' class="mono"'))
     if n <= 16:
         body += [text_at(x, y, text, 11, "middle", ' class="label"') for x, y, text in labels]
     return svg(size, size + 20, body, f"the model as a Markov chain: {n} states")
@@ -1150,6 +1154,86 @@ def report_data(run):
     }
 
 
+def loss_section(run, smoothed, vocab_size, what):
+    """The loss curve: every step's loss, the smoothed loss, the validation points and the
+    loss of uniform guessing, with a note on how to read it."""
+    losses, uniform = run["losses"], math.log(vocab_size)
+    if not losses:
+        return ("<h2>The loss curve</h2>\n<p>This model was loaded and not trained in this run, so there is "
+                "no loss curve.</p>")
+    stride = max(1, len(losses) // 2000)        # at most ~2000 points per line keeps the page small
+    val = run["val_points"]
+    ys = losses + [y for _, y in val] + [uniform]
+    lo, hi = min(ys), max(ys)
+    chart = line_chart(
+        [("loss at each step", [(i + 1, l) for i, l in enumerate(losses)][::stride], "#888", 1, 0.45, False),
+         ("smoothed (last 100 steps)", [(i + 1, s) for i, s in enumerate(smoothed)][::stride], "#2166ac", 2.5, 1,
+          False),
+         ("validation loss", val, "#e08214", 2, 1, True)],
+        (0, len(losses)), (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)), "training step",
+        "loss (nats per token)", "Loss while training",
+        [(f"uniform guessing: ln {vocab_size} = {uniform:.2f}", uniform, "#000")])
+    validation = (f'The validation loss is measured at about ten points on the same {run["val_subset"]} '
+                  f'held-out {what}s, never trained on; if it rises while the training loss falls, the model '
+                  'is memorising. ' if val else "There was too little data to hold any out for validation. ")
+    return (f"<h2>The loss curve</h2>\n<figure>{chart}</figure>\n"
+            f'<p class="note">Each step\'s loss (grey) is noisy: it is measured on {escape(run["batch"])}. '
+            f'{validation}A learning rate that is too large shows as a jagged or rising curve.</p>')
+
+
+def embeddings_section(weights, config, names):
+    """wte and wpe as heat maps, and the token embeddings on their top two principal components."""
+    out = ["<h2>Embeddings</h2>\n<p class=\"note\">Each row is a token's (or position's) vector of "
+           f"{config.n_embd} numbers: blue below zero, orange above. Tokens the model treats alike "
+           "get similar rows, and lie close together in the scatter plot, which shows the two directions "
+           "along which the token vectors differ most (principal components).</p><div class=\"figures\">"]
+    for key, row_names in (("wte", names), ("wpe", [str(p) for p in range(config.block_size)])):
+        m = max(abs(x) for row in weights[key] for x in row) or 1.0
+        title = "wte: token embeddings" if key == "wte" else "wpe: position embeddings"
+        out.append(heat_map(weights[key], row_names, [str(j) for j in range(config.n_embd)], BLUE_ORANGE,
+                            -m, m, title, "weight"))
+    wte = weights["wte"]
+    if config.n_embd >= 2 and len(wte) >= 3:
+        mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
+        total = sum(sum((x - m) ** 2 for x, m in zip(row, mean_row)) for row in wte) / len(wte)
+        points = [(sum((x - m) * c for x, m, c in zip(row, mean_row, c1)),
+                   sum((x - m) * c for x, m, c in zip(row, mean_row, c2))) for row in wte]
+        share = lambda v: f"{v / total:.0%} of the variance" if total else ""
+        out.append(scatter_plot(points, names, "Token embeddings, top two principal components",
+                                f"component 1 ({share(v1)})", f"component 2 ({share(v2)})"))
+    return "\n".join(out) + "</div>"
+
+
+def inside_section(example, names, what):
+    """One example (an entry of report_data's "examples"): its predictions as bars, then one
+    attention heat map per layer and head."""
+    inputs = example["tokens"]
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in example["text"])
+    rows = [(probs, None) for probs in example["probs"]]           # as explain() gives them
+    out = [f'<h3>{escape(what)}: <span class="mono">{escape(shown)}</span></h3>',
+           prediction_bars(inputs, example["targets"], rows, names, "Predictions"), '<div class="figures">']
+    labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
+    for i, layer in enumerate(example["attention"]):
+        for h, head in enumerate(layer):
+            matrix = [row + [None] * (len(inputs) - len(row)) for row in head]   # later positions: blank
+            out.append(heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1,
+                                f"layer {i} head {h}", "attention weight"))
+    return "\n".join(out) + "</div>"
+
+
+def chain_section(weights, config, names):
+    """The model of continuous text as a Markov chain, drawn (for at most 256 states)."""
+    chain = markov_chain(weights, config, len(names))
+    note = ""
+    if len(chain) > 16:
+        note = " With this many states the arrows are not labelled" + (", nor are the states." if len(chain) > 64
+                                                                      else ".")
+    return ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
+            f"{config.block_size} tokens, so it is a Markov chain over those contexts: each arrow is reading "
+            "one token, labelled with the token and its probability, thicker for likelier moves (moves under "
+            f"1% are left out).{note}</p>\n<figure>{chain_graph(chain, names)}</figure>")
+
+
 REPORT_CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
 background:#fff;max-width:1100px;margin:0 auto;padding:12px 24px 40px}
@@ -1203,27 +1287,7 @@ def report_page(run):
                                                     for k, v in facts) + "</table>")
 
     # 2. The loss curve
-    out.append("<h2>The loss curve</h2>")
-    if losses:
-        stride = max(1, len(losses) // 2000)        # at most ~2000 points per line keeps the page small
-        val = run["val_points"]
-        ys = losses + [y for _, y in val] + [uniform]
-        lo, hi = min(ys), max(ys)
-        chart = line_chart(
-            [("loss at each step", [(i + 1, l) for i, l in enumerate(losses)][::stride], "#888", 1, 0.45, False),
-             ("smoothed (last 100 steps)", [(i + 1, s) for i, s in enumerate(smoothed)][::stride], "#2166ac", 2.5, 1, False),
-             ("validation loss", val, "#e08214", 2, 1, True)],
-            (0, len(losses)), (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)), "training step",
-            "loss (nats per token)", "Loss while training",
-            [(f"uniform guessing: ln {vocab_size} = {uniform:.2f}", uniform, "#000")])
-        out.append(f"<figure>{chart}</figure>")
-        validation = (f'The validation loss is measured at about ten points on the same {run["val_subset"]} '
-                      f'held-out {what}s, never trained on; if it rises while the training loss falls, the model '
-                      'is memorising. ' if val else "There was too little data to hold any out for validation. ")
-        out.append(f'<p class="note">Each step\'s loss (grey) is noisy: it is measured on {escape(run["batch"])}. '
-                   f'{validation}A learning rate that is too large shows as a jagged or rising curve.</p>')
-    else:
-        out.append("<p>This model was loaded and not trained in this run, so there is no loss curve.</p>")
+    out.append(loss_section(run, smoothed, vocab_size, what))
 
     # 3. What the model writes as it learns
     if run["snapshots"]:
@@ -1237,24 +1301,7 @@ def report_page(run):
         out.append("</table>")
 
     # 4. Embeddings
-    out.append("<h2>Embeddings</h2>\n<p class=\"note\">Each row is a token's (or position's) vector of "
-               f"{config.n_embd} numbers: blue below zero, orange above. Tokens the model treats alike "
-               "get similar rows, and lie close together in the scatter plot, which shows the two directions "
-               "along which the token vectors differ most (principal components).</p><div class=\"figures\">")
-    for key, rows_named in (("wte", names), ("wpe", [str(p) for p in range(config.block_size)])):
-        m = max(abs(x) for row in weights[key] for x in row) or 1.0
-        title = "wte: token embeddings" if key == "wte" else "wpe: position embeddings"
-        out.append(heat_map(weights[key], rows_named, [str(j) for j in range(config.n_embd)], BLUE_ORANGE,
-                            -m, m, title, "weight"))
-    if config.n_embd >= 2 and vocab_size >= 3:
-        mean_row, ((v1, c1), (v2, c2)) = top_components(weights["wte"])
-        total = sum(sum((x - m) ** 2 for x, m in zip(row, mean_row)) for row in weights["wte"]) / vocab_size
-        points = [(sum((x - m) * c for x, m, c in zip(row, mean_row, c1)),
-                   sum((x - m) * c for x, m, c in zip(row, mean_row, c2))) for row in weights["wte"]]
-        share = lambda v: f"{v / total:.0%} of the variance" if total else ""
-        out.append(scatter_plot(points, names, "Token embeddings, top two principal components",
-                                f"component 1 ({share(v1)})", f"component 2 ({share(v2)})"))
-    out.append("</div>")
+    out.append(embeddings_section(weights, config, names))
 
     # 5. Inside one name (or window)
     out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
@@ -1262,19 +1309,8 @@ def report_page(run):
                "probability), and the model's five likeliest guesses. Then, "
                "for each attention head, where each position looks: a row is a position reading, its cells "
                "the positions it attends to, itself included (later ones are blank: it cannot see them).</p>")
-    for ex, (inputs, targets) in zip(data["examples"], run["examples"]):
-        shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in ex["text"])
-        out.append(f'<h3>{escape(what)}: <span class="mono">{escape(shown)}</span></h3>')
-        rows = list(zip(ex["probs"], [None] * len(inputs)))
-        out.append(prediction_bars(inputs, targets, rows, names, "Predictions"))
-        out.append('<div class="figures">')
-        labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
-        for i, layer in enumerate(ex["attention"]):
-            for h, head in enumerate(layer):
-                matrix = [row + [None] * (len(inputs) - len(row)) for row in head]
-                out.append(heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1,
-                                    f"layer {i} head {h}", "attention weight"))
-        out.append("</div>")
+    for example in data["examples"]:
+        out.append(inside_section(example, names, what))
 
     # 6. Samples
     if run["samples"]:
@@ -1290,15 +1326,7 @@ def report_page(run):
 
     # 7. The Markov chain
     if mode == "stream" and vocab_size ** config.block_size <= 256:
-        chain = markov_chain(weights, config, vocab_size)
-        out.append("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
-                   f"{config.block_size} tokens, so it is a Markov chain over those contexts: each arrow is "
-                   "reading one token, labelled with the token and its probability, thicker for likelier "
-                   "moves (moves under 1% are left out).</p>")
-        if len(chain) > 16:
-            out.append('<p class="note">With this many states the arrows are not labelled'
-                       + (", nor are the states." if len(chain) > 64 else ".") + "</p>")
-        out.append(f"<figure>{chain_graph(chain, names)}</figure>")
+        out.append(chain_section(weights, config, names))
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
