@@ -852,7 +852,7 @@ def line_chart(lines, x_range, y_range, x_label, y_label, title, hlines=(), widt
     for t in nice_ticks(y0, y1):
         body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
         body.append(text_at(left - 6, Y(t) + 4, f"{t:g}", 11, "end"))
-    for t in nice_ticks(x0, x1, 8):
+    for t in [t for t in nice_ticks(x0, x1, 8) if t == int(t)]:     # x counts steps: whole numbers only
         body.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{height - bottom}" y2="{height - bottom + 5}" '
                     'stroke="#333"/>')
         body.append(text_at(X(t), height - bottom + 18, f"{t:g}", 11, "middle"))
@@ -872,7 +872,7 @@ def line_chart(lines, x_range, y_range, x_label, y_label, title, hlines=(), widt
         path = "M" + " L".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in points)
         body.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="{stroke}" '
                     f'stroke-opacity="{opacity}" stroke-linejoin="round"/>')
-        if dots:
+        if dots or len(points) == 1:         # a line of one point would not show
             body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}"/>' for x, y in points]
         keys.append((name, colour, stroke, opacity, ""))
     x, yk = left, height - 30
@@ -1809,7 +1809,7 @@ def write_report(args, run):
         size = f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} documents"
         held_out = f"{len(val_seqs):,} held-out {kind}s for validation" if val_seqs else "too few to hold any out"
         run["data"] = f"{data_path}: {size}, {held_out}"
-        run["training"] = (f"{config.steps:,} steps (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
+        run["training"] = (f"{config.steps:,} step{'s' * (config.steps > 1)} (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
                            f"{run['seconds']:.1f} s" + (f", after {run['steps_before']:,} earlier steps"
                                                         if run["steps_before"] else ""))
     else:
