@@ -16,7 +16,6 @@ import json
 import math
 import random
 import re
-import shutil
 import tempfile
 import unittest
 import xml.etree.ElementTree as ET
