@@ -9,6 +9,7 @@ from support import TempDirTestCase, assert_ok, fast, run_many, write_text  # no
 import microgpt
 
 import gc
+import json
 import random
 import re
 import unittest
@@ -133,25 +134,37 @@ class TestPlainFloats(unittest.TestCase):
 class TestPlainCommandLine(TempDirTestCase):
 
     def test_plain_runs_the_command_line_on_part_one_with_the_same_numbers(self):
-        """`--plain` sets FAST = False: training, validation, sampling, the microscope and a
-        saved checkpoint all run on Part I alone, and print the same numbers to the 4 decimals
-        shown (the same samples too)."""
+        """`--plain` sets FAST = False: training, validation, sampling, the microscope, a saved
+        checkpoint and the --report page all run on Part I alone, and print the same numbers
+        to the 4 decimals shown (the same samples too); the page's numbers agree to 1e-9."""
         base = ["--input", self.names, "--steps", "6", "--batch", "2", "--n-embd", "8", "--n-head", "2",
                 "--block-size", "6", "--num-samples", "4", "--explain", "emma"]
-        fast_run, plain_run = run_many([base + ["--save", "fast.json"], base + ["--plain", "--save", "plain.json"]],
-                                       self.tmp)
+        fast_run, plain_run = run_many([base + ["--save", "fast.json", "--report", "fast.html"],
+                                        base + ["--plain", "--save", "plain.json", "--report", "plain.html"]], self.tmp)
         for result in (fast_run, plain_run):
             assert_ok(self, result)
 
         def numbers(out):          # every line, with the timings cut out
             return [re.sub(r"[0-9.]+ (ms/step|s left|s \()", "", line) for line in out.splitlines()
-                    if not line.startswith("saved the model")]
+                    if not line.startswith(("saved the model", "wrote"))]
         self.assertEqual(numbers(fast_run.stdout), numbers(plain_run.stdout))
         self.assertIn("validation loss:", fast_run.stdout)
         self.assertIn("sample  4:", fast_run.stdout)
         loaded = [microgpt.load_checkpoint(os.path.join(self.tmp, name))[2] for name in ("fast.json", "plain.json")]
         for a, b in zip(*(microgpt.flatten(p) for p in loaded)):
             self.assertAlmostEqual(a.data, b.data, delta=1e-9)
+        pages = []
+        for name in ("fast.html", "plain.html"):
+            with open(os.path.join(self.tmp, name), encoding="utf-8") as f:
+                found = re.search(r'<script type="application/json" id="microgpt-data">(.*?)</script>', f.read(), re.S)
+            pages.append(json.loads(found.group(1)))
+        self.assertEqual(pages[0]["samples"], pages[1]["samples"])
+        for a, b in zip(pages[0]["losses"], pages[1]["losses"]):
+            self.assertAlmostEqual(a, b, delta=1e-9)
+        for example_a, example_b in zip(pages[0]["examples"], pages[1]["examples"]):
+            for row_a, row_b in zip(example_a["probs"], example_b["probs"]):
+                for a, b in zip(row_a, row_b):
+                    self.assertAlmostEqual(a, b, delta=1e-9)
 
 
 class TestTheSummaryAtTheTop(TempDirTestCase):

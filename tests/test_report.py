@@ -1,0 +1,385 @@
+"""--report FILE.html: one self-contained page of pictures of the run and the model.
+
+The command line is run for real on tiny models (a few hundred parameters, a few steps);
+the page is then taken apart: its SVG pictures must parse as XML, it must refer to nothing
+outside itself, and the numbers in its JSON block must agree with what the run printed and
+with the model's own functions.
+"""
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli, run_many, write_text  # noqa: E402
+
+import microgpt
+
+import html.parser
+import json
+import math
+import random
+import re
+import tempfile
+import unittest
+import xml.etree.ElementTree as ET
+
+TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
+BITS = "111101111011110" * 3
+TIMING_MARKERS = ("ms/step", "s left", " in ")
+DATA_BLOCK = re.compile(r'<script type="application/json" id="microgpt-data">(.*?)</script>', re.S)
+
+
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def page_data(page):
+    """The JSON block of a page."""
+    [blob] = DATA_BLOCK.findall(page)
+    return json.loads(blob)
+
+
+def svgs(page):
+    return re.findall(r"<svg\b.*?</svg>", page, re.S)
+
+
+class PageParts(html.parser.HTMLParser):
+    """Every start tag with its attributes, and the text of <style> and <script> elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.styles, self.scripts, self._in = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in = tag if tag in ("style", "script") else None
+
+    def handle_endtag(self, tag):
+        self._in = None
+
+    def handle_data(self, data):
+        if self._in == "style":
+            self.styles.append(data)
+        elif self._in == "script":
+            self.scripts.append(data)
+
+
+def parts(page):
+    parser = PageParts()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+class ReportPageTest(unittest.TestCase):
+    """One model of documents and one of continuous text, trained once for all the tests of
+    this class, each writing a report and a checkpoint; then the saved model loaded and
+    reported on without training."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        tmp = cls.tmp = cls._tmp.name
+        names = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
+        bits = write_text(tmp, "bits.txt", BITS)
+        cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("docs", "stream", "loaded")}
+        cls.ckpt = os.path.join(tmp, "docs.json")
+        cls.results = dict(zip(("docs", "stream"), run_many([
+            ["--input", names, "--steps", "30", "--num-samples", "4", "--report", cls.paths["docs"],
+             "--save", cls.ckpt] + TINY,
+            ["--input", bits, "--stream", "--block-size", "3", "--n-layer", "2", "--n-embd", "8", "--n-head", "2",
+             "--steps", "20", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"]],
+        ], tmp)))
+        cls.results["loaded"] = run_cli(["--load", cls.ckpt, "--num-samples", "3", "--report", cls.paths["loaded"]],
+                                        cwd=tmp)
+        cls.pages = {key: read(path) for key, path in cls.paths.items() if os.path.exists(path)}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def page(self, key):
+        assert_ok(self, self.results[key])
+        self.assertIn(f"wrote {self.paths[key]}", self.results[key].stdout)
+        return self.pages[key]
+
+    def test_every_svg_picture_parses_as_xml(self):
+        for key in ("docs", "stream", "loaded"):
+            pictures = svgs(self.page(key))
+            self.assertGreaterEqual(len(pictures), 4, key)
+            for picture in pictures:
+                with self.subTest(page=key, svg=picture[:80]):
+                    root = ET.fromstring(picture)
+                    self.assertEqual(root.tag, "svg")
+
+    def test_the_page_refers_to_nothing_outside_itself_and_needs_no_javascript(self):
+        for key in ("docs", "stream", "loaded"):
+            page = self.page(key)
+            found = parts(page)
+            with self.subTest(page=key):
+                self.assertIn('<meta name="generator" content="microgpt">', page)
+                self.assertNotRegex(page, r"(?i)https?:|//[a-z0-9.-]+\.[a-z]{2,}/|file:")
+                for tag, attrs in found.tags:
+                    self.assertNotIn(tag, ("link", "img", "iframe", "object", "embed", "audio", "video", "source",
+                                           "base", "image", "use", "foreignobject"), tag)
+                    for name in ("src", "srcset", "href", "xlink:href", "action", "data", "poster"):
+                        self.assertNotIn(name, attrs, (tag, attrs))
+                    for value in attrs.values():
+                        for url in re.findall(r"url\(([^)]*)\)", value or ""):
+                            self.assertTrue(url.startswith("#"), (tag, attrs))
+                    if tag == "script":        # data only: nothing runs
+                        self.assertEqual(attrs.get("type"), "application/json", attrs)
+                style = "".join(found.styles)
+                self.assertTrue(style)
+                self.assertNotIn("@import", style)
+                self.assertNotIn("url(", style)
+                self.assertNotIn("@font-face", style)
+
+    def test_embedded_losses_are_every_step_and_their_last_100_average_to_the_printed_smoothed_loss(self):
+        result, data = self.results["docs"], page_data(self.page("docs"))
+        self.assertEqual(len(data["losses"]), 30)
+        printed = float(re.search(r"smoothed loss (\d+\.\d+)", result.stdout).group(1))
+        tail = data["losses"][-100:]
+        self.assertAlmostEqual(sum(tail) / len(tail), printed, delta=5e-5)
+        # the first step's loss is printed too
+        first = float(re.search(r"step +1/30 \| loss (\d+\.\d+)", result.stdout).group(1))
+        self.assertAlmostEqual(data["losses"][0], first, delta=5e-5)
+        val = float(re.search(r"validation loss: (\d+\.\d+)", result.stdout).group(1))
+        self.assertAlmostEqual(data["val_loss"], val, delta=5e-5)
+
+    def test_the_data_block_has_the_model_shape_and_vocabulary(self):
+        data = page_data(self.page("docs"))
+        self.assertEqual(data["config"], {"n_layer": 1, "n_embd": 8, "n_head": 2, "block_size": 8})
+        self.assertEqual(data["chars"], sorted(set("".join(NAMES))))
+        self.assertEqual(data["mode"], "docs")
+
+    def test_validation_points_and_training_samples_span_the_run(self):
+        data = page_data(self.page("docs"))
+        steps = [step for step, _ in data["val_points"]]
+        self.assertEqual(steps, sorted(set(steps)))
+        self.assertEqual((steps[0], steps[-1]), (0, 30))
+        self.assertTrue(9 <= len(steps) <= 11, steps)
+        self.assertTrue(all(math.isfinite(loss) and loss > 0 for _, loss in data["val_points"]))
+        snapshots = data["samples_during_training"]
+        self.assertEqual((snapshots[0]["step"], snapshots[-1]["step"]), (0, 30))
+        self.assertGreaterEqual(len(snapshots), 3)
+        # drawn with the final samples' seed, so the last snapshot begins like the final samples
+        self.assertEqual(snapshots[-1]["samples"][:4], data["samples"][:4])
+
+    def test_embedded_probabilities_equal_the_models_softmax(self):
+        data = page_data(self.page("docs"))
+        config, chars, params, _, _ = microgpt.load_checkpoint(self.ckpt)
+        weights = microgpt.weights_of(params)
+        self.assertTrue(data["examples"])
+        for example in data["examples"]:
+            logits = microgpt.logits_at_every_position(example["tokens"], weights, config)
+            self.assertEqual(len(example["probs"]), len(example["tokens"]))
+            for probs, row in zip(example["probs"], logits):
+                self.assertEqual(len(probs), len(chars) + 1)            # every character and BOS
+                for p, q in zip(probs, microgpt.softmax(row)):
+                    self.assertAlmostEqual(p, q, places=12)
+            self.assertEqual(example["text"], microgpt.decode(example["tokens"], chars))
+
+    def test_each_attention_row_covers_only_earlier_positions_and_sums_to_1(self):
+        for key, n_layer in (("docs", 1), ("stream", 2)):
+            data = page_data(self.page(key))
+            for example in data["examples"]:
+                attention = example["attention"]                          # [layer][head][position][earlier]
+                self.assertEqual(len(attention), n_layer)
+                for layer in attention:
+                    self.assertEqual(len(layer), 2)
+                    for head in layer:
+                        self.assertEqual(len(head), len(example["tokens"]))
+                        for pos, row in enumerate(head):
+                            self.assertEqual(len(row), pos + 1)           # positions 0..pos: itself and earlier
+                            self.assertTrue(all(w >= 0 for w in row))
+                            self.assertAlmostEqual(sum(row), 1.0, places=9)
+
+    def test_samples_in_the_page_are_the_printed_samples_with_a_probability_per_character(self):
+        for key in ("docs", "loaded"):
+            result, data = self.results[key], page_data(self.page(key))
+            printed = re.findall(r"(?m)^sample +\d+: (.*)$", result.stdout)
+            self.assertEqual(data["samples"], printed)
+            for text, probs in zip(data["samples"], data["sample_probs"]):
+                self.assertEqual(len(probs), len(text))
+                self.assertTrue(all(0 < p <= 1 for p in probs), probs)
+
+    def test_stream_page_shows_windows_and_the_markov_chain_as_a_graph(self):
+        page, data = self.page("stream"), page_data(self.page("stream"))
+        self.assertEqual(data["mode"], "stream")
+        self.assertIsNone(data["bos"])
+        self.assertIn("Inside one window", page)
+        for example in data["examples"]:
+            self.assertLessEqual(len(example["tokens"]), 3)
+            self.assertEqual(example["targets"][:-1], example["tokens"][1:])
+            self.assertEqual(len(example["probs"][0]), 2)                 # no BOS in a stream
+        # 2 tokens, context of 3: 8 states, each a circle labelled with its context
+        [chain] = [s for s in svgs(page) if "Markov chain" in s]
+        root = ET.fromstring(chain)
+        labels = {t.text for t in root.iter("text")}
+        self.assertEqual(len(list(root.iter("circle"))), 8)
+        self.assertLessEqual({"000", "011", "111"}, labels)
+        self.assertTrue([t for t in labels if re.fullmatch(r"[01] \(\d+%\)", t or "")], labels)
+        # the stream sample: no probability for the first character, which is given
+        [probs] = data["sample_probs"]
+        self.assertIsNone(probs[0])
+        self.assertEqual(len(probs), len(data["samples"][0]))
+
+    def test_a_loaded_model_without_training_gets_a_page_that_says_there_is_no_loss_curve(self):
+        page, data = self.page("loaded"), page_data(self.page("loaded"))
+        self.assertNotIn("step ", self.results["loaded"].stdout)
+        self.assertIn("no loss curve", page)
+        self.assertEqual(data["losses"], [])
+        self.assertIsNone(data["val_loss"])
+        self.assertNotIn("Loss while training", page)
+        self.assertTrue(data["examples"])                                  # inside the samples instead
+
+
+class ReportUnitsTest(unittest.TestCase):
+
+    def test_top_components_find_the_directions_of_greatest_spread(self):
+        # points spread mostly along (1, 1, 0), a little along (1, -1, 0), not at all along z
+        rows = [[3 * t + s, 3 * t - s, 0.5] for t in (-2, -1, 0, 1, 2) for s in (-0.5, 0.5)]
+        mean, ((v1, c1), (v2, c2)) = microgpt.top_components(rows)
+        self.assertEqual([round(m, 12) for m in mean], [0, 0, 0.5])
+        r = 1 / math.sqrt(2)
+        for got, want in zip(c1, (r, r, 0)):
+            self.assertAlmostEqual(got, want, places=9)
+        for got, want in zip(c2, (r, -r, 0)):
+            self.assertAlmostEqual(abs(got), abs(want), places=9)
+        self.assertAlmostEqual(sum(a * b for a, b in zip(c1, c2)), 0, places=9)     # at right angles
+        self.assertGreater(v1, v2)
+        self.assertAlmostEqual(v1, 2 * 9 * 2, places=9)       # variance along c1: (3t * sqrt 2)^2 averaged
+        self.assertAlmostEqual(v2, 2 * 0.25, places=9)
+
+    def test_page_for_the_default_model_stays_under_1_mb_even_with_the_longest_names(self):
+        # The default shape, 1000 steps, and everything as long as it can be: three examples
+        # and 20 samples of block_size characters.
+        config = microgpt.Config()
+        chars = sorted("abcdefghijklmnopqrstuvwxyz")
+        weights = microgpt.weights_of(microgpt.init_params(config, len(chars) + 1, random.Random(1)))
+        longest = [t % len(chars) for t in range(config.block_size)]            # 16 characters, no end
+        example = ([len(chars)] + longest[:-1], longest)
+        run = {"config": config, "mode": "docs", "chars": chars, "weights": weights, "n_params": 4192,
+               "losses": [3.3 - i * 1e-3 + 1e-7 * i * i for i in range(1000)], "val_loss": 2.3456789,
+               "val_points": [(s, 2.0 + 1 / (1 + s)) for s in range(0, 1001, 100)], "val_subset": 200,
+               "snapshots": [{"step": s, "samples": ["x" * 16] * 5} for s in (0, 50, 200, 500, 1000)],
+               "data_name": "names.txt", "data": "names.txt: 29,910 documents", "training": "1,000 steps",
+               "batch": "1 document", "interpreter": "cpython", "examples": [example] * 3,
+               "samples": [microgpt.decode(longest, chars)] * 20}
+        page = microgpt.report_page(run)
+        self.assertLess(len(page.encode("utf-8")), 1_000_000)
+        self.assertEqual(len(page_data(page)["examples"]), 3)
+
+    def test_palettes_run_dark_to_light_and_blue_through_white_to_orange(self):
+        def lightness(colour):
+            r, g, b = (int(colour[k:k + 2], 16) for k in (1, 3, 5))
+            return 0.299 * r + 0.587 * g + 0.114 * b
+        ramp = [lightness(microgpt.colour_at(microgpt.VIRIDIS, i / 20)) for i in range(21)]
+        self.assertEqual(ramp, sorted(ramp))                  # sequential: lightness only ever rises
+        self.assertEqual(microgpt.colour_at(microgpt.BLUE_ORANGE, 0.5), "#f7f7f7")
+        low, high = microgpt.colour_at(microgpt.BLUE_ORANGE, 0), microgpt.colour_at(microgpt.BLUE_ORANGE, 1)
+        self.assertGreater(int(low[5:7], 16), int(low[1:3], 16))      # blue end: more blue than red
+        self.assertGreater(int(high[1:3], 16), int(high[5:7], 16))    # orange end: more red than blue
+
+    def test_escape_makes_any_text_safe_in_html_and_svg(self):
+        nasty = '<script>alert("x")</script> & \'quotes\' é 名 \U0001F600'
+        escaped = microgpt.escape(nasty)
+        self.assertNotIn("<", escaped)
+        self.assertNotIn('"', escaped)
+        root = ET.fromstring(f'<svg><text title="{escaped}">{escaped}</text></svg>')
+        self.assertEqual(root[0].text, nasty)
+        self.assertEqual(root[0].get("title"), nasty)
+
+    def test_is_microgpt_report_knows_its_own_pages_and_nothing_else(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = write_text(tmp, "ours.html", "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n"
+                              '<meta name="generator" content="microgpt">\n</head></html>')
+            theirs = write_text(tmp, "theirs.html", "<!DOCTYPE html><html><head><title>mine</title></head></html>")
+            with open(os.path.join(tmp, "binary.html"), "wb") as f:
+                f.write(b"\xff\xfe\x00\x01")
+            self.assertTrue(microgpt.is_microgpt_report(ours))
+            self.assertFalse(microgpt.is_microgpt_report(theirs))
+            self.assertFalse(microgpt.is_microgpt_report(os.path.join(tmp, "binary.html")))
+            self.assertFalse(microgpt.is_microgpt_report(os.path.join(tmp, "missing.html")))
+            self.assertFalse(microgpt.is_microgpt_report(tmp))
+
+
+class ReportCommandLineTest(TempDirTestCase):
+
+    def test_report_paths_that_cannot_be_written_are_refused_before_training(self):
+        os.mkdir(os.path.join(self.tmp, "a_directory"))
+        theirs = write_text(self.tmp, "theirs.html", "<html><body>someone's own page</body></html>")
+        base = ["--input", self.names, "--steps", "2"] + TINY
+        assert_refused(self, self.tmp,
+                       base + ["--report", os.path.join(self.tmp, "a_directory")],
+                       base + ["--report", os.path.join(self.tmp, "missing", "report.html")],
+                       base + ["--report", theirs],
+                       base + ["--report", ""])
+        self.assertEqual(read(theirs), "<html><body>someone's own page</body></html>")
+
+    @unittest.skipIf(os.name == "nt", "chmod does not stop writing into a directory on Windows")
+    @unittest.skipIf(hasattr(os, "geteuid") and os.geteuid() == 0, "root can write anywhere")
+    def test_report_into_a_read_only_directory_is_refused_before_training(self):
+        locked = os.path.join(self.tmp, "locked")
+        os.mkdir(locked)
+        os.chmod(locked, 0o500)
+        self.addCleanup(os.chmod, locked, 0o700)
+        assert_refused(self, self.tmp, ["--input", self.names, "--steps", "2", "--report",
+                                        os.path.join(locked, "report.html")] + TINY)
+
+    def test_a_report_replaces_an_earlier_report(self):
+        path = os.path.join(self.tmp, "report.html")
+        first = run_cli(["--input", self.names, "--steps", "2", "--num-samples", "1", "--report", path] + TINY,
+                        cwd=self.tmp)
+        assert_ok(self, first)
+        second = run_cli(["--input", self.names, "--steps", "3", "--num-samples", "1", "--report", path] + TINY,
+                         cwd=self.tmp)
+        assert_ok(self, second)
+        self.assertEqual(len(page_data(read(path))["losses"]), 3)
+        self.assertEqual([n for n in os.listdir(self.tmp) if n.endswith(".tmp")], [])
+
+    def test_report_does_not_change_what_the_run_prints(self):
+        bits = write_text(self.tmp, "bits.txt", BITS)
+        runs = []
+        for common in (["--input", self.names, "--steps", "12", "--num-samples", "3"] + TINY,
+                       ["--input", bits, "--stream", "--block-size", "3", "--steps", "6", "--batch", "2",
+                        "--length", "20"] + TINY[:4]):
+            runs += [common, common + ["--report", os.path.join(self.tmp, f"r{len(runs)}.html")]]
+        results = run_many(runs, self.tmp)
+        for result in results:
+            assert_ok(self, result)
+
+        def numbers(stdout):
+            return [line for line in stdout.splitlines()
+                    if not any(m in line for m in TIMING_MARKERS) and not line.startswith("wrote ")]
+        for without, with_report in (results[0:2], results[2:4]):
+            self.assertEqual(numbers(with_report.stdout), numbers(without.stdout))
+
+    def test_user_text_is_escaped_in_the_page(self):
+        # Documents full of characters that mean something in HTML, and some that are not ASCII.
+        docs = ['a<b>c', 'x&amp;y', 'q"z\'', 'é</svg>', '名前', '</script x>', 'ab&c', 'zz>']
+        data_path = write_text(self.tmp, "odd <&> names.txt", "\n".join(docs) + "\n")
+        path = os.path.join(self.tmp, "report.html")
+        explain = '</script <b&"é'     # in the JSON block, "</script " would end it early
+        result = run_cli(["--input", data_path, "--steps", "3", "--num-samples", "3", "--explain", explain,
+                          "--report", path] + TINY + ["--block-size", "16"], cwd=self.tmp)
+        assert_ok(self, result)
+        page = read(path)
+        found = parts(page)
+        allowed = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "table", "tr", "th",
+                   "td", "figure", "div", "span", "i", "svg", "text", "rect", "line", "path", "circle", "script"}
+        self.assertLessEqual({tag for tag, _ in found.tags}, allowed)
+        self.assertEqual(len([tag for tag, _ in found.tags if tag == "script"]), 1)
+        for picture in svgs(page):
+            ET.fromstring(picture)
+        # A browser ends the script element at "</script" followed by a space, "/" or ">",
+        # whatever it holds, so the JSON block must hold no "<" at all.
+        [blob] = DATA_BLOCK.findall(page)
+        self.assertNotIn("<", blob)
+        data = page_data(page)
+        self.assertIn("<", data["chars"])
+        self.assertEqual(data["examples"][0]["text"], explain)
+        self.assertIn("odd &lt;&amp;&gt; names.txt", page)
+
+
+if __name__ == "__main__":
+    unittest.main()
