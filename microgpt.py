@@ -42,7 +42,9 @@ made fast, as real frameworks do it, without changing a single number.
 import contextlib
 import gc
 import itertools
+import json
 import math
+import random
 import sys
 from dataclasses import dataclass
 from operator import mul
@@ -75,6 +77,9 @@ class Config:
     temperature: float = 0.5
     num_samples: int = 20
     length: int = 200       # characters to generate in continuous-text mode
+
+
+MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # the fields that fix the model's shape
 
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
 # (same numbers to rounding, about 25 times slower; `python microgpt.py --plain` does that,
@@ -990,6 +995,17 @@ def sparkline(values, width=60, ascii_only=False):
     return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
 
 
+def label(token, chars):
+    """A short printable name for a token."""
+    if token == len(chars):
+        return "<BOS>"
+    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
+    ch = chars[token]
+    if ch in " \\":
+        return {" ": "\\s", "\\": "\\\\"}[ch]
+    return ch if ch.isprintable() else repr(ch)[1:-1]
+
+
 # Pictures: --report FILE.html
 #
 # The same looks inside, drawn for people who would rather see than read tables: one HTML
@@ -1582,20 +1598,16 @@ def is_microgpt_report(path):
 #
 # What turns the algorithm into a program people can rely on: files read and written
 # safely, checkpoints, every user mistake turned into one clear line, and the command
-# line. A learner can skip it. (Its imports are here too, so that the top of the file
-# imports only what the algorithm uses.)
+# line. A learner can skip it. (The modules that only the plumbing uses are imported here,
+# not at the top, so that the reader meets them where they are needed.)
 # =======================================================================================
 
 import argparse
-import json
 import os
-import random
 import signal
 import site
 import tempfile
 import time
-
-MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # what a checkpoint's "config" holds
 
 class BadInput(Exception):
     """Something the user can fix: a missing file, an impossible setting. The command line
@@ -1855,17 +1867,6 @@ def check_settings(args, config):
                 raise BadInput(f"cannot write {path}: no permission to write in {directory}")
     if args.report and os.path.exists(args.report) and not is_microgpt_report(args.report):
         raise BadInput(f"will not replace {args.report}: it is not a page written by microgpt --report")
-
-
-def label(token, chars):
-    """A short printable name for a token."""
-    if token == len(chars):
-        return "<BOS>"
-    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
-    ch = chars[token]
-    if ch in " \\":
-        return {" ": "\\s", "\\": "\\\\"}[ch]
-    return ch if ch.isprintable() else repr(ch)[1:-1]
 
 
 def print_progress(step, num_steps, loss, smoothed, started, interactive):
