@@ -15,8 +15,8 @@ prints what `python microgpt.py` prints (a test checks that), without the decora
     chars = build_vocab("".join(docs))                    # 2. one token per letter, plus BOS
     train_docs, val_docs = train_val_split(docs, rng)     # 1. hold out 1,000 names to test on
     params = init_params(config, len(chars) + 1, rng)     # 4. 4,192 random numbers
-    batches = document_batches(train_docs, chars, config.batch)    # 6. one name per step
-    for loss in train(params, config, batches, config.steps):      # 5, 3, 6. gpt(), backward(),
+    batch_for_step = document_batches(train_docs, chars, config.batch)  # 6. one name per step
+    for loss in train(params, config, batch_for_step, config.steps):  # 5, 3, 6. gpt(), backward(),
         print(f"loss {loss:.4f}")                         #    Adam; it yields each step's loss
     weights = inference_weights(params)                   # 7. the weights, for use without training
     val_loss = mean_token_loss([encode_document(d, chars) for d in val_docs], weights, config)
@@ -36,7 +36,8 @@ The file has four parts:
 
 Part I is the lesson: every piece of the algorithm, each written once and plainly. A reader
 who stops at its end has seen all of it. Part II is the second lesson: how the same math is
-made fast, as real frameworks do it, without changing a single number.
+made fast, as real frameworks do it, with the same numbers (to the last printed digit;
+to floating-point rounding, about 1e-16, inside).
 """
 
 import contextlib
@@ -66,12 +67,12 @@ class Config:
     block_size: int = 16    # the longest context the model can see, in tokens
     # training
     steps: int = 1000
-    lr: float = 0.01        # Adam's learning rate, decayed linearly to 0 over the run
+    lr: float = 0.01        # Adam's learning rate, decayed linearly over the run
     beta1: float = 0.85     # how slowly Adam's average of the gradient forgets (section 6)
     beta2: float = 0.99     # the same for its average of the squared gradient
     eps: float = 1e-8       # keeps Adam from dividing by zero
     init_std: float = 0.08  # the spread of the random initial weights
-    batch: int = 1          # documents (or windows of text, Part III) per step
+    batch: int = 1          # documents (or windows of text, Part III) per step, or "all"
     seed: int = 42
     # sampling
     temperature: float = 0.5
@@ -91,7 +92,7 @@ FAST = True
 # PART I. THE ALGORITHM
 #
 # Seven sections, in the order a GPT needs them. Every operation on numbers that need a
-# gradient is one node of a graph: one per +, *, **, exp, log and relu, as in Andrej
+# gradient is one node of a graph (section 3): one per +, *, **, exp, log and relu, as in Andrej
 # Karpathy's original 200-line microgpt, from which this file grew. Where Part II has a
 # faster version of a function, the function's first line hands over to it
 # (`if FAST: return fast_...`); read past that line for the math.
@@ -139,7 +140,8 @@ def train_val_split(docs, rng):
 # [BOS, e, m, m, a, BOS]. At the start it gives the model something to predict the first
 # letter from; at the end it is the target that teaches the model when a name stops. One
 # token can do both jobs, since a name ends exactly where the next one would begin. Real
-# GPTs use tokens of several characters, but the idea is the same.
+# GPTs use tokens of several characters, but the idea is the same. (Part III's stream mode
+# reads a text as one stream, with no BOS: its vocabulary is just len(chars) tokens.)
 # ---------------------------------------------------------------------------------------
 
 def build_vocab(text):
@@ -169,9 +171,10 @@ def encode_document(doc, chars):
 #
 # Training means nudging every parameter in the direction that lowers the loss, so we need
 # the derivative of the loss with respect to each parameter. A Value holds one number and
-# remembers the Values it was computed from (its children: draw the graph as a tree with the
-# loss at the top and the parameters at the bottom) together with the local derivative of
-# itself with respect to each child. backward() then applies the chain rule
+# remembers the Values it was computed from (its children: draw the graph with the loss at
+# the top and the parameters at the bottom; a Value used twice has two parents, so it is a
+# graph rather than a tree) together with the local derivative of itself with respect to
+# each child. backward() then applies the chain rule
 # from the loss back to the parameters: each node passes its gradient to its children,
 # multiplied by the local derivative, and a child used several times adds up what it gets.
 # ---------------------------------------------------------------------------------------
@@ -180,14 +183,14 @@ class Value:
     """One number in the computation graph, with its gradient."""
     # __slots__: no per-object dict, so the many Values of a graph take less memory and time.
     __slots__ = ("data", "grad", "_children", "_local_grads")
-    tape = None   # for Part II ("The tape"), skip on a first reading: while this is a list,
+    tape = None   # Part II ("The tape"; skip on a first reading): if a list, new Values join it
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself
         self.grad = 0.0                   # d(loss)/d(this number), filled in by backward()
         self._children = children         # the Values this one was computed from
         self._local_grads = local_grads   # d(this)/d(child), one per child
-        if Value.tape is not None:        # ... each new Value is added to it
+        if Value.tape is not None:        # Part II, "The tape"
             Value.tape.append(self)
 
     # Each operation computes its result and, right beside it, its local derivatives.
@@ -226,8 +229,8 @@ class Value:
     def __truediv__(self, other):
         return self * other ** -1
 
-    def __radd__(self, other):            # other + self, where other is a plain number
-        return self + other
+    def __radd__(self, other):            # other + self, where other is a plain number: so
+        return self + other               # sum(values), which starts from 0, works (one node more)
 
     def __rsub__(self, other):
         return (-self) + other
@@ -238,22 +241,24 @@ class Value:
     def __rtruediv__(self, other):
         return self ** -1 * other
 
-    # float(v) is v's number. Evaluation and sampling read numbers with float(), so that they
-    # work both on Values and on the plain floats that Part II gives them (float(x) is x).
+    # float(v) is v's number. Evaluation and sampling (sections 6 and 7) read numbers with
+    # float(), so that they work both on Values and on plain floats (float(x) is x), which
+    # is what Part II gives them.
     def __float__(self):
         return self.data
 
     def backward(self):
         """Add to .grad of every Value this one depends on d(self)/d(that Value). Gradients
-        add up over calls, so that a batch of documents can pass through one at a time;
-        Adam sets them back to 0 after each step (section 6)."""
+        add up over calls on separate graphs, so that a batch of documents can pass through
+        one at a time; Adam sets them back to 0 after each step (section 6). Call it once per
+        graph: a second call on the same graph would pass the inner nodes' gradients on again."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
         # dL/dx = 8; but if u passed on its gradient right after L, it would hand x only
         # 2 * 1 (from L), and the 3 that v sends u afterwards would never reach x.
-        # So we visit the nodes in reverse topological order: every node before its children.
-        # (A topological order lists every node after all of the nodes it was computed from.)
+        # A topological order lists every node after all of the nodes it was computed from;
+        # we visit the nodes in its reverse, so that every node comes before its children.
         self.grad = 1.0
         for node in reversed(self.topological_order()):
             for child, local in zip(node._children, node._local_grads):
@@ -267,8 +272,9 @@ class Value:
         #             visited.add(node)
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
-        # Python limits recursion to about 1,000 calls deep, and a bigger model's graph is
-        # deeper than that, so we do the same with a stack of our own. Each node is pushed
+        # Python limits recursion to about 1,000 calls deep. The default model's graph is 276
+        # nodes deep, but one with n_layer 4 is 882 deep, and one with n_embd 64 and 2 layers
+        # 1,462: so we do the same with a stack of our own. Each node is pushed
         # twice: the first time it is popped, its children are pushed above it; the second
         # time (children_placed), they are all in the order already, so it can follow them.
         # Leaves (the parameters) are left out: they have nothing to pass on.
@@ -342,9 +348,10 @@ def flatten(params):
 #     reads     BOS  e    m    m    a        (the cache then holds this and every earlier one)
 #     predicts  e    m    m    a    BOS      (the target: the next token of the document)
 #
-# This is GPT-2's design, simplified as in the original microgpt: RMSNorm without a learned
-# gain instead of LayerNorm, ReLU instead of GELU, no biases, a norm right after the
-# embeddings and none before lm_head, and lm_head separate from wte.
+# This is GPT-2's design, simplified as in the original microgpt. GPT-2 normalises with
+# LayerNorm (which also subtracts the mean, and learns a scale for each number), uses GELU
+# (a smooth ReLU), has biases (constants added after each matrix), a norm before lm_head
+# and none right after the embeddings, and reuses wte as lm_head; here, none of that.
 # ---------------------------------------------------------------------------------------
 
 def linear(x, w):
@@ -383,10 +390,10 @@ def mlp(x, w1, w2):
 def attention_weights(q, ks):
     """How much the current position attends to each position so far:
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
-    # Why divide by sqrt(head_dim): if q and k hold d numbers of about unit size and random
-    # signs (as they do at the start), q . k is a sum of d such products that partly cancel,
-    # so it grows like sqrt(d). Dividing brings it back to unit size whatever the head size,
-    # so the softmax does not start out as a hard one-hot choice.
+    # Why divide by sqrt(head_dim): if q and k hold d numbers with random signs, q . k is a
+    # sum of d products that partly cancel, so it grows like sqrt(d) times one product.
+    # Dividing by sqrt(d) makes the scores' size independent of the head size, so that a
+    # bigger head does not turn the softmax into a hard one-hot choice.
     scale = 1.0 / math.sqrt(len(q))
     return softmax([sum(qi * ki for qi, ki in zip(q, k)) * scale for k in ks])
 
@@ -499,14 +506,15 @@ def add_gradient(tokens, params, config, weight=1.0):
 
 
 def document_batches(docs, chars, batch):
-    """batch_for_step for documents: the training documents in order, `batch` at a time
+    """batch_for_step, the function train() calls to get a step's batch: step -> a list of
+    token sequences. For documents: the training documents in order, `batch` at a time
     ("all": every one of them at every step); after the last one, it starts again from the
     first, in the same order. The default 1000 steps of one name each see only 1,000 of the
     28,910 training names: the model learns what names have in common from a small sample,
-    not the list by heart. (`lambda step: ...` makes a small function on the spot.)"""
+    not the list by heart."""
     seqs = [encode_document(doc, chars) for doc in docs]
     if batch == "all":
-        return lambda step: seqs
+        return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
 
 
@@ -518,9 +526,10 @@ def adam_update(flat_params, m, v, step, num_steps, config):
     gradient keeps changing sign."""
     lr = config.lr * (1 - step / num_steps)          # decays linearly (lr / num_steps at the end)
     b1, b2 = config.beta1, config.beta2
-    # m and v start at 0, so early on they are too small. After t steps of a constant
-    # gradient g, m = (1 - b1) * (1 + b1 + ... + b1**(t-1)) * g = (1 - b1**t) * g: the
-    # weights of the average add up to 1 - b1**t, not 1. Dividing by that gives exactly g.
+    # m and v start at 0, so early on they are too small. After t steps (t = step + 1) of a
+    # constant gradient g, m = (1 - b1) * (1 + b1 + ... + b1**(t-1)) * g = (1 - b1**t) * g:
+    # the weights of the average add up to 1 - b1**t, not 1. Dividing by that gives exactly
+    # g; the same argument with b2 holds for v (Adam's v, not attention's values).
     bias1 = 1 - b1 ** (step + 1)
     bias2 = 1 - b2 ** (step + 1)
     c1, c2, eps = 1 - b1, 1 - b2, config.eps         # looked up once, not once per parameter
@@ -570,14 +579,14 @@ def mean_token_loss(sequences, weights, config):
 # The temperature divides the logits first: below 1 it sharpens the distribution (safer,
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
 # all the probability goes to the likeliest token and sampling becomes always taking it
-# (0 itself is refused: it would divide by zero). A name the model never ends stops when
+# (the command line refuses 0 itself: it would divide by zero). A name the model never ends stops when
 # the context is full, at block_size characters.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
     """The weights to run the model with when no gradient is needed (evaluation, sampling).
     Part I keeps the Values (each run builds a graph that is never used); Part II passes
-    plain floats, which build none. The functions below take either, and float() reads the
+    plain floats (weights_of copies each Value's number), which build none. The functions below take either, and float() reads the
     number out of both."""
     if FAST: return weights_of(params)
     return params
@@ -604,7 +613,7 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
         token = sample_token(logits, temperature, rng)
         if token == bos:
             break
-        tokens.append(token)
+        tokens.append(token)      # and read at the next position: the model reads what it wrote
     return decode(tokens[1:], chars)
 
 
@@ -619,7 +628,10 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # Part I is the algorithm, and everything else is just efficiency. This part makes the same
 # computation cheaper without changing what it computes: each function here replaces one of
 # Part I's, and the tests check each against its Part I version (to 1e-9) and against
-# central finite differences. Four ideas:
+# central finite differences. Leaving out the MLP's switched-off units and pausing the
+# collector change no bit; the fused sums and the tape add the same terms in another order,
+# so results agree to floating-point rounding (about 1e-16), and the default run prints
+# exactly the same numbers either way. Four ideas:
 #
 #   1. Fused nodes: one graph node for a whole sum, softmax or loss, with its derivative
 #      worked out by hand, instead of one node per + and *.
@@ -843,7 +855,7 @@ def backward_along(root, tape):
 # each document's graph by reference counting alone, as soon as the last reference to it
 # goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
 # the command line (main(), Part IV) pauses it for the whole run. That changes no number,
-# so it does so with FAST = False too, where the graphs are 29 times bigger and gain even
+# so it does so with FAST = False too, where the graphs have 29 times more nodes and gain even
 # more: Part I's validation took 32 ms per name with the collector paused and 94 to 162
 # ms with it on. With FAST, whole 500-step runs took 18% and 20% longer with it on.
 # PyPy has no reference counting and needs its collector to free the graphs: when we tried
@@ -872,9 +884,10 @@ def cycle_collector_paused():
 # Validation and sampling need no gradient, so they need no graph. inference_weights()
 # (section 7) hands them the weights as plain floats, and every fast_ function above, given
 # floats, does the same arithmetic with no Value at all (Part I's code around them, like the
-# residual sums in gpt(), works on floats as it is). A forward pass is 5 to 11 times faster
-# on CPython and 5 to 9 times on PyPy; the validation loss over 1,000 names takes about 2 s
-# instead of 15.
+# residual sums in gpt(), works on floats as it is). The validation loss over the 1,000
+# held-out names took 2.8 s on floats against 8.1 s with the fused graph on CPython (0.8 s
+# against 4.3 s on PyPy), and 32 s on Part I's graph. tests/test_fast.py (TestPlainFloats)
+# checks that validation, the microscope and samples agree with Part I alone.
 # ---------------------------------------------------------------------------------------
 
 def weights_of(params):
@@ -929,7 +942,9 @@ def window_batches(tokens, block_size, batch, rng):
 
 
 def stream_val_windows(tokens, block_size):
-    """Consecutive windows over a held-out stream, so every token is predicted once."""
+    """Consecutive windows over a held-out stream, so every token is predicted once. (The
+    first tokens of each window are predicted from a short context, so this loss is a little
+    higher than it would be if every token had a full window behind it.)"""
     return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)
             if len(tokens[s:s + block_size + 1]) > 1]
 
