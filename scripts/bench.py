@@ -123,7 +123,7 @@ def timed_chunks(runs, steps, chunk):
             fused, step = runs[name]
             microgpt.FUSED = fused
             times, losses = results[name]
-            for _ in range(chunk):
+            for _ in range(min(chunk, steps - round_)):    # the last turn may be shorter
                 start = time.perf_counter()
                 losses.append(step())
                 times.append(1000 * (time.perf_counter() - start))
