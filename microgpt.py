@@ -1331,6 +1331,8 @@ class StopSignals:
         self.signum = self.signum or signum
         if not (first and self.finishing):
             raise Stopped(signum)
+        # A step can be long (--batch all): say at once that the signal was heard.
+        print("\nmicrogpt: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
     def install(self):
         """Handle the stop signals this platform has; returns a function that undoes it."""
