@@ -788,11 +788,13 @@ def read_data_file(path, what="data file"):
         info = os.stat(path)
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError
-        if not stat.S_ISREG(info.st_mode) or info.st_size > 16 * 2**20:
-            # A pipe may keep us waiting for its writer; a big file takes a while to prepare.
-            print(f"reading {path} " + (f"({info.st_size / 2**20:.0f} MB): a large file takes a while to prepare"
-                                        if stat.S_ISREG(info.st_mode) else "(not a regular file: waiting for "
-                                        f"its end, at most {MAX_FILE_BYTES // 2**20} MB)"), flush=True)
+        regular, size = stat.S_ISREG(info.st_mode), info.st_size
+        if regular and size > MAX_FILE_BYTES:
+            raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+        if regular and size > 16 * 2**20:
+            print(f"reading {path} ({size / 2**20:.0f} MB): a large file takes a while to prepare", flush=True)
+        elif not regular:         # a pipe or a device: it may keep us waiting, or never end
+            print(f"reading {path} until it ends (at most {MAX_FILE_BYTES // 2**20} MB)", flush=True)
         with open(path, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
@@ -1119,9 +1121,11 @@ def check_memory(config, vocab_size, positions=1, data_bytes=0):
     need, limit = 200 * n_params + graph + data_bytes, memory_limit()
     if limit is not None and need > limit:
         size = lambda n: f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
+        data = f", {size(data_bytes)} for the data and a step's batch" if data_bytes else ""
+        fix = ("--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size")
         raise BadInput(f"this would need about {size(need)} of memory ({n_params:,} parameters, {size(graph)} "
-                       f"for one document's graph{f', {size(data_bytes)} for the data' if data_bytes else ''}), "
-                       f"more than the {size(limit)} there is: choose a smaller --n-embd, --n-layer or --block-size")
+                       f"for one document's graph{data}), more than the {size(limit)} there is: "
+                       f"choose a smaller {fix}")
 
 
 def label(token, chars):
@@ -1258,8 +1262,8 @@ def prepare_data(path, config, mode, chars, rng):
     text = read_data_file(path)
     if mode == "stream":
         chars = chars or build_vocab(text)
-        # the text as token ids, twice (all, and the training part), and with --batch all every window
-        windows = (len(text) - config.block_size) * (64 + 8 * config.block_size) if config.batch == "all" else 0
+        # The text as token ids, twice (all, and the training part), and each step's windows.
+        windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
         train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
@@ -1277,8 +1281,10 @@ def prepare_data(path, config, mode, chars, rng):
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
-    # each document as a string and as a list of token ids: about 30 bytes per character
-    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1), 30 * len(text))
+    # Each document as a string and as a list of token ids (about 30 bytes per character),
+    # and the list of a step's documents.
+    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1),
+                 30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
     encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""

@@ -235,7 +235,6 @@ class TestImpossibleSizesAreRefusedUpFront(WithCheckpoint):
             f.write(b"a")
         [result] = assert_refused(self, self.tmp, ["--input", big, "--steps", "1"] + TINY)
         self.assertIn("larger than 100 MB", result.stderr)
-        self.assertIn("reading", result.stdout)       # it said what it was doing while it read
 
     @unittest.skipUnless(os.path.exists("/dev/zero") and os.name != "nt", "needs /dev/zero")
     def test_endless_input_is_refused(self):
