@@ -228,13 +228,26 @@ class TestImpossibleSizesAreRefusedUpFront(WithCheckpoint):
         [result] = assert_refused(self, self.tmp, ["--load", path])
         self.assertIn("GB of memory", result.stderr)
 
-    def test_input_larger_than_the_limit_is_refused_after_reading_only_the_limit(self):
+    def test_data_or_checkpoint_larger_than_the_limit_is_refused(self):
         big = os.path.join(self.tmp, "big.txt")
         with open(big, "wb") as f:              # a sparse file: no time or disk spent on it
             f.seek(microgpt.MAX_FILE_BYTES)
             f.write(b"a")
-        [result] = assert_refused(self, self.tmp, ["--input", big, "--steps", "1"] + TINY)
-        self.assertIn("larger than 100 MB", result.stderr)
+        for result in assert_refused(self, self.tmp, ["--input", big, "--steps", "1"] + TINY, ["--load", big]):
+            self.assertIn("larger than 100 MB", result.stderr)
+
+    @unittest.skipUnless(os.name == "posix", "needs resource.setrlimit")
+    def test_a_memory_limit_set_with_ulimit_is_respected(self):
+        def one_gib_address_space():
+            import resource
+            resource.setrlimit(resource.RLIMIT_AS, (2 ** 30, 2 ** 30))
+        # 6.3 million parameters: about 1.4 GB by the estimate, which fits the machine but not the limit
+        result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
+                                 "--n-embd", "256", "--n-layer", "8"], cwd=self.tmp, capture_output=True, text=True,
+                                preexec_fn=one_gib_address_space, timeout=120)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("more than the 1.0 GB there is", result.stderr)
 
     @unittest.skipUnless(os.path.exists("/dev/zero") and os.name != "nt", "needs /dev/zero")
     def test_endless_input_is_refused(self):
@@ -285,6 +298,36 @@ class TestNoSilentHour(TempDirTestCase):
         [result] = assert_refused(self, self.tmp, ["--input", big, "--steps", "1"] + TINY)
         self.assertRegex(result.stdout, r"reading .*big\.txt \(17 MB\)")
 
+    @unittest.skipUnless(hasattr(os, "mkfifo"), "needs named pipes")
+    def test_a_pipe_is_announced_and_read_to_its_end(self):
+        fifo = os.path.join(self.tmp, "pipe")
+        os.mkfifo(fifo)
+
+        def writer():
+            with open(fifo, "w", encoding="utf-8") as f:     # waits for microgpt to open the other end
+                f.write("emma\nolivia\nava\n" * 10)
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        result = run_cli(["--input", fifo, "--steps", "1", "--num-samples", "0"] + TINY, self.tmp)
+        thread.join(5)
+        assert_ok(self, result)
+        self.assertIn(f"reading {fifo} until it ends", result.stdout)
+        self.assertIn("data: 30 documents", result.stdout)
+
+    def test_a_long_validation_reports_its_progress(self):
+        # A clock that jumps 20 s at every reading makes each held-out document look slow.
+        code = ("import itertools, sys; sys.path.insert(0, %r); import microgpt\n"
+                "ticks = itertools.count(0, 20)\n"
+                "class Clock:\n"
+                "    perf_counter = staticmethod(lambda: next(ticks))\n"
+                "microgpt.time = Clock\n"
+                "sys.exit(microgpt.main(sys.argv[1:]))") % REPO
+        result = subprocess.run([sys.executable, "-c", code, "--input", self.names, "--steps", "1",
+                                 "--num-samples", "0"] + TINY, cwd=self.tmp, capture_output=True, text=True,
+                                encoding="utf-8", timeout=120)
+        assert_ok(self, result)
+        self.assertRegex(result.stdout, r"validating: 1 of 2 held-out sequences, \d+ s left")
+
     def test_a_big_batch_says_that_progress_comes_once_per_step(self):
         data = random_names(self.tmp, 150)
         result = run_cli(["--input", data, "--steps", "1", "--num-samples", "0", "--batch", "all"] + TINY, self.tmp)
@@ -331,18 +374,21 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         self.assertNotIn("Traceback", err)
         self.assertEqual(saved_steps(self.ckpt), 3)
 
-    def test_sigterm_during_training_saves_the_model_and_exits_143(self):
-        child = Child(["--input", self.names, "--steps", "100000", "--num-samples", "0", "--save", self.ckpt]
-                      + TINY, self.tmp)
-        child.wait_for("step ")
-        child.proc.send_signal(signal.SIGTERM)
-        code, out, err = child.finish()
-        self.assertEqual(code, 128 + signal.SIGTERM, err)
-        self.assertNotIn("Traceback", out + err)
-        self.assertIn("interrupted by SIGTERM", err)
-        self.assertIn(f"saved the model to {self.ckpt}", out)
-        self.assertTrue(1 <= saved_steps(self.ckpt) < 100000)
-        self.assertEqual(temp_files(self.tmp), [])
+    def test_sigterm_or_sighup_during_training_saves_the_model_and_exits_128_plus_the_signal(self):
+        for name in ("SIGTERM", "SIGHUP"):
+            with self.subTest(signal=name):
+                number = getattr(signal, name)
+                child = Child(["--input", self.names, "--steps", "100000", "--num-samples", "0", "--save", self.ckpt]
+                              + TINY, self.tmp)
+                child.wait_for("step ")
+                child.proc.send_signal(number)
+                code, out, err = child.finish()
+                self.assertEqual(code, 128 + number, err)
+                self.assertNotIn("Traceback", out + err)
+                self.assertIn(f"interrupted by {name}", err)
+                self.assertIn(f"saved the model to {self.ckpt}", out)
+                self.assertTrue(1 <= saved_steps(self.ckpt) < 100000)
+                self.assertEqual(temp_files(self.tmp), [])
 
     def test_a_closed_pipe_stops_the_printing_not_the_training_or_the_save(self):
         # as in `python microgpt.py --save model.json | head -1`
