@@ -1412,6 +1412,8 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
         print(f"--- {config.num_samples} sample{'s' if config.num_samples > 1 else ''} "
               f"(temperature {config.temperature}) ---")
     for i in range(config.num_samples):
+        if output_lost():                 # nobody reads them any more: stop
+            return
         if mode == "docs":
             print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, rng, config.temperature, prompt)}")
         else:
@@ -1420,6 +1422,8 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
             # Each character as soon as it is drawn: a long sample is never a long silence.
             for token in sample_stream(weights, config, rng, config.temperature, start, config.length):
                 print(chars[token], end="", flush=True)
+                if output_lost():
+                    return
             print()
             if i + 1 < config.num_samples:
                 print("---")
@@ -1486,7 +1490,7 @@ def run(args, stop=None):
         stop.finishing = False
         if stop.signum is not None:
             return 128 + stop.signum
-        if val_seqs:
+        if val_seqs and not output_lost():
             print(f"validation loss: {validation_loss(val_seqs, weights_of(params), config):.4f} "
                   f"(mean per token over {len(val_seqs):,} held-out {kind})")
 
@@ -1494,7 +1498,7 @@ def run(args, stop=None):
     print_samples(weights, config, chars, mode, prompt, stream_start)
     if args.chain is not None:
         print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)
-    if args.explain is not None:
+    if args.explain is not None and not output_lost():
         print_explanation(explain_inputs, explain_targets, weights, config, chars)
     return 0
 
@@ -1540,6 +1544,12 @@ class GuardedOutput:
 
     def __getattr__(self, name):          # isatty, encoding, ...: those of the real stdout
         return getattr(self.stream, name)
+
+
+def output_lost():
+    """Whether stdout can no longer be written (see GuardedOutput): work done only to be
+    printed (validation, samples) then stops, instead of running on for nobody."""
+    return getattr(sys.stdout, "error", None) is not None
 
 
 def main(argv=None):

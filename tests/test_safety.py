@@ -400,6 +400,16 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(saved_steps(self.ckpt), 300)
 
+    def test_a_closed_pipe_ends_sampling_that_nobody_reads(self):
+        # as in `python microgpt.py --stream --length 1000000000 | head -c 100`: no endless run for nobody
+        bits = write_text(self.tmp, "bits.txt", "0110101101" * 5)
+        child = Child(["--input", bits, "--stream", "--steps", "2", "--length", "1000000000",
+                       "--n-embd", "8", "--n-head", "2", "--block-size", "3"], self.tmp)
+        child.wait_for("--- 1 sample")
+        child.proc.stdout.close()
+        code, _, err = child.finish()
+        self.assertEqual((code, err), (0, ""))
+
     def test_a_second_ctrl_c_stops_at_once_without_saving(self):
         data = random_names(self.tmp, 600)             # --batch all: a step of 540 documents takes a while
         child = Child(["--input", data, "--steps", "5", "--batch", "all", "--num-samples", "0",
