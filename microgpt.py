@@ -1107,20 +1107,30 @@ def memory_limit():
     return min(limits) if limits else None
 
 
+def graph_bytes(config, vocab_size, positions):
+    """About how much memory the graph of one document of `positions` tokens takes (measured
+    on CPython; rough, but on the large side). Per position: about 400 * n_embd**2 bytes per
+    layer (each linear layer's output node keeps a list of its inputs and one of their local
+    derivatives), 160 * n_embd * t more for attention over t positions, and 40 * vocab_size *
+    n_embd for the logits. Building it is most of a step's time, too: roughly 10 ms per MB on
+    CPython."""
+    e, layers, t = config.n_embd, config.n_layer, positions
+    return t * (layers * 400 * e * e + 40 * vocab_size * e) + layers * 160 * e * t * (t + 1) // 2
+
+
+def size(n):
+    return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
+
+
 def check_memory(config, vocab_size, positions=1, data_bytes=0):
     """Refuse, before anything is allocated, a model that cannot fit in memory, saying how much
-    it would need. The estimate, measured on CPython, is rough but errs on the large side:
-    about 200 bytes per parameter (its Value, Adam's two averages, a float copy), and the
-    graph of one document of `positions` tokens, which holds per position about 400 * n_embd**2
-    bytes per layer (each linear layer's output node keeps a list of its inputs and one of
-    their local derivatives), 160 * n_embd * t more for attention over t positions, and
-    40 * vocab_size * n_embd for the logits."""
-    e, layers, t = config.n_embd, config.n_layer, positions
-    n_params = (2 * vocab_size + config.block_size) * e + layers * 12 * e * e   # as param_shapes
-    graph = t * (layers * 400 * e * e + 40 * vocab_size * e) + layers * 160 * e * t * (t + 1) // 2
+    it would need: about 200 bytes per parameter (its Value, Adam's two averages, a float
+    copy), the graph of one document, and the data."""
+    e = config.n_embd
+    n_params = (2 * vocab_size + config.block_size) * e + config.n_layer * 12 * e * e   # as param_shapes
+    graph = graph_bytes(config, vocab_size, positions)
     need, limit = 200 * n_params + graph + data_bytes, memory_limit()
     if limit is not None and need > limit:
-        size = lambda n: f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
         data = f", {size(data_bytes)} for the data and a step's batch" if data_bytes else ""
         fix = ("--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size")
         raise BadInput(f"this would need about {size(need)} of memory ({n_params:,} parameters, {size(graph)} "
@@ -1474,10 +1484,13 @@ def run(args, stop=None):
 
     if config.steps > 0:
         kind = "windows" if mode == "stream" else "documents"
-        if config.batch == "all" or config.batch > 100:
-            # batches(0) is safe to call only for "all": random windows would use up the rng
-            n = len(batches(0)) if config.batch == "all" else config.batch
-            print(f"each step learns from {n:,} {kind}: progress is printed after each step", flush=True)
+        # batches(0) is safe to call only for "all": random windows would use up the rng
+        n = len(batches(0)) if config.batch == "all" else config.batch
+        step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
+        if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
+            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else f"builds a graph of"
+            print(f"each step {what} up to {size(step_graphs)}{' in all)' if n > 1 else ''}: "
+                  "expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True

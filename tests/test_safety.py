@@ -334,6 +334,13 @@ class TestNoSilentHour(TempDirTestCase):
         assert_ok(self, result)
         self.assertIn("each step learns from 135 documents", result.stdout)
 
+    def test_a_big_model_says_that_a_step_takes_a_while(self):
+        child = Child(["--input", self.names, "--steps", "1", "--n-embd", "128", "--n-layer", "3"], self.tmp)
+        line = child.wait_for("each step")
+        child.proc.kill()
+        child.finish()
+        self.assertRegex(line, r"^each step builds a graph of up to [\d.]+ MB: expect a wait")
+
     @unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
     def test_stream_samples_are_printed_as_they_are_generated_and_sigterm_stops_sampling(self):
         bits = write_text(self.tmp, "bits.txt", "0110101101" * 5)
