@@ -1480,6 +1480,7 @@ def run(args, stop=None):
             if mode == "stream":
                 extra["stream_start"] = stream_start
             save_checkpoint(args.save, params, config, chars, mode, extra)
+            stop.finishing = False        # the model is safe: from now on a signal stops at once
             print(f"saved the model to {args.save}")
 
     if config.steps > 0:

@@ -379,6 +379,7 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         code, out, err = child.finish()
         self.assertEqual(code, 130, err)
         self.assertNotIn("Traceback", err)
+        self.assertEqual(err.strip(), "microgpt: interrupted by SIGINT")     # at once: nothing left to save
         self.assertEqual(saved_steps(self.ckpt), 3)
 
     def test_sigterm_or_sighup_during_training_saves_the_model_and_exits_128_plus_the_signal(self):
