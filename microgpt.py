@@ -1489,7 +1489,7 @@ def run(args, stop=None):
         n = len(batches(0)) if config.batch == "all" else config.batch
         step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
         if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
-            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else f"builds a graph of"
+            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else "builds a graph of"
             print(f"each step {what} up to {size(step_graphs)}{' in all)' if n > 1 else ''}: "
                   "expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
@@ -1533,6 +1533,8 @@ class GuardedOutput:
 
     def __init__(self, stream):
         self.stream, self.error = stream, None
+        if stream is None:                # started with stdout closed (`>&-`): as if nobody reads
+            self.stream, self.error = open(os.devnull, "w", encoding="utf-8"), BrokenPipeError()
 
     def write(self, text):
         if self.error is None:

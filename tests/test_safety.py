@@ -408,6 +408,14 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(saved_steps(self.ckpt), 300)
 
+    def test_a_run_started_with_stdout_closed_still_trains_and_saves(self):
+        # as in `python microgpt.py --save model.json >&-`
+        result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "3",
+                                 "--save", self.ckpt] + TINY, cwd=self.tmp, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: os.close(1), timeout=120)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        self.assertEqual(saved_steps(self.ckpt), 3)
+
     def test_a_closed_pipe_ends_sampling_that_nobody_reads(self):
         # as in `python microgpt.py --stream --length 1000000000 | head -c 100`: no endless run for nobody
         bits = write_text(self.tmp, "bits.txt", "0110101101" * 5)
