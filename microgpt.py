@@ -1118,7 +1118,8 @@ def graph_bytes(config, vocab_size, positions):
     return t * (layers * 400 * e * e + 40 * vocab_size * e) + layers * 160 * e * t * (t + 1) // 2
 
 
-def size(n):
+def format_bytes(n):
+    """A size for people: "1.4 GB", "310.1 MB"."""
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
 
 
@@ -1131,11 +1132,11 @@ def check_memory(config, vocab_size, positions=1, data_bytes=0):
     graph = graph_bytes(config, vocab_size, positions)
     need, limit = 200 * n_params + graph + data_bytes, memory_limit()
     if limit is not None and need > limit:
-        data = f", {size(data_bytes)} for the data and a step's batch" if data_bytes else ""
-        fix = ("--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size")
-        raise BadInput(f"this would need about {size(need)} of memory ({n_params:,} parameters, {size(graph)} "
-                       f"for one document's graph{data}), more than the {size(limit)} there is: "
-                       f"choose a smaller {fix}")
+        data = f", {format_bytes(data_bytes)} for the data and a step's batch" if data_bytes else ""
+        fix = "--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size"
+        raise BadInput(f"this would need about {format_bytes(need)} of memory ({n_params:,} parameters, "
+                       f"{format_bytes(graph)} for one document's graph{data}), "
+                       f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
 def label(token, chars):
@@ -1490,7 +1491,7 @@ def run(args, stop=None):
         step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
         if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
             what = f"learns from {n:,} {kind} (graphs of" if n > 1 else "builds a graph of"
-            print(f"each step {what} up to {size(step_graphs)}{' in all)' if n > 1 else ''}: "
+            print(f"each step {what} up to {format_bytes(step_graphs)}{' in all)' if n > 1 else ''}: "
                   "expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
