@@ -92,7 +92,10 @@ class WithCheckpoint(TempDirTestCase):
         self.ckpt = os.path.join(self.tmp, "model.json")
         assert_ok(self, run_cli(["--input", self.names, "--steps", "2", "--num-samples", "0", "--save", self.ckpt]
                                 + TINY, self.tmp))
-        self.train = ["--input", self.names, "--steps", "2", "--num-samples", "0"] + TINY
+        self.train = self.training(steps=2)
+
+    def training(self, steps):
+        return ["--input", self.names, "--steps", str(steps), "--num-samples", "0"] + TINY
 
 
 # --- 1. A run never destroys a file that is not its own output ------------------------------
@@ -128,7 +131,7 @@ class TestRunNeverReplacesAFileItDidNotWrite(WithCheckpoint):
 
     def test_save_replaces_a_checkpoint_and_keeps_its_permissions(self):
         os.chmod(self.ckpt, 0o640)
-        result = run_cli(self.train[:3] + ["3"] + self.train[4:] + ["--save", self.ckpt], self.tmp)
+        result = run_cli(self.training(steps=3) + ["--save", self.ckpt], self.tmp)
         assert_ok(self, result)
         self.assertEqual(saved_steps(self.ckpt), 3)
         if os.name != "nt":          # Windows has no such permission bits
@@ -141,7 +144,7 @@ class TestRunNeverReplacesAFileItDidNotWrite(WithCheckpoint):
             os.symlink(self.ckpt, link)
         except (OSError, NotImplementedError):
             self.skipTest("cannot make symlinks here")
-        assert_ok(self, run_cli(self.train[:3] + ["3"] + self.train[4:] + ["--save", link], self.tmp))
+        assert_ok(self, run_cli(self.training(steps=3) + ["--save", link], self.tmp))
         self.assertTrue(os.path.islink(link))
         self.assertEqual(saved_steps(self.ckpt), 3)
 
