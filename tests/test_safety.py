@@ -239,7 +239,7 @@ class TestImpossibleSizesAreRefusedUpFront(WithCheckpoint):
         for result in assert_refused(self, self.tmp, ["--input", big, "--steps", "1"] + TINY, ["--load", big]):
             self.assertIn("larger than 100 MB", result.stderr)
 
-    @unittest.skipUnless(os.name == "posix", "needs resource.setrlimit")
+    @unittest.skipUnless(sys.platform.startswith("linux"), "RLIMIT_AS is enforced on Linux only")
     def test_a_memory_limit_set_with_ulimit_is_respected(self):
         def one_gib_address_space():
             import resource
