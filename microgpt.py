@@ -957,18 +957,20 @@ def logits_at_every_position(tokens, weights, config, attention_log=None):
 
 
 def sample_stream(weights, config, rng, temperature, start_tokens, length):
-    """Continue a stream of tokens by `length` tokens. Once the text is longer than the
-    context, the model sees only the last block_size tokens (a sliding window)."""
+    """Continue a stream of tokens by `length` tokens, yielding each as soon as it is drawn.
+    Once the text is longer than the context, the model sees only the last block_size
+    tokens (a sliding window), so nothing older needs to be kept."""
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
     # changes. (From the second layer on, the keys and values also depend on the token that
     # just fell out of the window.)
-    tokens = list(start_tokens)
+    window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
-        logits = logits_at_every_position(tokens[-config.block_size:], weights, config)[-1]
-        tokens.append(sample_token(logits, temperature, rng))
-    return tokens
+        logits = logits_at_every_position(window, weights, config)[-1]
+        token = sample_token(logits, temperature, rng)
+        window = (window + [token])[-config.block_size:]
+        yield token
 
 
 # The Markov chain and the microscope
@@ -1353,7 +1355,7 @@ def draw_samples(weights, config, chars, mode, prompt, stream_start, count, leng
     if mode == "docs":
         return [sample_document(weights, config, chars, rng, config.temperature, prompt) for _ in range(count)]
     start = encode(prompt or stream_start, chars)
-    return [decode(sample_stream(weights, config, rng, config.temperature, start, length), chars)
+    return [decode(start + list(sample_stream(weights, config, rng, config.temperature, start, length)), chars)
             for _ in range(count)]
 
 
@@ -1621,6 +1623,7 @@ import argparse
 import os
 import signal
 import site
+import stat
 import tempfile
 import time
 
@@ -1674,21 +1677,127 @@ def check_finite_scores(weights, config):
 # A trained model is its configuration, its vocabulary and its weights, saved as one JSON
 # object (readable anywhere, and unlike pickle, loading it cannot run code). Loading checks
 # every part, so a damaged or mismatched file is refused with a clear message.
+#
+# Files in general follow two rules. Reading is bounded: a file larger than MAX_FILE_BYTES
+# (or endless, like /dev/zero) is refused rather than allowed to fill the memory. Writing
+# never destroys what is not ours: a run replaces only a file it could have written itself
+# (a checkpoint, a Graphviz file with our marker line), and always atomically.
 # ---------------------------------------------------------------------------------------
+
+MAX_FILE_BYTES = 100 * 2**20   # the largest data file or checkpoint we read: 100 MiB
+
+
+def read_data_file(path, what="data file"):
+    """The text of a UTF-8 file (a leading byte-order mark dropped), or BadInput saying why
+    it cannot be had. At most MAX_FILE_BYTES are read, so an endless or huge file is refused
+    after reading that much, not after filling the memory."""
+    if not path:
+        raise BadInput(f"the {what} name is empty")
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        regular, size = stat.S_ISREG(info.st_mode), info.st_size
+        if regular and size > MAX_FILE_BYTES:
+            raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+        if regular and size > 16 * 2**20:
+            print(f"reading {path} ({size / 2**20:.0f} MB): a large file takes a while to prepare", flush=True)
+        elif not regular:         # a pipe or a device: it may keep us waiting, or never end
+            print(f"reading {path} until it ends (at most {MAX_FILE_BYTES // 2**20} MB)", flush=True)
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise BadInput(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path} is a directory, not a {what}") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    text = text.lstrip("\ufeff")   # some editors start UTF-8 files with an invisible mark
+    if not text.strip():
+        raise BadInput(f"{what} is empty: {path}")
+    return text
+
+
+def is_checkpoint(path):
+    """Whether `path` holds a microgpt checkpoint: the only kind of file --save replaces."""
+    try:
+        if os.path.getsize(path) > MAX_FILE_BYTES:
+            return False
+        with open(path, encoding="utf-8-sig") as f:
+            content = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(content, dict) and content.get("format") == "microgpt"
+
+
+GRAPHVIZ_MARKER = "// written by microgpt --chain"   # the first line of every .dot file we write
+
+
+def is_our_graphviz_file(path):
+    """Whether `path` is a Graphviz file that --chain wrote: the only kind it replaces."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline(len(GRAPHVIZ_MARKER) + 2).rstrip("\r\n") == GRAPHVIZ_MARKER
+    except (OSError, ValueError):
+        return False
+
+
+def check_can_write(path, is_ours, what):
+    """Refuse, before any work is done, to write to `path` unless it is a new file or one that
+    is_ours(path) recognises as our own output (`what` names that kind: "microgpt checkpoint").
+    A run never replaces the user's data, program, notes or devices by a slip of the finger."""
+    if not path:
+        raise BadInput(f"the name of the {what} to write is empty")
+    if os.path.isdir(path):
+        raise BadInput(f"cannot write {path}: it is a directory")
+    if os.path.lexists(path):
+        if not os.path.isfile(path):               # a device, a pipe, a broken symlink
+            raise BadInput(f"cannot write {path}: it is not a regular file")
+        if not is_ours(path):
+            raise BadInput(f"{path} exists and is not a {what}; microgpt replaces only its own files "
+                           "(choose another name, or move that file away)")
+        if not os.stat(path).st_mode & stat.S_IWUSR:   # the user made it read-only: respect that
+            raise BadInput(f"cannot write {path}: it is read-only")
+    # A symlink is replaced at its target (write_atomically), so that directory must be writable.
+    directory = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(directory):
+        raise BadInput(f"cannot write {path}: no such directory")
+    if not os.access(directory, os.W_OK):
+        raise BadInput(f"cannot write {path}: no permission to write in {directory}")
+
+
+def same_file(a, b):
+    """Whether two paths name the same file (through symlinks), whether or not it exists yet."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
 
 def write_atomically(path, text):
     """Write to a temporary file beside `path`, then rename it over `path`: the rename is
     atomic, so an interrupted write never leaves half a file or destroys the old one."""
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)        # through a symlink: the link stays, its target is replaced
+    directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".microgpt-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes the file private; use the usual mode
+        try:                              # a file we replace keeps the permissions it had
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:         # mkstemp makes the file private; use the usual mode
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -1725,21 +1834,17 @@ def is_finite_number(x):
 
 def load_checkpoint(path):
     """Read and check a checkpoint. Returns (config, chars, params, mode, checkpoint)."""
+    text = read_data_file(path, "checkpoint")     # checked like a data file: size, UTF-8, BOM
     try:
-        with open(path, encoding="utf-8") as f:
-            ckpt = json.load(f)
-    except FileNotFoundError:
-        raise BadInput(f"checkpoint not found: {path}") from None
-    except (ValueError, RecursionError):          # not UTF-8, or not JSON
+        ckpt = json.loads(text)
+    except (ValueError, RecursionError):
         raise BadInput(f"{path} is not a JSON checkpoint") from None
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
 
     def bad(why):
         return BadInput(f"{path}: {why}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != "microgpt":
         raise bad('not a microgpt checkpoint (no "format": "microgpt")')
-    if ckpt.get("version") != 1:
+    if type(ckpt.get("version")) is not int or ckpt["version"] != 1:     # not 1.0, not true
         raise bad(f"checkpoint version {ckpt.get('version')!r} is not supported (expected 1)")
     for key in ("config", "chars", "state_dict"):
         if key not in ckpt:
@@ -1764,6 +1869,7 @@ def load_checkpoint(path):
     if "stream_start" in ckpt and ckpt["stream_start"] not in chars:
         raise bad('"stream_start" must be one of the characters in "chars"')
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    check_memory(config, vocab_size)           # before building a Value for every weight
     state = ckpt["state_dict"]
     shapes = param_shapes(config, vocab_size)
     if not isinstance(state, dict) or set(state) != set(shapes):
@@ -1814,8 +1920,9 @@ def make_parser():
     d = Config()
     p = ArgumentParser(prog="microgpt", description="Train a tiny GPT on a text file and sample from it. "
                        "Without options: learn from names.txt for 1000 steps and print 20 new names.")
-    p.add_argument("--input", metavar="FILE", help="UTF-8 text file: one document per line (default: names.txt "
-                   "beside microgpt.py), or one stream of text with --stream")
+    data = default_data_path().replace("%", "%%")   # argparse reads % in help as a format
+    p.add_argument("--input", metavar="FILE", help="UTF-8 text file: one document per line, or one stream "
+                   f"of text with --stream (default: {data})")
     p.add_argument("--stream", action="store_true", help="treat the input as one continuous text (newlines are "
                    "ordinary characters, no BOS) and train on random windows of block_size + 1 characters")
     p.add_argument("--steps", type=int, metavar="N", help=f"training steps (default {d.steps}; "
@@ -1839,7 +1946,7 @@ def make_parser():
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary and mode); "
                    "--steps N then fine-tunes it")
-    p.add_argument("--chain", nargs="?", const="", metavar="FILE.dot", help="print the model as a Markov chain "
+    p.add_argument("--chain", nargs="?", const=True, metavar="FILE.dot", help="print the model as a Markov chain "
                    "over its contexts (stream mode, at most 256 states); with FILE.dot also write it for Graphviz")
     p.add_argument("--explain", metavar="TEXT", help="print the model's predictions and attention for each "
                    "position of TEXT")
@@ -1869,19 +1976,100 @@ def check_settings(args, config):
         raise BadInput(f"--num-samples must be 0 or more, not {config.num_samples}")
     if config.length < 1:
         raise BadInput(f"--length must be at least 1, not {config.length}")
-    if args.report == "":
-        raise BadInput("--report needs a file name")
-    for path in (args.save, args.chain or None, args.report):
-        if path is not None:
-            directory = os.path.dirname(os.path.abspath(path))
-            if os.path.isdir(path):
-                raise BadInput(f"cannot write {path}: it is a directory")
-            if not os.path.isdir(directory):
-                raise BadInput(f"cannot write {path}: no such directory")
-            if not os.access(directory, os.W_OK):
-                raise BadInput(f"cannot write {path}: no permission to write in {directory}")
-    if args.report and os.path.exists(args.report) and not is_microgpt_report(args.report):
-        raise BadInput(f"will not replace {args.report}: it is not a page written by microgpt --report")
+    # What this run will write must be new or our own, and never a file it reads.
+    data = (args.input or default_data_path()) if config.steps > 0 else None
+    if args.save:
+        if data and same_file(args.save, data):
+            raise BadInput(f"--save {args.save} is the data file: saving would replace it")
+        check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
+    if args.chain:
+        for flag, other in (("--input", data), ("--load", args.load), ("--save", args.save)):
+            if other and same_file(args.chain, other):
+                raise BadInput(f"--chain {args.chain} is the same file as {flag} {other}")
+        check_can_write(args.chain, is_our_graphviz_file, "Graphviz file written by microgpt")
+    if args.report:
+        for flag, other in (("--input", data), ("--load", args.load), ("--save", args.save),
+                            ("--chain", args.chain)):
+            if other and same_file(args.report, other):
+                raise BadInput(f"--report {args.report} is the same file as {flag} {other}")
+        check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+
+
+def memory_limit():
+    """The memory this process may use, in bytes: the machine's, or a container's or a
+    ulimit's if smaller; None where it cannot be found out."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))    # Linux, macOS
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="utf-8") as f:      # a Linux container
+            limits.append(int(f.read()))                                    # "max": no limit
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource                                                     # POSIX only
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    if os.name == "nt":
+        try:
+            import ctypes
+            kb = ctypes.c_ulonglong()
+            if ctypes.windll.kernel32.GetPhysicallyInstalledSystemMemory(ctypes.byref(kb)):
+                limits.append(kb.value * 1024)
+        except (ImportError, AttributeError, OSError):
+            pass
+    return min(limits) if limits else None
+
+
+def graph_bytes(config, vocab_size, positions):
+    """About how much memory the graph of one document of `positions` tokens takes (measured
+    on CPython; rough, but on the large side). Per position: about 400 * n_embd**2 bytes per
+    layer (each linear layer's output node keeps a list of its inputs and one of their local
+    derivatives), 160 * n_embd * t more for attention over t positions, and 40 * vocab_size *
+    n_embd for the logits. Building it is most of a step's time, too: roughly 10 ms per MB on
+    CPython."""
+    e, layers, t = config.n_embd, config.n_layer, positions
+    return t * (layers * 400 * e * e + 40 * vocab_size * e) + layers * 160 * e * t * (t + 1) // 2
+
+
+def format_bytes(n):
+    """A size for people: "1.4 GB", "310.1 MB"."""
+    return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
+
+
+def check_memory(config, vocab_size, positions=1, data_bytes=0):
+    """Refuse, before anything is allocated, a model that cannot fit in memory, saying how much
+    it would need: about 200 bytes per parameter (its Value, Adam's two averages, a float
+    copy), the graph of one document, and the data."""
+    e = config.n_embd
+    n_params = (2 * vocab_size + config.block_size) * e + config.n_layer * 12 * e * e   # as param_shapes
+    graph = graph_bytes(config, vocab_size, positions)
+    # Two graphs can be alive at once: the last one is freed only when the next is built.
+    need, limit = 200 * n_params + 2 * graph + data_bytes, memory_limit()
+    if sys.implementation.name == "pypy":
+        need *= 3     # its collector lets garbage pile up before it frees it: measured up to 3x
+    if limit is not None and need > limit:
+        data = f", {format_bytes(data_bytes)} for the data and a step's batch" if data_bytes else ""
+        fix = "--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size"
+        raise BadInput(f"this would need about {format_bytes(need)} of memory ({n_params:,} parameters, "
+                       f"{format_bytes(graph)} for one document's graph{data}), "
+                       f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
+
+
+def label(token, chars):
+    """A short printable name for a token."""
+    if token == len(chars):
+        return "<BOS>"
+    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
+    ch = chars[token]
+    if ch in " \\":
+        return {" ": "\\s", "\\": "\\\\"}[ch]
+    return ch if ch.isprintable() else repr(ch)[1:-1]
 
 
 def print_progress(step, num_steps, loss, smoothed, started, interactive):
@@ -1909,7 +2097,7 @@ def print_chain(chain, chars, dot_path):
         print(name(state).ljust(max(5, len(name(state)))) + "  " + moves)
     if dot_path:
         quote = lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        lines = ["digraph markov_chain {"]
+        lines = [GRAPHVIZ_MARKER, "digraph markov_chain {"]
         for state, probs in chain:
             for t, p in enumerate(probs):
                 lines.append(f"  {quote(name(state))} -> {quote(name(state[1:] + (t,)))} "
@@ -1953,6 +2141,11 @@ def settings(args):
     """The Config and mode asked for on the command line, merged with the checkpoint's when
     there is one. Returns (config, mode, checkpoint), checkpoint being None or
     load_checkpoint's (config, chars, params, mode, raw)."""
+    for flag in ("input", "load", "save", "chain", "report"):   # an empty name would be silently ignored
+        if getattr(args, flag) == "":
+            raise BadInput(f"--{flag} needs a file name, not an empty string")
+    if args.chain is True:
+        args.chain = ""                     # --chain without a file name: print the chain only
     config = Config(seed=args.seed, temperature=args.temperature)
     for key in ("lr", "batch"):                     # options left out keep Config's defaults
         if getattr(args, key) is not None:
@@ -1977,8 +2170,8 @@ def settings(args):
     if args.steps is not None:
         config.steps = args.steps
     if config.steps == 0:
-        unused = [flag for flag, value in (("--input", args.input), ("--lr", args.lr), ("--batch", args.batch))
-                  if value is not None]
+        unused = [flag for flag, value in (("--input", args.input), ("--lr", args.lr), ("--batch", args.batch),
+                                           ("--save", args.save)) if value is not None]
         if unused:
             raise BadInput(f"{', '.join(unused)} only matter{'s' if len(unused) == 1 else ''} when training: "
                            "add --steps N to fine-tune the loaded model")
@@ -2002,17 +2195,29 @@ def prepare_data(path, config, mode, chars, rng):
     text = read_data_file(path)
     if mode == "stream":
         chars = chars or build_vocab(text)
+        # The text as token ids, twice (all, and the training part), and each step's windows.
+        windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
+        check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
         train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
             raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
         held_out = f"validating on the last {len(val_tokens):,}" if val_tokens else ""
+        val_windows = stream_val_windows(val_tokens, config.block_size)
+        if len(val_windows) > 1000:
+            # As for documents, at most 1000: spread evenly over the held-out text, so the
+            # number stays comparable while a long text is not validated for hours.
+            val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
+            held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
         print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
               + (held_out or "too few to hold any out for validation"))
-        return (text, chars, window_batches(train_tokens, config.block_size, config.batch, rng),
-                stream_val_windows(val_tokens, config.block_size))
+        return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
+    # Each document as a string and as a list of token ids (about 30 bytes per character),
+    # and the list of a step's documents.
+    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1),
+                 30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
     encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
@@ -2066,38 +2271,62 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
     return on_step
 
 
-def train_with_progress(params, config, batches, on_step=None):
-    """Train, printing progress. Returns (smoothed losses, whether Ctrl-C stopped it).
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, raised where the run must stop at once. args[0]: the signal."""
+
+
+class StopSignals:
+    """What Ctrl-C (SIGINT), SIGTERM (sent by kill, timeout, schedulers) and SIGHUP do. While
+    `finishing` is set (from the start of training until the model is saved), the first one
+    only asks the run to stop after the current step, so the model is whole when it is saved;
+    at any other time, and the second time, it stops at once (raising Stopped)."""
+
+    def __init__(self):
+        self.signum = None          # the first stop signal received, if any
+        self.finishing = False
+
+    def __call__(self, signum, frame):
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if not (first and self.finishing):
+            raise Stopped(signum)
+        # A step can be long (--batch all): say at once that the signal was heard.
+        print("\nmicrogpt: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+
+    def install(self):
+        """Handle the stop signals this platform has; returns a function that undoes it."""
+        previous = {}
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            try:
+                number = getattr(signal, name)
+                previous[number] = signal.signal(number, self)
+            except (AttributeError, ValueError, OSError):   # not on this platform, or not the main thread
+                pass
+        return lambda: [signal.signal(number, handler) for number, handler in previous.items()]
+
+
+def train_with_progress(params, config, batches, stop, on_step=None):
+    """Train, printing progress. Returns (smoothed losses, whether a stop signal ended it early).
     on_step(step, loss), if given, is called before the first step (step 0, loss None) and
     after every step: --report uses it to record the run."""
-    # A first Ctrl-C stops at the end of the current step, so the model is whole when it is
-    # saved; a second one stops at once.
-    losses, smoothed, stop = [], [], []
-    def on_ctrl_c(signum, frame):
-        if stop:
-            raise KeyboardInterrupt
-        stop.append(True)
-    previous_handler = signal.signal(signal.SIGINT, on_ctrl_c)
+    losses, smoothed = [], []
     interactive = sys.stdout.isatty()
     if on_step:
         on_step(0, None)
     started = time.perf_counter()
-    try:
-        for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
-            if not math.isfinite(loss):
-                raise BadInput(f"training diverged: the loss became {loss} at step {step} "
-                               f"(try a smaller --lr than {config.lr}); nothing was saved")
-            losses.append(loss)
-            smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-            print_progress(step, config.steps, loss, smoothed[-1], started, interactive)
-            if on_step:                  # its time is not training time: leave it out of ms/step
-                before = time.perf_counter()
-                on_step(step, loss)
-                started += time.perf_counter() - before
-            if stop:
-                return smoothed, True
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
+    for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
+        if not math.isfinite(loss):
+            raise BadInput(f"training diverged: the loss became {loss} at step {step} "
+                           f"(try a smaller --lr than {config.lr}); nothing was saved")
+        losses.append(loss)
+        smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
+        print_progress(step, config.steps, loss, smoothed[-1], started, interactive)
+        if on_step:                  # its time is not training time: leave it out of ms/step
+            before = time.perf_counter()
+            on_step(step, loss)
+            started += time.perf_counter() - before
+        if stop.signum is not None and step < config.steps:
+            return smoothed, True
     elapsed = time.perf_counter() - started
     print(f"trained {config.steps} steps in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
@@ -2138,6 +2367,35 @@ def write_report(args, run):
     print(f"wrote {args.report}")
 
 
+def check_not_wrecked(smoothed, vocab_size, lr):
+    """Refuse to keep a model that training made worse than it started. A learning rate far
+    too large throws the weights about: the loss shoots up and, even if it comes down again,
+    often ends many times higher than where it began. On names.txt, 1000 steps end with a
+    smoothed loss of 2.40 at --lr 0.01, 2.44 at 0.05, 2.75 at 0.3 (all below the 3.49 they
+    start at), but 10.4 at 0.5 and 22.7 at 1. So the rule: ending above 1.5 times the
+    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck."""
+    start = max(smoothed[0], math.log(vocab_size))
+    if smoothed[-1] > 1.5 * start:
+        raise BadInput(f"training wrecked the model: its smoothed loss ended at {smoothed[-1]:.2f}, far above "
+                       f"the {smoothed[0]:.2f} it started at (uniform guessing: {math.log(vocab_size):.2f}); "
+                       f"try a smaller --lr than {lr}; nothing was saved")
+
+
+def validation_loss(sequences, weights, config):
+    """mean_token_loss (the same number, summed in the same order), but saying how far it has
+    got every 10 seconds, so that a long validation is never silent."""
+    losses, started = [], time.perf_counter()
+    said = started
+    for i, tokens in enumerate(sequences, start=1):
+        losses.extend(float(loss) for loss in sequence_losses(tokens, weights, config))
+        now = time.perf_counter()
+        if now - said > 10 and i < len(sequences):
+            print(f"validating: {i:,} of {len(sequences):,} held-out sequences, "
+                  f"{(now - started) / i * (len(sequences) - i):.0f} s left", flush=True)
+            said = now
+    return sum(losses) / len(losses)
+
+
 def print_samples(weights, config, chars, mode, prompt, stream_start):
     """num_samples new names (or texts, in stream mode)."""
     # Sampling has its own random stream, so the samples depend only on the weights and the
@@ -2147,22 +2405,33 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
         print(f"--- {config.num_samples} sample{'s' if config.num_samples > 1 else ''} "
               f"(temperature {config.temperature}) ---")
     for i in range(config.num_samples):
+        if output_lost():                 # nobody reads them any more: stop
+            return
         if mode == "docs":
             print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, rng, config.temperature, prompt)}")
         else:
             start = encode(prompt or stream_start, chars)
-            print(decode(sample_stream(weights, config, rng, config.temperature, start, config.length), chars))
+            print(decode(start, chars), end="", flush=True)
+            # Each character as soon as it is drawn: a long sample is never a long silence.
+            for token in sample_stream(weights, config, rng, config.temperature, start, config.length):
+                print(chars[token], end="", flush=True)
+                if output_lost():
+                    return
+            print()
             if i + 1 < config.num_samples:
                 print("---")
 
 
-def run(args):
+def run(args, stop=None):
     """The main job: load or build a model, train it, report, sample. Returns the exit code."""
+    stop = stop or StopSignals()
     config, mode, checkpoint = settings(args)
     rng = random.Random(config.seed)
     chars, params, text, val_seqs, raw = None, None, None, [], {}
     if checkpoint:
         _, chars, params, _, raw = checkpoint
+    else:
+        check_memory(config, vocab_size=2)    # an impossible shape is refused before reading the data
     if config.steps > 0:
         text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
@@ -2179,10 +2448,10 @@ def run(args):
     if args.chain is not None and vocab_size ** config.block_size > 256:
         raise BadInput(f"--chain needs at most 256 states; this model has {vocab_size}**{config.block_size}")
 
-    params = params or init_params(config, vocab_size, rng)
     n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
     print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
-          + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE))
+          + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE), flush=True)
+    params = params or init_params(config, vocab_size, rng)
 
     # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
     steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
@@ -2194,6 +2463,7 @@ def run(args):
             if mode == "stream":
                 extra["stream_start"] = stream_start
             save_checkpoint(args.save, params, config, chars, mode, extra)
+            stop.finishing = False        # the model is safe: from now on a signal stops at once
             print(f"saved the model to {args.save}")
 
     record = {}                             # what --report needs to know about the run
@@ -2201,19 +2471,31 @@ def run(args):
         if args.report else None
     val_loss, seconds, started = None, 0.0, time.perf_counter()
     if config.steps > 0:
-        smoothed, interrupted = train_with_progress(params, config, batches, on_step)
+        kind = "windows" if mode == "stream" else "documents"
+        # batches(0) is safe to call only for "all": random windows would use up the rng
+        n = len(batches(0)) if config.batch == "all" else config.batch
+        step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
+        if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
+            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else "builds a graph of"
+            print(f"each step {what} up to {format_bytes(step_graphs)}{' in all)' if n > 1 else ''}: "
+                  "expect a wait for each progress line", flush=True)
+        # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
+        # finish; then the model is saved as soon as training ends, before anything else.
+        stop.finishing = True
+        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step)
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
-        if interrupted:
-            print(f"\ninterrupted after {len(smoothed)} of {config.steps} steps"
-                  + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
-            save(len(smoothed))
-            return 130
-        if val_seqs:
-            kind = "windows" if mode == "stream" else "documents"
-            val_loss = mean_token_loss(val_seqs, inference_weights(params), config)
+        check_not_wrecked(smoothed, vocab_size, config.lr)
+        if stop.signum is not None:
+            print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of {config.steps} "
+                  f"steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
+        save(len(smoothed))
+        stop.finishing = False
+        if stop.signum is not None:
+            return 128 + stop.signum
+        if val_seqs and not output_lost():
+            val_loss = validation_loss(val_seqs, inference_weights(params), config)
             print(f"validation loss: {val_loss:.4f} "
                   f"(mean per token over {len(val_seqs):,} held-out {kind})")
-        save(config.steps)
 
     weights = inference_weights(params)
     if config.num_samples or args.chain is not None or args.explain is not None:
@@ -2221,7 +2503,7 @@ def run(args):
     print_samples(weights, config, chars, mode, prompt, stream_start)
     if args.chain is not None:
         print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)
-    if args.explain is not None:
+    if args.explain is not None and not output_lost():
         print_explanation(explain_inputs, explain_targets, weights, config, chars)
     if args.report:
         record.update(config=config, mode=mode, chars=chars, weights=weights, n_params=n_params, text=text,
@@ -2241,6 +2523,48 @@ def can_print(text):
         return False
 
 
+class GuardedOutput:
+    """sys.stdout, except that a failure to write to it (the reader of a pipe went away, as
+    in `python microgpt.py --save m.json | head`, or the disk is full) stops the printing,
+    not the job: training goes on and the model is still saved. .error keeps the failure."""
+
+    def __init__(self, stream):
+        self.stream, self.error = stream, None
+        if stream is None:                # started with stdout closed (`>&-`): as if nobody reads
+            self.stream, self.error = open(os.devnull, "w", encoding="utf-8"), BrokenPipeError()
+
+    def write(self, text):
+        if self.error is None:
+            try:
+                return self.stream.write(text)
+            except OSError as e:
+                self.fail(e)
+        return len(text)
+
+    def flush(self):
+        if self.error is None:
+            try:
+                self.stream.flush()
+            except OSError as e:
+                self.fail(e)
+
+    def fail(self, error):
+        self.error = error
+        try:    # point the real stdout at the null device, so Python's flush at exit is quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):          # isatty, encoding, ...: those of the real stdout
+        return getattr(self.stream, name)
+
+
+def output_lost():
+    """Whether stdout can no longer be written (see GuardedOutput): work done only to be
+    printed (validation, samples) then stops, instead of running on for nobody."""
+    return getattr(sys.stdout, "error", None) is not None
+
+
 def main(argv=None):
     """Command-line entry point; returns the exit code."""
     if hasattr(sys.stdout, "reconfigure"):
@@ -2248,24 +2572,35 @@ def main(argv=None):
         sys.stdout.reconfigure(errors="backslashreplace")
     global FAST
     fast_before = FAST
+    out = sys.stdout = GuardedOutput(sys.stdout)
+    stop = StopSignals()
+    restore_signals = stop.install()
     try:
         args = make_parser().parse_args(argv)
         FAST = FAST and not args.plain
         with cycle_collector_paused():             # Part II, section II.3
-            return run(args)
+            code = run(args, stop)
     except BadInput as e:
         print(f"microgpt: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nmicrogpt: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader of our output went away (as in `python microgpt.py | head`): stop
-        # quietly, and keep Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        code = 2
+    except KeyboardInterrupt as e:        # Stopped, or a Ctrl-C before the handlers were set
+        signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
+        print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        code = 128 + signum
+    except MemoryError:
+        print("microgpt: error: out of memory: choose a smaller --n-embd, --n-layer, --block-size or "
+              "--batch", file=sys.stderr)
+        code = 2
     finally:
+        restore_signals()
+        sys.stdout = out.stream
         FAST = fast_before
+    if out.error is not None and not isinstance(out.error, BrokenPipeError):
+        # A reader that went away is no error (`| head` wants only the first lines); anything
+        # else that kept the output from being written is, though the job itself went on.
+        print(f"microgpt: error: could not write the output: {out.error.strerror or out.error}", file=sys.stderr)
+        code = code or 2
+    return code
 
 
 if __name__ == "__main__":

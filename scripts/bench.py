@@ -124,7 +124,7 @@ def timed_chunks(runs, steps, chunk):
             fast, step = runs[name]
             microgpt.FAST = fast
             times, losses = results[name]
-            for _ in range(chunk):
+            for _ in range(min(chunk, steps - round_)):    # the last turn may be shorter
                 start = time.perf_counter()
                 losses.append(step())
                 times.append(1000 * (time.perf_counter() - start))

@@ -38,8 +38,8 @@ EDGE_LABEL = re.compile(r"^(.+) \((\d+)%\)$")
 
 def parse_dot(text):
     """[(source, target, token label, percent)] of a digraph with one labelled edge per line.
-    Raises ValueError for anything else."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    Raises ValueError for anything else. // comment lines (microgpt's marker) are skipped."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("//")]
     if not lines or not re.match(r"^\s*digraph\s+(\w+\s*)?\{\s*$", lines[0]) or lines[-1].strip() != "}":
         raise ValueError("not a digraph { ... }")
     edges = []

@@ -1,0 +1,518 @@
+"""Nothing lost, nothing runaway: files, memory, time and signals, through the real command line.
+
+Each class is one promise of README's "Bad input" section:
+1. a run never replaces a file that is not its own output;
+2. memory is bounded by one document, not by the batch;
+3. what cannot fit is refused up front, with the estimate;
+4. no silent hour;
+5. a trained model survives the end of the run (Ctrl-C, SIGTERM, a closed pipe);
+6. a wrecked model is reported, not saved;
+7. no option is silently ignored.
+"""
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+from support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_cli,  # noqa: E402
+                     snapshot, write_text)
+
+import microgpt
+
+import json
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import unittest
+
+TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
+POSIX_SIGNALS = os.name != "nt" and hasattr(signal, "SIGTERM")
+
+
+def temp_files(directory):
+    return [name for name in os.listdir(directory) if name.startswith(".microgpt-")]
+
+
+def random_names(directory, count, seed=0):
+    """A data file of `count` made-up lowercase names (3 to 10 letters)."""
+    rng = random.Random(seed)
+    names = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 10)))
+             for _ in range(count)]
+    return write_text(directory, f"names{count}.txt", "\n".join(names) + "\n")
+
+
+def saved_steps(path):
+    return microgpt.load_checkpoint(path)[4]["training"]["steps"]
+
+
+class Child:
+    """microgpt.py running in the background, read line by line, killed after 120 s at most
+    so that a test can never hang the suite."""
+
+    def __init__(self, args, cwd):
+        env = dict(os.environ, PYTHONIOENCODING="utf-8")
+        self.proc = subprocess.Popen([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        self.watchdog = threading.Timer(120, self.proc.kill)
+        self.watchdog.start()
+        self.stdout = ""
+
+    def wait_for(self, prefix, stream="stdout"):
+        """Read lines until one starts with prefix; fail if the output ends first."""
+        while True:
+            line = getattr(self.proc, stream).readline()
+            if stream == "stdout":
+                self.stdout += line
+            if not line:
+                raise AssertionError(f"no line starting with {prefix!r}; stdout so far:\n{self.stdout}")
+            if line.lstrip("\n").startswith(prefix):
+                return line
+
+    def finish(self):
+        """(exit code, all of stdout, all of stderr)."""
+        try:
+            out = self.proc.stdout.read() if not self.proc.stdout.closed else ""
+            err = self.proc.stderr.read()
+            return self.proc.wait(), self.stdout + out, err
+        finally:
+            self.watchdog.cancel()
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if not stream.closed:
+                    stream.close()
+
+
+class WithCheckpoint(TempDirTestCase):
+    """A temporary directory holding names.txt and model.json, a tiny trained checkpoint."""
+
+    def setUp(self):
+        super().setUp()
+        self.ckpt = os.path.join(self.tmp, "model.json")
+        assert_ok(self, run_cli(["--input", self.names, "--steps", "2", "--num-samples", "0", "--save", self.ckpt]
+                                + TINY, self.tmp))
+        self.train = self.training(steps=2)
+
+    def training(self, steps):
+        return ["--input", self.names, "--steps", str(steps), "--num-samples", "0"] + TINY
+
+
+# --- 1. A run never destroys a file that is not its own output ------------------------------
+
+class TestRunNeverReplacesAFileItDidNotWrite(WithCheckpoint):
+
+    def test_save_refuses_to_replace_data_programs_notes_and_directories_before_training(self):
+        program = write_text(self.tmp, "program.py", "print('my program')\n")
+        notes = write_text(self.tmp, "notes.json", '{"format": "mine", "text": "my notes"}\n')
+        os.mkdir(os.path.join(self.tmp, "folder"))
+        results = assert_refused(self, self.tmp, self.train + ["--save", self.names],   # names.txt for names.json
+                                 self.train + ["--save", program], self.train + ["--save", notes],
+                                 self.train + ["--save", os.path.join(self.tmp, "folder")])
+        self.assertIn("is the data file", results[0].stderr)
+        self.assertIn("not a microgpt checkpoint", results[1].stderr)
+
+    def test_data_that_is_itself_a_checkpoint_is_never_the_save_target(self):
+        data = os.path.join(self.tmp, "data.json")
+        shutil.copyfile(self.ckpt, data)
+        [result] = assert_refused(self, self.tmp, ["--input", data, "--steps", "2", "--save", data] + TINY)
+        self.assertIn("data file", result.stderr)
+
+    @unittest.skipUnless(os.path.exists("/dev/null") and os.name != "nt", "needs /dev/null")
+    def test_save_refuses_a_device(self):
+        [result] = assert_refused(self, self.tmp, self.train + ["--save", "/dev/null"])
+        self.assertIn("not a regular file", result.stderr)
+
+    def test_save_refuses_a_read_only_checkpoint(self):
+        os.chmod(self.ckpt, stat.S_IREAD)
+        self.addCleanup(os.chmod, self.ckpt, stat.S_IREAD | stat.S_IWRITE)
+        [result] = assert_refused(self, self.tmp, self.train + ["--save", self.ckpt])
+        self.assertIn("read-only", result.stderr)
+
+    def test_save_replaces_a_checkpoint_and_keeps_its_permissions(self):
+        os.chmod(self.ckpt, 0o640)
+        result = run_cli(self.training(steps=3) + ["--save", self.ckpt], self.tmp)
+        assert_ok(self, result)
+        self.assertEqual(saved_steps(self.ckpt), 3)
+        if os.name != "nt":          # Windows has no such permission bits
+            self.assertEqual(stat.S_IMODE(os.stat(self.ckpt).st_mode), 0o640)
+        self.assertEqual(temp_files(self.tmp), [])
+
+    def test_save_through_a_symlink_updates_its_target_and_keeps_the_link(self):
+        link = os.path.join(self.tmp, "link.json")
+        try:
+            os.symlink(self.ckpt, link)
+        except (OSError, NotImplementedError):
+            self.skipTest("cannot make symlinks here")
+        assert_ok(self, run_cli(self.training(steps=3) + ["--save", link], self.tmp))
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(saved_steps(self.ckpt), 3)
+
+    def test_fine_tuning_may_save_over_the_checkpoint_it_loaded(self):
+        result = run_cli(["--load", self.ckpt, "--input", self.names, "--steps", "1", "--num-samples", "0",
+                          "--save", self.ckpt], self.tmp)
+        assert_ok(self, result)
+        self.assertEqual(saved_steps(self.ckpt), 3)
+
+
+class TestChainWritesOnlyItsOwnGraphvizFiles(TempDirTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.bits = write_text(self.tmp, "bits.txt", "0110101101" * 5)
+        self.args = ["--input", self.bits, "--stream", "--steps", "2", "--num-samples", "0",
+                     "--n-embd", "8", "--n-head", "2", "--block-size", "3"]
+
+    def test_chain_writes_a_new_file_then_replaces_only_that(self):
+        dot = os.path.join(self.tmp, "chain.dot")
+        for _ in range(2):       # a new file, then the file it wrote itself
+            assert_ok(self, run_cli(self.args + ["--chain", dot], self.tmp))
+            with open(dot, encoding="utf-8") as f:
+                self.assertEqual(f.readline().strip(), microgpt.GRAPHVIZ_MARKER)
+        theirs = write_text(self.tmp, "theirs.dot", "digraph mine { a -> b; }\n")
+        [result] = assert_refused(self, self.tmp, self.args + ["--chain", theirs])
+        self.assertIn("Graphviz file written by microgpt", result.stderr)
+
+    def test_chain_never_writes_the_data_the_loaded_checkpoint_or_the_save_path(self):
+        ckpt = os.path.join(self.tmp, "stream.json")
+        assert_ok(self, run_cli(self.args + ["--save", ckpt], self.tmp))
+        new = os.path.join(self.tmp, "new.json")
+        assert_refused(self, self.tmp, self.args + ["--chain", self.bits],
+                       ["--load", ckpt, "--num-samples", "0", "--chain", ckpt],
+                       self.args + ["--save", new, "--chain", new])
+        self.assertFalse(os.path.exists(new))
+
+
+# --- 2. Memory is bounded by one document ----------------------------------------------------
+
+@unittest.skipUnless(os.name == "posix", "needs the resource module (POSIX) to read a child's peak memory")
+class TestMemoryIsBoundedByOneDocument(TempDirTestCase):
+    """A step over a batch frees each document's graph before the next, so --batch all needs
+    about the memory of --batch 1 (and not 540 documents' graphs at once)."""
+
+    def peak_memory(self, args):
+        # Through a small go-between: on Linux a child's peak (ru_maxrss) starts from the size
+        # of the process that started it, and this test process may be large.
+        between = ("import resource, subprocess, sys\n"
+                   "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+                   "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        result = subprocess.run([sys.executable, "-c", between, sys.executable, MICROGPT_PATH] + args, cwd=self.tmp,
+                                capture_output=True, text=True, timeout=300)
+        code, peak = map(int, result.stdout.split())
+        self.assertEqual(code, 0, f"{args}\n{result.stderr}")
+        return peak * (1 if sys.platform == "darwin" else 1024)     # bytes on macOS, KiB on Linux
+
+    def test_batch_all_peaks_at_about_the_memory_of_batch_1(self):
+        data = random_names(self.tmp, 600)
+        base = ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY
+        one = self.peak_memory(base + ["--batch", "1"])
+        every = self.peak_memory(base + ["--batch", "all"])
+        mib = 2 ** 20
+        self.assertLess(every, 1.5 * one + 32 * mib,
+                        f"--batch all peaked at {every / mib:.0f} MiB, --batch 1 at {one / mib:.0f} MiB")
+
+
+# --- 3. What cannot fit is refused up front ---------------------------------------------------
+
+class TestImpossibleSizesAreRefusedUpFront(WithCheckpoint):
+
+    def test_shapes_that_cannot_fit_are_refused_with_the_estimate(self):
+        results = assert_refused(self, self.tmp, self.train + ["--n-embd", "100000", "--n-head", "1"],
+                                 self.train + ["--n-layer", "10000000"], self.train + ["--block-size", "1000000000"],
+                                 self.train + ["--batch", "all", "--n-embd", "100000", "--n-head", "4"])
+        for result in results:
+            self.assertRegex(result.stderr, r"need about [\d,.]+ GB of memory")
+
+    def test_checkpoint_claiming_an_impossible_shape_is_refused_with_the_estimate(self):
+        with open(self.ckpt, encoding="utf-8") as f:
+            ckpt = json.load(f)
+        ckpt["config"].update(n_embd=1000000, n_head=1)
+        path = write_text(self.tmp, "huge.json", json.dumps(ckpt))
+        [result] = assert_refused(self, self.tmp, ["--load", path])
+        self.assertIn("GB of memory", result.stderr)
+
+    def test_data_or_checkpoint_larger_than_the_limit_is_refused(self):
+        big = os.path.join(self.tmp, "big.txt")
+        with open(big, "wb") as f:              # a sparse file: no time or disk spent on it
+            f.seek(microgpt.MAX_FILE_BYTES)
+            f.write(b"a")
+        for result in assert_refused(self, self.tmp, ["--input", big, "--steps", "1"] + TINY, ["--load", big]):
+            self.assertIn("larger than 100 MB", result.stderr)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "RLIMIT_AS is enforced on Linux only")
+    def test_a_memory_limit_set_with_ulimit_is_respected(self):
+        def one_gib_address_space():
+            import resource
+            resource.setrlimit(resource.RLIMIT_AS, (2 ** 30, 2 ** 30))
+        # 6.3 million parameters: about 1.4 GB by the estimate, which fits the machine but not the limit
+        result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
+                                 "--n-embd", "256", "--n-layer", "8"], cwd=self.tmp, capture_output=True, text=True,
+                                preexec_fn=one_gib_address_space, timeout=120)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("more than the 1.0 GB there is", result.stderr)
+
+    @unittest.skipUnless(os.path.exists("/dev/zero") and os.name != "nt", "needs /dev/zero")
+    def test_endless_input_is_refused(self):
+        [result] = assert_refused(self, self.tmp, ["--input", "/dev/zero", "--steps", "1"] + TINY)
+        self.assertIn("larger than 100 MB", result.stderr)
+
+    def test_a_memory_error_that_still_happens_is_one_line(self):
+        code = ("import sys; sys.path.insert(0, %r); import microgpt\n"
+                "def no_memory(*args): raise MemoryError\n"
+                "microgpt.init_params = no_memory\n"
+                "sys.exit(microgpt.main(sys.argv[1:]))") % REPO
+        result = subprocess.run([sys.executable, "-c", code, "--input", self.names, "--steps", "1"] + TINY,
+                                cwd=self.tmp, capture_output=True, text=True, encoding="utf-8", timeout=120)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("microgpt: error: out of memory", result.stderr)
+
+    @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full (Linux)")
+    def test_stdout_that_cannot_be_written_is_one_line_and_the_model_is_still_saved(self):
+        target = os.path.join(self.tmp, "saved.json")
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, MICROGPT_PATH] + self.train + ["--save", target],
+                                    cwd=self.tmp, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("could not write the output", result.stderr)
+        self.assertEqual(saved_steps(target), 2)
+
+
+# --- 4. No silent hour -------------------------------------------------------------------------
+
+class TestNoSilentHour(TempDirTestCase):
+
+    def test_stream_validation_is_capped_at_1000_windows(self):
+        rng = random.Random(1)
+        data = write_text(self.tmp, "long.txt", "".join(rng.choice("ab") for _ in range(40000)))
+        result = run_cli(["--input", data, "--stream", "--steps", "1", "--num-samples", "0",
+                          "--n-embd", "8", "--n-head", "2", "--block-size", "2"], self.tmp)   # 2,000 held-out windows
+        assert_ok(self, result)
+        self.assertIn("validating on 1,000 windows spread over the last 4,000", result.stdout)
+        self.assertIn("over 1,000 held-out windows", result.stdout)
+
+    def test_a_large_file_is_announced_before_it_is_read(self):
+        big = os.path.join(self.tmp, "big.txt")
+        with open(big, "wb") as f:              # 17 MB, sparse, ending in a byte that is not UTF-8
+            f.seek(17 * 2 ** 20)
+            f.write(b"\xff")
+        [result] = assert_refused(self, self.tmp, ["--input", big, "--steps", "1"] + TINY)
+        self.assertRegex(result.stdout, r"reading .*big\.txt \(17 MB\)")
+
+    @unittest.skipUnless(hasattr(os, "mkfifo"), "needs named pipes")
+    def test_a_pipe_is_announced_and_read_to_its_end(self):
+        fifo = os.path.join(self.tmp, "pipe")
+        os.mkfifo(fifo)
+
+        def writer():
+            with open(fifo, "w", encoding="utf-8") as f:     # waits for microgpt to open the other end
+                f.write("emma\nolivia\nava\n" * 10)
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        result = run_cli(["--input", fifo, "--steps", "1", "--num-samples", "0"] + TINY, self.tmp)
+        thread.join(5)
+        assert_ok(self, result)
+        self.assertIn(f"reading {fifo} until it ends", result.stdout)
+        self.assertIn("data: 30 documents", result.stdout)
+
+    def test_a_long_validation_reports_its_progress(self):
+        # A clock that jumps 20 s at every reading makes each held-out document look slow.
+        code = ("import itertools, sys; sys.path.insert(0, %r); import microgpt\n"
+                "ticks = itertools.count(0, 20)\n"
+                "class Clock:\n"
+                "    perf_counter = staticmethod(lambda: next(ticks))\n"
+                "microgpt.time = Clock\n"
+                "sys.exit(microgpt.main(sys.argv[1:]))") % REPO
+        result = subprocess.run([sys.executable, "-c", code, "--input", self.names, "--steps", "1",
+                                 "--num-samples", "0"] + TINY, cwd=self.tmp, capture_output=True, text=True,
+                                encoding="utf-8", timeout=120)
+        assert_ok(self, result)
+        self.assertRegex(result.stdout, r"validating: 1 of 2 held-out sequences, \d+ s left")
+
+    def test_a_big_batch_says_that_progress_comes_once_per_step(self):
+        data = random_names(self.tmp, 150)
+        result = run_cli(["--input", data, "--steps", "1", "--num-samples", "0", "--batch", "all"] + TINY, self.tmp)
+        assert_ok(self, result)
+        self.assertIn("each step learns from 135 documents", result.stdout)
+
+    def test_a_big_model_says_that_a_step_takes_a_while(self):
+        child = Child(["--input", self.names, "--steps", "1", "--n-embd", "128", "--n-layer", "3"], self.tmp)
+        line = child.wait_for("each step")
+        child.proc.kill()
+        child.finish()
+        self.assertRegex(line, r"^each step builds a graph of up to [\d.]+ MB: expect a wait")
+
+    @unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
+    def test_stream_samples_are_printed_as_they_are_generated_and_sigterm_stops_sampling(self):
+        bits = write_text(self.tmp, "bits.txt", "0110101101" * 5)
+        child = Child(["--input", bits, "--stream", "--steps", "2", "--length", "1000000000",
+                       "--n-embd", "8", "--n-head", "2", "--block-size", "3"], self.tmp)
+        child.wait_for("--- 1 sample")
+        first = "".join(child.proc.stdout.read(1) for _ in range(30))   # a billion characters would take hours
+        self.assertLessEqual(set(first), set("01"))
+        child.proc.send_signal(signal.SIGTERM)
+        code, _, err = child.finish()
+        self.assertEqual(code, 128 + signal.SIGTERM, err)
+        self.assertNotIn("Traceback", err)
+        self.assertIn("interrupted by SIGTERM", err.strip().splitlines()[-1])
+
+
+# --- 5. A trained model survives the end of the run --------------------------------------------
+
+@unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
+class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.ckpt = os.path.join(self.tmp, "model.json")
+
+    def test_model_is_saved_before_validation(self):
+        result = run_cli(["--input", self.names, "--steps", "2", "--num-samples", "0", "--save", self.ckpt] + TINY,
+                         self.tmp)
+        assert_ok(self, result)
+        self.assertLess(result.stdout.index("saved the model to"), result.stdout.index("validation loss:"))
+
+    def test_ctrl_c_after_training_keeps_the_saved_model_and_exits_130(self):
+        child = Child(["--input", self.names, "--steps", "3", "--num-samples", "1000000", "--save", self.ckpt]
+                      + TINY, self.tmp)
+        child.wait_for("saved the model to")          # now validating or sampling
+        child.proc.send_signal(signal.SIGINT)
+        code, out, err = child.finish()
+        self.assertEqual(code, 130, err)
+        self.assertNotIn("Traceback", err)
+        self.assertEqual(err.strip(), "microgpt: interrupted by SIGINT")     # at once: nothing left to save
+        self.assertEqual(saved_steps(self.ckpt), 3)
+
+    def test_sigterm_or_sighup_during_training_saves_the_model_and_exits_128_plus_the_signal(self):
+        for name in ("SIGTERM", "SIGHUP"):
+            with self.subTest(signal=name):
+                number = getattr(signal, name)
+                child = Child(["--input", self.names, "--steps", "100000", "--num-samples", "0", "--save", self.ckpt]
+                              + TINY, self.tmp)
+                child.wait_for("step ")
+                child.proc.send_signal(number)
+                code, out, err = child.finish()
+                self.assertEqual(code, 128 + number, err)
+                self.assertNotIn("Traceback", out + err)
+                self.assertIn(f"interrupted by {name}", err)
+                self.assertIn(f"saved the model to {self.ckpt}", out)
+                self.assertTrue(1 <= saved_steps(self.ckpt) < 100000)
+                self.assertEqual(temp_files(self.tmp), [])
+
+    def test_a_closed_pipe_stops_the_printing_not_the_training_or_the_save(self):
+        # as in `python microgpt.py --save model.json | head -1`
+        child = Child(["--input", self.names, "--steps", "300", "--num-samples", "2000", "--save", self.ckpt]
+                      + TINY, self.tmp)
+        child.wait_for("data:")
+        child.proc.stdout.close()
+        code, _, err = child.finish()
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(saved_steps(self.ckpt), 300)
+
+    def test_a_run_started_with_stdout_closed_still_trains_and_saves(self):
+        # as in `python microgpt.py --save model.json >&-`
+        result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "3",
+                                 "--save", self.ckpt] + TINY, cwd=self.tmp, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: os.close(1), timeout=120)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        self.assertEqual(saved_steps(self.ckpt), 3)
+
+    def test_a_closed_pipe_ends_sampling_that_nobody_reads(self):
+        # as in `python microgpt.py --stream --length 1000000000 | head -c 100`: no endless run for nobody
+        bits = write_text(self.tmp, "bits.txt", "0110101101" * 5)
+        child = Child(["--input", bits, "--stream", "--steps", "2", "--length", "1000000000",
+                       "--n-embd", "8", "--n-head", "2", "--block-size", "3"], self.tmp)
+        child.wait_for("--- 1 sample")
+        child.proc.stdout.close()
+        code, _, err = child.finish()
+        self.assertEqual((code, err), (0, ""))
+
+    def test_a_second_ctrl_c_stops_at_once_without_saving(self):
+        data = random_names(self.tmp, 600)             # --batch all: a step of 540 documents takes a while
+        child = Child(["--input", data, "--steps", "5", "--batch", "all", "--num-samples", "0",
+                       "--save", self.ckpt] + TINY, self.tmp)
+        child.wait_for("step 1/")
+        child.proc.send_signal(signal.SIGINT)
+        child.wait_for("microgpt: stopping after this step", stream="stderr")
+        child.proc.send_signal(signal.SIGINT)
+        code, out, err = child.finish()
+        self.assertEqual(code, 130, err)
+        self.assertNotIn("Traceback", err)
+        self.assertIn("interrupted by SIGINT", err)
+        self.assertFalse(os.path.exists(self.ckpt))
+        self.assertEqual(temp_files(self.tmp), [])
+
+
+# --- 6. A wrecked model is reported, not saved ---------------------------------------------------
+
+class TestWreckedModelIsNotSaved(TempDirTestCase):
+
+    def test_training_that_ends_far_above_where_it_started_exits_2_and_saves_nothing(self):
+        target = os.path.join(self.tmp, "wrecked.json")
+        before = snapshot(self.tmp)
+        result = run_cli(["--input", self.names, "--steps", "20", "--lr", "1", "--save", target] + TINY, self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        [line] = result.stderr.splitlines()
+        self.assertTrue(line.startswith("microgpt: error: training wrecked the model"), line)
+        self.assertNotIn("Traceback", result.stdout)
+        self.assertEqual(snapshot(self.tmp), before)
+        self.assertIn("smaller --lr", result.stderr)
+        self.assertFalse(os.path.exists(target))
+
+
+# --- 7. No option is silently ignored -------------------------------------------------------------
+
+class TestNoOptionIsSilentlyIgnored(WithCheckpoint):
+
+    def test_empty_file_names_are_refused(self):
+        assert_refused(self, self.tmp, ["--load", ""], ["--input", ""] + self.train[2:],
+                       self.train + ["--save", ""], self.train + ["--stream", "--chain", ""])
+
+    def test_save_without_training_is_refused(self):
+        other = os.path.join(self.tmp, "copy.json")
+        [result] = assert_refused(self, self.tmp, ["--load", self.ckpt, "--save", other])
+        self.assertIn("--save", result.stderr)
+
+    def test_a_checkpoint_with_a_byte_order_mark_loads(self):
+        with open(self.ckpt, encoding="utf-8") as f:
+            text = f.read()
+        path = write_text(self.tmp, "bom.json", "\ufeff" + text)
+        assert_ok(self, run_cli(["--load", path, "--num-samples", "2"], self.tmp))
+
+    def test_checkpoint_version_must_be_the_integer_1(self):
+        with open(self.ckpt, encoding="utf-8") as f:
+            ckpt = json.load(f)
+        paths = []
+        for version in ("1", 1.0, True, 2, None):
+            ckpt["version"] = version
+            paths.append(write_text(self.tmp, f"v{len(paths)}.json", json.dumps(ckpt)))
+        assert_refused(self, self.tmp, *[["--load", path] for path in paths])
+
+
+# --- also fixed ----------------------------------------------------------------------------------
+
+class TestAlsoFixed(TempDirTestCase):
+
+    def test_bench_runs_when_steps_is_not_a_multiple_of_chunk(self):
+        result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--steps", "3",
+                                 "--chunk", "2", "--names", "2"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("agree to 1e-9", result.stdout)
+
+    def test_help_names_the_data_file_a_run_would_use(self):
+        # microgpt.py alone in a folder: what an installed command sees (no names.txt beside it)
+        alone = os.path.join(self.tmp, "alone")
+        os.mkdir(alone)
+        shutil.copyfile(MICROGPT_PATH, os.path.join(alone, "microgpt.py"))
+        for folder in (REPO, alone):
+            probe = subprocess.run([sys.executable, "-c", "import microgpt; print(microgpt.default_data_path())"],
+                                   cwd=folder, capture_output=True, text=True, timeout=120)
+            help_text = subprocess.run([sys.executable, os.path.join(folder, "microgpt.py"), "--help"],
+                                       cwd=self.tmp, capture_output=True, text=True, timeout=120).stdout
+            self.assertIn("".join(probe.stdout.split()), "".join(help_text.split()), folder)
+
+
+if __name__ == "__main__":
+    unittest.main()
