@@ -2061,17 +2061,6 @@ def check_memory(config, vocab_size, positions=1, data_bytes=0):
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
-def label(token, chars):
-    """A short printable name for a token."""
-    if token == len(chars):
-        return "<BOS>"
-    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
-    ch = chars[token]
-    if ch in " \\":
-        return {" ": "\\s", "\\": "\\\\"}[ch]
-    return ch if ch.isprintable() else repr(ch)[1:-1]
-
-
 def print_progress(step, num_steps, loss, smoothed, started, interactive):
     """The training progress line: raw and smoothed loss, time per step and time left. In a
     terminal it is rewritten in place about 100 times a run; in a log, printed 10 times."""
