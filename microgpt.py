@@ -1627,26 +1627,10 @@ import stat
 import tempfile
 import time
 
+
 class BadInput(Exception):
     """Something the user can fix: a missing file, an impossible setting. The command line
     turns it into a one-line message and exit code 2."""
-
-
-def read_data_file(path):
-    """read_text() with the checks a user's file needs: the whole content of a UTF-8 text
-    file, or BadInput saying why it cannot be had."""
-    try:
-        text = read_text(path)
-    except FileNotFoundError:
-        raise BadInput(f"data file not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise BadInput(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
-    text = text.lstrip("\ufeff")   # some editors start UTF-8 files with an invisible mark
-    if not text.strip():
-        raise BadInput(f"data file is empty: {path}")
-    return text
 
 
 def encode_for(what, text, chars):
@@ -1668,7 +1652,6 @@ def check_finite_scores(weights, config):
         finite = False
     if not finite:
         raise BadInput("the model's scores are not finite numbers: its weights are too large to compute with")
-
 
 
 # ---------------------------------------------------------------------------------------
