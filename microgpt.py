@@ -2032,7 +2032,8 @@ def check_memory(config, vocab_size, positions=1, data_bytes=0):
     e = config.n_embd
     n_params = (2 * vocab_size + config.block_size) * e + config.n_layer * 12 * e * e   # as param_shapes
     graph = graph_bytes(config, vocab_size, positions)
-    # Two graphs can be alive at once: the last one is freed only when the next is built.
+    # Room for two graphs, though train() keeps one at a time: the estimate is rough, and
+    # running out of memory after an hour costs more than a refusal up front.
     need, limit = 200 * n_params + 2 * graph + data_bytes, memory_limit()
     if sys.implementation.name == "pypy":
         need *= 3     # its collector lets garbage pile up before it frees it: measured up to 3x
