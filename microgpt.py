@@ -29,7 +29,7 @@ The file has four parts:
 
     Part I    The algorithm       1 Dataset, 2 Tokenizer, 3 Autograd, 4 Parameters,
                                   5 Model, 6 Training, 7 Sampling
-    Part II   Making it fast      the same numbers, about 25 times sooner on CPython
+    Part II   Making it fast      the same numbers, about 14 times sooner on CPython
     Part III  Looking inside      text as one stream, the GPT seen as a Markov chain, and a
                                   per-position view of its predictions and its attention
     Part IV   The plumbing        checkpoints, files, errors and the command line
@@ -83,7 +83,7 @@ class Config:
 MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # the fields that fix the model's shape
 
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
-# (same numbers to rounding, about 25 times slower; `python microgpt.py --plain` does that,
+# (same numbers to rounding, about 14 times slower; `python microgpt.py --plain` does that,
 # and so lets a debugger step through the code of Part I).
 FAST = True
 
@@ -644,9 +644,10 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #
 # What they buy, measured by `python scripts/bench.py` (it alternates the variants, 50
 # steps at a time, over the first 200 steps of the default run, on a shared 2-core
-# machine; README.md has all the figures): a training step takes 25 times less time with
-# all four (FAST = True) than with Part I alone on CPython 3.11, 5.7 ms against 141 ms,
-# and 12 times less on PyPy 3.9, 1.9 ms against 23 ms.
+# machine; README.md has all the figures): a training step takes 12 to 16 times less time
+# with FAST = True than with Part I alone on CPython 3.11 (6.5 to 8.7 ms against 90 to
+# 110 ms; the collector is paused in both, see II.3), and 8 to 12 times less on PyPy 3.9.
+# Against a textbook engine like micrograd's, it is 25 to 28 times on CPython.
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -664,9 +665,9 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #
 # The first training step of the default run (the name "evania", 7 predictions) builds
 # 54,342 nodes with 105,665 edges (child links) in Part I, and 1,879 nodes with 37,172
-# edges with fused nodes. The benchmark also runs Part I's graph with the tape and the
-# collector switch of II.2 and II.3: the fused graph makes a step 10 times faster than
-# that on CPython, 6 times on PyPy.
+# edges with fused nodes. The benchmark also runs Part I's graph with the tape of II.2:
+# the fused graph makes a step 9 to 13 times faster than that on CPython, 4.5 to 6 times
+# on PyPy.
 #
 # sum(map(mul, a, b)) below is sum(x * y for x, y in zip(a, b)), but faster: map calls
 # operator.mul on the pairs without a Python loop.
@@ -744,8 +745,8 @@ def fast_mlp(x, w1, w2):
     and w2's weights for it would get gradient (their local derivative, the unit's output)
     times 0. So it gets no node, the second layer skips it, and no number changes. About
     half of the 64 units are off at the start of the default run and most later (17% on
-    over steps 500 to 999): leaving them out makes a training step 20% to 35% shorter on
-    CPython and 27% to 61% on PyPy."""
+    over steps 500 to 999). With every unit in the graph, a step of the first 200 took 6% to
+    27% longer on CPython and 42% to 143% longer on PyPy."""
     if not is_graph(x):
         hidden = [h if h > 0 else 0.0 for h in fast_linear(x, w1)]
         return fast_linear(hidden, w2)
@@ -821,8 +822,8 @@ def fast_mean(xs):
 # after its children (it is computed from them), so the order in which the forward pass
 # creates the nodes is already a topological order. While Value.tape is a list, every new
 # Value appends itself to it (see Value.__init__); backward then walks that list in reverse.
-# Without the tape a step takes 1% to 38% longer on CPython (median 14%, 8 runs) and 33%
-# to 84% longer on PyPy. Tested in tests/test_fast.py (TestTape): the tape lists every node
+# Without the tape a step took 2% to 20% longer on CPython (median 13%, 6 runs) and 64%
+# to 118% longer on PyPy (4 runs). Tested in tests/test_fast.py (TestTape): the tape lists every node
 # after its children, and backward along it gives backward()'s gradients.
 # ---------------------------------------------------------------------------------------
 
@@ -857,7 +858,7 @@ def backward_along(root, tape):
 # the command line (main(), Part IV) pauses it for the whole run. That changes no number,
 # so it does so with FAST = False too, where the graphs have 29 times more nodes and gain even
 # more: Part I's validation took 32 ms per name with the collector paused and 94 to 162
-# ms with it on. With FAST, whole 500-step runs took 18% and 20% longer with it on.
+# ms with it on. With FAST, whole 500-step runs took 3.5 s with it on against 3.0 s.
 # PyPy has no reference counting and needs its collector to free the graphs: when we tried
 # switching it off there, a default run took 5.9 s instead of 3.8 s and peaked at 1.1 GiB
 # of memory instead of 96 MiB. tests/test_fast.py (TestCollectorSwitch) checks that the
@@ -884,10 +885,11 @@ def cycle_collector_paused():
 # Validation and sampling need no gradient, so they need no graph. inference_weights()
 # (section 7) hands them the weights as plain floats, and every fast_ function above, given
 # floats, does the same arithmetic with no Value at all (Part I's code around them, like the
-# residual sums in gpt(), works on floats as it is). The validation loss over the 1,000
-# held-out names took 2.8 s on floats against 8.1 s with the fused graph on CPython (0.8 s
-# against 4.3 s on PyPy), and 32 s on Part I's graph. tests/test_fast.py (TestPlainFloats)
-# checks that validation, the microscope and samples agree with Part I alone.
+# residual sums in gpt(), works on floats as it is). A forward pass is 3 to 7 times faster
+# than with the fused graph on CPython, 2.8 to 4.7 times on PyPy: the validation loss over
+# the 1,000 held-out names took 2.8 s on floats against 8.1 s with the fused graph on
+# CPython (0.8 s against 4.3 s on PyPy), and 32 s on Part I's graph. tests/test_fast.py
+# (TestPlainFloats) checks that validation, the microscope and samples agree with Part I.
 # ---------------------------------------------------------------------------------------
 
 def weights_of(params):
@@ -1945,7 +1947,7 @@ def make_parser():
     p.add_argument("--report", metavar="FILE.html", help="write one self-contained HTML page with pictures of "
                    "the run and the model (loss curve, embeddings, attention, samples)")
     p.add_argument("--plain", action="store_true", help="run Part I of microgpt.py alone (FAST = False): "
-                   "the same numbers to rounding, about 25 times slower")
+                   "the same numbers to rounding, about 14 times slower")
     return p
 
 
