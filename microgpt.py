@@ -1439,7 +1439,7 @@ def loss_section(run, smoothed, vocab_size, what):
         (0, len(losses)), (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)), "training step",
         "loss (nats per token)", "Loss while training",
         [(f"uniform guessing: ln {vocab_size} = {uniform:.2f}", uniform, "#000")])
-    validation = (f'The validation loss is measured at about ten points on the same {run["val_subset"]} '
+    validation = (f'The validation loss is measured at eleven points on the same {run["val_subset"]} '
                   f'held-out {what}s, never trained on; if it rises while the training loss falls, the model '
                   'is memorising. ' if val else "There was too little data to hold any out for validation. ")
     return (f"<h2>The loss curve</h2>\n<figure>{chart}</figure>\n"
@@ -1764,6 +1764,17 @@ def check_can_write(path, is_ours, what):
         raise BadInput(f"cannot write {path}: no such directory")
     if not os.access(directory, os.W_OK):
         raise BadInput(f"cannot write {path}: no permission to write in {directory}")
+    # Whatever else would make the write fail only at the end, after the training (a name
+    # too long for the file system, a directory like /proc that takes no new files): try
+    # now what write_atomically will do, with a temporary file whose name is as long (in bytes:
+    # ".microgpt-", 8 random characters, then x's).
+    name_bytes = len(os.fsencode(os.path.basename(os.path.realpath(path))))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def same_file(a, b):
@@ -1818,6 +1829,20 @@ def save_checkpoint(path, params, config, chars, mode, extra=None):
         raise BadInput(f"cannot save to {path}: {e.strerror or e}") from None
 
 
+def save_rescue_copy(params, config, chars, mode, extra):
+    """Save a trained model whose --save path failed to a new file of its own (in the current
+    directory, or else the system's temporary one), never replacing anything; returns its path."""
+    for directory in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
+            os.close(fd)
+            save_checkpoint(path, params, config, chars, mode, extra)
+            return path
+        except (OSError, BadInput):
+            continue
+    raise BadInput("cannot save the trained model anywhere: neither here nor in the temporary directory")
+
+
 def is_finite_number(x):
     """True for an int or float that a float can hold (JSON numbers may be huge, or NaN)."""
     try:
@@ -1848,8 +1873,9 @@ def load_checkpoint(path):
         raise bad('"config" is not an object')
     for key in MODEL_SHAPE:
         value = cfg.get(key)
-        if type(value) is not int or value < 1:
-            raise bad(f'config "{key}" must be a positive integer, not {value!r}')
+        if type(value) is not int or not 1 <= value <= LARGEST_COUNT:
+            shown = repr(value) if len(repr(value)) <= 20 else repr(value)[:20] + "..."
+            raise bad(f'config "{key}" must be a whole number from 1 to 10**12, not {shown}')
     config = Config(**{key: cfg[key] for key in MODEL_SHAPE})
     if config.n_embd % config.n_head:
         raise bad(f"n_embd {config.n_embd} is not divisible by n_head {config.n_head}")
@@ -1901,13 +1927,28 @@ class ArgumentParser(argparse.ArgumentParser):
         raise BadInput(f"{message} (see --help)")
 
 
+LARGEST_COUNT = 10**12     # no size, step or sample count above this can be run (or estimated)
+
+
+def count_arg(text):
+    """A whole number for a size or a count, at most LARGEST_COUNT: a typo of many digits is
+    refused here rather than overflowing the arithmetic that checks it."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value > LARGEST_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most 10**12, not {text[:20]}{'...' * (len(text) > 20)}")
+    return value
+
+
 def batch_arg(text):
     if text == "all":
         return text
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number or 'all', not {text!r}") from None
+        return count_arg(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a whole number up to 10**12 or 'all', not {text[:20]!r}") from None
 
 
 def make_parser():
@@ -1919,12 +1960,12 @@ def make_parser():
                    f"of text with --stream (default: {data})")
     p.add_argument("--stream", action="store_true", help="treat the input as one continuous text (newlines are "
                    "ordinary characters, no BOS) and train on random windows of block_size + 1 characters")
-    p.add_argument("--steps", type=int, metavar="N", help=f"training steps (default {d.steps}; "
+    p.add_argument("--steps", type=count_arg, metavar="N", help=f"training steps (default {d.steps}; "
                    "with --load the default is 0: only sample)")
-    p.add_argument("--n-layer", type=int, metavar="N", help=f"transformer blocks (default {d.n_layer})")
-    p.add_argument("--n-embd", type=int, metavar="N", help=f"embedding width (default {d.n_embd})")
-    p.add_argument("--n-head", type=int, metavar="N", help=f"attention heads, must divide n-embd (default {d.n_head})")
-    p.add_argument("--block-size", type=int, metavar="N", help=f"context length in tokens (default {d.block_size})")
+    p.add_argument("--n-layer", type=count_arg, metavar="N", help=f"transformer blocks (default {d.n_layer})")
+    p.add_argument("--n-embd", type=count_arg, metavar="N", help=f"embedding width (default {d.n_embd})")
+    p.add_argument("--n-head", type=count_arg, metavar="N", help=f"attention heads, must divide n-embd (default {d.n_head})")
+    p.add_argument("--block-size", type=count_arg, metavar="N", help=f"context length in tokens (default {d.block_size})")
     p.add_argument("--batch", type=batch_arg, metavar="N|all", help="documents or windows per "
                    f"step; 'all' uses every one at every step (default {d.batch})")
     p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
@@ -1933,9 +1974,9 @@ def make_parser():
                    f"options give the same output (default {d.seed})")
     p.add_argument("--temperature", type=float, default=d.temperature, metavar="F",
                    help=f"sampling temperature: lower is safer, higher is wilder (default {d.temperature})")
-    p.add_argument("--num-samples", type=int, metavar="N", help=f"samples to print, 0 for none "
+    p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
-    p.add_argument("--length", type=int, metavar="N", help=f"characters per sample with --stream (default {d.length})")
+    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary and mode); "
@@ -2088,6 +2129,7 @@ def print_chain(chain, chars, dot_path):
                              f"[label={quote(f'{label(t, chars)} ({p:.0%})')}];")
         lines.append("}")
         try:
+            check_can_write(dot_path, is_our_graphviz_file, "Graphviz file written by microgpt")   # again
             write_atomically(dot_path, "\n".join(lines) + "\n")
         except OSError as e:
             raise BadInput(f"cannot write {dot_path}: {e.strerror or e}") from None
@@ -2214,6 +2256,8 @@ def prepare_data(path, config, mode, chars, rng):
 def explain_tokens(text, chars, config, mode):
     """The inputs and targets for --explain: a document is read from BOS and ends with BOS,
     a stream is read as it is (its last token has no target)."""
+    if not text:
+        raise BadInput("--explain needs a text to explain, not an empty string")
     ids = encode_for("--explain", text, chars)
     if mode == "docs":
         inputs, targets = [len(chars)] + ids, ids + [len(chars)]
@@ -2345,6 +2389,7 @@ def write_report(args, run):
     run["examples"] = example_sequences(mode, config, run["chars"], run["explain_io"], val_seqs, text,
                                         run["samples"])
     try:
+        check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")   # again
         write_atomically(args.report, report_page(run))
     except OSError as e:
         raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
@@ -2446,7 +2491,13 @@ def run(args, stop=None):
             extra = {"training": {"steps": steps_before + steps_done, "seed": config.seed, "lr": config.lr}}
             if mode == "stream":
                 extra["stream_start"] = stream_start
-            save_checkpoint(args.save, params, config, chars, mode, extra)
+            try:
+                # Again, right before writing: a file may have appeared there during training.
+                check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
+                save_checkpoint(args.save, params, config, chars, mode, extra)
+            except BadInput as e:         # the trained model is not lost: it goes to a new file
+                rescued = save_rescue_copy(params, config, chars, mode, extra)
+                raise BadInput(f"{e}; the trained model was saved to {rescued} instead") from None
             stop.finishing = False        # the model is safe: from now on a signal stops at once
             print(f"saved the model to {args.save}")
 
@@ -2557,6 +2608,7 @@ def main(argv=None):
     global FAST
     fast_before = FAST
     out = sys.stdout = GuardedOutput(sys.stdout)
+    err = sys.stderr = GuardedOutput(sys.stderr)   # an error message that cannot be shown still exits 2
     stop = StopSignals()
     restore_signals = stop.install()
     try:
@@ -2577,7 +2629,7 @@ def main(argv=None):
         code = 2
     finally:
         restore_signals()
-        sys.stdout = out.stream
+        sys.stdout, sys.stderr = out.stream, err.stream
         FAST = fast_before
     if out.error is not None and not isinstance(out.error, BrokenPipeError):
         # A reader that went away is no error (`| head` wants only the first lines); anything

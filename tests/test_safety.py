@@ -516,3 +516,67 @@ class TestAlsoFixed(TempDirTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# --- Cases a tester found by trying to break the command line -------------------------------
+
+class TestCasesFoundByTryingToBreakIt(WithCheckpoint):
+
+    def test_numbers_too_large_to_compute_with_are_refused_not_a_traceback(self):
+        huge = "1" + "0" * 400
+        path = os.path.join(self.tmp, "huge.json")
+        with open(self.ckpt, encoding="utf-8") as f:
+            ckpt = json.load(f)
+        ckpt["config"]["n_embd"] = 10 ** 400
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(ckpt, f)
+        assert_refused(self, self.tmp, *[self.training(2) + [flag, huge] for flag in
+                                         ("--n-embd", "--n-layer", "--block-size", "--batch", "--steps", "--num-samples")],
+                       ["--load", path])
+
+    def test_a_save_name_the_file_system_cannot_hold_is_refused_before_training(self):
+        too_long = "y" * 300 + ".json"
+        assert_refused(self, self.tmp, self.training(2) + ["--save", too_long],
+                       self.training(2) + ["--report", "y" * 300 + ".html"])
+        # a long name that does fit is fine
+        fits = os.path.join(self.tmp, "z" * 200 + ".json")
+        assert_ok(self, run_cli(self.training(2) + ["--save", fits], self.tmp))
+        self.assertTrue(microgpt.is_checkpoint(fits))
+
+    def run_while_a_file_appears(self, args, path, content):
+        """Start a run, and once training has begun, write the user's own file at `path`."""
+        child = Child(args, self.tmp)
+        child.wait_for("step ")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(content)
+        return child.finish()
+
+    def test_a_file_that_appears_at_the_save_path_during_training_is_kept_and_the_model_rescued(self):
+        target = os.path.join(self.tmp, "late.json")
+        code, out, err = self.run_while_a_file_appears(self.training(3000) + ["--save", target], target, "PRECIOUS")
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("the trained model was saved to", err)
+        with open(target, encoding="utf-8") as f:
+            self.assertEqual(f.read(), "PRECIOUS")
+        rescued = [name for name in os.listdir(self.tmp) if name.startswith("microgpt-rescued-")]
+        self.assertEqual(len(rescued), 1, os.listdir(self.tmp))
+        self.assertEqual(saved_steps(os.path.join(self.tmp, rescued[0])), 3000)
+
+    def test_a_file_that_appears_at_the_report_path_during_training_is_kept(self):
+        target = os.path.join(self.tmp, "late.html")
+        code, out, err = self.run_while_a_file_appears(self.training(3000) + ["--report", target], target, "MINE")
+        self.assertEqual(code, 2, err)
+        self.assertIn("not a page written by microgpt", err)
+        with open(target, encoding="utf-8") as f:
+            self.assertEqual(f.read(), "MINE")
+
+    @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full")
+    def test_bad_input_exits_2_even_when_the_error_cannot_be_shown(self):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, MICROGPT_PATH, "--steps", "0"], cwd=self.tmp,
+                                    stdout=subprocess.DEVNULL, stderr=full)
+        self.assertEqual(result.returncode, 2)
+
+    def test_an_empty_explain_text_is_refused(self):
+        assert_refused(self, self.tmp, ["--load", self.ckpt, "--explain", ""])
