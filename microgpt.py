@@ -1969,7 +1969,7 @@ def make_parser():
     p.add_argument("--batch", type=batch_arg, metavar="N|all", help="documents or windows per "
                    f"step; 'all' uses every one at every step (default {d.batch})")
     p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
-                   f"to 0 (default {d.lr})")
+                   f"over the run, to lr / steps at the last step (default {d.lr})")
     p.add_argument("--seed", type=int, default=d.seed, metavar="N", help=f"random seed; the same seed and "
                    f"options give the same output (default {d.seed})")
     p.add_argument("--temperature", type=float, default=d.temperature, metavar="F",
