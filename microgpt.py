@@ -84,7 +84,8 @@ MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # the fields that 
 
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
 # (same numbers to rounding, about 14 times slower; `python microgpt.py --plain` does that,
-# and so lets a debugger step through the code of Part I).
+# and so lets a debugger step through the code of Part I). The switch covers Part II's
+# ideas 1, 2 and 4; the collector (idea 3) changes no arithmetic and is paused either way.
 FAST = True
 
 
@@ -174,9 +175,9 @@ def encode_document(doc, chars):
 # remembers the Values it was computed from (its children: draw the graph with the loss at
 # the top and the parameters at the bottom; a Value used twice has two parents, so it is a
 # graph rather than a tree) together with the local derivative of itself with respect to
-# each child. backward() then applies the chain rule
-# from the loss back to the parameters: each node passes its gradient to its children,
-# multiplied by the local derivative, and a child used several times adds up what it gets.
+# each child. backward() then applies the chain rule from the loss back to the parameters:
+# each node passes its gradient to its children, multiplied by the local derivative, and a
+# child used several times adds up what it gets.
 # ---------------------------------------------------------------------------------------
 
 class Value:
@@ -230,7 +231,7 @@ class Value:
         return self * other ** -1
 
     def __radd__(self, other):            # other + self, where other is a plain number: so
-        return self + other               # sum(values), which starts from 0, works (one node more)
+        return self + other               # sum(values) works; it starts 0 + v, one node more
 
     def __rsub__(self, other):
         return (-self) + other
@@ -272,11 +273,12 @@ class Value:
         #             visited.add(node)
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
-        # Python limits recursion to about 1,000 calls deep. The default model's graph is 276
-        # nodes deep, but one with n_layer 4 is 882 deep, and one with n_embd 64 and 2 layers
-        # 1,462: so we do the same with a stack of our own. Each node is pushed
-        # twice: the first time it is popped, its children are pushed above it; the second
-        # time (children_placed), they are all in the order already, so it can follow them.
+        # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
+        # about 270 nodes deep in the default model, but 882 with n_layer 4, and 1,462 with
+        # n_embd 64 and 2 layers: so we do the same with a stack of our own. A node is pushed
+        # to be expanded (more than once if several parents push it; the later pops find it
+        # visited and skip it), and once more, when expanded, below its children: when that
+        # entry (children_placed) is popped, they are all in the order, so it can follow them.
         # Leaves (the parameters) are left out: they have nothing to pass on.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
@@ -350,8 +352,10 @@ def flatten(params):
 #
 # This is GPT-2's design, simplified as in the original microgpt. GPT-2 normalises with
 # LayerNorm (which also subtracts the mean, and learns a scale for each number), uses GELU
-# (a smooth ReLU), has biases (constants added after each matrix), a norm before lm_head
-# and none right after the embeddings, and reuses wte as lm_head; here, none of that.
+# (a smooth ReLU), has biases (constants added after each matrix), normalises before
+# lm_head but not right after the embeddings, and reuses wte as lm_head. This file uses
+# RMSNorm with no learned scale, ReLU, no biases, a norm right after the embeddings and
+# none before lm_head, and a separate lm_head.
 # ---------------------------------------------------------------------------------------
 
 def linear(x, w):
@@ -412,14 +416,16 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     """The logits (a score for every possible next token) after reading `token` at position
     `pos`.   -> [vocab_size]
     keys and values are the key/value cache: keys[layer] is a list with one k vector for each
-    earlier position (values likewise). This call appends its own, so the next position can
+    earlier position (values likewise). So gpt() must be called for positions 0, 1, 2, ... in
+    order, starting from empty lists. This call appends its own, so the next position can
     attend to this one, and nothing is computed twice. attention_log, if given (for looking
     inside, Part III), collects each head's attention weights, computed again for it."""
     hd = config.n_embd // config.n_head                 # the head size, head_dim
     # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
-    x = rmsnorm(x)            # start every position from a vector of the same size (in layer
-                              # 0 the block's own rmsnorm below then changes almost nothing)
+    x = rmsnorm(x)            # start every position from a vector of the same size: this is
+                              # what the first residual connection carries (the block's own
+                              # rmsnorm below then changes it almost not at all)
     for i in range(config.n_layer):
         # Attention block: gather information from earlier positions.
         residual = x
@@ -464,7 +470,7 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
 #
 # One document's loss is noisy: some names are easy to predict, some hard, and a short one
 # has few predictions to average over. So the loss jumps from step to step, and the
-# command line prints its mean over the last 100 steps ("smoothed") beside it.
+# command line (Part IV) prints its mean over the last 100 steps ("smoothed") beside it.
 # ---------------------------------------------------------------------------------------
 
 def cross_entropy(logits, target):
@@ -579,15 +585,15 @@ def mean_token_loss(sequences, weights, config):
 # The temperature divides the logits first: below 1 it sharpens the distribution (safer,
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
 # all the probability goes to the likeliest token and sampling becomes always taking it
-# (the command line refuses 0 itself: it would divide by zero). A name the model never ends stops when
-# the context is full, at block_size characters.
+# (the command line refuses 0 itself: it would divide by zero). A name the model never
+# ends stops when the context is full, at block_size characters.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
     """The weights to run the model with when no gradient is needed (evaluation, sampling).
     Part I keeps the Values (each run builds a graph that is never used); Part II passes
-    plain floats (weights_of copies each Value's number), which build none. The functions below take either, and float() reads the
-    number out of both."""
+    plain floats (weights_of copies each Value's number), which build none. The functions
+    below take either, and float() reads the number out of both."""
     if FAST: return weights_of(params)
     return params
 
@@ -625,10 +631,12 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # =======================================================================================
 # PART II. MAKING IT FAST
 #
-# Part I is the algorithm, and everything else is just efficiency. This part makes the same
+# Part I is the algorithm; as the original microgpt puts it, everything else is just
+# efficiency (and, here, tools to look inside and plumbing). This part makes the same
 # computation cheaper without changing what it computes: each function here replaces one of
 # Part I's, and the tests check each against its Part I version (to 1e-9) and against
-# central finite differences. Leaving out the MLP's switched-off units and pausing the
+# central finite differences (1e-9 is the tests' tolerance; the differences seen are about
+# 1e-16). Leaving out the MLP's switched-off units and pausing the
 # collector change no bit; the fused sums and the tape add the same terms in another order,
 # so results agree to floating-point rounding (about 1e-16), and the default run prints
 # exactly the same numbers either way. Four ideas:
@@ -663,9 +671,9 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # Every fast_ function below also accepts plain floats and then builds no graph at all
 # (idea 4): that is how evaluation and sampling run without Values.
 #
-# The first training step of the default run (the name "evania", 7 predictions) builds
-# 54,342 nodes with 105,665 edges (child links) in Part I, and 1,879 nodes with 37,172
-# edges with fused nodes. The benchmark also runs Part I's graph with the tape of II.2:
+# The first training step of the default run (the name "evania", 7 predictions, with the
+# run's starting weights, which decide how many MLP units are on) builds 54,342 nodes with
+# 105,665 edges (child links) in Part I, and 1,879 nodes with 37,172 edges with fused nodes. The benchmark also runs Part I's graph with the tape of II.2:
 # the fused graph makes a step 9 to 13 times faster than that on CPython, 4.5 to 6 times
 # on PyPy.
 #
@@ -708,7 +716,8 @@ def fast_linear(x, w):
 
 
 def fast_softmax(logits):
-    """softmax() with one node per output instead of five per input.
+    """softmax() with one node per output instead of five per input (l - m, exp, the sum's
+    +, and e / total, which is e * total**-1: two nodes, total**-1 made anew for each e).
     With S = sum_j exp(l[j]) and p[i] = exp(l[i]) / S, the quotient rule gives
         d p[i] / d l[j] = (exp(l[i]) * [i == j] * S - exp(l[i]) * exp(l[j])) / S**2
                         = p[i] * ([i == j] - p[j])."""
@@ -818,13 +827,13 @@ def fast_mean(xs):
 # II.2 The tape
 #
 # backward() needs the nodes in topological order, and Part I finds one by searching the
-# graph: a set of visited nodes and a stack, for every node. But a node is always made
+# graph, with a set of visited nodes and a stack, at every call. But a node is always made
 # after its children (it is computed from them), so the order in which the forward pass
 # creates the nodes is already a topological order. While Value.tape is a list, every new
 # Value appends itself to it (see Value.__init__); backward then walks that list in reverse.
 # Without the tape a step took 2% to 20% longer on CPython (median 13%, 6 runs) and 64%
-# to 118% longer on PyPy (4 runs). Tested in tests/test_fast.py (TestTape): the tape lists every node
-# after its children, and backward along it gives backward()'s gradients.
+# to 118% longer on PyPy (4 runs). Tested in tests/test_fast.py (TestTape): the tape lists
+# every node after its children, and backward along it gives backward()'s gradients.
 # ---------------------------------------------------------------------------------------
 
 def fast_add_gradient(tokens, params, config, weight):
@@ -856,9 +865,9 @@ def backward_along(root, tape):
 # each document's graph by reference counting alone, as soon as the last reference to it
 # goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
 # the command line (main(), Part IV) pauses it for the whole run. That changes no number,
-# so it does so with FAST = False too, where the graphs have 29 times more nodes and gain even
-# more: Part I's validation took 32 ms per name with the collector paused and 94 to 162
-# ms with it on. With FAST, whole 500-step runs took 3.5 s with it on against 3.0 s.
+# so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
+# even more: Part I's validation took 32 ms per name with the collector paused and 94 to
+# 162 ms with it on. With FAST, whole 500-step runs took 3.5 s with it on against 3.0 s.
 # PyPy has no reference counting and needs its collector to free the graphs: when we tried
 # switching it off there, a default run took 5.9 s instead of 3.8 s and peaked at 1.1 GiB
 # of memory instead of 96 MiB. tests/test_fast.py (TestCollectorSwitch) checks that the
@@ -885,8 +894,9 @@ def cycle_collector_paused():
 # Validation and sampling need no gradient, so they need no graph. inference_weights()
 # (section 7) hands them the weights as plain floats, and every fast_ function above, given
 # floats, does the same arithmetic with no Value at all (Part I's code around them, like the
-# residual sums in gpt(), works on floats as it is). A forward pass is 3 to 7 times faster
-# than with the fused graph on CPython, 2.8 to 4.7 times on PyPy: the validation loss over
+# residual sums in gpt(), works on floats as it is). In the benchmark (500 names, 6 runs on
+# CPython, 4 on PyPy) a forward pass was 3.2 to 7.2 times faster than with the fused graph
+# on CPython, 2.8 to 4.7 times on PyPy. In a separate measurement, the validation loss over
 # the 1,000 held-out names took 2.8 s on floats against 8.1 s with the fused graph on
 # CPython (0.8 s against 4.3 s on PyPy), and 32 s on Part I's graph. tests/test_fast.py
 # (TestPlainFloats) checks that validation, the microscope and samples agree with Part I.
