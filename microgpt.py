@@ -25,14 +25,17 @@ prints what `python microgpt.py` prints (a test checks that), without the decora
     for _ in range(config.num_samples):
         print(sample_document(weights, config, chars, sample_rng, config.temperature))
 
-The file has four parts:
+The file has six parts:
 
     Part I    The algorithm       1 Dataset, 2 Tokenizer, 3 Autograd, 4 Parameters,
                                   5 Model, 6 Training, 7 Sampling
     Part II   Making it fast      the same numbers, about 14 times sooner on CPython
     Part III  Looking inside      text as one stream, the GPT seen as a Markov chain, and a
                                   per-position view of its predictions and its attention
-    Part IV   The plumbing        checkpoints, files, errors and the command line
+    Part IV   From microgpt to GPT-2
+    Part V    From names to an assistant
+    Part VI   The plumbing        checkpoints, files, errors, the command line, and the
+                                  drawing of the --report page
 
 Part I is the lesson: every piece of the algorithm, each written once and plainly. A reader
 who stops at its end has seen all of it. Part II is the second lesson: how the same math is
@@ -111,7 +114,7 @@ FAST = True
 # ---------------------------------------------------------------------------------------
 
 def read_text(path):
-    """The whole content of a UTF-8 text file. (Part IV's read_data_file adds the checks a
+    """The whole content of a UTF-8 text file. (Part VI's read_data_file adds the checks a
     user's file needs: missing, not UTF-8, empty, too large.)"""
     with open(path, encoding="utf-8") as f:
         return f.read()
@@ -470,7 +473,7 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
 #
 # One document's loss is noisy: some names are easy to predict, some hard, and a short one
 # has few predictions to average over. So the loss jumps from step to step, and the
-# command line (Part IV) prints its mean over the last 100 steps ("smoothed") beside it.
+# command line (Part VI) prints its mean over the last 100 steps ("smoothed") beside it.
 # ---------------------------------------------------------------------------------------
 
 def cross_entropy(logits, target):
@@ -625,7 +628,7 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 
 # That is the whole algorithm: the summary at the top of the file puts these pieces
 # together. Everything below is efficiency (Part II), ways to look inside (Part III), and
-# plumbing (Part IV).
+# plumbing (Part VI).
 
 
 # =======================================================================================
@@ -864,7 +867,7 @@ def backward_along(root, tape):
 # The graph has no reference cycles (a node points only at its children), so CPython frees
 # each document's graph by reference counting alone, as soon as the last reference to it
 # goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
-# the command line (main(), Part IV) pauses it for the whole run. That changes no number,
+# the command line (main(), Part VI) pauses it for the whole run. That changes no number,
 # so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
 # even more: Part I's validation took 32 ms per name with the collector paused and 94 to
 # 162 ms with it on. With FAST, whole 500-step runs took 3.5 s with it on against 3.0 s.
@@ -1035,595 +1038,24 @@ def label(token, chars):
     return ch if ch.isprintable() else repr(ch)[1:-1]
 
 
-# Pictures: --report FILE.html
+# =======================================================================================
+# PART IV. FROM MICROGPT TO GPT-2
 #
-# The same looks inside, drawn for people who would rather see than read tables: one HTML
-# page with the loss curve, what the model writes as it learns, the embeddings, what it
-# predicts and where it looks inside a few names, its final samples shaded by probability,
-# and (for a small model of continuous text) its Markov chain. Every picture is inline SVG
-# drawn by one of the short functions below: a line chart, a heat map, a scatter plot, a
-# graph, bars. There is no JavaScript and nothing is fetched, so the page opens offline,
-# prints, and can be sent to a class as one file. The numbers behind the pictures are in
-# the page too, as JSON, for anyone who wants to draw them differently.
-#
-# Colours: VIRIDIS (dark blue-purple to yellow) for amounts from 0 up, such as
-# probabilities and attention, and BLUE_ORANGE (blue below 0, white at 0, orange above)
-# for weights, which have a sign. Both stay readable for colour-blind readers, and every
-# heat map has a legend.
-
-VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
-           "#b5de2b", "#fde725"]
-BLUE_ORANGE = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fee0b6", "#fdb863", "#e08214",
-               "#b35806"]
-REPORT_MARK = '<meta name="generator" content="microgpt">'   # how we know a page is ours
-
-
-def colour_at(palette, t):
-    """The colour a fraction t (0 to 1) of the way along a palette, blending neighbours."""
-    t = min(1.0, max(0.0, t)) * (len(palette) - 1)
-    i = min(int(t), len(palette) - 2)
-    a, b, f = palette[i], palette[i + 1], t - i
-    return "#" + "".join(f"{round(int(a[k:k + 2], 16) * (1 - f) + int(b[k:k + 2], 16) * f):02x}"
-                         for k in (1, 3, 5))
-
-
-def ink_on(background):
-    """Black or white text, whichever reads better on this background colour."""
-    r, g, b = (int(background[k:k + 2], 16) for k in (1, 3, 5))
-    return "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 128 else "#fff"
-
-
-def escape(text):
-    """Text made safe inside HTML or SVG, between tags or in a quoted attribute. Without this
-    a data file holding '<' or '&' could break the page, or worse, add to it."""
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;").replace("'", "&#39;"))
-
-
-def text_at(x, y, text, size=12, anchor="start", attrs=""):
-    """An SVG text element."""
-    return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}"{attrs}>{escape(text)}</text>'
-
-
-def svg(width, height, body, title):
-    """An SVG picture; its title is what a screen reader (or a hovering mouse) gets."""
-    return (f'<svg width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-            f'role="img"><title>{escape(title)}</title>{"".join(body)}</svg>')
-
-
-def nice_ticks(lo, hi, count=5):
-    """Round numbers (steps of 1, 2 or 5 times a power of 10) from lo to hi, for an axis."""
-    if hi <= lo:
-        return [lo]
-    step = 10 ** math.floor(math.log10((hi - lo) / count))
-    step *= next(m for m in (1, 2, 5, 10) if (hi - lo) / (step * m) <= count)
-    first = math.ceil(lo / step - 1e-9) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None):
-    """A colour bar from lo to hi, its ends and middle labelled (or `ticks`: [(fraction of
-    the way, text)]): the key to a heat map."""
-    n = 24
-    body = [text_at(x, y - 4, caption, 11)]
-    body += [f'<rect x="{x + i * width / n:.1f}" y="{y}" width="{width / n + 0.3:.1f}" height="9" '
-             f'fill="{colour_at(palette, i / (n - 1))}"/>' for i in range(n)]
-    for t, text in ticks or [(t, f"{lo + t * (hi - lo):.2g}") for t in (0, 0.5, 1)]:
-        anchor = "start" if t == 0 else "end" if t == 1 else "middle"
-        body.append(text_at(x + t * width, y + 21, text, 10, anchor))
-    return body
-
-
-def line_chart(lines, x_range, y_range, x_label, y_label, title, hlines=(), width=760, height=340):
-    """Lines on labelled axes, with a legend underneath.
-    lines: [(legend, [(x, y)], colour, stroke width, opacity, dots?)];
-    hlines: [(legend, y, colour)], dashed lines across the whole chart."""
-    left, right, top, bottom = 58, 16, 30, 92
-    (x0, x1), (y0, y1) = x_range, y_range
-    def X(x):
-        return left + (x - x0) / ((x1 - x0) or 1) * (width - left - right)
-    def Y(y):
-        return height - bottom - (y - y0) / ((y1 - y0) or 1) * (height - top - bottom)
-    body = [text_at(left, 18, title, 14, attrs=' font-weight="bold"')]
-    for t in nice_ticks(y0, y1):
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
-        body.append(text_at(left - 6, Y(t) + 4, f"{t:g}", 11, "end"))
-    for t in [t for t in nice_ticks(x0, x1, 8) if t == int(t)]:     # x counts steps: whole numbers only
-        body.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{height - bottom}" y2="{height - bottom + 5}" '
-                    'stroke="#333"/>')
-        body.append(text_at(X(t), height - bottom + 18, f"{t:g}", 11, "middle"))
-    body.append(f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-                'fill="none" stroke="#333"/>')
-    body.append(text_at((left + width - right) / 2, height - bottom + 36, x_label, 12, "middle"))
-    yc = (top + height - bottom) / 2
-    body.append(text_at(16, yc, y_label, 12, "middle", f' transform="rotate(-90 16 {yc:.1f})"'))
-    keys = []
-    for name, y, colour in hlines:
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
-                    'stroke-width="1.5" stroke-dasharray="6 4"/>')
-        keys.append((name, colour, 1.5, 1, ' stroke-dasharray="6 4"'))
-    for name, points, colour, stroke, opacity, dots in lines:
-        if not points:
-            continue
-        path = "M" + " L".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in points)
-        body.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="{stroke}" '
-                    f'stroke-opacity="{opacity}" stroke-linejoin="round"/>')
-        if dots or len(points) == 1:         # a line of one point would not show
-            body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}"/>' for x, y in points]
-        keys.append((name, colour, stroke, opacity, ""))
-    x, yk = left, height - 30
-    for name, colour, stroke, opacity, dash in keys:       # the legend, below the axis
-        if x + 40 + 7.2 * len(name) > width:
-            x, yk = left, yk + 20
-        body.append(f'<line x1="{x}" x2="{x + 24}" y1="{yk - 4}" y2="{yk - 4}" stroke="{colour}" '
-                    f'stroke-width="{max(stroke, 2)}" stroke-opacity="{max(opacity, 0.6)}"{dash}/>')
-        body.append(text_at(x + 30, yk, name, 12))
-        x += 48 + 7.2 * len(name)
-    return svg(width, height, body, title)
-
-
-def heat_map(matrix, row_labels, col_labels, palette, lo, hi, title, legend):
-    """A matrix as a grid of coloured cells, rows and columns labelled, with a colour legend.
-    A cell that is None is left empty (attention to later positions, which the model cannot
-    see). Hovering over a cell shows its number."""
-    rows, cols = len(matrix), len(matrix[0])
-    cell = max(5, min(24, 300 // cols))
-    every = math.ceil(11 / cell)                        # label every column, or every other...
-    tall = max(len(label) for label in col_labels) > 2  # long column labels are written upwards
-    left = 10 + 7.3 * max(len(label) for label in row_labels)
-    top = 26 + (7 * max(len(label) for label in col_labels) + 6 if tall else 16)
-    width = max(left + cols * cell + 10, 200)
-    height = top + rows * cell + 54
-    body = [text_at(2, 14, title, 13, attrs=' font-weight="bold"')]
-    for j, name in enumerate(col_labels):
-        if j % every == 0:
-            x = left + (j + 0.5) * cell
-            spin = f' transform="rotate(-90 {x + 4:.1f} {top - 4})"' if tall else ""
-            body.append(text_at(x + 4 if tall else x, top - 4, name, 10, "start" if tall else "middle",
-                                ' class="mono"' + spin))
-    for i, (name, row) in enumerate(zip(row_labels, matrix)):
-        body.append(text_at(left - 4, top + (i + 0.5) * cell + 4, name, 11, "end", ' class="mono"'))
-        for j, value in enumerate(row):
-            if value is not None:
-                colour = colour_at(palette, (value - lo) / ((hi - lo) or 1))
-                body.append(f'<rect x="{left + j * cell:.1f}" y="{top + i * cell}" width="{cell}" '
-                            f'height="{cell}" fill="{colour}"><title>{value:.3g}</title></rect>')
-    body.append(f'<rect x="{left:.1f}" y="{top}" width="{cols * cell}" height="{rows * cell}" fill="none" '
-                'stroke="#999" stroke-width="0.5"/>')
-    body += colour_legend(left, top + rows * cell + 24, palette, lo, hi, legend, min(150, width - left - 10))
-    return svg(width, height, body, title)
-
-
-def scatter_plot(points, labels, title, x_label, y_label, size=420):
-    """Labelled points on two axes of the same scale, so distances on the page are true."""
-    pad, left = 20, 46
-    xs, ys = [x for x, _ in points], [y for _, y in points]
-    span = max(max(xs) - min(xs), max(ys) - min(ys)) or 1.0
-    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
-    inner = size - 2 * pad
-    def X(x):
-        return left + pad + (x - cx) / span * inner * 0.92 + inner / 2
-    def Y(y):
-        return 28 + pad + inner / 2 - (y - cy) / span * inner * 0.92
-    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'),
-            f'<rect x="{left}" y="28" width="{size}" height="{size}" fill="none" stroke="#333"/>',
-            text_at(left + size / 2, size + 50, x_label, 12, "middle"),
-            text_at(16, 28 + size / 2, y_label, 12, "middle", f' transform="rotate(-90 16 {28 + size / 2})"')]
-    for (x, y), name in zip(points, labels):
-        body.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="#2166ac"/>')
-        body.append(text_at(X(x) + 5, Y(y) + 4, name, 13, attrs=' class="mono"'))
-    return svg(left + size + 10, size + 60, body, title)
-
-
-def top_components(rows, count=2, iterations=200):
-    """The `count` directions along which the rows vary most (principal components), with the
-    variance along each, by power iteration: multiplying a vector by the covariance matrix
-    again and again turns it towards the direction of greatest variance. Removing the
-    directions already found at every step gives the next one. Returns (mean, [(variance, direction)])."""
-    n = len(rows[0])
-    mean_row = [sum(column) / len(rows) for column in zip(*rows)]
-    centred = [[x - m for x, m in zip(row, mean_row)] for row in rows]
-    cov = [[sum(r[i] * r[j] for r in centred) / len(rows) for j in range(n)] for i in range(n)]
-    found = []
-    for c in range(count):
-        v = [1.0 + 0.1 * i for i in range(n)]        # any start that is not at right angles to the answer
-        for _ in range(iterations):
-            w = [sum(map(mul, row, v)) for row in cov]
-            for _, u in found:                       # stay at right angles to the earlier directions
-                d = sum(map(mul, w, u))
-                w = [wi - d * ui for wi, ui in zip(w, u)]
-            norm = math.sqrt(sum(wi * wi for wi in w))
-            if norm == 0:
-                break
-            v = [wi / norm for wi in w]
-        if max(v, key=abs) < 0:                      # a direction and its opposite are the same: pick one
-            v = [-vi for vi in v]
-        variance = sum(vi * wi for vi, wi in zip(v, [sum(map(mul, row, v)) for row in cov]))
-        found.append((variance, v))
-    return mean_row, found
-
-
-def chain_graph(chain, names):
-    """A Markov chain: the states around a circle, an arrow for each move with probability of
-    at least 1%, thicker for likelier moves, labelled with the token read and its probability
-    (when there are few enough states to read them). names[t] is token t's label."""
-    n = len(chain)
-    size = 560 if n <= 16 else 760
-    thin = min(1.0, 4 / math.sqrt(n))       # many arrows must be thinner, or they merge into a blot
-    centre, radius = size / 2, size / 2 - 60
-    node = max(3.0, min(20.0, 2.6 * radius / n))
-    where = {}
-    for i, (state, _) in enumerate(chain):
-        angle = -math.pi / 2 + 2 * math.pi * i / n
-        where[state] = (centre + radius * math.cos(angle), centre + 10 + radius * math.sin(angle))
-
-    def towards(ax, ay, bx, by, r):          # the point r from (ax, ay) on the way to (bx, by)
-        d = math.hypot(bx - ax, by - ay) or 1
-        return ax + (bx - ax) * r / d, ay + (by - ay) * r / d
-
-    body = [f'<defs><marker id="chain-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="{9 * thin:.1f}" '
-            f'markerHeight="{9 * thin:.1f}" markerUnits="userSpaceOnUse" orient="auto">'
-            '<path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker></defs>']
-    labels = []
-    for state, probs in chain:
-        x0, y0 = where[state]
-        for t, p in enumerate(probs):
-            if p < 0.01:
-                continue
-            target = state[1:] + (t,)
-            x1, y1 = where[target]
-            style = (f'fill="none" stroke="#333" stroke-opacity="0.75" stroke-width="{(0.6 + 4 * p) * thin:.2f}" '
-                     'marker-end="url(#chain-arrow)"')
-            text = f"{names[t]} ({p:.0%})"
-            if target == state:      # a loop: out of the circle and back
-                ox, oy = (x0 - centre) / radius, (y0 - centre - 10) / radius     # pointing outwards
-                lx, ly = x0 + ox * 3.2 * node, y0 + oy * 3.2 * node
-                sx, sy = x0 + ox * node - oy * node * 0.6, y0 + oy * node + ox * node * 0.6
-                ex, ey = x0 + ox * node + oy * node * 0.6, y0 + oy * node - ox * node * 0.6
-                body.append(f'<path d="M{sx:.1f},{sy:.1f} C{lx - oy * 2 * node:.1f},{ly + ox * 2 * node:.1f} '
-                            f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" {style}/>')
-                labels.append((lx + ox * 12, ly + oy * 12 + 4, text))
-                continue
-            # A curve bending to the right of its direction, so A->B and B->A do not overlap,
-            # cut short at both ends so that the arrowhead touches the circle of the state.
-            dx, dy = x1 - x0, y1 - y0
-            dist = math.hypot(dx, dy)
-            mx, my = (x0 + x1) / 2 - dy * 0.18, (y0 + y1) / 2 + dx * 0.18
-            sx, sy = towards(x0, y0, mx, my, node)
-            ex, ey = towards(x1, y1, mx, my, node + 1)
-            body.append(f'<path d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" {style}/>')
-            # The label sits a quarter of the way along, near the state it leaves rather than
-            # in the middle of the circle, where the arrows cross.
-            a, b, c = 9 / 16, 6 / 16, 1 / 16          # the curve at t = 1/4: (1-t)^2, 2t(1-t), t^2
-            labels.append((a * x0 + b * mx + c * x1 - dy / dist * 6,
-                           a * y0 + b * my + c * y1 + dx / dist * 6 + 4, text))
-    for state, _ in chain:
-        x, y = where[state]
-        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#2166ac" '
-                    'stroke-width="1.5"/>')
-        if n <= 64:
-            name = "".join(names[t] for t in state)
-            body.append(text_at(x, y + 4, name, min(12, 3 * node / len(name)), "middle", ' class="mono"'))
-    if n <= 16:
-        body += [text_at(x, y, text, 11, "middle", ' class="label"') for x, y, text in labels]
-    return svg(size, size + 20, body, f"the model as a Markov chain: {n} states")
-
-
-def prediction_bars(inputs, targets, rows, names, title):
-    """Per position: the token read; the true next token with the probability the model gave
-    it (a bar) and its loss; then the model's top 5 guesses as bars, the true one in orange
-    and underlined. rows is explain()'s output."""
-    cell, bar, row_h = 112, 30, 24
-    k = min(5, len(rows[0][0]))
-    def guess(x, y, t, p, true):                   # a token, a bar as long as its probability, the number
-        weight = ' font-weight="bold" text-decoration="underline"' if true else ""
-        return [text_at(x + 44, y + 14, names[t], 13, "end", ' class="mono"' + weight),
-                f'<rect x="{x + 48}" y="{y + 3}" width="{bar}" height="14" fill="#eee"/>',
-                f'<rect x="{x + 48}" y="{y + 3}" width="{bar * p:.1f}" height="14" '
-                f'fill="{"#e08214" if true else "#4393c3"}"/>',
-                text_at(x + 82, y + 14, f"{p:.2f}", 11, attrs=weight)]
-    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'), text_at(4, 40, "pos", 11),
-            text_at(34, 40, "reads", 11), text_at(86, 40, "true next", 11), text_at(196, 40, "loss", 11),
-            text_at(246, 40, f"the model's top {k} guesses (orange: the true next token)", 11)]
-    for pos, ((probs, _), token, target) in enumerate(zip(rows, inputs, targets)):
-        y = 52 + pos * row_h
-        body.append(text_at(4, y + 14, pos, 12))
-        body.append(text_at(34, y + 14, names[token], 13, attrs=' class="mono"'))
-        if target is not None:
-            loss = -math.log(probs[target]) if probs[target] > 0 else float("inf")
-            body += guess(72, y, target, probs[target], True)
-            body.append(text_at(196, y + 14, f"{loss:.2f}", 12))
-        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:k]
-        for j, t in enumerate(top):
-            body += guess(236 + j * cell, y, t, probs[t], t == target)
-    return svg(244 + k * cell, 60 + len(rows) * row_h, body, title)
-
-
-def probability_shade(p):
-    """The colour for a probability, on a log scale from 0.01 (dark) to 1 (yellow): most
-    characters get 0.05 to 0.5, which a linear scale would paint almost alike."""
-    return colour_at(VIRIDIS, (math.log10(max(p, 0.01)) + 2) / 2)
-
-
-def shaded_text(text, probs):
-    """A sample as HTML, each character on a background whose colour shows the probability
-    the model gave it (probability_shade); hovering shows the number."""
-    out = []
-    for ch, p in zip(text, probs):
-        shown = "\u21b5\n" if ch == "\n" else (ch if ch.isprintable() else repr(ch)[1:-1])
-        if p is None:
-            out.append(f'<span title="given">{escape(shown)}</span>')
-        else:
-            colour = probability_shade(p)
-            out.append(f'<span style="background:{colour};color:{ink_on(colour)}" '
-                       f'title="{p:.3f}">{escape(shown)}</span>')
-    return "".join(out) or "<i>(empty)</i>"
-
-
-def draw_samples(weights, config, chars, mode, prompt, stream_start, count, length):
-    """`count` samples from a fresh sampling stream seeded as print_samples seeds it, so they
-    are the samples the run prints (the first `count` of them)."""
-    rng = random.Random(config.seed + 1)
-    if mode == "docs":
-        return [sample_document(weights, config, chars, rng, config.temperature, prompt) for _ in range(count)]
-    start = encode(prompt or stream_start, chars)
-    return [decode(start + list(sample_stream(weights, config, rng, config.temperature, start, length)), chars)
-            for _ in range(count)]
-
-
-def text_probabilities(text, weights, config, chars, mode):
-    """The probability the model gives each character of a text, read as a document from BOS
-    or as a stream with a sliding window (the stream's first character has none: None)."""
-    ids = encode(text, chars)
-    bs = config.block_size
-    if mode == "docs":
-        inputs = ([len(chars)] + ids)[:len(ids)]      # the sampler never writes more than block_size
-        return [probs[t] for (probs, _), t in zip(explain(inputs, weights, config), ids)]
-    found = [None]
-    if len(ids) > 1:
-        rows = explain(ids[:bs], weights, config)
-        found += [probs[t] for (probs, _), t in zip(rows, ids[1:bs + 1])]
-    for i in range(bs + 1, len(ids)):                 # beyond the context: the last block_size tokens
-        found.append(explain(ids[i - bs:i], weights, config)[-1][0][ids[i]])
-    return found
-
-
-def example_sequences(mode, config, chars, explain_io, val_seqs, text, samples, count=3):
-    """The (inputs, targets) the page looks inside: the --explain text if given, else a few
-    held-out documents (or windows), else the first ones of the data, else samples."""
-    if explain_io:
-        return [explain_io]
-    seqs = val_seqs[:count]
-    if not seqs and text and mode == "docs":
-        seqs = [encode_document(doc, chars) for doc in split_documents(text)[:count]]
-    elif not seqs and text:
-        tokens = encode(text, chars)
-        step = config.block_size + 1
-        seqs = [tokens[s:s + step] for s in range(0, max(1, len(tokens) - 1), step)][:count]
-    if not seqs:
-        seqs = [([len(chars)] + encode(s, chars) + [len(chars)]) if mode == "docs" else encode(s, chars)
-                for s in samples[:count]]
-    return [(seq[:-1][:config.block_size], seq[1:][:config.block_size]) for seq in seqs if len(seq) > 1]
-
-
-def report_data(run):
-    """The numbers behind the page, as they go into its JSON: what the run recorded, plus the
-    model's probabilities and attention for each example and each final sample."""
-    config, chars, weights = run["config"], run["chars"], run["weights"]
-    examples = []
-    for inputs, targets in run["examples"]:
-        rows = explain(inputs, weights, config)
-        nh = config.n_head
-        examples.append({
-            "text": decode(inputs, chars), "tokens": inputs, "targets": targets,
-            "probs": [probs for probs, _ in rows],
-            "attention": [[[heads[i * nh + h] for _, heads in rows] for h in range(nh)]
-                          for i in range(config.n_layer)]})
-    return {
-        "format": "microgpt-report", "version": 1, "mode": run["mode"],
-        "config": {key: getattr(config, key) for key in MODEL_SHAPE},
-        "chars": chars, "bos": len(chars) if run["mode"] == "docs" else None,
-        "steps": len(run["losses"]), "losses": run["losses"], "val_loss": run["val_loss"],
-        "val_points": run["val_points"], "samples_during_training": run["snapshots"],
-        "examples": examples, "samples": run["samples"],
-        "sample_probs": [text_probabilities(s, weights, config, chars, run["mode"]) for s in run["samples"]],
-    }
-
-
-def loss_section(run, smoothed, vocab_size, what):
-    """The loss curve: every step's loss, the smoothed loss, the validation points and the
-    loss of uniform guessing, with a note on how to read it."""
-    losses, uniform = run["losses"], math.log(vocab_size)
-    if not losses:
-        return ("<h2>The loss curve</h2>\n<p>This model was loaded and not trained in this run, so there is "
-                "no loss curve.</p>")
-    stride = max(1, len(losses) // 2000)        # at most ~2000 points per line keeps the page small
-    val = run["val_points"]
-    ys = losses + [y for _, y in val] + [uniform]
-    lo, hi = min(ys), max(ys)
-    chart = line_chart(
-        [("loss at each step", [(i + 1, l) for i, l in enumerate(losses)][::stride], "#888", 1, 0.45, False),
-         ("smoothed (last 100 steps)", [(i + 1, s) for i, s in enumerate(smoothed)][::stride], "#2166ac", 2.5, 1,
-          False),
-         ("validation loss", val, "#e08214", 2, 1, True)],
-        (0, len(losses)), (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)), "training step",
-        "loss (nats per token)", "Loss while training",
-        [(f"uniform guessing: ln {vocab_size} = {uniform:.2f}", uniform, "#000")])
-    validation = (f'The validation loss is measured at eleven points on the same {run["val_subset"]} '
-                  f'held-out {what}s, never trained on; if it rises while the training loss falls, the model '
-                  'is memorising. ' if val else "There was too little data to hold any out for validation. ")
-    return (f"<h2>The loss curve</h2>\n<figure>{chart}</figure>\n"
-            f'<p class="note">Each step\'s loss (grey) is noisy: it is measured on {escape(run["batch"])}. '
-            f'{validation}A learning rate that is too large shows as a jagged or rising curve.</p>')
-
-
-def embeddings_section(weights, config, names):
-    """wte and wpe as heat maps, and the token embeddings on their top two principal components."""
-    # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
-    weights = {key: [[float(x) for x in row] for row in weights[key]] for key in ("wte", "wpe")}
-    out = ["<h2>Embeddings</h2>\n<p class=\"note\">Each row is a token's (or position's) vector of "
-           f"{config.n_embd} numbers: blue below zero, orange above. Tokens the model treats alike "
-           "get similar rows, and lie close together in the scatter plot, which shows the two directions "
-           "along which the token vectors differ most (principal components).</p><div class=\"figures\">"]
-    for key, row_names in (("wte", names), ("wpe", [str(p) for p in range(config.block_size)])):
-        m = max(abs(x) for row in weights[key] for x in row) or 1.0
-        title = "wte: token embeddings" if key == "wte" else "wpe: position embeddings"
-        out.append(heat_map(weights[key], row_names, [str(j) for j in range(config.n_embd)], BLUE_ORANGE,
-                            -m, m, title, "weight"))
-    wte = weights["wte"]
-    if config.n_embd >= 2 and len(wte) >= 3:
-        mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
-        total = sum(sum((x - m) ** 2 for x, m in zip(row, mean_row)) for row in wte) / len(wte)
-        points = [(sum((x - m) * c for x, m, c in zip(row, mean_row, c1)),
-                   sum((x - m) * c for x, m, c in zip(row, mean_row, c2))) for row in wte]
-        share = lambda v: f"{v / total:.0%} of the variance" if total else ""
-        out.append(scatter_plot(points, names, "Token embeddings, top two principal components",
-                                f"component 1 ({share(v1)})", f"component 2 ({share(v2)})"))
-    return "\n".join(out) + "</div>"
-
-
-def inside_section(example, names, what):
-    """One example (an entry of report_data's "examples"): its predictions as bars, then one
-    attention heat map per layer and head."""
-    inputs = example["tokens"]
-    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in example["text"])
-    rows = [(probs, None) for probs in example["probs"]]           # as explain() gives them
-    out = [f'<h3>{escape(what)}: <span class="mono">{escape(shown)}</span></h3>',
-           prediction_bars(inputs, example["targets"], rows, names, "Predictions"), '<div class="figures">']
-    labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
-    for i, layer in enumerate(example["attention"]):
-        for h, head in enumerate(layer):
-            matrix = [row + [None] * (len(inputs) - len(row)) for row in head]   # later positions: blank
-            out.append(heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1,
-                                f"layer {i} head {h}", "attention weight"))
-    return "\n".join(out) + "</div>"
-
-
-def chain_section(weights, config, names):
-    """The model of continuous text as a Markov chain, drawn (for at most 256 states)."""
-    chain = markov_chain(weights, config, len(names))
-    note = ""
-    if len(chain) > 16:
-        note = " With this many states the arrows are not labelled" + (", nor are the states." if len(chain) > 64
-                                                                      else ".")
-    return ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
-            f"{config.block_size} tokens, so it is a Markov chain over those contexts: each arrow is reading "
-            "one token, labelled with the token and its probability, thicker for likelier moves (moves under "
-            f"1% are left out).{note}</p>\n<figure>{chain_graph(chain, names)}</figure>")
-
-
-REPORT_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
-background:#fff;max-width:1100px;margin:0 auto;padding:12px 24px 40px}
-h1{font-size:26px;margin:8px 0 4px} h2{font-size:20px;margin:34px 0 8px;border-bottom:1px solid #bbb}
-h3{font-size:16px;margin:18px 0 6px} p{max-width:780px}
-svg{max-width:100%;height:auto;font-family:inherit} .mono,pre,code,.sample{font-family:ui-monospace,
-"DejaVu Sans Mono",Menlo,Consolas,monospace}
-table{border-collapse:collapse} td,th{padding:3px 14px 3px 0;text-align:left;vertical-align:baseline}
-th{font-weight:600;color:#444} .figures{display:flex;flex-wrap:wrap;gap:14px 28px;align-items:flex-start}
-.sample{font-size:15px;white-space:pre-wrap;line-height:1.9;margin:4px 0}
-.samples{display:flex;flex-wrap:wrap;gap:6px 22px}
-.samples .sample{font-size:19px;letter-spacing:1px;min-width:0;overflow-wrap:anywhere;word-break:break-all}
-.sample span{padding:2px 1px} .note{color:#555;font-size:13px}
-.label{paint-order:stroke;stroke:#fff;stroke-width:3px;fill:#000}
-@media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid}
-svg,figure,table,.sample{break-inside:avoid}
-*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
-"""
-
-
-def report_page(run):
-    """The whole page, as one string of HTML. run is a dict of what the run knows: the model
-    (config, mode, chars, weights, n_params), the training record (losses: every step's;
-    val_points: [(step, loss)]; snapshots: [{"step", "samples"}]; val_subset: how many held-out
-    sequences those losses are over; val_loss: the final one, or None), descriptions in words
-    (data_name, data, training, batch, interpreter), and what to show: examples, [(inputs,
-    targets)] to look inside, and samples, the final samples."""
-    config, chars, weights, mode = run["config"], run["chars"], run["weights"], run["mode"]
-    vocab_size = len(chars) + (1 if mode == "docs" else 0)
-    names = [label(t, chars) for t in range(vocab_size)]
-    data = report_data(run)
-    losses, uniform = run["losses"], math.log(vocab_size)
-    smoothed = [sum(losses[max(0, i - 99):i + 1]) / len(losses[max(0, i - 99):i + 1]) for i in range(len(losses))]
-    what = "name" if mode == "docs" else "window"
-    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
-           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-           f'<title>microgpt: {escape(run["data_name"])}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
-           f'<h1>What microgpt learned from {escape(run["data_name"])}</h1>']
-
-    # 1. The run
-    facts = [("data", run["data"]),
-             ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
-                       + " ".join(names)),
-             ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
-             ("training", run["training"]),
-             ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last 100 steps) {smoothed[-1]:.4f}; " if losses else "")
-              + (f"validation {run['val_loss']:.4f}; " if run["val_loss"] is not None else "no validation loss; ")
-              + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
-    out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
-                                                    for k, v in facts) + "</table>")
-
-    # 2. The loss curve
-    out.append(loss_section(run, smoothed, vocab_size, what))
-
-    # 3. What the model writes as it learns
-    if run["snapshots"]:
-        out.append("<h2>What the model writes as it learns</h2>\n<p class=\"note\">Drawn with the same "
-                   "sampling seed each time (the seed of the final samples), at temperature "
-                   f"{config.temperature}.</p><table><tr><th>step</th><th>samples</th></tr>")
-        for snap in run["snapshots"]:
-            shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
-                     else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
-            out.append(f'<tr><td>{snap["step"]}</td><td class="sample">{escape(shown)}</td></tr>')
-        out.append("</table>")
-
-    # 4. Embeddings
-    out.append(embeddings_section(weights, config, names))
-
-    # 5. Inside one name (or window)
-    out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
-               "the true next token with the probability the model gave it and its loss (-ln of that "
-               "probability), and the model's five likeliest guesses. Then, "
-               "for each attention head, where each position looks: a row is a position reading, its cells "
-               "the positions it attends to, itself included (later ones are blank: it cannot see them).</p>")
-    for example in data["examples"]:
-        out.append(inside_section(example, names, what))
-
-    # 6. Samples
-    if run["samples"]:
-        out.append("<h2>Samples</h2>\n<p class=\"note\">The final samples, as the run prints them (temperature "
-                   f"{config.temperature}), each character on the colour of the probability the model gave it "
-                   "(at temperature 1): dark for a surprise, yellow for a sure thing.</p>")
-        ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
-        out.append(svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks),
-                       "colour legend"))
-        out.append('<div class="samples">' + "".join(f'<p class="sample">{shaded_text(text, probs)}</p>'
-                                                     for text, probs in zip(run["samples"], data["sample_probs"]))
-                   + "</div>")
-
-    # 7. The Markov chain
-    if mode == "stream" and vocab_size ** config.block_size <= 256:
-        out.append(chain_section(weights, config, names))
-
-    # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
-    blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
-    return "\n".join(out)
-
-
-def is_microgpt_report(path):
-    """True if the file at path is a page written by --report (it carries our mark near its
-    top), so that a new report may replace it. Any other file is not ours to overwrite."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return REPORT_MARK in f.read(4096)
-    except OSError:
-        return False
+# (to be written: byte-level BPE, safetensors, GPT-2's forward pass as its differences
+# from Part I's gpt())
+# =======================================================================================
 
 
 # =======================================================================================
-# PART IV. THE PLUMBING
+# PART V. FROM NAMES TO AN ASSISTANT
+#
+# (to be written: the chat format, fine-tuning with a loss mask, reinforcement learning
+# from a verifiable reward)
+# =======================================================================================
+
+
+# =======================================================================================
+# PART VI. THE PLUMBING
 #
 # What turns the algorithm into a program people can rely on: files read and written
 # safely, checkpoints, every user mistake turned into one clear line, and the command
@@ -2647,6 +2079,595 @@ def main(argv=None):
         print(f"microgpt: error: could not write the output: {out.error.strerror or out.error}", file=sys.stderr)
         code = code or 2
     return code
+
+
+# ---------------------------------------------------------------------------------------
+# Pictures: --report FILE.html
+#
+# The same looks inside, drawn for people who would rather see than read tables: one HTML
+# page with the loss curve, what the model writes as it learns, the embeddings, what it
+# predicts and where it looks inside a few names, its final samples shaded by probability,
+# and (for a small model of continuous text) its Markov chain. Every picture is inline SVG
+# drawn by one of the short functions below: a line chart, a heat map, a scatter plot, a
+# graph, bars. There is no JavaScript and nothing is fetched, so the page opens offline,
+# prints, and can be sent to a class as one file. The numbers behind the pictures are in
+# the page too, as JSON, for anyone who wants to draw them differently.
+#
+# Colours: VIRIDIS (dark blue-purple to yellow) for amounts from 0 up, such as
+# probabilities and attention, and BLUE_ORANGE (blue below 0, white at 0, orange above)
+# for weights, which have a sign. Both stay readable for colour-blind readers, and every
+# heat map has a legend.
+# ---------------------------------------------------------------------------------------
+
+VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
+           "#b5de2b", "#fde725"]
+BLUE_ORANGE = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fee0b6", "#fdb863", "#e08214",
+               "#b35806"]
+REPORT_MARK = '<meta name="generator" content="microgpt">'   # how we know a page is ours
+
+
+def colour_at(palette, t):
+    """The colour a fraction t (0 to 1) of the way along a palette, blending neighbours."""
+    t = min(1.0, max(0.0, t)) * (len(palette) - 1)
+    i = min(int(t), len(palette) - 2)
+    a, b, f = palette[i], palette[i + 1], t - i
+    return "#" + "".join(f"{round(int(a[k:k + 2], 16) * (1 - f) + int(b[k:k + 2], 16) * f):02x}"
+                         for k in (1, 3, 5))
+
+
+def ink_on(background):
+    """Black or white text, whichever reads better on this background colour."""
+    r, g, b = (int(background[k:k + 2], 16) for k in (1, 3, 5))
+    return "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 128 else "#fff"
+
+
+def escape(text):
+    """Text made safe inside HTML or SVG, between tags or in a quoted attribute. Without this
+    a data file holding '<' or '&' could break the page, or worse, add to it."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#39;"))
+
+
+def text_at(x, y, text, size=12, anchor="start", attrs=""):
+    """An SVG text element."""
+    return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}"{attrs}>{escape(text)}</text>'
+
+
+def svg(width, height, body, title):
+    """An SVG picture; its title is what a screen reader (or a hovering mouse) gets."""
+    return (f'<svg width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+            f'role="img"><title>{escape(title)}</title>{"".join(body)}</svg>')
+
+
+def nice_ticks(lo, hi, count=5):
+    """Round numbers (steps of 1, 2 or 5 times a power of 10) from lo to hi, for an axis."""
+    if hi <= lo:
+        return [lo]
+    step = 10 ** math.floor(math.log10((hi - lo) / count))
+    step *= next(m for m in (1, 2, 5, 10) if (hi - lo) / (step * m) <= count)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None):
+    """A colour bar from lo to hi, its ends and middle labelled (or `ticks`: [(fraction of
+    the way, text)]): the key to a heat map."""
+    n = 24
+    body = [text_at(x, y - 4, caption, 11)]
+    body += [f'<rect x="{x + i * width / n:.1f}" y="{y}" width="{width / n + 0.3:.1f}" height="9" '
+             f'fill="{colour_at(palette, i / (n - 1))}"/>' for i in range(n)]
+    for t, text in ticks or [(t, f"{lo + t * (hi - lo):.2g}") for t in (0, 0.5, 1)]:
+        anchor = "start" if t == 0 else "end" if t == 1 else "middle"
+        body.append(text_at(x + t * width, y + 21, text, 10, anchor))
+    return body
+
+
+def line_chart(lines, x_range, y_range, x_label, y_label, title, hlines=(), width=760, height=340):
+    """Lines on labelled axes, with a legend underneath.
+    lines: [(legend, [(x, y)], colour, stroke width, opacity, dots?)];
+    hlines: [(legend, y, colour)], dashed lines across the whole chart."""
+    left, right, top, bottom = 58, 16, 30, 92
+    (x0, x1), (y0, y1) = x_range, y_range
+    def X(x):
+        return left + (x - x0) / ((x1 - x0) or 1) * (width - left - right)
+    def Y(y):
+        return height - bottom - (y - y0) / ((y1 - y0) or 1) * (height - top - bottom)
+    body = [text_at(left, 18, title, 14, attrs=' font-weight="bold"')]
+    for t in nice_ticks(y0, y1):
+        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
+        body.append(text_at(left - 6, Y(t) + 4, f"{t:g}", 11, "end"))
+    for t in [t for t in nice_ticks(x0, x1, 8) if t == int(t)]:     # x counts steps: whole numbers only
+        body.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{height - bottom}" y2="{height - bottom + 5}" '
+                    'stroke="#333"/>')
+        body.append(text_at(X(t), height - bottom + 18, f"{t:g}", 11, "middle"))
+    body.append(f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+                'fill="none" stroke="#333"/>')
+    body.append(text_at((left + width - right) / 2, height - bottom + 36, x_label, 12, "middle"))
+    yc = (top + height - bottom) / 2
+    body.append(text_at(16, yc, y_label, 12, "middle", f' transform="rotate(-90 16 {yc:.1f})"'))
+    keys = []
+    for name, y, colour in hlines:
+        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
+                    'stroke-width="1.5" stroke-dasharray="6 4"/>')
+        keys.append((name, colour, 1.5, 1, ' stroke-dasharray="6 4"'))
+    for name, points, colour, stroke, opacity, dots in lines:
+        if not points:
+            continue
+        path = "M" + " L".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in points)
+        body.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="{stroke}" '
+                    f'stroke-opacity="{opacity}" stroke-linejoin="round"/>')
+        if dots or len(points) == 1:         # a line of one point would not show
+            body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}"/>' for x, y in points]
+        keys.append((name, colour, stroke, opacity, ""))
+    x, yk = left, height - 30
+    for name, colour, stroke, opacity, dash in keys:       # the legend, below the axis
+        if x + 40 + 7.2 * len(name) > width:
+            x, yk = left, yk + 20
+        body.append(f'<line x1="{x}" x2="{x + 24}" y1="{yk - 4}" y2="{yk - 4}" stroke="{colour}" '
+                    f'stroke-width="{max(stroke, 2)}" stroke-opacity="{max(opacity, 0.6)}"{dash}/>')
+        body.append(text_at(x + 30, yk, name, 12))
+        x += 48 + 7.2 * len(name)
+    return svg(width, height, body, title)
+
+
+def heat_map(matrix, row_labels, col_labels, palette, lo, hi, title, legend):
+    """A matrix as a grid of coloured cells, rows and columns labelled, with a colour legend.
+    A cell that is None is left empty (attention to later positions, which the model cannot
+    see). Hovering over a cell shows its number."""
+    rows, cols = len(matrix), len(matrix[0])
+    cell = max(5, min(24, 300 // cols))
+    every = math.ceil(11 / cell)                        # label every column, or every other...
+    tall = max(len(label) for label in col_labels) > 2  # long column labels are written upwards
+    left = 10 + 7.3 * max(len(label) for label in row_labels)
+    top = 26 + (7 * max(len(label) for label in col_labels) + 6 if tall else 16)
+    width = max(left + cols * cell + 10, 200)
+    height = top + rows * cell + 54
+    body = [text_at(2, 14, title, 13, attrs=' font-weight="bold"')]
+    for j, name in enumerate(col_labels):
+        if j % every == 0:
+            x = left + (j + 0.5) * cell
+            spin = f' transform="rotate(-90 {x + 4:.1f} {top - 4})"' if tall else ""
+            body.append(text_at(x + 4 if tall else x, top - 4, name, 10, "start" if tall else "middle",
+                                ' class="mono"' + spin))
+    for i, (name, row) in enumerate(zip(row_labels, matrix)):
+        body.append(text_at(left - 4, top + (i + 0.5) * cell + 4, name, 11, "end", ' class="mono"'))
+        for j, value in enumerate(row):
+            if value is not None:
+                colour = colour_at(palette, (value - lo) / ((hi - lo) or 1))
+                body.append(f'<rect x="{left + j * cell:.1f}" y="{top + i * cell}" width="{cell}" '
+                            f'height="{cell}" fill="{colour}"><title>{value:.3g}</title></rect>')
+    body.append(f'<rect x="{left:.1f}" y="{top}" width="{cols * cell}" height="{rows * cell}" fill="none" '
+                'stroke="#999" stroke-width="0.5"/>')
+    body += colour_legend(left, top + rows * cell + 24, palette, lo, hi, legend, min(150, width - left - 10))
+    return svg(width, height, body, title)
+
+
+def scatter_plot(points, labels, title, x_label, y_label, size=420):
+    """Labelled points on two axes of the same scale, so distances on the page are true."""
+    pad, left = 20, 46
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    span = max(max(xs) - min(xs), max(ys) - min(ys)) or 1.0
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    inner = size - 2 * pad
+    def X(x):
+        return left + pad + (x - cx) / span * inner * 0.92 + inner / 2
+    def Y(y):
+        return 28 + pad + inner / 2 - (y - cy) / span * inner * 0.92
+    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'),
+            f'<rect x="{left}" y="28" width="{size}" height="{size}" fill="none" stroke="#333"/>',
+            text_at(left + size / 2, size + 50, x_label, 12, "middle"),
+            text_at(16, 28 + size / 2, y_label, 12, "middle", f' transform="rotate(-90 16 {28 + size / 2})"')]
+    for (x, y), name in zip(points, labels):
+        body.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="#2166ac"/>')
+        body.append(text_at(X(x) + 5, Y(y) + 4, name, 13, attrs=' class="mono"'))
+    return svg(left + size + 10, size + 60, body, title)
+
+
+def top_components(rows, count=2, iterations=200):
+    """The `count` directions along which the rows vary most (principal components), with the
+    variance along each, by power iteration: multiplying a vector by the covariance matrix
+    again and again turns it towards the direction of greatest variance. Removing the
+    directions already found at every step gives the next one. Returns (mean, [(variance, direction)])."""
+    n = len(rows[0])
+    mean_row = [sum(column) / len(rows) for column in zip(*rows)]
+    centred = [[x - m for x, m in zip(row, mean_row)] for row in rows]
+    cov = [[sum(r[i] * r[j] for r in centred) / len(rows) for j in range(n)] for i in range(n)]
+    found = []
+    for c in range(count):
+        v = [1.0 + 0.1 * i for i in range(n)]        # any start that is not at right angles to the answer
+        for _ in range(iterations):
+            w = [sum(map(mul, row, v)) for row in cov]
+            for _, u in found:                       # stay at right angles to the earlier directions
+                d = sum(map(mul, w, u))
+                w = [wi - d * ui for wi, ui in zip(w, u)]
+            norm = math.sqrt(sum(wi * wi for wi in w))
+            if norm == 0:
+                break
+            v = [wi / norm for wi in w]
+        if max(v, key=abs) < 0:                      # a direction and its opposite are the same: pick one
+            v = [-vi for vi in v]
+        variance = sum(vi * wi for vi, wi in zip(v, [sum(map(mul, row, v)) for row in cov]))
+        found.append((variance, v))
+    return mean_row, found
+
+
+def chain_graph(chain, names):
+    """A Markov chain: the states around a circle, an arrow for each move with probability of
+    at least 1%, thicker for likelier moves, labelled with the token read and its probability
+    (when there are few enough states to read them). names[t] is token t's label."""
+    n = len(chain)
+    size = 560 if n <= 16 else 760
+    thin = min(1.0, 4 / math.sqrt(n))       # many arrows must be thinner, or they merge into a blot
+    centre, radius = size / 2, size / 2 - 60
+    node = max(3.0, min(20.0, 2.6 * radius / n))
+    where = {}
+    for i, (state, _) in enumerate(chain):
+        angle = -math.pi / 2 + 2 * math.pi * i / n
+        where[state] = (centre + radius * math.cos(angle), centre + 10 + radius * math.sin(angle))
+
+    def towards(ax, ay, bx, by, r):          # the point r from (ax, ay) on the way to (bx, by)
+        d = math.hypot(bx - ax, by - ay) or 1
+        return ax + (bx - ax) * r / d, ay + (by - ay) * r / d
+
+    body = [f'<defs><marker id="chain-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="{9 * thin:.1f}" '
+            f'markerHeight="{9 * thin:.1f}" markerUnits="userSpaceOnUse" orient="auto">'
+            '<path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker></defs>']
+    labels = []
+    for state, probs in chain:
+        x0, y0 = where[state]
+        for t, p in enumerate(probs):
+            if p < 0.01:
+                continue
+            target = state[1:] + (t,)
+            x1, y1 = where[target]
+            style = (f'fill="none" stroke="#333" stroke-opacity="0.75" stroke-width="{(0.6 + 4 * p) * thin:.2f}" '
+                     'marker-end="url(#chain-arrow)"')
+            text = f"{names[t]} ({p:.0%})"
+            if target == state:      # a loop: out of the circle and back
+                ox, oy = (x0 - centre) / radius, (y0 - centre - 10) / radius     # pointing outwards
+                lx, ly = x0 + ox * 3.2 * node, y0 + oy * 3.2 * node
+                sx, sy = x0 + ox * node - oy * node * 0.6, y0 + oy * node + ox * node * 0.6
+                ex, ey = x0 + ox * node + oy * node * 0.6, y0 + oy * node - ox * node * 0.6
+                body.append(f'<path d="M{sx:.1f},{sy:.1f} C{lx - oy * 2 * node:.1f},{ly + ox * 2 * node:.1f} '
+                            f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" {style}/>')
+                labels.append((lx + ox * 12, ly + oy * 12 + 4, text))
+                continue
+            # A curve bending to the right of its direction, so A->B and B->A do not overlap,
+            # cut short at both ends so that the arrowhead touches the circle of the state.
+            dx, dy = x1 - x0, y1 - y0
+            dist = math.hypot(dx, dy)
+            mx, my = (x0 + x1) / 2 - dy * 0.18, (y0 + y1) / 2 + dx * 0.18
+            sx, sy = towards(x0, y0, mx, my, node)
+            ex, ey = towards(x1, y1, mx, my, node + 1)
+            body.append(f'<path d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" {style}/>')
+            # The label sits a quarter of the way along, near the state it leaves rather than
+            # in the middle of the circle, where the arrows cross.
+            a, b, c = 9 / 16, 6 / 16, 1 / 16          # the curve at t = 1/4: (1-t)^2, 2t(1-t), t^2
+            labels.append((a * x0 + b * mx + c * x1 - dy / dist * 6,
+                           a * y0 + b * my + c * y1 + dx / dist * 6 + 4, text))
+    for state, _ in chain:
+        x, y = where[state]
+        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#2166ac" '
+                    'stroke-width="1.5"/>')
+        if n <= 64:
+            name = "".join(names[t] for t in state)
+            body.append(text_at(x, y + 4, name, min(12, 3 * node / len(name)), "middle", ' class="mono"'))
+    if n <= 16:
+        body += [text_at(x, y, text, 11, "middle", ' class="label"') for x, y, text in labels]
+    return svg(size, size + 20, body, f"the model as a Markov chain: {n} states")
+
+
+def prediction_bars(inputs, targets, rows, names, title):
+    """Per position: the token read; the true next token with the probability the model gave
+    it (a bar) and its loss; then the model's top 5 guesses as bars, the true one in orange
+    and underlined. rows is explain()'s output."""
+    cell, bar, row_h = 112, 30, 24
+    k = min(5, len(rows[0][0]))
+    def guess(x, y, t, p, true):                   # a token, a bar as long as its probability, the number
+        weight = ' font-weight="bold" text-decoration="underline"' if true else ""
+        return [text_at(x + 44, y + 14, names[t], 13, "end", ' class="mono"' + weight),
+                f'<rect x="{x + 48}" y="{y + 3}" width="{bar}" height="14" fill="#eee"/>',
+                f'<rect x="{x + 48}" y="{y + 3}" width="{bar * p:.1f}" height="14" '
+                f'fill="{"#e08214" if true else "#4393c3"}"/>',
+                text_at(x + 82, y + 14, f"{p:.2f}", 11, attrs=weight)]
+    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'), text_at(4, 40, "pos", 11),
+            text_at(34, 40, "reads", 11), text_at(86, 40, "true next", 11), text_at(196, 40, "loss", 11),
+            text_at(246, 40, f"the model's top {k} guesses (orange: the true next token)", 11)]
+    for pos, ((probs, _), token, target) in enumerate(zip(rows, inputs, targets)):
+        y = 52 + pos * row_h
+        body.append(text_at(4, y + 14, pos, 12))
+        body.append(text_at(34, y + 14, names[token], 13, attrs=' class="mono"'))
+        if target is not None:
+            loss = -math.log(probs[target]) if probs[target] > 0 else float("inf")
+            body += guess(72, y, target, probs[target], True)
+            body.append(text_at(196, y + 14, f"{loss:.2f}", 12))
+        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:k]
+        for j, t in enumerate(top):
+            body += guess(236 + j * cell, y, t, probs[t], t == target)
+    return svg(244 + k * cell, 60 + len(rows) * row_h, body, title)
+
+
+def probability_shade(p):
+    """The colour for a probability, on a log scale from 0.01 (dark) to 1 (yellow): most
+    characters get 0.05 to 0.5, which a linear scale would paint almost alike."""
+    return colour_at(VIRIDIS, (math.log10(max(p, 0.01)) + 2) / 2)
+
+
+def shaded_text(text, probs):
+    """A sample as HTML, each character on a background whose colour shows the probability
+    the model gave it (probability_shade); hovering shows the number."""
+    out = []
+    for ch, p in zip(text, probs):
+        shown = "\u21b5\n" if ch == "\n" else (ch if ch.isprintable() else repr(ch)[1:-1])
+        if p is None:
+            out.append(f'<span title="given">{escape(shown)}</span>')
+        else:
+            colour = probability_shade(p)
+            out.append(f'<span style="background:{colour};color:{ink_on(colour)}" '
+                       f'title="{p:.3f}">{escape(shown)}</span>')
+    return "".join(out) or "<i>(empty)</i>"
+
+
+def draw_samples(weights, config, chars, mode, prompt, stream_start, count, length):
+    """`count` samples from a fresh sampling stream seeded as print_samples seeds it, so they
+    are the samples the run prints (the first `count` of them)."""
+    rng = random.Random(config.seed + 1)
+    if mode == "docs":
+        return [sample_document(weights, config, chars, rng, config.temperature, prompt) for _ in range(count)]
+    start = encode(prompt or stream_start, chars)
+    return [decode(start + list(sample_stream(weights, config, rng, config.temperature, start, length)), chars)
+            for _ in range(count)]
+
+
+def text_probabilities(text, weights, config, chars, mode):
+    """The probability the model gives each character of a text, read as a document from BOS
+    or as a stream with a sliding window (the stream's first character has none: None)."""
+    ids = encode(text, chars)
+    bs = config.block_size
+    if mode == "docs":
+        inputs = ([len(chars)] + ids)[:len(ids)]      # the sampler never writes more than block_size
+        return [probs[t] for (probs, _), t in zip(explain(inputs, weights, config), ids)]
+    found = [None]
+    if len(ids) > 1:
+        rows = explain(ids[:bs], weights, config)
+        found += [probs[t] for (probs, _), t in zip(rows, ids[1:bs + 1])]
+    for i in range(bs + 1, len(ids)):                 # beyond the context: the last block_size tokens
+        found.append(explain(ids[i - bs:i], weights, config)[-1][0][ids[i]])
+    return found
+
+
+def example_sequences(mode, config, chars, explain_io, val_seqs, text, samples, count=3):
+    """The (inputs, targets) the page looks inside: the --explain text if given, else a few
+    held-out documents (or windows), else the first ones of the data, else samples."""
+    if explain_io:
+        return [explain_io]
+    seqs = val_seqs[:count]
+    if not seqs and text and mode == "docs":
+        seqs = [encode_document(doc, chars) for doc in split_documents(text)[:count]]
+    elif not seqs and text:
+        tokens = encode(text, chars)
+        step = config.block_size + 1
+        seqs = [tokens[s:s + step] for s in range(0, max(1, len(tokens) - 1), step)][:count]
+    if not seqs:
+        seqs = [([len(chars)] + encode(s, chars) + [len(chars)]) if mode == "docs" else encode(s, chars)
+                for s in samples[:count]]
+    return [(seq[:-1][:config.block_size], seq[1:][:config.block_size]) for seq in seqs if len(seq) > 1]
+
+
+def report_data(run):
+    """The numbers behind the page, as they go into its JSON: what the run recorded, plus the
+    model's probabilities and attention for each example and each final sample."""
+    config, chars, weights = run["config"], run["chars"], run["weights"]
+    examples = []
+    for inputs, targets in run["examples"]:
+        rows = explain(inputs, weights, config)
+        nh = config.n_head
+        examples.append({
+            "text": decode(inputs, chars), "tokens": inputs, "targets": targets,
+            "probs": [probs for probs, _ in rows],
+            "attention": [[[heads[i * nh + h] for _, heads in rows] for h in range(nh)]
+                          for i in range(config.n_layer)]})
+    return {
+        "format": "microgpt-report", "version": 1, "mode": run["mode"],
+        "config": {key: getattr(config, key) for key in MODEL_SHAPE},
+        "chars": chars, "bos": len(chars) if run["mode"] == "docs" else None,
+        "steps": len(run["losses"]), "losses": run["losses"], "val_loss": run["val_loss"],
+        "val_points": run["val_points"], "samples_during_training": run["snapshots"],
+        "examples": examples, "samples": run["samples"],
+        "sample_probs": [text_probabilities(s, weights, config, chars, run["mode"]) for s in run["samples"]],
+    }
+
+
+def loss_section(run, smoothed, vocab_size, what):
+    """The loss curve: every step's loss, the smoothed loss, the validation points and the
+    loss of uniform guessing, with a note on how to read it."""
+    losses, uniform = run["losses"], math.log(vocab_size)
+    if not losses:
+        return ("<h2>The loss curve</h2>\n<p>This model was loaded and not trained in this run, so there is "
+                "no loss curve.</p>")
+    stride = max(1, len(losses) // 2000)        # at most ~2000 points per line keeps the page small
+    val = run["val_points"]
+    ys = losses + [y for _, y in val] + [uniform]
+    lo, hi = min(ys), max(ys)
+    chart = line_chart(
+        [("loss at each step", [(i + 1, l) for i, l in enumerate(losses)][::stride], "#888", 1, 0.45, False),
+         ("smoothed (last 100 steps)", [(i + 1, s) for i, s in enumerate(smoothed)][::stride], "#2166ac", 2.5, 1,
+          False),
+         ("validation loss", val, "#e08214", 2, 1, True)],
+        (0, len(losses)), (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)), "training step",
+        "loss (nats per token)", "Loss while training",
+        [(f"uniform guessing: ln {vocab_size} = {uniform:.2f}", uniform, "#000")])
+    validation = (f'The validation loss is measured at eleven points on the same {run["val_subset"]} '
+                  f'held-out {what}s, never trained on; if it rises while the training loss falls, the model '
+                  'is memorising. ' if val else "There was too little data to hold any out for validation. ")
+    return (f"<h2>The loss curve</h2>\n<figure>{chart}</figure>\n"
+            f'<p class="note">Each step\'s loss (grey) is noisy: it is measured on {escape(run["batch"])}. '
+            f'{validation}A learning rate that is too large shows as a jagged or rising curve.</p>')
+
+
+def embeddings_section(weights, config, names):
+    """wte and wpe as heat maps, and the token embeddings on their top two principal components."""
+    # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
+    weights = {key: [[float(x) for x in row] for row in weights[key]] for key in ("wte", "wpe")}
+    out = ["<h2>Embeddings</h2>\n<p class=\"note\">Each row is a token's (or position's) vector of "
+           f"{config.n_embd} numbers: blue below zero, orange above. Tokens the model treats alike "
+           "get similar rows, and lie close together in the scatter plot, which shows the two directions "
+           "along which the token vectors differ most (principal components).</p><div class=\"figures\">"]
+    for key, row_names in (("wte", names), ("wpe", [str(p) for p in range(config.block_size)])):
+        m = max(abs(x) for row in weights[key] for x in row) or 1.0
+        title = "wte: token embeddings" if key == "wte" else "wpe: position embeddings"
+        out.append(heat_map(weights[key], row_names, [str(j) for j in range(config.n_embd)], BLUE_ORANGE,
+                            -m, m, title, "weight"))
+    wte = weights["wte"]
+    if config.n_embd >= 2 and len(wte) >= 3:
+        mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
+        total = sum(sum((x - m) ** 2 for x, m in zip(row, mean_row)) for row in wte) / len(wte)
+        points = [(sum((x - m) * c for x, m, c in zip(row, mean_row, c1)),
+                   sum((x - m) * c for x, m, c in zip(row, mean_row, c2))) for row in wte]
+        share = lambda v: f"{v / total:.0%} of the variance" if total else ""
+        out.append(scatter_plot(points, names, "Token embeddings, top two principal components",
+                                f"component 1 ({share(v1)})", f"component 2 ({share(v2)})"))
+    return "\n".join(out) + "</div>"
+
+
+def inside_section(example, names, what):
+    """One example (an entry of report_data's "examples"): its predictions as bars, then one
+    attention heat map per layer and head."""
+    inputs = example["tokens"]
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in example["text"])
+    rows = [(probs, None) for probs in example["probs"]]           # as explain() gives them
+    out = [f'<h3>{escape(what)}: <span class="mono">{escape(shown)}</span></h3>',
+           prediction_bars(inputs, example["targets"], rows, names, "Predictions"), '<div class="figures">']
+    labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
+    for i, layer in enumerate(example["attention"]):
+        for h, head in enumerate(layer):
+            matrix = [row + [None] * (len(inputs) - len(row)) for row in head]   # later positions: blank
+            out.append(heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1,
+                                f"layer {i} head {h}", "attention weight"))
+    return "\n".join(out) + "</div>"
+
+
+def chain_section(weights, config, names):
+    """The model of continuous text as a Markov chain, drawn (for at most 256 states)."""
+    chain = markov_chain(weights, config, len(names))
+    note = ""
+    if len(chain) > 16:
+        note = " With this many states the arrows are not labelled" + (", nor are the states." if len(chain) > 64
+                                                                      else ".")
+    return ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
+            f"{config.block_size} tokens, so it is a Markov chain over those contexts: each arrow is reading "
+            "one token, labelled with the token and its probability, thicker for likelier moves (moves under "
+            f"1% are left out).{note}</p>\n<figure>{chain_graph(chain, names)}</figure>")
+
+
+REPORT_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
+background:#fff;max-width:1100px;margin:0 auto;padding:12px 24px 40px}
+h1{font-size:26px;margin:8px 0 4px} h2{font-size:20px;margin:34px 0 8px;border-bottom:1px solid #bbb}
+h3{font-size:16px;margin:18px 0 6px} p{max-width:780px}
+svg{max-width:100%;height:auto;font-family:inherit} .mono,pre,code,.sample{font-family:ui-monospace,
+"DejaVu Sans Mono",Menlo,Consolas,monospace}
+table{border-collapse:collapse} td,th{padding:3px 14px 3px 0;text-align:left;vertical-align:baseline}
+th{font-weight:600;color:#444} .figures{display:flex;flex-wrap:wrap;gap:14px 28px;align-items:flex-start}
+.sample{font-size:15px;white-space:pre-wrap;line-height:1.9;margin:4px 0}
+.samples{display:flex;flex-wrap:wrap;gap:6px 22px}
+.samples .sample{font-size:19px;letter-spacing:1px;min-width:0;overflow-wrap:anywhere;word-break:break-all}
+.sample span{padding:2px 1px} .note{color:#555;font-size:13px}
+.label{paint-order:stroke;stroke:#fff;stroke-width:3px;fill:#000}
+@media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid}
+svg,figure,table,.sample{break-inside:avoid}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
+"""
+
+
+def report_page(run):
+    """The whole page, as one string of HTML. run is a dict of what the run knows: the model
+    (config, mode, chars, weights, n_params), the training record (losses: every step's;
+    val_points: [(step, loss)]; snapshots: [{"step", "samples"}]; val_subset: how many held-out
+    sequences those losses are over; val_loss: the final one, or None), descriptions in words
+    (data_name, data, training, batch, interpreter), and what to show: examples, [(inputs,
+    targets)] to look inside, and samples, the final samples."""
+    config, chars, weights, mode = run["config"], run["chars"], run["weights"], run["mode"]
+    vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    names = [label(t, chars) for t in range(vocab_size)]
+    data = report_data(run)
+    losses, uniform = run["losses"], math.log(vocab_size)
+    smoothed = [sum(losses[max(0, i - 99):i + 1]) / len(losses[max(0, i - 99):i + 1]) for i in range(len(losses))]
+    what = "name" if mode == "docs" else "window"
+    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+           f'<title>microgpt: {escape(run["data_name"])}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
+           f'<h1>What microgpt learned from {escape(run["data_name"])}</h1>']
+
+    # 1. The run
+    facts = [("data", run["data"]),
+             ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
+                       + " ".join(names)),
+             ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
+             ("training", run["training"]),
+             ("interpreter", run["interpreter"]),
+             ("loss", (f"smoothed (mean of the last 100 steps) {smoothed[-1]:.4f}; " if losses else "")
+              + (f"validation {run['val_loss']:.4f}; " if run["val_loss"] is not None else "no validation loss; ")
+              + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
+    out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
+                                                    for k, v in facts) + "</table>")
+
+    # 2. The loss curve
+    out.append(loss_section(run, smoothed, vocab_size, what))
+
+    # 3. What the model writes as it learns
+    if run["snapshots"]:
+        out.append("<h2>What the model writes as it learns</h2>\n<p class=\"note\">Drawn with the same "
+                   "sampling seed each time (the seed of the final samples), at temperature "
+                   f"{config.temperature}.</p><table><tr><th>step</th><th>samples</th></tr>")
+        for snap in run["snapshots"]:
+            shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
+                     else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
+            out.append(f'<tr><td>{snap["step"]}</td><td class="sample">{escape(shown)}</td></tr>')
+        out.append("</table>")
+
+    # 4. Embeddings
+    out.append(embeddings_section(weights, config, names))
+
+    # 5. Inside one name (or window)
+    out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
+               "the true next token with the probability the model gave it and its loss (-ln of that "
+               "probability), and the model's five likeliest guesses. Then, "
+               "for each attention head, where each position looks: a row is a position reading, its cells "
+               "the positions it attends to, itself included (later ones are blank: it cannot see them).</p>")
+    for example in data["examples"]:
+        out.append(inside_section(example, names, what))
+
+    # 6. Samples
+    if run["samples"]:
+        out.append("<h2>Samples</h2>\n<p class=\"note\">The final samples, as the run prints them (temperature "
+                   f"{config.temperature}), each character on the colour of the probability the model gave it "
+                   "(at temperature 1): dark for a surprise, yellow for a sure thing.</p>")
+        ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+        out.append(svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks),
+                       "colour legend"))
+        out.append('<div class="samples">' + "".join(f'<p class="sample">{shaded_text(text, probs)}</p>'
+                                                     for text, probs in zip(run["samples"], data["sample_probs"]))
+                   + "</div>")
+
+    # 7. The Markov chain
+    if mode == "stream" and vocab_size ** config.block_size <= 256:
+        out.append(chain_section(weights, config, names))
+
+    # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
+    blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
+    return "\n".join(out)
+
+
+def is_microgpt_report(path):
+    """True if the file at path is a page written by --report (it carries our mark near its
+    top), so that a new report may replace it. Any other file is not ours to overwrite."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return REPORT_MARK in f.read(4096)
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

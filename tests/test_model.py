@@ -523,7 +523,7 @@ class TestSampling(unittest.TestCase):
 
     def test_a_model_whose_scores_overflow_is_refused_before_sampling(self):
         """MLP weights 1e200 times too large make the scores overflow to inf or nan (1e200
-        squared is past the largest float): check_finite_scores (Part IV) refuses such a model
+        squared is past the largest float): check_finite_scores (Part VI) refuses such a model
         with BadInput; the ordinary model passes."""
         microgpt.check_finite_scores(self.weights, self.config)
         huge = {name: [[w * (1e200 if "mlp" in name else 1.0) for w in row] for row in m]
