@@ -43,6 +43,30 @@ made fast, as real frameworks do it, with the same numbers (to the last printed 
 to floating-point rounding, about 1e-16, inside).
 """
 
+if __name__ == "__main__":
+    # Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
+    # again after it returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual
+    # exit code (130, 143, 129), not with a traceback from whatever was being imported. (_signal
+    # is the signal module's core, built in: importing `signal` itself takes long enough to be hit.)
+    import _signal
+    import os
+    import sys
+
+    def quit_quietly(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:         # even a flush that the signal interrupted
+                pass
+        name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}.get(signum, f"signal {signum}")
+        os.write(2, f"\nmicrogpt: interrupted by {name}\n".encode())
+        os._exit(128 + signum)
+    for _number in (2, 15, 1):       # SIGINT, SIGTERM, SIGHUP
+        try:
+            _signal.signal(_number, quit_quietly)
+        except (ValueError, OSError, AttributeError):    # not on this platform
+            pass
+
 import contextlib
 import gc
 import itertools
@@ -1212,9 +1236,10 @@ def check_can_write(path, is_ours, what):
     # ".microgpt-", 8 random characters, then x's).
     name_bytes = len(os.fsencode(os.path.basename(os.path.realpath(path))))
     try:
-        fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
-        os.close(fd)
-        os.remove(probe)
+        with stop_signals_held():
+            fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
+            os.close(fd)
+            os.remove(probe)
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -1227,9 +1252,30 @@ def same_file(a, b):
         return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
+@contextlib.contextmanager
+def stop_signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends (where the platform can), so that
+    a signal cannot cut a write short between creating a temporary file and removing it."""
+    numbers = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    try:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+    except (AttributeError, ValueError, OSError):
+        held = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)    # a held signal is handled now
+
+
 def write_atomically(path, text):
     """Write to a temporary file beside `path`, then rename it over `path`: the rename is
     atomic, so an interrupted write never leaves half a file or destroys the old one."""
+    with stop_signals_held():
+        write_then_rename(path, text)
+
+
+def write_then_rename(path, text):
     path = os.path.realpath(path)        # through a symlink: the link stays, its target is replaced
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".microgpt-", suffix=".tmp", dir=directory)
@@ -1754,11 +1800,15 @@ class StopSignals:
     def __init__(self):
         self.signum = None          # the first stop signal received, if any
         self.finishing = False
+        self.stopping = False       # Stopped has been raised: the run is on its way out
 
     def __call__(self, signum, frame):
+        if self.stopping:           # more signals while stopping change nothing (a traceback
+            return                  # from a second Stopped inside the first one's cleanup)
         first = self.signum is None
         self.signum = self.signum or signum
         if not (first and self.finishing):
+            self.stopping = True
             raise Stopped(signum)
         # A step can be long (--batch all): say at once that the signal was heard.
         print("\nmicrogpt: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
@@ -2054,21 +2104,23 @@ def main(argv=None):
     stop = StopSignals()
     restore_signals = stop.install()
     try:
-        args = make_parser().parse_args(argv)
-        FAST = FAST and not args.plain
-        with cycle_collector_paused():             # Part II, section II.3
-            code = run(args, stop)
-    except BadInput as e:
-        print(f"microgpt: error: {e}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt as e:        # Stopped, or a Ctrl-C before the handlers were set
+        try:
+            args = make_parser().parse_args(argv)
+            FAST = FAST and not args.plain
+            with cycle_collector_paused():             # Part II, section II.3
+                code = run(args, stop)
+        except BadInput as e:
+            print(f"microgpt: error: {e}", file=sys.stderr)
+            code = 2
+        except MemoryError:
+            print("microgpt: error: out of memory: choose a smaller --n-embd, --n-layer, --block-size or "
+                  "--batch", file=sys.stderr)
+            code = 2
+    except KeyboardInterrupt as e:        # Stopped (also while an error above was being shown)
+        stop.stopping = True
         signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
         print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         code = 128 + signum
-    except MemoryError:
-        print("microgpt: error: out of memory: choose a smaller --n-embd, --n-layer, --block-size or "
-              "--batch", file=sys.stderr)
-        code = 2
     finally:
         restore_signals()
         sys.stdout, sys.stderr = out.stream, err.stream
