@@ -1110,16 +1110,22 @@ def encode_for(what, text, chars):
     return encode(text, chars)
 
 
-def check_finite_scores(weights, config):
-    """Refuse a model whose scores are not finite numbers (its weights are so large that the
-    arithmetic overflows), before it is asked to sample or explain anything."""
+def check_finite_scores(weights, config, why="the model's scores are not finite numbers: its weights "
+                                              "are too large to compute with"):
+    """Refuse (BadInput: why) a model whose scores are not finite numbers (its weights are so
+    large that the arithmetic overflows), before it is asked to sample or explain anything.
+    Every token, BOS included, is read at every position: sampling starts from BOS, and a
+    check of one token would pass a model that overflows on another."""
+    vocab_size, bs = len(weights["wte"]), config.block_size
+    # Token ids from the last (BOS, for documents) round and round, block_size at a time.
+    tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
     try:
-        rows = logits_at_every_position([0] * config.block_size, weights, config)
-        finite = all(math.isfinite(float(l)) for row in rows for l in row)
+        for start in range(0, len(tokens), bs):
+            rows = logits_at_every_position(tokens[start:start + bs], weights, config)
+            if not all(math.isfinite(float(l)) for row in rows for l in row):
+                raise BadInput(why)
     except (OverflowError, ValueError):
-        finite = False
-    if not finite:
-        raise BadInput("the model's scores are not finite numbers: its weights are too large to compute with")
+        raise BadInput(why) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -1187,9 +1193,12 @@ def read_data_file(path, what="data file"):
 def is_checkpoint(path):
     """Whether `path` holds a microgpt checkpoint: the only kind of file --save replaces."""
     try:
+        with open(path, encoding="utf-8-sig") as f:      # how every checkpoint we write begins
+            if f.read(len(CHECKPOINT_START)) == CHECKPOINT_START:
+                return True
         if os.path.getsize(path) > MAX_FILE_BYTES:
             return False
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig") as f:      # written by hand, keys in another order
             content = json.load(f)
     except (OSError, ValueError, RecursionError):
         return False
@@ -1275,6 +1284,13 @@ def write_atomically(path, text):
         write_then_rename(path, text)
 
 
+def usual_mode():
+    """The permissions a new file gets here: 0o666 less the umask (0o644 for most users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_then_rename(path, text):
     path = os.path.realpath(path)        # through a symlink: the link stays, its target is replaced
     directory = os.path.dirname(path)
@@ -1285,12 +1301,15 @@ def write_then_rename(path, text):
             f.flush()
             os.fsync(f.fileno())
         try:                              # a file we replace keeps the permissions it had
-            mode = stat.S_IMODE(os.stat(path).st_mode)
+            old = os.stat(path)
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
+                try:                      # and its owner (root replacing another user's file)
+                    os.chown(tmp, old.st_uid, old.st_gid)
+                except OSError:           # only root may give a file away
+                    pass
         except FileNotFoundError:         # mkstemp makes the file private; use the usual mode
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
+            os.chmod(tmp, usual_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -1298,6 +1317,26 @@ def write_then_rename(path, text):
         except OSError:
             pass
         raise
+
+
+CHECKPOINT_START = '{"format": "microgpt", '     # json.dumps writes "format" first
+
+
+def checkpoint_bytes_at_most(n_params, chars):
+    """The largest a checkpoint of n_params weights and this vocabulary can be: a weight takes at
+    most 26 bytes (a float's longest form, as "-2.2250738585072014e-308", and ", ") and a
+    character 12 ("\\ud83d\\ude00") and a token 4 more (quotes, comma), plus room for the rest."""
+    return 26 * n_params + sum(12 * len(c) + 4 for c in chars) + 4096
+
+
+def check_checkpoint_size(n_params, chars, path):
+    """Refuse, before training, a model whose checkpoint could be too large to load again: one
+    size rule, MAX_FILE_BYTES, for what --save writes and what --load (and --save) read."""
+    size = checkpoint_bytes_at_most(n_params, chars)
+    if size > MAX_FILE_BYTES:
+        raise BadInput(f"--save {path}: the checkpoint of {n_params:,} parameters could take up to "
+                       f"{size / 2**20:,.0f} MB, more than the {MAX_FILE_BYTES // 2**20} MB microgpt reads back: "
+                       "choose a smaller --n-embd, --n-layer or --block-size")
 
 
 def save_checkpoint(path, params, config, chars, mode, extra=None):
@@ -1312,7 +1351,14 @@ def save_checkpoint(path, params, config, chars, mode, extra=None):
     }
     checkpoint.update(extra or {})
     try:
-        write_atomically(path, json.dumps(checkpoint) + "\n")
+        text = json.dumps(checkpoint) + "\n"
+    except ValueError as e:       # what json cannot write (an integer of thousands of digits)
+        raise BadInput(f"cannot save to {path}: {e}") from None
+    if len(text.encode("utf-8")) > MAX_FILE_BYTES:      # check_checkpoint_size keeps this from happening
+        raise BadInput(f"cannot save to {path}: the checkpoint would be larger than "
+                       f"{MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        write_atomically(path, text)
     except OSError as e:
         raise BadInput(f"cannot save to {path}: {e.strerror or e}") from None
 
@@ -1321,12 +1367,20 @@ def save_rescue_copy(params, config, chars, mode, extra):
     """Save a trained model whose --save path failed to a new file of its own (in the current
     directory, or else the system's temporary one), never replacing anything; returns its path."""
     for directory in (os.getcwd(), tempfile.gettempdir()):
+        path = None
         try:
-            fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
-            os.close(fd)
+            with stop_signals_held():
+                fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
+                os.close(fd)
+            os.chmod(path, usual_mode())          # not mkstemp's private 0600: a file like any other
             save_checkpoint(path, params, config, chars, mode, extra)
             return path
         except (OSError, BadInput):
+            try:                                  # a full disk: leave no empty file behind
+                if path and os.path.getsize(path) == 0:
+                    os.remove(path)
+            except OSError:
+                pass
             continue
     raise BadInput("cannot save the trained model anywhere: neither here nor in the temporary directory")
 
@@ -1956,6 +2010,9 @@ def run(args, stop=None):
     if config.steps > 0:
         text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    if checkpoint:          # every model that samples, explains or is trained on has finite scores
+        check_finite_scores(inference_weights(params), config, f"{args.load}: the model's scores are not "
+                            "finite numbers: its weights are too large to compute with")
     # Stream samples without a prompt start from the first character of the text.
     stream_start = text[0] if text else raw.get("stream_start", chars[0])
 
@@ -1972,11 +2029,15 @@ def run(args, stop=None):
     n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
     print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
           + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE), flush=True)
+    if args.save:
+        check_checkpoint_size(n_params, chars, args.save)
     params = params or init_params(config, vocab_size, rng)
 
     # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
     steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
-    steps_before = steps_before if type(steps_before) is int else 0
+    # A count no run could have reached (a hand-edited file: say 4,300 digits) is not carried on:
+    # it could not even be written back (Python refuses to print integers that long).
+    steps_before = steps_before if type(steps_before) is int and 0 <= steps_before <= 10**18 else 0
 
     def save(steps_done):
         if args.save:
@@ -2012,6 +2073,8 @@ def run(args, stop=None):
         smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step)
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
         check_not_wrecked(smoothed, vocab_size, config.lr)
+        check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
+                            f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
         if stop.signum is not None:
             print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of {config.steps} "
                   f"steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
@@ -2025,8 +2088,6 @@ def run(args, stop=None):
                   f"(mean per token over {len(val_seqs):,} held-out {kind})")
 
     weights = inference_weights(params)
-    if config.num_samples or args.chain is not None or args.explain is not None:
-        check_finite_scores(weights, config)
     print_samples(weights, config, chars, mode, prompt, stream_start)
     if args.chain is not None:
         print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)

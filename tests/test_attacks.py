@@ -85,6 +85,127 @@ class Background:
             self.watchdog.cancel()
 
 
+def train_tiny(test, target, extra=()):
+    """A tiny model of names.txt saved to target (2 steps)."""
+    assert_ok(test, run_cli(["--input", test.names, "--steps", "2", "--num-samples", "0", "--save", target]
+                            + TINY + list(extra), test.tmp))
+
+
+def edit_checkpoint(path, change):
+    with open(path, encoding="utf-8") as f:
+        ckpt = json.load(f)
+    change(ckpt)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(ckpt, f)
+
+
+DISK_FULL_HERE = """
+import errno, os
+full = os.path.realpath(os.getcwd())
+real_fsync = os.fsync
+def fsync(fd):      # every file written in the current directory fails as on a full disk
+    if os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == full:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+os.fsync = fsync
+os.umask(0o022)
+"""
+
+
+# --- 1. What we write, we can read and replace ------------------------------------------------
+
+class TestWhatWeWriteWeCanReadAndReplace(TempDirTestCase):
+
+    def test_a_model_whose_checkpoint_could_exceed_the_load_limit_is_refused_before_training(self):
+        [result] = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1", "--n-embd", "320",
+                                                   "--n-layer", "4", "--save", "huge.json"])
+        self.assertRegex(result.stderr, r"could take up to [\d,]+ MB, more than the 100 MB microgpt reads back")
+
+    def test_a_checkpoint_larger_than_the_load_limit_is_still_recognised_as_ours_and_replaced(self):
+        big = os.path.join(self.tmp, "big.json")    # as an older microgpt could write: 101 MB (sparse)
+        with open(big, "w", encoding="utf-8") as f:
+            f.write(microgpt.CHECKPOINT_START)
+            f.seek(101 * 2**20)
+            f.write("}\n")
+        train_tiny(self, big)
+        self.assertEqual(microgpt.load_checkpoint(big)[4]["training"]["steps"], 2)
+
+    def test_a_step_count_of_4300_digits_is_not_a_traceback_and_the_model_is_saved(self):
+        target = os.path.join(self.tmp, "m.json")
+        train_tiny(self, target)
+        edit_checkpoint(target, lambda c: c["training"].update(steps=int("9" * 4300)))
+        result = run_cli(["--load", target, "--input", self.names, "--steps", "1", "--num-samples", "0",
+                          "--save", target], self.tmp)
+        assert_ok(self, result)
+        self.assertEqual(microgpt.load_checkpoint(target)[4]["training"]["steps"], 1)
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "simulates a full disk through /proc/self/fd")
+    def test_a_full_disk_leaves_no_empty_rescue_file_and_the_rescue_has_the_usual_mode(self):
+        elsewhere = self.enterContext_tmp()
+        before = sorted(os.listdir(self.tmp))
+        result = patched_run(DISK_FULL_HERE, ["--input", self.names, "--steps", "2", "--num-samples", "0",
+                                              "--save", "m.json"] + TINY, self.tmp, {"TMPDIR": elsewhere})
+        self.assertEqual(result.returncode, 2, result.stderr)
+        no_traceback(self, result.stdout + result.stderr)
+        self.assertIn("No space left on device", result.stderr)
+        self.assertEqual(sorted(os.listdir(self.tmp)), before)          # nothing left in the full folder
+        [rescued] = os.listdir(elsewhere)
+        self.assertIn(rescued, result.stderr)
+        path = os.path.join(elsewhere, rescued)
+        self.assertEqual(microgpt.load_checkpoint(path)[4]["training"]["steps"], 2)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)           # umask 022, not mkstemp's 0600
+
+    @unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0, "needs root to give a file away")
+    def test_root_replacing_another_users_checkpoint_keeps_its_owner(self):
+        target = os.path.join(self.tmp, "theirs.json")
+        train_tiny(self, target)
+        os.chown(target, 12345, 12346)
+        train_tiny(self, target)
+        info = os.stat(target)
+        self.assertEqual((info.st_uid, info.st_gid), (12345, 12346))
+
+    def enterContext_tmp(self):
+        import tempfile
+        other = tempfile.TemporaryDirectory()
+        self.addCleanup(other.cleanup)
+        return other.name
+
+
+# --- 2. Every model that samples has finite scores -------------------------------------------
+
+class TestFiniteScores(TempDirTestCase):
+
+    def test_a_learning_rate_that_blows_the_weights_up_is_a_wreck_not_a_traceback_or_nan(self):
+        for lr in ("1e160", "1e200"):
+            with self.subTest(lr=lr):
+                target = os.path.join(self.tmp, "n.json")
+                result = run_cli(["--input", self.names, "--steps", "1", "--lr", lr, "--save", target] + TINY,
+                                 self.tmp)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                no_traceback(self, result.stdout + result.stderr)
+                self.assertNotIn("nan", result.stdout)
+                self.assertRegex(result.stderr, r"^microgpt: error: training wrecked the model: .*finite numbers")
+                self.assertFalse(os.path.exists(target))
+
+    def test_a_checkpoint_whose_scores_overflow_is_refused_on_load(self):
+        # As an older microgpt saved it after one step at --lr 1e160: every weight about 1e158.
+        # Its scores are finite when it reads one token over and over (the old check) but not
+        # when it samples from BOS.
+        from support import NAMES
+        config = microgpt.Config(n_embd=8, n_head=2, block_size=8, lr=1e160)
+        chars = microgpt.build_vocab("".join(NAMES))
+        params = microgpt.init_params(config, len(chars) + 1, random.Random(42))
+        batches = microgpt.document_batches(NAMES, chars, 1)
+        list(microgpt.train(params, config, batches, 1))
+        target = os.path.join(self.tmp, "n.json")
+        microgpt.save_checkpoint(target, params, config, chars, "docs")
+        for extra in ([], ["--num-samples", "0", "--report", "r.html"], ["--explain", "emma"],
+                      ["--steps", "1", "--input", self.names]):
+            with self.subTest(extra=extra):
+                [result] = assert_refused(self, self.tmp, ["--load", target] + extra)
+                self.assertIn("not finite numbers", result.stderr)
+
+
 # --- 3. Signals at any moment ------------------------------------------------------------------
 
 @unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
