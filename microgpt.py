@@ -1942,18 +1942,35 @@ def write_report(args, run):
     print(f"wrote {args.report}")
 
 
-def check_not_wrecked(smoothed, vocab_size, lr):
+WRECK_MIN_TOKENS = 100     # the fewest predictions the final smoothed loss must be over to judge it
+
+
+def check_not_wrecked(smoothed, vocab_size, lr, tokens=None):
     """Refuse to keep a model that training made worse than it started. A learning rate far
     too large throws the weights about: the loss shoots up and, even if it comes down again,
     often ends many times higher than where it began. On names.txt, 1000 steps end with a
     smoothed loss of 2.40 at --lr 0.01, 2.44 at 0.05, 2.75 at 0.3 (all below the 3.49 they
     start at), but 10.4 at 0.5 and 22.7 at 1. So the rule: ending above 1.5 times the
-    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck."""
+    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck.
+    But only if the final smoothed loss is a mean over at least WRECK_MIN_TOKENS predictions
+    (`tokens`, those of its last 100 steps): over a handful (5 steps of one token each, at
+    --block-size 1) one unlikely character is enough to pass 1.5 times ln 2, and that is noise."""
+    if tokens is not None and tokens < WRECK_MIN_TOKENS:
+        return
     start = max(smoothed[0], math.log(vocab_size))
     if smoothed[-1] > 1.5 * start:
         raise BadInput(f"training wrecked the model: its smoothed loss ended at {smoothed[-1]:.2f}, far above "
                        f"the {smoothed[0]:.2f} it started at (uniform guessing: {math.log(vocab_size):.2f}); "
                        f"try a smaller --lr than {lr}; nothing was saved")
+
+
+def counting_predictions(batch_for_step, config, counts):
+    """batch_for_step, also appending to counts how many predictions each step's batch holds."""
+    def counted(step):
+        batch = batch_for_step(step)
+        counts.append(sum(min(config.block_size, len(tokens) - 1) for tokens in batch))
+        return batch
+    return counted
 
 
 def validation_loss(sequences, weights, config):
@@ -2070,9 +2087,11 @@ def run(args, stop=None):
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True
-        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step)
+        predictions = []                    # per step: how many tokens its loss is a mean over
+        smoothed, interrupted = train_with_progress(params, config, counting_predictions(batches, config,
+                                                                                          predictions), stop, on_step)
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
-        check_not_wrecked(smoothed, vocab_size, config.lr)
+        check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
         check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
                             f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
         if stop.signum is not None:

@@ -206,6 +206,29 @@ class TestFiniteScores(TempDirTestCase):
                 self.assertIn("not finite numbers", result.stderr)
 
 
+# --- 4. The wreck alarm fires on wrecked models, not on noise ----------------------------------
+
+class TestWreckAlarm(TempDirTestCase):
+
+    def test_a_tiny_model_at_block_size_1_is_not_called_wrecked(self):
+        seq = write_text(self.tmp, "seq.txt", "111101111011110")
+        combos = [(9, 2), (9, 3), (9, 5), (9, 8), (1, 40)]
+        if SLOW:
+            combos += [(seed, steps) for seed in range(1, 12) for steps in (2, 3, 5, 8)]
+        from support import run_many
+        results = run_many([["--input", seq, "--stream", "--block-size", "1", "--steps", steps, "--seed", seed,
+                             "--num-samples", "0"] for seed, steps in combos], self.tmp)
+        for (seed, steps), result in zip(combos, results):
+            with self.subTest(seed=seed, steps=steps):
+                assert_ok(self, result)
+
+    def test_a_learning_rate_far_too_large_is_still_called_wrecked(self):
+        result = run_cli(["--input", self.names, "--steps", "20", "--lr", "1", "--num-samples", "0"] + TINY,
+                         self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("training wrecked the model", result.stderr)
+
+
 # --- 3. Signals at any moment ------------------------------------------------------------------
 
 @unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
