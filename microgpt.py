@@ -194,6 +194,14 @@ def encode_document(doc, chars):
     return [bos] + encode(doc, chars) + [bos]
 
 
+def encode_documents(docs, chars):
+    """encode_document for each of many documents, with the table from characters to ids built
+    once: built for every document, as encode() would, it costs as much as the vocabulary is
+    large, for every line (hours, for a big file of thousands of distinct characters)."""
+    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
+    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
+
+
 # ---------------------------------------------------------------------------------------
 # 3. Autograd
 #
@@ -545,7 +553,7 @@ def document_batches(docs, chars, batch):
     first, in the same order. The default 1000 steps of one name each see only 1,000 of the
     28,910 training names: the model learns what names have in common from a small sample,
     not the list by heart."""
-    seqs = [encode_document(doc, chars) for doc in docs]
+    seqs = encode_documents(docs, chars)
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
@@ -1104,10 +1112,25 @@ class BadInput(Exception):
 def encode_for(what, text, chars):
     """encode(), or BadInput naming `what` was being encoded and every character that is
     not in the vocabulary."""
+    check_known(what, text, chars)
+    return encode(text, chars)
+
+
+def check_known(what, text, chars):
+    """BadInput naming `what` and every character of text that is not in the vocabulary."""
     unknown = sorted(set(text) - set(chars))
     if unknown:
         raise BadInput(f"{what}: characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
-    return encode(text, chars)
+
+
+def encode_with_progress(what, text, chars):
+    """encode_for(), a million characters at a time, saying how far it has got."""
+    check_known(what, text, chars)
+    progress, ids, step = Progress(f"encoding {what}", len(text), "characters"), [], 2**20
+    for start in range(0, len(text), step):
+        progress.update(start)
+        ids += encode(text[start:start + step], chars)
+    return ids
 
 
 def check_finite_scores(weights, config, why="the model's scores are not finite numbers: its weights "
@@ -1119,8 +1142,10 @@ def check_finite_scores(weights, config, why="the model's scores are not finite 
     vocab_size, bs = len(weights["wte"]), config.block_size
     # Token ids from the last (BOS, for documents) round and round, block_size at a time.
     tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
+    progress = Progress("checking the model's scores", len(tokens), "tokens")
     try:
         for start in range(0, len(tokens), bs):
+            progress.update(start)
             rows = logits_at_every_position(tokens[start:start + bs], weights, config)
             if not all(math.isfinite(float(l)) for row in rows for l in row):
                 raise BadInput(why)
@@ -1165,12 +1190,14 @@ def read_data_file(path, what="data file"):
             # A megabyte at a time: f.read(MAX_FILE_BYTES + 1) would make PyPy set aside the
             # whole 100 MB at once, however small the file (measured: 172 MB peak, not 96).
             chunks, size = [], 0
+            progress = Progress(f"reading {path}", info.st_size if regular else None, "bytes")
             while size <= MAX_FILE_BYTES:
                 chunk = f.read(2**20)
                 if not chunk:
                     break
                 chunks.append(chunk)
                 size += len(chunk)
+                progress.update(size)
             data = b"".join(chunks)
     except FileNotFoundError:
         raise BadInput(f"{what} not found: {path}") from None
@@ -1639,19 +1666,56 @@ def check_memory(config, vocab_size, positions=1, data_bytes=0):
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
-def print_progress(step, num_steps, loss, smoothed, started, interactive):
+PROGRESS_SECONDS = 10      # the longest any phase of a run goes without saying how far it got
+
+
+class Progress:
+    """How far a long phase (reading, encoding, checking, validating...) has got, printed at
+    most every PROGRESS_SECONDS, and not at all by a phase that is over sooner: call
+    .update(done) as the work goes. total None: the end is not known in advance."""
+
+    def __init__(self, what, total=None, unit=""):
+        self.what, self.total, self.unit = what, total, unit
+        self.started = self.said = time.perf_counter()
+
+    def update(self, done):
+        now = time.perf_counter()
+        if now - self.said < PROGRESS_SECONDS or (self.total is not None and done >= self.total):
+            return
+        if self.total is None:
+            print(f"{self.what}: {done:,} {self.unit} so far", flush=True)
+        else:
+            left = (now - self.started) / max(done, 1) * (self.total - done)
+            print(f"{self.what}: {done:,} of {self.total:,} {self.unit}, {left:.0f} s left", flush=True)
+        self.said = now
+
+
+def with_progress(items, progress, every=1024):
+    """The items, one by one, updating progress every `every` of them."""
+    for i, item in enumerate(items):
+        if i % every == 0:
+            progress.update(i)
+        yield item
+
+
+def print_progress(step, num_steps, loss, smoothed, started, interactive, said=None):
     """The training progress line: raw and smoothed loss, time per step and time left. In a
-    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times."""
+    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times; and
+    in both, whenever PROGRESS_SECONDS have passed since the last one (printed at `said`), so
+    that a long run is never silent for long. Returns when the last line was printed."""
+    now = time.perf_counter()
     every = max(1, num_steps // (100 if interactive else 10))
-    if step % every and step not in (1, num_steps):
-        return
-    ms = 1000 * (time.perf_counter() - started) / step
+    due = said is not None and now - said >= PROGRESS_SECONDS
+    if step % every and step not in (1, num_steps) and not due:
+        return said
+    ms = 1000 * (now - started) / step
     line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
             f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
     if interactive:      # back to the start of the line; two spaces cover a line that got shorter
         print("\r" + line + "  ", end="" if step < num_steps else "\n", flush=True)
     else:
         print(line, flush=True)
+    return now
 
 
 def print_chain(chain, chars, dot_path):
@@ -1766,7 +1830,7 @@ def prepare_data(path, config, mode, chars, rng):
         # The text as token ids, twice (all, and the training part), and each step's windows.
         windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
-        train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
+        train_tokens, val_tokens = stream_split(encode_with_progress(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
             raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
@@ -1786,13 +1850,14 @@ def prepare_data(path, config, mode, chars, rng):
     # and the list of a step's documents.
     check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1),
                  30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
-    encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
+    check_known(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
     print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
-          + (held_out or "too few to hold any out for validation"))
-    return (text, chars, document_batches(train_docs, chars, config.batch),
-            [encode_document(doc, chars) for doc in val_docs])
+          + (held_out or "too few to hold any out for validation"), flush=True)
+    progress = Progress(f"encoding {path}", len(train_docs), "documents")
+    return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
+            encode_documents(val_docs, chars))
 
 
 def explain_tokens(text, chars, config, mode):
@@ -1887,14 +1952,14 @@ def train_with_progress(params, config, batches, stop, on_step=None):
     interactive = sys.stdout.isatty()
     if on_step:
         on_step(0, None)
-    started = time.perf_counter()
+    started = said = time.perf_counter()
     for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
         if not math.isfinite(loss):
             raise BadInput(f"training diverged: the loss became {loss} at step {step} "
                            f"(try a smaller --lr than {config.lr}); nothing was saved")
         losses.append(loss)
         smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-        print_progress(step, config.steps, loss, smoothed[-1], started, interactive)
+        said = print_progress(step, config.steps, loss, smoothed[-1], started, interactive, said)
         if on_step:                  # its time is not training time: leave it out of ms/step
             before = time.perf_counter()
             on_step(step, loss)
@@ -1969,22 +2034,30 @@ def counting_predictions(batch_for_step, config, counts):
     def counted(step):
         batch = batch_for_step(step)
         counts.append(sum(min(config.block_size, len(tokens) - 1) for tokens in batch))
+        if len(batch) > 100:        # a long step (--batch all) says how far it has got, too
+            batch = BatchWithProgress(batch, Progress(f"step {step + 1}", len(batch), "sequences"))
         return batch
     return counted
+
+
+class BatchWithProgress(list):
+    """A step's batch that updates a Progress as train() goes through it."""
+
+    def __init__(self, batch, progress):
+        super().__init__(batch)
+        self.progress = progress
+
+    def __iter__(self):
+        return with_progress(super().__iter__(), self.progress, every=16)
 
 
 def validation_loss(sequences, weights, config):
     """mean_token_loss (the same number, summed in the same order), but saying how far it has
     got every 10 seconds, so that a long validation is never silent."""
-    losses, started = [], time.perf_counter()
-    said = started
+    losses, progress = [], Progress("validating", len(sequences), "held-out sequences")
     for i, tokens in enumerate(sequences, start=1):
         losses.extend(float(loss) for loss in sequence_losses(tokens, weights, config))
-        now = time.perf_counter()
-        if now - said > 10 and i < len(sequences):
-            print(f"validating: {i:,} of {len(sequences):,} held-out sequences, "
-                  f"{(now - started) / i * (len(sequences) - i):.0f} s left", flush=True)
-            said = now
+        progress.update(i)
     return sum(losses) / len(losses)
 
 

@@ -229,6 +229,80 @@ class TestWreckAlarm(TempDirTestCase):
         self.assertIn("training wrecked the model", result.stderr)
 
 
+# --- 5. No silent minute -----------------------------------------------------------------------
+
+# A clock that jumps 20 s at every reading makes every phase of a run look slow.
+FAKE_CLOCK = """
+import itertools
+ticks = itertools.count(0, 20)
+class Clock:
+    perf_counter = staticmethod(lambda: next(ticks))
+microgpt.time = Clock
+"""
+
+
+class TestNoSilentMinute(TempDirTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls._dir = tempfile.TemporaryDirectory()
+        rng = random.Random(0)
+        # 1.1 MB: two chunks to read, 40,000 lines to encode
+        lines = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(20, 36))) for _ in range(40000)]
+        cls.big = write_text(cls._dir.name, "big.txt", "\n".join(lines) + "\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._dir.cleanup()
+
+    def test_every_phase_of_a_logged_run_reports_progress_when_it_is_slow(self):
+        result = patched_run(FAKE_CLOCK, ["--input", self.big, "--steps", "30", "--num-samples", "1"] + TINY,
+                             self.tmp)
+        assert_ok(self, result)
+        out = result.stdout
+        self.assertRegex(out, r"reading .*big\.txt: [\d,]+ of [\d,]+ bytes, \d+ s left")
+        self.assertRegex(out, r"encoding .*big\.txt: [\d,]+ of [\d,]+ documents, \d+ s left")
+        self.assertRegex(out, r"validating: [\d,]+ of 1,000 held-out sequences")
+        self.assertRegex(out, r"checking the model's scores: \d+ of \d+ tokens")
+        # every step took "20 s": each one is reported, not one in ten
+        self.assertEqual(len([l for l in out.splitlines() if l.startswith("step ")]), 30, out[-3000:])
+
+    def test_a_long_step_reports_its_progress_inside_the_step(self):
+        data = write_text(self.tmp, "many.txt", "\n".join(["emma", "olivia", "ava", "mia"] * 60) + "\n")
+        result = patched_run(FAKE_CLOCK, ["--input", data, "--steps", "1", "--batch", "all", "--num-samples",
+                                          "0"] + TINY, self.tmp)
+        assert_ok(self, result)
+        self.assertRegex(result.stdout, r"step 1: [\d,]+ of 216 sequences, \d+ s left")
+
+    def test_a_stream_is_encoded_with_progress(self):
+        text = write_text(self.tmp, "text.txt", "the cat sat on the mat. " * 40)
+        result = patched_run(FAKE_CLOCK, ["--input", text, "--stream", "--steps", "1", "--num-samples", "0",
+                                          "--block-size", "4", "--n-embd", "8", "--n-head", "2"], self.tmp)
+        assert_ok(self, result)
+        self.assertRegex(result.stdout, r"encoding .*text\.txt: 0 of 960 characters")
+
+    def test_documents_are_encoded_with_one_lookup_table_not_one_per_line(self):
+        # Building the table of characters once per line made a 10 MB file of 8,000 distinct
+        # characters take 11 minutes. Count how often a table is built while preparing the data.
+        count = ("builds = [0]\n"
+                 "real_enumerate = enumerate\n"
+                 "class counting_enumerate:\n"
+                 "    def __new__(cls, xs, start=0):\n"
+                 "        if isinstance(xs, list) and xs and all(isinstance(c, str) for c in xs[:3]):\n"
+                 "            builds[0] += 1\n"
+                 "        return real_enumerate(xs, start)\n"
+                 "microgpt.enumerate = counting_enumerate\n"
+                 "import atexit; atexit.register(lambda: print('tables built:', builds[0]))\n")
+        rng = random.Random(1)
+        lines = ["".join(rng.choice("abcdefghij") for _ in range(8)) for _ in range(3000)]
+        data = write_text(self.tmp, "lines.txt", "\n".join(lines))
+        result = patched_run(count, ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY, self.tmp)
+        assert_ok(self, result)
+        builds = int(result.stdout.rsplit("tables built:", 1)[1])
+        self.assertLess(builds, 100)          # 3,000 lines: one table each before the fix
+
+
 # --- 3. Signals at any moment ------------------------------------------------------------------
 
 @unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
