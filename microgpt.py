@@ -1096,6 +1096,7 @@ def label(token, chars):
 # =======================================================================================
 
 import argparse
+import errno
 import os
 import signal
 import site
@@ -1207,6 +1208,15 @@ def read_data_file(path, what="data file"):
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
     if len(data) > MAX_FILE_BYTES:
         raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    for mark, encoding in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                           (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(mark):
+            raise BadInput(f"{path} is {encoding} text (it starts with a {encoding} byte-order mark): "
+                           "save it as UTF-8")
+    nul = data.find(b"\x00")      # valid UTF-8, but no text a person writes holds NUL characters
+    if nul >= 0:
+        raise BadInput(f"{path} holds NUL bytes (the first at offset {nul}): it looks like UTF-16 or "
+                       "UTF-32 text, or binary data, not UTF-8 text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -1252,6 +1262,14 @@ def check_can_write(path, is_ours, what):
         raise BadInput(f"the name of the {what} to write is empty")
     if os.path.isdir(path):
         raise BadInput(f"cannot write {path}: it is a directory")
+    for name in (path, os.path.dirname(path) or "."):
+        try:
+            os.stat(name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:       # a symlink loop, a file where a directory should be, no permission
+            raise BadInput(f"cannot write {path}: {e.strerror or e}" + (" (a symlink loop)" if e.errno ==
+                                                                         getattr(errno, "ELOOP", None) else ""))
     if os.path.lexists(path):
         if not os.path.isfile(path):               # a device, a pipe, a broken symlink
             raise BadInput(f"cannot write {path}: it is not a regular file")
@@ -1499,11 +1517,40 @@ class ArgumentParser(argparse.ArgumentParser):
 LARGEST_COUNT = 10**12     # no size, step or sample count above this can be run (or estimated)
 
 
+def ascii_arg(text):
+    """The text of a number, refused unless written in ASCII: int() and float() also read
+    other scripts' digits ("--steps \u0661\u0660" would be 10), which nobody means on a command line."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"must be written with the digits 0-9, not {text[:20]!r}")
+    return text
+
+
+def seed_arg(text):
+    try:
+        return int(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:20]!r}") from None
+
+
+def float_arg(text):
+    """A number such as 0.01 or 1e-3, in ASCII, that a float can hold (1e-400 is not 0)."""
+    try:
+        value = float(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text[:20]!r}") from None
+    mantissa = text.lower().split("e")[0]
+    if value == 0 and any(d in mantissa for d in "123456789"):
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too small to compute with: a float rounds it to 0")
+    if math.isinf(value) and "inf" not in text.lower():
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too large to compute with: a float cannot hold it")
+    return value
+
+
 def count_arg(text):
     """A whole number for a size or a count, at most LARGEST_COUNT: a typo of many digits is
     refused here rather than overflowing the arithmetic that checks it."""
     try:
-        value = int(text)
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value > LARGEST_COUNT:
@@ -1537,11 +1584,11 @@ def make_parser():
     p.add_argument("--block-size", type=count_arg, metavar="N", help=f"context length in tokens (default {d.block_size})")
     p.add_argument("--batch", type=batch_arg, metavar="N|all", help="documents or windows per "
                    f"step; 'all' uses every one at every step (default {d.batch})")
-    p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
+    p.add_argument("--lr", type=float_arg, metavar="F", help=f"Adam learning rate, decayed linearly "
                    f"over the run, to lr / steps at the last step (default {d.lr})")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="N", help=f"random seed; the same seed and "
+    p.add_argument("--seed", type=seed_arg, default=d.seed, metavar="N", help=f"random seed; the same seed and "
                    f"options give the same output (default {d.seed})")
-    p.add_argument("--temperature", type=float, default=d.temperature, metavar="F",
+    p.add_argument("--temperature", type=float_arg, default=d.temperature, metavar="F",
                    help=f"sampling temperature: lower is safer, higher is wilder (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
@@ -1599,6 +1646,10 @@ def check_settings(args, config):
         check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
 
 
+# Where Linux says how much memory a container may use: cgroup v2, then v1 (still common).
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def memory_limit():
     """The memory this process may use, in bytes: the machine's, or a container's or a
     ulimit's if smaller; None where it cannot be found out."""
@@ -1607,11 +1658,12 @@ def memory_limit():
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))    # Linux, macOS
     except (AttributeError, ValueError, OSError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="utf-8") as f:      # a Linux container
-            limits.append(int(f.read()))                                    # "max": no limit
-    except (OSError, ValueError):
-        pass
+    for path in CGROUP_MEMORY_LIMITS:                                       # a Linux container
+        try:
+            with open(path, encoding="utf-8") as f:
+                limits.append(int(f.read()))            # "max" (v2): no limit; v1 says a huge number
+        except (OSError, ValueError):
+            pass
     try:
         import resource                                                     # POSIX only
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
@@ -1821,10 +1873,23 @@ def settings(args):
     return config, mode, checkpoint
 
 
+def plural(n, word):
+    """"1 document", "2 documents", "29,910 documents"."""
+    return f"{n:,} {word}" + "s" * (n != 1)
+
+
+def visible(text, keep="\n\t"):
+    """Text as a terminal (or a page) should show it: every character that is not printable
+    (NUL, ESC, the right-to-left override U+202E, ...) as its backslash escape, so that a
+    model's samples cannot move the cursor, clear the screen or reverse the line."""
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
 def prepare_data(path, config, mode, chars, rng):
     """Read the training data and say what it is. chars is None for a new model, whose
     vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
-    text = read_data_file(path)
+    # Line ends as a person sees them: Windows' \r\n and old Macs' \r are \n too.
+    text = read_data_file(path).replace("\r\n", "\n").replace("\r", "\n")
     if mode == "stream":
         chars = chars or build_vocab(text)
         # The text as token ids, twice (all, and the training part), and each step's windows.
@@ -1841,7 +1906,7 @@ def prepare_data(path, config, mode, chars, rng):
             # number stays comparable while a long text is not validated for hours.
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
-        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
+        print(f"data: {plural(len(text), 'character')} from {path}; training on {len(train_tokens):,}, "
               + (held_out or "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     docs = split_documents(text)
@@ -1853,7 +1918,7 @@ def prepare_data(path, config, mode, chars, rng):
     check_known(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
-    print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
+    print(f"data: {plural(len(docs), 'document')} from {path}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"), flush=True)
     progress = Progress(f"encoding {path}", len(train_docs), "documents")
     return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
@@ -1967,7 +2032,7 @@ def train_with_progress(params, config, batches, stop, on_step=None):
         if stop.signum is not None and step < config.steps:
             return smoothed, True
     elapsed = time.perf_counter() - started
-    print(f"trained {config.steps} steps in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
+    print(f"trained {plural(config.steps, 'step')} in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
     ascii_only = not can_print("\u2581\u2588")
     print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
@@ -2073,13 +2138,14 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
         if output_lost():                 # nobody reads them any more: stop
             return
         if mode == "docs":
-            print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, rng, config.temperature, prompt)}")
+            sample = sample_document(weights, config, chars, rng, config.temperature, prompt)
+            print(f"sample {i + 1:2d}: {visible(sample, keep='')}")
         else:
             start = encode(prompt or stream_start, chars)
-            print(decode(start, chars), end="", flush=True)
+            print(visible(decode(start, chars)), end="", flush=True)
             # Each character as soon as it is drawn: a long sample is never a long silence.
             for token in sample_stream(weights, config, rng, config.temperature, start, config.length):
-                print(chars[token], end="", flush=True)
+                print(visible(chars[token]), end="", flush=True)
                 if output_lost():
                     return
             print()
@@ -2152,11 +2218,13 @@ def run(args, stop=None):
         kind = "windows" if mode == "stream" else "documents"
         # batches(0) is safe to call only for "all": random windows would use up the rng
         n = len(batches(0)) if config.batch == "all" else config.batch
-        step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
-        if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
-            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else "builds a graph of"
-            print(f"each step {what} up to {format_bytes(step_graphs)}{' in all)' if n > 1 else ''}: "
-                  "expect a wait for each progress line", flush=True)
+        graph = graph_bytes(config, vocab_size, config.block_size)
+        if n > 100 or n * graph > 2**28:          # a step of more than a few seconds (~10 ms per MB)
+            # One graph at a time (train() frees each before building the next): the memory is
+            # one graph's, the time n graphs'.
+            what = (f"learns from {n:,} {kind}, one graph at a time (each up to {format_bytes(graph)})"
+                    if n > 1 else f"builds a graph of up to {format_bytes(graph)}")
+            print(f"each step {what}: expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True
@@ -2828,7 +2896,7 @@ def report_page(run):
         for snap in run["snapshots"]:
             shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
                      else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
-            out.append(f'<tr><td>{snap["step"]}</td><td class="sample">{escape(shown)}</td></tr>')
+            out.append(f'<tr><td>{snap["step"]}</td><td class="sample">{escape(visible(shown))}</td></tr>')
         out.append("</table>")
 
     # 4. Embeddings

@@ -303,6 +303,118 @@ class TestNoSilentMinute(TempDirTestCase):
         self.assertLess(builds, 100)          # 3,000 lines: one table each before the fix
 
 
+# --- 6. Text as a person sees it -------------------------------------------------------------
+
+def write_bytes(directory, name, data):
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+class TestTextAsAPersonSeesIt(TempDirTestCase):
+
+    def test_utf16_utf32_and_binary_data_are_refused(self):
+        names = "emma\nolivia\nava\n"
+        cases = {"utf16.txt": names.encode("utf-16-le"), "utf16be.txt": names.encode("utf-16-be"),
+                 "utf32.txt": names.encode("utf-32-le"), "bom16.txt": names.encode("utf-16"),
+                 "nul.txt": b"\x00" * 1000}
+        paths = [write_bytes(self.tmp, name, data) for name, data in cases.items()]
+        results = assert_refused(self, self.tmp, *[["--input", p, "--steps", "1"] for p in paths])
+        for result in results:
+            self.assertRegex(result.stderr, r"UTF-16|UTF-32|NUL")
+
+    def test_carriage_return_line_endings_are_line_ends(self):
+        for name, data in (("mac.txt", b"emma\rolivia\rava\r"), ("windows.txt", b"emma\r\nolivia\r\nava\r\n")):
+            with self.subTest(name=name):
+                result = run_cli(["--input", write_bytes(self.tmp, name, data), "--steps", "1", "--num-samples",
+                                  "0"] + TINY, self.tmp)
+                assert_ok(self, result)
+                self.assertIn("data: 3 documents", result.stdout)
+                self.assertIn("vocabulary of 8 tokens", result.stdout)      # 7 letters and BOS: no \r
+
+    def test_control_characters_in_samples_are_shown_as_escapes(self):
+        # A model of text full of ESC, NUL-free control characters and U+202E writes them back.
+        hostile = "\x1b[2J\u202e\x07\x08"
+        data = write_text(self.tmp, "hostile.txt", "\n".join(hostile * 3 for _ in range(30)) + "\n")
+        for mode in ([], ["--stream", "--length", "200"]):
+            with self.subTest(mode=mode):
+                result = run_cli(["--input", data, "--steps", "1", "--num-samples", "3", "--temperature", "2",
+                                  "--report", "r.html"] + mode + TINY, self.tmp)
+                assert_ok(self, result)
+                for ch in "\x1b\u202e\x07\x08":
+                    self.assertNotIn(ch, result.stdout)
+                self.assertRegex(result.stdout, r"\\x1b|\\u202e|\\x07|\\x08")
+                with open(os.path.join(self.tmp, "r.html"), encoding="utf-8") as f:
+                    page = f.read()
+                for ch in "\x1b\u202e\x07\x08":
+                    self.assertNotIn(ch, page)
+
+    def test_numbers_must_be_written_in_ascii_digits(self):
+        results = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "\u0661\u0660"],
+                                 ["--input", self.names, "--steps", "1", "--seed", "\u0661"],
+                                 ["--input", self.names, "--steps", "1", "--lr", "\u0660.\u0661"],
+                                 ["--input", self.names, "--steps", "1", "--n-embd", "\uff11\uff16"])
+        for result in results:
+            self.assertIn("digits 0-9", result.stderr)
+
+    def test_a_learning_rate_too_small_for_a_float_is_called_that(self):
+        [small, large] = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1", "--lr", "1e-400"],
+                                        ["--input", self.names, "--steps", "1", "--lr", "1e400"])
+        self.assertIn("1e-400 is too small to compute with", small.stderr)
+        self.assertIn("1e400 is too large to compute with", large.stderr)
+
+    def test_one_document_is_one_document(self):
+        result = run_cli(["--input", write_text(self.tmp, "one.txt", "emma\n"), "--steps", "1", "--num-samples",
+                          "0"] + TINY, self.tmp)
+        assert_ok(self, result)
+        self.assertIn("data: 1 document from", result.stdout)
+        self.assertIn("trained 1 step in", result.stdout)
+
+    @unittest.skipUnless(hasattr(os, "symlink") and os.name != "nt", "needs symlinks")
+    def test_a_symlink_loop_is_reported_as_one(self):
+        os.symlink("loop", os.path.join(self.tmp, "loop"))
+        results = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1", "--save", "loop/m.json"],
+                                 ["--input", self.names, "--steps", "1", "--save", "loop"],
+                                 ["--input", "loop", "--steps", "1"])
+        for result in results:
+            self.assertIn("symbolic links", result.stderr)
+
+
+# --- 7. Estimates that hold ----------------------------------------------------------------------
+
+class TestEstimatesThatHold(TempDirTestCase):
+
+    def test_a_cgroup_v1_memory_limit_is_respected(self):
+        limit = write_text(self.tmp, "memory.limit_in_bytes", str(50 * 2**20) + "\n")
+        patch = f"microgpt.CGROUP_MEMORY_LIMITS = ('/nonexistent/memory.max', {limit!r})"
+        result = patched_run(patch, ["--input", self.names, "--steps", "1", "--n-embd", "512"], self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("more than the 50.0 MB there is", result.stderr)
+
+    @unittest.skipUnless(hasattr(os, "wait4"), "measures a child's peak memory with os.wait4")
+    def test_batch_all_announces_the_memory_it_really_needs(self):
+        data = write_text(self.tmp, "many.txt", "\n".join(["emma", "olivia", "ava", "isabella"] * 150) + "\n")
+        out, peak = run_measured(["--input", data, "--steps", "1", "--batch", "all", "--num-samples", "0"],
+                                 self.tmp)
+        [line] = [l for l in out.splitlines() if l.startswith("each step")]
+        announced = float(line.split("up to ")[1].split(" MB")[0]) * 2**20
+        self.assertLess(announced, peak, line)       # was 540 graphs' worth: 1.2 GB, for a 20 MB run
+
+
+def run_measured(args, cwd):
+    """(stdout, peak resident memory in bytes) of microgpt.py run with args."""
+    proc = subprocess.Popen([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    out = proc.stdout.read()
+    proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
+    proc.stdout.close()
+    proc.stderr.close()
+    return out, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 # --- 3. Signals at any moment ------------------------------------------------------------------
 
 @unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
