@@ -1698,23 +1698,40 @@ def format_bytes(n):
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
 
 
-def check_memory(config, vocab_size, positions=1, data_bytes=0):
+# Memory measured per interpreter (peak resident size; tests/test_attacks.py compares these
+# estimates with measured peaks): the interpreter with microgpt loaded, and the documents
+# held in memory per character of the file and per document (a string, a list of token ids,
+# its places in three lists). PyPy's collector lets garbage pile up before freeing it.
+INTERPRETER_BYTES = {"cpython": 25 * 2**20, "pypy": 75 * 2**20}
+DOCUMENT_BYTES = {"cpython": (10, 180), "pypy": (70, 400)}      # (per character, per document)
+
+
+def documents_bytes(characters, documents):
+    """About how much memory a data file of documents takes, held as microgpt holds it."""
+    per_char, per_doc = DOCUMENT_BYTES.get(sys.implementation.name, DOCUMENT_BYTES["pypy"])
+    return per_char * characters + per_doc * documents
+
+
+def check_memory(config, vocab_size, positions=1, data_bytes=0, data="the data"):
     """Refuse, before anything is allocated, a model that cannot fit in memory, saying how much
-    it would need: about 200 bytes per parameter (its Value, Adam's two averages, a float
-    copy), the graph of one document, and the data."""
+    it would need: the interpreter, about 200 bytes per parameter (its Value, Adam's two
+    averages, a float copy), the graph of one document, and `data` (data_bytes, as held in
+    memory), and what is the most of it."""
     e = config.n_embd
     n_params = (2 * vocab_size + config.block_size) * e + config.n_layer * 12 * e * e   # as param_shapes
     graph = graph_bytes(config, vocab_size, positions)
     # Room for two graphs, though train() keeps one at a time: the estimate is rough, and
     # running out of memory after an hour costs more than a refusal up front.
-    need, limit = 200 * n_params + 2 * graph + data_bytes, memory_limit()
+    model = 200 * n_params + 2 * graph
     if sys.implementation.name == "pypy":
-        need *= 3     # its collector lets garbage pile up before it frees it: measured up to 3x
+        model *= 3    # its collector lets garbage pile up before it frees it: measured up to 3x
+    base = INTERPRETER_BYTES.get(sys.implementation.name, INTERPRETER_BYTES["pypy"])
+    need, limit = base + model + data_bytes, memory_limit()
     if limit is not None and need > limit:
-        data = f", {format_bytes(data_bytes)} for the data and a step's batch" if data_bytes else ""
-        fix = "--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size"
+        held = f", {format_bytes(data_bytes)} for {data} as held in memory" if data_bytes else ""
+        fix = "data file (or --batch)" if data_bytes > model else "--n-embd, --n-layer or --block-size"
         raise BadInput(f"this would need about {format_bytes(need)} of memory ({n_params:,} parameters, "
-                       f"{format_bytes(graph)} for one document's graph{data}), "
+                       f"{format_bytes(graph)} for one document's graph{held}), "
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
@@ -1909,12 +1926,13 @@ def prepare_data(path, config, mode, chars, rng):
         print(f"data: {plural(len(text), 'character')} from {path}; training on {len(train_tokens):,}, "
               + (held_out or "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
+    # Before the text is split (every line at most a document), and again with the longest one.
+    lines = text.count("\n") + 1
+    data_bytes, held = documents_bytes(len(text), lines), f"{plural(lines, 'line')} of data"
+    check_memory(config, len(chars or set(text)) + 1, 1, data_bytes, held)
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
-    # Each document as a string and as a list of token ids (about 30 bytes per character),
-    # and the list of a step's documents.
-    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1),
-                 30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
+    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1), data_bytes, held)
     check_known(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
@@ -2334,8 +2352,8 @@ def main(argv=None):
             print(f"microgpt: error: {e}", file=sys.stderr)
             code = 2
         except MemoryError:
-            print("microgpt: error: out of memory: choose a smaller --n-embd, --n-layer, --block-size or "
-                  "--batch", file=sys.stderr)
+            print("microgpt: error: out of memory: choose a smaller data file, --n-embd, --n-layer, --block-size "
+                  "or --batch", file=sys.stderr)
             code = 2
     except KeyboardInterrupt as e:        # Stopped (also while an error above was being shown)
         stop.stopping = True
