@@ -1980,7 +1980,7 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
         started = time.perf_counter()
         weights = inference_weights(params)
         if step in val_steps and subset:
-            record["val_points"].append((step, mean_token_loss(subset, weights, config)))
+            record["val_points"].append((step, validation_loss(subset, weights, config)))
         if step in sample_steps:
             samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
                                    5 if mode == "docs" else 1, min(config.length, 80))
@@ -2796,6 +2796,9 @@ def loss_section(run, smoothed, vocab_size, what):
             f'{validation}A learning rate that is too large shows as a jagged or rising curve.</p>')
 
 
+REPORT_MAX_ROWS = 256     # the most tokens (or positions) a heat map, a scatter plot or the page's JSON lists
+
+
 def embeddings_section(weights, config, names):
     """wte and wpe as heat maps, and the token embeddings on their top two principal components."""
     # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
@@ -2807,9 +2810,12 @@ def embeddings_section(weights, config, names):
     for key, row_names in (("wte", names), ("wpe", [str(p) for p in range(config.block_size)])):
         m = max(abs(x) for row in weights[key] for x in row) or 1.0
         title = "wte: token embeddings" if key == "wte" else "wpe: position embeddings"
-        out.append(heat_map(weights[key], row_names, [str(j) for j in range(config.n_embd)], BLUE_ORANGE,
+        rows = weights[key][:REPORT_MAX_ROWS]       # a huge vocabulary would make a page of many MB
+        if len(rows) < len(weights[key]):
+            title += f" (the first {len(rows):,} of {len(weights[key]):,})"
+        out.append(heat_map(rows, row_names, [str(j) for j in range(config.n_embd)], BLUE_ORANGE,
                             -m, m, title, "weight"))
-    wte = weights["wte"]
+    wte = weights["wte"][:REPORT_MAX_ROWS]
     if config.n_embd >= 2 and len(wte) >= 3:
         mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
         total = sum(sum((x - m) ** 2 for x, m in zip(row, mean_row)) for row in wte) / len(wte)
@@ -2893,7 +2899,7 @@ def report_page(run):
     # 1. The run
     facts = [("data", run["data"]),
              ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
-                       + " ".join(names)),
+                       + " ".join(names[:REPORT_MAX_ROWS]) + (" ..." if vocab_size > REPORT_MAX_ROWS else "")),
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
@@ -2946,6 +2952,10 @@ def report_page(run):
         out.append(chain_section(weights, config, names))
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
+    if vocab_size > REPORT_MAX_ROWS:     # each position's likeliest tokens only, as [[id, probability]]
+        for example in data["examples"]:
+            example["probs"] = [sorted(enumerate(p), key=lambda tp: -tp[1])[:REPORT_MAX_ROWS]
+                                for p in example["probs"]]
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
     return "\n".join(out)

@@ -448,6 +448,20 @@ class TestMemoryEstimateHolds(unittest.TestCase):
                 self.check(lines, length, shape)
 
 
+class TestReportOfAHugeVocabulary(TempDirTestCase):
+
+    def test_a_vocabulary_of_1000_characters_makes_a_page_of_bounded_size(self):
+        chars = [chr(0x4e00 + i) for i in range(1000)]
+        data = write_text(self.tmp, "cjk.txt", "\n".join("".join(chars[j:j + 10]) for j in range(0, 1000, 10)))
+        result = run_cli(["--input", data, "--steps", "1", "--num-samples", "2", "--report", "r.html"] + TINY,
+                         self.tmp)
+        assert_ok(self, result)
+        size = os.path.getsize(os.path.join(self.tmp, "r.html"))
+        self.assertLess(size, 800 * 1024)           # 1.6 MB before: every token drawn, every probability kept
+        with open(os.path.join(self.tmp, "r.html"), encoding="utf-8") as f:
+            self.assertIn("the first 256 of 1,001", f.read())
+
+
 def run_measured(args, cwd):
     """(stdout, peak resident memory in bytes) of microgpt.py run with args."""
     proc = subprocess.Popen([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd,
