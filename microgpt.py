@@ -1533,8 +1533,10 @@ def read_text_as_is(path):
 
 def run_tokenize(args):
     """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
-    if args.tokenize is None or args.gpt2 is None:
+    if args.gpt2 is None:
         raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+    if args.tokenize is None:
+        raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
         raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
     tokenizer = read_gpt2_tokenizer(args.gpt2)
