@@ -2226,6 +2226,8 @@ def run(args, stop=None):
     stop = stop or StopSignals()
     if args.gpt2 is not None or args.tokenize is not None:    # GPT-2's tokenizer (Part IV)
         return run_tokenize(args)
+    if args.bpe < 0:
+        raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
     rng = random.Random(config.seed)
     chars, params, text, val_seqs, raw = None, None, None, [], {}
