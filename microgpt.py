@@ -387,11 +387,11 @@ def flatten(params):
 # loop over heads in gpt()): from the current vector x, three projections make a query q
 # (what this position looks for), a key k (what it offers) and a value v (what it passes
 # on); every earlier position made its own k and v the same way. Split into n_head
-# slices, each head scores every position so far by how well its key matches the query
-# (a dot product), turns the scores into weights that sum to 1 (softmax), and outputs the
-# weighted average of those positions' values. The heads' outputs, side by side, go
-# through one more projection, attn_wo, which mixes them: each head wrote only its own
-# slice, and attn_wo lets every output number draw on all the heads.
+# slices, each head scores every position so far (this one too) by how well its key
+# matches the query (a dot product), turns the scores into weights that sum to 1
+# (softmax), and outputs the weighted average of those positions' values. The heads'
+# outputs, side by side, go through one more projection, attn_wo, which mixes them: each
+# head wrote only its own slice, and attn_wo lets every output number draw on all heads.
 #
 # Each block (attention, then the MLP) adds its output to the vector it read, instead of
 # replacing it: a residual connection. So x is a running sum, often called the residual
@@ -818,8 +818,8 @@ def fast_mlp(x, w1, w2):
     and w2's weights for it would get gradient (their local derivative, the unit's output)
     times 0. So it gets no node, the second layer skips it, and no number changes. About
     half of the 64 units are off at the start of the default run and most later (17% on
-    over steps 500 to 999). With every unit in the graph, a step of the first 200 took 6% to
-    27% longer on CPython and 42% to 143% longer on PyPy."""
+    over steps 500 to 999). Measured: with every unit in the graph, a step of the first 200
+    took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
     if not is_graph(x):
         hidden = [h if h > 0 else 0.0 for h in fast_linear(x, w1)]
         return fast_linear(hidden, w2)
