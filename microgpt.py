@@ -308,6 +308,8 @@ class Value:
         #       back the children, and all that they push in turn, before the reminder.
         #   (node, True), the reminder, comes back only when all of that is done: every
         #       child is in the order, so node can follow them.
+        # (If the stack is hard to follow, the recursive version above is the whole idea: the
+        # stack only does the same without recursion.)
         # For L = u + v with u = 2 * x, v = 3 * u (x a leaf): L is expanded, pushing
         # (L, True), (u, False), (v, False); v is expanded, pushing (v, True), (u, False);
         # u is expanded and placed; then v; the older (u, False) is skipped (u was expanded
@@ -387,7 +389,9 @@ def flatten(params):
 # loop over heads in gpt()): from the current vector x, three projections make a query q
 # (what this position looks for), a key k (what it offers) and a value v (what it passes
 # on); every earlier position made its own k and v the same way. Split into n_head
-# slices, each head scores every position so far (this one too) by how well its key
+# slices (with n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, k and v, head 1 numbers
+# 4-7, and so on, so each head has a query and keys of its own and can look for something
+# different), each head scores every position so far (this one too) by how well its key
 # matches the query (a dot product), turns the scores into weights that sum to 1
 # (softmax), and outputs the weighted average of those positions' values. The heads'
 # outputs, side by side, go through one more projection, attn_wo, which mixes them: each
@@ -403,12 +407,8 @@ def flatten(params):
 #     reads     BOS  e    m    m    a        (the cache then holds this and every earlier one)
 #     predicts  e    m    m    a    BOS      (the target: the next token of the document)
 #
-# This is GPT-2's design, simplified as in the original microgpt. GPT-2 normalises with
-# LayerNorm (which also subtracts the mean, and learns a scale for each number), uses GELU
-# (a smooth ReLU), has biases (constants added after each matrix), normalises before
-# lm_head but not right after the embeddings, and reuses wte as lm_head. This file uses
-# RMSNorm with no learned scale, ReLU, no biases, a norm right after the embeddings and
-# none before lm_head, and a separate lm_head.
+# This is GPT-2's design, simplified as in the original microgpt; Part IV names each
+# difference and then runs GPT-2 itself with the same few functions.
 # ---------------------------------------------------------------------------------------
 
 def linear(x, w):
@@ -522,8 +522,16 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
 # -log p(next token). A model that guesses uniformly among the 27 tokens of names.txt (26
 # letters and BOS) has loss ln(27) = 3.30; one that always gives the right token probability
 # 1 has loss 0. Each step takes one document (or a batch), computes its mean loss over its
-# positions, gets every parameter's gradient with backward(), and lets Adam move each
-# parameter a little downhill.
+# positions, gets every parameter's gradient with backward(), and moves each parameter a
+# little downhill.
+#
+# The simplest downhill move is plain gradient descent: for every parameter p,
+#     p.data -= lr * p.grad
+# a small step (lr, the learning rate) against its gradient, the direction in which the
+# loss grows. It works, but one lr must suit every parameter, large gradients and small.
+# Adam (adam_update below) is that same step with two refinements: it follows a running
+# average of the gradient instead of one noisy step's, and divides by the gradient's
+# typical size, so that every parameter moves by about lr.
 #
 # One document's loss is noisy: some names are easy to predict, some hard, and a short one
 # has few predictions to average over. So the loss jumps from step to step, and the
@@ -1066,7 +1074,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
 
 def markov_chain(weights, config, vocab_size):
     """Every full context (a tuple of block_size token ids) with its next-token
-    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,)."""
+    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,).
+    The probabilities are the model's own, at temperature 1; sampling at another
+    temperature reshapes each row the same way. The first block_size - 1 tokens of a
+    text, before the window is full, are not among these states."""
     chain = []
     for state in itertools.product(range(vocab_size), repeat=config.block_size):
         logits = logits_at_every_position(list(state), weights, config)[-1]
