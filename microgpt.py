@@ -2458,7 +2458,7 @@ def train_with_progress(params, config, batches, stop, on_step=None):
         if stop.signum is not None and step < config.steps:
             return smoothed, True
     elapsed = time.perf_counter() - started
-    print(f"trained {plural(config.steps, 'step')} in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
+    print(f"trained {config.steps} step{'s' * (config.steps != 1)} in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
     ascii_only = not can_print("\u2581\u2588")
     print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
