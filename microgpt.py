@@ -550,15 +550,19 @@ def adam_update(flat_params, m, v, step, num_steps, config):
         p.grad = 0.0
 
 
-def train(params, config, batch_for_step, num_steps):
-    """Train for num_steps steps of Adam (a fresh optimizer), yielding each step's loss (the
+def train(params, config, batch_for_step, num_steps, adam=None):
+    """Train up to step num_steps of Adam (a fresh optimizer unless adam is given), yielding each step's loss (the
     batch's mean of its documents' losses, measured before that step's update) as it goes.
     batch_for_step(step) gives the token sequences to learn from at that step. This is a
     generator (it says yield, not return): nothing runs until the caller loops over it, as
-    in `for loss in train(...)`, and each turn of that loop runs one step."""
+    in `for loss in train(...)`, and each turn of that loop runs one step.
+    adam, if given, is Adam's state {"m", "v", "step"}, kept up to date as training goes, so
+    a run can be stopped, saved and resumed at that step (Part VI)."""
     flat = flatten(params)
-    m, v = [0.0] * len(flat), [0.0] * len(flat)    # Adam's running averages, one per parameter
-    for step in range(num_steps):
+    # Adam's running averages, one per parameter, and the next step to take
+    adam = adam or {"m": [0.0] * len(flat), "v": [0.0] * len(flat), "step": 0}
+    m, v = adam["m"], adam["v"]
+    for step in range(adam["step"], num_steps):
         batch = batch_for_step(step)
         loss = 0.0
         # The gradient of the batch's mean loss is the mean of the documents' gradients, so
@@ -567,6 +571,7 @@ def train(params, config, batch_for_step, num_steps):
         for tokens in batch:
             loss += add_gradient(tokens, params, config, 1 / len(batch))
         adam_update(flat, m, v, step, num_steps, config)
+        adam["step"] = step + 1
         yield loss / len(batch)
 
 
@@ -587,8 +592,8 @@ def mean_token_loss(sequences, weights, config):
 # back in, and repeat until the model draws BOS (the end of the name) or the context is full.
 # The temperature divides the logits first: below 1 it sharpens the distribution (safer,
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
-# all the probability goes to the likeliest token and sampling becomes always taking it
-# (the command line refuses 0 itself: it would divide by zero). A name the model never
+# all the probability goes to the likeliest token, so temperature 0 means exactly that:
+# take the likeliest token ("greedy"), with no division at all. A name the model never
 # ends stops when the context is full, at block_size characters.
 # ---------------------------------------------------------------------------------------
 
@@ -602,7 +607,9 @@ def inference_weights(params):
 
 
 def sample_token(logits, temperature, rng):
-    """Draw a token id with probabilities softmax(logits / temperature)."""
+    """Draw a token id with probabilities softmax(logits / temperature); at temperature 0,
+    the likeliest one (the lowest id of a tie, since max() keeps the first it finds)."""
+    if temperature == 0: return max(range(len(logits)), key=lambda t: float(logits[t]))
     # Subtract the largest logit before dividing by the temperature: that changes no
     # probability, and keeps a tiny temperature from blowing the logits up to infinity.
     m = max(float(l) for l in logits)
@@ -1064,6 +1071,7 @@ def label(token, chars):
 # =======================================================================================
 
 import argparse
+import hashlib
 import os
 import signal
 import site
@@ -1347,7 +1355,185 @@ def load_checkpoint(path):
         if not all(is_finite_number(x) for row in matrix for x in row):
             raise bad(f"{name} holds something that is not a finite number")
         params[name] = [[Value(float(x)) for x in row] for row in matrix]
+    check_remembered(ckpt, sum(rows * cols for rows, cols in shapes.values()), bad)   # history, Adam, rng
     return config, chars, params, mode, ckpt
+
+
+# ---------------------------------------------------------------------------------------
+# A model that remembers its run
+#
+# A checkpoint that a training run saves keeps, besides the weights, what it takes to go on
+# exactly where the run stopped, and to draw its training afterwards:
+#   "history"    the run's loss at every step, its eleven validation points and its samples
+#                during training (what --report draws; report_recorder fills it)
+#   "optimizer"  Adam's m and v (one number per parameter each, in flatten() order) and its
+#                step count: how many updates these weights have had
+#   "rng"        the training random stream's state (it draws the windows of --stream)
+#   "run"        the options the run was started with, its first Adam step, and a digest of
+#                its data
+# With them, --resume FILE continues a stopped run to the very numbers of a run that never
+# stopped, and --load FILE --steps N fine-tunes with Adam's memory instead of from zero.
+# ---------------------------------------------------------------------------------------
+
+def is_count(x, least=0):
+    return type(x) is int and least <= x <= LARGEST_COUNT
+
+
+def is_list_of(x, ok):
+    return isinstance(x, list) and all(ok(item) for item in x)
+
+
+def check_remembered(ckpt, n_params, bad):
+    """Check the keys a saved run adds (each optional, so older checkpoints still load)."""
+    history = ckpt.get("history", {})
+    if not (isinstance(history, dict) and is_list_of(history.get("losses", []), is_finite_number)
+            and is_list_of(history.get("val_points", []), lambda p: isinstance(p, list) and len(p) == 2
+                           and is_count(p[0]) and is_finite_number(p[1]))
+            and is_list_of(history.get("snapshots", []), lambda s: isinstance(s, dict) and is_count(s.get("step"))
+                           and is_list_of(s.get("samples"), lambda t: isinstance(t, str)))):
+        raise bad('"history" must hold "losses", "val_points" and "snapshots" as --save writes them')
+    adam = ckpt.get("optimizer", {"m": [0.0] * n_params, "v": [0.0] * n_params, "step": 0})
+    if not (isinstance(adam, dict) and is_count(adam.get("step"))
+            and all(is_list_of(adam.get(key), is_finite_number) and len(adam[key]) == n_params
+                    for key in ("m", "v")) and min(adam["v"], default=0) >= 0):
+        raise bad(f'"optimizer" must hold "m" and "v" ({n_params:,} numbers each, v never negative) and "step"')
+    if "rng" in ckpt:
+        try:
+            random.Random().setstate(rng_state(ckpt["rng"]))
+        except (TypeError, ValueError, OverflowError):
+            raise bad('"rng" is not the state of a random stream') from None
+    run = ckpt.get("run")
+    if run is not None and not (isinstance(run, dict) and is_count(run.get("steps"), 1) and is_count(run.get("start"))
+                                and (run.get("batch") == "all" or is_count(run.get("batch"), 1))
+                                and is_finite_number(run.get("lr")) and type(run.get("seed")) is int
+                                and isinstance(run.get("input"), str) and isinstance(run.get("data_sha256"), str)
+                                and is_finite_number(run.get("temperature")) and is_count(run.get("num_samples"))
+                                and (run.get("length") is None or is_count(run.get("length"), 1))
+                                and (run.get("prompt") is None or isinstance(run.get("prompt"), str))):
+        raise bad('"run" does not describe a run as --save writes it')
+
+
+def rng_state(saved):
+    """random.Random's state from its JSON form [version, [625 whole numbers], gauss_next]."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
+def saved_seed(ckpt, default):
+    """The seed the checkpoint's model was trained with, if it says (else `default`)."""
+    training = ckpt.get("training")
+    seed = training.get("seed") if isinstance(training, dict) else None
+    return seed if type(seed) is int else default
+
+
+def data_digest(text):
+    """A fingerprint of the training text: --resume checks it is the same data."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def resume_options(args):
+    """--resume FILE: check that FILE holds a run that was stopped before its end, and set
+    args to the options that run was started with (the sampling ones only where the command
+    line gives none; --save defaults to FILE). Returns load_checkpoint(FILE)."""
+    checkpoint = load_checkpoint(args.resume)
+    ckpt, path = checkpoint[4], args.resume
+    run = ckpt.get("run")
+    if run is None or "optimizer" not in ckpt or "rng" not in ckpt:
+        raise BadInput(f"{path} holds no run to resume (it was saved by an older microgpt); "
+                       f"--load {path} --steps N trains it further")
+    done = len(ckpt.get("history", {}).get("losses", []))
+    if done >= run["steps"] or ckpt["optimizer"]["step"] != run["start"] + done:
+        raise BadInput(f"{path} finished its run ({done:,} of {run['steps']:,} steps): nothing to resume; "
+                       f"--load {path} --steps N trains it further")
+    fixed = ["load", "steps", "lr", "batch", "seed"] + list(MODEL_SHAPE)
+    given = [flag for flag in fixed if getattr(args, flag) is not None] + ["stream"] * args.stream
+    if given:
+        raise BadInput(f"--{given[0].replace('_', '-')} cannot change the run that --resume continues: "
+                       "it goes on with the options it was started with")
+    args.load, args.steps, args.lr, args.batch, args.seed = path, run["steps"], run["lr"], run["batch"], run["seed"]
+    args.input = args.input or run["input"]
+    for key in ("temperature", "num_samples", "length", "prompt"):
+        if getattr(args, key) is None:
+            setattr(args, key, run[key])
+    if args.save is None:
+        args.save = path
+    return checkpoint
+
+
+def training_state(args, ckpt, params, rng, text):
+    """Adam's state to train with ({"m", "v", "step"}, as train() keeps it) and the history
+    of the run so far (None unless resuming). A new model starts Adam from zero. A loaded
+    one goes on with its saved Adam (a checkpoint without one: from zero, but counting the
+    steps the model has had, so the learning rate goes on down the same line; see run()).
+    A resumed run also gets back its training random stream, as it was at the stop."""
+    n = len(flatten(params))
+    saved = ckpt.get("optimizer")
+    if saved:
+        adam = {"m": [float(x) for x in saved["m"]], "v": [float(x) for x in saved["v"]], "step": saved["step"]}
+    else:
+        adam = {"m": [0.0] * n, "v": [0.0] * n, "step": 0}
+    if not args.resume:
+        return adam, None
+    if data_digest(text) != ckpt["run"]["data_sha256"]:
+        raise BadInput(f"{args.input} is not the text the run in {args.resume} was trained on (it changed): "
+                       "the run cannot be continued as it was")
+    rng.setstate(rng_state(ckpt["rng"]))
+    return adam, ckpt["history"]
+
+
+def run_options(args, config, mode, start, text):
+    """The "run" key: what --resume needs to start this run again where it stopped."""
+    return {"steps": config.steps, "start": start, "batch": config.batch, "lr": config.lr, "seed": config.seed,
+            "input": os.path.abspath(args.input or default_data_path()), "data_sha256": data_digest(text),
+            "temperature": config.temperature, "num_samples": config.num_samples,
+            "length": config.length if mode == "stream" else None, "prompt": args.prompt}
+
+
+def judge_sequences(text, chars, config, mode):
+    """What to judge a model on when the data is too short to hold any out: its first
+    documents, or windows, of training data."""
+    if mode == "docs":
+        return [encode_document(doc, chars) for doc in split_documents(text)[:200]]
+    return stream_val_windows(encode(text, chars), config.block_size)[:200]
+
+
+def remembered(record, adam, rng, run):
+    """The keys a saved run adds to its checkpoint (see the top of this section)."""
+    history = {key: record.get(key, []) for key in ("losses", "val_points", "snapshots")}
+    version, internal, gauss = rng.getstate()
+    return {"history": history, "optimizer": {"m": adam["m"], "v": adam["v"], "step": adam["step"]},
+            "rng": [version, list(internal), gauss], "run": run}
+
+
+# How much worse a new model may be than the one in the file it would replace: 10% more
+# loss per token. Fine-tuning that helps, or does nothing, moves the validation loss by a
+# few hundredths at most (2.3667 -> 2.3602 for 200 more steps on names.txt); a learning
+# rate that wrecks the model multiplies it (2.37 -> 69.6 after one step at --lr 0.5).
+# Between the two, 10% means the model lost what it knew, not that the loss wobbled.
+WORSE_BY = 1.10
+
+
+def judge_before_replacing(path, weights, config, chars, mode, sequences):
+    """A model is judged after its last update. Before --save replaces a file that holds a
+    model of the same vocabulary, measure both on the same held-out sequences (their first
+    200), and refuse (BadInput, the old file kept) if training made the model much worse."""
+    if not sequences or not os.path.exists(path) or not is_checkpoint(path):
+        return
+    try:
+        old_config, old_chars, old_params, old_mode, _ = load_checkpoint(path)
+    except BadInput:
+        return                            # not a model we could compare with
+    if old_chars != chars or old_mode != mode or old_config.block_size != config.block_size:
+        return                            # another model: its loss does not compare
+    def loss(weights, config):
+        try:
+            return mean_token_loss(sequences[:200], weights, config)
+        except (OverflowError, ValueError):      # weights too large to compute with
+            return math.inf
+    new, old = loss(weights, config), loss(inference_weights(old_params), old_config)
+    if not new <= WORSE_BY * old and math.isfinite(old):
+        raise BadInput(f"training made the model much worse: its loss on held-out data is {new:.4g}, against "
+                       f"{old:.4f} for the model in {path}, which was kept; try a smaller --lr than {config.lr}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1412,23 +1598,28 @@ def make_parser():
                    f"step; 'all' uses every one at every step (default {d.batch})")
     p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
                    f"over the run, to lr / steps at the last step (default {d.lr})")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="N", help=f"random seed; the same seed and "
-                   f"options give the same output (default {d.seed})")
-    p.add_argument("--temperature", type=float, default=d.temperature, metavar="F",
-                   help=f"sampling temperature: lower is safer, higher is wilder (default {d.temperature})")
+    p.add_argument("--seed", type=int, metavar="N", help=f"random seed; the same seed and "
+                   f"options give the same output (default {d.seed}; with --load, the checkpoint's)")
+    p.add_argument("--temperature", type=float, metavar="F", help="sampling temperature: lower is safer, "
+                   f"higher is wilder; 0 always takes the likeliest token (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
     p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary and mode); "
-                   "--steps N then fine-tunes it")
+                   "--steps N then fine-tunes it: N more steps of the same Adam, its learning rate going on "
+                   "down the saved run's line, stretched to end N steps later")
     p.add_argument("--chain", nargs="?", const=True, metavar="FILE.dot", help="print the model as a Markov chain "
                    "over its contexts (stream mode, at most 256 states); with FILE.dot also write it for Graphviz")
     p.add_argument("--explain", metavar="TEXT", help="print the model's predictions and attention for each "
                    "position of TEXT")
     p.add_argument("--report", metavar="FILE.html", help="write one self-contained HTML page with pictures of "
                    "the run and the model (loss curve, embeddings, attention, samples)")
+    # Remembering a run (helper "remember"): stop with Ctrl-C, go on later.
+    p.add_argument("--resume", metavar="FILE", help="continue the run that saved FILE when it was stopped (Ctrl-C, "
+                   "SIGTERM) with the options it was started with, to the same numbers as if it never "
+                   "stopped; saves to FILE again unless --save says otherwise")
     p.add_argument("--plain", action="store_true", help="run Part I of microgpt.py alone (FAST = False): "
                    "the same numbers to rounding, about 14 times slower")
     return p
@@ -1443,10 +1634,10 @@ def check_settings(args, config):
         raise BadInput(f"--n-embd {config.n_embd} is not divisible by --n-head {config.n_head}")
     if config.steps < 0 or (config.steps == 0 and not args.load):
         raise BadInput(f"--steps must be at least 1 (0 only with --load), not {config.steps}")
-    for name in ("lr", "temperature"):
-        value = getattr(config, name)
-        if not (math.isfinite(value) and value > 0):
-            raise BadInput(f"--{name} must be a positive number, not {value}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise BadInput(f"--lr must be a positive number, not {config.lr}")
+    if not (math.isfinite(config.temperature) and config.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (greedy) or a positive number, not {config.temperature}")
     if config.batch != "all" and config.batch < 1:
         raise BadInput(f"--batch must be at least 1 or 'all', not {config.batch}")
     if config.num_samples < 0:
@@ -1539,13 +1730,14 @@ def check_memory(config, vocab_size, positions=1, data_bytes=0):
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
-def print_progress(step, num_steps, loss, smoothed, started, interactive):
+def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0):
     """The training progress line: raw and smoothed loss, time per step and time left. In a
-    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times."""
+    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times.
+    first: the steps taken before `started` (by the run that --resume continues)."""
     every = max(1, num_steps // (100 if interactive else 10))
     if step % every and step not in (1, num_steps):
         return
-    ms = 1000 * (time.perf_counter() - started) / step
+    ms = 1000 * (time.perf_counter() - started) / (step - first)
     line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
             f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
     if interactive:      # back to the start of the line; two spaces cover a line that got shorter
@@ -1609,18 +1801,22 @@ def settings(args):
     """The Config and mode asked for on the command line, merged with the checkpoint's when
     there is one. Returns (config, mode, checkpoint), checkpoint being None or
     load_checkpoint's (config, chars, params, mode, raw)."""
-    for flag in ("input", "load", "save", "chain", "report"):   # an empty name would be silently ignored
+    for flag in ("input", "load", "save", "chain", "report", "resume"):   # an empty name would be silently ignored
         if getattr(args, flag) == "":
             raise BadInput(f"--{flag} needs a file name, not an empty string")
     if args.chain is True:
         args.chain = ""                     # --chain without a file name: print the chain only
-    config = Config(seed=args.seed, temperature=args.temperature)
-    for key in ("lr", "batch"):                     # options left out keep Config's defaults
+    if args.resume is not None:
+        resume_options(args)                # the options of the run being resumed
+    config = Config()
+    for key in ("lr", "batch", "seed", "temperature"):   # options left out keep Config's defaults
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     checkpoint = load_checkpoint(args.load) if args.load else None
     if checkpoint:
         saved, mode = checkpoint[0], checkpoint[3]
+        if args.seed is None:               # the seed the model was trained with: the same samples
+            config.seed = saved_seed(checkpoint[4], config.seed)
         for key in MODEL_SHAPE:
             given = getattr(args, key)
             if given is not None and given != getattr(saved, key):
@@ -1775,30 +1971,51 @@ class StopSignals:
         return lambda: [signal.signal(number, handler) for number, handler in previous.items()]
 
 
-def train_with_progress(params, config, batches, stop, on_step=None):
+def interrupt_myself(stop):
+    """Send this process a real SIGINT, as Ctrl-C would, and wait until its handler has run:
+    the tests of --resume stop a run at a step of their choosing this way."""
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):                 # a handler runs between two bytecodes; sleep lets it
+        if stop.signum is not None:
+            return
+        time.sleep(0.001)
+
+
+def train_with_progress(params, config, batches, stop, on_step=None, adam=None, earlier=()):
     """Train, printing progress. Returns (smoothed losses, whether a stop signal ended it early).
     on_step(step, loss), if given, is called before the first step (step 0, loss None) and
-    after every step: --report uses it to record the run."""
-    losses, smoothed = [], []
+    after every step: --report uses it to record the run. adam: Adam's state to go on from
+    (train()'s; a model that had steps before this run counts them, so the learning rate
+    goes on down its line, stretched to end config.steps later). earlier: the losses of the
+    steps this run took before it was stopped (--resume goes on from there)."""
+    losses = list(earlier)
+    smoothed = [sum(losses[max(0, i - 99):i + 1]) / len(losses[max(0, i - 99):i + 1]) for i in range(len(losses))]
+    first = len(losses)
+    adam = adam or {"m": [0.0] * len(flatten(params)), "v": [0.0] * len(flatten(params)), "step": 0}
+    end = adam["step"] - first + config.steps      # Adam's step count when this run is done
     interactive = sys.stdout.isatty()
-    if on_step:
+    stop_at = os.environ.get("MICROGPT_STOP_AFTER_STEP")   # for the tests: a Ctrl-C after that step
+    if on_step and not first:
         on_step(0, None)
     started = time.perf_counter()
-    for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
+    for step, loss in enumerate(train(params, config, batches, end, adam), start=first + 1):
         if not math.isfinite(loss):
             raise BadInput(f"training diverged: the loss became {loss} at step {step} "
                            f"(try a smaller --lr than {config.lr}); nothing was saved")
         losses.append(loss)
         smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-        print_progress(step, config.steps, loss, smoothed[-1], started, interactive)
+        print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first)
         if on_step:                  # its time is not training time: leave it out of ms/step
             before = time.perf_counter()
             on_step(step, loss)
             started += time.perf_counter() - before
+        if str(step) == stop_at:
+            interrupt_myself(stop)
         if stop.signum is not None and step < config.steps:
             return smoothed, True
     elapsed = time.perf_counter() - started
-    print(f"trained {config.steps} steps in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
+    done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
+    print(f"trained {done} steps in {elapsed:.1f} s ({1000 * elapsed / (config.steps - first):.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
     ascii_only = not can_print("\u2581\u2588")
     print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
@@ -1927,12 +2144,22 @@ def run(args, stop=None):
     # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
     steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
     steps_before = steps_before if type(steps_before) is int else 0
+    if config.steps > 0:                    # Adam's state, and the run so far when resuming
+        adam, history = training_state(args, raw, params, rng, text)
+        done = len(history["losses"]) if history else 0
+        if "optimizer" not in raw:          # an older checkpoint: Adam's averages start from zero
+            adam["step"] = steps_before     # but its count goes on, and with it the learning rate
+        steps_before -= done
+        run_start = adam["step"] - done     # Adam's step count when this run began
 
     def save(steps_done):
         if args.save:
             extra = {"training": {"steps": steps_before + steps_done, "seed": config.seed, "lr": config.lr}}
             if mode == "stream":
                 extra["stream_start"] = stream_start
+            extra.update(remembered(record, adam, rng, run_options(args, config, mode, run_start, text)))
+            judge_before_replacing(args.save, inference_weights(params), config, chars, mode,
+                                   val_seqs or judge_sequences(text, chars, config, mode))
             try:
                 # Again, right before writing: a file may have appeared there during training.
                 check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
@@ -1943,9 +2170,11 @@ def run(args, stop=None):
             stop.finishing = False        # the model is safe: from now on a signal stops at once
             print(f"saved the model to {args.save}")
 
-    record = {}                             # what --report needs to know about the run
+    record = {}                             # what --report needs to know about the run, and --save keeps
     on_step = report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start) \
-        if args.report else None
+        if args.report or args.save else None
+    if config.steps > 0 and history:        # the run so far, as the run that was stopped recorded it
+        record.update({key: list(history[key]) for key in ("losses", "val_points", "snapshots")})
     val_loss, seconds, started = None, 0.0, time.perf_counter()
     if config.steps > 0:
         kind = "windows" if mode == "stream" else "documents"
@@ -1959,7 +2188,8 @@ def run(args, stop=None):
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True
-        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step)
+        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step, adam,
+                                                    history["losses"] if history else ())
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
         check_not_wrecked(smoothed, vocab_size, config.lr)
         if stop.signum is not None:
