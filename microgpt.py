@@ -1568,8 +1568,10 @@ def judge_before_replacing(path, weights, config, chars, mode, sequences):
             return math.inf
     new, old = loss(weights, config), loss(inference_weights(old_params), old_config)
     if not new <= WORSE_BY * old and math.isfinite(old):
-        raise BadInput(f"training made the model much worse: its loss on held-out data is {new:.4g}, against "
-                       f"{old:.4f} for the model in {path}, which was kept; try a smaller --lr than {config.lr}")
+        shown = f"{new:.4f}" if new < 1e6 else f"{new:.3g}"
+        raise BadInput(f"training made the model much worse: its loss on {len(sequences[:200]):,} held-out sequences "
+                       f"is {shown}, against {old:.4f} for the model in {path}, which was kept; try a smaller "
+                       f"--lr than {config.lr}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1643,9 +1645,10 @@ def make_parser():
     p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
-    p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary and mode); "
-                   "--steps N then fine-tunes it: N more steps of the same Adam, its learning rate going on "
-                   "down the saved run's line, stretched to end N steps later")
+    p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary, mode and "
+                   "seed); --steps N then fine-tunes it: Adam goes on from its saved state, and the learning "
+                   "rate from lr * N / (T + N) down to 0, T being the steps the model had (a short "
+                   "fine-tuning makes small changes)")
     p.add_argument("--chain", nargs="?", const=True, metavar="FILE.dot", help="print the model as a Markov chain "
                    "over its contexts (stream mode, at most 256 states); with FILE.dot also write it for Graphviz")
     p.add_argument("--explain", metavar="TEXT", help="print the model's predictions and attention for each "
@@ -2127,7 +2130,7 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
     rng = random.Random(config.seed + 1)
     if config.num_samples:
         print(f"--- {config.num_samples} sample{'s' if config.num_samples > 1 else ''} "
-              f"(temperature {config.temperature}) ---")
+              f"(temperature {config.temperature}{': always the likeliest token' * (config.temperature == 0)}) ---")
     for i in range(config.num_samples):
         if output_lost():                 # nobody reads them any more: stop
             return
