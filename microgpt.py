@@ -1541,37 +1541,34 @@ def remembered(record, adam, rng, run):
             "rng": [version, list(internal), gauss], "run": run}
 
 
-# How much worse a new model may be than the one in the file it would replace: 10% more
-# loss per token. Fine-tuning that helps, or does nothing, moves the validation loss by a
-# few hundredths at most (2.3667 -> 2.3602 for 200 more steps on names.txt); a learning
-# rate that wrecks the model multiplies it (2.37 -> 69.6 after one step at --lr 0.5).
-# Between the two, 10% means the model lost what it knew, not that the loss wobbled.
+# How much worse training may make a loaded model before --save refuses to replace a
+# model file with it: 10% more loss per token. Fine-tuning that helps, or does nothing,
+# moves the validation loss by a few hundredths (2.3667 -> 2.3602 for 200 more steps on
+# names.txt); a rate that wrecks the model multiplies it (2.37 -> 69.6 after one step at
+# 0.5, as fine-tuning once took with --lr 0.5). Between the two, 10% means the model lost
+# what it knew, not that the loss wobbled.
 WORSE_BY = 1.10
 
 
-def judge_before_replacing(path, weights, config, chars, mode, sequences):
-    """A model is judged after its last update. Before --save replaces a file that holds a
-    model of the same vocabulary, measure both on the same held-out sequences (their first
-    200), and refuse (BadInput, the old file kept) if training made the model much worse."""
-    if not sequences or not os.path.exists(path) or not is_checkpoint(path):
+def judge_before_replacing(path, weights, weights_before, config, sequences):
+    """A model is judged after its last update. When --save would replace a file that holds a
+    model, and this run trained a loaded model (fine-tuning, --resume), measure the model
+    before and after training on the same held-out sequences (their first 200), and refuse
+    (BadInput: the file is kept) if training made it much worse. weights_before: None for a
+    model that was not loaded (nothing to compare with)."""
+    if weights_before is None or not sequences or not os.path.exists(path) or not is_checkpoint(path):
         return
-    try:
-        old_config, old_chars, old_params, old_mode, _ = load_checkpoint(path)
-    except BadInput:
-        return                            # not a model we could compare with
-    if old_chars != chars or old_mode != mode or old_config.block_size != config.block_size:
-        return                            # another model: its loss does not compare
-    def loss(weights, config):
+
+    def loss(weights):
         try:
             return mean_token_loss(sequences[:200], weights, config)
         except (OverflowError, ValueError):      # weights too large to compute with
             return math.inf
-    new, old = loss(weights, config), loss(inference_weights(old_params), old_config)
+    new, old = loss(weights), loss(weights_before)
     if not new <= WORSE_BY * old and math.isfinite(old):
         shown = f"{new:.4f}" if new < 1e6 else f"{new:.3g}"
         raise BadInput(f"training made the model much worse: its loss on {len(sequences[:200]):,} held-out sequences "
-                       f"is {shown}, against {old:.4f} for the model in {path}, which was kept; try a smaller "
-                       f"--lr than {config.lr}")
+                       f"went from {old:.4f} to {shown}, so {path} was kept; try a smaller --lr than {config.lr}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -2188,6 +2185,7 @@ def run(args, stop=None):
         done = len(history["losses"]) if history else 0
         steps_before -= done
         run_start = adam["step"] - done     # Adam's step count when this run began
+        weights_before = weights_of(params) if checkpoint else None    # for judge_before_replacing
         if checkpoint and not args.resume:
             say_how_fine_tuning_goes(config, adam, steps_before)
 
@@ -2197,7 +2195,7 @@ def run(args, stop=None):
             if mode == "stream":
                 extra["stream_start"] = stream_start
             extra.update(remembered(record, adam, rng, run_options(args, config, mode, run_start, text)))
-            judge_before_replacing(args.save, inference_weights(params), config, chars, mode,
+            judge_before_replacing(args.save, inference_weights(params), weights_before, config,
                                    val_seqs or judge_sequences(text, chars, config, mode))
             try:
                 # Again, right before writing: a file may have appeared there during training.
