@@ -1376,10 +1376,12 @@ def load_checkpoint(path):
 # ---------------------------------------------------------------------------------------
 
 def is_count(x, least=0):
+    """Whether x is a whole number (not a bool) from `least` to LARGEST_COUNT."""
     return type(x) is int and least <= x <= LARGEST_COUNT
 
 
 def is_list_of(x, ok):
+    """Whether x is a list whose every item passes ok(item)."""
     return isinstance(x, list) and all(ok(item) for item in x)
 
 
@@ -1464,10 +1466,10 @@ def resume_options(args):
 
 def training_state(args, ckpt, params, rng, text):
     """Adam's state to train with ({"m", "v", "step"}, as train() keeps it) and the history
-    of the run so far (None unless resuming). A new model starts Adam from zero. A loaded
-    one goes on with its saved Adam (a checkpoint without one: from zero, but counting the
-    steps the model has had, so the learning rate goes on down the same line; see run()).
-    A resumed run also gets back its training random stream, as it was at the stop."""
+    of the run so far (None unless resuming). A new model starts Adam from zero, and so does
+    a loaded one saved without Adam's state (see say_how_fine_tuning_goes); any other goes on
+    with its saved Adam. A resumed run also gets back its training random stream, as it was
+    at the stop."""
     n = len(flatten(params))
     saved = ckpt.get("optimizer")
     if saved:
@@ -1842,13 +1844,12 @@ def settings(args):
             raise BadInput(f"--{flag} needs a file name, not an empty string")
     if args.chain is True:
         args.chain = ""                     # --chain without a file name: print the chain only
-    if args.resume is not None:
-        resume_options(args)                # the options of the run being resumed
+    resumed = resume_options(args) if args.resume is not None else None   # and the run's options
     config = Config()
     for key in ("lr", "batch", "seed", "temperature"):   # options left out keep Config's defaults
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
-    checkpoint = load_checkpoint(args.load) if args.load else None
+    checkpoint = resumed or (load_checkpoint(args.load) if args.load else None)
     if checkpoint:
         saved, mode = checkpoint[0], checkpoint[3]
         if args.seed is None:               # the seed the model was trained with: the same samples
@@ -1949,7 +1950,7 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
     """For --report: an on_step for train_with_progress that keeps every step's loss in
     record, and at eleven steps (0, a tenth of the run, ...) the loss on a fixed subset of
     the held-out data, and at five (0, 5%, 20%, 50%, the end) samples drawn with the final
-    samples' seed. Only --report pays for this."""
+    samples' seed. Only --report and --save pay for this (--save keeps it in the checkpoint)."""
     n = config.steps
     val_steps = {round(n * k / 10) for k in range(11)}
     sample_steps = {0, round(n * 0.05), round(n * 0.2), round(n * 0.5), n}
