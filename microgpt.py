@@ -1543,8 +1543,8 @@ def remembered(record, adam, rng, run):
             "rng": [version, list(internal), gauss], "run": run}
 
 
-# How much worse training may make a loaded model before --save refuses to replace a
-# model file with it: 10% more loss per token. Fine-tuning that helps, or does nothing,
+# How much worse training may make a model before --save refuses to replace a model file
+# with it: 10% more loss per token. Fine-tuning that helps, or does nothing,
 # moves the validation loss by a few hundredths (2.3667 -> 2.3602 for 200 more steps on
 # names.txt); a rate that wrecks the model multiplies it (2.37 -> 69.6 after one step at
 # 0.5, as fine-tuning once took with --lr 0.5). Between the two, 10% means the model lost
@@ -1554,11 +1554,10 @@ WORSE_BY = 1.10
 
 def judge_before_replacing(path, weights, weights_before, config, sequences):
     """A model is judged after its last update. When --save would replace a file that holds a
-    model, and this run trained a loaded model (fine-tuning, --resume), measure the model
-    before and after training on the same held-out sequences (their first 200), and refuse
-    (BadInput: the file is kept) if training made it much worse. weights_before: None for a
-    model that was not loaded (nothing to compare with)."""
-    if weights_before is None or not sequences or not os.path.exists(path) or not is_checkpoint(path):
+    model, measure the model before this run's training (as loaded, or at its random start)
+    and after it on the same held-out sequences (their first 200), and refuse (BadInput: the
+    file is kept) if training made it much worse."""
+    if not sequences or not os.path.exists(path) or not is_checkpoint(path):
         return
 
     def loss(weights):
@@ -2186,7 +2185,7 @@ def run(args, stop=None):
         done = len(history["losses"]) if history else 0
         steps_before -= done
         run_start = adam["step"] - done     # Adam's step count when this run began
-        weights_before = weights_of(params) if checkpoint else None    # for judge_before_replacing
+        weights_before = weights_of(params)   # for judge_before_replacing
         if checkpoint and not args.resume:
             say_how_fine_tuning_goes(config, adam, steps_before)
 

@@ -184,17 +184,18 @@ class FineTuning(unittest.TestCase):
         for key in ("history", "optimizer", "rng", "run"):
             del old[key]
         write_text(cls.tmp, "old.json", json.dumps(old))
-        for name in ("tuned.json", "one.json", "good.json", "kept.json"):
+        for name in ("tuned.json", "one.json", "good.json", "kept.json", "fresh.json"):
             with open(os.path.join(cls.tmp, name), "wb") as f:
                 f.write(cls.base_bytes)
         tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
-        cls.runs = dict(zip(("tuned", "one", "good", "kept", "old", "old2"), run_all([(args, cls.tmp) for args in (
+        cls.runs = dict(zip(("tuned", "one", "good", "kept", "old", "old2", "fresh"), run_all([(args, cls.tmp) for args in (
             ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["40"],
             ["--load", "one.json", "--save", "one.json"] + tune + ["1"],
             ["--load", "good.json", "--save", "good.json", "--lr", "0.5"] + tune + ["1"],   # issue 16 row 2
             ["--load", "kept.json", "--save", "kept.json", "--lr", "3000"] + tune + ["1"],
             ["--load", "old.json", "--num-samples", "3"],
-            ["--load", "old.json", "--save", "old2.json"] + tune + ["20"])])))
+            ["--load", "old.json", "--save", "old2.json"] + tune + ["20"],
+            TINY + ["--save", "fresh.json", "--lr", "1000"] + tune + ["1"])])))
 
     @classmethod
     def tearDownClass(cls):
@@ -248,12 +249,14 @@ class FineTuning(unittest.TestCase):
         self.assertLess(self.validation(result), 1.1 * self.validation(self.base), result.stdout)
 
     def test_a_model_file_is_kept_when_training_makes_the_model_much_worse(self):
-        result = self.runs["kept"]
-        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
-        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
-        self.assertIn("much worse", result.stderr)
-        with open(os.path.join(self.tmp, "kept.json"), "rb") as f:
-            self.assertEqual(f.read(), self.base_bytes)
+        # a loaded model fine-tuned at a wild rate, and a new model's one wild step
+        for name in ("kept", "fresh"):
+            result = self.runs[name]
+            self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+            self.assertIn("much worse", result.stderr)
+            with open(os.path.join(self.tmp, name + ".json"), "rb") as f:
+                self.assertEqual(f.read(), self.base_bytes)
         self.assertFalse([name for name in os.listdir(self.tmp) if name.startswith("microgpt-rescued")])
 
     def test_an_older_checkpoint_without_the_run_still_loads_samples_and_fine_tunes(self):
