@@ -1522,7 +1522,7 @@ def judge_sequences(text, chars, config, mode):
 
 
 # A run with --report measures its eleven validation points on 200 held-out documents (100
-# windows); one that only saves measures them on 50 (25): a quarter of the time, about 5%
+# windows); one that only saves measures them on 50 (25): a quarter of the time, about 7%
 # of the default run, for a curve whose points wobble by about 0.05 instead of 0.03.
 SAVED_VAL_SUBSET = {"docs": 50, "stream": 25}
 
