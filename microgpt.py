@@ -1963,12 +1963,17 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
             return
         started = time.perf_counter()
         weights = inference_weights(params)
-        if step in val_steps and subset:
-            record["val_points"].append((step, mean_token_loss(subset, weights, config)))
-        if step in sample_steps:
-            samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
-                                   5 if mode == "docs" else 1, min(config.length, 80))
-            record["snapshots"].append({"step": step, "samples": samples})
+        try:          # weights too large to compute with (a diverging run) leave no point
+            if step in val_steps and subset:
+                val_loss = mean_token_loss(subset, weights, config)
+                if math.isfinite(val_loss):
+                    record["val_points"].append((step, val_loss))
+            if step in sample_steps:
+                samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
+                                       5 if mode == "docs" else 1, min(config.length, 80))
+                record["snapshots"].append({"step": step, "samples": samples})
+        except (OverflowError, ValueError):
+            pass
         record["snapshot_seconds"] += time.perf_counter() - started
     return on_step
 
