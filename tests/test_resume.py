@@ -15,7 +15,7 @@ import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import MICROGPT_PATH, REPO, assert_ok, assert_refused, microgpt, run_cli, write_text
+from tests.support import MICROGPT_PATH, REPO, assert_ok, assert_refused, microgpt, run_cli, run_main, write_text
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]   # a small model: the point is the bookkeeping
 STEPS = 16
@@ -45,9 +45,12 @@ def step_of(line):
 
 
 def run_all(commands):
-    """(args, cwd, env) command lines side by side."""
+    """Command lines (args, cwd) or (args, cwd, env): those with an env (the ones a signal
+    stops) each in a new process, side by side; the others in this process (run_main)."""
+    real = [c for c in commands if len(c) > 2]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda c: run_cli(*c), commands))
+        done = dict(zip(map(id, real), pool.map(lambda c: run_cli(*c), real)))
+    return [done[id(c)] if len(c) > 2 else run_main(*c) for c in commands]
 
 
 def checkpoint(path):
@@ -176,7 +179,7 @@ class FineTuning(unittest.TestCase):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.tmp = cls._tmp.name
         write_text(cls.tmp, "names.txt", "\n".join(names(400)) + "\n")
-        cls.base = run_cli(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "80",
+        cls.base = run_main(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "80",
                                    "--save", "base.json"], cls.tmp)
         with open(os.path.join(cls.tmp, "base.json"), "rb") as f:
             cls.base_bytes = f.read()
@@ -275,7 +278,7 @@ class ResumeRefusals(unittest.TestCase):
             stopped = run_cli(TINY + ["--input", "names.txt", "--steps", "6", "--save", "s.json", "--num-samples", "0"], tmp,
                               {"MICROGPT_STOP_AFTER_STEP": "2"})
             self.assertEqual(stopped.returncode, 130, stopped.stderr)
-            assert_ok(self, run_cli(TINY + ["--input", "names.txt", "--steps", "3", "--save", "done.json", "--num-samples", "0"], tmp))
+            assert_ok(self, run_main(TINY + ["--input", "names.txt", "--steps", "3", "--save", "done.json", "--num-samples", "0"], tmp))
             saved = checkpoint(os.path.join(tmp, "s.json"))
             bad = dict(saved, optimizer=dict(saved["optimizer"], m=saved["optimizer"]["m"][:-1]))
             write_text(tmp, "bad-adam.json", json.dumps(bad))
@@ -299,7 +302,7 @@ class Greedy(unittest.TestCase):
     def test_temperature_zero_in_stream_mode_repeats_itself_and_negative_is_refused(self):
         with tempfile.TemporaryDirectory() as tmp:
             write_text(tmp, "text.txt", " ".join(names(200)) + "\n")
-            result = run_cli(TINY + ["--input", "text.txt", "--stream", "--steps", "10", "--temperature", "0",
+            result = run_main(TINY + ["--input", "text.txt", "--stream", "--steps", "10", "--temperature", "0",
                                      "--num-samples", "2", "--length", "30"], tmp)
             assert_ok(self, result)
             lines = result.stdout.splitlines()
@@ -316,7 +319,7 @@ class LoadedModelSampling(unittest.TestCase):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.tmp = cls._tmp.name
         write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
-        cls.trained = run_cli(TINY + ["--input", "names.txt", "--steps", "30", "--seed", "7", "--save", "s.json",
+        cls.trained = run_main(TINY + ["--input", "names.txt", "--steps", "30", "--seed", "7", "--save", "s.json",
                                       "--num-samples", "4", "--temperature", "1.5"], cls.tmp)
         cls.runs = run_all([(args, cls.tmp) for args in (
             ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5"],
