@@ -2276,7 +2276,9 @@ def run(args, stop=None):
         steps_before -= done
         run_start = adam["step"] - done     # Adam's step count when this run began
         weights_before = weights_of(params)   # for judge_before_replacing
-        if checkpoint and not args.resume:
+        if args.resume:
+            print(f"resuming the run saved in {args.resume}: {done:,} of its {config.steps:,} steps done")
+        elif checkpoint:
             say_how_fine_tuning_goes(config, adam, steps_before)
 
     def save(steps_done):
