@@ -2264,7 +2264,7 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
     logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
     red triangle pointing the way it went: one outlier cannot squash the whole chart."""
-    left, right, top, bottom = 64, 22, 12, 66
+    left, right, top, bottom = 70, 30, 12, 70
     y0, y1 = y_range
     plot_w, plot_h = width - left - right, height - top - bottom
 
@@ -2276,10 +2276,10 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     body = []
     for t in nice_ticks(y0, y1):
         body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
-        body.append(text_at(left - 8, Y(t) + 5, f"{t:g}", FONT, "end"))
+        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", FONT + 2, "end"))
     kept = []                                   # x ticks far enough apart to be read; the last one always
     for i, (x, text) in enumerate(x_ticks):
-        box = text_box(X(x), 0, text, FONT, "middle")
+        box = text_box(X(x), 0, text, FONT + 2, "middle")
         while kept and overlap(box, kept[-1][2], 10) and i == len(x_ticks) - 1:
             kept.pop()
         if not kept or not overlap(box, kept[-1][2], 10):
@@ -2287,11 +2287,11 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     for x, text, _ in kept:
         body.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
                     'stroke="#333"/>')
-        body.append(text_at(X(x), top + plot_h + 8 + FONT, text, FONT, "middle"))
+        body.append(text_at(X(x), top + plot_h + 10 + FONT, text, FONT + 2, "middle"))
     body.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>')
-    body.append(text_at(left + plot_w / 2, height - 10, x_label, FONT + 1, "middle"))
+    body.append(text_at(left + plot_w / 2, height - 10, x_label, FONT + 2, "middle"))
     yc = top + plot_h / 2
-    body.append(text_at(20, yc, y_label, FONT + 1, "middle", f' transform="rotate(-90 20 {yc:.1f})"'))
+    body.append(text_at(22, yc, y_label, FONT + 2, "middle", f' transform="rotate(-90 22 {yc:.1f})"'))
     for y, colour in hlines:
         body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
                     'stroke-width="1.5" stroke-dasharray="6 4"/>')
@@ -2692,7 +2692,10 @@ def loss_section(run, vocab_size, what):
     smooth = centred_means(losses, half) if half else [None] * n
     ordered = sorted(losses)
     ys = [s for s in smooth if s is not None] + [v for _, v in val] + [uniform]
-    hi, lo = max(ys + [quantile(ordered, 0.99)]), min(ys + [quantile(ordered, 0.01)])
+    if exact:                                    # no noise, so no outliers: show every step
+        hi, lo = max(ys + ordered), min(ys + ordered)
+    else:                                        # leave out the top and bottom 1% of a noisy loss
+        hi, lo = max(ys + [quantile(ordered, 0.99)]), min(ys + [quantile(ordered, 0.01)])
     pad = 0.05 * (hi - lo) or 0.1
     y_range = (lo - pad, hi + pad)
     stride = max(1, n // 2000)                   # at most ~2000 points per line keeps the page small
@@ -2713,7 +2716,7 @@ def loss_section(run, vocab_size, what):
     if half:
         key.append(("border-top:4px solid #2166ac", f"smoothed: mean of the {2 * half + 1} steps centred on each"))
     if val:
-        key.append(("background:#e08214;border-radius:50%", f"validation loss ({run['val_subset'] or 'the'} "
+        key.append(("background:#e08214;border-radius:50%;width:12px", f"validation loss ({run['val_subset'] or 'the'} "
                                                             f"held-out {what}s)"))
     key.append(("border-top:2px dashed #000", f"uniform guessing: ln {vocab_size} = {uniform:.2f}"))
     if above or below:
@@ -2793,7 +2796,8 @@ def snapshots_section(run, mode, config, data_docs):
             said += f" ({length(data_docs):.1f} in the data)"
             known = [s for s in last if s in set(data_docs)]
             said += (f"; at the end {len(known)} of {len(last)} are {'names' if len(known) != 1 else 'a name'} "
-                     f"from the data" + (f" ({', '.join(known)})" if known else "") + ", the others are new.")
+                     f"from the data" + (f" ({', '.join(known)})" if known else "")
+                     + (", the others are new." if len(known) < len(last) else "."))
         else:
             said += "."
         notes.append(said)
@@ -2818,8 +2822,13 @@ def embeddings_section(weights, config, names, mode, data_docs):
     dims = [str(j) for j in range(config.n_embd)]
     sizes = row_sizes(wte)
     big, small = max(range(len(sizes)), key=sizes.__getitem__), min(range(len(sizes)), key=sizes.__getitem__)
-    caption = (f"The longest vector is {names[big]}'s and the shortest {names[small]}'s: training pushes a token's "
-               "row about as often as the token turns up, so a rare token stays closer to its small random start.")
+    caption = f"The longest vector is {names[big]}'s, the shortest {names[small]}'s."
+    text = "".join(data_docs)
+    if text and big < len(text) and small < len(names) - 1 and big < len(names) - 1:
+        share = lambda t: text.count(t) / len(text)
+        caption += f" {names[big]} is {share(names[big]):.1%} of the characters of the data, {names[small]} {share(names[small]):.1%}"
+        caption += (": a token's row changes only when the token is in the step's text, so a rare one stays closer "
+                    "to its small random start." if share(names[small]) < share(names[big]) else ".")
     out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
                                                         "token", "weight", "wte: token embeddings"),
                       escape(caption)))
@@ -2904,11 +2913,14 @@ def inside_section(example, names, what, n_head):
     if scored:
         (p_hi, sure), (p_lo, worst) = max(scored), min(scored)
         guess = max(range(len(rows[worst])), key=rows[worst].__getitem__)
-        caption = (f"Surest at position {sure}: after {names[inputs[sure]]} it gave the true next token "
-                   f"{names[targets[sure]]} {percent(p_hi)}. Most surprised at position {worst}: it gave "
-                   f"{names[targets[worst]]} only {percent(p_lo)}"
-                   + (f" (its favourite was {names[guess]}, {percent(rows[worst][guess])})." if guess != targets[worst]
-                      else "."))
+        caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
+                   f"at {percent(p_hi)}. ")
+        if p_lo < 0.5:
+            caption += (f"Its biggest surprise: {names[targets[worst]]} after {names[inputs[worst]]} (position {worst}), "
+                        f"at only {percent(p_lo)}" + (f"; it expected {names[guess]} ({percent(rows[worst][guess])})."
+                                                       if guess != targets[worst] else "."))
+        else:
+            caption += f"Even the true token it expected least got {percent(p_lo)}."
     out.append(figure(f"Predictions for {shown}", prediction_table(example, names), escape(caption)))
     out.append('</div><div class="figures">')
     labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
@@ -3010,11 +3022,10 @@ figure{margin:0;min-width:0} figure>svg{margin:0 auto} figcaption{font-size:16px
 @media (max-width:700px){body{font-size:16px;padding:8px 10px 30px} h1{font-size:23px} h2{font-size:20px}
 .predictions .g3,.predictions .g4{display:none} .bar{width:30px} td,th{padding-right:8px}
 .predictions td{padding-right:8px}}
-.slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:10px 4vw;
-font-size:22px;display:flex;flex-direction:column}
-.slide:target h3{font-size:30px;margin:4px 0} .slide:target figcaption{font-size:22px;max-width:none}
-.slide:target>svg,.slide:target>.scroll{flex:1 1 auto;min-height:0;max-width:none;max-height:74vh}
-.slide:target .key{font-size:22px} .slide:target .predictions{font-size:24px}
+.slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
+.slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
+.slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}
+.slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px} .slide:target .samples .sample{font-size:30px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{display:block} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
