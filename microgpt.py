@@ -2280,9 +2280,9 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     kept = []                                   # x ticks far enough apart to be read; the last one always
     for i, (x, text) in enumerate(x_ticks):
         box = text_box(X(x), 0, text, FONT + 2, "middle")
-        while kept and overlap(box, kept[-1][2], 10) and i == len(x_ticks) - 1:
+        while kept and overlap(box, kept[-1][2], 6) and i == len(x_ticks) - 1:
             kept.pop()
-        if not kept or not overlap(box, kept[-1][2], 10):
+        if not kept or not overlap(box, kept[-1][2], 6):
             kept.append((x, text, box))
     for x, text, _ in kept:
         body.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
@@ -2364,7 +2364,8 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
 def scatter_plot(points, labels, title, x_label, y_label, size=340):
     """Labelled points on two axes of the same scale, so distances on the page are true.
     Each label goes beside its point where it touches no other label or point, further
-    out (with a thin line back to its point) where the points are crowded."""
+    out (with a thin line back to its point) where the points are crowded, and is left out
+    where there is no room at all. Returns (svg, the labels left out)."""
     pad, left, top = 22, 34, 6
     xs, ys = [x for x, _ in points], [y for _, y in points]
     span = max(max(xs) - min(xs), max(ys) - min(ys)) or 1.0
@@ -2381,7 +2382,7 @@ def scatter_plot(points, labels, title, x_label, y_label, size=340):
     size_of = FONT + 1
     # The most crowded points choose first, while there is still room near them.
     crowd = [sum(math.hypot(x - a, y - b) < 30 for a, b in where) for x, y in where]
-    labels_out = []
+    labels_out, missing = [], []
     for k in sorted(range(len(where)), key=lambda k: -crowd[k]):
         x, y = where[k]
         candidates = []
@@ -2398,8 +2399,10 @@ def scatter_plot(points, labels, title, x_label, y_label, size=340):
                 body.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{tx:.1f}" y2="{ty:.1f}" stroke="#999" '
                             'stroke-width="0.8"/>')
             labels_out.append(text_at(lx, ly, labels[k], size_of, anchor, ' class="mono"'))
+        else:
+            missing.append(labels[k])
     body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#2166ac"/>' for x, y in where]
-    return svg(left + size + 10, top + size + 14 + FONT, body + labels_out, title)
+    return svg(left + size + 10, top + size + 14 + FONT, body + labels_out, title), missing
 
 
 def top_components(rows, count=2, iterations=200):
@@ -2524,7 +2527,7 @@ def prediction_table(example, names):
     """Per position: the token read; the true next token, the probability the model gave it
     and its loss; then the model's top guesses, the true one in orange. Every probability
     is a bar (never narrower than a hairline, so that 2% still shows) and a number. An HTML
-    table, so that its text keeps its size on any screen; narrow screens show 3 guesses."""
+    table, so that its text keeps its size on any screen; narrow screens show fewer guesses."""
     rows, inputs, targets = example["probs"], example["tokens"], example["targets"]
     k = min(5, len(rows[0]))
 
@@ -2856,14 +2859,17 @@ def embeddings_section(weights, config, names, mode, data_docs):
         points = [(sum((x - mu) * c for x, mu, c in zip(row, mean_row, c1)),
                    sum((x - mu) * c for x, mu, c in zip(row, mean_row, c2))) for row in wte]
         share = lambda v: f" ({v / total:.0%} of the variance)" if total else ""
-        plot = scatter_plot(points, names, "token embeddings, top two principal components",
-                            f"component 1{share(v1)}", f"component 2{share(v2)}")
-        out.append(figure("Token embeddings, top two principal components", plot,
-                          escape(pca_caption(wte, points, names))))
+        plot, missing = scatter_plot(points, names, "token embeddings, top two principal components",
+                                     f"component 1{share(v1)}", f"component 2{share(v2)}")
+        caption = pca_caption(wte, points, names, "names" if mode == "docs" else "the text")
+        if missing:
+            caption += (f" Where the points crowd, {len(missing)} label{'s are' if len(missing) > 1 else ' is'} "
+                        f"left out: {' '.join(sorted(missing))}.")
+        out.append(figure("Token embeddings, top two principal components", plot, escape(caption)))
     return "\n".join(out) + "</div>"
 
 
-def pca_caption(wte, points, names):
+def pca_caption(wte, points, names, where):
     """What the scatter plot shows: which tokens sit at either end of its horizontal axis,
     which are closest in the full embedding, and whether the vowels keep together."""
     by_x = sorted(range(len(points)), key=lambda t: points[t][0])
@@ -2880,7 +2886,7 @@ def pca_caption(wte, points, names):
         sides = {points[t][0] < mid for t in vowels}
         if len(sides) == 1:
             said += (f" All five vowels lie on the {'left' if sides == {True} else 'right'} half: the model "
-                     "learned that they play a similar part in names.")
+                     f"learned that they play a similar part in {where}.")
     return said
 
 
@@ -3022,6 +3028,7 @@ figure{margin:0;min-width:0} figure>svg{margin:0 auto} figcaption{font-size:16px
 @media (max-width:700px){body{font-size:16px;padding:8px 10px 30px} h1{font-size:23px} h2{font-size:20px}
 .predictions .g3,.predictions .g4{display:none} .bar{width:30px} td,th{padding-right:8px}
 .predictions td{padding-right:8px}}
+@media (max-width:540px){.predictions .g1,.predictions .g2{display:none}}
 .slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
 .slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}
