@@ -3035,7 +3035,8 @@ figure{margin:0;min-width:0} figure>svg{margin:0 auto} figcaption{font-size:16px
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px} .slide:target .samples .sample{font-size:30px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
-figure,table,.sample{break-inside:avoid} .figures{display:block} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
+figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
+.figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 

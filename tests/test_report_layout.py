@@ -152,6 +152,30 @@ class ReportLayoutTest(unittest.TestCase):
             with self.subTest(page=key):
                 self.assertEqual(self.measure(key, 1280)["small"], [])
 
+    def test_the_presentation_view_shows_one_picture_filling_a_projectors_screen(self):
+        # 1024x768, the page opened at its first picture (#fig-1, what the "Present" link does)
+        assert_ok(self, self.results["names"])
+        self.driver.set_window_size(1024, 768)
+        for target in ("#fig-1", "#fig-2"):
+            with self.subTest(target=target):
+                self.driver.get("file://" + self.paths["names"] + target)
+                found = self.driver.execute_script("""
+                    const fig = document.querySelector(location.hash), box = fig.getBoundingClientRect();
+                    const picture = fig.querySelector('svg, table').getBoundingClientRect();
+                    return {position: getComputedStyle(fig).position, box: [box.left, box.top, box.width, box.height],
+                            screen: [innerWidth, innerHeight], picture: picture.height,
+                            caption: parseFloat(getComputedStyle(fig.querySelector('figcaption')).fontSize),
+                            links: [...fig.querySelectorAll('nav a')].map(a => a.getAttribute('href'))};""")
+                self.assertEqual(found["position"], "fixed")
+                self.assertEqual([round(x) for x in found["box"]], [0, 0] + found["screen"])
+                self.assertGreaterEqual(found["caption"], 20)
+                number = int(target[5:])
+                self.assertIn(f"#fig-{number + 1}", found["links"])
+                if number > 1:
+                    self.assertIn(f"#fig-{number - 1}", found["links"])
+                if target == "#fig-1":                      # the loss chart: at least half the screen
+                    self.assertGreaterEqual(found["picture"], found["screen"][1] / 2)
+
 
 if __name__ == "__main__":
     unittest.main()
