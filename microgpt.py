@@ -2455,7 +2455,7 @@ def chain_graph(chain, names):
         f'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{colour(t)}"/></marker>'
         for t in range(len(names))) + "</defs>"]
     taken = [(x - node, y - node, x + node, y + node) for x, y in where.values()]
-    wanted = []                              # (text, [candidate places]) for each arrow's label
+    wanted = []                              # (probability, colour, [candidate places]) for each arrow's label
     for state, probs in chain:
         x0, y0 = where[state]
         for t, p in enumerate(probs):
@@ -2473,8 +2473,7 @@ def chain_graph(chain, names):
                 ex, ey = x0 + ox * node + oy * node * 0.6, y0 + oy * node - ox * node * 0.6
                 body.append(f'<path d="M{sx:.1f},{sy:.1f} C{lx - oy * 2 * node:.1f},{ly + ox * 2 * node:.1f} '
                             f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" {style}>{tip}</path>')
-                wanted.append((percent(p), colour(t), [(lx + ox * d, ly + oy * d + 5, "middle")
-                                                       for d in (14, 24, 34, 4)]))
+                wanted.append((p, colour(t), [(lx + ox * d, ly + oy * d + 5, "middle") for d in (14, 24, 34, 4)]))
                 continue
             # A curve bending to the right of its direction, so A->B and B->A do not overlap,
             # cut short at both ends so that the arrowhead touches the circle of the state.
@@ -2489,12 +2488,13 @@ def chain_graph(chain, names):
             for s in (0.25, 0.35, 0.18, 0.45, 0.55, 0.65):
                 a, b, c = (1 - s) ** 2, 2 * s * (1 - s), s * s
                 spots.append((a * sx + b * mx + c * ex, a * sy + b * my + c * ey + 5, "middle"))
-            wanted.append((percent(p), colour(t), spots))
+            wanted.append((p, colour(t), spots))
     labels, missing = [], 0
-    for text, ink, spots in wanted:
+    for p, ink, spots in sorted(wanted, key=lambda label: -label[0]):     # likelier moves choose first
+        text = percent(p)
         place = place_label(text, FONT, spots, taken, (0, 0, size, size))
         if place:
-            labels.append(text_at(place[0], place[1], text, FONT, "middle", f' class="label" fill="{ink}"'))
+            labels.append(text_at(place[0], place[1], text, FONT, "middle", f' class="label mono" fill="{ink}"'))
         else:
             missing += 1
     for state, _ in chain:
