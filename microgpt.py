@@ -2472,7 +2472,8 @@ def chain_graph(chain, names):
                 sx, sy = x0 + ox * node - oy * node * 0.6, y0 + oy * node + ox * node * 0.6
                 ex, ey = x0 + ox * node + oy * node * 0.6, y0 + oy * node - ox * node * 0.6
                 body.append(f'<path d="M{sx:.1f},{sy:.1f} C{lx - oy * 2 * node:.1f},{ly + ox * 2 * node:.1f} '
-                            f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" {style}>{tip}</path>')
+                            f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" '
+                            f'{style}>{tip}</path>')
                 wanted.append((p, colour(t), [(lx + ox * d, ly + oy * d + 5, "middle") for d in (14, 24, 34, 4)]))
                 continue
             # A curve bending to the right of its direction, so A->B and B->A do not overlap,
@@ -2812,7 +2813,7 @@ def row_sizes(matrix):
     return [math.sqrt(sum(x * x for x in row) / len(row)) for row in matrix]
 
 
-def embeddings_section(weights, config, names, mode, data_docs):
+def embeddings_section(weights, config, names, chars, mode, data_docs):
     """wte and wpe as heat maps on one colour scale, and the token embeddings on their top
     two principal components, each with a caption on what this run's numbers show."""
     # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
@@ -2827,11 +2828,12 @@ def embeddings_section(weights, config, names, mode, data_docs):
     big, small = max(range(len(sizes)), key=sizes.__getitem__), min(range(len(sizes)), key=sizes.__getitem__)
     caption = f"The longest vector is {names[big]}'s, the shortest {names[small]}'s."
     text = "".join(data_docs)
-    if text and big < len(text) and small < len(names) - 1 and big < len(names) - 1:
-        share = lambda t: text.count(t) / len(text)
-        caption += f" {names[big]} is {share(names[big]):.1%} of the characters of the data, {names[small]} {share(names[small]):.1%}"
+    if text and max(big, small) < len(chars):                # characters of the data (BOS is not one)
+        share = lambda t: text.count(chars[t]) / len(text)
+        caption += (f" {names[big]} is {share(big):.1%} of the characters of the data, "
+                    f"{names[small]} {share(small):.1%}")
         caption += (": a token's row changes only when the token is in the step's text, so a rare one stays closer "
-                    "to its small random start." if share(names[small]) < share(names[big]) else ".")
+                    "to its small random start." if share(small) < share(big) else ".")
     out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
                                                         "token", "weight", "wte: token embeddings"),
                       escape(caption)))
@@ -2903,7 +2905,8 @@ def head_habit(head):
               "the first token": sum(row[0] for row in rows) / len(rows)}
     place, share = max(places.items(), key=lambda item: item[1])
     if share >= 0.4:
-        return f"looks mostly at {place}: {share:.0%} of its attention on average, where spreading it evenly would give {even:.0%}"
+        return (f"looks mostly at {place}: {share:.0%} of its attention on average, where spreading it evenly "
+                f"would give {even:.0%}")
     return (f"spreads its attention out; it leans most towards {place}: {share:.0%} on average, where spreading "
             f"it evenly would give {even:.0%}")
 
@@ -2922,7 +2925,8 @@ def inside_section(example, names, what, n_head):
         caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
                    f"at {percent(p_hi)}. ")
         if p_lo < 0.5:
-            caption += (f"Its biggest surprise: {names[targets[worst]]} after {names[inputs[worst]]} (position {worst}), "
+            caption += (f"Its biggest surprise: {names[targets[worst]]} after {names[inputs[worst]]} "
+                        f"(position {worst}), "
                         f"at only {percent(p_lo)}" + (f"; it expected {names[guess]} ({percent(rows[worst][guess])})."
                                                        if guess != targets[worst] else "."))
         else:
@@ -2962,7 +2966,8 @@ def chain_section(weights, config, names):
                    "probability, coloured by the token read, labelled with its probability"
                    + (f" ({missing} labels are left out where they would cover another; hover over an arrow for "
                       "its number)" if missing else "") + ". " + caption)
-        return intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key) + "</div>"
+        return (intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key)
+                + "</div>")
     matrix = [probs for _, probs in chain]
     picture = heat_map(matrix, [state_name(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
                        "state (the last tokens read)", "probability", "transition matrix")
@@ -3008,7 +3013,8 @@ table{border-collapse:collapse} td,th{padding:3px 14px 3px 0;text-align:left;ver
 th{font-weight:600;color:#444} .scroll{overflow-x:auto}
 .figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));gap:18px 28px;
 align-items:start} .figures.one{grid-template-columns:minmax(0,1fr)}
-figure{margin:0;min-width:0} figure>svg{margin:0 auto} figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
+figure{margin:0;min-width:0} figure>svg{margin:0 auto}
+figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 .note{color:#444;font-size:16px}
 .key{list-style:none;padding:0;margin:6px 0;display:flex;flex-wrap:wrap;gap:4px 22px;font-size:16px}
 .swatch{display:inline-block;width:26px;height:12px;margin-right:8px;vertical-align:middle;box-sizing:border-box}
@@ -3032,7 +3038,8 @@ figure{margin:0;min-width:0} figure>svg{margin:0 auto} figcaption{font-size:16px
 .slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
 .slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}
-.slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px} .slide:target .samples .sample{font-size:30px}
+.slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
+.slide:target .samples .sample{font-size:30px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
@@ -3079,7 +3086,7 @@ def report_page(run):
     out.append(loss_section(run, vocab_size, what))                                  # 2. The loss curve
     if run["snapshots"]:
         out.append(snapshots_section(run, mode, config, data_docs))                   # 3. As it learns
-    out.append(embeddings_section(weights, config, names, mode, data_docs))         # 4. Embeddings
+    out.append(embeddings_section(weights, config, names, chars, mode, data_docs))         # 4. Embeddings
 
     # 5. Inside one name (or window)
     out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
