@@ -2518,15 +2518,38 @@ def top_components(rows, count=2, iterations=200):
     return mean_row, found
 
 
+def de_bruijn_order(vocab_size, length):
+    """Every state (a tuple of `length` tokens) in the order of a de Bruijn sequence, the
+    cyclic sequence in which each state occurs exactly once as a window: sliding the window
+    one token along gives the next state. Drawn around a circle in this order, one move out
+    of every state goes to its neighbour, and the graph has far fewer crossing arrows.
+    (The classic construction from Lyndon words, after Fredricksen, Kessler and Maiorana.)"""
+    a, sequence = [0] * (vocab_size * length + 1), []
+
+    def extend(t, p):
+        if t > length:
+            if length % p == 0:
+                sequence.extend(a[1:p + 1])
+            return
+        a[t] = a[t - p]
+        extend(t + 1, p)
+        for j in range(a[t - p] + 1, vocab_size):
+            a[t] = j
+            extend(t + 1, t)
+    extend(1, 1)
+    cyclic = sequence + sequence[:length - 1]
+    return [tuple(cyclic[i:i + length]) for i in range(len(sequence))]
+
+
 def chain_graph(chain, names):
-    """A Markov chain of at most 16 states: the states around a circle, an arrow for each
-    move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability and coloured by
-    the token read (TOKEN_COLOURS), labelled with its probability where the label touches
-    nothing else. Returns (svg, how many labels were left out)."""
+    """A Markov chain of at most 16 states: the states around a circle (in de Bruijn order),
+    an arrow for each move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability
+    and coloured by the token read (TOKEN_COLOURS), labelled with its probability where the
+    label touches nothing else. Returns (svg, how many labels were left out)."""
     n, size = len(chain), 640
     centre, radius, node = size / 2, size / 2 - 80, 24.0
     where = {}
-    for i, (state, _) in enumerate(chain):
+    for i, state in enumerate(de_bruijn_order(len(names), len(chain[0][0]))):
         angle = -math.pi / 2 + 2 * math.pi * i / n
         where[state] = (centre + radius * math.cos(angle), centre + radius * math.sin(angle))
 

@@ -12,6 +12,7 @@ from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli, 
 import microgpt
 
 import html.parser
+import itertools
 import json
 import math
 import random
@@ -350,6 +351,14 @@ class ReportUnitsTest(unittest.TestCase):
         shares = microgpt.long_run_shares(chain)
         self.assertAlmostEqual(shares[0], b / (a + b), places=9)
         self.assertAlmostEqual(shares[1], a / (a + b), places=9)
+
+    def test_de_bruijn_order_lists_every_state_once_each_the_last_slid_one_token_along(self):
+        for vocab_size, length in ((2, 3), (2, 4), (4, 2), (3, 2), (16, 1)):
+            with self.subTest(vocab_size=vocab_size, length=length):
+                order = microgpt.de_bruijn_order(vocab_size, length)
+                self.assertEqual(sorted(order), sorted(itertools.product(range(vocab_size), repeat=length)))
+                for state, after in zip(order, order[1:] + order[:1]):
+                    self.assertEqual(after[:-1], state[1:])
 
     def test_place_label_never_puts_a_label_on_another_or_outside_its_bounds(self):
         taken, bounds = [], (0, 0, 200, 200)
