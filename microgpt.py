@@ -2349,8 +2349,10 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
     logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
     red triangle pointing the way it went: one outlier cannot squash the whole chart."""
-    left, right, top, bottom = 70, 30, 12, 70
     y0, y1 = y_range
+    y_ticks = nice_ticks(y0, y1)
+    widest = max(len(f"{t:g}") for t in y_ticks) * (FONT + 2) * CHAR_WIDTH
+    left, right, top, bottom = max(70, 40 + widest), 30, 12, 70      # the y title, then the numbers
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def X(x):
@@ -2359,8 +2361,8 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     def Y(y):
         return top + plot_h - (min(max(y, y0), y1) - y0) / ((y1 - y0) or 1) * plot_h
     body = []
-    for t in nice_ticks(y0, y1):
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
+    for t in y_ticks:
+        body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
         body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", FONT + 2, "end"))
     kept = []                                   # x ticks far enough apart to be read; the last one always
     for i, (x, text) in enumerate(x_ticks):
@@ -2373,12 +2375,12 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
         body.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
                     'stroke="#333"/>')
         body.append(text_at(X(x), top + plot_h + 10 + FONT, text, FONT + 2, "middle"))
-    body.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>')
+    body.append(f'<rect x="{left:.1f}" y="{top}" width="{plot_w:.1f}" height="{plot_h}" fill="none" stroke="#333"/>')
     body.append(text_at(left + plot_w / 2, height - 10, x_label, FONT + 2, "middle"))
     yc = top + plot_h / 2
     body.append(text_at(22, yc, y_label, FONT + 2, "middle", f' transform="rotate(-90 22 {yc:.1f})"'))
     for y, colour in hlines:
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
+        body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
                     'stroke-width="1.5" stroke-dasharray="6 4"/>')
     for points, colour, stroke, opacity, dots in lines:
         if not points:
