@@ -84,9 +84,10 @@ def browser():
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
-    """Four pages, written once by the real command line: the default model of names with
-    few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph)
-    and one of 3 (its predictions table has room for only 3 guesses)."""
+    """Five pages, written once by the real command line: the default model of names with
+    few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
+    one of 3 (its predictions table has room for only 3 guesses), and a chain of 81 states
+    (drawn as its transition matrix)."""
 
     @classmethod
     def setUpClass(cls):
@@ -98,7 +99,8 @@ class ReportLayoutTest(unittest.TestCase):
             text = write_text(tmp, "text.txt", f.read()[:3000])
         bits = write_text(tmp, "bits.txt", BITS)
         ab = write_text(tmp, "ab.txt", "ab\nba\naab\nbba\nabab\nb\na\nbab\n")
-        cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab")}
+        abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
+        cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix")}
         results = run_many([
             ["--input", names, "--steps", "40", "--report", cls.paths["names"]],
             ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--block-size", "8", "--n-head", "2",
@@ -107,6 +109,8 @@ class ReportLayoutTest(unittest.TestCase):
              "--n-head", "2",
              "--report", cls.paths["bits"]],
             ["--input", ab, "--steps", "30", "--num-samples", "0", "--n-embd", "8", "--report", cls.paths["ab"]],
+            ["--input", abc, "--stream", "--block-size", "4", "--steps", "3", "--n-embd", "4", "--n-head", "1",
+             "--report", cls.paths["matrix"]],
         ], tmp)
         cls.results = dict(zip(cls.paths, results))
         cls.driver, cls.profile = browser()
