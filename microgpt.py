@@ -161,6 +161,8 @@ def build_vocab(text):
 
 def encode(text, chars):
     """Characters to token ids."""
+    if getattr(chars, "merges", None):
+        return chars.encode(text)          # Part IV's tokens of several characters, if learned
     stoi = {ch: i for i, ch in enumerate(chars)}
     return [stoi[ch] for ch in text]
 
@@ -1116,11 +1118,10 @@ def label(token, chars):
     """A short printable name for a token."""
     if token == len(chars):
         return "<BOS>"
-    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
-    ch = chars[token]
-    if ch in " \\":
-        return {" ": "\\s", "\\": "\\\\"}[ch]
-    return ch if ch.isprintable() else repr(ch)[1:-1]
+    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a
+    # newline, also inside a token of several characters (Part IV), such as "\\sthe".
+    return "".join({" ": "\\s", "\\": "\\\\"}.get(ch, ch if ch.isprintable() else repr(ch)[1:-1])
+                   for ch in chars[token])
 
 
 # =======================================================================================
@@ -1129,6 +1130,184 @@ def label(token, chars):
 # (to be written: byte-level BPE, safetensors, GPT-2's forward pass as its differences
 # from Part I's gpt())
 # =======================================================================================
+
+# ---------------------------------------------------------------------------------------
+# IV.1 Tokens bigger than letters: byte-level BPE
+#
+# Part I gives every character a token of its own. GPT-2's tokens are mostly pieces of
+# words: " the", "ing", " Turing" is [" Tur", "ing"]. A text then takes fewer tokens, so the
+# same context holds more of it, and the model spends its predictions on words rather than
+# on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
+# adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
+# in the order they were learned, are the tokenizer: to encode a word, start from its
+# characters and keep merging the adjacent pair that was learned earliest, until no
+# learned pair is left. Decoding just joins the tokens' strings.
+#
+# Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
+# space), numbers, runs of other symbols and runs of white space, and merges never cross
+# those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
+# in " dog!"), and learning counts each distinct word once, with its frequency.
+# `python microgpt.py --bpe N` learns N merges so, on the characters of its training text
+# (names one at a time, a stream as a whole), and trains on those tokens (Vocabulary).
+#
+# Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
+# UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
+# may or may not join. Its files are text, so each byte gets a visible character
+# (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
+# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the bytes, a
+# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
+# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# ---------------------------------------------------------------------------------------
+
+import collections
+import functools
+import re
+import unicodedata
+
+GPT2_EOT = 50256    # <|endoftext|>
+
+
+def merge_pair(word, pair):
+    """A word (a list of tokens) with every occurrence of pair, left to right, made one token."""
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+def learn_merges(words, num_merges):
+    """Learn up to num_merges merges from a list of words (strings: a merge never joins the
+    end of one word to the start of the next). Each round merges the pair of adjacent
+    tokens that occurs most often; among pairs that occur equally often, the one that sorts
+    first. Returns [(left, right)], in learned order."""
+    # Each distinct word is kept once, with its count, and merging a pair recounts only the
+    # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
+    counts = collections.Counter(words)
+    words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
+    pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:]):
+            pairs[pair] += freq[i]
+            holders[pair].add(i)
+    merges = []
+    while pairs and len(merges) < num_merges:
+        most = max(pairs.values())
+        if most < 1:
+            break
+        best = min(pair for pair, n in pairs.items() if n == most)
+        merges.append(best)
+        for i in holders.pop(best):     # the words that hold it: take out their pairs, merge, count again
+            for pair in zip(words[i], words[i][1:]):
+                pairs[pair] -= freq[i]
+            words[i] = merge_pair(words[i], best)
+            for pair in zip(words[i], words[i][1:]):
+                pairs[pair] += freq[i]
+                holders[pair].add(i)
+        del pairs[best]
+    return merges
+
+
+def bpe(word, ranks):
+    """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
+    tokens learned before it, so this is the same as applying every merge in learned order."""
+    while len(word) > 1:
+        pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
+        if pair not in ranks:
+            break
+        word = merge_pair(word, pair)
+    return word
+
+
+def one_of(ranges):
+    """A regular expression for one character in `ranges` ([(first, last)] code points).
+    Python's re tests a character against the ranges above U+FFFF one by one, which made
+    the pre-tokenizer 8 times slower: so they are tried only for a character up there."""
+    def chars(lo, hi):
+        return "".join(f"\\U{max(a, lo):08x}-\\U{min(b, hi):08x}" for a, b in ranges if b >= lo and a <= hi)
+    astral = chars(0x10000, sys.maxunicode)
+    return f"(?:[{chars(0, 0xFFFF)}]" + (f"|(?=[\\U00010000-\\U0010ffff])[{astral}])" if astral else ")")
+
+
+@functools.lru_cache(maxsize=None)     # built once, when first needed (it takes about 0.4 s)
+def gpt2_pretokenizer():
+    """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
+    into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
+        's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
+    in order: an English contraction (lower case only: "'S" is not one); an optional space
+    and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
+    and other symbols; white space up to the last one when a word follows (the word takes
+    it as its leading space); any other white space. Python's re has no \\p{L} (letters)
+    or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
+    Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
+    kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        kind = " " if ch.isspace() and not "\x1c" <= ch <= "\x1f" else unicodedata.category(ch)[0]
+        ranges = kinds.get(kind, kinds["other"])
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    letter, number, other, space = (one_of(kinds[k]) for k in ("L", "N", "other", " "))
+    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?{letter}+| ?{number}+| ?{other}+"
+                      f"|{space}+(?!{letter}|{number}|{other})|{space}+")
+
+
+def bytes_to_unicode():
+    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
+    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
+    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return [table[b] for b in range(256)]
+
+
+class Vocabulary(list):
+    """A BPE vocabulary: the list of token strings, as Part I's chars (the base characters,
+    then one token per merge, in learned order, then any special tokens), with the merges
+    that made it. Part I's encode() hands a text to Vocabulary.encode() when its vocabulary
+    has merges. byte_level: the base tokens are GPT-2's 256 bytes (bytes_to_unicode()), and
+    a word starts as the characters of its UTF-8 bytes rather than as its characters."""
+
+    def __init__(self, chars, merges, specials=(), byte_level=False):
+        super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
+        self.merges = [tuple(pair) for pair in merges]
+        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        # token -> id (two merges may spell the same string: the first id is used)
+        self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
+        self.byte_char = bytes_to_unicode() if byte_level else None
+        self.cache = {}                     # word -> its ids: words repeat a lot
+
+    def encode(self, text):
+        """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
+        each distinct word once. Special tokens never come out of a text: the text
+        "<|endoftext|>" is the 6 ordinary tokens it is made of, as in Hugging Face's
+        tokenizer and tiktoken's encode_ordinary; only a program puts GPT2_EOT in a sequence."""
+        words = gpt2_pretokenizer().findall(text)
+        for word in set(words).difference(self.cache):
+            start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
+            self.cache[word] = [self.ids[token] for token in bpe(start, self.ranks)]
+        ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, words)))
+        if len(self.cache) > 100000:
+            self.cache.clear()              # a bound on memory, after a text of many distinct words
+        return ids
+
+    def decode_bytes(self, ids):
+        """The UTF-8 bytes of these tokens. A GPT-2 token may end inside a character (an
+        emoji is several tokens): decode them to text only once the character is complete."""
+        text = "".join(self[i] for i in ids)
+        if not self.byte_char:
+            return text.encode("utf-8")
+        byte_of = {ch: b for b, ch in enumerate(self.byte_char)}
+        return bytes(byte_of[ch] for ch in text)
 
 
 # =======================================================================================
@@ -1407,9 +1586,13 @@ def load_checkpoint(path):
     if config.n_embd % config.n_head:
         raise bad(f"n_embd {config.n_embd} is not divisible by n_head {config.n_head}")
     chars = ckpt["chars"]
+    if "merges" in ckpt:                # a learned BPE vocabulary (Part IV): check it, keep its base
+        chars = checked_vocabulary(chars, ckpt["merges"], bad)
     if (not isinstance(chars, list) or not chars
             or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars)):
         raise bad('"chars" must be a list of distinct single characters')
+    if "merges" in ckpt:
+        chars = Vocabulary(chars, [tuple(pair) for pair in ckpt["merges"]])
     mode = ckpt.get("mode", "docs")
     if mode not in ("docs", "stream"):
         raise bad(f'unknown mode {mode!r}')
@@ -1433,6 +1616,129 @@ def load_checkpoint(path):
             raise bad(f"{name} holds something that is not a finite number")
         params[name] = [[Value(float(x)) for x in row] for row in matrix]
     return config, chars, params, mode, ckpt
+
+
+# ---------------------------------------------------------------------------------------
+# GPT-2's tokenizer files (Part IV, IV.1)
+# ---------------------------------------------------------------------------------------
+
+def read_gpt2_tokenizer(folder):
+    """GPT-2's Vocabulary, from the vocab.json and merges.txt of a folder laid out like
+    Hugging Face's gpt2 repository, checked: BadInput saying what is wrong with a bad file.
+    The checks make sure the list of tokens is the one Vocabulary builds: the 256 bytes,
+    then merge n's token at id 256 + n, then the special tokens such as <|endoftext|>."""
+    vocab_path, merges_path = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    try:
+        vocab = json.loads(read_data_file(vocab_path, "GPT-2 vocabulary (vocab.json)"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{vocab_path} is not JSON") from None
+    if (not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values())
+            or sorted(vocab.values()) != list(range(len(vocab)))):
+        raise BadInput(f"{vocab_path} must map each token to an id, the ids being 0, 1, 2, ... without a gap")
+    tokens = sorted(vocab, key=vocab.get)               # [vocab_size]: the token of each id
+    byte_chars = bytes_to_unicode()
+    if sorted(tokens[:256]) != sorted(byte_chars):
+        raise BadInput(f"{vocab_path}: ids 0 to 255 must be the 256 byte tokens")
+    merges = []
+    for n, line in enumerate(read_data_file(merges_path, "GPT-2 merges (merges.txt)").split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line or (n == 1 and line.startswith("#version")):
+            continue
+        pair = tuple(line.split(" "))
+        if len(pair) != 2 or not all(pair):
+            raise BadInput(f"{merges_path} line {n}: expected two tokens separated by one space, not {line[:60]!r}")
+        if 256 + len(merges) >= len(tokens) or tokens[256 + len(merges)] != pair[0] + pair[1]:
+            raise BadInput(f"{merges_path} line {n}: the token of merge {len(merges)}, {pair[0] + pair[1]!r}, "
+                           f"must have id {256 + len(merges)} in {vocab_path}")
+        merges.append(pair)
+    specials = tokens[256 + len(merges):]
+    if not all(set(token) <= set(byte_chars) for token in specials):
+        raise BadInput(f"{vocab_path}: the special tokens (the ids after the merges') must be written with byte characters")
+    return Vocabulary(tokens[:256], merges, specials, byte_level=True)
+
+
+def read_text_as_is(path):
+    """A UTF-8 file's text exactly as it is (empty, blank or with a byte-order mark: a
+    tokenizer must see every character), at most MAX_FILE_BYTES of it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise BadInput(f"file to tokenize not found: {path}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path} is a directory, not a file to tokenize") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
+def learned_vocabulary(chars, texts, num_merges, config):
+    """--bpe N: a Vocabulary of chars and N merges learned from texts (documents or the
+    whole stream), saying what it learned and what it does to the length of the text."""
+    started, size = time.perf_counter(), sum(map(len, texts))
+    # The text cut into words, and their counts: 28 bytes per character measured, on 2.8 MB of English.
+    check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    if size > 2**20:
+        print(f"learning {num_merges:,} merges...", flush=True)
+    words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
+    vocab = Vocabulary(chars, learn_merges(words, num_merges))
+    tokens = sum(len(vocab.encode(text)) for text in texts)
+    characters = sum(map(len, words))
+    print(f"bpe: {len(vocab.merges):,} merges learned in {time.perf_counter() - started:.1f} s; "
+          f"{characters:,} characters are {tokens:,} tokens ({characters / max(tokens, 1):.2f} characters per token)",
+          flush=True)
+    if len(vocab.merges) < num_merges:
+        print(f"bpe: the text has no pair of tokens left to merge after {len(vocab.merges):,} merges")
+    check_memory(config, len(vocab) + 1)
+    return vocab
+
+
+def loss_per_character(loss_per_token, sequences, chars, config):
+    """The validation loss per character of held-out text rather than per token, so that a
+    model with tokens of several characters can be compared with one of single characters:
+    the total loss of the predictions divided by the characters they predicted (a closing
+    BOS counts as one character, as a newline would)."""
+    targets = [t for tokens in sequences for t in tokens[1:1 + min(config.block_size, len(tokens) - 1)]]
+    return loss_per_token * len(targets) / sum(len(chars[t]) if t < len(chars) else 1 for t in targets)
+
+
+def checked_vocabulary(chars, merges, bad):
+    """The base characters of a checkpoint's BPE vocabulary, once its "merges" are checked
+    against its "chars" (base characters, then one merged token per merge)."""
+    if (not isinstance(merges, list) or not isinstance(chars, list)
+            or not all(isinstance(m, list) and len(m) == 2 and all(isinstance(t, str) and t for t in m)
+                       for m in merges)):
+        raise bad('"merges" must be a list of [left, right] pairs of tokens')
+    base = chars[:len(chars) - len(merges)]
+    if chars[len(base):] != [left + right for left, right in merges]:
+        raise bad('"chars" must end with one token per merge, in the order of "merges"')
+    known = set(base)
+    for left, right in merges:
+        if left not in known or right not in known:
+            raise bad(f"merge {left!r} + {right!r} uses a token not made before it")
+        known.add(left + right)
+    return base
+
+
+def run_tokenize(args):
+    """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
+    if args.gpt2 is None:
+        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+    if args.tokenize is None:
+        raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
+    if not args.gpt2 or not args.tokenize:
+        raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
+    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    text = read_text_as_is(args.tokenize)
+    if len(text) > 2**23:
+        print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
+    print(" ".join(map(str, tokenizer.encode(text))))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -1516,6 +1822,14 @@ def make_parser():
                    "the run and the model (loss curve, embeddings, attention, samples)")
     p.add_argument("--plain", action="store_true", help="run Part I of microgpt.py alone (FAST = False): "
                    "the same numbers to rounding, about 14 times slower")
+    # Tokens bigger than letters (Part IV, IV.1)
+    p.add_argument("--bpe", type=count_arg, default=0, metavar="N", help="learn N byte-pair merges from the "
+                   "training text and train on those tokens of several characters instead of single "
+                   "characters (default 0: characters)")
+    p.add_argument("--gpt2", metavar="DIR", help="a folder with GPT-2's files, laid out as in Hugging Face's "
+                   "gpt2 repository (vocab.json and merges.txt for --tokenize)")
+    p.add_argument("--tokenize", metavar="FILE", help="with --gpt2: print the GPT-2 token ids of FILE's text, "
+                   "space-separated, on one line (the text <|endoftext|> is encoded as ordinary text)")
     return p
 
 
@@ -1752,12 +2066,14 @@ def settings(args):
     return config, mode, checkpoint
 
 
-def prepare_data(path, config, mode, chars, rng):
+def prepare_data(path, config, mode, chars, rng, bpe=0):
     """Read the training data and say what it is. chars is None for a new model, whose
     vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
     text = read_data_file(path)
     if mode == "stream":
         chars = chars or build_vocab(text)
+        if bpe:
+            chars = learned_vocabulary(chars, [text], bpe, config)
         # The text as token ids, twice (all, and the training part), and each step's windows.
         windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
@@ -1772,8 +2088,9 @@ def prepare_data(path, config, mode, chars, rng):
             # number stays comparable while a long text is not validated for hours.
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
-        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
-              + (held_out or "too few to hold any out for validation"))
+        unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
+        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}{unit}, "
+              + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
@@ -1783,6 +2100,8 @@ def prepare_data(path, config, mode, chars, rng):
                  30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
     encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
+    if bpe:     # learned from the training documents only, one at a time
+        chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
     print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"))
@@ -2021,15 +2340,22 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
 def run(args, stop=None):
     """The main job: load or build a model, train it, report, sample. Returns the exit code."""
     stop = stop or StopSignals()
+    if args.gpt2 is not None or args.tokenize is not None:    # GPT-2's tokenizer (Part IV)
+        return run_tokenize(args)
+    if args.bpe < 0:
+        raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
     rng = random.Random(config.seed)
     chars, params, text, val_seqs, raw = None, None, None, [], {}
     if checkpoint:
         _, chars, params, _, raw = checkpoint
+        if args.bpe:
+            raise BadInput("--bpe makes a new vocabulary: a loaded model keeps its own")
     else:
         check_memory(config, vocab_size=2)    # an impossible shape is refused before reading the data
     if config.steps > 0:
-        text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng)
+        text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng,
+                                                      args.bpe)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
     # Stream samples without a prompt start from the first character of the text.
     stream_start = text[0] if text else raw.get("stream_start", chars[0])
@@ -2058,6 +2384,8 @@ def run(args, stop=None):
             extra = {"training": {"steps": steps_before + steps_done, "seed": config.seed, "lr": config.lr}}
             if mode == "stream":
                 extra["stream_start"] = stream_start
+            if getattr(chars, "merges", None):
+                extra["merges"] = [list(pair) for pair in chars.merges]
             try:
                 # Again, right before writing: a file may have appeared there during training.
                 check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
@@ -2100,6 +2428,8 @@ def run(args, stop=None):
             val_loss = validation_loss(val_seqs, inference_weights(params), config)
             print(f"validation loss: {val_loss:.4f} "
                   f"(mean per token over {len(val_seqs):,} held-out {kind})")
+            if getattr(chars, "merges", None):
+                print(f"validation loss per character: {loss_per_character(val_loss, val_seqs, chars, config):.4f}")
 
     weights = inference_weights(params)
     if config.num_samples or args.chain is not None or args.explain is not None:
