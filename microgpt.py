@@ -3306,7 +3306,7 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
         caption = pca_caption(wte, points, names, "names" if mode == "docs" else "the text")
         if missing:
             caption += (f" Where the points crowd, {len(missing)} label{'s are' if len(missing) > 1 else ' is'} "
-                        f"left out: {' '.join(sorted(missing))}.")
+                        "left out" + (f": {' '.join(sorted(missing))}." if len(missing) <= 20 else "."))
         out.append(figure("Token embeddings, top two principal components", plot, escape(caption)))
     return "\n".join(out) + "</div>"
 
