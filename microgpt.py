@@ -4124,10 +4124,9 @@ def report_page(run):
         out.append(chain_section(weights, config, names))                          # 7. The Markov chain
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
-    if vocab_size > REPORT_MAX_ROWS:     # each position's likeliest tokens only, as [[id, probability]]
+    if vocab_size > REPORT_MAX_ROWS:     # each position's 32 likeliest tokens only, as [[id, probability]]
         for example in data["examples"]:
-            example["probs"] = [sorted(enumerate(p), key=lambda tp: -tp[1])[:REPORT_MAX_ROWS]
-                                for p in example["probs"]]
+            example["probs"] = [sorted(enumerate(p), key=lambda tp: -tp[1])[:32] for p in example["probs"]]
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
     return number_figures("\n".join(out))

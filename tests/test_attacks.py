@@ -257,9 +257,8 @@ class TestNoSilentMinute(TempDirTestCase):
     def setUpClass(cls):
         import tempfile
         cls._dir = tempfile.TemporaryDirectory()
-        rng = random.Random(0)
         # 1.1 MB: two chunks to read, 40,000 lines to encode
-        lines = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(20, 36))) for _ in range(40000)]
+        lines = (f"{i:06d}" + "abcdefghijklmnopqrstuvwxyz"[i % 7:] for i in range(40000))
         cls.big = write_text(cls._dir.name, "big.txt", "\n".join(lines) + "\n")
 
     @classmethod
@@ -347,7 +346,7 @@ class TestTextAsAPersonSeesIt(TempDirTestCase):
         # A model of text full of ESC, NUL-free control characters and U+202E writes them back.
         hostile = "\x1b[2J\u202e\x07\x08"
         data = write_text(self.tmp, "hostile.txt", "\n".join(hostile * 3 for _ in range(10)) + "\n")
-        for mode in (["--report", "r.html"], ["--stream", "--length", "100", "--report", "r.html"]):
+        for mode in (["--report", "r.html"], ["--stream", "--length", "100"]):
             with self.subTest(mode=mode):
                 result = run_cli(["--input", data, "--steps", "1", "--num-samples", "3", "--temperature", "2"]
                                  + mode + TINY, self.tmp)
@@ -355,10 +354,10 @@ class TestTextAsAPersonSeesIt(TempDirTestCase):
                 for ch in "\x1b\u202e\x07\x08":
                     self.assertNotIn(ch, result.stdout)
                 self.assertRegex(result.stdout, r"\\x1b|\\u202e|\\x07|\\x08")
-                with open(os.path.join(self.tmp, "r.html"), encoding="utf-8") as f:
-                    page = f.read()
-                for ch in "\x1b\u202e\x07\x08":
-                    self.assertNotIn(ch, page)
+        with open(os.path.join(self.tmp, "r.html"), encoding="utf-8") as f:
+            page = f.read()
+        for ch in "\x1b\u202e\x07\x08":
+            self.assertNotIn(ch, page)
 
     def test_numbers_must_be_written_in_ascii_digits(self):
         results = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "\u0661\u0660"],
@@ -450,9 +449,9 @@ class TestMemoryEstimateHolds(unittest.TestCase):
 
     @unittest.skipUnless(HAS_PEAK, "reads a child's peak memory from /proc/self/status")
     def test_the_memory_estimate_is_within_a_factor_of_the_measured_peak(self):
-        cases = [(40000, 1, TINY), (3000, 12, ["--n-embd", "16", "--block-size", "16"])]
+        cases = [(40000, 1, TINY)]
         if SLOW:
-            cases += [(400000, 1, TINY), (100000, 20, TINY), (20000, 100, TINY), (1000, 5, ["--n-embd", "64"]),
+            cases += [(3000, 12, ["--n-embd", "16", "--block-size", "16"]), (400000, 1, TINY), (100000, 20, TINY), (20000, 100, TINY), (1000, 5, ["--n-embd", "64"]),
                       (200000, 8, ["--n-embd", "16", "--n-layer", "2"])]
         for lines, length, shape in cases:
             with self.subTest(lines=lines, length=length, shape=shape):
@@ -461,16 +460,16 @@ class TestMemoryEstimateHolds(unittest.TestCase):
 
 class TestReportOfAHugeVocabulary(TempDirTestCase):
 
-    def test_a_vocabulary_of_1000_characters_makes_a_page_of_bounded_size(self):
-        chars = [chr(0x4e00 + i) for i in range(1000)]
-        data = write_text(self.tmp, "cjk.txt", "\n".join("".join(chars[j:j + 10]) for j in range(0, 1000, 10)))
+    def test_a_vocabulary_of_600_characters_makes_a_page_of_bounded_size(self):
+        chars = [chr(0x4e00 + i) for i in range(600)]
+        data = write_text(self.tmp, "cjk.txt", "\n".join("".join(chars[j:j + 10]) for j in range(0, 600, 10)))
         result = run_cli(["--input", data, "--steps", "1", "--num-samples", "2", "--report", "r.html"] + TINY,
                          self.tmp)
         assert_ok(self, result)
         size = os.path.getsize(os.path.join(self.tmp, "r.html"))
-        self.assertLess(size, 800 * 1024)           # 1.6 MB before: every token drawn, every probability kept
+        self.assertLess(size, 400 * 1024)           # 0.95 MB before: every token drawn, every probability kept
         with open(os.path.join(self.tmp, "r.html"), encoding="utf-8") as f:
-            self.assertIn("the first 256 of 1,001", f.read())
+            self.assertIn("the first 256 of 601", f.read())
 
 
 def run_measured(args, cwd):
@@ -504,7 +503,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
                    "print('ready', flush=True)\n"
                    "exec(code, {'__name__': '__main__', '__file__': path})")
         rng = random.Random(9)
-        for trial in range(trials(8, 60)):
+        for trial in range(trials(5, 60)):
             delay = rng.uniform(0, 0.08)
             child = Background([sys.executable, "-c", wrapper, MICROGPT_PATH, "--input", self.names, "--steps",
                                 "2", "--num-samples", "100000000"] + TINY, self.tmp)
@@ -514,7 +513,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
 
     def test_two_sigints_during_sampling_exit_130_without_a_traceback(self):
         rng = random.Random(10)
-        for trial in range(trials(6, 60)):
+        for trial in range(trials(4, 60)):
             delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02)]
             child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
                                 "--num-samples", "100000000"] + TINY, self.tmp)
@@ -525,7 +524,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
     def test_three_sigints_during_training_exit_130_and_leave_a_whole_checkpoint_or_none(self):
         rng = random.Random(11)
         target = os.path.join(self.tmp, "model.json")
-        for trial in range(trials(4, 30)):
+        for trial in range(trials(3, 30)):
             delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02), rng.uniform(0, 0.02)]
             child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "100000",
                                 "--num-samples", "0", "--save", target] + TINY, self.tmp)
@@ -539,7 +538,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
     def test_a_sigint_after_the_work_is_done_exits_130_without_a_traceback(self):
         # Shutting down: the signal arrives after main() has put the old handlers back.
         rng = random.Random(12)
-        for trial in range(trials(3, 20)):
+        for trial in range(trials(2, 20)):
             delay = rng.uniform(0, 0.03)
             child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
                                 "--num-samples", "3"] + TINY, self.tmp)
