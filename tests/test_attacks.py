@@ -14,7 +14,7 @@ Randomised trials are few by default; MICROGPT_SLOW=1 runs many more.
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
 from support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_cli,  # noqa: E402
-                     snapshot, write_text)
+                     write_text)
 
 import microgpt  # noqa: E402
 
@@ -151,7 +151,7 @@ class TestWhatWeWriteWeCanReadAndReplace(TempDirTestCase):
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "simulates a full disk through /proc/self/fd")
     def test_a_full_disk_leaves_no_empty_rescue_file_and_the_rescue_has_the_usual_mode(self):
-        elsewhere = self.enterContext_tmp()
+        elsewhere = self.another_temp_dir()
         before = sorted(os.listdir(self.tmp))
         result = patched_run(DISK_FULL_HERE, ["--input", self.names, "--steps", "2", "--num-samples", "0",
                                               "--save", "m.json"] + TINY, self.tmp, {"TMPDIR": elsewhere})
@@ -174,7 +174,7 @@ class TestWhatWeWriteWeCanReadAndReplace(TempDirTestCase):
         info = os.stat(target)
         self.assertEqual((info.st_uid, info.st_gid), (12345, 12346))
 
-    def enterContext_tmp(self):
+    def another_temp_dir(self):
         import tempfile
         other = tempfile.TemporaryDirectory()
         self.addCleanup(other.cleanup)
