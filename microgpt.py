@@ -1392,6 +1392,11 @@ def sft_steps(params, config, examples, num_steps, batch):
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
 # likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
 # they come from the very distribution p whose gradient is taken.)
+#
+# RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
+# name that sounds like one, so the answers drift to whatever letters are easiest to
+# produce ("arson", "uryry"): reward hacking, in miniature. Real pipelines hold the model
+# near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
 def advantages(rewards):
@@ -2499,12 +2504,12 @@ def main(argv=None):
 @dataclass
 class ChatPlan:
     """The pipeline's sizes and steps. The model is the default names model's, with two
-    heads of 8 numbers instead of four of 4 (one head can then carry a whole letter across:
-    with four, the same steps reached 84% and 89% after RL instead of 97% and more). The
-    context holds the 8 tokens of a prompt, the answer and <|end|>: block_size 16 leaves room
-    for names of 8 letters. The steps were chosen so that the whole pipeline takes under a
-    minute on PyPy: SFT stops while the copying it teaches is still unreliable, and RL,
-    which needs no examples, finishes the job."""
+    heads of 8 numbers instead of four of 4, so that one head can carry a whole letter
+    across (with four heads, SFT passed 72% and 66% of the held-out requests instead of 88%
+    and 88%). The context holds a prompt's 8 tokens, the answer and <|end|>: block_size 16
+    leaves room for names of 8 letters. The steps keep the whole pipeline under a minute on
+    PyPy: SFT stops while its copying is still unreliable, and RL, which needs no examples,
+    finishes the job (with 900 SFT steps it did not: 89% and 93% after RL)."""
     n_layer: int = 1
     n_embd: int = 16
     n_head: int = 2
