@@ -188,6 +188,20 @@ def run_pipeline(names_path, seed=42, temperature=0.5, save=None):
 
 class PipelineTest(TempDirTestCase):
 
+    def test_the_report_page_shows_the_card_each_stages_curve_and_shaded_answers(self):
+        config, chat_chars, params, card, _ = run_pipeline(self.names)
+        page = microgpt.chat_report_page(card, microgpt.ChatPlan(**TINY_PLAN), config, chat_chars,
+                                         microgpt.weights_of(params))
+        self.assertIn(microgpt.REPORT_MARK, page)
+        for row in card:
+            self.assertIn(f"<td>{row['stage']}</td>", page)
+            for rate in row["pass_rates"].values():
+                self.assertIn(f"<td>{rate:.1%}</td>", page)
+        self.assertEqual(page.count("<svg"), 1 + sum(1 for row in card if row.get("curve")))   # legend + curves
+        self.assertIn('style="background:', page)                     # answers shaded by probability
+        data = re.search(r'<script type="application/json" id="microgpt-data">(.*?)</script>', page, re.S)
+        self.assertEqual(json.loads(data.group(1))[-1]["stage"], "RL")
+
     def test_the_same_seed_gives_the_same_report_card_and_weights(self):
         first = run_pipeline(self.names)
         second = run_pipeline(self.names)
