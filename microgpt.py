@@ -2674,13 +2674,20 @@ def pretrain_for_chat(args, plan, config, stop):
                            "what": "validation loss on held-out names", "cpu": time.process_time() - started}
 
 
-def chat_pipeline(args, plan, stop):
-    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card)."""
-    config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
-                    steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
-    paths = stage_paths(args.save) if args.save else {}
-    card, seed, started = [], config.seed, time.process_time()
-    chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+def chat_pipeline(args, plan, stop, sft_model=None):
+    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card).
+    sft_model, if given, is a saved SFT stage, (config, chat vocabulary, params): then the
+    pipeline resumes from it and runs only RL, exactly as the whole pipeline would have."""
+    started = time.process_time()
+    if sft_model:
+        config, chat_chars, params = sft_model
+        config.seed, config.temperature, chars = args.seed, args.temperature, chat_chars[:chat_chars.index(USER)]
+    else:
+        config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
+                        steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
+        chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+    paths = stage_paths(args.save) if args.save and not sft_model else {}
+    card, seed = [], config.seed
     if "pretrained" in paths and not args.load:
         save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
     # The task, and the pretrained model prompted in the chat format (it writes names, but
@@ -2690,13 +2697,36 @@ def chat_pipeline(args, plan, stop):
              if n.isalpha() and set(n) <= set(chars)]
     train_requests, held_out = split_requests(names, rng)
     requests = evaluation_requests(held_out, plan.eval_requests, rng)
-    chat_chars = chat_vocab(chars)
-    params = add_chat_tokens(params, chars, chat_chars, config, rng)
     print(f"task: {len(train_requests):,} requests to fine-tune on, {len(held_out):,} held out; evaluating on "
           f"{len(requests)} held-out requests at temperature {config.temperature}", flush=True)
-    evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
-                   config.temperature, **facts)
+    if sft_model:
+        evaluate_stage(card, "SFT", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, steps=0, loss=None, what=f"loaded from {args.load}")
+    else:
+        chat_chars = chat_vocab(chars)
+        params = add_chat_tokens(params, chars, chat_chars, config, rng)
+        evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, **facts)
+        sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
+        if "SFT" in paths:
+            save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
+    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
+          f"{plan.rl_group} answers ---")
+    config.lr, before = plan.rl_lr, time.process_time()
+    rl_rng = random.Random(seed + 12)
+    pool = sorted(train_requests)
+    curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
+                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
+    evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
+                   what="mean reward of the last 10 steps", cpu=time.process_time() - before)
+    print(f"the pipeline took {time.process_time() - started:.0f} s of CPU")
+    return config, chat_chars, params, card
 
+
+def sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests):
+    """Stage 2: fine-tune params in place, validate, evaluate, add the SFT row to the card."""
+    seed = config.seed
     print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
     config.lr, before = plan.sft_lr, time.process_time()
     sft_rng, answers = random.Random(seed + 11), sft_answers(names, train_requests, config)
@@ -2718,21 +2748,6 @@ def chat_pipeline(args, plan, stop):
     evaluate_stage(card, "SFT", weights, config, chat_chars, requests, seed, config.temperature,
                    steps=plan.sft_steps, loss=val_loss, curve=curve, what="answer loss on held-out requests",
                    cpu=time.process_time() - before)
-    if "SFT" in paths:
-        save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
-
-    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
-          f"{plan.rl_group} answers ---")
-    config.lr, before = plan.rl_lr, time.process_time()
-    rl_rng = random.Random(seed + 12)
-    pool = sorted(train_requests)
-    curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
-                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
-    evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
-                   steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
-                   what="mean reward of the last 10 steps", cpu=time.process_time() - before)
-    print(f"the pipeline took {time.process_time() - started:.0f} s of CPU")
-    return config, chat_chars, params, card
 
 
 def save_chat_stage(path, params, config, chars, mode, extra):
@@ -2763,8 +2778,13 @@ def print_card(card, plan):
 def write_chat_report(path, card, plan, config, chat_chars, params):
     """--report with --chat: the report card as a page (chat_report_page), written atomically."""
     try:
+        page = chat_report_page(card, plan if isinstance(plan, ChatPlan) else ChatPlan(**plan), config,
+                                chat_chars, inference_weights(params))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):     # a card loaded from a file
+        raise BadInput(f"the report card kept in the checkpoint is damaged; cannot write {path}") from None
+    try:
         check_can_write(path, is_microgpt_report, "page written by microgpt --report")   # again
-        write_atomically(path, chat_report_page(card, plan, config, chat_chars, inference_weights(params)))
+        write_atomically(path, page)
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
     print(f"wrote {path}")
@@ -2813,17 +2833,29 @@ def run_chat(args, stop):
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
     plan = ChatPlan()
-    if args.load and load_checkpoint(args.load)[3] == "chat":
+    loaded = load_checkpoint(args.load) if args.load else None
+    if loaded and loaded[3] == "chat" and loaded[4].get("stage") == "SFT" and args.save:
+        # Resume: RL on the saved SFT stage, as the whole pipeline would have run it.
+        check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
+        if args.report:
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+        config, chat_chars, params, card = chat_pipeline(args, plan, stop, loaded[:3])
+        print_card(card, plan)
+        save_chat_stage(args.save, params, config, chat_chars, "chat",
+                        {"stage": "RL", "card": card, "plan": vars(plan)})
+        if args.report:
+            write_chat_report(args.report, card, plan, config, chat_chars, params)
+    elif loaded and loaded[3] == "chat":
         if args.save or args.input:
-            raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one")
-        config, chat_chars, params, _, raw = load_checkpoint(args.load)
+            raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one "
+                           "(or to resuming an SFT stage)")
+        config, chat_chars, params, _, raw = loaded
         config.seed, config.temperature = args.seed, args.temperature
         print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}")
         if args.report:
             if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
                 raise BadInput(f"{args.load} has no report card: only the final stage's checkpoint keeps one")
-            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
-            write_chat_report(args.report, raw["card"], ChatPlan(**raw["plan"]), config, chat_chars, params)
+            write_chat_report(args.report, raw["card"], raw["plan"], config, chat_chars, params)
     else:
         for path in stage_paths(args.save).values() if args.save else ():
             check_can_write(path, is_checkpoint, "microgpt checkpoint")
