@@ -1740,7 +1740,7 @@ def write_atomically(path, text):
 
 
 def save_checkpoint(path, params, config, chars, mode, extra=None):
-    """Save the model as JSON. mode is "docs" or "stream" (stream models have no BOS)."""
+    """Save the model as JSON. mode is "docs", "stream" or "chat" (only "docs" models have BOS)."""
     checkpoint = {
         "format": "microgpt",
         "version": 1,
