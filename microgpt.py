@@ -2830,6 +2830,9 @@ def run_chat(args, stop):
             raise BadInput(f"--{flag} needs a file name, not an empty string")
     if args.save and same_file(args.save, args.input or default_data_path()):
         raise BadInput(f"--save {args.save} is the data file: saving would replace it")
+    for flag, other in (("--save", args.save), ("--input", args.input), ("--load", args.load)):
+        if args.report and other and same_file(args.report, other):
+            raise BadInput(f"--report {args.report} is the same file as {flag} {other}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
     plan = ChatPlan()

@@ -266,7 +266,8 @@ class TerminalChatTest(TempDirTestCase):
         path = os.path.join(self.tmp, "chat.json")
         microgpt.save_checkpoint(path, params, TINY, chat_chars, "chat", {"stage": "RL"})
         assert_refused(self, self.tmp, ["--load", path], ["--chat", "--steps", "5"],
-                       ["--load", path, "--chat", "--save", "other.json"], ["--chat", "--temperature", "-1"])
+                       ["--load", path, "--chat", "--save", "other.json"], ["--chat", "--temperature", "-1"],
+                       ["--chat", "--save", "x.json", "--report", "x.json"], ["--chat", "--load", "missing.json"])
 
 
 @unittest.skipUnless(os.environ.get("MICROGPT_SLOW"), "slow end-to-end check; CI sets MICROGPT_SLOW=1")
