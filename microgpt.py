@@ -1378,10 +1378,12 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 # tokens, but count the loss only on the assistant's tokens (the mask of V.2). The request
 # is given at inference, never written by the model, so predicting it would be wasted
 # effort: the model would spend its few parameters learning which requests we happen to
-# make, and that loss would drown the one we care about. With the mask, nothing outside
-# the answers moves the weights (a test changes a request's tokens as targets and checks
-# the loss does not move). The examples are made from the training names: for "emma", say,
-# "a name ending with ma" -> "emma". Only requests not held out are used.
+# make, and that loss would drown the one we care about. With the mask, the request is
+# read but never predicted (tests/test_chat.py checks that the loss is the mean of Part I's
+# losses at the answer's positions and nothing else). The examples are made from the names:
+# "jason" gives "a name starting with ja" -> "jason" and "a name ending with son" ->
+# "jason" (for "ending with", only names of 5 letters, to fill the slots: V.2). Only
+# requests not held out are used.
 # ---------------------------------------------------------------------------------------
 
 def sft_answers(names, requests, config):
