@@ -1467,10 +1467,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 # its better answers and away from its worse ones. No example answer is needed, only the
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
-# show. This is GRPO (Group Relative Policy Optimisation, as nanochat uses on maths
-# problems): the advantage of an answer is its reward minus the group's mean, divided by
-# the group's spread, so that only how an answer compares with its siblings counts; a
-# group where all are right (or all wrong) teaches nothing and costs no gradient.
+# show. This is GRPO (Group Relative Policy Optimisation; nanochat uses a simpler variant
+# on maths problems): the advantage of an answer is its reward minus the group's mean,
+# divided by the group's spread, so that only how an answer compares with its siblings
+# counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
 #
 # The loss whose gradient does the nudging is, over the n answers of a step,
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
@@ -1529,6 +1529,10 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 #
 # After every stage: the share of held-out requests (V.1) answered correctly, per kind,
 # sampled at the chat's own temperature, so that it measures the assistant people talk to.
+# With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
+# card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
+# 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
+# minutes on CPython.
 # ---------------------------------------------------------------------------------------
 
 def pass_rates(weights, config, chat_chars, requests, rng, temperature):
