@@ -3313,8 +3313,9 @@ def pretrain_for_chat(args, plan, config, stop):
             raise BadInput(f"{args.load} is a model of continuous text; --chat needs a model of names")
         for key in MODEL_SHAPE:
             setattr(config, key, getattr(loaded, key))
-        if config.block_size < 12:
-            raise BadInput(f"{args.load} has block_size {config.block_size}: a conversation needs at least 12")
+        if config.block_size < REQUEST_TOKENS + 8:        # the prompt, a 5-letter name and <|end|>
+            raise BadInput(f"{args.load} has block_size {config.block_size}: a conversation needs at least "
+                           f"{REQUEST_TOKENS + 8}")
         return chars, params, {"steps": 0, "loss": None, "curve": [],
                                "what": f"loaded from {args.load}"}
     print("--- stage 1: pretraining on names ---")
