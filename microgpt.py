@@ -1354,9 +1354,415 @@ class Vocabulary(list):
 # =======================================================================================
 # PART V. FROM NAMES TO AN ASSISTANT
 #
-# (to be written: the chat format, fine-tuning with a loss mask, reinforcement learning
-# from a verifiable reward)
+# ChatGPT is made in stages, and this part runs each of them, in miniature, on names. A
+# model pretrained on names (Part I) can only babble names. To make it an assistant that
+# answers "a name starting with em" with "emma", we
+#   V.1  set it a task small enough to learn and strict enough to check by code;
+#   V.2  give it a chat format: new tokens that mark who speaks, added to its vocabulary;
+#   V.3  fine-tune it on example conversations, with the loss on the answers only (SFT);
+#   V.4  let it practise: it answers, code checks the answers, and it learns from its own
+#        good and bad answers, with no example answer at all (reinforcement learning);
+#   V.5  measure after every stage how often it answers requests it has never seen.
+# Nothing here is new machinery: the same gpt(), the same autograd and the same Adam
+# (adam_update) as Part I, on the fast path of Part II. The command line runs it all with
+# `python microgpt.py --chat` (Part VI, "The assistant"), and prints the report card.
 # =======================================================================================
+
+# ---------------------------------------------------------------------------------------
+# V.1 The task
+#
+# Requests in a small, fixed English, each answered with one name: "a name starting with
+# X" and "a name ending with X", X being 1 to 3 letters. An answer is correct when it
+# satisfies the request, is made of letters only, is longer than X (echoing "em" is not a
+# name starting with "em"), and ends properly (with the end-of-answer token, within the
+# context). Code can check that, so no person has to grade answers: that is what makes
+# reinforcement learning (V.4) possible.
+#
+# To measure whether the model learned the task or only the requests it trained on, some
+# requests are held out of fine-tuning: some X never appear in any fine-tuning request
+# (unseen prefixes and suffixes), others appear only with the other kind (unseen
+# combinations: "ending with an" is held out while "starting with an" is trained).
+# ---------------------------------------------------------------------------------------
+
+TASKS = {"starting with": str.startswith, "ending with": str.endswith}   # kind -> its check
+ENDING = "ending with"
+
+
+def request_for(kind, x):
+    return f"a name {kind} {x}"
+
+
+def affix(name, kind, length):
+    """The first (or last) `length` letters of a name: the X of a request it answers."""
+    return name[:length] if kind == "starting with" else name[-length:]
+
+
+def is_correct(kind, x, answer, ended):
+    """Whether an answer (the texts of its tokens; ended: it finished with the end token)
+    is correct: the reward of V.4 (True counts 1, False 0)."""
+    return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
+            and TASKS[kind]("".join(answer), x))
+
+
+def split_requests(names, rng, share=0.15):
+    """Every request (kind, X) some name answers, split into those fine-tuning may use and
+    those held out for evaluation: a share of each length's X held out of both kinds
+    (unseen), and of the X seen with both kinds, one kind held out (unseen combinations).
+    Returns (train, held_out), two sets of (kind, X)."""
+    found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
+    xs = sorted({x for _, x in found})
+    held = set()
+    for length in (1, 2, 3):
+        group = [x for x in xs if len(x) == length]
+        rng.shuffle(group)
+        unseen = group[:max(2, round(share * len(group)))]
+        held |= {(kind, x) for x in unseen for kind in TASKS if (kind, x) in found}
+        both = [x for x in group[len(unseen):] if all((kind, x) in found for kind in TASKS)]
+        held |= {(rng.choice(sorted(TASKS)), x) for x in both[:round(share * len(both))]}
+    return found - held, held
+
+
+def evaluation_requests(held_out, count, rng):
+    """`count` held-out requests of each kind, a third with X of each length (a request may
+    come more than once: there are few 1-letter X), in a fixed order."""
+    chosen = []
+    for kind in TASKS:
+        for length in (1, 2, 3):
+            pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
+            n = count // 3 + (length <= count % 3)
+            chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------
+# V.2 The chat format
+#
+# A conversation is one sequence of tokens, with new tokens that say who speaks: <|user|>
+# opens the request, <|assistant|> the answer, <|end|> closes it. The model learns their
+# meaning from where they appear. Each new token needs a new row in wte (what it means as
+# input) and in lm_head (its score as output); the pretrained rows are kept, which is how
+# real chat models are made from base models. Two new rows start as copies of BOS's rows,
+# because the pretrained model already knows what BOS means: <|assistant|> reads like BOS
+# (a name begins after it) and <|end|> is predicted like BOS (the name ends here). The
+# other new rows start random. The model of names has no use for BOS itself any more, so
+# the chat vocabulary drops it (its rows live on in the two copies).
+#
+# The fixed English of the requests gets a token per phrase ("a name starting with "), as
+# a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
+# X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
+# for "starting with", from the right for "ending with". So every prompt has 8 tokens,
+# and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
+# from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
+# writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
+# is <|assistant|>. GPT-2's position embeddings, like ours, name absolute positions, and a
+# model of 10,000 parameters learns "copy what is 5 back" in a few hundred steps. Without
+# the slots (and with answers of any length) the distance depends on the length of X, and
+# the same model fine-tuned on 2,000 conversations passed 21% and 0% of the held-out
+# requests, instead of 92% and 70%.
+# Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
+#
+#     a name starting with em -> emma
+#     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
+#        0              0              0 0    0       0       0         0        1 1 1 1    1
+#     a name ending with son -> jason
+#     <|user|> "a name ending with " <|pad|> <|pad|> s o n <|assistant|> j a s o n <|end|>
+#        0              0               0       0    0 0 0       0       1 1 1 1 1    1
+# ---------------------------------------------------------------------------------------
+
+USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
+SPECIAL = (USER, ASSISTANT, END, PAD)
+REQUEST_TOKENS = 6       # a phrase and five slots for X
+
+
+def chat_vocab(chars):
+    """The pretrained vocabulary (without BOS) followed by the new tokens."""
+    return list(chars) + list(SPECIAL) + [f"a name {kind} " for kind in TASKS]
+
+
+def add_chat_tokens(params, chars, chat_chars, config, rng):
+    """The pretrained parameters with a row in wte and lm_head for each new token: copies of
+    BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
+    BOS's own rows (the last) are dropped. The matrices are new; the rows are shared."""
+    bos = len(chars)
+    def rows(matrix, copy_of_bos):
+        new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
+               [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
+               for t in chat_chars[bos:]]
+        return matrix[:bos] + new
+    chat = dict(params)
+    chat["wte"], chat["lm_head"] = rows(params["wte"], ASSISTANT), rows(params["lm_head"], END)
+    return chat
+
+
+def encode_text(text, chat_chars):
+    """A request's text to token ids, taking the longest token that matches at each point
+    (so a phrase is one token); None if some part matches no token. Raw text never becomes a
+    special token: they are made only by render()."""
+    tokens = sorted((t for t in chat_chars if t not in SPECIAL), key=len, reverse=True)
+    ids, i = [], 0
+    while i < len(text):
+        match = next((t for t in tokens if text.startswith(t, i)), None)
+        if match is None:
+            return None
+        ids.append(chat_chars.index(match))
+        i += len(match)
+    return ids
+
+
+def render(request_ids, answer_ids, chat_chars):
+    """A conversation as (tokens, mask): mask[i] is 1 where tokens[i] is the assistant's."""
+    user, assistant, end, pad = (chat_chars.index(t) for t in SPECIAL)
+    padding = [pad] * (REQUEST_TOKENS - len(request_ids))
+    if request_ids and chat_chars[request_ids[0]] == f"a name {ENDING} ":
+        request_ids = request_ids[:1] + padding + request_ids[1:]    # X at the right: [phrase, pad, pad, s, o, n]
+    else:
+        request_ids = request_ids + padding                           # X at the left: [phrase, e, m, pad, pad, pad]
+    tokens = [user] + request_ids + [assistant] + answer_ids + [end]
+    return tokens, [0] * (len(request_ids) + 2) + [1] * (len(answer_ids) + 1)
+
+
+def parse(tokens, chat_chars):
+    """render() backwards: the (request, answer) texts of a rendered conversation."""
+    text = "".join(chat_chars[t] for t in tokens if chat_chars[t] != PAD)
+    request, _, answer = text[len(USER):].partition(ASSISTANT)
+    return request, answer[:-len(END)] if answer.endswith(END) else answer
+
+
+def prompt_for(request_ids, chat_chars):
+    """The tokens the assistant continues: the rendered request up to <|assistant|>."""
+    return render(request_ids, [], chat_chars)[0][:-1]
+
+
+def generate_answer(weights, config, prompt, rng, temperature, end_id):
+    """The assistant's answer to a rendered prompt (ending with <|assistant|>), token by
+    token: yields (token, probabilities at temperature 1) until it draws end_id or the
+    context is full. Temperature 0 takes the likeliest token every time."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    tokens = list(prompt)
+    for pos in range(config.block_size):
+        logits = gpt(tokens[pos], pos, keys, values, weights, config)
+        if pos < len(tokens) - 1:
+            continue                      # the prompt's next token is given
+        probs = [float(p) for p in softmax(logits)]
+        token = (max(range(len(probs)), key=probs.__getitem__) if temperature <= 0
+                 else sample_token(logits, temperature, rng))
+        yield token, probs
+        if token == end_id:
+            return
+        tokens.append(token)
+
+
+def chat_prompt(request, config, chat_chars):
+    """The rendered prompt for a request's text, or BadInput saying why there is none."""
+    ids = encode_text(request, chat_chars)
+    if ids is None:
+        unknown = sorted(set(request) - set("".join(t for t in chat_chars if t not in SPECIAL)))
+        phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
+        raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
+                       f"the model reads only single letters and the phrases {phrases}, not {request!r}")
+    prompt = prompt_for(ids, chat_chars)
+    if len(prompt) >= config.block_size:
+        raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
+                       f"context of {config.block_size} with room for an answer")
+    return prompt
+
+
+def chat_reply(weights, config, chars, request, rng, temperature):
+    """The assistant's answer to a request, as it is written: yields (piece, probability,
+    alternatives) per token, piece being its text, probability the model's (at temperature
+    1) for it, alternatives the five likeliest [(text, probability)]. Stops at <|end|>
+    (not yielded) or when the context is full. BadInput for a request it cannot read."""
+    prompt = chat_prompt(request, config, chars)
+    for token, probs in generate_answer(weights, config, prompt, rng, temperature, chars.index(END)):
+        if chars[token] == END:
+            return
+        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
+        yield chars[token], probs[token], [(chars[t], probs[t]) for t in top]
+
+
+def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
+    """The assistant's answer to (kind, X): (prompt, answer's token ids, their texts without
+    <|end|>, whether it ended, and whether it is correct)."""
+    prompt = prompt_for(encode_text(request_for(kind, x), chat_chars), chat_chars)
+    end = chat_chars.index(END)
+    ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, end)]
+    ended = ids[-1:] == [end]
+    texts = [chat_chars[t] for t in (ids[:-1] if ended else ids)]
+    return prompt, ids, texts, ended, is_correct(kind, x, texts, ended)
+
+
+# ---------------------------------------------------------------------------------------
+# V.3 Supervised fine-tuning (SFT)
+#
+# Show the model example conversations and train it, as in section 6, to predict their
+# tokens, but count the loss only on the assistant's tokens (the mask of V.2). The request
+# is given at inference, never written by the model, so predicting it would be wasted
+# effort: the model would spend its few parameters learning which requests we happen to
+# make, and that loss would drown the one we care about. With the mask, the request is
+# read but never predicted (tests/test_chat.py checks that the loss is the mean of Part I's
+# losses at the answer's positions and nothing else). The examples are made from the names:
+# "jason" gives "a name starting with ja" -> "jason" and "a name ending with son" ->
+# "jason" (for "ending with", only names of 5 letters, to fill the slots: V.2). Only
+# requests not held out are used.
+# ---------------------------------------------------------------------------------------
+
+def sft_answers(names, requests, config):
+    """For each kind, every (X, name) that fine-tuning may show: the request (kind, X) is
+    among `requests`, the conversation fits the context, and for "ending with" the name
+    has exactly as many letters as X has slots (5), so that the answer's last letters sit
+    right under X (V.2)."""
+    found = {kind: [] for kind in TASKS}
+    for name in names:
+        for kind in TASKS:
+            for k in (1, 2, 3):
+                x = affix(name, kind, k)
+                if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
+                        and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
+                    found[kind].append((x, name))
+    return found
+
+
+def sft_example(answers, chat_chars, rng):
+    """A random fine-tuning conversation (tokens, mask): a kind, then one of its (X, name)."""
+    kind = rng.choice(sorted(answers))
+    x, name = rng.choice(answers[kind])
+    return render(encode_text(request_for(kind, x), chat_chars), encode_text(name, chat_chars), chat_chars)
+
+
+def answer_losses(tokens, mask, params, config):
+    """The loss of each of the assistant's tokens, -log p(token | all before it): the
+    model reads every token, but only the positions whose next token is the assistant's
+    get a loss."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    losses = []
+    for pos in range(min(config.block_size, len(tokens) - 1)):
+        logits = gpt(tokens[pos], pos, keys, values, params, config)
+        if mask[pos + 1]:
+            losses.append(cross_entropy(logits, tokens[pos + 1]))
+    return losses
+
+
+def backpropagate(compute_loss):
+    """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
+    the parameters' .grad, and return its number. With FAST, backward walks the tape (II.2)."""
+    if not FAST:
+        loss = compute_loss()
+        loss.backward()
+        return loss.data
+    Value.tape = []
+    try:
+        loss = compute_loss()
+    finally:
+        tape, Value.tape = Value.tape, None
+    backward_along(loss, tape)
+    return loss.data
+
+
+def optimise(params, config, num_steps, add_step_gradient):
+    """Adam, as train() runs it (section 6): add_step_gradient(step) adds one step's
+    gradient to the parameters and returns a number to report, which this yields."""
+    flat = flatten(params)
+    m, v = [0.0] * len(flat), [0.0] * len(flat)
+    for step in range(num_steps):
+        result = add_step_gradient(step)
+        adam_update(flat, m, v, step, num_steps, config)
+        yield result
+
+
+def sft_steps(params, config, examples, num_steps, batch):
+    """Fine-tune on `batch` conversations per step (examples(step, b) gives one); yields
+    each step's mean answer loss. One conversation's graph at a time, as train() does."""
+    def add_step_gradient(step):
+        return sum(backpropagate(lambda: mean(answer_losses(*examples(step, b), params, config)) * (1 / batch))
+                   for b in range(batch))
+    return optimise(params, config, num_steps, add_step_gradient)
+
+
+# ---------------------------------------------------------------------------------------
+# V.4 Reinforcement learning (RL)
+#
+# SFT imitates the example answers; it never tells the model which of its own answers are
+# wrong. Reinforcement learning does: the model answers a request several times (a group),
+# code grades each answer (reward 1 if correct, else 0), and the model is nudged towards
+# its better answers and away from its worse ones. No example answer is needed, only the
+# check: the model learns from what it wrote itself, so it can fix the mistakes it really
+# makes (running on past the end, dropping a letter of X), which SFT's examples never
+# show. This is GRPO (Group Relative Policy Optimisation; nanochat uses a simpler variant
+# on maths problems): the advantage of an answer is its reward minus the group's mean,
+# divided by the group's spread, so that only how an answer compares with its siblings
+# counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
+#
+# The loss whose gradient does the nudging is, over the n answers of a step,
+#     L = -(1/n) * sum_i advantage_i * log p(answer_i)
+# where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
+# -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
+# model's own answers, weighted by their advantage: a positive advantage makes an answer
+# likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
+# they come from the very distribution p whose gradient is taken.)
+#
+# RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
+# name that sounds like one, so the answers drift to whatever letters are easiest to
+# produce ("arson", "uryry"): reward hacking, in miniature. Real pipelines hold the model
+# near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
+# ---------------------------------------------------------------------------------------
+
+def advantages(rewards):
+    """GRPO's advantages of a group: (reward - mean) / spread, all 0 if the rewards are equal."""
+    mu = sum(rewards) / len(rewards)
+    spread = (sum((r - mu) ** 2 for r in rewards) / len(rewards)) ** 0.5
+    return [(r - mu) / spread if spread else 0.0 for r in rewards]
+
+
+def answer_group(weights, config, chat_chars, kind, x, rng, size):
+    """`size` answers to one request, drawn at temperature 1: [(tokens, mask, reward)]."""
+    group = []
+    for _ in range(size):
+        prompt, ids, _, _, correct = answer_request(weights, config, chat_chars, kind, x, rng, 1.0)
+        group.append((prompt + ids, [0] * len(prompt) + [1] * len(ids), float(correct)))
+    return group
+
+
+def policy_loss(tokens, mask, advantage, n, params, config):
+    """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
+    losses = answer_losses(tokens, mask, params, config)
+    return mean(losses) * (len(losses) * advantage / n)
+
+
+def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
+    """GRPO: each step draws a group of answers to each of `requests(step)` (a list of
+    (kind, X)), grades them and adds the gradient of L; yields the step's mean reward."""
+    def add_step_gradient(step):
+        weights = inference_weights(params)
+        groups = [answer_group(weights, config, chat_chars, kind, x, rng, group_size)
+                  for kind, x in requests(step)]
+        n = sum(len(g) for g in groups)
+        for group in groups:
+            for (tokens, mask, _), a in zip(group, advantages([r for _, _, r in group])):
+                if a:
+                    backpropagate(lambda: policy_loss(tokens, mask, a, n, params, config))
+        return sum(r for g in groups for _, _, r in g) / n
+    return optimise(params, config, num_steps, add_step_gradient)
+
+
+# ---------------------------------------------------------------------------------------
+# V.5 Evaluation
+#
+# After every stage: the share of held-out requests (V.1) answered correctly, per kind,
+# sampled at the chat's own temperature, so that it measures the assistant people talk to.
+# With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
+# card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
+# 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
+# minutes on CPython.
+# ---------------------------------------------------------------------------------------
+
+def pass_rates(weights, config, chat_chars, requests, rng, temperature):
+    """{kind: share of correct answers} over (kind, X) requests, and the answers given."""
+    right, answers = {kind: [] for kind in TASKS}, []
+    for kind, x in requests:
+        _, _, texts, _, correct = answer_request(weights, config, chat_chars, kind, x, rng, temperature)
+        right[kind].append(correct)
+        answers.append((request_for(kind, x), "".join(texts), correct))
+    return {kind: sum(r) / len(r) for kind, r in right.items() if r}, answers
 
 
 # =======================================================================================
@@ -1666,7 +2072,7 @@ def check_checkpoint_size(n_params, chars, path, config):
 
 
 def save_checkpoint(path, params, config, chars, mode, extra=None):
-    """Save the model as JSON. mode is "docs" or "stream" (stream models have no BOS)."""
+    """Save the model as JSON. mode is "docs", "stream" or "chat" (only "docs" models have BOS)."""
     checkpoint = {
         "format": "microgpt",
         "version": 1,
@@ -1748,19 +2154,22 @@ def load_checkpoint(path):
     if config.n_embd % config.n_head:
         raise bad(f"n_embd {config.n_embd} is not divisible by n_head {config.n_head}")
     chars = ckpt["chars"]
+    mode = ckpt.get("mode", "docs")
+    if mode not in ("docs", "stream", "chat"):
+        raise bad(f'unknown mode {mode!r}')
     if "merges" in ckpt:                # a learned BPE vocabulary (Part IV): check it, keep its base
         chars = checked_vocabulary(chars, ckpt["merges"], bad)
+    longest = 64 if mode == "chat" else 1          # a chat model (Part V) has tokens of several characters
     if (not isinstance(chars, list) or not chars
-            or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars)):
-        raise bad('"chars" must be a list of distinct single characters')
+            or not all(isinstance(c, str) and 1 <= len(c) <= longest for c in chars) or len(set(chars)) != len(chars)):
+        raise bad('"chars" must be a list of distinct single characters' + " or tokens" * (mode == "chat"))
     if "merges" in ckpt:
         chars = Vocabulary(chars, [tuple(pair) for pair in ckpt["merges"]])
-    mode = ckpt.get("mode", "docs")
-    if mode not in ("docs", "stream"):
-        raise bad(f'unknown mode {mode!r}')
+    if mode == "chat" and not set(SPECIAL) <= set(chars):
+        raise bad('a chat model needs the tokens ' + ", ".join(SPECIAL) + ' in "chars"')
     if "stream_start" in ckpt and ckpt["stream_start"] not in chars:
         raise bad('"stream_start" must be one of the characters in "chars"')
-    vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    vocab_size = len(chars) + (1 if mode == "docs" else 0)     # stream and chat models have no BOS
     check_memory(config, vocab_size)           # before building a Value for every weight
     state = ckpt["state_dict"]
     shapes = param_shapes(config, vocab_size)
@@ -2233,6 +2642,10 @@ def make_parser():
                    "stopped; saves to FILE again unless --save says otherwise")
     p.add_argument("--plain", action="store_true", help="run Part I of microgpt.py alone (FAST = False): "
                    "the same numbers to rounding, about 14 times slower")
+    # the assistant (Part V)
+    p.add_argument("--chat", action="store_true", help="train an assistant (pretraining, fine-tuning, "
+                   "reinforcement learning: Part V), print its report card and chat with it in the terminal; "
+                   "with --load of a chat model, only chat (one request per line of standard input)")
     # Tokens bigger than letters (Part IV, IV.1)
     p.add_argument("--bpe", type=count_arg, default=0, metavar="N", help="learn N byte-pair merges from the "
                    "training text and train on those tokens of several characters instead of single "
@@ -2502,6 +2915,8 @@ def settings(args):
     checkpoint = resumed or (load_checkpoint(args.load) if args.load else None)
     if checkpoint:
         saved, mode = checkpoint[0], checkpoint[3]
+        if mode == "chat":
+            raise BadInput(f"{args.load} is a chat model: add --chat to talk to it")
         if args.seed is None:               # the seed the model was trained with: the same samples
             config.seed = saved_seed(checkpoint[4], config.seed)
         for key in MODEL_SHAPE:
@@ -2886,6 +3301,8 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
 def run(args, stop=None):
     """The main job: load or build a model, train it, report, sample. Returns the exit code."""
     stop = stop or StopSignals()
+    if args.chat:
+        return run_chat(args, stop)          # Part V's assistant (and Part VI's "The assistant")
     if args.gpt2 is not None or args.tokenize is not None:    # GPT-2's tokenizer (Part IV)
         return run_tokenize(args)
     if args.bpe < 0:
@@ -3112,6 +3529,310 @@ def main(argv=None):
         print(f"microgpt: error: could not write the output: {out.error.strerror or out.error}", file=sys.stderr)
         code = code or 2
     return code
+
+
+# ---------------------------------------------------------------------------------------
+# The assistant: --chat
+#
+# `python microgpt.py --chat` runs Part V from start to end (pretraining, SFT, RL, an
+# evaluation after each), prints the report card, saves each stage if --save says where,
+# and then chats in the terminal. `--load chat.json --chat` only chats; `--load names.json
+# --chat` starts from that pretrained model of names.
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class ChatPlan:
+    """The pipeline's sizes and steps. The model is the default names model's, with two
+    heads of 8 numbers instead of four of 4, so that one head can carry a whole letter
+    across (with four heads, SFT passed 72% and 66% of the held-out requests instead of 88%
+    and 88%). The context holds a prompt's 8 tokens, the answer and <|end|>: block_size 16
+    leaves room for names of 8 letters. The steps keep the whole pipeline under a minute on
+    PyPy: SFT stops while its copying is still unreliable, and RL, which needs no examples,
+    finishes the job (with 900 SFT steps it did not: 89% and 93% after RL)."""
+    n_layer: int = 1
+    n_embd: int = 16
+    n_head: int = 2
+    block_size: int = 16
+    pretrain_steps: int = 1000
+    sft_steps: int = 1000
+    sft_batch: int = 2            # conversations per step
+    sft_lr: float = 0.02
+    rl_steps: int = 100
+    rl_requests: int = 4          # requests per RL step
+    rl_group: int = 8             # answers per request
+    rl_lr: float = 0.01
+    eval_requests: int = 120      # held-out requests per kind
+
+
+CHAT_OPTIONS = ("steps", "n_layer", "n_embd", "n_head", "block_size", "batch", "lr", "num_samples", "length",
+                "prompt", "chain", "explain", "resume", "gpt2", "tokenize", "stream")
+
+
+def stage_paths(save):
+    """Where --save chat.json puts each stage: chat-pretrained.json, chat-sft.json, chat.json."""
+    root, ext = os.path.splitext(save)
+    return {"pretrained": f"{root}-pretrained{ext or '.json'}", "SFT": f"{root}-sft{ext or '.json'}", "RL": save}
+
+
+def print_stage_progress(step, num_steps, value, what, started, interactive):
+    """A stage's progress line, like print_progress's: rewritten in place in a terminal."""
+    every = max(1, num_steps // (100 if interactive else 10))
+    if step % every and step not in (1, num_steps):
+        return
+    seconds = time.perf_counter() - started
+    line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | {what} {value:.4f} | "
+            f"{1000 * seconds / step:.0f} ms/step | {seconds / step * (num_steps - step):.0f} s left")
+    print(("\r" + line + "  ") if interactive else line, end="" if interactive and step < num_steps else "\n",
+          flush=True)
+
+
+def run_stage(steps, num_steps, what, stop):
+    """Run a stage's generator, printing progress; returns its values, one per step."""
+    values, started, interactive = [], time.perf_counter(), sys.stdout.isatty()
+    for step, value in enumerate(steps, start=1):
+        if not math.isfinite(value):
+            raise BadInput(f"training diverged: the {what} became {value} at step {step}")
+        values.append(value)
+        print_stage_progress(step, num_steps, sum(values[-20:]) / len(values[-20:]), what, started, interactive)
+    return values
+
+
+def evaluate_stage(card, stage, weights, config, chat_chars, requests, seed, temperature, **facts):
+    """Evaluate a stage on the held-out requests, print its pass rates, add its row to the card."""
+    rates, answers = pass_rates(weights, config, chat_chars, requests, random.Random(seed + 13), temperature)
+    print(f"{stage}: held-out pass rate " + ", ".join(f"{kind} {rate:.1%}" for kind, rate in rates.items()),
+          flush=True)
+    card.append(dict(facts, stage=stage, pass_rates=rates, answers=answers[:: max(1, len(answers) // 8)]))
+
+
+def pretrain_for_chat(args, plan, config, stop):
+    """The names model, trained as the default run trains it (or loaded with --load)."""
+    if args.load:
+        loaded, chars, params, mode, raw = load_checkpoint(args.load)
+        if mode != "docs":
+            raise BadInput(f"{args.load} is a model of continuous text; --chat needs a model of names")
+        for key in MODEL_SHAPE:
+            setattr(config, key, getattr(loaded, key))
+        if config.block_size < REQUEST_TOKENS + 8:        # the prompt, a 5-letter name and <|end|>
+            raise BadInput(f"{args.load} has block_size {config.block_size}: a conversation needs at least "
+                           f"{REQUEST_TOKENS + 8}")
+        return chars, params, {"steps": 0, "loss": None, "curve": [],
+                               "what": f"loaded from {args.load}"}
+    print("--- stage 1: pretraining on names ---")
+    rng = random.Random(config.seed)
+    _, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, "docs", None, rng)
+    params = init_params(config, len(chars) + 1, rng)
+    started = time.process_time()
+    smoothed, _ = train_with_progress(params, config, batches, stop)
+    val_loss = validation_loss(val_seqs, inference_weights(params), config) if val_seqs else None
+    return chars, params, {"steps": config.steps, "loss": val_loss, "curve": smoothed,
+                           "what": "validation loss on held-out names", "cpu": time.process_time() - started}
+
+
+def chat_pipeline(args, plan, stop, sft_model=None):
+    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card).
+    sft_model, if given, is a saved SFT stage, (config, chat vocabulary, params): then the
+    pipeline resumes from it and runs only RL, exactly as the whole pipeline would have."""
+    started = time.process_time()
+    if sft_model:
+        config, chat_chars, params = sft_model
+        config.seed, config.temperature, chars = args.seed, args.temperature, chat_chars[:chat_chars.index(USER)]
+    else:
+        config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
+                        steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
+        chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+    paths = stage_paths(args.save) if args.save and not sft_model else {}
+    card, seed = [], config.seed
+    if "pretrained" in paths and not args.load:
+        save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
+    # The task, and the pretrained model prompted in the chat format (it writes names, but
+    # knows nothing of the requests yet).
+    rng = random.Random(seed + 10)
+    names = [n for n in split_documents(read_data_file(args.input or default_data_path()))
+             if n.isalpha() and set(n) <= set(chars)]
+    train_requests, held_out = split_requests(names, rng)
+    requests = evaluation_requests(held_out, plan.eval_requests, rng)
+    print(f"task: {len(train_requests):,} requests to fine-tune on, {len(held_out):,} held out; evaluating on "
+          f"{len(requests)} held-out requests at temperature {config.temperature}", flush=True)
+    if sft_model:
+        evaluate_stage(card, "SFT", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, steps=0, loss=None, what=f"loaded from {args.load}")
+    else:
+        chat_chars = chat_vocab(chars)
+        params = add_chat_tokens(params, chars, chat_chars, config, rng)
+        evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, **facts)
+        sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
+        if "SFT" in paths:
+            save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
+    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
+          f"{plan.rl_group} answers ---")
+    config.lr, before = plan.rl_lr, time.process_time()
+    rl_rng = random.Random(seed + 12)
+    pool = sorted(train_requests)
+    curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
+                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
+    evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
+                   what="mean reward of the last 10 steps", cpu=time.process_time() - before)
+    print(f"the pipeline took {time.process_time() - started:.0f} s of CPU")
+    return config, chat_chars, params, card
+
+
+def sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests):
+    """Stage 2: fine-tune params in place, validate, evaluate, add the SFT row to the card."""
+    seed = config.seed
+    print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
+    config.lr, before = plan.sft_lr, time.process_time()
+    sft_rng, answers = random.Random(seed + 11), sft_answers(names, train_requests, config)
+    if not all(answers.values()):
+        raise BadInput("the names give no fine-tuning example of some kind of request: too few names, or none "
+                       f"of {REQUEST_TOKENS - 1} letters")
+    examples = lambda step, b: sft_example(answers, chat_chars, sft_rng)
+    curve = run_stage(sft_steps(params, config, examples, plan.sft_steps, plan.sft_batch), plan.sft_steps,
+                      "answer loss", stop)
+    val_rng = random.Random(seed + 14)
+    held_out_answers = sft_answers(names, held_out, config)
+    val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(200)] if all(
+        held_out_answers.values()) else []
+    weights, val_loss = inference_weights(params), None
+    if val:
+        val_loss = sum(float(l) for t, m in val for l in answer_losses(t, m, weights, config)) / sum(
+            sum(m) for _, m in val)
+        print(f"validation: answer loss {val_loss:.4f} on {len(val)} held-out conversations")
+    evaluate_stage(card, "SFT", weights, config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.sft_steps, loss=val_loss, curve=curve, what="answer loss on held-out requests",
+                   cpu=time.process_time() - before)
+
+
+def save_chat_stage(path, params, config, chars, mode, extra):
+    """Save one stage's model; if that fails, to a new file of its own."""
+    try:
+        check_can_write(path, is_checkpoint, "microgpt checkpoint")
+        save_checkpoint(path, params, config, chars, mode, extra)
+    except BadInput as e:
+        rescued = save_rescue_copy(params, config, chars, mode, extra)
+        raise BadInput(f"{e}; the model was saved to {rescued} instead") from None
+    print(f"saved the {extra.get('stage', 'pretrained')} model to {path}")
+
+
+def print_card(card, plan):
+    """The report card: a row per stage, its loss and its pass rate per kind."""
+    kinds = list(TASKS)
+    print(f"\nreport card: pass rate on held-out requests ({plan.eval_requests} of each kind)")
+    print(f"{'stage':<11} {'steps':>5}  {'loss':>8}  " + "  ".join(f"{k:>13}" for k in kinds) + "  loss is")
+    for row in card:
+        loss = f"{row['loss']:.4f}" if row.get("loss") is not None else "-"
+        print(f"{row['stage']:<11} {row.get('steps', 0):>5}  {loss:>8}  "
+              + "  ".join(f"{row['pass_rates'].get(k, 0):>13.1%}" for k in kinds) + f"  {row['what']}")
+    print("\nexample conversations (after RL, held-out requests):")
+    for request, answer, correct in card[-1]["answers"]:
+        print(f"  {request:<26} -> {answer or '(nothing)':<14} {'right' if correct else 'wrong'}")
+
+
+def write_chat_report(path, card, plan, config, chat_chars, params):
+    """--report with --chat: the report card as a page (chat_report_page), written atomically."""
+    try:
+        page = chat_report_page(card, plan if isinstance(plan, ChatPlan) else ChatPlan(**plan), config,
+                                chat_chars, inference_weights(params))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):     # a card loaded from a file
+        raise BadInput(f"the report card kept in the checkpoint is damaged; cannot write {path}") from None
+    try:
+        check_can_write(path, is_microgpt_report, "page written by microgpt --report")   # again
+        write_atomically(path, page)
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    print(f"wrote {path}")
+
+
+def terminal_chat(weights, config, chat_chars, seed, temperature):
+    """Answer one request per line of standard input (a terminal or a pipe), streamed."""
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"\nchat: type a request such as 'a name starting with em' or 'a name ending with son' "
+              "(Ctrl-D to quit)")
+    rng = random.Random(seed + 1)
+    while not output_lost():
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        request = line.strip()
+        if not request:
+            continue
+        if not interactive:
+            print(f"> {request}")
+        try:
+            for piece, _, _ in chat_reply(weights, config, chat_chars, request, rng, temperature):
+                print(piece, end="", flush=True)
+            print()
+        except BadInput as e:
+            print(f"(cannot answer: {e})", flush=True)
+    if interactive:
+        print()
+
+
+def run_chat(args, stop):
+    """--chat: run the pipeline (or load a chat model), then chat."""
+    for key in CHAT_OPTIONS:
+        if getattr(args, key, None) not in (None, False) or getattr(args, "bpe", 0):
+            raise BadInput(f"--{key.replace('_', '-') if getattr(args, key, None) else 'bpe'} does not apply to --chat")
+    defaults = Config()
+    args.seed = defaults.seed if args.seed is None else args.seed
+    args.temperature = defaults.temperature if args.temperature is None else args.temperature
+    for flag in ("input", "load", "save", "report"):
+        if getattr(args, flag) == "":
+            raise BadInput(f"--{flag} needs a file name, not an empty string")
+    if args.save and same_file(args.save, args.input or default_data_path()):
+        raise BadInput(f"--save {args.save} is the data file: saving would replace it")
+    for flag, other in (("--save", args.save), ("--input", args.input), ("--load", args.load)):
+        if args.report and other and same_file(args.report, other):
+            raise BadInput(f"--report {args.report} is the same file as {flag} {other}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
+    plan = ChatPlan()
+    loaded = load_checkpoint(args.load) if args.load else None
+    if loaded and loaded[3] == "chat" and loaded[4].get("stage") == "SFT" and args.save:
+        # Resume: RL on the saved SFT stage, as the whole pipeline would have run it.
+        check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
+        if args.report:
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+        config, chat_chars, params, card = chat_pipeline(args, plan, stop, loaded[:3])
+        print_card(card, plan)
+        save_chat_stage(args.save, params, config, chat_chars, "chat",
+                        {"stage": "RL", "card": card, "plan": vars(plan)})
+        if args.report:
+            write_chat_report(args.report, card, plan, config, chat_chars, params)
+    elif loaded and loaded[3] == "chat":
+        if args.save or args.input:
+            raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one "
+                           "(or to resuming an SFT stage)")
+        config, chat_chars, params, _, raw = loaded
+        config.seed, config.temperature = args.seed, args.temperature
+        print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}")
+        if args.report:
+            if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
+                raise BadInput(f"{args.load} has no report card: only the final stage's checkpoint keeps one")
+            write_chat_report(args.report, raw["card"], raw["plan"], config, chat_chars, params)
+    else:
+        for path in stage_paths(args.save).values() if args.save else ():
+            check_can_write(path, is_checkpoint, "microgpt checkpoint")
+        if args.report:
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+        config, chat_chars, params, card = chat_pipeline(args, plan, stop)
+        print_card(card, plan)
+        if args.save:
+            save_chat_stage(args.save, params, config, chat_chars, "chat",
+                            {"stage": "RL", "card": card, "plan": vars(plan)})
+        else:
+            print("(not saved: add --save chat.json to keep the assistant, and its stages beside it)")
+        if args.report:
+            write_chat_report(args.report, card, plan, config, chat_chars, params)
+    terminal_chat(inference_weights(params), config, chat_chars, config.seed, config.temperature)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -4130,6 +4851,62 @@ def report_page(run):
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
     return number_figures("\n".join(out))
+
+
+def chat_report_page(card, plan, config, chat_chars, weights):
+    """--report with --chat: the report card, each stage's curve, and the assistant's
+    answers to a few held-out requests, each token shaded by its probability."""
+    kinds = list(TASKS)
+    rows = "".join(
+        f"<tr><td>{escape(row['stage'])}</td><td>{row.get('steps', 0):,}</td>"
+        f"<td>{'-' if row.get('loss') is None else format(row['loss'], '.4f')}</td>"
+        + "".join(f"<td>{row['pass_rates'].get(k, 0):.1%}</td>" for k in kinds)
+        + f"<td>{escape(row['what'])}</td></tr>" for row in card)
+    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+           f'<title>microgpt: the assistant</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
+           '<h1>From names to an assistant: the report card</h1>',
+           f'<p class="note">Pass rate: the share of {plan.eval_requests} held-out requests of each kind '
+           f'(never fine-tuned on) answered correctly, sampled at temperature {config.temperature}. '
+           f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.</p>',
+           "<table><tr><th>stage</th><th>steps</th><th>loss</th>"
+           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds) + f"<th>the loss is</th></tr>{rows}</table>",
+           "<h2>Each stage's curve</h2><div class=\"figures\">"]
+    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac"), "SFT": ("answer loss", "#e08214"),
+              "RL": ("mean reward of the step's answers", "#1f9e89")}
+    for row in card:
+        curve = row.get("curve") or []
+        if curve:
+            what, colour = labels[row["stage"]]
+            lo, hi = min(curve), max(curve)
+            n = len(curve)
+            points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, n // 1000)]
+            ticks = [(t, f"{t:g}") for t in nice_ticks(0, n, 6) if t == int(t)]
+            chart = line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
+                               (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
+                               f"{row['stage']}: {what}")
+            out.append(f"<figure><h3>{escape(row['stage'])}</h3>{chart}"
+                       f"{chart_key([(f'border-top:3px solid {colour}', what)])}</figure>")
+    out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
+               "answers to held-out requests: each token on the colour of the probability the model gave it "
+               "(dark for a surprise, yellow for a sure thing); hovering shows it.</p>")
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
+                   "colour legend", grow=1.2))
+    rng = random.Random(config.seed + 1)
+    out.append("<table>")
+    for request, _, _ in card[-1]["answers"]:
+        reply = list(chat_reply(weights, config, chat_chars, request, rng, config.temperature))
+        shaded = shaded_text([piece for piece, _, _ in reply], [p for _, p, _ in reply])
+        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td></tr>')
+    out.append("</table>")
+    for row in card:
+        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3><table>" + "".join(
+            f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
+            f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table>")
+    blob = json.dumps(card).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
+    return "\n".join(out)
 
 
 def is_microgpt_report(path):
