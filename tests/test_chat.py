@@ -187,9 +187,23 @@ def run_pipeline(names_path, seed=42, temperature=0.5, save=None):
 
 
 class PipelineTest(TempDirTestCase):
+    """The pipeline (seed 42, saving chat.json and its stages) runs once for the class, in
+    `shared`; the tests that need other runs make them."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._shared_dir = tempfile.TemporaryDirectory()
+        home = cls._shared_dir.name
+        names = write_text(home, "names.txt", "\n".join(NAMES) + "\n")
+        cls.shared_save = os.path.join(home, "chat.json")
+        cls.shared = run_pipeline(names, save=cls.shared_save)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._shared_dir.cleanup()
 
     def test_the_report_page_shows_the_card_each_stages_curve_and_shaded_answers(self):
-        config, chat_chars, params, card, _ = run_pipeline(self.names)
+        config, chat_chars, params, card, _ = self.shared
         page = microgpt.chat_report_page(card, microgpt.ChatPlan(**TINY_PLAN), config, chat_chars,
                                          microgpt.weights_of(params))
         self.assertIn(microgpt.REPORT_MARK, page)
@@ -203,7 +217,7 @@ class PipelineTest(TempDirTestCase):
         self.assertEqual(json.loads(data.group(1))[-1]["stage"], "RL")
 
     def test_the_same_seed_gives_the_same_report_card_and_weights(self):
-        first = run_pipeline(self.names)
+        first = self.shared                    # saved its stages too: saving changes nothing
         second = run_pipeline(self.names)
         strip = lambda card: json.dumps([{k: v for k, v in row.items() if k != "cpu"} for row in card])
         self.assertEqual(strip(first[3]), strip(second[3]))
@@ -212,10 +226,10 @@ class PipelineTest(TempDirTestCase):
         self.assertNotEqual(strip(run_pipeline(self.names, seed=7)[3]), strip(first[3]))
 
     def test_rl_resumed_from_the_saved_sft_stage_ends_exactly_as_the_whole_pipeline(self):
-        save = os.path.join(self.tmp, "chat.json")
-        _, _, params, card, _ = run_pipeline(self.names, save=save)
-        sft = os.path.join(self.tmp, "chat-sft.json")
-        self.assertTrue(os.path.exists(os.path.join(self.tmp, "chat-pretrained.json")))
+        _, _, params, card, _ = self.shared
+        home = os.path.dirname(self.shared_save)
+        sft = os.path.join(home, "chat-sft.json")
+        self.assertTrue(os.path.exists(os.path.join(home, "chat-pretrained.json")))
         loaded = microgpt.load_checkpoint(sft)
         self.assertEqual((loaded[3], loaded[4]["stage"]), ("chat", "SFT"))
         args = argparse.Namespace(load=sft, input=self.names, save=None, seed=42, temperature=0.5, report=None)
@@ -229,7 +243,7 @@ class PipelineTest(TempDirTestCase):
         self.assertEqual(microgpt.weights_of(resumed), microgpt.weights_of(params))
 
     def test_a_saved_chat_model_loads_back_and_answers_the_same(self):
-        config, chat_chars, params, card, _ = run_pipeline(self.names)
+        config, chat_chars, params, card, _ = self.shared
         path = os.path.join(self.tmp, "chat.json")
         microgpt.save_checkpoint(path, params, config, chat_chars, "chat", {"stage": "RL", "card": card})
         loaded_config, loaded_chars, loaded_params, mode, raw = microgpt.load_checkpoint(path)

@@ -7,7 +7,7 @@ with the model's own functions.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli, run_many, write_text  # noqa: E402
+from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_main, run_many, write_text  # noqa: E402
 
 import microgpt
 
@@ -115,13 +115,12 @@ class ReportPageTest(unittest.TestCase):
         cls.shell = {"closed": f"{docs} --report {shlex.quote(cls.paths['closed'])} >&-",
                      "cut": f"{docs} --report {shlex.quote(cls.paths['cut'])} | head -1"}
         with ThreadPoolExecutor(max_workers=5) as pool:
-            loaded = [pool.submit(run_cli, ["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
-                      for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
-                                        ("garbled", cls.ckpts["garbled"]))]
             shell = [pool.submit(subprocess.run, command, shell=True, cwd=tmp, capture_output=True, text=True,
                                  timeout=120) for command in cls.shell.values()] if os.name == "posix" else []
-            for key, job in zip(("loaded", "remembered", "garbled"), loaded):
-                cls.results[key] = job.result()
+            # meanwhile, in this process: loading is not about the process
+            for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
+                              ("garbled", cls.ckpts["garbled"])):
+                cls.results[key] = run_main(["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
             for key, job in zip(cls.shell, shell):
                 cls.results[key] = job.result()
         cls.pages = {key: read(path) for key, path in cls.paths.items() if os.path.exists(path)}
@@ -496,11 +495,11 @@ class ReportCommandLineTest(TempDirTestCase):
 
     def test_a_report_replaces_an_earlier_report(self):
         path = os.path.join(self.tmp, "report.html")
-        first = run_cli(["--input", self.names, "--steps", "2", "--num-samples", "1", "--report", path] + TINY,
-                        cwd=self.tmp)
-        assert_ok(self, first)
-        second = run_cli(["--input", self.names, "--steps", "3", "--num-samples", "1", "--report", path] + TINY,
+        first = run_main(["--input", self.names, "--steps", "2", "--num-samples", "1", "--report", path] + TINY,
                          cwd=self.tmp)
+        assert_ok(self, first)
+        second = run_main(["--input", self.names, "--steps", "3", "--num-samples", "1", "--report", path] + TINY,
+                          cwd=self.tmp)
         assert_ok(self, second)
         self.assertEqual(len(page_data(read(path))["losses"]), 3)
         self.assertEqual([n for n in os.listdir(self.tmp) if n.endswith(".tmp")], [])
@@ -528,8 +527,8 @@ class ReportCommandLineTest(TempDirTestCase):
         data_path = write_text(self.tmp, "odd <&> names.txt", "\n".join(docs) + "\n")
         path = os.path.join(self.tmp, "report.html")
         explain = '</script <b&"é'     # in the JSON block, "</script " would end it early
-        result = run_cli(["--input", data_path, "--steps", "3", "--num-samples", "3", "--explain", explain,
-                          "--report", path] + TINY + ["--block-size", "16"], cwd=self.tmp)
+        result = run_main(["--input", data_path, "--steps", "3", "--num-samples", "3", "--explain", explain,
+                           "--report", path] + TINY + ["--block-size", "16"], cwd=self.tmp)
         assert_ok(self, result)
         page = read(path)
         found = parts(page)
