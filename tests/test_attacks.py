@@ -58,6 +58,23 @@ def patched_run(patch, args, cwd, env_update=None, timeout=120):
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
+def patched_main(patch, args, cwd):
+    """patched_run in this process: `patch` changes microgpt's globals for one run_main, and
+    they are put back afterwards. Returns (result, the namespace the patch ran in)."""
+    before = dict(vars(microgpt))
+    namespace = {"microgpt": microgpt, "sys": sys}
+    try:
+        exec(patch, namespace)
+        result = run_main(args, cwd)
+    finally:
+        for name in set(vars(microgpt)) - set(before):
+            delattr(microgpt, name)
+        for name, value in before.items():
+            if vars(microgpt).get(name) is not value:
+                setattr(microgpt, name, value)
+    return result, namespace
+
+
 def no_traceback(test, result_text, context=""):
     test.assertNotIn("Traceback", result_text, context)
     test.assertNotIn("Fatal Python error", result_text, context)
@@ -268,8 +285,8 @@ class TestNoSilentMinute(TempDirTestCase):
         cls._dir.cleanup()
 
     def test_every_phase_of_a_logged_run_reports_progress_when_it_is_slow(self):
-        result = patched_run(FAKE_CLOCK, ["--input", self.big, "--steps", "12", "--num-samples", "1"] + TINY,
-                             self.tmp)
+        result, _ = patched_main(FAKE_CLOCK, ["--input", self.big, "--steps", "12", "--num-samples", "1"] + TINY,
+                                 self.tmp)
         assert_ok(self, result)
         out = result.stdout
         self.assertRegex(out, r"reading .*big\.txt: [\d,]+ of [\d,]+ bytes, \d+ s left")
@@ -281,15 +298,15 @@ class TestNoSilentMinute(TempDirTestCase):
 
     def test_a_long_step_reports_its_progress_inside_the_step(self):
         data = write_text(self.tmp, "many.txt", "\n".join(["emma", "olivia", "ava", "mia"] * 60) + "\n")
-        result = patched_run(FAKE_CLOCK, ["--input", data, "--steps", "1", "--batch", "all", "--num-samples",
-                                          "0"] + TINY, self.tmp)
+        result, _ = patched_main(FAKE_CLOCK, ["--input", data, "--steps", "1", "--batch", "all", "--num-samples",
+                                              "0"] + TINY, self.tmp)
         assert_ok(self, result)
         self.assertRegex(result.stdout, r"step 1: [\d,]+ of 216 sequences, \d+ s left")
 
     def test_a_stream_is_encoded_with_progress(self):
         text = write_text(self.tmp, "text.txt", "the cat sat on the mat. " * 40)
-        result = patched_run(FAKE_CLOCK, ["--input", text, "--stream", "--steps", "1", "--num-samples", "0",
-                                          "--block-size", "4", "--n-embd", "8", "--n-head", "2"], self.tmp)
+        result, _ = patched_main(FAKE_CLOCK, ["--input", text, "--stream", "--steps", "1", "--num-samples", "0",
+                                              "--block-size", "4", "--n-embd", "8", "--n-head", "2"], self.tmp)
         assert_ok(self, result)
         self.assertRegex(result.stdout, r"encoding .*text\.txt: 0 of 960 characters")
 
@@ -303,14 +320,13 @@ class TestNoSilentMinute(TempDirTestCase):
                  "        if isinstance(xs, list) and xs and all(isinstance(c, str) for c in xs[:3]):\n"
                  "            builds[0] += 1\n"
                  "        return real_enumerate(xs, start)\n"
-                 "microgpt.enumerate = counting_enumerate\n"
-                 "import atexit; atexit.register(lambda: print('tables built:', builds[0]))\n")
+                 "microgpt.enumerate = counting_enumerate\n")
         rng = random.Random(1)
         lines = ["".join(rng.choice("abcdefghij") for _ in range(8)) for _ in range(3000)]
         data = write_text(self.tmp, "lines.txt", "\n".join(lines))
-        result = patched_run(count, ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY, self.tmp)
+        result, patched = patched_main(count, ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY, self.tmp)
         assert_ok(self, result)
-        builds = int(result.stdout.rsplit("tables built:", 1)[1])
+        builds = patched["builds"][0]
         self.assertLess(builds, 100)          # 3,000 lines: one table each before the fix
 
 
@@ -399,7 +415,7 @@ class TestEstimatesThatHold(TempDirTestCase):
     def test_a_cgroup_v1_memory_limit_is_respected(self):
         limit = write_text(self.tmp, "memory.limit_in_bytes", str(50 * 2**20) + "\n")
         patch = f"microgpt.CGROUP_MEMORY_LIMITS = ('/nonexistent/memory.max', {limit!r})"
-        result = patched_run(patch, ["--input", self.names, "--steps", "1", "--n-embd", "512"], self.tmp)
+        result, _ = patched_main(patch, ["--input", self.names, "--steps", "1", "--n-embd", "512"], self.tmp)
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertIn("more than the 50.0 MB there is", result.stderr)
 
@@ -409,8 +425,8 @@ class TestEstimatesThatHold(TempDirTestCase):
         data = write_text(self.tmp, "short.txt", "a\n" * 400000)
         room = microgpt.INTERPRETER_BYTES.get(sys.implementation.name, 0) + 35 * 2**20   # for a tiny model
         limit = write_text(self.tmp, "memory.max", str(room))
-        result = patched_run(f"microgpt.CGROUP_MEMORY_LIMITS = ({limit!r},)",
-                             ["--input", data, "--steps", "1"] + TINY, self.tmp)
+        result, _ = patched_main(f"microgpt.CGROUP_MEMORY_LIMITS = ({limit!r},)",
+                                 ["--input", data, "--steps", "1"] + TINY, self.tmp)
         self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
         self.assertRegex(result.stderr, r"for 400,001 lines of data as held in memory.*choose a smaller data file")
 
@@ -442,7 +458,7 @@ class TestMemoryEstimateHolds(unittest.TestCase):
             data = write_text(tmp, "data.txt", "\n".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz")
                                                               for _ in range(length)) for _ in range(lines)))
             args = ["--input", data, "--steps", "1", "--num-samples", "0"] + shape
-            refused = patched_run(self.ESTIMATE, args, tmp)
+            refused, _ = patched_main(self.ESTIMATE, args, tmp)
             estimate = float(re.search(r"need about ([\d.,]+) MB", refused.stderr).group(1).replace(",", ""))
             _, peak = run_measured(args, tmp)
             ratio = estimate * 2**20 / peak
