@@ -1045,6 +1045,134 @@ def label(token, chars):
 # from Part I's gpt())
 # =======================================================================================
 
+# ---------------------------------------------------------------------------------------
+# IV.1 Tokens bigger than letters: byte-level BPE
+#
+# Part I gives every character a token of its own. GPT-2's tokens are mostly pieces of
+# words: " the", "ing", " Turing" ([" Tur", "ing"]). A text then takes fewer tokens, so the
+# same context holds more of it, and the model spends its predictions on words rather than
+# on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
+# adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
+# in the order they were learned, are the tokenizer: to encode a word, start from its
+# characters and keep merging the adjacent pair that was learned earliest, until no
+# learned pair is left. Decoding just joins the tokens' strings.
+#
+# GPT-2 (2019) adds three things to that:
+#   - Bytes, not characters: it starts from the 256 values a byte can take, and encodes
+#     a text's UTF-8 bytes, so no text can hold an unknown token (an emoji is a few bytes,
+#     which merges may or may not join). bytes_to_unicode() gives each byte a visible
+#     character, because its vocabulary files are text: " the" is written "Ġthe".
+#   - Words first: a pre-tokenizer cuts the text into words (with their leading space),
+#     numbers, runs of other symbols and runs of white space, and merges never cross
+#     those edges, so "dog." and "dog!" share the token " dog".
+#   - Its files: vocab.json maps each token to its id and merges.txt lists the 50,000
+#     merges in learned order. Ids 0 to 255 are the bytes, a merged token's id is 256 plus
+#     its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
+#     GPT-2 saw between the documents it was trained on.
+# ---------------------------------------------------------------------------------------
+
+import functools
+import re
+import unicodedata
+
+GPT2_EOT = 50256    # <|endoftext|>
+
+
+def merge_pair(word, pair):
+    """A word (a list of tokens) with every occurrence of pair, left to right, made one token."""
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+def bpe(word, ranks):
+    """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
+    tokens learned before it, so this is the same as applying every merge in learned order."""
+    while len(word) > 1:
+        pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
+        if pair not in ranks:
+            break
+        word = merge_pair(word, pair)
+    return word
+
+
+def bytes_to_unicode():
+    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
+    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
+    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return [table[b] for b in range(256)]
+
+
+@functools.lru_cache(maxsize=None)     # built once, when first needed (it takes about 0.3 s)
+def gpt2_pretokenizer():
+    """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
+    into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
+        's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
+    in order: an English contraction (lower case only: "'S" is not one); an optional space
+    and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
+    and other symbols; white space up to the last one when a word follows (the word takes
+    it as its leading space); any other white space. Python's re has no \\p{L} (letters)
+    or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
+    Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
+    kinds = {"L": [], "N": [], " ": []}     # letters, numbers, white space: [(first, last)]
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        kind = " " if ch.isspace() and not "\x1c" <= ch <= "\x1f" else unicodedata.category(ch)[0]
+        if kind in kinds:
+            ranges = kinds[kind]
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    L, N, S = ("".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in kinds[k]) for k in "LN ")
+    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
+
+
+class GPT2Tokenizer:
+    """Text to GPT-2's token ids and back. vocab: {token: id}, each token written with the
+    characters of bytes_to_unicode(); merges: [(left, right)], in learned order. The text
+    "<|endoftext|>" is encoded as the 6 ordinary tokens it is made of (as Hugging Face's
+    tokenizer and tiktoken's encode_ordinary do): only a program, never a text, can put
+    id 50256 in a sequence."""
+
+    def __init__(self, vocab, merges):
+        self.vocab = vocab
+        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self.byte_char = bytes_to_unicode()
+        char_byte = {ch: b for b, ch in enumerate(self.byte_char)}
+        self.bytes = [b""] * (max(vocab.values()) + 1)      # [vocab_size]: each token's bytes
+        for token, i in vocab.items():
+            bytes_of = [char_byte.get(ch) for ch in token]
+            self.bytes[i] = token.encode("utf-8") if None in bytes_of else bytes(bytes_of)
+        self.cache = {}                     # piece of text -> its ids: words repeat a lot
+
+    def encode(self, text):
+        ids = []
+        for piece in gpt2_pretokenizer().findall(text):
+            if piece not in self.cache:
+                if len(self.cache) > 100000:
+                    self.cache.clear()      # a bound on memory, for texts of many distinct words
+                word = [self.byte_char[b] for b in piece.encode("utf-8")]
+                self.cache[piece] = [self.vocab[token] for token in bpe(word, self.ranks)]
+            ids.extend(self.cache[piece])
+        return ids
+
+    def decode_bytes(self, ids):
+        """The bytes of these tokens. A token may end inside a character (an emoji is
+        several tokens): decode the bytes to text only once they are complete."""
+        return b"".join(self.bytes[i] for i in ids)
+
 
 # ---------------------------------------------------------------------------------------
 # GPT-2's forward pass: the same model, with seven differences
@@ -1489,6 +1617,75 @@ def load_checkpoint(path):
 
 
 # ---------------------------------------------------------------------------------------
+# GPT-2's tokenizer files (Part IV, IV.1)
+# ---------------------------------------------------------------------------------------
+
+def read_gpt2_tokenizer(folder):
+    """GPT2Tokenizer from the vocab.json and merges.txt of a folder laid out like Hugging
+    Face's gpt2 repository, checked: BadInput saying what is wrong with a bad file."""
+    vocab_path, merges_path = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    try:
+        vocab = json.loads(read_data_file(vocab_path, "GPT-2 vocabulary (vocab.json)"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{vocab_path} is not JSON") from None
+    if (not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values())
+            or sorted(vocab.values()) != list(range(len(vocab)))):
+        raise BadInput(f"{vocab_path} must map each token to an id, the ids being 0, 1, 2, ... without a gap")
+    missing = [ch for ch in bytes_to_unicode() if ch not in vocab]
+    if missing:
+        raise BadInput(f"{vocab_path} lacks the tokens of {len(missing)} byte values, such as {missing[0]!r}")
+    merges = []
+    for n, line in enumerate(read_data_file(merges_path, "GPT-2 merges (merges.txt)").split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line or (n == 1 and line.startswith("#version")):
+            continue
+        pair = tuple(line.split(" "))
+        if len(pair) != 2 or not all(pair):
+            raise BadInput(f"{merges_path} line {n}: expected two tokens separated by one space, not {line[:60]!r}")
+        unknown = [t for t in (pair[0], pair[1], pair[0] + pair[1]) if t not in vocab]
+        if unknown:
+            raise BadInput(f"{merges_path} line {n}: {unknown[0]!r} is not in {vocab_path}")
+        merges.append(pair)
+    return GPT2Tokenizer(vocab, merges)
+
+
+def read_text_as_is(path):
+    """A UTF-8 file's text exactly as it is (empty, blank or with a byte-order mark: a
+    tokenizer must see every character), at most MAX_FILE_BYTES of it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise BadInput(f"file to tokenize not found: {path}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path} is a directory, not a file to tokenize") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
+def run_tokenize(args):
+    """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
+    if args.gpt2 is None:
+        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+    if args.tokenize is None:
+        raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
+    if not args.gpt2 or not args.tokenize:
+        raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
+    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    text = read_text_as_is(args.tokenize)
+    if len(text) > 2**23:
+        print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
+    print(" ".join(map(str, tokenizer.encode(text))))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------
 
@@ -1575,6 +1772,9 @@ def make_parser():
                    "model.safetensors), or download one by name: " + ", ".join(HUB_MODELS))
     p.add_argument("--top-k", type=count_arg, metavar="K", help="GPT-2: draw only from the K likeliest tokens")
     p.add_argument("--ids", action="store_true", help="GPT-2: print the written token ids, not the text")
+    # GPT-2's tokenizer (Part IV, IV.1)
+    p.add_argument("--tokenize", metavar="FILE", help="with --gpt2: print the GPT-2 token ids of FILE's text, "
+                   "space-separated, on one line (the text <|endoftext|> is encoded as ordinary text)")
     return p
 
 
@@ -2039,7 +2239,9 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
 
 def run(args, stop=None):
     """The main job: load or build a model, train it, report, sample. Returns the exit code."""
-    if args.gpt2 is not None:
+    if args.tokenize is not None:           # GPT-2's tokenizer (Part IV)
+        return run_tokenize(args)
+    if args.gpt2 is not None:               # GPT-2 itself (Part IV)
         return run_gpt2(args)
     if args.top_k is not None or args.ids:
         raise BadInput("--top-k and --ids apply to GPT-2 (--gpt2)")
@@ -2381,18 +2583,22 @@ def load_gpt2(path, config):
     (bare names such as h.0.attn.c_attn.weight) and save_pretrained's (a "transformer."
     prefix; its lm_head is wte again, tied, so we ignore it; the hub's h.N.attn.bias are
     masks, not parameters: ignored too)."""
+    n_params, need = gpt2_memory(config)
     tensors = read_safetensors_header(path)
     tensors.update({name[len("transformer."):]: t for name, t in tensors.items() if name.startswith("transformer.")})
+    for name, shape in gpt2_shapes(config).items():     # all checked before any is read
+        if name not in tensors:
+            raise BadInput(f"{path} has no tensor {name}, which GPT-2 with this config.json needs")
+        if tensors[name][1] != shape:
+            raise BadInput(f"{path}: tensor {name} has shape {tensors[name][1]}; config.json says {shape}")
+        if tensors[name][0] not in ("F32", "F16", "BF16"):
+            raise BadInput(f"{path}: tensor {name} is {tensors[name][0]}; microgpt reads F32, F16 and BF16 weights")
+    if os.path.getsize(path) > 2**26:       # more than a second or so: say what is happening
+        print(f"loading {path}: {n_params:,} parameters (about {format_bytes(need)} in memory)", file=sys.stderr, flush=True)
     w = {}
     with open(path, "rb") as f:
         for name, shape in gpt2_shapes(config).items():
-            if name not in tensors:
-                raise BadInput(f"{path} has no tensor {name}, which GPT-2 with this config.json needs")
-            dtype, found, begin, _ = tensors[name]
-            if found != shape:
-                raise BadInput(f"{path}: tensor {name} has shape {found}; config.json says {shape}")
-            if dtype not in ("F32", "F16", "BF16"):
-                raise BadInput(f"{path}: tensor {name} is {dtype}; microgpt reads F32, F16 and BF16 weights")
+            dtype, _, begin, _ = tensors[name]
             f.seek(begin)
             # A million numbers at a time, so that reading needs little more memory than the weights.
             cols, embedding = shape[-1], name in ("wte.weight", "wpe.weight")
@@ -2552,8 +2758,12 @@ def check_gpt2_memory(config):
 # --top-k, --ids, --explain and --report.
 
 def gpt2_token_label(tok, token):
-    """A token as it reads, in quotes so that its spaces show: ' the', '\\n'."""
-    return repr(tok.decode_bytes([token]).decode("utf-8", errors="replace"))
+    """A token as it reads, in quotes so that its spaces show: ' the', '\\n'; a token that
+    is part of a character, as its bytes: b'\\xe2\\x80'."""
+    try:
+        return repr(tok.decode_bytes([token]).decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(tok.decode_bytes([token]))
 
 
 def encode_for_gpt2(what, text, tok, config, room=0):
@@ -2637,16 +2847,15 @@ def run_gpt2(args):
     tok = read_gpt2_tokenizer(folder)
     generating = args.prompt is not None or (args.explain is None and not args.report)
     prompt_ids = encode_for_gpt2("--prompt", args.prompt or "", tok, config, length if generating else 0)
-    if not prompt_ids:             # no prompt: start from <|endoftext|>, as after a document
+    if not prompt_ids and generating:     # no prompt: start from <|endoftext|>, as after a document
         if GPT2_EOT >= config.vocab_size:
             raise BadInput("this model has no <|endoftext|> token to start from: give a --prompt")
         prompt_ids = [GPT2_EOT]
     inspected = encode_for_gpt2("--explain", args.explain, tok, config) if args.explain else prompt_ids
-    print(f"loading {weights_path}: {n_params:,} parameters ({format_bytes(need)} in memory)", file=sys.stderr,
-          flush=True)
     started = time.perf_counter()
     w = load_gpt2(weights_path, config)
-    print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    if time.perf_counter() - started > 1:
+        print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     if args.explain is not None or args.report:
         rows = gpt2_explain(inspected, w, config)
         if args.explain is not None:
