@@ -2577,6 +2577,21 @@ def read_floats(f, dtype, count):
     return out
 
 
+def gpt2_tensors(path, config):
+    """read_safetensors_header(), with each tensor a GPT-2 of this config needs checked:
+    there, of the right shape, and of a float dtype. Names lose a "transformer." prefix."""
+    tensors = read_safetensors_header(path)
+    tensors.update({name[len("transformer."):]: t for name, t in tensors.items() if name.startswith("transformer.")})
+    for name, shape in gpt2_shapes(config).items():
+        if name not in tensors:
+            raise BadInput(f"{path} has no tensor {name}, which GPT-2 with this config.json needs")
+        if tensors[name][1] != shape:
+            raise BadInput(f"{path}: tensor {name} has shape {tensors[name][1]}; config.json says {shape}")
+        if tensors[name][0] not in ("F32", "F16", "BF16"):
+            raise BadInput(f"{path}: tensor {name} is {tensors[name][0]}; microgpt reads F32, F16 and BF16 weights")
+    return tensors
+
+
 def load_gpt2(path, config):
     """The weights of model.safetensors as gpt2() wants them: name -> [rows] of array('f')
     (a matrix) or one array('f') (a vector). Both layouts in use are read: the hub's
@@ -2584,15 +2599,7 @@ def load_gpt2(path, config):
     prefix; its lm_head is wte again, tied, so we ignore it; the hub's h.N.attn.bias are
     masks, not parameters: ignored too)."""
     n_params, need = gpt2_memory(config)
-    tensors = read_safetensors_header(path)
-    tensors.update({name[len("transformer."):]: t for name, t in tensors.items() if name.startswith("transformer.")})
-    for name, shape in gpt2_shapes(config).items():     # all checked before any is read
-        if name not in tensors:
-            raise BadInput(f"{path} has no tensor {name}, which GPT-2 with this config.json needs")
-        if tensors[name][1] != shape:
-            raise BadInput(f"{path}: tensor {name} has shape {tensors[name][1]}; config.json says {shape}")
-        if tensors[name][0] not in ("F32", "F16", "BF16"):
-            raise BadInput(f"{path}: tensor {name} is {tensors[name][0]}; microgpt reads F32, F16 and BF16 weights")
+    tensors = gpt2_tensors(path, config)
     if os.path.getsize(path) > 2**26:       # more than a second or so: say what is happening
         print(f"loading {path}: {n_params:,} parameters (about {format_bytes(need)} in memory)", file=sys.stderr, flush=True)
     w = {}
@@ -2710,6 +2717,9 @@ def download(url, dest):
                            "run the same command again to resume it") from None
     print_download_progress(name, done, total, started)
     print(file=sys.stderr)
+    if total and done < total:          # the connection ended early, without an error
+        raise BadInput(f"the download of {name} stopped after {format_bytes(done)} of {format_bytes(total)}; "
+                       "run the same command again to resume it")
     if (total and done != total) or (sha256 and digest.hexdigest() != sha256):
         os.remove(part)
         what = f"{done:,} bytes instead of {total:,}" if total and done != total else "its sha256 is wrong"
@@ -2845,6 +2855,7 @@ def run_gpt2(args):
     config = read_gpt2_config(folder)
     n_params, need = check_gpt2_memory(config)
     tok = read_gpt2_tokenizer(folder)
+    gpt2_tensors(weights_path, config)     # a damaged file is refused now, not after the prompt is read
     generating = args.prompt is not None or (args.explain is None and not args.report)
     prompt_ids = encode_for_gpt2("--prompt", args.prompt or "", tok, config, length if generating else 0)
     if not prompt_ids and generating:     # no prompt: start from <|endoftext|>, as after a document
