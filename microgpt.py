@@ -2681,6 +2681,9 @@ def download(url, dest):
     try:
         response = urllib.request.build_opener(redirects).open(request, timeout=60)
     except urllib.error.HTTPError as e:
+        if e.code == 416 and have:          # nothing after what we have: the part is odd, start again
+            os.remove(part)
+            return download(url, dest)
         raise BadInput(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         raise BadInput(f"cannot download {url}: {getattr(e, 'reason', None) or e}") from None
