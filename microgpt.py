@@ -3487,7 +3487,7 @@ def gpt2_report_page(model, config, n_params, tokens, rows, tok):
            f'<h1>Inside GPT-2 ({escape(model)})</h1>',
            f'<p>{n_params:,} parameters, {config.n_layer} layers of {config.n_head} heads, n_embd '
            f'{config.n_embd}. The text, {len(tokens)} tokens: <span class="mono">{escape(text)}</span></p>',
-           "<h2>Predictions</h2>", prediction_bars(tokens, tokens[1:] + [None], rows, labels, "Predictions"),
+           "<h2>Predictions</h2>", prediction_bars(tokens, tokens[1:] + [None], rows, labels, "At each token"),
            '<h2>Attention</h2>\n<p class="note">For each layer and head: a row is a position reading, its '
            'cells the positions it attends to, itself included (later ones are blank: it cannot see them).</p>']
     names = [f"{p} {labels[t]}" for p, t in enumerate(tokens)]
