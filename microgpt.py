@@ -161,6 +161,8 @@ def build_vocab(text):
 
 def encode(text, chars):
     """Characters to token ids."""
+    if getattr(chars, "merges", None):
+        return encode_bpe(text, chars)     # Part IV's tokens of several characters, if learned
     stoi = {ch: i for i, ch in enumerate(chars)}
     return [stoi[ch] for ch in text]
 
@@ -1105,11 +1107,10 @@ def label(token, chars):
     """A short printable name for a token."""
     if token == len(chars):
         return "<BOS>"
-    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
-    ch = chars[token]
-    if ch in " \\":
-        return {" ": "\\s", "\\": "\\\\"}[ch]
-    return ch if ch.isprintable() else repr(ch)[1:-1]
+    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a
+    # newline, also inside a token of several characters (Part IV), such as "\\sthe".
+    return "".join({" ": "\\s", "\\": "\\\\"}.get(ch, ch if ch.isprintable() else repr(ch)[1:-1])
+                   for ch in chars[token])
 
 
 # =======================================================================================
@@ -1145,6 +1146,7 @@ def label(token, chars):
 #     GPT-2 saw between the documents it was trained on.
 # ---------------------------------------------------------------------------------------
 
+import collections
 import functools
 import re
 import unicodedata
@@ -1177,6 +1179,64 @@ def bpe(word, ranks):
     return word
 
 
+def learn_merges(words, num_merges):
+    """Learn up to num_merges merges from a list of words (strings: a merge never joins the
+    end of one word to the start of the next). Each round merges the pair of adjacent
+    tokens that occurs most often; among pairs that occur equally often, the one that sorts
+    first. Returns [(left, right)], in learned order."""
+    # Each distinct word is kept once, with its count, and merging a pair recounts only the
+    # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
+    counts = collections.Counter(words)
+    words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
+    pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:]):
+            pairs[pair] += freq[i]
+            holders[pair].add(i)
+    merges = []
+    while pairs and len(merges) < num_merges:
+        most = max(pairs.values())
+        if most < 1:
+            break
+        best = min(pair for pair, n in pairs.items() if n == most)
+        merges.append(best)
+        for i in holders.pop(best):     # the words that hold it: take out their pairs, merge, count again
+            for pair in zip(words[i], words[i][1:]):
+                pairs[pair] -= freq[i]
+            words[i] = merge_pair(words[i], best)
+            for pair in zip(words[i], words[i][1:]):
+                pairs[pair] += freq[i]
+                holders[pair].add(i)
+        del pairs[best]
+    return merges
+
+
+class Vocabulary(list):
+    """A learned BPE vocabulary: the list of token strings, as Part I's chars (the base
+    characters, then one token per merge, in learned order), with the merges that made it.
+    Part I's encode() hands a text to encode_bpe() when its vocabulary has merges."""
+
+    def __init__(self, chars, merges):
+        super().__init__(list(chars) + [left + right for left, right in merges])
+        self.merges = [tuple(pair) for pair in merges]
+        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        self.ids = {}
+        for i, token in enumerate(self):
+            self.ids.setdefault(token, i)   # two merges may spell the same string: use the first
+        self.cache = {}                     # word -> its ids
+
+
+def encode_bpe(text, vocab):
+    """A text's token ids in a learned Vocabulary: GPT-2's pre-tokenizer cuts it into words,
+    and each word is encoded on its own by bpe()."""
+    ids = []
+    for word in gpt2_pretokenizer().findall(text):
+        if word not in vocab.cache:
+            vocab.cache[word] = [vocab.ids[token] for token in bpe(list(word), vocab.ranks)]
+        ids.extend(vocab.cache[word])
+    return ids
+
+
 def bytes_to_unicode():
     """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
     stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
@@ -1188,7 +1248,17 @@ def bytes_to_unicode():
     return [table[b] for b in range(256)]
 
 
-@functools.lru_cache(maxsize=None)     # built once, when first needed (it takes about 0.3 s)
+def one_of(ranges):
+    """A regular expression for one character in `ranges` ([(first, last)] code points).
+    Python's re tests a character against the ranges above U+FFFF one by one, which made
+    the pre-tokenizer 8 times slower: so they are tried only for a character up there."""
+    def chars(lo, hi):
+        return "".join(f"\\U{max(a, lo):08x}-\\U{min(b, hi):08x}" for a, b in ranges if b >= lo and a <= hi)
+    astral = chars(0x10000, sys.maxunicode)
+    return f"(?:[{chars(0, 0xFFFF)}]" + (f"|(?=[\\U00010000-\\U0010ffff])[{astral}])" if astral else ")")
+
+
+@functools.lru_cache(maxsize=None)     # built once, when first needed (it takes about 0.4 s)
 def gpt2_pretokenizer():
     """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
@@ -1199,18 +1269,18 @@ def gpt2_pretokenizer():
     it as its leading space); any other white space. Python's re has no \\p{L} (letters)
     or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
     Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
-    kinds = {"L": [], "N": [], " ": []}     # letters, numbers, white space: [(first, last)]
+    kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
         kind = " " if ch.isspace() and not "\x1c" <= ch <= "\x1f" else unicodedata.category(ch)[0]
-        if kind in kinds:
-            ranges = kinds[kind]
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1][1] = code
-            else:
-                ranges.append([code, code])
-    L, N, S = ("".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in kinds[k]) for k in "LN ")
-    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
+        ranges = kinds.get(kind, kinds["other"])
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    letter, number, other, space = (one_of(kinds[k]) for k in ("L", "N", "other", " "))
+    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?{letter}+| ?{number}+| ?{other}+"
+                      f"|{space}+(?!{letter}|{number}|{other})|{space}+")
 
 
 class GPT2Tokenizer:
@@ -1232,14 +1302,13 @@ class GPT2Tokenizer:
         self.cache = {}                     # piece of text -> its ids: words repeat a lot
 
     def encode(self, text):
-        ids = []
-        for piece in gpt2_pretokenizer().findall(text):
-            if piece not in self.cache:
-                if len(self.cache) > 100000:
-                    self.cache.clear()      # a bound on memory, for texts of many distinct words
-                word = [self.byte_char[b] for b in piece.encode("utf-8")]
-                self.cache[piece] = [self.vocab[token] for token in bpe(word, self.ranks)]
-            ids.extend(self.cache[piece])
+        pieces = gpt2_pretokenizer().findall(text)
+        for piece in set(pieces).difference(self.cache):    # each distinct piece is encoded once
+            word = [self.byte_char[b] for b in piece.encode("utf-8")]
+            self.cache[piece] = [self.vocab[token] for token in bpe(word, self.ranks)]
+        ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, pieces)))
+        if len(self.cache) > 100000:
+            self.cache.clear()          # a bound on memory, after a text of many distinct words
         return ids
 
     def decode_bytes(self, ids):
@@ -1662,9 +1731,13 @@ def load_checkpoint(path):
     if config.n_embd % config.n_head:
         raise bad(f"n_embd {config.n_embd} is not divisible by n_head {config.n_head}")
     chars = ckpt["chars"]
+    if "merges" in ckpt:                # a learned BPE vocabulary (Part IV): check it, keep its base
+        chars = checked_vocabulary(chars, ckpt["merges"], bad)
     if (not isinstance(chars, list) or not chars
             or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars)):
         raise bad('"chars" must be a list of distinct single characters')
+    if "merges" in ckpt:
+        chars = Vocabulary(chars, [tuple(pair) for pair in ckpt["merges"]])
     mode = ckpt.get("mode", "docs")
     if mode not in ("docs", "stream"):
         raise bad(f'unknown mode {mode!r}')
@@ -1741,6 +1814,52 @@ def read_text_as_is(path):
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
+def learned_vocabulary(chars, texts, num_merges, config):
+    """--bpe N: a Vocabulary of chars and N merges learned from texts (documents or the
+    whole stream), saying what it learned and what it does to the length of the text."""
+    started = time.perf_counter()
+    if sum(map(len, texts)) > 2**20:
+        print(f"learning {num_merges:,} merges...", flush=True)
+    words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
+    vocab = Vocabulary(chars, learn_merges(words, num_merges))
+    tokens = sum(len(encode_bpe(word, vocab)) for word in words)
+    characters = sum(map(len, words))
+    print(f"bpe: {len(vocab.merges):,} merges learned in {time.perf_counter() - started:.1f} s; "
+          f"{characters:,} characters are {tokens:,} tokens ({characters / max(tokens, 1):.2f} characters per token)",
+          flush=True)
+    if len(vocab.merges) < num_merges:
+        print(f"bpe: the text has no pair of tokens left to merge after {len(vocab.merges):,} merges")
+    check_memory(config, len(vocab) + 1)
+    return vocab
+
+
+def loss_per_character(loss_per_token, sequences, chars, config):
+    """The validation loss per character of held-out text rather than per token, so that a
+    model with tokens of several characters can be compared with one of single characters:
+    the total loss of the predictions divided by the characters they predicted (a closing
+    BOS counts as one character, as a newline would)."""
+    targets = [t for tokens in sequences for t in tokens[1:1 + min(config.block_size, len(tokens) - 1)]]
+    return loss_per_token * len(targets) / sum(len(chars[t]) if t < len(chars) else 1 for t in targets)
+
+
+def checked_vocabulary(chars, merges, bad):
+    """The base characters of a checkpoint's BPE vocabulary, once its "merges" are checked
+    against its "chars" (base characters, then one merged token per merge)."""
+    if (not isinstance(merges, list) or not isinstance(chars, list)
+            or not all(isinstance(m, list) and len(m) == 2 and all(isinstance(t, str) and t for t in m)
+                       for m in merges)):
+        raise bad('"merges" must be a list of [left, right] pairs of tokens')
+    base = chars[:len(chars) - len(merges)]
+    if chars[len(base):] != [left + right for left, right in merges]:
+        raise bad('"chars" must end with one token per merge, in the order of "merges"')
+    known = set(base)
+    for left, right in merges:
+        if left not in known or right not in known:
+            raise bad(f"merge {left!r} + {right!r} uses a token not made before it")
+        known.add(left + right)
+    return base
 
 
 def run_tokenize(args):
@@ -1846,7 +1965,10 @@ def make_parser():
                    "model.safetensors), or download one by name: " + ", ".join(HUB_MODELS))
     p.add_argument("--top-k", type=count_arg, metavar="K", help="GPT-2: draw only from the K likeliest tokens")
     p.add_argument("--ids", action="store_true", help="GPT-2: print the written token ids, not the text")
-    # GPT-2's tokenizer (Part IV, IV.1)
+    # Tokens bigger than letters (Part IV, IV.1)
+    p.add_argument("--bpe", type=count_arg, default=0, metavar="N", help="learn N byte-pair merges from the "
+                   "training text and train on those tokens of several characters instead of single "
+                   "characters (default 0: characters)")
     p.add_argument("--tokenize", metavar="FILE", help="with --gpt2: print the GPT-2 token ids of FILE's text, "
                    "space-separated, on one line (the text <|endoftext|> is encoded as ordinary text)")
     return p
@@ -2075,12 +2197,14 @@ def settings(args):
     return config, mode, checkpoint
 
 
-def prepare_data(path, config, mode, chars, rng):
+def prepare_data(path, config, mode, chars, rng, bpe=0):
     """Read the training data and say what it is. chars is None for a new model, whose
     vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
     text = read_data_file(path)
     if mode == "stream":
         chars = chars or build_vocab(text)
+        if bpe:
+            chars = learned_vocabulary(chars, [text], bpe, config)
         # The text as token ids, twice (all, and the training part), and each step's windows.
         windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
@@ -2106,6 +2230,8 @@ def prepare_data(path, config, mode, chars, rng):
                  30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
     encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
+    if bpe:     # learned from the training documents only, one at a time
+        chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
     print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"))
@@ -2320,15 +2446,20 @@ def run(args, stop=None):
     if args.top_k is not None or args.ids:
         raise BadInput("--top-k and --ids apply to GPT-2 (--gpt2)")
     stop = stop or StopSignals()
+    if args.bpe < 0:
+        raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
     rng = random.Random(config.seed)
     chars, params, text, val_seqs, raw = None, None, None, [], {}
     if checkpoint:
         _, chars, params, _, raw = checkpoint
+        if args.bpe:
+            raise BadInput("--bpe makes a new vocabulary: a loaded model keeps its own")
     else:
         check_memory(config, vocab_size=2)    # an impossible shape is refused before reading the data
     if config.steps > 0:
-        text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng)
+        text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng,
+                                                      args.bpe)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
     # Stream samples without a prompt start from the first character of the text.
     stream_start = text[0] if text else raw.get("stream_start", chars[0])
@@ -2357,6 +2488,8 @@ def run(args, stop=None):
             extra = {"training": {"steps": steps_before + steps_done, "seed": config.seed, "lr": config.lr}}
             if mode == "stream":
                 extra["stream_start"] = stream_start
+            if getattr(chars, "merges", None):
+                extra["merges"] = [list(pair) for pair in chars.merges]
             try:
                 # Again, right before writing: a file may have appeared there during training.
                 check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
@@ -2397,6 +2530,8 @@ def run(args, stop=None):
             val_loss = validation_loss(val_seqs, inference_weights(params), config)
             print(f"validation loss: {val_loss:.4f} "
                   f"(mean per token over {len(val_seqs):,} held-out {kind})")
+            if getattr(chars, "merges", None):
+                print(f"validation loss per character: {loss_per_character(val_loss, val_seqs, chars, config):.4f}")
 
     weights = inference_weights(params)
     if config.num_samples or args.chain is not None or args.explain is not None:
@@ -2907,7 +3042,7 @@ def run_gpt2(args):
         ("--input", args.input), ("--stream", args.stream), ("--steps", args.steps), ("--load", args.load),
         ("--save", args.save), ("--chain", args.chain), ("--batch", args.batch), ("--lr", args.lr),
         ("--n-layer", args.n_layer), ("--n-embd", args.n_embd), ("--n-head", args.n_head),
-        ("--block-size", args.block_size), ("--num-samples", args.num_samples), ("--plain", args.plain))
+        ("--block-size", args.block_size), ("--num-samples", args.num_samples), ("--plain", args.plain), ("--bpe", args.bpe))
         if value not in (None, False)]
     if for_names:
         raise BadInput(f"{', '.join(for_names)}: only for microgpt's own models, not with --gpt2")

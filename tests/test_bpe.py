@@ -11,7 +11,10 @@ import tempfile
 import unicodedata
 import unittest
 
-from tests.support import assert_ok, assert_refused, microgpt, run_cli, write_text
+import contextlib
+import io
+
+from tests.support import NAMES, assert_ok, assert_refused, microgpt, run_cli, run_many, write_text
 
 try:
     import tiktoken
@@ -291,6 +294,163 @@ class RealGPT2TokenizerTest(unittest.TestCase):
         result = run_cli(["--gpt2", self.dir, "--tokenize", path], self.dir)
         assert_ok(self, result)
         self.assertEqual([int(i) for i in result.stdout.split()], self.reference.encode_ordinary(text))
+
+
+
+def naive_merges(words, num_merges):
+    """BPE learning as plainly as it can be written: every round, count every adjacent pair
+    in every word again, from scratch."""
+    words = [list(w) for w in words]
+    merges = []
+    for _ in range(num_merges):
+        counts = {}
+        for w in words:
+            for pair in zip(w, w[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        most = max(counts.values())
+        best = sorted(pair for pair, n in counts.items() if n == most)[0]
+        merges.append(best)
+        words = [apply_in_order(w, [best]) for w in words]
+    return merges
+
+
+def apply_in_order(word, merges):
+    """Encode a word by applying each merge in learned order, over the whole word, left to right."""
+    tokens = list(word)
+    for left, right in merges:
+        out, i = [], 0
+        while i < len(tokens):
+            if tokens[i:i + 2] == [left, right]:
+                out.append(left + right)
+                i += 2
+            else:
+                out.append(tokens[i])
+                i += 1
+        tokens = out
+    return tokens
+
+
+class LearnedBPETest(unittest.TestCase):
+
+    def test_learning_aaabdaaabac_merges_aa_then_ab_then_aa_ab_as_worked_out_by_hand(self):
+        # aaabdaaabac: "aa" occurs 4 times (overlaps count: a-a-a is two pairs), more than any
+        # other pair. Merged left to right: aa a b d aa a b a c. Now (aa, a) and (a, b) occur
+        # twice each: a tie, and ("a", "b") sorts first. Then aa ab d aa ab a c: (aa, ab) twice.
+        self.assertEqual(microgpt.learn_merges(["aaabdaaabac"], 3), [("a", "a"), ("a", "b"), ("aa", "ab")])
+
+    def test_merging_a_pair_joins_its_occurrences_left_to_right_without_overlap(self):
+        self.assertEqual(microgpt.merge_pair(list("aaaa"), ("a", "a")), ["aa", "aa"])
+        self.assertEqual(microgpt.merge_pair(list("aaa"), ("a", "a")), ["aa", "a"])
+        self.assertEqual(microgpt.merge_pair(["ab", "a", "b"], ("a", "b")), ["ab", "ab"])
+
+    def test_a_word_counts_as_often_as_it_occurs_and_merges_never_join_two_words(self):
+        self.assertEqual(microgpt.learn_merges(["xy", "xy", "xy", "ab", "ab"], 1), [("x", "y")])
+        self.assertEqual(microgpt.learn_merges(["ab"] * 5, 10), [("a", "b")])    # never ("b", "a")
+
+    def test_incremental_counting_learns_the_same_merges_as_counting_again_every_round(self):
+        rng = random.Random(5)
+        words = ["".join(rng.choice("aabbbcdd") for _ in range(rng.randrange(1, 9))) for _ in range(300)]
+        with open(os.path.join(REPO, "names.txt"), encoding="utf-8") as f:
+            names = f.read().split()[:3000]
+        for corpus, n in ((words, 60), (names, 80), (["aaabdaaabac"], 10)):
+            with self.subTest(corpus=corpus[:3]):
+                self.assertEqual(microgpt.learn_merges(corpus, n), naive_merges(corpus, n))
+
+    def test_encoding_applies_the_merges_in_learned_order_and_decodes_back(self):
+        with open(os.path.join(REPO, "names.txt"), encoding="utf-8") as f:
+            names = f.read().split()
+        merges = microgpt.learn_merges(names[:5000], 150)
+        vocab = microgpt.Vocabulary(microgpt.build_vocab("".join(names)), merges)
+        for name in names[5000:7000]:
+            ids = microgpt.encode(name, vocab)
+            self.assertEqual([vocab[i] for i in ids], apply_in_order(name, merges))
+            self.assertEqual(microgpt.decode(ids, vocab), name)
+
+    def test_any_text_decodes_back_to_itself(self):
+        for text in hostile_texts():
+            with self.subTest(text=text[:40]):
+                words = microgpt.gpt2_pretokenizer().findall(text)
+                vocab = microgpt.Vocabulary(microgpt.build_vocab(text), microgpt.learn_merges(words, 40))
+                self.assertEqual(microgpt.decode(microgpt.encode(text, vocab), vocab), text)
+
+    def test_names_mode_tokens_never_cross_a_document_boundary(self):
+        # Joined, "ab\nab\n..." would make (b, a) or (b, "\n") as common as (a, b).
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_text(tmp, "docs.txt", "ab\nab\nab\nab\nabc\ncab\n" * 5)
+            config = microgpt.Config(batch="all")
+            with contextlib.redirect_stdout(io.StringIO()):
+                _, chars, batches, _ = microgpt.prepare_data(path, config, "docs", None, random.Random(1), bpe=10)
+        self.assertTrue(all("\n" not in token for token in chars))
+        bos = len(chars)
+        for seq in batches(0):
+            self.assertEqual((seq[0], seq[-1]), (bos, bos))
+            self.assertNotIn(bos, seq[1:-1])
+            self.assertIn(microgpt.decode(seq, chars), ("ab", "abc", "cab"))
+        self.assertEqual(chars.merges[:2], [("a", "b"), ("ab", "c")])
+
+
+class LearnedBPECommandLineTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.tmp = cls._tmp.name
+        names = write_text(cls.tmp, "names.txt", "\n".join(NAMES) + "\n")
+        text = write_text(cls.tmp, "text.txt", "the cat sat on the mat, the end. " * 40)
+        tiny = ["--steps", "3", "--n-embd", "8", "--n-head", "2", "--block-size", "8"]
+        cls.saved = run_many([["--input", names, "--bpe", "12", "--save", "docs.json", "--num-samples", "3"] + tiny,
+                              ["--input", text, "--stream", "--bpe", "12", "--save", "stream.json", "--length",
+                               "10", "--num-samples", "2"] + tiny], cls.tmp)
+        cls.loaded = run_many([["--load", "docs.json", "--num-samples", "3", "--explain", "emma"],
+                               ["--load", "stream.json", "--length", "10", "--num-samples", "2",
+                                "--explain", "the mat"]], cls.tmp)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def samples(self, stdout):
+        return stdout[stdout.index("--- "):].split("\npos ")[0].strip()
+
+    def test_a_saved_bpe_model_keeps_its_merges_and_samples_the_same_when_loaded(self):
+        for name, saved, loaded in zip(("docs.json", "stream.json"), self.saved, self.loaded):
+            with self.subTest(checkpoint=name):
+                assert_ok(self, saved)
+                assert_ok(self, loaded)
+                with open(os.path.join(self.tmp, name), encoding="utf-8") as f:
+                    checkpoint = json.load(f)
+                merges = checkpoint["merges"]
+                self.assertEqual(len(merges), 12)
+                self.assertEqual(checkpoint["chars"][-12:], [left + right for left, right in merges])
+                self.assertIn("validation loss per character", saved.stdout)
+                self.assertEqual(self.samples(saved.stdout), self.samples(loaded.stdout))
+                self.assertIn("top 5 next-token predictions", loaded.stdout)
+
+    def test_explain_shows_tokens_of_several_characters(self):
+        docs = self.loaded[0].stdout
+        table = docs[docs.index("\npos "):].split("\n\n")[0]
+        shown = [row.split()[1] for row in table.splitlines()[3:]]      # the tokens after <BOS>
+        self.assertEqual("".join(shown), "emma")
+        self.assertLess(len(shown), 4)
+
+    def test_damaged_merges_in_a_checkpoint_are_refused(self):
+        with open(os.path.join(self.tmp, "docs.json"), encoding="utf-8") as f:
+            good = json.load(f)
+        for why, change in [("not pairs", lambda c: c.update(merges=[["a"]])),
+                            ("chars disagree", lambda c: c["chars"].__setitem__(-1, "zz")),
+                            ("unknown token", lambda c: c.update(merges=[["q", "q"]] + c["merges"][1:],
+                                                                 chars=c["chars"][:-12] + ["qq"] + c["chars"][-11:]))]:
+            with self.subTest(why=why):
+                damaged = json.loads(json.dumps(good))
+                change(damaged)
+                path = write_text(self.tmp, "damaged.json", json.dumps(damaged))
+                with self.assertRaises(microgpt.BadInput):
+                    microgpt.load_checkpoint(path)
+
+    def test_bpe_with_a_loaded_model_is_refused_with_exit_2(self):
+        assert_refused(self, self.tmp, ["--load", "docs.json", "--bpe", "5"], ["--bpe", "-1"])
 
 
 if __name__ == "__main__":
