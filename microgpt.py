@@ -1116,8 +1116,10 @@ def label(token, chars):
 # =======================================================================================
 # PART IV. FROM MICROGPT TO GPT-2
 #
-# (to be written: byte-level BPE, safetensors, GPT-2's forward pass as its differences
-# from Part I's gpt())
+# OpenAI's GPT-2 is Part I's model, larger and trained on 40 GB of web text, with a few
+# changes, each small. IV.1 is its tokenizer (byte-level BPE), IV.2 its forward pass as its
+# differences from gpt(). Reading its weights (safetensors) and downloading them are
+# plumbing, in Part VI. Try: python microgpt.py --gpt2 gpt2 --prompt "Alan Turing"
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -1318,7 +1320,7 @@ class GPT2Tokenizer:
 
 
 # ---------------------------------------------------------------------------------------
-# GPT-2's forward pass: the same model, with seven differences
+# IV.2 GPT-2's forward pass: the same model, with seven differences
 #
 # OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
