@@ -162,7 +162,7 @@ def build_vocab(text):
 def encode(text, chars):
     """Characters to token ids."""
     if getattr(chars, "merges", None):
-        return encode_bpe(text, chars)     # Part IV's tokens of several characters, if learned
+        return chars.encode(text)          # Part IV's tokens of several characters, if learned
     stoi = {ch: i for i, ch in enumerate(chars)}
     return [stoi[ch] for ch in text]
 
@@ -310,6 +310,8 @@ class Value:
         #       back the children, and all that they push in turn, before the reminder.
         #   (node, True), the reminder, comes back only when all of that is done: every
         #       child is in the order, so node can follow them.
+        # (If the stack is hard to follow, the recursive version above is the whole idea: the
+        # stack only does the same without recursion.)
         # For L = u + v with u = 2 * x, v = 3 * u (x a leaf): L is expanded, pushing
         # (L, True), (u, False), (v, False); v is expanded, pushing (v, True), (u, False);
         # u is expanded and placed; then v; the older (u, False) is skipped (u was expanded
@@ -389,7 +391,9 @@ def flatten(params):
 # loop over heads in gpt()): from the current vector x, three projections make a query q
 # (what this position looks for), a key k (what it offers) and a value v (what it passes
 # on); every earlier position made its own k and v the same way. Split into n_head
-# slices, each head scores every position so far (this one too) by how well its key
+# slices (with n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, k and v, head 1 numbers
+# 4-7, and so on, so each head has a query and keys of its own and can look for something
+# different), each head scores every position so far (this one too) by how well its key
 # matches the query (a dot product), turns the scores into weights that sum to 1
 # (softmax), and outputs the weighted average of those positions' values. The heads'
 # outputs, side by side, go through one more projection, attn_wo, which mixes them: each
@@ -405,12 +409,8 @@ def flatten(params):
 #     reads     BOS  e    m    m    a        (the cache then holds this and every earlier one)
 #     predicts  e    m    m    a    BOS      (the target: the next token of the document)
 #
-# This is GPT-2's design, simplified as in the original microgpt. GPT-2 normalises with
-# LayerNorm (which also subtracts the mean, and learns a scale for each number), uses GELU
-# (a smooth ReLU), has biases (constants added after each matrix), normalises before
-# lm_head but not right after the embeddings, and reuses wte as lm_head. This file uses
-# RMSNorm with no learned scale, ReLU, no biases, a norm right after the embeddings and
-# none before lm_head, and a separate lm_head.
+# This is GPT-2's design, simplified as in the original microgpt; Part IV names each
+# difference and then runs GPT-2 itself with the same few functions.
 # ---------------------------------------------------------------------------------------
 
 def linear(x, w):
@@ -524,8 +524,16 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
 # -log p(next token). A model that guesses uniformly among the 27 tokens of names.txt (26
 # letters and BOS) has loss ln(27) = 3.30; one that always gives the right token probability
 # 1 has loss 0. Each step takes one document (or a batch), computes its mean loss over its
-# positions, gets every parameter's gradient with backward(), and lets Adam move each
-# parameter a little downhill.
+# positions, gets every parameter's gradient with backward(), and moves each parameter a
+# little downhill.
+#
+# The simplest downhill move is plain gradient descent: for every parameter p,
+#     p.data -= lr * p.grad
+# a small step (lr, the learning rate) against its gradient, the direction in which the
+# loss grows. It works, but one lr must suit every parameter, large gradients and small.
+# Adam (adam_update below) is that same step with two refinements: it follows a running
+# average of the gradient instead of one noisy step's, and divides by the gradient's
+# typical size, so that every parameter moves by about lr.
 #
 # One document's loss is noisy: some names are easy to predict, some hard, and a short one
 # has few predictions to average over. So the loss jumps from step to step, and the
@@ -1068,7 +1076,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
 
 def markov_chain(weights, config, vocab_size):
     """Every full context (a tuple of block_size token ids) with its next-token
-    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,)."""
+    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,).
+    The probabilities are the model's own, at temperature 1; sampling at another
+    temperature reshapes each row the same way. The first block_size - 1 tokens of a
+    text, before the window is full, are not among these states."""
     chain = []
     for state in itertools.product(range(vocab_size), repeat=config.block_size):
         logits = logits_at_every_position(list(state), weights, config)[-1]
@@ -1126,7 +1137,7 @@ def label(token, chars):
 # IV.1 Tokens bigger than letters: byte-level BPE
 #
 # Part I gives every character a token of its own. GPT-2's tokens are mostly pieces of
-# words: " the", "ing", " Turing" ([" Tur", "ing"]). A text then takes fewer tokens, so the
+# words: " the", "ing", " Turing" is [" Tur", "ing"]. A text then takes fewer tokens, so the
 # same context holds more of it, and the model spends its predictions on words rather than
 # on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
@@ -1134,18 +1145,20 @@ def label(token, chars):
 # characters and keep merging the adjacent pair that was learned earliest, until no
 # learned pair is left. Decoding just joins the tokens' strings.
 #
-# GPT-2 (2019) adds three things to that:
-#   - Bytes, not characters: it starts from the 256 values a byte can take, and encodes
-#     a text's UTF-8 bytes, so no text can hold an unknown token (an emoji is a few bytes,
-#     which merges may or may not join). bytes_to_unicode() gives each byte a visible
-#     character, because its vocabulary files are text: " the" is written "Ġthe".
-#   - Words first: a pre-tokenizer cuts the text into words (with their leading space),
-#     numbers, runs of other symbols and runs of white space, and merges never cross
-#     those edges, so "dog." and "dog!" share the token " dog".
-#   - Its files: vocab.json maps each token to its id and merges.txt lists the 50,000
-#     merges in learned order. Ids 0 to 255 are the bytes, a merged token's id is 256 plus
-#     its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
-#     GPT-2 saw between the documents it was trained on.
+# Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
+# space), numbers, runs of other symbols and runs of white space, and merges never cross
+# those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
+# in " dog!"), and learning counts each distinct word once, with its frequency.
+# `python microgpt.py --bpe N` learns N merges so, on the characters of its training text
+# (names one at a time, a stream as a whole), and trains on those tokens (Vocabulary).
+#
+# Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
+# UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
+# may or may not join. Its files are text, so each byte gets a visible character
+# (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
+# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the bytes, a
+# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
+# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
 # ---------------------------------------------------------------------------------------
 
 import collections
@@ -1167,18 +1180,6 @@ def merge_pair(word, pair):
             out.append(word[i])
             i += 1
     return out
-
-
-def bpe(word, ranks):
-    """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
-    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
-    tokens learned before it, so this is the same as applying every merge in learned order."""
-    while len(word) > 1:
-        pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
-        if pair not in ranks:
-            break
-        word = merge_pair(word, pair)
-    return word
 
 
 def learn_merges(words, num_merges):
@@ -1213,41 +1214,16 @@ def learn_merges(words, num_merges):
     return merges
 
 
-class Vocabulary(list):
-    """A learned BPE vocabulary: the list of token strings, as Part I's chars (the base
-    characters, then one token per merge, in learned order), with the merges that made it.
-    Part I's encode() hands a text to encode_bpe() when its vocabulary has merges."""
-
-    def __init__(self, chars, merges):
-        super().__init__(list(chars) + [left + right for left, right in merges])
-        self.merges = [tuple(pair) for pair in merges]
-        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        self.ids = {}
-        for i, token in enumerate(self):
-            self.ids.setdefault(token, i)   # two merges may spell the same string: use the first
-        self.cache = {}                     # word -> its ids
-
-
-def encode_bpe(text, vocab):
-    """A text's token ids in a learned Vocabulary: GPT-2's pre-tokenizer cuts it into words,
-    and each word is encoded on its own by bpe()."""
-    ids = []
-    for word in gpt2_pretokenizer().findall(text):
-        if word not in vocab.cache:
-            vocab.cache[word] = [vocab.ids[token] for token in bpe(list(word), vocab.ranks)]
-        ids.extend(vocab.cache[word])
-    return ids
-
-
-def bytes_to_unicode():
-    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
-    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
-    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
-    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
-    others = [b for b in range(256) if b not in printable]
-    table = {b: chr(b) for b in printable}
-    table.update({b: chr(256 + n) for n, b in enumerate(others)})
-    return [table[b] for b in range(256)]
+def bpe(word, ranks):
+    """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
+    tokens learned before it, so this is the same as applying every merge in learned order."""
+    while len(word) > 1:
+        pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
+        if pair not in ranks:
+            break
+        word = merge_pair(word, pair)
+    return word
 
 
 def one_of(ranges):
@@ -1285,38 +1261,55 @@ def gpt2_pretokenizer():
                       f"|{space}+(?!{letter}|{number}|{other})|{space}+")
 
 
-class GPT2Tokenizer:
-    """Text to GPT-2's token ids and back. vocab: {token: id}, each token written with the
-    characters of bytes_to_unicode(); merges: [(left, right)], in learned order. The text
-    "<|endoftext|>" is encoded as the 6 ordinary tokens it is made of (as Hugging Face's
-    tokenizer and tiktoken's encode_ordinary do): only a program, never a text, can put
-    id 50256 in a sequence."""
+def bytes_to_unicode():
+    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
+    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
+    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return [table[b] for b in range(256)]
 
-    def __init__(self, vocab, merges):
-        self.vocab = vocab
-        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
-        self.byte_char = bytes_to_unicode()
-        char_byte = {ch: b for b, ch in enumerate(self.byte_char)}
-        self.bytes = [b""] * (max(vocab.values()) + 1)      # [vocab_size]: each token's bytes
-        for token, i in vocab.items():
-            bytes_of = [char_byte.get(ch) for ch in token]
-            self.bytes[i] = token.encode("utf-8") if None in bytes_of else bytes(bytes_of)
-        self.cache = {}                     # piece of text -> its ids: words repeat a lot
+
+class Vocabulary(list):
+    """A BPE vocabulary: the list of token strings, as Part I's chars (the base characters,
+    then one token per merge, in learned order, then any special tokens), with the merges
+    that made it. Part I's encode() hands a text to Vocabulary.encode() when its vocabulary
+    has merges. byte_level: the base tokens are GPT-2's 256 bytes (bytes_to_unicode()), and
+    a word starts as the characters of its UTF-8 bytes rather than as its characters."""
+
+    def __init__(self, chars, merges, specials=(), byte_level=False):
+        super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
+        self.merges = [tuple(pair) for pair in merges]
+        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        # token -> id (two merges may spell the same string: the first id is used)
+        self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
+        self.byte_char = bytes_to_unicode() if byte_level else None
+        self.cache = {}                     # word -> its ids: words repeat a lot
 
     def encode(self, text):
-        pieces = gpt2_pretokenizer().findall(text)
-        for piece in set(pieces).difference(self.cache):    # each distinct piece is encoded once
-            word = [self.byte_char[b] for b in piece.encode("utf-8")]
-            self.cache[piece] = [self.vocab[token] for token in bpe(word, self.ranks)]
-        ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, pieces)))
+        """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
+        each distinct word once. Special tokens never come out of a text: the text
+        "<|endoftext|>" is the 6 ordinary tokens it is made of, as in Hugging Face's
+        tokenizer and tiktoken's encode_ordinary; only a program puts GPT2_EOT in a sequence."""
+        words = gpt2_pretokenizer().findall(text)
+        for word in set(words).difference(self.cache):
+            start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
+            self.cache[word] = [self.ids[token] for token in bpe(start, self.ranks)]
+        ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, words)))
         if len(self.cache) > 100000:
-            self.cache.clear()          # a bound on memory, after a text of many distinct words
+            self.cache.clear()              # a bound on memory, after a text of many distinct words
         return ids
 
     def decode_bytes(self, ids):
-        """The bytes of these tokens. A token may end inside a character (an emoji is
-        several tokens): decode the bytes to text only once they are complete."""
-        return b"".join(self.bytes[i] for i in ids)
+        """The UTF-8 bytes of these tokens. A GPT-2 token may end inside a character (an
+        emoji is several tokens): decode them to text only once the character is complete."""
+        text = "".join(self[i] for i in ids)
+        if not self.byte_char:
+            return text.encode("utf-8")
+        byte_of = {ch: b for b, ch in enumerate(self.byte_char)}
+        return bytes(byte_of[ch] for ch in text)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1770,8 +1763,10 @@ def load_checkpoint(path):
 # ---------------------------------------------------------------------------------------
 
 def read_gpt2_tokenizer(folder):
-    """GPT2Tokenizer from the vocab.json and merges.txt of a folder laid out like Hugging
-    Face's gpt2 repository, checked: BadInput saying what is wrong with a bad file."""
+    """GPT-2's Vocabulary, from the vocab.json and merges.txt of a folder laid out like
+    Hugging Face's gpt2 repository, checked: BadInput saying what is wrong with a bad file.
+    The checks make sure the list of tokens is the one Vocabulary builds: the 256 bytes,
+    then merge n's token at id 256 + n, then the special tokens such as <|endoftext|>."""
     vocab_path, merges_path = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
     try:
         vocab = json.loads(read_data_file(vocab_path, "GPT-2 vocabulary (vocab.json)"))
@@ -1780,9 +1775,10 @@ def read_gpt2_tokenizer(folder):
     if (not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values())
             or sorted(vocab.values()) != list(range(len(vocab)))):
         raise BadInput(f"{vocab_path} must map each token to an id, the ids being 0, 1, 2, ... without a gap")
-    missing = [ch for ch in bytes_to_unicode() if ch not in vocab]
-    if missing:
-        raise BadInput(f"{vocab_path} lacks the tokens of {len(missing)} byte values, such as {missing[0]!r}")
+    tokens = sorted(vocab, key=vocab.get)               # [vocab_size]: the token of each id
+    byte_chars = bytes_to_unicode()
+    if sorted(tokens[:256]) != sorted(byte_chars):
+        raise BadInput(f"{vocab_path}: ids 0 to 255 must be the 256 byte tokens")
     merges = []
     for n, line in enumerate(read_data_file(merges_path, "GPT-2 merges (merges.txt)").split("\n"), start=1):
         line = line.rstrip("\r")
@@ -1791,11 +1787,14 @@ def read_gpt2_tokenizer(folder):
         pair = tuple(line.split(" "))
         if len(pair) != 2 or not all(pair):
             raise BadInput(f"{merges_path} line {n}: expected two tokens separated by one space, not {line[:60]!r}")
-        unknown = [t for t in (pair[0], pair[1], pair[0] + pair[1]) if t not in vocab]
-        if unknown:
-            raise BadInput(f"{merges_path} line {n}: {unknown[0]!r} is not in {vocab_path}")
+        if 256 + len(merges) >= len(tokens) or tokens[256 + len(merges)] != pair[0] + pair[1]:
+            raise BadInput(f"{merges_path} line {n}: the token of merge {len(merges)}, {pair[0] + pair[1]!r}, "
+                           f"must have id {256 + len(merges)} in {vocab_path}")
         merges.append(pair)
-    return GPT2Tokenizer(vocab, merges)
+    specials = tokens[256 + len(merges):]
+    if not all(set(token) <= set(byte_chars) for token in specials):
+        raise BadInput(f"{vocab_path}: the special tokens (the ids after the merges') must be written with byte characters")
+    return Vocabulary(tokens[:256], merges, specials, byte_level=True)
 
 
 def read_text_as_is(path):
@@ -1826,7 +1825,7 @@ def learned_vocabulary(chars, texts, num_merges, config):
         print(f"learning {num_merges:,} merges...", flush=True)
     words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
     vocab = Vocabulary(chars, learn_merges(words, num_merges))
-    tokens = sum(len(encode_bpe(word, vocab)) for word in words)
+    tokens = sum(len(vocab.encode(text)) for text in texts)
     characters = sum(map(len, words))
     print(f"bpe: {len(vocab.merges):,} merges learned in {time.perf_counter() - started:.1f} s; "
           f"{characters:,} characters are {tokens:,} tokens ({characters / max(tokens, 1):.2f} characters per token)",
