@@ -210,7 +210,8 @@ class TestModel(Fixture):
     def test_hub_masks_are_ignored_and_f16_weights_load(self):
         with tempfile.TemporaryDirectory() as tmp:
             mask = ([1, 1, 24, 24], [float(j <= i) for i in range(24) for j in range(24)])
-            write_model(tmp, dtype="F16", tensors_changes=lambda t: t.update({"h.0.attn.bias": mask}))
+            write_model(tmp, dtype="F16", tensors_changes=lambda t: t.update({"h.0.attn.bias": mask,
+                                                                              "h.0.attn.masked_bias": ([], [-1e4])}))
             logits, _, _ = our_logits(tmp, [1, 2])
             self.assertTrue(all(math.isfinite(x) for x in logits[1]))
 
