@@ -2915,13 +2915,14 @@ def download(url, dest):
         if total > have and shutil.disk_usage(os.path.dirname(dest)).free < total - have:
             raise BadInput(f"not enough disk space for {name} ({format_bytes(total)}) in {os.path.dirname(dest)}")
         done, started, said = have, time.perf_counter(), 0.0
+        every = 0.5 if sys.stderr.isatty() else 10      # seconds between progress lines; fewer in a log
         try:
             with open(part, "ab" if have else "wb") as f:
                 for chunk in iter(lambda: response.read(2**20), b""):
                     f.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)
-                    if time.perf_counter() - said > 0.5:
+                    if time.perf_counter() - said > every:
                         print_download_progress(name, done, total, started)
                         said = time.perf_counter()
         except (OSError, http.client.HTTPException) as e:
