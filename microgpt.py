@@ -3057,6 +3057,8 @@ def run_gpt2(args):
         raise BadInput(f"--length must be at least 1, not {length}")
     if args.explain == "":
         raise BadInput("--explain needs a text to explain, not an empty string")
+    if args.report and not (args.explain or args.prompt):
+        raise BadInput("--report with --gpt2 draws what GPT-2 makes of a text: give it --explain TEXT or --prompt TEXT")
     if args.report:
         check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
     folder = gpt2_folder(args.gpt2)

@@ -325,6 +325,7 @@ class TestBadWeights(unittest.TestCase):
             results = assert_refused(self, tmp, ["--gpt2", folder, "--prompt", "the", "--length", "30"],
                                      ["--gpt2", folder, "--prompt", "the", "--temperature", "-1", "--top-k", "0"],
                                      ["--gpt2", folder, "--steps", "5"], ["--gpt2", "no-such-model"], ["--ids"],
+                                     ["--gpt2", folder, "--report", os.path.join(tmp, "r.html")],
                                      ["--gpt2", huge, "--prompt", "the"])
             self.assertIn("context of 24 tokens", results[0].stderr)
             self.assertIn("51,540,", results[-1].stderr)                      # its parameters, counted
