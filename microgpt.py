@@ -2991,12 +2991,8 @@ def gpt2_token_label(tok, token):
 
 
 def encode_for_gpt2(what, text, tok, config, room=0):
-    """tok.encode(text), refused if it holds a token the model has no row for (a tokenizer
-    and a model that do not belong together) or leaves fewer than `room` positions free."""
+    """tok.encode(text), refused if it leaves fewer than `room` of the model's positions free."""
     ids = tok.encode(text)
-    if any(t >= config.vocab_size for t in ids):
-        raise BadInput(f"{what}: the tokenizer gives ids up to {max(ids)}, but the model has only "
-                       f"{config.vocab_size} tokens: vocab.json does not belong to this model")
     if len(ids) + room > config.n_positions:
         raise BadInput(f"{what} is {len(ids)} tokens" + (f", plus --length {room}," if room else "")
                        + f" more than GPT-2's context of {config.n_positions} tokens")
@@ -3071,6 +3067,9 @@ def run_gpt2(args):
     config = read_gpt2_config(folder)
     n_params, need = check_gpt2_memory(config)
     tok = read_gpt2_tokenizer(folder)
+    if len(tok) != config.vocab_size:
+        raise BadInput(f"{folder}: vocab.json has {len(tok):,} tokens, but config.json's vocab_size is "
+                       f"{config.vocab_size:,}: they do not belong together")
     gpt2_tensors(weights_path, config)     # a damaged file is refused now, not after the prompt is read
     generating = args.prompt is not None or (args.explain is None and not args.report)
     prompt_ids = encode_for_gpt2("--prompt", args.prompt or "", tok, config, length if generating else 0)

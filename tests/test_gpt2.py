@@ -322,11 +322,13 @@ class TestBadWeights(unittest.TestCase):
             write_model(folder)
             huge = os.path.join(tmp, "huge")       # a config.json of 50 trillion parameters
             write_model(huge, config_changes={"n_layer": 1000, "n_embd": 65536})
+            other = os.path.join(tmp, "other")     # a model of 300 tokens with a tokenizer of 263
+            write_model(other, config_changes={"vocab_size": 300})
             results = assert_refused(self, tmp, ["--gpt2", folder, "--prompt", "the", "--length", "30"],
                                      ["--gpt2", folder, "--prompt", "the", "--temperature", "-1", "--top-k", "0"],
                                      ["--gpt2", folder, "--steps", "5"], ["--gpt2", "no-such-model"], ["--ids"],
                                      ["--gpt2", folder, "--report", os.path.join(tmp, "r.html")],
-                                     ["--gpt2", huge, "--prompt", "the"])
+                                     ["--gpt2", other, "--prompt", "the"], ["--gpt2", huge, "--prompt", "the"])
             self.assertIn("context of 24 tokens", results[0].stderr)
             self.assertIn("51,540,", results[-1].stderr)                      # its parameters, counted
 
