@@ -1329,13 +1329,14 @@ class Vocabulary(list):
 # Only inference here: the weights come trained from OpenAI (Part VI reads them), so there
 # is no graph, just plain floats, and the key/value cache of Part I. The weights are kept as
 # rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
-# that way, against 3 GB as Python floats in lists.
+# that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
-# them are in linear layers, each output one dot product of a weight row with x, so dot()
-# below is the whole speed story. math.sumprod (Python 3.12+) does it in C with one
-# rounding, about twice as fast as sum(map(mul, row, x)); PyPy's JIT compiles the latter
-# into a loop about 40 times faster than CPython's. scripts/bench_gpt2.py measures it.
+# them are in linear layers, each output one dot product of a weight row with x, so
+# dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
+# about twice as fast as sum(map(mul, row, x)), which PyPy's JIT turns into a machine-code
+# loop. scripts/bench_gpt2.py measures a token against the time of those dot products
+# alone (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
 
 from array import array
@@ -1402,6 +1403,7 @@ def gpt2(token, pos, keys, values, w, config, attention_log=None):
     x = [t + p for t, p in zip(w["wte.weight"][token], w["wpe.weight"][pos])]   # [n_embd]
     for i in range(config.n_layer):
         L = f"h.{i}."
+        # Attention block, as in gpt(): norm, attend, project, add back to the residual.
         a = layer_norm(x, w[L + "ln_1.weight"], w[L + "ln_1.bias"], eps)
         # GPT-2 (6): one matrix makes q, k and v at once, side by side.
         qkv = affine(a, w[L + "attn.c_attn.weight"], w[L + "attn.c_attn.bias"])   # [3 * n_embd]
@@ -1409,6 +1411,7 @@ def gpt2(token, pos, keys, values, w, config, attention_log=None):
         values[i].append(qkv[2 * e:])
         a = causal_self_attention(qkv[:e], keys[i], values[i], config.n_head, attention_log)
         x = [xi + yi for xi, yi in zip(x, affine(a, w[L + "attn.c_proj.weight"], w[L + "attn.c_proj.bias"]))]
+        # MLP block, as in gpt(): norm, widen to n_inner, GELU, narrow, add back.
         m = layer_norm(x, w[L + "ln_2.weight"], w[L + "ln_2.bias"], eps)
         m = gelu(affine(m, w[L + "mlp.c_fc.weight"], w[L + "mlp.c_fc.bias"]))      # [n_inner]
         x = [xi + yi for xi, yi in zip(x, affine(m, w[L + "mlp.c_proj.weight"], w[L + "mlp.c_proj.bias"]))]
