@@ -3045,8 +3045,8 @@ def run_gpt2(args):
         ("--input", args.input), ("--stream", args.stream), ("--steps", args.steps), ("--load", args.load),
         ("--save", args.save), ("--chain", args.chain), ("--batch", args.batch), ("--lr", args.lr),
         ("--n-layer", args.n_layer), ("--n-embd", args.n_embd), ("--n-head", args.n_head),
-        ("--block-size", args.block_size), ("--num-samples", args.num_samples), ("--plain", args.plain), ("--bpe", args.bpe))
-        if value not in (None, False)]
+        ("--block-size", args.block_size), ("--num-samples", args.num_samples), ("--plain", args.plain),
+        ("--bpe", args.bpe)) if value not in (None, False)]
     if for_names:
         raise BadInput(f"{', '.join(for_names)}: only for microgpt's own models, not with --gpt2")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
@@ -3088,6 +3088,8 @@ def run_gpt2(args):
     if time.perf_counter() - started > 1:
         print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     if args.explain is not None or args.report:
+        if n_params > 10**7:                 # seconds per token: say what the wait is for
+            print(f"reading the {len(inspected)} tokens to look inside", file=sys.stderr, flush=True)
         rows = gpt2_explain(inspected, w, config)
         if args.explain is not None:
             print_gpt2_explanation(inspected, rows, tok)
