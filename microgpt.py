@@ -3694,6 +3694,27 @@ def is_microgpt_report(path):
         return False
 
 
+def gpt2_prediction_table(tokens, rows, labels):
+    """Per position: the token read, the probability GPT-2 gave the token that came next,
+    and its five likeliest guesses, each on the colour of its probability (as the samples
+    of the names' page are shaded). A table rather than prediction_bars(), whose columns
+    are cut for single characters: GPT-2's tokens are whole words."""
+    def cell(t, p, true=False):
+        colour = probability_shade(p)
+        return (f'<td class="mono" style="background:{colour};color:{ink_on(colour)}">'
+                f'{"<b>" * true}{escape(labels[t])} {p:.3f}{"</b>" * true}</td>')
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    out = [svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks), "colour legend"),
+           '<table><tr><th>pos</th><th>reads</th><th>the true next token</th>'
+           '<th colspan="5">the five likeliest guesses</th></tr>']
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]
+        nxt = cell(tokens[pos + 1], probs[tokens[pos + 1]], True) if pos + 1 < len(tokens) else "<td></td>"
+        out.append(f'<tr><td>{pos}</td><td class="mono">{escape(labels[tokens[pos]])}</td>{nxt}'
+                   + "".join(cell(t, probs[t]) for t in top) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
 def gpt2_report_page(model, config, n_params, tokens, rows, tok):
     """--report for GPT-2: a page with what it predicts at each position of a text and where
     each of its attention heads looks (no loss curve: it was not trained here)."""
@@ -3706,7 +3727,7 @@ def gpt2_report_page(model, config, n_params, tokens, rows, tok):
            f'<h1>Inside GPT-2 ({escape(model)})</h1>',
            f'<p>{n_params:,} parameters, {config.n_layer} layers of {config.n_head} heads, n_embd '
            f'{config.n_embd}. The text, {len(tokens)} tokens: <span class="mono">{escape(text)}</span></p>',
-           "<h2>Predictions</h2>", prediction_bars(tokens, tokens[1:] + [None], rows, labels, "At each token"),
+           "<h2>Predictions</h2>", gpt2_prediction_table(tokens, rows, labels),
            '<h2>Attention</h2>\n<p class="note">For each layer and head: a row is a position reading, its '
            'cells the positions it attends to, itself included (later ones are blank: it cannot see them).</p>']
     names = [f"{p} {labels[t]}" for p, t in enumerate(tokens)]

@@ -251,7 +251,8 @@ class TestModel(Fixture):
         self.assertIn("'he'", explained.stdout)
         with open(report, encoding="utf-8") as f:
             page = f.read()
-        self.assertEqual(page.count("<svg"), 1 + TINY["n_layer"] * TINY["n_head"])   # predictions, then heads
+        self.assertEqual(page.count("<svg"), 1 + TINY["n_layer"] * TINY["n_head"])  # a legend, a map per head
+        self.assertEqual(page.count("<tr>"), 1 + len(tokens))                      # a row per position
 
 
 class TestBadWeights(unittest.TestCase):
