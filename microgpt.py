@@ -2225,8 +2225,9 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
             # number stays comparable while a long text is not validated for hours.
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
-        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
-              + (held_out or "too few to hold any out for validation"))
+        unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
+        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}{unit}, "
+              + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))

@@ -281,9 +281,11 @@ class RealGPT2TokenizerTest(unittest.TestCase):
         self.assertGreater(sum(map(len, texts)), 300000)
         for text in texts:
             with self.subTest(text=text[:40]):
-                self.assertEqual(self.tok.encode(text), self.reference.encode_ordinary(text))
+                ids = self.tok.encode(text)
+                self.assertEqual(ids, self.reference.encode_ordinary(text))
+                self.assertEqual(self.tok.decode_bytes(ids), text.encode("utf-8"))
 
-    def test_known_ids_and_endoftext_id(self):
+    def test_hello_world_is_15496_995_and_endoftext_is_50256(self):
         self.assertEqual(self.tok.encode("Hello world"), [15496, 995])     # GPT-2's famous example
         self.assertEqual(self.reference.encode("<|endoftext|>", allowed_special="all"), [microgpt.GPT2_EOT])
         self.assertEqual(self.tok.decode_bytes([microgpt.GPT2_EOT]), b"<|endoftext|>")
