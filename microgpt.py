@@ -1952,7 +1952,8 @@ def make_parser():
                    help=f"sampling temperature: lower is safer, higher is wilder (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
-    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
+    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length}); "
+                   "tokens to write with --gpt2 (default 40)")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary and mode); "
