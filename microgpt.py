@@ -3369,6 +3369,8 @@ def run_gpt2(args):
         ("--bpe", args.bpe)) if value not in (None, False)]
     if for_names:
         raise BadInput(f"{', '.join(for_names)}: only for microgpt's own models, not with --gpt2")
+    if args.temperature is None:
+        args.temperature = Config().temperature          # the same default as for names
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise BadInput(f"--temperature must be 0 (greedy) or a positive number, not {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
@@ -4451,10 +4453,12 @@ def gpt2_prediction_table(tokens, rows, labels):
     are cut for single characters: GPT-2's tokens are whole words."""
     def cell(t, p, true=False):
         colour = probability_shade(p)
-        return (f'<td class="mono" style="background:{colour};color:{ink_on(colour)}">'
+        return (f'<td class="mono" style="background:{colour};color:{ink_on(colour)};white-space:nowrap">'
                 f'{"<b>" * true}{escape(labels[t])} {p:.3f}{"</b>" * true}</td>')
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
-    out = [svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks), "colour legend"),
+    out = ['<p class="note">At each position: the probability GPT-2 gave the token that came next, and its '
+           'five likeliest guesses, each on the colour of its probability (a log scale: dark for a surprise).</p>',
+           svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks), "colour legend", 1),
            '<table><tr><th>pos</th><th>reads</th><th>the true next token</th>'
            '<th colspan="5">the five likeliest guesses</th></tr>']
     for pos, (probs, _) in enumerate(rows):
@@ -4485,8 +4489,8 @@ def gpt2_report_page(model, config, n_params, tokens, rows, tok):
         out.append(f'<h3>layer {i}</h3><div class="figures">')
         for h in range(config.n_head):
             matrix = [log[i * config.n_head + h] + [None] * (len(tokens) - pos - 1) for pos, (_, log) in enumerate(rows)]
-            out.append(heat_map(matrix, names, [labels[t] for t in tokens], VIRIDIS, 0, 1, f"layer {i} head {h}",
-                                "attention weight"))
+            out.append(heat_map(matrix, names, [labels[t] for t in tokens], VIRIDIS, 0, 1, "looks at",
+                                "position reading", "attention weight", f"layer {i} head {h}"))
         out.append("</div>")
     return "\n".join(out) + "\n</body>\n</html>\n"
 
