@@ -45,6 +45,30 @@ made fast, as real frameworks do it, with the same numbers (to the last printed 
 to floating-point rounding, about 1e-16, inside).
 """
 
+if __name__ == "__main__":
+    # Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
+    # again after it returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual
+    # exit code (130, 143, 129), not with a traceback from whatever was being imported. (_signal
+    # is the signal module's core, built in: importing `signal` itself takes long enough to be hit.)
+    import _signal
+    import os
+    import sys
+
+    def quit_quietly(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:         # even a flush that the signal interrupted
+                pass
+        name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}.get(signum, f"signal {signum}")
+        os.write(2, f"\nmicrogpt: interrupted by {name}\n".encode())
+        os._exit(128 + signum)
+    for _number in (2, 15, 1):       # SIGINT, SIGTERM, SIGHUP
+        try:
+            _signal.signal(_number, quit_quietly)
+        except (ValueError, OSError, AttributeError):    # not on this platform
+            pass
+
 import contextlib
 import gc
 import itertools
@@ -176,6 +200,16 @@ def encode_document(doc, chars):
     """A document as the model sees it: [BOS] + its characters + [BOS]."""
     bos = len(chars)
     return [bos] + encode(doc, chars) + [bos]
+
+
+def encode_documents(docs, chars):
+    """encode_document for each of many documents, with the table from characters to ids built
+    once: built for every document, as encode() would, it costs as much as the vocabulary is
+    large, for every line (hours, for a big file of thousands of distinct characters)."""
+    if getattr(chars, "merges", None):
+        return [encode_document(doc, chars) for doc in docs]     # Part IV's tokens of several characters
+    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
+    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
 
 
 # ---------------------------------------------------------------------------------------
@@ -585,7 +619,7 @@ def document_batches(docs, chars, batch):
     first, in the same order. The default 1000 steps of one name each see only 1,000 of the
     28,910 training names: the model learns what names have in common from a small sample,
     not the list by heart."""
-    seqs = [encode_document(doc, chars) for doc in docs]
+    seqs = encode_documents(docs, chars)
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
@@ -1478,6 +1512,7 @@ def gpt2_explain(tokens, w, config):
 # =======================================================================================
 
 import argparse
+import errno
 import hashlib
 import os
 import signal
@@ -1495,22 +1530,47 @@ class BadInput(Exception):
 def encode_for(what, text, chars):
     """encode(), or BadInput naming `what` was being encoded and every character that is
     not in the vocabulary."""
-    unknown = sorted(set(text) - set(chars))
-    if unknown:
-        raise BadInput(f"{what}: characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
+    check_known(what, text, chars)
     return encode(text, chars)
 
 
-def check_finite_scores(weights, config):
-    """Refuse a model whose scores are not finite numbers (its weights are so large that the
-    arithmetic overflows), before it is asked to sample or explain anything."""
+def check_known(what, text, chars):
+    """BadInput naming `what` and every character of text that is not in the vocabulary."""
+    unknown = sorted(set(text) - set(chars))
+    if unknown:
+        raise BadInput(f"{what}: characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
+
+
+def encode_with_progress(what, text, chars):
+    """encode_for(), a million characters at a time, saying how far it has got."""
+    check_known(what, text, chars)
+    if getattr(chars, "merges", None):      # Part IV's tokens may span the pieces: all at once
+        return encode(text, chars)
+    progress, ids, step = Progress(f"encoding {what}", len(text), "characters"), [], 2**20
+    for start in range(0, len(text), step):
+        progress.update(start)
+        ids += encode(text[start:start + step], chars)
+    return ids
+
+
+def check_finite_scores(weights, config, why="the model's scores are not finite numbers: its weights "
+                                              "are too large to compute with"):
+    """Refuse (BadInput: why) a model whose scores are not finite numbers (its weights are so
+    large that the arithmetic overflows), before it is asked to sample or explain anything.
+    Every token, BOS included, is read at every position: sampling starts from BOS, and a
+    check of one token would pass a model that overflows on another."""
+    vocab_size, bs = len(weights["wte"]), config.block_size
+    # Token ids from the last (BOS, for documents) round and round, block_size at a time.
+    tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
+    progress = Progress("checking the model's scores", len(tokens), "tokens")
     try:
-        rows = logits_at_every_position([0] * config.block_size, weights, config)
-        finite = all(math.isfinite(float(l)) for row in rows for l in row)
+        for start in range(0, len(tokens), bs):
+            progress.update(start)
+            rows = logits_at_every_position(tokens[start:start + bs], weights, config)
+            if not all(math.isfinite(float(l)) for row in rows for l in row):
+                raise BadInput(why)
     except (OverflowError, ValueError):
-        finite = False
-    if not finite:
-        raise BadInput("the model's scores are not finite numbers: its weights are too large to compute with")
+        raise BadInput(why) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -1550,12 +1610,14 @@ def read_data_file(path, what="data file"):
             # A megabyte at a time: f.read(MAX_FILE_BYTES + 1) would make PyPy set aside the
             # whole 100 MB at once, however small the file (measured: 172 MB peak, not 96).
             chunks, size = [], 0
+            progress = Progress(f"reading {path}", info.st_size if regular else None, "bytes")
             while size <= MAX_FILE_BYTES:
                 chunk = f.read(2**20)
                 if not chunk:
                     break
                 chunks.append(chunk)
                 size += len(chunk)
+                progress.update(size)
             data = b"".join(chunks)
     except FileNotFoundError:
         raise BadInput(f"{what} not found: {path}") from None
@@ -1565,6 +1627,15 @@ def read_data_file(path, what="data file"):
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
     if len(data) > MAX_FILE_BYTES:
         raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    for mark, encoding in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                           (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(mark):
+            raise BadInput(f"{path} is {encoding} text (it starts with a {encoding} byte-order mark): "
+                           "save it as UTF-8")
+    nul = data.find(b"\x00")      # valid UTF-8, but no text a person writes holds NUL characters
+    if nul >= 0:
+        raise BadInput(f"{path} holds NUL bytes (the first at offset {nul}): it looks like UTF-16 or "
+                       "UTF-32 text, or binary data, not UTF-8 text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -1578,9 +1649,12 @@ def read_data_file(path, what="data file"):
 def is_checkpoint(path):
     """Whether `path` holds a microgpt checkpoint: the only kind of file --save replaces."""
     try:
+        with open(path, encoding="utf-8-sig") as f:      # how every checkpoint we write begins
+            if f.read(len(CHECKPOINT_START)) == CHECKPOINT_START:
+                return True
         if os.path.getsize(path) > MAX_FILE_BYTES:
             return False
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig") as f:      # written by hand, keys in another order
             content = json.load(f)
     except (OSError, ValueError, RecursionError):
         return False
@@ -1607,6 +1681,14 @@ def check_can_write(path, is_ours, what):
         raise BadInput(f"the name of the {what} to write is empty")
     if os.path.isdir(path):
         raise BadInput(f"cannot write {path}: it is a directory")
+    for name in (path, os.path.dirname(path) or "."):
+        try:
+            os.stat(name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:       # a symlink loop, a file where a directory should be, no permission
+            raise BadInput(f"cannot write {path}: {e.strerror or e}" + (" (a symlink loop)" if e.errno ==
+                                                                         getattr(errno, "ELOOP", None) else ""))
     if os.path.lexists(path):
         if not os.path.isfile(path):               # a device, a pipe, a broken symlink
             raise BadInput(f"cannot write {path}: it is not a regular file")
@@ -1627,9 +1709,10 @@ def check_can_write(path, is_ours, what):
     # ".microgpt-", 8 random characters, then x's).
     name_bytes = len(os.fsencode(os.path.basename(os.path.realpath(path))))
     try:
-        fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
-        os.close(fd)
-        os.remove(probe)
+        with stop_signals_held():
+            fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
+            os.close(fd)
+            os.remove(probe)
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -1642,9 +1725,37 @@ def same_file(a, b):
         return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
+@contextlib.contextmanager
+def stop_signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends (where the platform can), so that
+    a signal cannot cut a write short between creating a temporary file and removing it."""
+    numbers = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    try:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+    except (AttributeError, ValueError, OSError):
+        held = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)    # a held signal is handled now
+
+
 def write_atomically(path, text):
     """Write to a temporary file beside `path`, then rename it over `path`: the rename is
     atomic, so an interrupted write never leaves half a file or destroys the old one."""
+    with stop_signals_held():
+        write_then_rename(path, text)
+
+
+def usual_mode():
+    """The permissions a new file gets here: 0o666 less the umask (0o644 for most users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_then_rename(path, text):
     path = os.path.realpath(path)        # through a symlink: the link stays, its target is replaced
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".microgpt-", suffix=".tmp", dir=directory)
@@ -1654,12 +1765,15 @@ def write_atomically(path, text):
             f.flush()
             os.fsync(f.fileno())
         try:                              # a file we replace keeps the permissions it had
-            mode = stat.S_IMODE(os.stat(path).st_mode)
+            old = os.stat(path)
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
+                try:                      # and its owner (root replacing another user's file)
+                    os.chown(tmp, old.st_uid, old.st_gid)
+                except OSError:           # only root may give a file away
+                    pass
         except FileNotFoundError:         # mkstemp makes the file private; use the usual mode
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
+            os.chmod(tmp, usual_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -1667,6 +1781,31 @@ def write_atomically(path, text):
         except OSError:
             pass
         raise
+
+
+CHECKPOINT_START = '{"format": "microgpt", '     # json.dumps writes "format" first
+
+
+def checkpoint_bytes_at_most(n_params, chars, config):
+    """The largest a checkpoint of n_params weights, this vocabulary and a run of config.steps
+    steps can be: a number takes at most 26 bytes (a float's longest form, as
+    "-2.2250738585072014e-308", and ", "), and there are three per parameter (the weight and
+    Adam's two averages) and one per step (its loss); a character takes 12 ("\\ud83d\\ude00")
+    and a token 4 more (quotes, comma); then the samples of the history (25 of at most
+    max(block_size, 80) characters) and room for the rest (the random state, the options)."""
+    return (26 * (3 * n_params + config.steps) + sum(12 * len(c) + 4 for c in chars)
+            + 25 * 12 * max(config.block_size, 80) + 65536)
+
+
+def check_checkpoint_size(n_params, chars, path, config):
+    """Refuse, before training, a model whose checkpoint could be too large to load again: one
+    size rule, MAX_FILE_BYTES, for what --save writes and what --load (and --save) read."""
+    size = checkpoint_bytes_at_most(n_params, chars, config)
+    if size > MAX_FILE_BYTES:
+        raise BadInput(f"--save {path}: the checkpoint of {n_params:,} parameters (with Adam's state) and "
+                       f"{config.steps:,} steps could take up to {size / 2**20:,.0f} MB, more than the "
+                       f"{MAX_FILE_BYTES // 2**20} MB microgpt reads back: choose a smaller --n-embd, --n-layer "
+                       "or --block-size (or fewer --steps)")
 
 
 def save_checkpoint(path, params, config, chars, mode, extra=None):
@@ -1681,7 +1820,14 @@ def save_checkpoint(path, params, config, chars, mode, extra=None):
     }
     checkpoint.update(extra or {})
     try:
-        write_atomically(path, json.dumps(checkpoint) + "\n")
+        text = json.dumps(checkpoint) + "\n"
+    except ValueError as e:       # what json cannot write (an integer of thousands of digits)
+        raise BadInput(f"cannot save to {path}: {e}") from None
+    if len(text.encode("utf-8")) > MAX_FILE_BYTES:      # check_checkpoint_size keeps this from happening
+        raise BadInput(f"cannot save to {path}: the checkpoint would be larger than "
+                       f"{MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        write_atomically(path, text)
     except OSError as e:
         raise BadInput(f"cannot save to {path}: {e.strerror or e}") from None
 
@@ -1690,12 +1836,20 @@ def save_rescue_copy(params, config, chars, mode, extra):
     """Save a trained model whose --save path failed to a new file of its own (in the current
     directory, or else the system's temporary one), never replacing anything; returns its path."""
     for directory in (os.getcwd(), tempfile.gettempdir()):
+        path = None
         try:
-            fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
-            os.close(fd)
+            with stop_signals_held():
+                fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
+                os.close(fd)
+            os.chmod(path, usual_mode())          # not mkstemp's private 0600: a file like any other
             save_checkpoint(path, params, config, chars, mode, extra)
             return path
         except (OSError, BadInput):
+            try:                                  # a full disk: leave no empty file behind
+                if path and os.path.getsize(path) == 0:
+                    os.remove(path)
+            except OSError:
+                pass
             continue
     raise BadInput("cannot save the trained model anywhere: neither here nor in the temporary directory")
 
@@ -2128,11 +2282,40 @@ class ArgumentParser(argparse.ArgumentParser):
 LARGEST_COUNT = 10**12     # no size, step or sample count above this can be run (or estimated)
 
 
+def ascii_arg(text):
+    """The text of a number, refused unless written in ASCII: int() and float() also read
+    other scripts' digits ("--steps \u0661\u0660" would be 10), which nobody means on a command line."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"must be written with the digits 0-9, not {text[:20]!r}")
+    return text
+
+
+def seed_arg(text):
+    try:
+        return int(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:20]!r}") from None
+
+
+def float_arg(text):
+    """A number such as 0.01 or 1e-3, in ASCII, that a float can hold (1e-400 is not 0)."""
+    try:
+        value = float(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text[:20]!r}") from None
+    mantissa = text.lower().split("e")[0]
+    if value == 0 and any(d in mantissa for d in "123456789"):
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too small to compute with: a float rounds it to 0")
+    if math.isinf(value) and "inf" not in text.lower():
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too large to compute with: a float cannot hold it")
+    return value
+
+
 def count_arg(text):
     """A whole number for a size or a count, at most LARGEST_COUNT: a typo of many digits is
     refused here rather than overflowing the arithmetic that checks it."""
     try:
-        value = int(text)
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value > LARGEST_COUNT:
@@ -2166,11 +2349,11 @@ def make_parser():
     p.add_argument("--block-size", type=count_arg, metavar="N", help=f"context length in tokens (default {d.block_size})")
     p.add_argument("--batch", type=batch_arg, metavar="N|all", help="documents or windows per "
                    f"step; 'all' uses every one at every step (default {d.batch})")
-    p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
+    p.add_argument("--lr", type=float_arg, metavar="F", help=f"Adam learning rate, decayed linearly "
                    f"over the run, to lr / steps at the last step (default {d.lr})")
-    p.add_argument("--seed", type=int, metavar="N", help=f"random seed; the same seed and "
+    p.add_argument("--seed", type=seed_arg, metavar="N", help=f"random seed; the same seed and "
                    f"options give the same output (default {d.seed}; with --load, the checkpoint's)")
-    p.add_argument("--temperature", type=float, metavar="F", help="sampling temperature: lower is safer, "
+    p.add_argument("--temperature", type=float_arg, metavar="F", help="sampling temperature: lower is safer, "
                    f"higher is wilder; 0 always takes the likeliest token (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
@@ -2247,6 +2430,10 @@ def check_settings(args, config):
         check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
 
 
+# Where Linux says how much memory a container may use: cgroup v2, then v1 (still common).
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def memory_limit():
     """The memory this process may use, in bytes: the machine's, or a container's or a
     ulimit's if smaller; None where it cannot be found out."""
@@ -2255,11 +2442,12 @@ def memory_limit():
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))    # Linux, macOS
     except (AttributeError, ValueError, OSError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="utf-8") as f:      # a Linux container
-            limits.append(int(f.read()))                                    # "max": no limit
-    except (OSError, ValueError):
-        pass
+    for path in CGROUP_MEMORY_LIMITS:                                       # a Linux container
+        try:
+            with open(path, encoding="utf-8") as f:
+                limits.append(int(f.read()))            # "max" (v2): no limit; v1 says a huge number
+        except (OSError, ValueError):
+            pass
     try:
         import resource                                                     # POSIX only
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
@@ -2294,40 +2482,94 @@ def format_bytes(n):
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
 
 
-def check_memory(config, vocab_size, positions=1, data_bytes=0):
+# Memory measured per interpreter (peak resident size; tests/test_attacks.py compares these
+# estimates with measured peaks): the interpreter with microgpt loaded, and the documents
+# held in memory per character of the file and per document (a string, a list of token ids,
+# its places in three lists). PyPy's collector lets garbage pile up before freeing it.
+INTERPRETER_BYTES = {"cpython": 25 * 2**20, "pypy": 75 * 2**20}
+DOCUMENT_BYTES = {"cpython": (10, 180), "pypy": (70, 400)}      # (per character, per document)
+
+
+def documents_bytes(characters, documents):
+    """About how much memory a data file of documents takes, held as microgpt holds it."""
+    per_char, per_doc = DOCUMENT_BYTES.get(sys.implementation.name, DOCUMENT_BYTES["pypy"])
+    return per_char * characters + per_doc * documents
+
+
+def check_memory(config, vocab_size, positions=1, data_bytes=0, data="the data"):
     """Refuse, before anything is allocated, a model that cannot fit in memory, saying how much
-    it would need: about 200 bytes per parameter (its Value, Adam's two averages, a float
-    copy), the graph of one document, and the data."""
+    it would need: the interpreter, about 200 bytes per parameter (its Value, Adam's two
+    averages, a float copy), the graph of one document, and `data` (data_bytes, as held in
+    memory), and what is the most of it."""
     e = config.n_embd
     n_params = (2 * vocab_size + config.block_size) * e + config.n_layer * 12 * e * e   # as param_shapes
     graph = graph_bytes(config, vocab_size, positions)
     # Room for two graphs, though train() keeps one at a time: the estimate is rough, and
     # running out of memory after an hour costs more than a refusal up front.
-    need, limit = 200 * n_params + 2 * graph + data_bytes, memory_limit()
+    model = 200 * n_params + 2 * graph
     if sys.implementation.name == "pypy":
-        need *= 3     # its collector lets garbage pile up before it frees it: measured up to 3x
+        model *= 3    # its collector lets garbage pile up before it frees it: measured up to 3x
+    base = INTERPRETER_BYTES.get(sys.implementation.name, INTERPRETER_BYTES["pypy"])
+    need, limit = base + model + data_bytes, memory_limit()
     if limit is not None and need > limit:
-        data = f", {format_bytes(data_bytes)} for the data and a step's batch" if data_bytes else ""
-        fix = "--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size"
+        held = f", {format_bytes(data_bytes)} for {data} as held in memory" if data_bytes else ""
+        fix = "data file (or --batch)" if data_bytes > model else "--n-embd, --n-layer or --block-size"
         raise BadInput(f"this would need about {format_bytes(need)} of memory ({n_params:,} parameters, "
-                       f"{format_bytes(graph)} for one document's graph{data}), "
+                       f"{format_bytes(graph)} for one document's graph{held}), "
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
-def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0):
+PROGRESS_SECONDS = 10      # the longest any phase of a run goes without saying how far it got
+
+
+class Progress:
+    """How far a long phase (reading, encoding, checking, validating...) has got, printed at
+    most every PROGRESS_SECONDS, and not at all by a phase that is over sooner: call
+    .update(done) as the work goes. total None: the end is not known in advance."""
+
+    def __init__(self, what, total=None, unit=""):
+        self.what, self.total, self.unit = what, total, unit
+        self.started = self.said = time.perf_counter()
+
+    def update(self, done):
+        now = time.perf_counter()
+        if now - self.said < PROGRESS_SECONDS or (self.total is not None and done >= self.total):
+            return
+        if self.total is None:
+            print(f"{self.what}: {done:,} {self.unit} so far", flush=True)
+        else:
+            left = (now - self.started) / max(done, 1) * (self.total - done)
+            print(f"{self.what}: {done:,} of {self.total:,} {self.unit}, {left:.0f} s left", flush=True)
+        self.said = now
+
+
+def with_progress(items, progress, every=1024):
+    """The items, one by one, updating progress every `every` of them."""
+    for i, item in enumerate(items):
+        if i % every == 0:
+            progress.update(i)
+        yield item
+
+
+def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0, said=None):
     """The training progress line: raw and smoothed loss, time per step and time left. In a
-    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times.
+    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times; and
+    in both, whenever PROGRESS_SECONDS have passed since the last one (printed at `said`), so
+    that a long run is never silent for long. Returns when the last line was printed.
     first: the steps taken before `started` (by the run that --resume continues)."""
+    now = time.perf_counter()
     every = max(1, num_steps // (100 if interactive else 10))
-    if step % every and step not in (1, num_steps):
-        return
-    ms = 1000 * (time.perf_counter() - started) / (step - first)
+    due = said is not None and now - said >= PROGRESS_SECONDS
+    if step % every and step not in (1, num_steps) and not due:
+        return said
+    ms = 1000 * (now - started) / (step - first)
     line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
             f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
     if interactive:      # back to the start of the line; two spaces cover a line that got shorter
         print("\r" + line + "  ", end="" if step < num_steps else "\n", flush=True)
     else:
         print(line, flush=True)
+    return now
 
 
 # Moves of the Markov chain less likely than this are left out of its pictures, on the
@@ -2446,10 +2688,23 @@ def settings(args):
     return config, mode, checkpoint
 
 
+def plural(n, word):
+    """"1 document", "2 documents", "29,910 documents"."""
+    return f"{n:,} {word}" + "s" * (n != 1)
+
+
+def visible(text, keep="\n\t"):
+    """Text as a terminal (or a page) should show it: every character that is not printable
+    (NUL, ESC, the right-to-left override U+202E, ...) as its backslash escape, so that a
+    model's samples cannot move the cursor, clear the screen or reverse the line."""
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
 def prepare_data(path, config, mode, chars, rng, bpe=0):
     """Read the training data and say what it is. chars is None for a new model, whose
     vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
-    text = read_data_file(path)
+    # Line ends as a person sees them: Windows' \r\n and old Macs' \r are \n too.
+    text = read_data_file(path).replace("\r\n", "\n").replace("\r", "\n")
     if mode == "stream":
         chars = chars or build_vocab(text)
         if bpe:
@@ -2457,7 +2712,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
         # The text as token ids, twice (all, and the training part), and each step's windows.
         windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
-        train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
+        train_tokens, val_tokens = stream_split(encode_with_progress(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
             raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
@@ -2469,24 +2724,26 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
         unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
-        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}{unit}, "
+        print(f"data: {plural(len(text), 'character')} from {path}; training on {len(train_tokens):,}{unit}, "
               + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
+    # Before the text is split (every line at most a document), and again with the longest one.
+    lines = text.count("\n") + 1
+    data_bytes, held = documents_bytes(len(text), lines), f"{plural(lines, 'line')} of data"
+    check_memory(config, len(chars or set(text)) + 1, 1, data_bytes, held)
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
-    # Each document as a string and as a list of token ids (about 30 bytes per character),
-    # and the list of a step's documents.
-    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1),
-                 30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
-    encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
+    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1), data_bytes, held)
+    check_known(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     if bpe:     # learned from the training documents only, one at a time
         chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
-    print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
-          + (held_out or "too few to hold any out for validation"))
-    return (text, chars, document_batches(train_docs, chars, config.batch),
-            [encode_document(doc, chars) for doc in val_docs])
+    print(f"data: {plural(len(docs), 'document')} from {path}; training on {len(train_docs):,}, "
+          + (held_out or "too few to hold any out for validation"), flush=True)
+    progress = Progress(f"encoding {path}", len(train_docs), "documents")
+    return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
+            encode_documents(val_docs, chars))
 
 
 def explain_tokens(text, chars, config, mode):
@@ -2529,7 +2786,7 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
         weights = inference_weights(params)
         try:          # weights too large to compute with (a diverging run) leave no point
             if step in val_steps and subset:
-                val_loss = mean_token_loss(subset, weights, config)
+                val_loss = validation_loss(subset, weights, config)
                 if math.isfinite(val_loss):
                     record["val_points"].append((step, val_loss))
             if step in sample_steps:
@@ -2578,11 +2835,15 @@ class StopSignals:
     def __init__(self):
         self.signum = None          # the first stop signal received, if any
         self.finishing = False
+        self.stopping = False       # Stopped has been raised: the run is on its way out
 
     def __call__(self, signum, frame):
+        if self.stopping:           # more signals while stopping change nothing (a traceback
+            return                  # from a second Stopped inside the first one's cleanup)
         first = self.signum is None
         self.signum = self.signum or signum
         if not (first and self.finishing):
+            self.stopping = True
             raise Stopped(signum)
         # A step can be long (--batch all): say at once that the signal was heard.
         print("\nmicrogpt: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
@@ -2625,14 +2886,14 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
     stop_at = os.environ.get("MICROGPT_STOP_AFTER_STEP")   # for the tests: a Ctrl-C after that step
     if on_step and not first:
         on_step(0, None)
-    started = time.perf_counter()
+    started = said = time.perf_counter()
     for step, loss in enumerate(train(params, config, batches, end, adam), start=first + 1):
         if not math.isfinite(loss):
             raise BadInput(f"training diverged: the loss became {loss} at step {step} "
                            f"(try a smaller --lr than {config.lr}); nothing was saved")
         losses.append(loss)
         smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-        print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first)
+        said = print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first, said)
         if on_step:                  # its time is not training time: leave it out of ms/step
             before = time.perf_counter()
             on_step(step, loss)
@@ -2643,7 +2904,8 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
             return smoothed, True
     elapsed = time.perf_counter() - started
     done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
-    print(f"trained {done} steps in {elapsed:.1f} s ({1000 * elapsed / (config.steps - first):.1f} ms/step); "
+    print(f"trained {done} step{'s' * (first > 0 or config.steps != 1)} in {elapsed:.1f} s "
+          f"({1000 * elapsed / (config.steps - first):.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
     ascii_only = not can_print("\u2581\u2588")
     print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
@@ -2688,13 +2950,21 @@ def write_report(args, run):
     print(f"wrote {args.report}")
 
 
-def check_not_wrecked(smoothed, vocab_size, lr):
+WRECK_MIN_TOKENS = 100     # the fewest predictions the final smoothed loss must be over to judge it
+
+
+def check_not_wrecked(smoothed, vocab_size, lr, tokens=None):
     """Refuse to keep a model that training made worse than it started. A learning rate far
     too large throws the weights about: the loss shoots up and, even if it comes down again,
     often ends many times higher than where it began. On names.txt, 1000 steps end with a
     smoothed loss of 2.40 at --lr 0.01, 2.44 at 0.05, 2.75 at 0.3 (all below the 3.49 they
     start at), but 10.4 at 0.5 and 22.7 at 1. So the rule: ending above 1.5 times the
-    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck."""
+    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck.
+    But only if the final smoothed loss is a mean over at least WRECK_MIN_TOKENS predictions
+    (`tokens`, those of its last 100 steps): over a handful (5 steps of one token each, at
+    --block-size 1) one unlikely character is enough to pass 1.5 times ln 2, and that is noise."""
+    if tokens is not None and tokens < WRECK_MIN_TOKENS:
+        return
     start = max(smoothed[0], math.log(vocab_size))
     if smoothed[-1] > 1.5 * start:
         raise BadInput(f"training wrecked the model: its smoothed loss ended at {smoothed[-1]:.2f}, far above "
@@ -2702,18 +2972,35 @@ def check_not_wrecked(smoothed, vocab_size, lr):
                        f"try a smaller --lr than {lr}; nothing was saved")
 
 
+def counting_predictions(batch_for_step, config, counts):
+    """batch_for_step, also appending to counts how many predictions each step's batch holds."""
+    def counted(step):
+        batch = batch_for_step(step)
+        counts.append(sum(min(config.block_size, len(tokens) - 1) for tokens in batch))
+        if len(batch) > 100:        # a long step (--batch all) says how far it has got, too
+            batch = BatchWithProgress(batch, Progress(f"step {step + 1}", len(batch), "sequences"))
+        return batch
+    return counted
+
+
+class BatchWithProgress(list):
+    """A step's batch that updates a Progress as train() goes through it."""
+
+    def __init__(self, batch, progress):
+        super().__init__(batch)
+        self.progress = progress
+
+    def __iter__(self):
+        return with_progress(super().__iter__(), self.progress, every=16)
+
+
 def validation_loss(sequences, weights, config):
     """mean_token_loss (the same number, summed in the same order), but saying how far it has
     got every 10 seconds, so that a long validation is never silent."""
-    losses, started = [], time.perf_counter()
-    said = started
+    losses, progress = [], Progress("validating", len(sequences), "held-out sequences")
     for i, tokens in enumerate(sequences, start=1):
         losses.extend(float(loss) for loss in sequence_losses(tokens, weights, config))
-        now = time.perf_counter()
-        if now - said > 10 and i < len(sequences):
-            print(f"validating: {i:,} of {len(sequences):,} held-out sequences, "
-                  f"{(now - started) / i * (len(sequences) - i):.0f} s left", flush=True)
-            said = now
+        progress.update(i)
     return sum(losses) / len(losses)
 
 
@@ -2729,13 +3016,14 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
         if output_lost():                 # nobody reads them any more: stop
             return
         if mode == "docs":
-            print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, rng, config.temperature, prompt)}")
+            sample = sample_document(weights, config, chars, rng, config.temperature, prompt)
+            print(f"sample {i + 1:2d}: {visible(sample, keep='')}")
         else:
             start = encode(prompt or stream_start, chars)
-            print(decode(start, chars), end="", flush=True)
+            print(visible(decode(start, chars)), end="", flush=True)
             # Each character as soon as it is drawn: a long sample is never a long silence.
             for token in sample_stream(weights, config, rng, config.temperature, start, config.length):
-                print(chars[token], end="", flush=True)
+                print(visible(chars[token]), end="", flush=True)
                 if output_lost():
                     return
             print()
@@ -2767,6 +3055,9 @@ def run(args, stop=None):
         text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng,
                                                       args.bpe)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    if checkpoint:          # every model that samples, explains or is trained on has finite scores
+        check_finite_scores(inference_weights(params), config, f"{args.load}: the model's scores are not "
+                            "finite numbers: its weights are too large to compute with")
     # Stream samples without a prompt start from the first character of the text.
     stream_start = text[0] if text else raw.get("stream_start", chars[0])
 
@@ -2783,11 +3074,15 @@ def run(args, stop=None):
     n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
     print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
           + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE), flush=True)
+    if args.save:
+        check_checkpoint_size(n_params, chars, args.save, config)
     params = params or init_params(config, vocab_size, rng)
 
     # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
     steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
-    steps_before = steps_before if type(steps_before) is int else 0
+    # A count no run could have reached (a hand-edited file: say 4,300 digits) is not carried on:
+    # it could not even be written back (Python refuses to print integers that long).
+    steps_before = steps_before if type(steps_before) is int and 0 <= steps_before <= 10**18 else 0
     if config.steps > 0:                    # Adam's state, and the run so far when resuming
         adam, history = training_state(args, raw, params, rng, text)
         done = len(history["losses"]) if history else 0
@@ -2833,18 +3128,23 @@ def run(args, stop=None):
         kind = "windows" if mode == "stream" else "documents"
         # batches(0) is safe to call only for "all": random windows would use up the rng
         n = len(batches(0)) if config.batch == "all" else config.batch
-        step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
-        if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
-            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else "builds a graph of"
-            print(f"each step {what} up to {format_bytes(step_graphs)}{' in all)' if n > 1 else ''}: "
-                  "expect a wait for each progress line", flush=True)
+        graph = graph_bytes(config, vocab_size, config.block_size)
+        if n > 100 or n * graph > 2**28:          # a step of more than a few seconds (~10 ms per MB)
+            # One graph at a time (train() frees each before building the next): the memory is
+            # one graph's, the time n graphs'.
+            what = (f"learns from {n:,} {kind}, one graph at a time (each up to {format_bytes(graph)})"
+                    if n > 1 else f"builds a graph of up to {format_bytes(graph)}")
+            print(f"each step {what}: expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True
-        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step, adam,
-                                                    history["losses"] if history else ())
+        predictions = []                    # per step: how many tokens its loss is a mean over
+        smoothed, interrupted = train_with_progress(params, config, counting_predictions(batches, config, predictions),
+                                                    stop, on_step, adam, history["losses"] if history else ())
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
-        check_not_wrecked(smoothed, vocab_size, config.lr)
+        check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
+        check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
+                            f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
         if stop.signum is not None:
             print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of {config.steps} "
                   f"steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
@@ -2860,8 +3160,6 @@ def run(args, stop=None):
                 print(f"validation loss per character: {loss_per_character(val_loss, val_seqs, chars, config):.4f}")
 
     weights = inference_weights(params)
-    if config.num_samples or args.chain is not None or args.explain is not None:
-        check_finite_scores(weights, config)
     print_samples(weights, config, chars, mode, prompt, stream_start)
     if args.chain is not None:
         print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)
@@ -2939,21 +3237,23 @@ def main(argv=None):
     stop = StopSignals()
     restore_signals = stop.install()
     try:
-        args = make_parser().parse_args(argv)
-        FAST = FAST and not args.plain
-        with cycle_collector_paused():             # Part II, section II.3
-            code = run(args, stop)
-    except BadInput as e:
-        print(f"microgpt: error: {e}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt as e:        # Stopped, or a Ctrl-C before the handlers were set
+        try:
+            args = make_parser().parse_args(argv)
+            FAST = FAST and not args.plain
+            with cycle_collector_paused():             # Part II, section II.3
+                code = run(args, stop)
+        except BadInput as e:
+            print(f"microgpt: error: {e}", file=sys.stderr)
+            code = 2
+        except MemoryError:
+            print("microgpt: error: out of memory: choose a smaller data file, --n-embd, --n-layer, --block-size "
+                  "or --batch", file=sys.stderr)
+            code = 2
+    except KeyboardInterrupt as e:        # Stopped (also while an error above was being shown)
+        stop.stopping = True
         signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
         print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         code = 128 + signum
-    except MemoryError:
-        print("microgpt: error: out of memory: choose a smaller --n-embd, --n-layer, --block-size or "
-              "--batch", file=sys.stderr)
-        code = 2
     finally:
         restore_signals()
         sys.stdout, sys.stderr = out.stream, err.stream
@@ -4105,6 +4405,9 @@ def loss_section(run, vocab_size, what):
             + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key)) + "</div>")
 
 
+REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
+
+
 def snapshots_section(run, mode, config, data_docs):
     """What the model writes at a few steps of its training, from the same sampling seed."""
     snaps = run["snapshots"]
@@ -4113,7 +4416,7 @@ def snapshots_section(run, mode, config, data_docs):
     for snap in snaps:
         shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
                  else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
-        out.append(f'<tr><td>{snap["step"]:,}</td><td class="sample">{escape(shown)}</td></tr>')
+        out.append(f'<tr><td>{snap["step"]:,}</td><td class="sample">{escape(visible(shown))}</td></tr>')
     out.append("</table></div>")
     first, last = snaps[0]["samples"], snaps[-1]["samples"]
     notes = [f"Drawn with the same sampling seed each time (the final samples' seed), at temperature "
@@ -4163,6 +4466,9 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
                     f"{names[small]} {share(small):.1%}")
         caption += (": a token's row changes only when the token is in the step's text, so a rare one stays closer "
                     "to its small random start." if share(small) < share(big) else ".")
+    if len(wte) > REPORT_MAX_ROWS:       # a huge vocabulary would make a page of many MB
+        caption += f" (Drawn: the first {REPORT_MAX_ROWS} of {len(wte):,} tokens.)"
+        wte = wte[:REPORT_MAX_ROWS]
     out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
                                                         "token", "weight", "wte: token embeddings"),
                       escape(caption)))
@@ -4403,7 +4709,7 @@ def report_page(run):
     tail = losses[-100:]
     facts = [("data", run["data"]),
              ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
-                       + " ".join(names)),
+                       + " ".join(names[:REPORT_MAX_ROWS]) + (" ..." if vocab_size > REPORT_MAX_ROWS else "")),
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
@@ -4431,6 +4737,9 @@ def report_page(run):
         out.append(chain_section(weights, config, names))                          # 7. The Markov chain
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
+    if vocab_size > REPORT_MAX_ROWS:     # each position's 32 likeliest tokens only, as [[id, probability]]
+        for example in data["examples"]:
+            example["probs"] = [sorted(enumerate(p), key=lambda tp: -tp[1])[:32] for p in example["probs"]]
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
     return number_figures("\n".join(out))
