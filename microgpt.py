@@ -2683,6 +2683,16 @@ def default_data_path():
     return here
 
 
+def shown_path(path):
+    """A path as the user would type it: relative to the current folder when the file is
+    below it (names.txt, not the full path of the clone), otherwise as given."""
+    try:
+        relative = os.path.relpath(os.path.abspath(path))
+    except ValueError:                 # Windows: another drive has no relative path
+        return path
+    return path if relative.startswith(os.pardir) else relative
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):                    # one line, like every other error
         raise BadInput(f"{message} (see --help)")
@@ -3139,7 +3149,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
         unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
-        print(f"data: {plural(len(text), 'character')} from {path}; training on {len(train_tokens):,}{unit}, "
+        print(f"data: {plural(len(text), 'character')} from {shown_path(path)}; training on {len(train_tokens):,}{unit}, "
               + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     # Before the text is split (every line at most a document), and again with the longest one.
@@ -3154,7 +3164,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
     if bpe:     # learned from the training documents only, one at a time
         chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
-    print(f"data: {plural(len(docs), 'document')} from {path}; training on {len(train_docs):,}, "
+    print(f"data: {plural(len(docs), 'document')} from {shown_path(path)}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"), flush=True)
     progress = Progress(f"encoding {path}", len(train_docs), "documents")
     return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
