@@ -2682,12 +2682,13 @@ def checked_vocabulary(chars, merges, bad):
 def run_tokenize(args):
     """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
     if args.gpt2 is None:
-        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+        raise BadInput("--tokenize FILE needs --gpt2 DIR|NAME (a folder with GPT-2's vocab.json and merges.txt, "
+                       "or a model's name)")
     if args.tokenize is None:
         raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
         raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
-    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    tokenizer = read_gpt2_tokenizer(gpt2_folder(args.gpt2, ("vocab.json", "merges.txt")))
     text = read_text_as_is(args.tokenize)
     if len(text) > 2**23:
         print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
@@ -4323,20 +4324,23 @@ def download(url, dest):
     os.replace(part, dest)
 
 
-def gpt2_folder(name_or_folder):
+def gpt2_folder(name_or_folder, files=GPT2_FILES):
     """The folder of a GPT-2 model: a folder as given, or, for a model's name, its folder in
-    the cache, with whatever is missing downloaded first."""
+    the cache, with whatever of `files` is missing downloaded first (--tokenize needs only
+    the tokenizer's two files, not the 500 MB of weights)."""
     if os.path.isdir(name_or_folder):
         return name_or_folder
     if name_or_folder not in HUB_MODELS:
         raise BadInput(f"--gpt2 {name_or_folder}: no such folder, nor a model to download ("
                        + ", ".join(HUB_MODELS) + ")")
     folder = os.path.join(user_cache_dir(), name_or_folder)
-    missing = [f for f in GPT2_FILES if not os.path.exists(os.path.join(folder, f))]
+    missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
     if missing:
         # MICROGPT_HUB_URL points elsewhere: a mirror, or the tests' local server.
         base = os.environ.get("MICROGPT_HUB_URL", "https://huggingface.co").rstrip("/")
         repo, size = HUB_MODELS[name_or_folder]
+        if "model.safetensors" not in missing:
+            size = "under 2 MB"
         print(f"downloading {name_or_folder} (about {size}) from {base}/{repo} into {folder}", file=sys.stderr,
               flush=True)
         try:
