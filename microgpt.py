@@ -1168,8 +1168,10 @@ def label(token, chars):
 # =======================================================================================
 # PART IV. FROM MICROGPT TO GPT-2
 #
-# (to be written: byte-level BPE, safetensors, GPT-2's forward pass as its differences
-# from Part I's gpt())
+# OpenAI's GPT-2 is Part I's model, larger and trained on 40 GB of web text, with a few
+# changes, each small. IV.1 is its tokenizer (byte-level BPE), IV.2 its forward pass as its
+# differences from gpt(). Reading its weights (safetensors) and downloading them are
+# plumbing, in Part VI. Try: python microgpt.py --gpt2 gpt2 --prompt "Alan Turing"
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -1188,14 +1190,17 @@ def label(token, chars):
 # space), numbers, runs of other symbols and runs of white space, and merges never cross
 # those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
 # in " dog!"), and learning counts each distinct word once, with its frequency.
-# `python microgpt.py --bpe N` learns N merges so, on the characters of its training text
-# (names one at a time, a stream as a whole), and trains on those tokens (Vocabulary).
+# `python microgpt.py --bpe N` learns N merges in this way from its own training text: it
+# cuts the text into words with GPT-2's pre-tokenizer (below), starts from characters
+# rather than bytes, and then trains on the tokens it learned (Vocabulary). In names mode
+# the text is the training names, one at a time; in stream mode, the whole stream.
 #
 # Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
 # may or may not join. Its files are text, so each byte gets a visible character
 # (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
-# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the bytes, a
+# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the 256 one-byte
+# tokens (in vocab.json's order, which is not the byte's value: id 0 is "!", byte 33), a
 # merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
 # <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
 # ---------------------------------------------------------------------------------------
@@ -1267,7 +1272,7 @@ def bpe(word, ranks):
 
 def one_of(ranges):
     """A regular expression for one character in `ranges` ([(first, last)] code points).
-    Python's re tests a character against the ranges above U+FFFF one by one, which made
+    (A speed detail, not part of the lesson: skip it.) Python's re tests a character against the ranges above U+FFFF one by one, which made
     the pre-tokenizer 8 times slower: so they are tried only for a character up there."""
     def chars(lo, hi):
         return "".join(f"\\U{max(a, lo):08x}-\\U{min(b, hi):08x}" for a, b in ranges if b >= lo and a <= hi)
@@ -1283,7 +1288,8 @@ def gpt2_pretokenizer():
     in order: an English contraction (lower case only: "'S" is not one); an optional space
     and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
     and other symbols; white space up to the last one when a word follows (the word takes
-    it as its leading space); any other white space. Python's re has no \\p{L} (letters)
+    it as its leading space: "Hello   world" is cut as "Hello", "  ", " world"); any other
+    white space. Python's re has no \\p{L} (letters)
     or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
     Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
@@ -1349,6 +1355,159 @@ class Vocabulary(list):
             return text.encode("utf-8")
         byte_of = {ch: b for b, ch in enumerate(self.byte_char)}
         return bytes(byte_of[ch] for ch in text)
+
+
+# ---------------------------------------------------------------------------------------
+# IV.2 GPT-2's forward pass: the same model, with seven differences
+#
+# OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
+# parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
+# positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
+# to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
+# two only the layout and the size:
+#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm.
+#   2. GELU instead of ReLU in the MLP.
+#   3. A bias (a learned constant) added after every matrix.
+#   4. No norm right after the embeddings, but a final LayerNorm before the output.
+#   5. The output layer is wte itself (tied): no separate lm_head.
+#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall.
+#   7. 1,024 positions, so a prompt plus what it writes is at most 1,024 tokens.
+# Only inference here: the weights come trained from OpenAI, so there is no graph, just
+# plain floats and the key/value cache of Part I. (Part I's attention_head works on plain
+# floats through Part II's fast path, which is why --gpt2 refuses --plain.)
+#
+# The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
+# the header (each tensor's name, number type, shape and byte offsets), then the numbers
+# themselves, raw. Reading it runs no code, unlike a pickled PyTorch file; Part VI's
+# load_gpt2 checks every offset and shape before it reads a number. One twist: OpenAI's
+# matrices (its "Conv1D" layers) are stored [n_in][n_out], the transpose of Part I's
+# [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
+# rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
+# that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
+#
+# Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
+# them are in linear layers, each output one dot product of a weight row with x, so
+# dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
+# about twice as fast as sum(map(mul, row, x)); on PyPy, whose JIT compiles
+# sum(map(mul, row, x)) into a machine-code loop, that is already fast. scripts/bench_gpt2.py measures a token against the time of those dot products
+# alone (the README has the figures): everything else costs a few percent.
+# ---------------------------------------------------------------------------------------
+
+from array import array
+
+dot_product = getattr(math, "sumprod", None) or (lambda row, x: sum(map(mul, row, x)))
+
+
+@dataclass
+class GPT2Config:
+    """The shape of a GPT-2 model, from its config.json (Part VI reads it)."""
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    n_positions: int = 1024      # GPT-2 (7): the longest context, in tokens
+    vocab_size: int = 50257
+    n_inner: int = 3072          # the MLP's width, 4 * n_embd
+    eps: float = 1e-5            # LayerNorm's guard against dividing by zero
+
+
+def layer_norm(x, gain, bias, eps):
+    """GPT-2 (1): LayerNorm. Like rmsnorm(), but it subtracts the mean first, so x is
+    centred as well as scaled, and then each number gets its own learned gain and bias:
+    (x - mean) / sqrt(variance + eps) * gain + bias.   [n] -> [n]"""
+    mu = sum(x) / len(x)
+    centred = [xi - mu for xi in x]
+    scale = (dot_product(centred, centred) / len(x) + eps) ** -0.5
+    return [c * scale * g + b for c, g, b in zip(centred, gain, bias)]
+
+
+def gelu(x):
+    """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
+    with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
+    of x * P(a standard normal is below x).   [n] -> [n]"""
+    c = math.sqrt(2 / math.pi)
+    return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
+
+
+def affine(x, w, b):
+    """GPT-2 (3): linear() plus a bias: y[i] = w[i] . x + b[i].   x: [n_in], w: [n_out][n_in] -> [n_out]"""
+    return [dot_product(row, x) + bi for row, bi in zip(w, b)]
+
+
+def causal_self_attention(q, keys, values, n_head, attention_log=None):
+    """Part I's attention, unchanged: each head attends over its slice of the cached keys
+    and values (this position and the earlier ones), and the heads' outputs are joined.
+    q: [n_embd], keys, values: [pos+1][n_embd] -> [n_embd]"""
+    hd = len(q) // n_head
+    out = []
+    for h in range(n_head):
+        sl = slice(h * hd, (h + 1) * hd)
+        ks, vs = [k[sl] for k in keys], [v[sl] for v in values]
+        out.extend(attention_head(q[sl], ks, vs))
+        if attention_log is not None:
+            attention_log.append(attention_weights(q[sl], ks))
+    return out
+
+
+def gpt2(token, pos, keys, values, w, config, attention_log=None):
+    """GPT-2's logits after reading `token` at position `pos`: gpt() with the seven changes.
+    w: name -> weights, named as in OpenAI's files (Part VI's load_gpt2 makes it), each
+    matrix as [n_out][n_in] rows. keys, values: the cache, as for gpt().   -> [vocab_size]"""
+    e, eps = config.n_embd, config.eps
+    # GPT-2 (4): the embeddings' sum goes into the blocks without a norm.
+    x = [t + p for t, p in zip(w["wte.weight"][token], w["wpe.weight"][pos])]   # [n_embd]
+    for i in range(config.n_layer):
+        L = f"h.{i}."
+        # Attention block, as in gpt(): norm, attend, project, add back to the residual.
+        a = layer_norm(x, w[L + "ln_1.weight"], w[L + "ln_1.bias"], eps)
+        # GPT-2 (6): one matrix makes q, k and v at once, side by side.
+        qkv = affine(a, w[L + "attn.c_attn.weight"], w[L + "attn.c_attn.bias"])   # [3 * n_embd]
+        keys[i].append(qkv[e:2 * e])
+        values[i].append(qkv[2 * e:])
+        a = causal_self_attention(qkv[:e], keys[i], values[i], config.n_head, attention_log)
+        x = [xi + yi for xi, yi in zip(x, affine(a, w[L + "attn.c_proj.weight"], w[L + "attn.c_proj.bias"]))]
+        # MLP block, as in gpt(): norm, widen to n_inner, GELU, narrow, add back.
+        m = layer_norm(x, w[L + "ln_2.weight"], w[L + "ln_2.bias"], eps)
+        m = gelu(affine(m, w[L + "mlp.c_fc.weight"], w[L + "mlp.c_fc.bias"]))      # [n_inner]
+        x = [xi + yi for xi, yi in zip(x, affine(m, w[L + "mlp.c_proj.weight"], w[L + "mlp.c_proj.bias"]))]
+    # GPT-2 (4) again: a last LayerNorm; and (5): the scores are x's dot product with every
+    # token's embedding, so a token scores high when x looks like its vector.
+    x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+    return [dot_product(row, x) for row in w["wte.weight"]]                  # [vocab_size]
+
+
+def next_token(logits, temperature, top_k, rng):
+    """The next token: the likeliest at temperature 0 (greedy: the same text every time);
+    otherwise drawn as sample_token() draws, from the top_k likeliest only if top_k is set
+    (so a long tail of unlikely tokens cannot, between them, be drawn now and then)."""
+    if temperature == 0:
+        return max(range(len(logits)), key=logits.__getitem__)
+    ids = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:top_k] if top_k else range(len(logits))
+    return ids[sample_token([logits[i] for i in ids], temperature, rng)]
+
+
+def generate(prompt_ids, length, w, config, temperature, top_k, rng):
+    """Read the prompt, then write `length` tokens, yielding each as soon as it is chosen.
+    The prompt must hold at least one token: with none, the command line starts GPT-2 from
+    <|endoftext|>, as Part I starts from BOS. It also refuses a prompt plus length beyond
+    the 1,024 positions (GPT-2 (7))."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    tokens = list(prompt_ids)
+    for pos in range(len(tokens) + length - 1):
+        logits = gpt2(tokens[pos], pos, keys, values, w, config)
+        if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
+            tokens.append(next_token(logits, temperature, top_k, rng))
+            yield tokens[-1]
+
+
+def gpt2_explain(tokens, w, config):
+    """explain() for GPT-2: per position, the next-token probabilities and each head's
+    attention weights (layer by layer, head by head)."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    rows = []
+    for pos, t in enumerate(tokens):
+        log = []
+        rows.append((softmax(gpt2(t, pos, keys, values, w, config, log)), log))
+    return rows
 
 
 # =======================================================================================
@@ -1454,11 +1613,15 @@ def evaluation_requests(held_out, count, rng):
 # and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
 # from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
 # writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
-# is <|assistant|>. GPT-2's position embeddings, like ours, name absolute positions, and a
-# model of 10,000 parameters learns "copy what is 5 back" in a few hundred steps. Without
-# the slots (and with answers of any length) the distance depends on the length of X, and
-# the same model fine-tuned on 2,000 conversations passed 21% and 0% of the held-out
-# requests, instead of 92% and 70%.
+# is <|assistant|>. Why a fixed distance helps: a position embedding (wpe) names an
+# absolute position, so "the letter 5 back" is one fixed thing to learn at every position,
+# while "the letter just after the request, wherever it ended" is a different thing for
+# each length of X. With the slots, a small model learns to copy in a few hundred steps.
+# Without them, a 2-layer model fine-tuned on 2,000 conversations passed 21% and 0% of
+# the held-out requests (starting with, ending with); with them, the same model and data
+# passed 92% and 70% (an experiment made while designing this part; the command line's
+# pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
+# with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
 # Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
 #
 #     a name starting with em -> emma
@@ -1616,6 +1779,9 @@ def sft_answers(names, requests, config):
         for kind in TASKS:
             for k in (1, 2, 3):
                 x = affix(name, kind, k)
+                # The whole conversation must fit the context: <|user|>, the request's
+                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens
+                # for len(name) + 8 predictions: names of at most 8 letters at block_size 16.
                 if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
                     found[kind].append((x, name))
@@ -1687,8 +1853,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 # its better answers and away from its worse ones. No example answer is needed, only the
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
-# show. This is GRPO (Group Relative Policy Optimisation; nanochat uses a simpler variant
-# on maths problems): the advantage of an answer is its reward minus the group's mean,
+# show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
+# on maths problems, in its simplest form (no clipping of the update, no KL penalty): the advantage of an answer is its reward minus the group's mean,
 # divided by the group's spread, so that only how an answer compares with its siblings
 # counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
 #
@@ -1724,6 +1890,8 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
+    # -log p(answer) is the sum of the answer's token losses, written mean * count so that
+    # it is one fused node (Part II's fast_mean) rather than a chain of additions.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
@@ -1748,7 +1916,8 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # V.5 Evaluation
 #
 # After every stage: the share of held-out requests (V.1) answered correctly, per kind,
-# sampled at the chat's own temperature, so that it measures the assistant people talk to.
+# sampled at the chat's own temperature (0.5, as for names), so that it measures the
+# assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
 # card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
 # 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
@@ -2513,12 +2682,13 @@ def checked_vocabulary(chars, merges, bad):
 def run_tokenize(args):
     """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
     if args.gpt2 is None:
-        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+        raise BadInput("--tokenize FILE needs --gpt2 DIR|NAME (a folder with GPT-2's vocab.json and merges.txt, "
+                       "or a model's name)")
     if args.tokenize is None:
         raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
         raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
-    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    tokenizer = read_gpt2_tokenizer(gpt2_folder(args.gpt2, ("vocab.json", "merges.txt")))
     text = read_text_as_is(args.tokenize)
     if len(text) > 2**23:
         print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
@@ -2538,6 +2708,16 @@ def default_data_path():
         if not os.path.exists(here) and os.path.exists(installed):
             return installed
     return here
+
+
+def shown_path(path):
+    """A path as the user would type it: relative to the current folder when the file is
+    below it (names.txt, not the full path of the clone), otherwise as given."""
+    try:
+        relative = os.path.relpath(os.path.abspath(path))
+    except ValueError:                 # Windows: another drive has no relative path
+        return path
+    return path if relative.startswith(os.pardir) else relative
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -2623,7 +2803,8 @@ def make_parser():
                    f"higher is wilder; 0 always takes the likeliest token (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
-    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
+    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length}); "
+                   "tokens to write with --gpt2 (default 40)")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary, mode and "
@@ -2646,12 +2827,16 @@ def make_parser():
     p.add_argument("--chat", action="store_true", help="train an assistant (pretraining, fine-tuning, "
                    "reinforcement learning: Part V), print its report card and chat with it in the terminal; "
                    "with --load of a chat model, only chat (one request per line of standard input)")
+    # GPT-2 (Part IV): --gpt2 runs OpenAI's model; --prompt, --length, --temperature, --explain
+    # and --report apply to it too.
+    p.add_argument("--gpt2", metavar="DIR|NAME", help="run GPT-2 from a folder (config.json, vocab.json, merges.txt, "
+                   "model.safetensors), or download one by name: " + ", ".join(HUB_MODELS))
+    p.add_argument("--top-k", type=count_arg, metavar="K", help="GPT-2: draw only from the K likeliest tokens")
+    p.add_argument("--ids", action="store_true", help="GPT-2: print the written token ids, not the text")
     # Tokens bigger than letters (Part IV, IV.1)
     p.add_argument("--bpe", type=count_arg, default=0, metavar="N", help="learn N byte-pair merges from the "
                    "training text and train on those tokens of several characters instead of single "
                    "characters (default 0: characters)")
-    p.add_argument("--gpt2", metavar="DIR", help="a folder with GPT-2's files, laid out as in Hugging Face's "
-                   "gpt2 repository (vocab.json and merges.txt for --tokenize)")
     p.add_argument("--tokenize", metavar="FILE", help="with --gpt2: print the GPT-2 token ids of FILE's text, "
                    "space-separated, on one line (the text <|endoftext|> is encoded as ordinary text)")
     return p
@@ -2991,7 +3176,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
         unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
-        print(f"data: {plural(len(text), 'character')} from {path}; training on {len(train_tokens):,}{unit}, "
+        print(f"data: {plural(len(text), 'character')} from {shown_path(path)}; training on {len(train_tokens):,}{unit}, "
               + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     # Before the text is split (every line at most a document), and again with the longest one.
@@ -3006,7 +3191,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
     if bpe:     # learned from the training documents only, one at a time
         chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
-    print(f"data: {plural(len(docs), 'document')} from {path}; training on {len(train_docs):,}, "
+    print(f"data: {plural(len(docs), 'document')} from {shown_path(path)}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"), flush=True)
     progress = Progress(f"encoding {path}", len(train_docs), "documents")
     return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
@@ -3303,8 +3488,12 @@ def run(args, stop=None):
     stop = stop or StopSignals()
     if args.chat:
         return run_chat(args, stop)          # Part V's assistant (and Part VI's "The assistant")
-    if args.gpt2 is not None or args.tokenize is not None:    # GPT-2's tokenizer (Part IV)
+    if args.tokenize is not None:           # GPT-2's tokenizer (Part IV)
         return run_tokenize(args)
+    if args.gpt2 is not None:               # GPT-2 itself (Part IV)
+        return run_gpt2(args)
+    if args.top_k is not None or args.ids:
+        raise BadInput("--top-k and --ids apply to GPT-2 (--gpt2)")
     if args.bpe < 0:
         raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
@@ -3832,6 +4021,470 @@ def run_chat(args, stop):
         if args.report:
             write_chat_report(args.report, card, plan, config, chat_chars, params)
     terminal_chat(inference_weights(params), config, chat_chars, config.seed, config.temperature)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# GPT-2: its files, its download, its command line
+#
+# A GPT-2 is a folder of four files, as the Hugging Face hub serves them: config.json (the
+# shape), vocab.json and merges.txt (the tokenizer, Part IV) and model.safetensors (the
+# weights). safetensors is a simple format: 8 bytes giving the length of a JSON header,
+# the header (each tensor's dtype, shape and byte offsets), then the raw numbers. Reading it
+# runs no code, unlike a pytorch_model.bin, which is a pickle: loading one can run
+# anything its author wrote, so we refuse it. Everything in the header is checked before a
+# byte of data is trusted.
+# ---------------------------------------------------------------------------------------
+
+import codecs
+import hashlib
+import http.client
+import shutil
+import struct
+import urllib.error
+import urllib.request
+
+SAFETENSORS_DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1}      # bytes per number; we compute with the first three
+GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")    # both names of GPT-2's tanh GELU
+
+
+def read_gpt2_config(folder):
+    """GPT2Config from folder/config.json, or BadInput saying what is wrong with it."""
+    path = os.path.join(folder, "config.json")
+    try:
+        raw = json.loads(read_data_file(path, "config.json"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{path} is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path} is not a JSON object")
+    if raw.get("model_type") != "gpt2":
+        raise BadInput(f"{path}: model_type {raw.get('model_type')!r} is not supported; microgpt runs GPT-2 ('gpt2')")
+    activation = raw.get("activation_function", "gelu_new")
+    if activation not in GPT2_ACTIVATIONS:
+        raise BadInput(f"{path}: activation_function {activation!r} is not supported (GPT-2's is 'gelu_new')")
+    if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("scale_attn_weights") is False:
+        raise BadInput(f"{path}: attention scaled otherwise than by 1 / sqrt(head size) is not supported")
+    n_embd = raw.get("n_embd", 768)
+    values = {"n_layer": raw.get("n_layer", 12), "n_embd": n_embd, "n_head": raw.get("n_head", 12),
+              "n_positions": raw.get("n_positions", 1024), "vocab_size": raw.get("vocab_size", 50257),
+              "n_inner": raw.get("n_inner") or (4 * n_embd if type(n_embd) is int else None)}
+    for key, value in values.items():
+        if type(value) is not int or not 1 <= value <= LARGEST_COUNT:
+            raise BadInput(f"{path}: {key} must be a positive whole number, not {value!r}")
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    if type(eps) not in (int, float) or not 0 < eps < 1:
+        raise BadInput(f"{path}: layer_norm_epsilon must be a small positive number, not {eps!r}")
+    if n_embd % values["n_head"]:
+        raise BadInput(f"{path}: n_embd {n_embd} is not divisible by n_head {values['n_head']}")
+    return GPT2Config(eps=float(eps), **values)
+
+
+def gpt2_shapes(config):
+    """Name -> shape of every tensor a GPT-2 of this config needs, as its file stores them.
+    GPT-2's linear layers are "Conv1D"s, which store a matrix as [n_in][n_out]: the
+    transpose of our rows."""
+    e, inner = config.n_embd, config.n_inner
+    shapes = {"wte.weight": [config.vocab_size, e], "wpe.weight": [config.n_positions, e],
+              "ln_f.weight": [e], "ln_f.bias": [e]}
+    for i in range(config.n_layer):
+        for name, shape in (("ln_1.weight", [e]), ("ln_1.bias", [e]), ("attn.c_attn.weight", [e, 3 * e]),
+                            ("attn.c_attn.bias", [3 * e]), ("attn.c_proj.weight", [e, e]), ("attn.c_proj.bias", [e]),
+                            ("ln_2.weight", [e]), ("ln_2.bias", [e]), ("mlp.c_fc.weight", [e, inner]),
+                            ("mlp.c_fc.bias", [inner]), ("mlp.c_proj.weight", [inner, e]), ("mlp.c_proj.bias", [e])):
+            shapes[f"h.{i}.{name}"] = shape
+    return shapes
+
+
+def gpt2_memory(config):
+    """(parameters, bytes) of a loaded GPT-2: 4 bytes per parameter, about 100 per row
+    (each row is one array object), 100 MB for the reading and the interpreter."""
+    n_params = sum(math.prod(shape) for shape in gpt2_shapes(config).values())
+    rows = config.vocab_size + config.n_positions + config.n_layer * (4 * config.n_embd + config.n_inner)
+    return n_params, 4 * n_params + 100 * rows + 100 * 2**20
+
+
+def read_safetensors_header(path):
+    """name -> (dtype, shape, start, end): each tensor's bytes as absolute offsets into the
+    file, every one checked: inside the file, no two overlapping, and as long as its shape
+    and dtype say. BadInput for anything else."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            if n is None or n > size - 8:
+                raise BadInput(f"{path} is not a safetensors file: its header would be longer than the file")
+            if n > MAX_FILE_BYTES:
+                raise BadInput(f"{path}: a header of {n:,} bytes is more than a safetensors file has")
+            raw = f.read(n)
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadInput(f"{path} is not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise BadInput(f"{path} is not a safetensors file: its header is not a JSON object")
+    start, data_bytes, tensors = 8 + n, size - 8 - n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        info = info if isinstance(info, dict) else {}
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise BadInput(f"{path}: tensor {name} has an unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and 0 <= d <= LARGEST_COUNT for d in shape)):
+            raise BadInput(f"{path}: tensor {name} has no valid shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            raise BadInput(f"{path}: tensor {name}'s offsets {offsets} are outside the file's {data_bytes:,} "
+                           "bytes of data (is the file truncated?)")
+        if math.prod(shape) * SAFETENSORS_DTYPES[dtype] != offsets[1] - offsets[0]:
+            raise BadInput(f"{path}: tensor {name} has {offsets[1] - offsets[0]:,} bytes, but its shape "
+                           f"{shape} of {dtype} needs {math.prod(shape) * SAFETENSORS_DTYPES[dtype]:,}")
+        tensors[name] = (dtype, shape, start + offsets[0], start + offsets[1])
+    spans = sorted((begin, end, name) for name, (_, _, begin, end) in tensors.items() if end > begin)
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise BadInput(f"{path}: tensors {a} and {b} overlap in the file")
+    return tensors
+
+
+def read_floats(f, dtype, count):
+    """The next `count` numbers of a file as float32: F32 as they are, F16 through struct
+    (its 'e' format), BF16 (the top two bytes of a float32) by putting two zero bytes under
+    each."""
+    data = f.read(count * SAFETENSORS_DTYPES[dtype])
+    out = array("f")
+    if dtype == "F16":
+        out.fromlist(list(struct.unpack(f"<{count}e", data)))
+        return out
+    if dtype == "BF16":
+        wide = bytearray(4 * count)
+        wide[2::4], wide[3::4] = data[0::2], data[1::2]
+        data = bytes(wide)
+    out.frombytes(data)
+    if sys.byteorder == "big":            # the file is little-endian
+        out.byteswap()
+    return out
+
+
+def gpt2_tensors(path, config):
+    """read_safetensors_header(), with each tensor a GPT-2 of this config needs checked:
+    there, of the right shape, and of a float dtype. Names lose a "transformer." prefix."""
+    tensors = read_safetensors_header(path)
+    tensors.update({name[len("transformer."):]: t for name, t in tensors.items() if name.startswith("transformer.")})
+    for name, shape in gpt2_shapes(config).items():
+        if name not in tensors:
+            raise BadInput(f"{path} has no tensor {name}, which GPT-2 with this config.json needs")
+        if tensors[name][1] != shape:
+            raise BadInput(f"{path}: tensor {name} has shape {tensors[name][1]}; config.json says {shape}")
+        if tensors[name][0] not in ("F32", "F16", "BF16"):
+            raise BadInput(f"{path}: tensor {name} is {tensors[name][0]}; microgpt reads F32, F16 and BF16 weights")
+    return tensors
+
+
+def load_gpt2(path, config):
+    """The weights of model.safetensors as gpt2() wants them: name -> [rows] of array('f')
+    (a matrix) or one array('f') (a vector). Both layouts in use are read: the hub's
+    (bare names such as h.0.attn.c_attn.weight) and save_pretrained's (a "transformer."
+    prefix; its lm_head is wte again, tied, so we ignore it; the hub's h.N.attn.bias are
+    masks, not parameters: ignored too)."""
+    n_params, need = gpt2_memory(config)
+    tensors = gpt2_tensors(path, config)
+    if os.path.getsize(path) > 2**26:       # more than a second or so: say what is happening
+        print(f"loading {path}: {n_params:,} parameters (about {format_bytes(need)} in memory)", file=sys.stderr, flush=True)
+    w = {}
+    with open(path, "rb") as f:
+        for name, shape in gpt2_shapes(config).items():
+            dtype, _, begin, _ = tensors[name]
+            f.seek(begin)
+            # A million numbers at a time, so that reading needs little more memory than the weights.
+            cols, embedding = shape[-1], name in ("wte.weight", "wpe.weight")
+            per_read = cols * max(1, 2**20 // cols) if embedding else math.prod(shape)
+            w[name] = []
+            for done in range(0, math.prod(shape), per_read):
+                flat = read_floats(f, dtype, min(per_read, math.prod(shape) - done))
+                # A NaN or an infinity anywhere makes the sum one too (float32 values cannot
+                # overflow a sum of float64s), so one sum checks them all.
+                if not math.isfinite(sum(flat)):
+                    raise BadInput(f"{path}: tensor {name} holds NaN or infinite numbers")
+                if len(shape) == 1:
+                    w[name] = flat
+                elif embedding:                                  # already one row per token or position
+                    w[name].extend(flat[r:r + cols] for r in range(0, len(flat), cols))
+                else:                                            # Conv1D: row j of ours is column j of theirs
+                    w[name] = [flat[j::cols] for j in range(cols)]
+    return w
+
+
+# Downloading. Only when a model is asked for by name; a folder never touches the network.
+
+HUB_MODELS = {"gpt2": ("openai-community/gpt2", "548 MB"),     # the repository, and about how much to fetch
+              "gpt2-medium": ("openai-community/gpt2-medium", "1.5 GB"),
+              "gpt2-large": ("openai-community/gpt2-large", "3.3 GB"),
+              "gpt2-xl": ("openai-community/gpt2-xl", "6.4 GB"), "distilgpt2": ("distilbert/distilgpt2", "354 MB")}
+GPT2_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")
+
+
+def user_cache_dir():
+    """Where this platform keeps programs' caches: ~/.cache (or $XDG_CACHE_HOME) on Linux,
+    ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows; ours is microgpt inside it."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Local")
+    elif sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~"), "Library", "Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "microgpt")
+
+
+class KeepLinkedHeaders(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as usual, keeping two headers of each redirect: the hub sends a
+    large file from a storage server, and states its size and sha256 (X-Linked-Size,
+    X-Linked-Etag) only on the redirect that points there."""
+    def __init__(self):
+        self.linked = {}
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.linked.update({k: headers[k] for k in ("X-Linked-Size", "X-Linked-Etag") if headers.get(k)})
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def print_download_progress(name, done, total, started):
+    """One line on stderr, rewritten in place: how much, how fast, how long still."""
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    left = f", {(total - done) / rate:.0f} s left" if total and rate else ""
+    shown = f"{done / total:6.1%} of {format_bytes(total)}" if total else format_bytes(done)
+    print(f"\r  {name}: {shown}, {format_bytes(rate)}/s{left}   ", end="", file=sys.stderr, flush=True)
+
+
+def download(url, dest):
+    """Fetch url to dest. The bytes go to dest + ".part", which a later call resumes (an
+    HTTP Range request for the rest); dest appears, by an atomic rename, only once the file
+    is complete and its size and (where the server states it) sha256 are right. A damaged
+    file is deleted, not kept."""
+    part, name = dest + ".part", os.path.basename(dest)
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    redirects = KeepLinkedHeaders()
+    request = urllib.request.Request(url, headers={"User-Agent": "microgpt", "Accept-Encoding": "identity"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.build_opener(redirects).open(request, timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:          # nothing after what we have: the part is odd, start again
+            os.remove(part)
+            return download(url, dest)
+        raise BadInput(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise BadInput(f"cannot download {url}: {getattr(e, 'reason', None) or e}") from None
+    with response:
+        linked = dict(redirects.linked, **{k: response.headers[k] for k in ("X-Linked-Size", "X-Linked-Etag")
+                                           if response.headers.get(k)})
+        if response.status != 206:          # the server sends the whole file: start again
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = int(linked.get("X-Linked-Size") or (int(length) + have if length else 0))
+        sha256 = linked.get("X-Linked-Etag", "").strip('"').lower()
+        sha256 = sha256 if len(sha256) == 64 else None          # a small file's ETag is no sha256
+        digest = hashlib.sha256()
+        if have:
+            print(f"  {name}: resuming after {format_bytes(have)}", file=sys.stderr)
+            with open(part, "rb") as f:
+                for chunk in iter(lambda: f.read(2**20), b""):
+                    digest.update(chunk)
+        if total > have and shutil.disk_usage(os.path.dirname(dest)).free < total - have:
+            raise BadInput(f"not enough disk space for {name} ({format_bytes(total)}) in {os.path.dirname(dest)}")
+        done, started, said = have, time.perf_counter(), 0.0
+        every = 0.5 if sys.stderr.isatty() else 10      # seconds between progress lines; fewer in a log
+        try:
+            with open(part, "ab" if have else "wb") as f:
+                for chunk in iter(lambda: response.read(2**20), b""):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if time.perf_counter() - said > every:
+                        print_download_progress(name, done, total, started)
+                        said = time.perf_counter()
+        except (OSError, http.client.HTTPException) as e:
+            print(file=sys.stderr)
+            raise BadInput(f"the download of {name} stopped after {format_bytes(done)} ({e.__class__.__name__}); "
+                           "run the same command again to resume it") from None
+    print_download_progress(name, done, total, started)
+    print(file=sys.stderr)
+    if total and done < total:          # the connection ended early, without an error
+        raise BadInput(f"the download of {name} stopped after {format_bytes(done)} of {format_bytes(total)}; "
+                       "run the same command again to resume it")
+    if (total and done != total) or (sha256 and digest.hexdigest() != sha256):
+        os.remove(part)
+        what = f"{done:,} bytes instead of {total:,}" if total and done != total else "its sha256 is wrong"
+        raise BadInput(f"the download of {name} is damaged ({what}); it was deleted: run the command again")
+    os.replace(part, dest)
+
+
+def gpt2_folder(name_or_folder, files=GPT2_FILES):
+    """The folder of a GPT-2 model: a folder as given, or, for a model's name, its folder in
+    the cache, with whatever of `files` is missing downloaded first (--tokenize needs only
+    the tokenizer's two files, not the 500 MB of weights)."""
+    if os.path.isdir(name_or_folder):
+        return name_or_folder
+    if name_or_folder not in HUB_MODELS:
+        raise BadInput(f"--gpt2 {name_or_folder}: no such folder, nor a model to download ("
+                       + ", ".join(HUB_MODELS) + ")")
+    folder = os.path.join(user_cache_dir(), name_or_folder)
+    missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
+    if missing:
+        # MICROGPT_HUB_URL points elsewhere: a mirror, or the tests' local server.
+        base = os.environ.get("MICROGPT_HUB_URL", "https://huggingface.co").rstrip("/")
+        repo, size = HUB_MODELS[name_or_folder]
+        if "model.safetensors" not in missing:
+            size = "under 2 MB"
+        print(f"downloading {name_or_folder} (about {size}) from {base}/{repo} into {folder}", file=sys.stderr,
+              flush=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise BadInput(f"cannot make the cache folder {folder}: {e.strerror or e}") from None
+        for filename in missing:
+            download(f"{base}/{repo}/resolve/main/{filename}", os.path.join(folder, filename))
+            if filename == "config.json":         # before the big file: will the model fit at all?
+                check_gpt2_memory(read_gpt2_config(folder))
+    return folder
+
+
+def check_gpt2_memory(config):
+    """Refuse, up front and with the estimate, a GPT-2 that cannot fit in memory."""
+    n_params, need = gpt2_memory(config)
+    limit = memory_limit()
+    if limit is not None and need > limit:
+        raise BadInput(f"this GPT-2 would need about {format_bytes(need)} of memory ({n_params:,} parameters "
+                       f"as 4-byte floats), more than the {format_bytes(limit)} there is")
+    return n_params, need
+
+
+# The command line for GPT-2: --gpt2 DIR|NAME with --prompt, --length, --temperature,
+# --top-k, --ids, --explain and --report.
+
+def gpt2_token_label(tok, token):
+    """A token as it reads, in quotes so that its spaces show: ' the', '\\n'; a token that
+    is part of a character, as its bytes: b'\\xe2\\x80'."""
+    try:
+        return repr(tok.decode_bytes([token]).decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(tok.decode_bytes([token]))
+
+
+def encode_for_gpt2(what, text, tok, config, room=0):
+    """tok.encode(text), refused if it leaves fewer than `room` of the model's positions free."""
+    ids = tok.encode(text)
+    if len(ids) + room > config.n_positions:
+        raise BadInput(f"{what} is {len(ids)} tokens" + (f", plus --length {room}," if room else "")
+                       + f" more than GPT-2's context of {config.n_positions} tokens")
+    return ids
+
+
+def print_gpt2_text(prompt_ids, show_prompt, length, w, config, tok, args):
+    """Write `length` tokens after the prompt, each printed as soon as it is chosen (as text,
+    or with --ids as ids), and the time per token on stderr. Bytes are decoded as a
+    stream, so a character split over two tokens is printed whole, when its last byte comes."""
+    rng = random.Random(args.seed)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    if show_prompt and not args.ids:
+        print(decoder.decode(tok.decode_bytes(prompt_ids)), end="", flush=True)
+    print(f"reading the prompt ({len(prompt_ids)} tokens), then writing {length}", file=sys.stderr, flush=True)
+    times, started = [], time.perf_counter()
+    for i, token in enumerate(generate(prompt_ids, length, w, config, args.temperature, args.top_k, rng)):
+        times.append(time.perf_counter())
+        print(f"{' ' if i else ''}{token}" if args.ids else decoder.decode(tok.decode_bytes([token])), end="", flush=True)
+        if output_lost():
+            return
+    print(decoder.decode(b"", final=True) if not args.ids else "", flush=True)
+    steps = [b - a for a, b in zip(times, times[1:])]
+    each = f"; then {sorted(steps)[len(steps) // 2]:.2f} s per token (median of {len(steps)})" if steps else ""
+    print(f"prompt and first token: {times[0] - started:.1f} s{each}", file=sys.stderr)
+
+
+def print_gpt2_explanation(tokens, rows, tok):
+    """--explain for GPT-2: at each position, the token read, the five likeliest next tokens
+    with their probabilities, and the probability the model gave the token that came next."""
+    labels = [gpt2_token_label(tok, t) for t in tokens]
+    width = max(12, max(len(label) for label in labels))
+    print(f"{'pos':>3}  {'token':<{width}} {'top 5 next-token predictions':<75} next token's p")
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]
+        guesses = "  ".join(f"{gpt2_token_label(tok, t)} {probs[t]:.2f}" for t in top)
+        nxt = f"{labels[pos + 1]} {probs[tokens[pos + 1]]:.3f}" if pos + 1 < len(tokens) else ""
+        print(f"{pos:>3}  {labels[pos]:<{width}} {guesses:<75} {nxt}")
+
+
+def run_gpt2(args):
+    """--gpt2: load (or first download) a GPT-2, then write after --prompt, --explain a text,
+    or draw --report. Returns the exit code."""
+    for_names = [flag for flag, value in (
+        ("--input", args.input), ("--stream", args.stream), ("--steps", args.steps), ("--load", args.load),
+        ("--save", args.save), ("--chain", args.chain), ("--batch", args.batch), ("--lr", args.lr),
+        ("--n-layer", args.n_layer), ("--n-embd", args.n_embd), ("--n-head", args.n_head),
+        ("--block-size", args.block_size), ("--num-samples", args.num_samples), ("--plain", args.plain),
+        ("--bpe", args.bpe)) if value not in (None, False)]
+    if for_names:
+        raise BadInput(f"{', '.join(for_names)}: only for microgpt's own models, not with --gpt2")
+    if args.temperature is None:
+        args.temperature = Config().temperature          # the same default as for names
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (greedy) or a positive number, not {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise BadInput(f"--top-k must be at least 1, not {args.top_k}")
+    length = 40 if args.length is None else args.length
+    if length < 1:
+        raise BadInput(f"--length must be at least 1, not {length}")
+    if args.explain == "":
+        raise BadInput("--explain needs a text to explain, not an empty string")
+    if args.report and not (args.explain or args.prompt):
+        raise BadInput("--report with --gpt2 draws what GPT-2 makes of a text: give it --explain TEXT or --prompt TEXT")
+    if args.report:
+        check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+    folder = gpt2_folder(args.gpt2)
+    weights_path = os.path.join(folder, "model.safetensors")
+    if not os.path.exists(weights_path) and os.path.exists(os.path.join(folder, "pytorch_model.bin")):
+        raise BadInput(f"{folder} has pytorch_model.bin but no model.safetensors: microgpt reads only "
+                       "safetensors, because loading a .bin (a pickle) can run any code its author put in it")
+    if not os.path.isfile(weights_path):
+        raise BadInput(f"{folder} has no model.safetensors")
+    config = read_gpt2_config(folder)
+    n_params, need = check_gpt2_memory(config)
+    tok = read_gpt2_tokenizer(folder)
+    if len(tok) != config.vocab_size:
+        raise BadInput(f"{folder}: vocab.json has {len(tok):,} tokens, but config.json's vocab_size is "
+                       f"{config.vocab_size:,}: they do not belong together")
+    gpt2_tensors(weights_path, config)     # a damaged file is refused now, not after the prompt is read
+    generating = args.prompt is not None or (args.explain is None and not args.report)
+    prompt_ids = encode_for_gpt2("--prompt", args.prompt or "", tok, config, length if generating else 0)
+    if not prompt_ids and generating:     # no prompt: start from <|endoftext|>, as after a document
+        if GPT2_EOT >= config.vocab_size:
+            raise BadInput("this model has no <|endoftext|> token to start from: give a --prompt")
+        prompt_ids = [GPT2_EOT]
+    inspected = encode_for_gpt2("--explain", args.explain, tok, config) if args.explain else prompt_ids
+    started = time.perf_counter()
+    w = load_gpt2(weights_path, config)
+    if time.perf_counter() - started > 1:
+        print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    if args.explain is not None or args.report:
+        if n_params > 10**7:                 # seconds per token: say what the wait is for
+            print(f"reading the {len(inspected)} tokens to look inside", file=sys.stderr, flush=True)
+        rows = gpt2_explain(inspected, w, config)
+        if args.explain is not None:
+            print_gpt2_explanation(inspected, rows, tok)
+        if args.report:
+            try:
+                check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")   # again
+                write_atomically(args.report, gpt2_report_page(args.gpt2, config, n_params, inspected, rows, tok))
+            except OSError as e:
+                raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
+            print(f"wrote {args.report}", file=sys.stderr)
+    if generating:
+        print_gpt2_text(prompt_ids, bool(args.prompt), length, w, config, tok, args)
     return 0
 
 
@@ -4917,6 +5570,55 @@ def is_microgpt_report(path):
             return REPORT_MARK in f.read(4096)
     except OSError:
         return False
+
+
+def gpt2_prediction_table(tokens, rows, labels):
+    """Per position: the token read, the probability GPT-2 gave the token that came next,
+    and its five likeliest guesses, each on the colour of its probability (as the samples
+    of the names' page are shaded). A table rather than prediction_bars(), whose columns
+    are cut for single characters: GPT-2's tokens are whole words."""
+    def cell(t, p, true=False):
+        colour = probability_shade(p)
+        return (f'<td class="mono" style="background:{colour};color:{ink_on(colour)};white-space:nowrap">'
+                f'{"<b>" * true}{escape(labels[t])} {p:.3f}{"</b>" * true}</td>')
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    out = ['<p class="note">At each position: the probability GPT-2 gave the token that came next, and its '
+           'five likeliest guesses, each on the colour of its probability (a log scale: dark for a surprise).</p>',
+           svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks), "colour legend", 1),
+           '<table><tr><th>pos</th><th>reads</th><th>the true next token</th>'
+           '<th colspan="5">the five likeliest guesses</th></tr>']
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]
+        nxt = cell(tokens[pos + 1], probs[tokens[pos + 1]], True) if pos + 1 < len(tokens) else "<td></td>"
+        out.append(f'<tr><td>{pos}</td><td class="mono">{escape(labels[tokens[pos]])}</td>{nxt}'
+                   + "".join(cell(t, probs[t]) for t in top) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def gpt2_report_page(model, config, n_params, tokens, rows, tok):
+    """--report for GPT-2: a page with what it predicts at each position of a text and where
+    each of its attention heads looks (no loss curve: it was not trained here)."""
+    labels = {t: gpt2_token_label(tok, t) for probs, _ in rows
+              for t in [*tokens, *sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]]}
+    text = tok.decode_bytes(tokens).decode("utf-8", errors="replace")
+    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+           f'<title>microgpt: GPT-2 {escape(model)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
+           f'<h1>Inside GPT-2 ({escape(model)})</h1>',
+           f'<p>{n_params:,} parameters, {config.n_layer} layers of {config.n_head} heads, n_embd '
+           f'{config.n_embd}. The text, {len(tokens)} tokens: <span class="mono">{escape(text)}</span></p>',
+           "<h2>Predictions</h2>", gpt2_prediction_table(tokens, rows, labels),
+           '<h2>Attention</h2>\n<p class="note">For each layer and head: a row is a position reading, its '
+           'cells the positions it attends to, itself included (later ones are blank: it cannot see them).</p>']
+    names = [f"{p} {labels[t]}" for p, t in enumerate(tokens)]
+    for i in range(config.n_layer):
+        out.append(f'<h3>layer {i}</h3><div class="figures">')
+        for h in range(config.n_head):
+            matrix = [log[i * config.n_head + h] + [None] * (len(tokens) - pos - 1) for pos, (_, log) in enumerate(rows)]
+            out.append(heat_map(matrix, names, [labels[t] for t in tokens], VIRIDIS, 0, 1, "looks at",
+                                "position reading", "attention weight", f"layer {i} head {h}"))
+        out.append("</div>")
+    return "\n".join(out) + "\n</body>\n</html>\n"
 
 
 if __name__ == "__main__":
