@@ -84,12 +84,23 @@ def write_model(folder, prefix="", seed=0, dtype="F32", config_changes=None, ten
     config.update(config_changes or {})
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f)
-    tensors = tiny_tensors(dict(TINY, vocab_size=config["vocab_size"]), random.Random(seed), prefix)
+    tensors = random_tensors(config["vocab_size"], seed, prefix)
     if tensors_changes:
         tensors_changes(tensors)
     with open(os.path.join(folder, "model.safetensors"), "wb") as f:
         f.write(data if data is not None else safetensors_bytes(tensors, dtype))
     return config
+
+
+_drawn = {}     # (vocab_size, seed, prefix) -> tiny_tensors: the random draws are most of a model's cost
+
+
+def random_tensors(vocab_size, seed, prefix):
+    """tiny_tensors of TINY with vocab_size, drawn once per process; a copy that a test may change."""
+    key = (vocab_size, seed, prefix)
+    if key not in _drawn:
+        _drawn[key] = tiny_tensors(dict(TINY, vocab_size=vocab_size), random.Random(seed), prefix)
+    return {name: (list(shape), list(values)) for name, (shape, values) in _drawn[key].items()}
 
 
 def our_logits(folder, ids):
