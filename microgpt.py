@@ -3746,6 +3746,7 @@ class ChatPlan:
     sft_steps: int = 1000
     sft_batch: int = 2            # conversations per step
     sft_lr: float = 0.02
+    sft_val: int = 200            # held-out conversations for SFT's validation loss
     rl_steps: int = 100
     rl_requests: int = 4          # requests per RL step
     rl_group: int = 8             # answers per request
@@ -3882,7 +3883,7 @@ def sft_stage(card, plan, stop, config, chat_chars, params, names, train_request
                       "answer loss", stop)
     val_rng = random.Random(seed + 14)
     held_out_answers = sft_answers(names, held_out, config)
-    val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(200)] if all(
+    val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(plan.sft_val)] if all(
         held_out_answers.values()) else []
     weights, val_loss = inference_weights(params), None
     if val:

@@ -26,7 +26,7 @@ import unittest
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 TINY = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=16)
 TINY_PLAN = dict(n_layer=1, n_embd=8, n_head=2, block_size=16, pretrain_steps=20, sft_steps=6, sft_batch=2,
-                 rl_steps=2, rl_requests=2, rl_group=4, eval_requests=6)
+                 sft_val=20, rl_steps=2, rl_requests=2, rl_group=4, eval_requests=6)
 
 
 def tiny_chat_model(seed=0, config=TINY):
