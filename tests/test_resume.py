@@ -180,7 +180,7 @@ class FineTuning(unittest.TestCase):
     def setUpClass(cls):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.tmp = cls._tmp.name
-        write_text(cls.tmp, "names.txt", "\n".join(names(400)) + "\n")
+        write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
         cls.base = run_main(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "40",
                                    "--save", "base.json"], cls.tmp)
         with open(os.path.join(cls.tmp, "base.json"), "rb") as f:
