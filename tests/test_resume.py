@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import unittest
-from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 from tests.support import MICROGPT_PATH, REPO, assert_ok, assert_refused, microgpt, run_cli, run_main, write_text
 
@@ -45,12 +45,15 @@ def step_of(line):
 
 
 def run_all(commands):
-    """Command lines (args, cwd) or (args, cwd, env): those with an env (the ones a signal
-    stops) each in a new process, side by side; the others in this process (run_main)."""
-    real = [c for c in commands if len(c) > 2]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        done = dict(zip(map(id, real), pool.map(lambda c: run_cli(*c), real)))
-    return [done[id(c)] if len(c) > 2 else run_main(*c) for c in commands]
+    """Command lines (args, cwd) or (args, cwd, env), each in this process (run_main), one
+    after another; env (MICROGPT_STOP_AFTER_STEP: the run sends itself a real SIGINT after
+    that step, which main()'s handler catches) is set for that run only. A Ctrl-C from
+    outside, to a real process, is test_cli's CtrlCTest (and SignalAtARandomMoment, slow)."""
+    results = []
+    for args, cwd, *env in commands:
+        with mock.patch.dict(os.environ, env[0] if env else {}):
+            results.append(run_main(args, cwd))
+    return results
 
 
 def checkpoint(path):
@@ -277,8 +280,8 @@ class ResumeRefusals(unittest.TestCase):
     def test_resume_refuses_a_finished_run_changed_options_changed_data_and_damaged_state(self):
         with tempfile.TemporaryDirectory() as tmp:
             write_text(tmp, "names.txt", "\n".join(names(100)) + "\n")
-            stopped = run_cli(TINY + ["--input", "names.txt", "--steps", "6", "--save", "s.json", "--num-samples", "0"], tmp,
-                              {"MICROGPT_STOP_AFTER_STEP": "2"})
+            [stopped] = run_all([(TINY + ["--input", "names.txt", "--steps", "6", "--save", "s.json", "--num-samples",
+                                          "0"], tmp, {"MICROGPT_STOP_AFTER_STEP": "2"})])
             self.assertEqual(stopped.returncode, 130, stopped.stderr)
             assert_ok(self, run_main(TINY + ["--input", "names.txt", "--steps", "3", "--save", "done.json", "--num-samples", "0"], tmp))
             saved = checkpoint(os.path.join(tmp, "s.json"))
