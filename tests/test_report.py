@@ -92,7 +92,7 @@ class ReportPageTest(unittest.TestCase):
             ["--input", names, "--steps", "30", "--num-samples", "4", "--report", cls.paths["docs"],
              "--save", cls.ckpt] + TINY,
             ["--input", bits, "--stream", "--block-size", "3", "--n-layer", "2", "--n-embd", "8", "--n-head", "2",
-             "--steps", "8", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"],
+             "--steps", "4", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"],
              "--chain", cls.dot],
         ], tmp)))
         # The saved model, loaded: as it is, and with a training history added to its
