@@ -522,7 +522,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
                    "print('ready', flush=True)\n"
                    "exec(code, {'__name__': '__main__', '__file__': path})")
         rng = random.Random(9)
-        for trial in range(trials(2, 60)):
+        for trial in range(trials(1, 60)):
             delay = rng.uniform(0, 0.08)
             child = Background([sys.executable, "-c", wrapper, MICROGPT_PATH, "--input", self.names, "--steps",
                                 "2", "--num-samples", "100000000"] + TINY, self.tmp)
@@ -532,7 +532,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
 
     def test_two_sigints_during_sampling_exit_130_without_a_traceback(self):
         rng = random.Random(10)
-        for trial in range(trials(2, 60)):
+        for trial in range(trials(1, 60)):
             delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02)]
             child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
                                 "--num-samples", "100000000"] + TINY, self.tmp)
@@ -543,7 +543,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
     def test_three_sigints_during_training_exit_130_and_leave_a_whole_checkpoint_or_none(self):
         rng = random.Random(11)
         target = os.path.join(self.tmp, "model.json")
-        for trial in range(trials(2, 30)):
+        for trial in range(trials(1, 30)):
             delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02), rng.uniform(0, 0.02)]
             child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "100000",
                                 "--num-samples", "0", "--save", target] + TINY, self.tmp)
