@@ -48,10 +48,10 @@ def run_cli(args, cwd, env_update=None, timeout=120):
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
-def run_main(args, cwd, encoding="utf-8"):
+def run_main(args, cwd, encoding="utf-8", stdin=""):
     """microgpt.main(args) in this process, as run_cli runs it in a new one: the same working
     directory, stdout and stderr that are not a terminal (in `encoding`, as PYTHONIOENCODING
-    would set it), nothing on stdin. Returns what run_cli returns (returncode, stdout,
+    would set it), the text `stdin` piped in (nothing by default). Returns what run_cli returns (returncode, stdout,
     stderr); an exception main() lets through becomes its traceback on stderr and exit code
     1, as Python would print it."""
     args = [str(a) for a in args]
@@ -60,7 +60,7 @@ def run_main(args, cwd, encoding="utf-8"):
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            old_stdin, sys.stdin = sys.stdin, io.StringIO("")
+            old_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
             try:
                 code = microgpt.main(args)
             except SystemExit as e:                # --help, or argparse's own exit

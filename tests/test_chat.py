@@ -6,7 +6,7 @@ whole pipeline with its real defaults runs only with MICROGPT_SLOW=1.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli,  # noqa: E402
+from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
                      write_text)
 
 import microgpt
@@ -261,9 +261,7 @@ class TerminalChatTest(TempDirTestCase):
         path = os.path.join(self.tmp, "chat.json")
         microgpt.save_checkpoint(path, params, TINY, chat_chars, "chat", {"stage": "SFT"})
         requests = "a name starting with em\nA name ending with x\n\na name ending with son\n"
-        result = subprocess.run([sys.executable, MICROGPT_PATH, "--load", path, "--chat"], input=requests,
-                                capture_output=True, text=True, encoding="utf-8", cwd=self.tmp, timeout=60,
-                                env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+        result = run_main(["--load", path, "--chat"], self.tmp, stdin=requests)
         assert_ok(self, result)
         lines = result.stdout.splitlines()
         asked = [i for i, line in enumerate(lines) if line.startswith("> ")]
