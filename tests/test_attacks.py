@@ -10,8 +10,8 @@ broke, and each test one attack that failed before the fix:
 6. text as a person sees it (encodings, line ends, control characters, digits);
 7. estimates that hold (memory, the --batch all announcement).
 Randomised trials are few by default; MICROGPT_SLOW=1 runs many more. The command line runs
-in this process (run_main) unless the process is the point: signals, a patched clock, disk or
-memory limit set before main() starts, a child's peak memory, a file's owner.
+in this process (run_main, with a fake clock, a full disk or a memory limit patched in for
+the run) unless the process is the point: signals, a child's peak memory.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
@@ -20,13 +20,16 @@ from support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_ref
 
 import microgpt  # noqa: E402
 
+import errno  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import unittest  # noqa: E402
+from unittest import mock  # noqa: E402
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
 SLOW = bool(os.environ.get("MICROGPT_SLOW"))
@@ -128,17 +131,22 @@ def edit_checkpoint(path, change):
         json.dump(ckpt, f)
 
 
-DISK_FULL_HERE = """
-import errno, os
-full = os.path.realpath(os.getcwd())
-real_fsync = os.fsync
-def fsync(fd):      # every file written in the current directory fails as on a full disk
-    if os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == full:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return real_fsync(fd)
-os.fsync = fsync
-os.umask(0o022)
-"""
+def run_on_a_full_disk(args, full, elsewhere):
+    """run_main in the folder `full`, where every file written fails as on a full disk;
+    temporary files go to `elsewhere` (as TMPDIR would say), and the umask is 022."""
+    real_fsync = os.fsync
+    full = os.path.realpath(full)
+
+    def fsync(fd):
+        if os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+    old_umask = os.umask(0o022)
+    try:
+        with mock.patch.object(os, "fsync", fsync), mock.patch.object(tempfile, "tempdir", elsewhere):
+            return run_main(args, full)
+    finally:
+        os.umask(old_umask)
 
 
 # --- 1. What we write, we can read and replace ------------------------------------------------
@@ -172,8 +180,8 @@ class TestWhatWeWriteWeCanReadAndReplace(TempDirTestCase):
     def test_a_full_disk_leaves_no_empty_rescue_file_and_the_rescue_has_the_usual_mode(self):
         elsewhere = self.another_temp_dir()
         before = sorted(os.listdir(self.tmp))
-        result = patched_run(DISK_FULL_HERE, ["--input", self.names, "--steps", "2", "--num-samples", "0",
-                                              "--save", "m.json"] + TINY, self.tmp, {"TMPDIR": elsewhere})
+        result = run_on_a_full_disk(["--input", self.names, "--steps", "2", "--num-samples", "0", "--save", "m.json"]
+                                    + TINY, self.tmp, elsewhere)
         self.assertEqual(result.returncode, 2, result.stderr)
         no_traceback(self, result.stdout + result.stderr)
         self.assertIn("No space left on device", result.stderr)
