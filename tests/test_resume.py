@@ -324,7 +324,7 @@ class LoadedModelSampling(unittest.TestCase):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.tmp = cls._tmp.name
         write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
-        cls.trained = run_main(TINY + ["--input", "names.txt", "--steps", "30", "--seed", "7", "--save", "s.json",
+        cls.trained = run_main(TINY + ["--input", "names.txt", "--steps", "10", "--seed", "7", "--save", "s.json",
                                       "--num-samples", "4", "--temperature", "1.5"], cls.tmp)
         cls.runs = run_all([(args, cls.tmp) for args in (
             ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5"],
