@@ -102,7 +102,9 @@ def trained_checkpoint(directory, options):
 
 
 def snapshot(directory):
-    """Every file (with its bytes) and directory under `directory`."""
+    """Every file (with its bytes; a file of more than 16 MB, such as the sparse 100 MB ones
+    of the size limits, with its size and time of change instead) and directory under
+    `directory`."""
     found = {}
     for root, dirs, files in os.walk(directory):
         for name in dirs:
@@ -110,6 +112,10 @@ def snapshot(directory):
         for name in files:
             path = os.path.join(root, name)
             try:
+                info = os.stat(path)
+                if info.st_size > 16 * 2**20:
+                    found[path] = (info.st_size, info.st_mtime_ns)
+                    continue
                 with open(path, "rb") as f:
                     found[path] = f.read()
             except OSError:
