@@ -1049,9 +1049,372 @@ def label(token, chars):
 # =======================================================================================
 # PART V. FROM NAMES TO AN ASSISTANT
 #
-# (to be written: the chat format, fine-tuning with a loss mask, reinforcement learning
-# from a verifiable reward)
+# ChatGPT is made in stages, and this part runs each of them, in miniature, on names. A
+# model pretrained on names (Part I) can only babble names. To make it an assistant that
+# answers "a name starting with em" with "emma", we
+#   V.1  set it a task small enough to learn and strict enough to check by code;
+#   V.2  give it a chat format: new tokens that mark who speaks, added to its vocabulary;
+#   V.3  fine-tune it on example conversations, with the loss on the answers only (SFT);
+#   V.4  let it practise: it answers, code checks the answers, and it learns from its own
+#        good and bad answers, with no example answer at all (reinforcement learning);
+#   V.5  measure after every stage how often it answers requests it has never seen.
+# Nothing here is new machinery: the same gpt(), the same autograd and the same Adam
+# (adam_update) as Part I, on the fast path of Part II. The command line runs it all with
+# `python microgpt.py --chat` (Part VI, "The assistant"), and prints the report card.
 # =======================================================================================
+
+# ---------------------------------------------------------------------------------------
+# V.1 The task
+#
+# Requests in a small, fixed English, each answered with one name: "a name starting with
+# X" and "a name ending with X", X being 1 to 3 letters. An answer is correct when it
+# satisfies the request, is made of letters only, is longer than X (echoing "em" is not a
+# name starting with "em"), and ends properly (with the end-of-answer token, within the
+# context). Code can check that, so no person has to grade answers: that is what makes
+# reinforcement learning (V.4) possible.
+#
+# To measure whether the model learned the task or only the requests it trained on, some
+# requests are held out of fine-tuning: some X never appear in any fine-tuning request
+# (unseen prefixes and suffixes), others appear only with the other kind (unseen
+# combinations: "ending with an" is held out while "starting with an" is trained).
+# ---------------------------------------------------------------------------------------
+
+TASKS = {"starting with": str.startswith, "ending with": str.endswith}   # kind -> its check
+
+
+def request_for(kind, x):
+    return f"a name {kind} {x}"
+
+
+def affix(name, kind, length):
+    """The first (or last) `length` letters of a name: the X of a request it answers."""
+    return name[:length] if kind == "starting with" else name[-length:]
+
+
+def is_correct(kind, x, answer, ended):
+    """Whether an answer (the texts of its tokens; ended: it finished with the end token)
+    is correct: the reward of V.4 (True counts 1, False 0)."""
+    return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
+            and TASKS[kind]("".join(answer), x))
+
+
+def split_requests(names, rng, share=0.15):
+    """Every request (kind, X) some name answers, split into those fine-tuning may use and
+    those held out for evaluation: a share of each length's X held out of both kinds
+    (unseen), and of the X seen with both kinds, one kind held out (unseen combinations).
+    Returns (train, held_out), two sets of (kind, X)."""
+    found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
+    xs = sorted({x for _, x in found})
+    held = set()
+    for length in (1, 2, 3):
+        group = [x for x in xs if len(x) == length]
+        rng.shuffle(group)
+        unseen = group[:max(2, round(share * len(group)))]
+        held |= {(kind, x) for x in unseen for kind in TASKS if (kind, x) in found}
+        both = [x for x in group[len(unseen):] if all((kind, x) in found for kind in TASKS)]
+        held |= {(rng.choice(sorted(TASKS)), x) for x in both[:round(share * len(both))]}
+    return found - held, held
+
+
+def evaluation_requests(held_out, count, rng):
+    """`count` held-out requests of each kind, a third with X of each length (a request may
+    come more than once: there are few 1-letter X), in a fixed order."""
+    chosen = []
+    for kind in TASKS:
+        for length in (1, 2, 3):
+            pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
+            n = count // 3 + (length <= count % 3)
+            chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------
+# V.2 The chat format
+#
+# A conversation is one sequence of tokens, with new tokens that say who speaks: <|user|>
+# opens the request, <|assistant|> the answer, <|end|> closes it. The model learns their
+# meaning from where they appear. Each new token needs a new row in wte (what it means as
+# input) and in lm_head (its score as output); the pretrained rows are kept, which is how
+# real chat models are made from base models. Two new rows start as copies of BOS's rows,
+# because the pretrained model already knows what BOS means: <|assistant|> reads like BOS
+# (a name begins after it) and <|end|> is predicted like BOS (the name ends here). The
+# other new rows start random. The model of names has no use for BOS itself any more, so
+# the chat vocabulary drops it (its rows live on in the two copies).
+#
+# The fixed English of the requests gets a token per phrase ("a name starting with "), as
+# a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make: so a
+# request is at most five tokens, and the answer keeps most of the context. Rendered, with
+# the loss mask of V.3 (1 under each token the loss counts, that is, each answer token):
+#
+#     a name starting with em -> emma
+#     <|user|> "a name starting with " e m <|assistant|> e m m a <|end|>
+#        0              0              0 0       0       1 1 1 1    1
+# ---------------------------------------------------------------------------------------
+
+USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
+SPECIAL = (USER, ASSISTANT, END)
+
+
+def chat_vocab(chars):
+    """The pretrained vocabulary (without BOS) followed by the new tokens."""
+    return list(chars) + list(SPECIAL) + [f"a name {kind} " for kind in TASKS]
+
+
+def add_chat_tokens(params, chars, chat_chars, config, rng):
+    """The pretrained parameters with a row in wte and lm_head for each new token: copies of
+    BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
+    BOS's own rows (the last) are dropped. The matrices are new; the rows are shared."""
+    bos = len(chars)
+    def rows(matrix, copy_of_bos):
+        new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
+               [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
+               for t in chat_chars[bos:]]
+        return matrix[:bos] + new
+    chat = dict(params)
+    chat["wte"], chat["lm_head"] = rows(params["wte"], ASSISTANT), rows(params["lm_head"], END)
+    return chat
+
+
+def encode_text(text, chat_chars):
+    """A request's text to token ids, taking the longest token that matches at each point
+    (so a phrase is one token); None if some part matches no token. Raw text never becomes a
+    special token: they are made only by render()."""
+    tokens = sorted((t for t in chat_chars if t not in SPECIAL), key=len, reverse=True)
+    ids, i = [], 0
+    while i < len(text):
+        match = next((t for t in tokens if text.startswith(t, i)), None)
+        if match is None:
+            return None
+        ids.append(chat_chars.index(match))
+        i += len(match)
+    return ids
+
+
+def render(request_ids, answer_ids, chat_chars):
+    """A conversation as (tokens, mask): mask[i] is 1 where tokens[i] is the assistant's."""
+    user, assistant, end = (chat_chars.index(t) for t in SPECIAL)
+    tokens = [user] + request_ids + [assistant] + answer_ids + [end]
+    return tokens, [0] * (len(request_ids) + 2) + [1] * (len(answer_ids) + 1)
+
+
+def parse(tokens, chat_chars):
+    """render() backwards: the (request, answer) texts of a rendered conversation."""
+    text = "".join(chat_chars[t] for t in tokens)
+    request, _, answer = text[len(USER):].partition(ASSISTANT)
+    return request, answer[:-len(END)] if answer.endswith(END) else answer
+
+
+def prompt_for(request_ids, chat_chars):
+    """The tokens the assistant continues: the rendered request up to <|assistant|>."""
+    return render(request_ids, [], chat_chars)[0][:-1]
+
+
+def generate_answer(weights, config, prompt, rng, temperature, end_id):
+    """The assistant's answer to a rendered prompt (ending with <|assistant|>), token by
+    token: yields (token, probabilities at temperature 1) until it draws end_id or the
+    context is full. Temperature 0 takes the likeliest token every time."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    tokens = list(prompt)
+    for pos in range(config.block_size):
+        logits = gpt(tokens[pos], pos, keys, values, weights, config)
+        if pos < len(tokens) - 1:
+            continue                      # the prompt's next token is given
+        probs = [float(p) for p in softmax(logits)]
+        token = (max(range(len(probs)), key=probs.__getitem__) if temperature <= 0
+                 else sample_token(logits, temperature, rng))
+        yield token, probs
+        if token == end_id:
+            return
+        tokens.append(token)
+
+
+def chat_prompt(request, config, chat_chars):
+    """The rendered prompt for a request's text, or BadInput saying why there is none."""
+    ids = encode_text(request, chat_chars)
+    if ids is None:
+        unknown = sorted(set(request) - set("".join(t for t in chat_chars if t not in SPECIAL)))
+        phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
+        raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
+                       f"the model reads only single letters and the phrases {phrases}, not {request!r}")
+    prompt = prompt_for(ids, chat_chars)
+    if len(prompt) >= config.block_size:
+        raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
+                       f"context of {config.block_size} with room for an answer")
+    return prompt
+
+
+def chat_reply(weights, config, chars, request, rng, temperature):
+    """The assistant's answer to a request, as it is written: yields (piece, probability,
+    alternatives) per token, piece being its text, probability the model's (at temperature
+    1) for it, alternatives the five likeliest [(text, probability)]. Stops at <|end|>
+    (not yielded) or when the context is full. BadInput for a request it cannot read."""
+    prompt = chat_prompt(request, config, chars)
+    for token, probs in generate_answer(weights, config, prompt, rng, temperature, chars.index(END)):
+        if chars[token] == END:
+            return
+        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
+        yield chars[token], probs[token], [(chars[t], probs[t]) for t in top]
+
+
+def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
+    """The assistant's answer to (kind, X): (prompt, answer's token ids, their texts without
+    <|end|>, whether it ended, and whether it is correct)."""
+    prompt = prompt_for(encode_text(request_for(kind, x), chat_chars), chat_chars)
+    end = chat_chars.index(END)
+    ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, end)]
+    ended = ids[-1:] == [end]
+    texts = [chat_chars[t] for t in (ids[:-1] if ended else ids)]
+    return prompt, ids, texts, ended, is_correct(kind, x, texts, ended)
+
+
+# ---------------------------------------------------------------------------------------
+# V.3 Supervised fine-tuning (SFT)
+#
+# Show the model example conversations and train it, as in section 6, to predict their
+# tokens, but count the loss only on the assistant's tokens (the mask of V.2). The request
+# is given at inference, never written by the model, so predicting it would be wasted
+# effort: the model would spend its few parameters learning which requests we happen to
+# make, and that loss would drown the one we care about. With the mask, nothing outside
+# the answers moves the weights (a test changes a request's tokens as targets and checks
+# the loss does not move). The examples are made from the training names: for "emma", say,
+# "a name ending with ma" -> "emma". Only requests not held out are used.
+# ---------------------------------------------------------------------------------------
+
+def sft_example(names, train_requests, config, chat_chars, rng):
+    """A random fine-tuning conversation (tokens, mask): a name, a kind and a length of X
+    drawn at random, again until the request may be trained on and it all fits the context."""
+    while True:
+        name, kind, k = rng.choice(names), rng.choice(sorted(TASKS)), rng.randint(1, 3)
+        x = affix(name, kind, k)
+        if len(name) > k and (kind, x) in train_requests and len(name) + 7 <= config.block_size + 1:
+            return render(encode_text(request_for(kind, x), chat_chars), encode_text(name, chat_chars), chat_chars)
+
+
+def answer_losses(tokens, mask, params, config):
+    """The loss of each of the assistant's tokens, -log p(token | all before it): the
+    model reads every token, but only the positions whose next token is the assistant's
+    get a loss."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    losses = []
+    for pos in range(min(config.block_size, len(tokens) - 1)):
+        logits = gpt(tokens[pos], pos, keys, values, params, config)
+        if mask[pos + 1]:
+            losses.append(cross_entropy(logits, tokens[pos + 1]))
+    return losses
+
+
+def backpropagate(compute_loss):
+    """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
+    the parameters' .grad, and return its number. With FAST, backward walks the tape (II.2)."""
+    if not FAST:
+        loss = compute_loss()
+        loss.backward()
+        return loss.data
+    Value.tape = []
+    try:
+        loss = compute_loss()
+    finally:
+        tape, Value.tape = Value.tape, None
+    backward_along(loss, tape)
+    return loss.data
+
+
+def optimise(params, config, num_steps, add_step_gradient):
+    """Adam, as train() runs it (section 6): add_step_gradient(step) adds one step's
+    gradient to the parameters and returns a number to report, which this yields."""
+    flat = flatten(params)
+    m, v = [0.0] * len(flat), [0.0] * len(flat)
+    for step in range(num_steps):
+        result = add_step_gradient(step)
+        adam_update(flat, m, v, step, num_steps, config)
+        yield result
+
+
+def sft_steps(params, config, examples, num_steps, batch):
+    """Fine-tune on `batch` conversations per step (examples(step, b) gives one); yields
+    each step's mean answer loss. One conversation's graph at a time, as train() does."""
+    def add_step_gradient(step):
+        return sum(backpropagate(lambda: mean(answer_losses(*examples(step, b), params, config)) * (1 / batch))
+                   for b in range(batch))
+    return optimise(params, config, num_steps, add_step_gradient)
+
+
+# ---------------------------------------------------------------------------------------
+# V.4 Reinforcement learning (RL)
+#
+# SFT imitates the example answers; it never tells the model which of its own answers are
+# wrong. Reinforcement learning does: the model answers a request several times (a group),
+# code grades each answer (reward 1 if correct, else 0), and the model is nudged towards
+# its better answers and away from its worse ones. No example answer is needed, only the
+# check: the model learns from what it wrote itself, so it can fix the mistakes it really
+# makes (running on past the end, dropping a letter of X), which SFT's examples never
+# show. This is GRPO (Group Relative Policy Optimisation, as nanochat uses on maths
+# problems): the advantage of an answer is its reward minus the group's mean, divided by
+# the group's spread, so that only how an answer compares with its siblings counts; a
+# group where all are right (or all wrong) teaches nothing and costs no gradient.
+#
+# The loss whose gradient does the nudging is, over the n answers of a step,
+#     L = -(1/n) * sum_i advantage_i * log p(answer_i)
+# where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
+# -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
+# model's own answers, weighted by their advantage: a positive advantage makes an answer
+# likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
+# they come from the very distribution p whose gradient is taken.)
+# ---------------------------------------------------------------------------------------
+
+def advantages(rewards):
+    """GRPO's advantages of a group: (reward - mean) / spread, all 0 if the rewards are equal."""
+    mu = sum(rewards) / len(rewards)
+    spread = (sum((r - mu) ** 2 for r in rewards) / len(rewards)) ** 0.5
+    return [(r - mu) / spread if spread else 0.0 for r in rewards]
+
+
+def answer_group(weights, config, chat_chars, kind, x, rng, size):
+    """`size` answers to one request, drawn at temperature 1: [(tokens, mask, reward)]."""
+    group = []
+    for _ in range(size):
+        prompt, ids, _, _, correct = answer_request(weights, config, chat_chars, kind, x, rng, 1.0)
+        group.append((prompt + ids, [0] * len(prompt) + [1] * len(ids), float(correct)))
+    return group
+
+
+def policy_loss(tokens, mask, advantage, n, params, config):
+    """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
+    losses = answer_losses(tokens, mask, params, config)
+    return mean(losses) * (len(losses) * advantage / n)
+
+
+def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
+    """GRPO: each step draws a group of answers to each of `requests(step)` (a list of
+    (kind, X)), grades them and adds the gradient of L; yields the step's mean reward."""
+    def add_step_gradient(step):
+        weights = inference_weights(params)
+        groups = [answer_group(weights, config, chat_chars, kind, x, rng, group_size)
+                  for kind, x in requests(step)]
+        n = sum(len(g) for g in groups)
+        for group in groups:
+            for (tokens, mask, _), a in zip(group, advantages([r for _, _, r in group])):
+                if a:
+                    backpropagate(lambda: policy_loss(tokens, mask, a, n, params, config))
+        return sum(r for g in groups for _, _, r in g) / n
+    return optimise(params, config, num_steps, add_step_gradient)
+
+
+# ---------------------------------------------------------------------------------------
+# V.5 Evaluation
+#
+# After every stage: the share of held-out requests (V.1) answered correctly, per kind,
+# sampled at the chat's own temperature, so that it measures the assistant people talk to.
+# ---------------------------------------------------------------------------------------
+
+def pass_rates(weights, config, chat_chars, requests, rng, temperature):
+    """{kind: share of correct answers} over (kind, X) requests, and the answers given."""
+    right, answers = {kind: [] for kind in TASKS}, []
+    for kind, x in requests:
+        _, _, texts, _, correct = answer_request(weights, config, chat_chars, kind, x, rng, temperature)
+        right[kind].append(correct)
+        answers.append((request_for(kind, x), "".join(texts), correct))
+    return {kind: sum(r) / len(r) for kind, r in right.items() if r}, answers
 
 
 # =======================================================================================
@@ -1323,15 +1686,18 @@ def load_checkpoint(path):
     if config.n_embd % config.n_head:
         raise bad(f"n_embd {config.n_embd} is not divisible by n_head {config.n_head}")
     chars = ckpt["chars"]
-    if (not isinstance(chars, list) or not chars
-            or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars)):
-        raise bad('"chars" must be a list of distinct single characters')
     mode = ckpt.get("mode", "docs")
-    if mode not in ("docs", "stream"):
+    if mode not in ("docs", "stream", "chat"):
         raise bad(f'unknown mode {mode!r}')
+    longest = 64 if mode == "chat" else 1          # a chat model has tokens of several characters
+    if (not isinstance(chars, list) or not chars
+            or not all(isinstance(c, str) and 1 <= len(c) <= longest for c in chars) or len(set(chars)) != len(chars)):
+        raise bad('"chars" must be a list of distinct single characters' + " or tokens" * (mode == "chat"))
+    if mode == "chat" and not set(SPECIAL) <= set(chars):
+        raise bad('a chat model needs the tokens ' + ", ".join(SPECIAL) + ' in "chars"')
     if "stream_start" in ckpt and ckpt["stream_start"] not in chars:
         raise bad('"stream_start" must be one of the characters in "chars"')
-    vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    vocab_size = len(chars) + (1 if mode == "docs" else 0)     # stream and chat models have no BOS
     check_memory(config, vocab_size)           # before building a Value for every weight
     state = ckpt["state_dict"]
     shapes = param_shapes(config, vocab_size)
@@ -1438,6 +1804,10 @@ def make_parser():
     p.add_argument("--port", type=port_arg, metavar="N", help="--serve's port (default 8000; 0: any free port)")
     p.add_argument("--host", metavar="ADDR", help="--serve's address (default 127.0.0.1, this machine only; "
                    "another address lets other machines in, with a warning)")
+    # the assistant (Part V)
+    p.add_argument("--chat", action="store_true", help="train an assistant (pretraining, fine-tuning, "
+                   "reinforcement learning: Part V), print its report card and chat with it in the terminal; "
+                   "with --load of a chat model, only chat (one request per line of standard input)")
     return p
 
 
@@ -1628,6 +1998,8 @@ def settings(args):
     checkpoint = load_checkpoint(args.load) if args.load else None
     if checkpoint:
         saved, mode = checkpoint[0], checkpoint[3]
+        if mode == "chat":
+            raise BadInput(f"{args.load} is a chat model: add --chat to talk to it")
         for key in MODEL_SHAPE:
             given = getattr(args, key)
             if given is not None and given != getattr(saved, key):
@@ -1905,6 +2277,8 @@ def run(args, stop=None):
     stop = stop or StopSignals()
     if args.serve or args.port is not None or args.host is not None:
         return run_serve(args, stop)
+    if args.chat:
+        return run_chat(args, stop)          # Part V's assistant (and Part VI's "The assistant")
     config, mode, checkpoint = settings(args)
     rng = random.Random(config.seed)
     chars, params, text, val_seqs, raw = None, None, None, [], {}
@@ -2088,6 +2462,240 @@ def main(argv=None):
         print(f"microgpt: error: could not write the output: {out.error.strerror or out.error}", file=sys.stderr)
         code = code or 2
     return code
+
+
+# ---------------------------------------------------------------------------------------
+# The assistant: --chat
+#
+# `python microgpt.py --chat` runs Part V from start to end (pretraining, SFT, RL, an
+# evaluation after each), prints the report card, saves each stage if --save says where,
+# and then chats in the terminal. `--load chat.json --chat` only chats; `--load names.json
+# --chat` starts from that pretrained model of names.
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class ChatPlan:
+    """The pipeline's sizes and steps. The context holds a request (at most 5 tokens), the
+    answer and <|end|>: block_size 16 leaves room for names of 10 letters. Two layers,
+    because copying X into the answer takes two steps of attention: one to find where the
+    request's letters are, one to fetch the next of them."""
+    n_layer: int = 2
+    n_embd: int = 16
+    n_head: int = 4
+    block_size: int = 16
+    pretrain_steps: int = 1000
+    sft_steps: int = 400
+    sft_batch: int = 4
+    sft_lr: float = 0.005
+    rl_steps: int = 40
+    rl_requests: int = 4          # requests per RL step
+    rl_group: int = 8             # answers per request
+    rl_lr: float = 0.002
+    eval_requests: int = 120      # held-out requests per kind
+
+
+CHAT_OPTIONS = ("steps", "n_layer", "n_embd", "n_head", "block_size", "batch", "lr", "num_samples", "length",
+                "prompt", "chain", "explain")
+
+
+def stage_paths(save):
+    """Where --save chat.json puts each stage: chat-pretrained.json, chat-sft.json, chat.json."""
+    root, ext = os.path.splitext(save)
+    return {"pretrained": f"{root}-pretrained{ext or '.json'}", "SFT": f"{root}-sft{ext or '.json'}", "RL": save}
+
+
+def print_stage_progress(step, num_steps, value, what, started, interactive):
+    """A stage's progress line, like print_progress's: rewritten in place in a terminal."""
+    every = max(1, num_steps // (100 if interactive else 10))
+    if step % every and step not in (1, num_steps):
+        return
+    seconds = time.perf_counter() - started
+    line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | {what} {value:.4f} | "
+            f"{1000 * seconds / step:.0f} ms/step | {seconds / step * (num_steps - step):.0f} s left")
+    print(("\r" + line + "  ") if interactive else line, end="" if interactive and step < num_steps else "\n",
+          flush=True)
+
+
+def run_stage(steps, num_steps, what, stop):
+    """Run a stage's generator, printing progress; returns its values, one per step."""
+    values, started, interactive = [], time.perf_counter(), sys.stdout.isatty()
+    for step, value in enumerate(steps, start=1):
+        if not math.isfinite(value):
+            raise BadInput(f"training diverged: the {what} became {value} at step {step}")
+        values.append(value)
+        print_stage_progress(step, num_steps, sum(values[-20:]) / len(values[-20:]), what, started, interactive)
+    return values
+
+
+def evaluate_stage(card, stage, weights, config, chat_chars, requests, seed, temperature, **facts):
+    """Evaluate a stage on the held-out requests, print its pass rates, add its row to the card."""
+    rates, answers = pass_rates(weights, config, chat_chars, requests, random.Random(seed + 13), temperature)
+    print(f"{stage}: held-out pass rate " + ", ".join(f"{kind} {rate:.1%}" for kind, rate in rates.items()),
+          flush=True)
+    card.append(dict(facts, stage=stage, pass_rates=rates, answers=answers[:: max(1, len(answers) // 8)]))
+
+
+def pretrain_for_chat(args, plan, config, stop):
+    """The names model, trained as the default run trains it (or loaded with --load)."""
+    if args.load:
+        loaded, chars, params, mode, raw = load_checkpoint(args.load)
+        if mode != "docs":
+            raise BadInput(f"{args.load} is a model of continuous text; --chat needs a model of names")
+        for key in MODEL_SHAPE:
+            setattr(config, key, getattr(loaded, key))
+        return chars, params, {"steps": 0, "loss": None, "curve": [],
+                               "what": f"loaded from {args.load}"}
+    print("--- stage 1: pretraining on names ---")
+    rng = random.Random(config.seed)
+    _, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, "docs", None, rng)
+    params = init_params(config, len(chars) + 1, rng)
+    started = time.process_time()
+    smoothed, _ = train_with_progress(params, config, batches, stop)
+    val_loss = validation_loss(val_seqs, inference_weights(params), config) if val_seqs else None
+    return chars, params, {"steps": config.steps, "loss": val_loss, "curve": smoothed,
+                           "what": "validation loss on held-out names", "cpu": time.process_time() - started}
+
+
+def chat_pipeline(args, plan, stop):
+    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card)."""
+    config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
+                    steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
+    paths = stage_paths(args.save) if args.save else {}
+    card, seed, started = [], config.seed, time.process_time()
+    chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+    if "pretrained" in paths and not args.load:
+        save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
+    # The task, and the pretrained model prompted in the chat format (it writes names, but
+    # knows nothing of the requests yet).
+    rng = random.Random(seed + 10)
+    names = [n for n in split_documents(read_data_file(args.input or default_data_path()))
+             if n.isalpha() and set(n) <= set(chars)]
+    train_requests, held_out = split_requests(names, rng)
+    requests = evaluation_requests(held_out, plan.eval_requests, rng)
+    chat_chars = chat_vocab(chars)
+    params = add_chat_tokens(params, chars, chat_chars, config, rng)
+    print(f"task: {len(train_requests):,} requests to fine-tune on, {len(held_out):,} held out; evaluating on "
+          f"{len(requests)} held-out requests at temperature {config.temperature}", flush=True)
+    evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
+                   config.temperature, **facts)
+
+    print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
+    config.lr, before = plan.sft_lr, time.process_time()
+    sft_rng = random.Random(seed + 11)
+    examples = lambda step, b: sft_example(names, train_requests, config, chat_chars, sft_rng)
+    curve = run_stage(sft_steps(params, config, examples, plan.sft_steps, plan.sft_batch), plan.sft_steps,
+                      "answer loss", stop)
+    val_rng = random.Random(seed + 14)
+    val = [sft_example(names, held_out, config, chat_chars, val_rng) for _ in range(200)]
+    weights = inference_weights(params)
+    val_loss = sum(float(l) for t, m in val for l in answer_losses(t, m, weights, config)) / sum(
+        sum(m) for _, m in val)
+    print(f"validation: answer loss {val_loss:.4f} on 200 held-out conversations")
+    evaluate_stage(card, "SFT", weights, config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.sft_steps, loss=val_loss, curve=curve, what="answer loss on held-out requests",
+                   cpu=time.process_time() - before)
+    if "SFT" in paths:
+        save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
+
+    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
+          f"{plan.rl_group} answers ---")
+    config.lr, before = plan.rl_lr, time.process_time()
+    rl_rng = random.Random(seed + 12)
+    pool = sorted(train_requests)
+    curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
+                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
+    evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
+                   what="mean reward of the last 10 steps", cpu=time.process_time() - before)
+    print(f"the pipeline took {time.process_time() - started:.0f} s of CPU")
+    return config, chat_chars, params, card
+
+
+def save_chat_stage(path, params, config, chars, mode, extra):
+    """Save one stage's model; if that fails, to a new file of its own."""
+    try:
+        check_can_write(path, is_checkpoint, "microgpt checkpoint")
+        save_checkpoint(path, params, config, chars, mode, extra)
+    except BadInput as e:
+        rescued = save_rescue_copy(params, config, chars, mode, extra)
+        raise BadInput(f"{e}; the model was saved to {rescued} instead") from None
+    print(f"saved the {extra.get('stage', 'pretrained')} model to {path}")
+
+
+def print_card(card, plan):
+    """The report card: a row per stage, its loss and its pass rate per kind."""
+    kinds = list(TASKS)
+    print(f"\nreport card: pass rate on held-out requests ({plan.eval_requests} of each kind)")
+    print(f"{'stage':<11} {'steps':>5}  {'loss':>8}  " + "  ".join(f"{k:>13}" for k in kinds) + "  loss is")
+    for row in card:
+        loss = f"{row['loss']:.4f}" if row.get("loss") is not None else "-"
+        print(f"{row['stage']:<11} {row.get('steps', 0):>5}  {loss:>8}  "
+              + "  ".join(f"{row['pass_rates'].get(k, 0):>13.1%}" for k in kinds) + f"  {row['what']}")
+    print("\nexample conversations (after RL, held-out requests):")
+    for request, answer, correct in card[-1]["answers"]:
+        print(f"  {request:<26} -> {answer or '(nothing)':<14} {'right' if correct else 'wrong'}")
+
+
+def terminal_chat(weights, config, chat_chars, seed, temperature):
+    """Answer one request per line of standard input (a terminal or a pipe), streamed."""
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"\nchat: type a request such as 'a name starting with em' or 'a name ending with son' "
+              "(Ctrl-D to quit)")
+    rng = random.Random(seed + 1)
+    while not output_lost():
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        request = line.strip()
+        if not request:
+            continue
+        if not interactive:
+            print(f"> {request}")
+        try:
+            for piece, _, _ in chat_reply(weights, config, chat_chars, request, rng, temperature):
+                print(piece, end="", flush=True)
+            print()
+        except BadInput as e:
+            print(f"(cannot answer: {e})", flush=True)
+    if interactive:
+        print()
+
+
+def run_chat(args, stop):
+    """--chat: run the pipeline (or load a chat model), then chat."""
+    for key in CHAT_OPTIONS:
+        if getattr(args, key, None) is not None:
+            raise BadInput(f"--{key.replace('_', '-')} does not apply to --chat")
+    for flag in ("input", "load", "save", "report"):
+        if getattr(args, flag) == "":
+            raise BadInput(f"--{flag} needs a file name, not an empty string")
+    if args.save and same_file(args.save, args.input or default_data_path()):
+        raise BadInput(f"--save {args.save} is the data file: saving would replace it")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
+    plan = ChatPlan()
+    if args.load and load_checkpoint(args.load)[3] == "chat":
+        if args.save or args.input:
+            raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one")
+        config, chat_chars, params, _, raw = load_checkpoint(args.load)
+        config.seed, config.temperature = args.seed, args.temperature
+        print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}")
+    else:
+        for path in stage_paths(args.save).values() if args.save else ():
+            check_can_write(path, is_checkpoint, "microgpt checkpoint")
+        config, chat_chars, params, card = chat_pipeline(args, plan, stop)
+        print_card(card, plan)
+        if args.save:
+            save_chat_stage(args.save, params, config, chat_chars, "chat", {"stage": "RL", "card": card})
+        else:
+            print("(not saved: add --save chat.json to keep the assistant, and its stages beside it)")
+    terminal_chat(inference_weights(params), config, chat_chars, config.seed, config.temperature)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -2887,8 +3495,9 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
         if not request.strip() or len(request) > MAX_REQUEST_CHARS:
             return self.send_json(400, {"error": f"the request must have 1 to {MAX_REQUEST_CHARS} characters, "
                                                  f"not {len(request)}"})
-        if type(temperature) not in (int, float) or not 0 < temperature <= 10:
-            return self.send_json(400, {"error": "temperature must be a number above 0 and at most 10"})
+        if type(temperature) not in (int, float) or not 0 <= temperature <= 10:
+            return self.send_json(400, {"error": "temperature must be a number from 0 (always the likeliest "
+                                                 "token) to 10"})
         if seed is None:
             seed = self.server.next_seed()
         elif type(seed) is not int or not 0 <= seed < 2**63:
@@ -3111,8 +3720,8 @@ def run_serve(args, stop):
               if value != defaults.get(key) and key not in ("serve", "port", "host", "load", "temperature", "seed")]
     if others:
         raise BadInput(f"--serve only serves a loaded chat model: leave out --{others[0].replace('_', '-')}")
-    if not 0 < args.temperature <= 10:
-        raise BadInput("--temperature must be above 0 and at most 10 for --serve")
+    if not 0 <= args.temperature <= 10:
+        raise BadInput(f"--temperature must be from 0 (always the likeliest token) to 10, not {args.temperature}")
     config, chars, params, mode, _ = load_checkpoint(args.load)
     if mode != "chat":
         raise BadInput(f"{args.load} is not a chat model (its mode is {mode!r}): {how}")
