@@ -3412,6 +3412,7 @@ class ChatServer(http.server.ThreadingHTTPServer):
 class ChatHandler(http.server.BaseHTTPRequestHandler):
     """One request: check where it comes from and what it asks, then answer it."""
     server_version, sys_version = "microgpt", ""
+    default_request_version = "HTTP/1.0"     # so that even a garbled request gets a status line
     timeout = IDLE_SECONDS           # a slow or silent client is dropped rather than holding a thread
 
     def do_GET(self):
@@ -3472,8 +3473,14 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
         if not (length.isascii() and length.isdigit()):
             return self.send_json(400, {"error": "Content-Length is not a number"})
         if len(length) > 9 or int(length) > MAX_BODY_BYTES:
-            self.rfile.read(min(int(length), 16 * MAX_BODY_BYTES))    # see above; more is not our problem
-            return self.send_json(413, {"error": f"the body is {length} bytes; at most {MAX_BODY_BYTES}"})
+            self.send_json(413, {"error": f"the body is {length[:20]} bytes; at most {MAX_BODY_BYTES}"})
+            # Read (for a second at most) what is already on its way, for the reason above.
+            self.connection.settimeout(1)
+            try:
+                self.rfile.read(min(int(length[:9]), 16 * MAX_BODY_BYTES))
+            except OSError:
+                pass
+            return None
         return self.rfile.read(int(length))
 
     def read_chat_request(self, body):

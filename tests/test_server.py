@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from tests.support import MICROGPT_PATH, microgpt
+from tests.support import MICROGPT_PATH, microgpt, run_many
 
 try:
     import selenium  # noqa: F401
@@ -130,6 +130,7 @@ def raw_exchange(port, data):
     """Send raw bytes and read the whole reply (for requests http.client will not send)."""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
         s.sendall(data)
+        s.shutdown(socket.SHUT_WR)         # nothing more is coming
         reply = b""
         while True:
             chunk = s.recv(65536)
@@ -289,6 +290,8 @@ class TestChatServerLimits(unittest.TestCase):
             response.read()
             conn.close()
             self.assertTrue(paced.finished.wait(WAIT))
+            for _ in range(microgpt.MAX_ANSWER_TOKENS):
+                paced.go.release()
             status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a", "seed": 1}), JSON)
             self.assertEqual(status, 200)
 
@@ -300,8 +303,11 @@ class TestChatServerLimits(unittest.TestCase):
             body = json.dumps({"request": "a name starting with m", "seed": seed}).encode()
             s.sendall(f"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\nContent-Type: application/json"
                       f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-            self.assertTrue(paced.started.wait(WAIT))
-            self.assertIn(b'"token"', s.recv(65536))
+            received = b""
+            while b'"token"' not in received:         # the first token has arrived
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "the server closed the connection before the first token")
+                received += chunk
             # Leave at once (a reset, as a closed browser tab does), then let the model go on.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             s.close()
@@ -309,10 +315,13 @@ class TestChatServerLimits(unittest.TestCase):
                 paced.go.release()
             self.assertTrue(paced.closed_early.wait(WAIT), "the generation went on after the client left")
             self.assertFalse(paced.finished.is_set())
-            # The one slot is free again.
             deadline = time.monotonic() + WAIT
             while served.server.abandoned < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
+            self.assertEqual(served.server.abandoned, 1)
+            # The one slot is free again.
+            for _ in range(microgpt.MAX_ANSWER_TOKENS):
+                paced.go.release()
             status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a", "seed": 1}), JSON)
             self.assertEqual(status, 200)
 
@@ -341,14 +350,18 @@ class TestServeCommand(unittest.TestCase):
         cls.tmp.cleanup()
 
     def start(self, *args):
-        """Start `microgpt.py --load chat.json --serve --port 0 ARGS`; returns (process, port)."""
+        """Start `microgpt.py --load chat.json --serve --port 0 ARGS`; returns the process."""
         env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
         proc = subprocess.Popen([sys.executable, MICROGPT_PATH, "--load", self.model, "--serve", "--port", "0"]
                                 + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        return proc
+
+    def port_of(self, proc):
+        """The port a started server prints in its first line (the URL to open)."""
         line = proc.stdout.readline()
         self.assertIn("serving the chat at http://", line, proc.stderr.read() if not line else line)
-        return proc, int(line.split("http://")[1].split("/")[0].rsplit(":", 1)[1])
+        return int(line.split("http://")[1].split("/")[0].rsplit(":", 1)[1])
 
     def stop(self, proc, signum):
         proc.send_signal(signum)
@@ -356,9 +369,11 @@ class TestServeCommand(unittest.TestCase):
         return proc.returncode, err
 
     def test_ctrl_c_and_sigterm_stop_it_cleanly_even_after_a_client_left_mid_answer(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        signals = (signal.SIGINT, signal.SIGTERM)
+        procs = [self.start() for _ in signals]            # side by side: most of the time is startup
+        for signum, proc in zip(signals, procs):
             with self.subTest(signal=signum.name):
-                proc, port = self.start()
+                port = self.port_of(proc)
                 s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
                 body = json.dumps({"request": "a name starting with m"}).encode()
                 s.sendall(f"POST /api/chat HTTP/1.0\r\nHost: localhost:{port}\r\nContent-Type: application/json\r\n"
@@ -371,8 +386,8 @@ class TestServeCommand(unittest.TestCase):
                 self.assertEqual(err.strip(), f"microgpt: interrupted by {signum.name}")
 
     def test_another_address_only_when_asked_and_with_a_warning(self):
-        proc, port = self.start("--host", "0.0.0.0")
-        status = None
+        proc = self.start("--host", "0.0.0.0")
+        port = self.port_of(proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
         conn.request("GET", "/")
         status = conn.getresponse().status
@@ -386,10 +401,9 @@ class TestServeCommand(unittest.TestCase):
         config, chars = microgpt.Config(n_embd=4, n_head=1, block_size=4), list("abc")
         params = microgpt.init_params(config, len(chars) + 1, random.Random(0))
         microgpt.save_checkpoint(names_model, params, config, chars, "docs")
-        for args in (["--serve"], ["--load", names_model, "--serve"], ["--port", "8000"]):
+        arg_lists = (["--serve"], ["--load", names_model, "--serve"], ["--port", "8000"])
+        for args, result in zip(arg_lists, run_many(arg_lists, self.tmp.name)):
             with self.subTest(args=args):
-                result = subprocess.run([sys.executable, MICROGPT_PATH] + args, capture_output=True, text=True,
-                                        timeout=WAIT)
                 self.assertEqual(result.returncode, 2)
                 self.assertNotIn("Traceback", result.stderr)
                 self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
@@ -474,6 +488,32 @@ class TestChatInTheBrowser(unittest.TestCase):
         self.assertEqual(tokens, [])
         self.assertEqual(turn.get_attribute("data-done"), "error")
         self.assertIn("\u00e9", turn.find_element(By.CSS_SELECTOR, ".error").text)
+
+    @unittest.skipUnless(os.environ.get("MICROGPT_SLOW"), "slow end-to-end check; CI sets MICROGPT_SLOW=1")
+    def test_a_trained_assistant_answers_in_the_page_what_was_asked(self):
+        model = os.path.join(self.tmp.name, "chat.json")
+        trained = subprocess.run([sys.executable, MICROGPT_PATH, "--chat", "--save", model], cwd=self.tmp.name,
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=3600)
+        self.assertEqual(trained.returncode, 0, trained.stderr)
+        server = subprocess.Popen([sys.executable, MICROGPT_PATH, "--load", model, "--serve", "--port", "0",
+                                   "--temperature", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            url = server.stdout.readline().split()[-4]          # "serving the chat at URL (Ctrl-C stops it)"
+            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            for kind, x in (("starting with", "m"), ("ending with", "a"), ("starting with", "el")):
+                with self.subTest(kind=kind, x=x):
+                    tokens, _ = ask_in_the_page(self.driver, port, f"a name {kind} {x}")
+                    answer = "".join(t.get_attribute("textContent") for t in tokens)
+                    # What the request asks, checked here without the model's own checker.
+                    self.assertTrue(answer.isalpha() and answer.islower() and len(answer) > len(x), answer)
+                    self.assertTrue(answer.startswith(x) if kind == "starting with" else answer.endswith(x), answer)
+            self.driver.save_screenshot(os.path.join(self.tmp.name, "trained.png"))
+        finally:
+            server.send_signal(signal.SIGINT)
+            _, err = server.communicate(timeout=WAIT)
+        self.assertEqual(server.returncode, 130)
+        self.assertNotIn("Traceback", err)
 
 
 if __name__ == "__main__":
