@@ -3321,6 +3321,7 @@ def is_microgpt_report(path):
 import http.server
 import ipaddress
 import socket
+import socketserver
 import threading
 import urllib.parse
 
@@ -3393,7 +3394,7 @@ class ChatServer(http.server.ThreadingHTTPServer):
 
     def server_bind(self):
         # HTTPServer's own looks up the machine's domain name, which can hang without DNS.
-        http.server.socketserver.TCPServer.server_bind(self)
+        socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
     def next_seed(self):
@@ -3722,6 +3723,8 @@ def run_serve(args, stop):
         raise BadInput(f"--{'port' if args.port is not None else 'host'} applies to --serve")
     if not args.load:
         raise BadInput(f"--serve needs a chat model: {how}")
+    if args.host == "":
+        raise BadInput("--host needs an address, such as 127.0.0.1")
     defaults = vars(make_parser().parse_args([]))
     others = [key for key, value in vars(args).items()
               if value != defaults.get(key) and key not in ("serve", "port", "host", "load", "temperature", "seed")]

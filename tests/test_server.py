@@ -482,6 +482,19 @@ class TestChatInTheBrowser(unittest.TestCase):
         self.assertTrue(self.driver.save_screenshot(path))
         self.assertGreater(os.path.getsize(path), 1000)
 
+    def test_the_page_shows_each_token_as_soon_as_it_is_made(self):
+        paced = PacedReply()
+        with Served(paced) as served:
+            self.driver.get(f"http://localhost:{served.port}/")
+            self.driver.find_element(By.ID, "request").send_keys("a name starting with m", Keys.ENTER)
+            shown = lambda d: len(d.find_elements(By.CSS_SELECTOR, ".assistant .tok"))  # noqa: E731
+            # The model is held after its first token: the page already shows that one.
+            WebDriverWait(self.driver, WAIT).until(lambda d: shown(d) == 1)
+            self.assertFalse(self.driver.find_elements(By.CSS_SELECTOR, ".assistant[data-done]"))
+            for _ in range(microgpt.MAX_ANSWER_TOKENS):
+                paced.go.release()
+            WebDriverWait(self.driver, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".assistant[data-done]"))
+
     def test_a_refusal_is_shown_in_the_page(self):
         with Served() as served:
             tokens, turn = ask_in_the_page(self.driver, served.port, "a name starting with \u00e9")
