@@ -3412,9 +3412,11 @@ class ChatServer(http.server.ThreadingHTTPServer):
 
 class ChatHandler(http.server.BaseHTTPRequestHandler):
     """One request: check where it comes from and what it asks, then answer it."""
-    server_version, sys_version = "microgpt", ""
     default_request_version = "HTTP/1.0"     # so that even a garbled request gets a status line
     timeout = IDLE_SECONDS           # a slow or silent client is dropped rather than holding a thread
+
+    def version_string(self):        # the Server header: no Python version to fingerprint
+        return "microgpt"
 
     def do_GET(self):
         if not self.addressed_to_us():
@@ -3535,7 +3537,8 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
                 while token is not None and len(pieces) < MAX_ANSWER_TOKENS:
                     piece, p, alternatives = token
                     pieces.append(piece)
-                    self.send_line({"token": piece, "p": p, "alternatives": [[t, q] for t, q in alternatives]})
+                    self.send_line({"token": piece, "p": round(p, 6),    # 6 decimals are plenty to look at
+                                    "alternatives": [[t, round(q, 6)] for t, q in alternatives]})
                     token = next(answer, None)
                 self.send_line({"done": True, "answer": "".join(pieces), "tokens": len(pieces), "seed": seed})
             except OSError:                   # the reader went away (or stopped reading for IDLE_SECONDS)

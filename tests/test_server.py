@@ -337,6 +337,14 @@ def save_chat_model(path):
     microgpt.save_checkpoint(path, params, config, chars, "chat")
 
 
+def port_of(proc):
+    """The port a started `--serve` prints in its first line, the address to open."""
+    line = proc.stdout.readline()
+    if "serving the chat at http://" not in line:
+        raise AssertionError(f"--serve did not start: {line or proc.stderr.read()}")
+    return int(line.split("http://")[1].split("/")[0].rsplit(":", 1)[1])
+
+
 class TestServeCommand(unittest.TestCase):
 
     @classmethod
@@ -358,10 +366,7 @@ class TestServeCommand(unittest.TestCase):
         return proc
 
     def port_of(self, proc):
-        """The port a started server prints in its first line (the URL to open)."""
-        line = proc.stdout.readline()
-        self.assertIn("serving the chat at http://", line, proc.stderr.read() if not line else line)
-        return int(line.split("http://")[1].split("/")[0].rsplit(":", 1)[1])
+        return port_of(proc)
 
     def stop(self, proc, signum):
         proc.send_signal(signum)
@@ -512,8 +517,7 @@ class TestChatInTheBrowser(unittest.TestCase):
                                    "--temperature", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:
-            url = server.stdout.readline().split()[-4]          # "serving the chat at URL (Ctrl-C stops it)"
-            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            port = port_of(server)
             for kind, x in (("starting with", "m"), ("ending with", "a"), ("starting with", "el")):
                 with self.subTest(kind=kind, x=x):
                     tokens, _ = ask_in_the_page(self.driver, port, f"a name {kind} {x}")
