@@ -17,7 +17,6 @@ import unittest
 from tests.support import MICROGPT_PATH, microgpt, run_many
 
 try:
-    import selenium  # noqa: F401
     from selenium import webdriver
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
