@@ -7,7 +7,9 @@ microgpt: a complete GPT in one file of plain Python, no packages needed.
 A GPT is a function that, given the tokens so far, returns a probability for every possible
 next token. Training nudges its parameters so that the token that really came next gets a
 higher probability. Sampling draws a token from those probabilities, appends it, and repeats.
-Here is the whole algorithm, with the numbers of the sections that explain each line. It
+Here is the whole algorithm, with the numbers of the sections that explain each line. Many
+of its words (parameters, batch, Adam, weights) are explained only in those sections: read
+it now as a map, and come back to it at the end of Part I, where it reads as a summary. It
 prints what `python microgpt.py` prints (a test checks that), without the decoration:
 
     config, rng = Config(), random.Random(42)
@@ -57,7 +59,9 @@ from operator import mul
 @dataclass      # writes Config's __init__ for us, taking each field below as an argument
 class Config:
     """Every hyperparameter in one place. The command line, a checkpoint (a saved model, Part
-    IV) and the code all read their defaults from here. You will meet each of them in Part I.
+    VI) and the code all read their defaults from here. You will meet each of them in Part I,
+    where its words (embedding, head, MLP, Adam) are explained: skim this list now, as a map,
+    and come back to it.
 
     With these defaults and the 27 tokens of names.txt, the model has 4,192 parameters (the
     matrices are named in section 4): wte 27 x 16 + wpe 16 x 16 + lm_head 27 x 16 = 1,120 for
@@ -106,11 +110,13 @@ FAST = True
 # 1. Dataset
 #
 # A language model learns from examples of text. Here each example ("document") is one
-# line of a text file: by default one first name per line, 29,910 of them. We shuffle them
-# with the seed, so runs are reproducible, and hold some back: the validation set (about
-# 10%, but at most 1,000: so 1,000 of the names, about 3%). The model never trains on
-# those, so its loss on them tells us whether it learned the patterns of names in general
-# or merely memorised the ones it saw.
+# line of a text file: by default names.txt, which comes with this file and holds 29,910
+# first names, one per line (every name given to at least 5 babies in the US in 2017, from
+# the Social Security Administration's counts; README.md says how it was made). We
+# shuffle them with the seed, so runs are reproducible, and hold some back: the validation
+# set (about 10%, but at most 1,000: so 1,000 of the names, about 3%). The model never
+# trains on those, so its loss on them tells us whether it learned the patterns of names
+# in general or merely memorised the ones it saw.
 # ---------------------------------------------------------------------------------------
 
 def read_text(path):
@@ -181,13 +187,20 @@ def encode_document(doc, chars):
 # each child. backward() then applies the chain rule from the loss back to the parameters:
 # each node passes its gradient to its children, multiplied by the local derivative, and a
 # child used several times adds up what it gets.
+#
+# Why add: if x is used twice, in u and in v, then nudging x by a tiny h moves u and v
+# both, and the loss moves by the sum of the two effects (for tiny changes, effects add
+# up): dL/dx = dL/du * du/dx + dL/dv * dv/dx, one share per use.
 # ---------------------------------------------------------------------------------------
 
 class Value:
     """One number in the computation graph, with its gradient."""
-    # __slots__: no per-object dict, so the many Values of a graph take less memory and time.
+    # Two Python details, not part of the algorithm. __slots__ fixes the attributes a Value
+    # can have, so it needs no dict of its own: the many Values of a graph take less memory
+    # and time. `tape` and the two lines in __init__ that use it serve Part II (II.2, "The
+    # tape"); skip them on a first reading: while Value.tape is None they do nothing.
     __slots__ = ("data", "grad", "_children", "_local_grads")
-    tape = None   # Part II ("The tape"; skip on a first reading): if a list, new Values join it
+    tape = None
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself
@@ -197,7 +210,12 @@ class Value:
         if Value.tape is not None:        # Part II, "The tape"
             Value.tape.append(self)
 
-    # Each operation computes its result and, right beside it, its local derivatives.
+    # Python turns `a + b` into the call a.__add__(b), `a * b` into a.__mul__(b) and `a ** k`
+    # into a.__pow__(k) (operator overloading): by defining these methods, formulas on Values
+    # read like formulas on numbers, and each operation builds one node. Each computes its
+    # result and, right beside it, its local derivatives. With two inputs, a local
+    # derivative says how the result moves when one input moves and the other is held
+    # fixed: nudge a by h in a * b and the product moves by h * b, so d(a*b)/da = b.
     # A plain number on the other side is a constant: it needs no gradient, so it gets no
     # node of its own and simply appears in the local derivative.
     def __add__(self, other):
@@ -223,7 +241,10 @@ class Value:
     def relu(self):                       # d(max(0,a))/da = 1 if a > 0 else 0
         return Value(max(0.0, self.data), (self,), (float(self.data > 0),))
 
-    # The rest are built from the operations above.
+    # The rest are built from the operations above. The __r...__ ("reflected") versions run
+    # when the plain number is on the left, as in 2 * v or 0 + v: Python first tries the
+    # number's own method, (2).__mul__(v), which does not know Values and says so
+    # (NotImplemented), and then calls v.__rmul__(2).
     def __neg__(self):
         return self * -1.0
 
@@ -233,8 +254,8 @@ class Value:
     def __truediv__(self, other):
         return self * other ** -1
 
-    def __radd__(self, other):            # other + self, where other is a plain number: so
-        return self + other               # sum(values) works; it starts 0 + v, one node more
+    def __radd__(self, other):            # other + self: so sum(values), which starts
+        return self + other               # from 0 + v, works; it costs one node more
 
     def __rsub__(self, other):
         return (-self) + other
@@ -245,9 +266,9 @@ class Value:
     def __rtruediv__(self, other):
         return self ** -1 * other
 
-    # float(v) is v's number. Evaluation and sampling (sections 6 and 7) read numbers with
-    # float(), so that they work both on Values and on plain floats (float(x) is x), which
-    # is what Part II gives them.
+    # float(v) calls v.__float__() and gives v's number. Evaluation and sampling (sections 6
+    # and 7) read numbers with float(), so that they work both on Values and on plain floats
+    # (float(x) is x): Part II runs them on plain floats, which is faster.
     def __float__(self):
         return self.data
 
@@ -263,6 +284,8 @@ class Value:
         # 2 * 1 (from L), and the 3 that v sends u afterwards would never reach x.
         # A topological order lists every node after all of the nodes it was computed from;
         # we visit the nodes in its reverse, so that every node comes before its children.
+        # The order leaves out the leaves (parameters, inputs): they have no children to pass
+        # a gradient on to. They still get theirs: their parents add it to leaf.grad below.
         self.grad = 1.0
         for node in reversed(self.topological_order()):
             for child, local in zip(node._children, node._local_grads):
@@ -278,11 +301,19 @@ class Value:
         #             order.append(node)        # after all of its children
         # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
         # about 270 nodes deep in the default model, but 882 with n_layer 4, and 1,462 with
-        # n_embd 64 and 2 layers: so we do the same with a stack of our own. A node is pushed
-        # to be expanded (more than once if several parents push it; the later pops find it
-        # visited and skip it), and once more, when expanded, below its children: when that
-        # entry (children_placed) is popped, they are all in the order, so it can follow them.
-        # Leaves (the parameters) are left out: they have nothing to pass on.
+        # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
+        # (last in, first out). Each entry is (node, children_placed):
+        #   (node, False) means "expand node": unless it was expanded before, push a reminder
+        #       (node, True), then (child, False) for each child above it. The stack gives
+        #       back the children, and all that they push in turn, before the reminder.
+        #   (node, True), the reminder, comes back only when all of that is done: every
+        #       child is in the order, so node can follow them.
+        # (If the stack is hard to follow, the recursive version above is the whole idea: the
+        # stack only does the same without recursion.)
+        # For L = u + v with u = 2 * x, v = 3 * u (x a leaf): L is expanded, pushing
+        # (L, True), (u, False), (v, False); v is expanded, pushing (v, True), (u, False);
+        # u is expanded and placed; then v; the older (u, False) is skipped (u was expanded
+        # already); then L. The order: u, v, L.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_placed = stack.pop()
@@ -305,6 +336,13 @@ class Value:
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things, small so that the first predictions are close to uniform.
+#
+# Three words used from here on. An embedding is a table with one learned vector per
+# token (or per position): looking a token up gives the row the model uses for it, n_embd
+# numbers it tunes in training. A projection is a matrix that turns one vector into
+# another (linear(), section 5): attention makes its query, key and value from the same
+# vector with three of them. An MLP (multi-layer perceptron) is the classic small neural
+# network: a projection to a wider vector, a non-linearity, a projection back.
 # ---------------------------------------------------------------------------------------
 
 def param_shapes(config, vocab_size):
@@ -347,18 +385,30 @@ def flatten(params):
 # it on its own (the MLP), and finally scores every possible next token (the logits).
 # First the building blocks, each one equation; then gpt(), which puts them together.
 #
+# Attention, the whole of it (the pieces are attention_weights, attention_head and the
+# loop over heads in gpt()): from the current vector x, three projections make a query q
+# (what this position looks for), a key k (what it offers) and a value v (what it passes
+# on); every earlier position made its own k and v the same way. Split into n_head
+# slices (with n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, k and v, head 1 numbers
+# 4-7, and so on, so each head has a query and keys of its own and can look for something
+# different), each head scores every position so far (this one too) by how well its key
+# matches the query (a dot product), turns the scores into weights that sum to 1
+# (softmax), and outputs the weighted average of those positions' values. The heads'
+# outputs, side by side, go through one more projection, attn_wo, which mixes them: each
+# head wrote only its own slice, and attn_wo lets every output number draw on all heads.
+#
+# Each block (attention, then the MLP) adds its output to the vector it read, instead of
+# replacing it: a residual connection. So x is a running sum, often called the residual
+# stream, that every block reads and adds a correction to.
+#
 # gpt() is called once per position, with that position's token; what it needs from the
 # earlier positions travels in the key/value cache. Training on "emma" makes five calls:
 #     position  0    1    2    3    4
 #     reads     BOS  e    m    m    a        (the cache then holds this and every earlier one)
 #     predicts  e    m    m    a    BOS      (the target: the next token of the document)
 #
-# This is GPT-2's design, simplified as in the original microgpt. GPT-2 normalises with
-# LayerNorm (which also subtracts the mean, and learns a scale for each number), uses GELU
-# (a smooth ReLU), has biases (constants added after each matrix), normalises before
-# lm_head but not right after the embeddings, and reuses wte as lm_head. This file uses
-# RMSNorm with no learned scale, ReLU, no biases, a norm right after the embeddings and
-# none before lm_head, and a separate lm_head.
+# This is GPT-2's design, simplified as in the original microgpt; Part IV names each
+# difference and then runs GPT-2 itself with the same few functions.
 # ---------------------------------------------------------------------------------------
 
 def linear(x, w):
@@ -380,7 +430,8 @@ def softmax(logits):
 
 def rmsnorm(x):
     """Rescale x to a root-mean-square of 1: x / sqrt(mean(x**2) + 1e-5).   [n] -> [n]
-    Keeps the numbers in a healthy range however many layers they pass through."""
+    Keeps the numbers in a healthy range however many layers they pass through. The 1e-5
+    keeps it from dividing by zero when x is all zeros; otherwise it is too small to matter."""
     if FAST: return fast_rmsnorm(x)
     scale = (sum(xi * xi for xi in x) / len(x) + 1e-5) ** -0.5
     return [xi * scale for xi in x]
@@ -399,8 +450,9 @@ def attention_weights(q, ks):
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
     # Why divide by sqrt(head_dim): if q and k hold d numbers with random signs, q . k is a
     # sum of d products that partly cancel, so it grows like sqrt(d) times one product.
-    # Dividing by sqrt(d) makes the scores' size independent of the head size, so that a
-    # bigger head does not turn the softmax into a hard one-hot choice.
+    # Dividing by sqrt(d) makes the scores' size independent of the head size. Otherwise a
+    # bigger head would make the scores far apart, and softmax would give nearly all the
+    # weight to the single best score and almost none to the rest (and almost no gradient).
     scale = 1.0 / math.sqrt(len(q))
     return softmax([sum(qi * ki for qi, ki in zip(q, k)) * scale for k in ks])
 
@@ -426,9 +478,11 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     hd = config.n_embd // config.n_head                 # the head size, head_dim
     # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
-    x = rmsnorm(x)            # start every position from a vector of the same size: this is
-                              # what the first residual connection carries (the block's own
-                              # rmsnorm below then changes it almost not at all)
+    # Normalised here, this vector starts the residual stream (section 5's introduction) at
+    # the same size for every token. Each block normalises again what it reads, because
+    # the stream grows as blocks add to it; that norm shapes only the block's input, not the
+    # stream itself. (In the first block it changes almost nothing: x is already normalised.)
+    x = rmsnorm(x)
     for i in range(config.n_layer):
         # Attention block: gather information from earlier positions.
         residual = x
@@ -449,7 +503,7 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
             heads.extend(attention_head(q_h, ks, vs))   # extend: the heads' outputs side by side
             if attention_log is not None:
                 attention_log.append(attention_weights(q_h, ks))
-        x = linear(heads, params[f"layer{i}.attn_wo"])  # [n_embd]
+        x = linear(heads, params[f"layer{i}.attn_wo"])  # [n_embd]: mixes the heads' outputs
         # The residual connection adds the block's output to its input, so each block only
         # has to learn a correction, and gradients flow straight back through the sum.
         x = [a + b for a, b in zip(x, residual)]
@@ -468,8 +522,16 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
 # -log p(next token). A model that guesses uniformly among the 27 tokens of names.txt (26
 # letters and BOS) has loss ln(27) = 3.30; one that always gives the right token probability
 # 1 has loss 0. Each step takes one document (or a batch), computes its mean loss over its
-# positions, gets every parameter's gradient with backward(), and lets Adam move each
-# parameter a little downhill.
+# positions, gets every parameter's gradient with backward(), and moves each parameter a
+# little downhill.
+#
+# The simplest downhill move is plain gradient descent: for every parameter p,
+#     p.data -= lr * p.grad
+# a small step (lr, the learning rate) against its gradient, the direction in which the
+# loss grows. It works, but one lr must suit every parameter, large gradients and small.
+# Adam (adam_update below) is that same step with two refinements: it follows a running
+# average of the gradient instead of one noisy step's, and divides by the gradient's
+# typical size, so that every parameter moves by about lr.
 #
 # One document's loss is noisy: some names are easy to predict, some hard, and a short one
 # has few predictions to average over. So the loss jumps from step to step, and the
@@ -529,16 +591,17 @@ def document_batches(docs, chars, batch):
 
 def adam_update(flat_params, m, v, step, num_steps, config):
     """One step of Adam on every parameter, then reset the gradients for the next step.
-    m and v are running averages of each gradient and of its square. The step follows the
-    average direction m, divided by sqrt(v), the gradient's typical size: so every
-    parameter moves by about lr, whatever the scale of its own gradient, and less where its
-    gradient keeps changing sign."""
+    m and v are running averages of each gradient and of its square (Adam's names: this v
+    has nothing to do with attention's values v). The step follows the average direction
+    m, divided by sqrt(v), the gradient's typical size: so every parameter moves by about
+    lr, whatever the scale of its own gradient, and less where its gradient keeps changing
+    sign."""
     lr = config.lr * (1 - step / num_steps)          # decays linearly (lr / num_steps at the end)
     b1, b2 = config.beta1, config.beta2
     # m and v start at 0, so early on they are too small. After t steps (t = step + 1) of a
     # constant gradient g, m = (1 - b1) * (1 + b1 + ... + b1**(t-1)) * g = (1 - b1**t) * g:
     # the weights of the average add up to 1 - b1**t, not 1. Dividing by that gives exactly
-    # g; the same argument with b2 holds for v (Adam's v, not attention's values).
+    # g; the same argument with b2 holds for v, the average of g * g.
     bias1 = 1 - b1 ** (step + 1)
     bias2 = 1 - b2 ** (step + 1)
     c1, c2, eps = 1 - b1, 1 - b2, config.eps         # looked up once, not once per parameter
@@ -557,7 +620,7 @@ def train(params, config, batch_for_step, num_steps):
     generator (it says yield, not return): nothing runs until the caller loops over it, as
     in `for loss in train(...)`, and each turn of that loop runs one step."""
     flat = flatten(params)
-    m, v = [0.0] * len(flat), [0.0] * len(flat)    # Adam's running averages, one per parameter
+    m, v = [0.0] * len(flat), [0.0] * len(flat)    # Adam's averages (adam_update), one per parameter
     for step in range(num_steps):
         batch = batch_for_step(step)
         loss = 0.0
@@ -572,6 +635,8 @@ def train(params, config, batch_for_step, num_steps):
 
 def mean_token_loss(sequences, weights, config):
     """Mean cross-entropy per predicted token over some sequences: the validation loss.
+    weights: the parameters as they are, or the same numbers as plain floats, which is
+    faster and what inference_weights() (section 7) gives; float() reads a number from both.
     It is not the same kind of number as the smoothed training loss the command line prints
     beside it: that one is a mean per document (a short name's tokens weigh more), over 100
     steps during which the weights kept changing, on the documents trained on. This one is
@@ -636,13 +701,8 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #
 # Part I is the algorithm; as the original microgpt puts it, everything else is just
 # efficiency (and, here, tools to look inside and plumbing). This part makes the same
-# computation cheaper without changing what it computes: each function here replaces one of
-# Part I's, and the tests check each against its Part I version (to 1e-9) and against
-# central finite differences (1e-9 is the tests' tolerance; the differences seen are about
-# 1e-16). Leaving out the MLP's switched-off units and pausing the
-# collector change no bit; the fused sums and the tape add the same terms in another order,
-# so results agree to floating-point rounding (about 1e-16), and the default run prints
-# exactly the same numbers either way. Four ideas:
+# computation cheaper without changing what it computes: each function here replaces one
+# of Part I's. Four ideas, in sections II.1 to II.4 (numbered apart from Part I's 1 to 7):
 #
 #   1. Fused nodes: one graph node for a whole sum, softmax or loss, with its derivative
 #      worked out by hand, instead of one node per + and *.
@@ -651,14 +711,19 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #   3. The collector switch: CPython's cycle collector is paused during training.
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
-# Their sections are numbered II.1 to II.4, apart from Part I's 1 to 7.
+# Only the time changes. Leaving out the MLP's switched-off units and pausing the
+# collector change no bit; the fused sums and the tape add the same terms in another
+# order, so results agree to floating-point rounding (about 1e-16), and the default run
+# prints exactly the same numbers either way. Together they make a training step 12 to 16
+# times faster than Part I alone on CPython 3.11 (6.5 to 8.7 ms against 90 to 110 ms; the
+# collector is paused in both, see II.3), 8 to 12 times on PyPy 3.9, and 25 to 28 times
+# faster than a textbook engine like micrograd's on CPython.
 #
-# What they buy, measured by `python scripts/bench.py` (it alternates the variants, 50
-# steps at a time, over the first 200 steps of the default run, on a shared 2-core
-# machine; README.md has all the figures): a training step takes 12 to 16 times less time
-# with FAST = True than with Part I alone on CPython 3.11 (6.5 to 8.7 ms against 90 to
-# 110 ms; the collector is paused in both, see II.3), and 8 to 12 times less on PyPy 3.9.
-# Against a textbook engine like micrograd's, it is 25 to 28 times on CPython.
+# Each section ends with two notes a first reading can skip. "Measured": what the idea
+# buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
+# the first 200 steps of the default run, on a shared 2-core machine; README.md has all
+# the figures). "Tested": where the tests check that it changes no number (each function
+# against its Part I version to 1e-9, and against central finite differences).
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -674,19 +739,18 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # Every fast_ function below also accepts plain floats and then builds no graph at all
 # (idea 4): that is how evaluation and sampling run without Values.
 #
-# The first training step of the default run (the name "evania", 7 predictions, with the
-# run's starting weights, which decide how many MLP units are on) builds 54,342 nodes with
-# 105,665 edges (child links) in Part I, and 1,879 nodes with 37,172 edges with fused nodes. The benchmark also runs Part I's graph with the tape of II.2:
-# the fused graph makes a step 9 to 13 times faster than that on CPython, 4.5 to 6 times
-# on PyPy.
-#
 # sum(map(mul, a, b)) below is sum(x * y for x, y in zip(a, b)), but faster: map calls
 # operator.mul on the pairs without a Python loop.
 #
-# The proof that nothing changes: tests/test_autograd.py (TestFusedNodes) checks every
-# fast_ function against its Part I graph, values and gradients to 1e-9, and against
-# central finite differences; tests/test_model.py checks the whole model's gradient, and a
-# few training steps with FAST on and off (losses, gradients and weights to 1e-9).
+# Measured: the first training step of the default run (the name "evania", 7
+# predictions, with the run's starting weights, which decide how many MLP units are on)
+# builds 54,342 nodes with 105,665 edges (child links) in Part I, and 1,879 nodes with
+# 37,172 edges with fused nodes. With the tape of II.2 under both, the fused graph makes a
+# step 9 to 13 times faster than Part I's on CPython, 4.5 to 6 times on PyPy.
+# Tested: tests/test_autograd.py (TestFusedNodes) checks every fast_ function against its
+# Part I graph, values and gradients to 1e-9, and against central finite differences;
+# tests/test_model.py checks the whole model's gradient, and a few training steps with
+# FAST on and off (losses, gradients and weights to 1e-9).
 # ---------------------------------------------------------------------------------------
 
 def is_graph(vector):
@@ -721,9 +785,14 @@ def fast_linear(x, w):
 def fast_softmax(logits):
     """softmax() with one node per output instead of five per input (l - m, exp, the sum's
     +, and e / total, which is e * total**-1: two nodes, total**-1 made anew for each e).
-    With S = sum_j exp(l[j]) and p[i] = exp(l[i]) / S, the quotient rule gives
-        d p[i] / d l[j] = (exp(l[i]) * [i == j] * S - exp(l[i]) * exp(l[j])) / S**2
-                        = p[i] * ([i == j] - p[j])."""
+    Its derivatives, with e[i] = exp(l[i]), S = sum_j e[j] and p[i] = e[i] / S. Moving l[j]
+    moves e[j] by as much as e[j] itself (the derivative of exp is exp), and so S too.
+      j == i: both the top and the bottom of e[i] / S move, and the quotient rule gives
+              d p[i] / d l[i] = (e[i] * S - e[i] * e[i]) / S**2 = p[i] - p[i] * p[i].
+      j != i: only the bottom moves: d p[i] / d l[j] = -e[i] * e[j] / S**2 = -p[i] * p[j].
+    Both cases in one formula: d p[i] / d l[j] = p[i] * ([i == j] - p[j]), where [i == j]
+    is 1 if i equals j and 0 if not. In Python, (i == j) is True or False, which count as
+    1 and 0 in arithmetic: the code below writes exactly that."""
     ld = [l.data for l in logits] if is_graph(logits) else logits
     m = max(ld)
     exps = [math.exp(l - m) for l in ld]
@@ -757,8 +826,8 @@ def fast_mlp(x, w1, w2):
     and w2's weights for it would get gradient (their local derivative, the unit's output)
     times 0. So it gets no node, the second layer skips it, and no number changes. About
     half of the 64 units are off at the start of the default run and most later (17% on
-    over steps 500 to 999). With every unit in the graph, a step of the first 200 took 6% to
-    27% longer on CPython and 42% to 143% longer on PyPy."""
+    over steps 500 to 999). Measured: with every unit in the graph, a step of the first 200
+    took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
     if not is_graph(x):
         hidden = [h if h > 0 else 0.0 for h in fast_linear(x, w1)]
         return fast_linear(hidden, w2)
@@ -782,12 +851,15 @@ def fast_attention_head(q, ks, vs):
     2 * head_dim + 6 per position for the weights and 2 per position per output for the
     weighted sum.
     The scores are s[t] = q . k[t] / sqrt(d), each one dot() node. Each output,
-    out[j] = sum_t p[t] * v[t][j] with p = softmax(s), is one node whose children are the
-    scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t], and with
-    fast_softmax's d p[u] / d s[t] = p[u] * ([u == t] - p[t]),
+    out[j] = sum_u p[u] * v[u][j] with p = softmax(s), is one node whose children are the
+    scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t]. A score
+    s[t] moves out[j] through every weight p[u], and fast_softmax gives each of those:
+    d p[u] / d s[t] = p[u] * ([u == t] - p[t]). Adding the effects over u:
         d out[j] / d s[t] = sum_u v[u][j] * p[u] * ([u == t] - p[t])
-                          = p[t] * v[t][j] - p[t] * sum_u p[u] * v[u][j]
-                          = p[t] * (v[t][j] - out[j])."""
+    The [u == t] part keeps only the term u = t: p[t] * v[t][j]. The - p[t] part is
+    -p[t] * sum_u p[u] * v[u][j], and that sum is out[j] itself. So
+        d out[j] / d s[t] = p[t] * v[t][j] - p[t] * out[j] = p[t] * (v[t][j] - out[j]):
+    raising a score pulls the output towards that position's value."""
     if not is_graph(q):
         p = attention_weights(q, ks)
         return [sum(pt * v[j] for pt, v in zip(p, vs)) for j in range(len(q))]
@@ -806,9 +878,11 @@ def fast_cross_entropy(logits, target):
     """cross_entropy() as one node instead of softmax's nodes plus a log.
     -log(exp(l[t]) / S) = log(S) - l[t], computed as log(sum_j exp(l[j] - m)) + m - l[t]
     with m the largest logit: the same number, but it cannot take the log of a probability
-    that underflowed to 0. Its derivative: d log(S) / d l[i] = exp(l[i]) / S = p[i], so
+    that underflowed to 0. Its derivative: d log(S) / d l[i] = exp(l[i]) / S = p[i], and
+    d l[t] / d l[i] is [i == t] (1 for the target, 0 for the others), so
         d loss / d l[i] = p[i] - [i == t]:
-    the predicted probabilities minus the one-hot target."""
+    the predicted probabilities minus the target written as a one-hot vector (1 at the
+    target token, 0 elsewhere)."""
     ld = [l.data for l in logits] if is_graph(logits) else logits
     m = max(ld)
     loss = math.log(sum(math.exp(l - m) for l in ld)) + m - ld[target]
@@ -834,9 +908,11 @@ def fast_mean(xs):
 # after its children (it is computed from them), so the order in which the forward pass
 # creates the nodes is already a topological order. While Value.tape is a list, every new
 # Value appends itself to it (see Value.__init__); backward then walks that list in reverse.
-# Without the tape a step took 2% to 20% longer on CPython (median 13%, 6 runs) and 64%
-# to 118% longer on PyPy (4 runs). Tested in tests/test_fast.py (TestTape): the tape lists
-# every node after its children, and backward along it gives backward()'s gradients.
+#
+# Measured: without the tape a step took 2% to 20% longer on CPython (median 13%, 6 runs)
+# and 64% to 118% longer on PyPy (4 runs).
+# Tested: tests/test_fast.py (TestTape): the tape lists every node after its children, and
+# backward along it gives backward()'s gradients.
 # ---------------------------------------------------------------------------------------
 
 def fast_add_gradient(tokens, params, config, weight):
@@ -869,12 +945,15 @@ def backward_along(root, tape):
 # goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
 # the command line (main(), Part VI) pauses it for the whole run. That changes no number,
 # so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
-# even more: Part I's validation took 32 ms per name with the collector paused and 94 to
+# even more. PyPy has no reference counting and needs its collector to free the graphs,
+# so there it stays on.
+#
+# Measured: Part I's validation took 32 ms per name with the collector paused and 94 to
 # 162 ms with it on. With FAST, whole 500-step runs took 3.5 s with it on against 3.0 s.
-# PyPy has no reference counting and needs its collector to free the graphs: when we tried
-# switching it off there, a default run took 5.9 s instead of 3.8 s and peaked at 1.1 GiB
-# of memory instead of 96 MiB. tests/test_fast.py (TestCollectorSwitch) checks that the
-# collector is paused only inside the block and always comes back.
+# On PyPy, with it switched off, a default run took 5.9 s instead of 3.8 s and peaked at
+# 1.1 GiB of memory instead of 96 MiB.
+# Tested: tests/test_fast.py (TestCollectorSwitch): the collector is paused only inside
+# the block and always comes back.
 # ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager       # makes this generator usable as `with cycle_collector_paused():`
@@ -897,12 +976,15 @@ def cycle_collector_paused():
 # Validation and sampling need no gradient, so they need no graph. inference_weights()
 # (section 7) hands them the weights as plain floats, and every fast_ function above, given
 # floats, does the same arithmetic with no Value at all (Part I's code around them, like the
-# residual sums in gpt(), works on floats as it is). In the benchmark (500 names, 6 runs on
-# CPython, 4 on PyPy) a forward pass was 3.2 to 7.2 times faster than with the fused graph
-# on CPython, 2.8 to 4.7 times on PyPy. In a separate measurement, the validation loss over
-# the 1,000 held-out names took 2.8 s on floats against 8.1 s with the fused graph on
-# CPython (0.8 s against 4.3 s on PyPy), and 32 s on Part I's graph. tests/test_fast.py
-# (TestPlainFloats) checks that validation, the microscope and samples agree with Part I.
+# residual sums in gpt(), works on floats as it is).
+#
+# Measured: in the benchmark (500 names, 6 runs on CPython, 4 on PyPy) a forward pass was
+# 3.2 to 7.2 times faster than with the fused graph on CPython, 2.8 to 4.7 times on PyPy.
+# In a separate measurement, the validation loss over the 1,000 held-out names took 2.8 s
+# on floats against 8.1 s with the fused graph on CPython (0.8 s against 4.3 s on PyPy),
+# and 32 s on Part I's graph.
+# Tested: tests/test_fast.py (TestPlainFloats): validation, the microscope and samples
+# agree with Part I.
 # ---------------------------------------------------------------------------------------
 
 def weights_of(params):
@@ -992,7 +1074,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
 
 def markov_chain(weights, config, vocab_size):
     """Every full context (a tuple of block_size token ids) with its next-token
-    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,)."""
+    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,).
+    The probabilities are the model's own, at temperature 1; sampling at another
+    temperature reshapes each row the same way. The first block_size - 1 tokens of a
+    text, before the window is full, are not among these states."""
     chain = []
     for state in itertools.product(range(vocab_size), repeat=config.block_size):
         logits = logits_at_every_position(list(state), weights, config)[-1]

@@ -1,10 +1,20 @@
-"""What the test files share: running the real command line, the bad-input contract, and
-switching microgpt.FAST for a block of code."""
+"""What the test files share: running the command line (in this process, or for real in a
+new one), the bad-input contract, a shared trained checkpoint, and switching microgpt.FAST
+for a block of code.
+
+Speed: starting a new interpreter costs about 0.2 s of CPU, and the whole suite must run in
+at most 30 s on two cores, so the command line runs in this process (run_main) unless the
+real process is the point of the test: signals, exit codes seen by the shell, a closed
+stdout, memory peaks, resource limits (run_cli, Child in test_safety)."""
+import atexit
 import contextlib
+import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +48,59 @@ def run_cli(args, cwd, env_update=None, timeout=120):
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
+def run_main(args, cwd, encoding="utf-8"):
+    """microgpt.main(args) in this process, as run_cli runs it in a new one: the same working
+    directory, stdout and stderr that are not a terminal (in `encoding`, as PYTHONIOENCODING
+    would set it), nothing on stdin. Returns what run_cli returns (returncode, stdout,
+    stderr); an exception main() lets through becomes its traceback on stderr and exit code
+    1, as Python would print it."""
+    args = [str(a) for a in args]
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding=encoding, newline="") for _ in range(2))
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            old_stdin, sys.stdin = sys.stdin, io.StringIO("")
+            try:
+                code = microgpt.main(args)
+            except SystemExit as e:                # --help, or argparse's own exit
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:                      # a bug: what the user would see
+                traceback.print_exc(file=sys.stderr)
+                code = 1
+            finally:
+                sys.stdin = old_stdin
+    finally:
+        os.chdir(here)
+
+    def text(stream):    # as subprocess's text mode reads it: universal newlines
+        stream.flush()
+        return stream.buffer.getvalue().decode(encoding).replace("\r\n", "\n").replace("\r", "\n")
+    return subprocess.CompletedProcess(args, code, text(out), text(err))
+
+
+_trained = {}                # options -> path of the checkpoint they trained, once per process
+
+
+def trained_checkpoint(directory, options):
+    """A copy in `directory` (as model.json) of the checkpoint that `microgpt.py --input
+    names.txt options --save ...` writes, names.txt holding NAMES. The training runs once per
+    test process, whichever tests ask for it; a test may change its copy freely."""
+    key = tuple(str(a) for a in options)
+    if key not in _trained:
+        home = tempfile.TemporaryDirectory()
+        atexit.register(home.cleanup)
+        path = os.path.join(home.name, "model.json")
+        names = write_text(home.name, "names.txt", "\n".join(NAMES) + "\n")
+        result = run_main(["--input", names] + list(key) + ["--save", path], home.name)
+        if result.returncode != 0:
+            raise AssertionError(f"training the shared checkpoint failed:\n{result.stdout}\n{result.stderr}")
+        _trained[key] = path
+    copy = os.path.join(directory, "model.json")
+    shutil.copyfile(_trained[key], copy)
+    return copy
+
+
 def snapshot(directory):
     """Every file (with its bytes) and directory under `directory`."""
     found = {}
@@ -54,20 +117,24 @@ def snapshot(directory):
     return found
 
 
-def run_many(arg_lists, cwd):
-    """run_cli for several command lines side by side (most of the time is interpreter startup)."""
+def run_many(arg_lists, cwd, real=False):
+    """run_main for several command lines, one after another; with real=True, run_cli for
+    each, side by side (most of the time is then interpreter startup)."""
+    if not real:
+        return [run_main(args, cwd) for args in arg_lists]
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         return list(pool.map(lambda args: run_cli(args, cwd), arg_lists))
 
 
-def assert_refused(test, directory, *cases):
+def assert_refused(test, directory, *cases, real=False):
     """The bad-input contract, for each command line in `cases`: exit code 2, exactly one
     non-empty stderr line starting with "microgpt: error:", no traceback anywhere, no
     training started; and afterwards `directory` is exactly as it was (no new, removed or
-    changed files). The cases run side by side: none of them may write anything, so they
-    cannot disturb each other."""
+    changed files). The cases run in this process (run_main), one after another; with
+    real=True each in a new process (run_cli), side by side: none of them may write
+    anything, so they cannot disturb each other."""
     before = snapshot(directory)
-    results = run_many(cases, directory)
+    results = run_many(cases, directory, real)
     for args, result in zip(cases, results):
         with test.subTest(args=args):
             context = f"\nargs: {args}\nexit: {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"

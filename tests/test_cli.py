@@ -1,4 +1,5 @@
-"""The command line of microgpt.py, run for real in a subprocess.
+"""The command line of microgpt.py: main() called in this process (run_main), and run for
+real in a new process where the process is the point (the exit code a shell sees, Ctrl-C).
 
 Every bad input must end with exit code 2 and one line on stderr ("microgpt: error: ..."),
 never a traceback, and must leave no broken or half-written file behind. The happy paths use
@@ -6,8 +7,8 @@ models of a few hundred parameters trained for a few steps, so the whole file ru
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli,  # noqa: E402
-                     run_many, write_text)
+from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
+                     write_text)
 
 import microgpt
 
@@ -79,8 +80,10 @@ class BadSettingsTest(TempDirTestCase):
         assert_refused(self, self.tmp, *[base + bad for bad in cases])
 
     def test_malformed_command_lines_are_refused_with_exit_2(self):
-        cases = [["--steps", "abc"], ["--batch", "some"], ["--no-such-flag"]]
-        assert_refused(self, self.tmp, *[["--input", self.names] + TINY + bad for bad in cases])
+        cases = [["--input", self.names] + TINY + bad for bad in (["--steps", "abc"], ["--batch", "some"],
+                                                                  ["--no-such-flag"])]
+        assert_refused(self, self.tmp, *cases[1:])
+        assert_refused(self, self.tmp, cases[0], real=True)    # in a new process: the exit code a shell sees
 
 
 class CheckpointTest(unittest.TestCase):
@@ -93,7 +96,7 @@ class CheckpointTest(unittest.TestCase):
         cls.names = write_text(cls.shared, "names.txt", "\n".join(NAMES) + "\n")
         cls.ckpt = os.path.join(cls.shared, "model.json")
         cls.train_args = ["--input", cls.names, "--steps", "5", "--num-samples", "4", "--save", cls.ckpt] + TINY
-        cls.train_result = run_cli(cls.train_args, cwd=cls.shared)
+        cls.train_result = run_main(cls.train_args, cwd=cls.shared)
         if cls.train_result.returncode != 0:
             cls._shared.cleanup()
             raise AssertionError("training the shared checkpoint failed:\n" + cls.train_result.stderr)
@@ -149,7 +152,7 @@ class CheckpointTest(unittest.TestCase):
     def test_same_seed_and_flags_give_the_same_output_apart_from_timing(self):
         again = os.path.join(self.tmp, "again.json")
         args = [again if a == self.ckpt else a for a in self.train_args]
-        result = run_cli(args, cwd=self.tmp)
+        result = run_main(args, cwd=self.tmp)
         assert_ok(self, result)
 
         def comparable(stdout):
@@ -169,7 +172,7 @@ class CheckpointTest(unittest.TestCase):
             self.assertEqual(json.load(f)["state_dict"], self.ckpt_json["state_dict"])
 
     def test_loaded_checkpoint_prints_the_same_samples_as_the_run_that_saved_it(self):
-        result = run_cli(["--load", self.ckpt, "--num-samples", "4"], cwd=self.tmp)
+        result = run_main(["--load", self.ckpt, "--num-samples", "4"], cwd=self.tmp)
         assert_ok(self, result)
         self.assertFalse([l for l in result.stdout.splitlines() if l.startswith("step ")])
         self.assertEqual(sample_lines(result.stdout), sample_lines(self.train_result.stdout))
@@ -177,7 +180,7 @@ class CheckpointTest(unittest.TestCase):
 
     def test_loaded_checkpoint_with_steps_fine_tunes_it(self):
         saved = os.path.join(self.tmp, "tuned.json")
-        result = run_cli(["--load", self.ckpt, "--steps", "3", "--input", self.names, "--num-samples", "2",
+        result = run_main(["--load", self.ckpt, "--steps", "3", "--input", self.names, "--num-samples", "2",
                           "--save", saved], cwd=self.tmp)
         assert_ok(self, result)
         progress = [l for l in result.stdout.splitlines() if l.startswith("step ")]
@@ -198,8 +201,8 @@ class CheckpointTest(unittest.TestCase):
 
     def test_diverging_training_stops_with_exit_2_and_saves_nothing(self):
         target = os.path.join(self.tmp, "diverged.json")
-        result = run_cli(["--input", self.names, "--steps", "5", "--lr", "1e100", "--save", target] + TINY,
-                         cwd=self.tmp)
+        result = run_main(["--input", self.names, "--steps", "5", "--lr", "1e100", "--save", target] + TINY,
+                          cwd=self.tmp)
         context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         self.assertEqual(result.returncode, 2, context)
         self.assertEqual(len(result.stderr.splitlines()), 1, context)
@@ -287,14 +290,14 @@ class CheckpointTest(unittest.TestCase):
         # checkpoint without it (hand-made, or from another tool) must not crash the sampler.
         text = write_text(self.tmp, "bits.txt", "0110101101" * 5)
         ckpt = os.path.join(self.tmp, "stream.json")
-        trained = run_cli(["--input", text, "--stream", "--steps", "2", "--num-samples", "0", "--save", ckpt,
+        trained = run_main(["--input", text, "--stream", "--steps", "2", "--num-samples", "0", "--save", ckpt,
                            "--n-embd", "8", "--n-head", "2", "--block-size", "3"], cwd=self.tmp)
         assert_ok(self, trained)
         with open(ckpt, encoding="utf-8") as f:
             content = json.load(f)
         content.pop("stream_start", None)
         write_text(self.tmp, "stream.json", json.dumps(content))
-        result = run_cli(["--load", ckpt, "--length", "10"], cwd=self.tmp)
+        result = run_main(["--load", ckpt, "--length", "10"], cwd=self.tmp)
         context = f"\nexit: {result.returncode}\nstderr:\n{result.stderr}"
         self.assertNotIn("Traceback", result.stderr, context)
         self.assertIn(result.returncode, (0, 2), context)
@@ -305,7 +308,7 @@ class CheckpointTest(unittest.TestCase):
 class SamplingTest(TempDirTestCase):
 
     def test_help_exits_0_and_mentions_every_flag(self):
-        result = run_cli(["--help"], cwd=self.tmp)
+        result = run_main(["--help"], cwd=self.tmp)
         assert_ok(self, result)
         for flag in ("--input", "--stream", "--steps", "--n-layer", "--n-embd", "--n-head", "--block-size",
                      "--batch", "--lr", "--seed", "--temperature", "--num-samples", "--length", "--prompt",
@@ -313,8 +316,8 @@ class SamplingTest(TempDirTestCase):
             self.assertRegex(result.stdout, r"(?m)^\s+" + re.escape(flag) + r"\b", flag)
 
     def test_prompted_samples_all_start_with_the_prompt(self):
-        result = run_cli(["--input", self.names, "--steps", "2", "--num-samples", "5", "--prompt", "el"] + TINY,
-                         cwd=self.tmp)
+        result = run_main(["--input", self.names, "--steps", "2", "--num-samples", "5", "--prompt", "el"] + TINY,
+                          cwd=self.tmp)
         assert_ok(self, result)
         samples = sample_lines(result.stdout)
         self.assertEqual(len(samples), 5)
@@ -322,7 +325,7 @@ class SamplingTest(TempDirTestCase):
             self.assertTrue(sample.startswith("el"), sample)
 
     def test_num_samples_0_prints_no_samples(self):
-        result = run_cli(["--input", self.names, "--steps", "2", "--num-samples", "0"] + TINY, cwd=self.tmp)
+        result = run_main(["--input", self.names, "--steps", "2", "--num-samples", "0"] + TINY, cwd=self.tmp)
         assert_ok(self, result)
         self.assertTrue([l for l in result.stdout.splitlines() if l.startswith("step ")])
         self.assertEqual(sample_lines(result.stdout), [])
@@ -333,7 +336,7 @@ class SamplingTest(TempDirTestCase):
         # the temperature goes to 0 sampling becomes greedy, so the samples should be those of
         # a small but harmless temperature such as 1e-6 (or the setting should be refused).
         base = ["--input", self.names, "--steps", "1", "--num-samples", "3"] + TINY
-        greedy, tiny = run_many([base + ["--temperature", "1e-6"], base + ["--temperature", "1e-320"]], self.tmp)
+        greedy, tiny = (run_main(base + ["--temperature", t], self.tmp) for t in ("1e-6", "1e-320"))
         assert_ok(self, greedy)
         context = f"\nexit: {tiny.returncode}\nstdout:\n{tiny.stdout}\nstderr:\n{tiny.stderr}"
         self.assertNotIn("Traceback", tiny.stderr, context)

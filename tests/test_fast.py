@@ -137,7 +137,7 @@ class TestPlainCommandLine(TempDirTestCase):
         """`--plain` sets FAST = False: training, validation, sampling, the microscope, a saved
         checkpoint and the --report page all run on Part I alone, and print the same numbers
         to the 4 decimals shown (the same samples too); the page's numbers agree to 1e-9."""
-        base = ["--input", self.names, "--steps", "6", "--batch", "2", "--n-embd", "8", "--n-head", "2",
+        base = ["--input", self.names, "--steps", "4", "--batch", "2", "--n-embd", "8", "--n-head", "2",
                 "--block-size", "6", "--num-samples", "4", "--explain", "emma"]
         fast_run, plain_run = run_many([base + ["--save", "fast.json", "--report", "fast.html"],
                                         base + ["--plain", "--save", "plain.json", "--report", "plain.html"]], self.tmp)

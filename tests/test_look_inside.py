@@ -1,12 +1,13 @@
 """Section 8 of microgpt.py, "Look inside": continuous text (--stream), the GPT as a Markov
 chain (--chain), the per-token microscope (--explain), and the loss-curve sparkline.
 
-The numerical facts are checked through the functions (fast); the command line is run for
-real in a subprocess with models of a few hundred parameters trained for a few steps.
+The numerical facts are checked through the functions (fast); the command line is run in
+this process (support.run_main) with models of a few hundred parameters trained for a few
+steps.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli, write_text  # noqa: E402
+from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_main, write_text  # noqa: E402
 
 import microgpt
 
@@ -130,7 +131,7 @@ class StreamTest(unittest.TestCase):
     def test_stream_cli_trains_and_prints_samples_of_the_requested_length(self):
         with tempfile.TemporaryDirectory() as tmp:
             data = write_text(tmp, "bits.txt", BITS)
-            result = run_cli(["--input", data, "--stream", "--block-size", "3", "--steps", "3", "--length", "25",
+            result = run_main(["--input", data, "--stream", "--block-size", "3", "--steps", "3", "--length", "25",
                               "--prompt", "01", "--num-samples", "2"] + SMALL, cwd=tmp)
         assert_ok(self, result)
         lines = result.stdout.splitlines()
@@ -151,9 +152,9 @@ class StreamTest(unittest.TestCase):
             data = write_text(tmp, "bits.txt", BITS)
             ckpt = os.path.join(tmp, "bits.json")
             common = ["--length", "20"]
-            trained = run_cli(["--input", data, "--stream", "--block-size", "3", "--steps", "3", "--save", ckpt]
-                              + SMALL + common, cwd=tmp)
-            loaded = run_cli(["--load", ckpt, "--chain"] + common, cwd=tmp)
+            trained = run_main(["--input", data, "--stream", "--block-size", "3", "--steps", "3", "--save", ckpt]
+                               + SMALL + common, cwd=tmp)
+            loaded = run_main(["--load", ckpt, "--chain"] + common, cwd=tmp)
             with open(ckpt, encoding="utf-8") as f:
                 saved = json.load(f)
         assert_ok(self, trained)
@@ -191,7 +192,7 @@ class MarkovChainTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             data = write_text(tmp, "bits.txt", BITS)
             dot_path = os.path.join(tmp, "chain.dot")
-            result = run_cli(["--input", data, "--stream", "--block-size", block_size, "--steps", "3",
+            result = run_main(["--input", data, "--stream", "--block-size", block_size, "--steps", "3",
                               "--num-samples", "0", "--chain", dot_path] + SMALL, cwd=tmp)
             assert_ok(self, result)
             with open(dot_path, encoding="utf-8") as f:
@@ -228,7 +229,7 @@ class MarkovChainTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             data = write_text(tmp, "quotes.txt", text)
             dot_path = os.path.join(tmp, "chain.dot")
-            result = run_cli(["--input", data, "--stream", "--block-size", "2", "--steps", "2",
+            result = run_main(["--input", data, "--stream", "--block-size", "2", "--steps", "2",
                               "--num-samples", "0", "--chain", dot_path] + SMALL, cwd=tmp)
             assert_ok(self, result)
             with open(dot_path, encoding="utf-8") as f:
@@ -279,7 +280,7 @@ class ExplainTest(unittest.TestCase):
         text = "emma"
         with tempfile.TemporaryDirectory() as tmp:
             data = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
-            result = run_cli(["--input", data, "--steps", "1", "--num-samples", "0", "--block-size", "8",
+            result = run_main(["--input", data, "--steps", "1", "--num-samples", "0", "--block-size", "8",
                               "--explain", text] + SMALL, cwd=tmp)
         assert_ok(self, result)
         lines = result.stdout.splitlines()
@@ -320,8 +321,8 @@ class SparklineTest(unittest.TestCase):
     def test_cli_prints_an_ascii_loss_curve_when_stdout_is_ascii_only(self):
         with tempfile.TemporaryDirectory() as tmp:
             data = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
-            result = run_cli(["--input", data, "--steps", "5", "--num-samples", "1", "--block-size", "8"] + SMALL,
-                             cwd=tmp, env_update={"PYTHONIOENCODING": "ascii"})
+            result = run_main(["--input", data, "--steps", "5", "--num-samples", "1", "--block-size", "8"] + SMALL,
+                              cwd=tmp, encoding="ascii")
         assert_ok(self, result)
         curve = [l for l in result.stdout.splitlines() if l.startswith("loss curve")]
         self.assertEqual(len(curve), 1, result.stdout)
