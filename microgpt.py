@@ -1165,6 +1165,7 @@ def label(token, chars):
 # ---------------------------------------------------------------------------------------
 
 TASKS = {"starting with": str.startswith, "ending with": str.endswith}   # kind -> its check
+ENDING = "ending with"
 
 
 def request_for(kind, x):
@@ -1227,17 +1228,30 @@ def evaluation_requests(held_out, count, rng):
 # the chat vocabulary drops it (its rows live on in the two copies).
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
-# a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make: so a
-# request is at most five tokens, and the answer keeps most of the context. Rendered, with
-# the loss mask of V.3 (1 under each token the loss counts, that is, each answer token):
+# a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
+# X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
+# for "starting with", from the right for "ending with". So every prompt has 8 tokens,
+# and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
+# from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
+# writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
+# is <|assistant|>. GPT-2's position embeddings, like ours, name absolute positions, and a
+# model of 10,000 parameters learns "copy what is 5 back" in a few hundred steps. Without
+# the slots (and with answers of any length) the distance depends on the length of X, and
+# the same model fine-tuned on 2,000 conversations passed 21% and 0% of the held-out
+# requests, instead of 92% and 70%.
+# Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
 #
 #     a name starting with em -> emma
-#     <|user|> "a name starting with " e m <|assistant|> e m m a <|end|>
-#        0              0              0 0       0       1 1 1 1    1
+#     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
+#        0              0              0 0    0       0       0         0        1 1 1 1    1
+#     a name ending with son -> jason
+#     <|user|> "a name ending with " <|pad|> <|pad|> s o n <|assistant|> j a s o n <|end|>
+#        0              0               0       0    0 0 0       0       1 1 1 1 1    1
 # ---------------------------------------------------------------------------------------
 
-USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
-SPECIAL = (USER, ASSISTANT, END)
+USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
+SPECIAL = (USER, ASSISTANT, END, PAD)
+REQUEST_TOKENS = 6       # a phrase and five slots for X
 
 
 def chat_vocab(chars):
@@ -1277,14 +1291,19 @@ def encode_text(text, chat_chars):
 
 def render(request_ids, answer_ids, chat_chars):
     """A conversation as (tokens, mask): mask[i] is 1 where tokens[i] is the assistant's."""
-    user, assistant, end = (chat_chars.index(t) for t in SPECIAL)
+    user, assistant, end, pad = (chat_chars.index(t) for t in SPECIAL)
+    padding = [pad] * (REQUEST_TOKENS - len(request_ids))
+    if request_ids and chat_chars[request_ids[0]] == f"a name {ENDING} ":
+        request_ids = request_ids[:1] + padding + request_ids[1:]    # X at the right: [phrase, pad, pad, s, o, n]
+    else:
+        request_ids = request_ids + padding                           # X at the left: [phrase, e, m, pad, pad, pad]
     tokens = [user] + request_ids + [assistant] + answer_ids + [end]
     return tokens, [0] * (len(request_ids) + 2) + [1] * (len(answer_ids) + 1)
 
 
 def parse(tokens, chat_chars):
     """render() backwards: the (request, answer) texts of a rendered conversation."""
-    text = "".join(chat_chars[t] for t in tokens)
+    text = "".join(chat_chars[t] for t in tokens if chat_chars[t] != PAD)
     request, _, answer = text[len(USER):].partition(ASSISTANT)
     return request, answer[:-len(END)] if answer.endswith(END) else answer
 
@@ -1365,14 +1384,27 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 # "a name ending with ma" -> "emma". Only requests not held out are used.
 # ---------------------------------------------------------------------------------------
 
-def sft_example(names, train_requests, config, chat_chars, rng):
-    """A random fine-tuning conversation (tokens, mask): a name, a kind and a length of X
-    drawn at random, again until the request may be trained on and it all fits the context."""
-    while True:
-        name, kind, k = rng.choice(names), rng.choice(sorted(TASKS)), rng.randint(1, 3)
-        x = affix(name, kind, k)
-        if len(name) > k and (kind, x) in train_requests and len(name) + 7 <= config.block_size + 1:
-            return render(encode_text(request_for(kind, x), chat_chars), encode_text(name, chat_chars), chat_chars)
+def sft_answers(names, requests, config):
+    """For each kind, every (X, name) that fine-tuning may show: the request (kind, X) is
+    among `requests`, the conversation fits the context, and for "ending with" the name
+    has exactly as many letters as X has slots (5), so that the answer's last letters sit
+    right under X (V.2)."""
+    found = {kind: [] for kind in TASKS}
+    for name in names:
+        for kind in TASKS:
+            for k in (1, 2, 3):
+                x = affix(name, kind, k)
+                if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
+                        and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
+                    found[kind].append((x, name))
+    return found
+
+
+def sft_example(answers, chat_chars, rng):
+    """A random fine-tuning conversation (tokens, mask): a kind, then one of its (X, name)."""
+    kind = rng.choice(sorted(answers))
+    x, name = rng.choice(answers[kind])
+    return render(encode_text(request_for(kind, x), chat_chars), encode_text(name, chat_chars), chat_chars)
 
 
 def answer_losses(tokens, mask, params, config):
@@ -2560,22 +2592,25 @@ def main(argv=None):
 
 @dataclass
 class ChatPlan:
-    """The pipeline's sizes and steps. The context holds a request (at most 5 tokens), the
-    answer and <|end|>: block_size 16 leaves room for names of 10 letters. Two layers,
-    because copying X into the answer takes two steps of attention: one to find where the
-    request's letters are, one to fetch the next of them."""
-    n_layer: int = 2
+    """The pipeline's sizes and steps. The model is the default names model's, with two
+    heads of 8 numbers instead of four of 4 (one head can then carry a whole letter across:
+    with four, the same steps reached 84% and 89% after RL instead of 97% and more). The
+    context holds the 8 tokens of a prompt, the answer and <|end|>: block_size 16 leaves room
+    for names of 8 letters. The steps were chosen so that the whole pipeline takes under a
+    minute on PyPy: SFT stops while the copying it teaches is still unreliable, and RL,
+    which needs no examples, finishes the job."""
+    n_layer: int = 1
     n_embd: int = 16
-    n_head: int = 4
+    n_head: int = 2
     block_size: int = 16
     pretrain_steps: int = 1000
-    sft_steps: int = 400
-    sft_batch: int = 4
-    sft_lr: float = 0.005
-    rl_steps: int = 40
+    sft_steps: int = 1000
+    sft_batch: int = 2            # conversations per step
+    sft_lr: float = 0.02
+    rl_steps: int = 100
     rl_requests: int = 4          # requests per RL step
     rl_group: int = 8             # answers per request
-    rl_lr: float = 0.002
+    rl_lr: float = 0.01
     eval_requests: int = 120      # held-out requests per kind
 
 
@@ -2628,6 +2663,8 @@ def pretrain_for_chat(args, plan, config, stop):
             raise BadInput(f"{args.load} is a model of continuous text; --chat needs a model of names")
         for key in MODEL_SHAPE:
             setattr(config, key, getattr(loaded, key))
+        if config.block_size < 12:
+            raise BadInput(f"{args.load} has block_size {config.block_size}: a conversation needs at least 12")
         return chars, params, {"steps": 0, "loss": None, "curve": [],
                                "what": f"loaded from {args.load}"}
     print("--- stage 1: pretraining on names ---")
@@ -2666,16 +2703,22 @@ def chat_pipeline(args, plan, stop):
 
     print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
     config.lr, before = plan.sft_lr, time.process_time()
-    sft_rng = random.Random(seed + 11)
-    examples = lambda step, b: sft_example(names, train_requests, config, chat_chars, sft_rng)
+    sft_rng, answers = random.Random(seed + 11), sft_answers(names, train_requests, config)
+    if not all(answers.values()):
+        raise BadInput("the names give no fine-tuning example of some kind of request: too few names, or none "
+                       f"of {REQUEST_TOKENS - 1} letters")
+    examples = lambda step, b: sft_example(answers, chat_chars, sft_rng)
     curve = run_stage(sft_steps(params, config, examples, plan.sft_steps, plan.sft_batch), plan.sft_steps,
                       "answer loss", stop)
     val_rng = random.Random(seed + 14)
-    val = [sft_example(names, held_out, config, chat_chars, val_rng) for _ in range(200)]
-    weights = inference_weights(params)
-    val_loss = sum(float(l) for t, m in val for l in answer_losses(t, m, weights, config)) / sum(
-        sum(m) for _, m in val)
-    print(f"validation: answer loss {val_loss:.4f} on 200 held-out conversations")
+    held_out_answers = sft_answers(names, held_out, config)
+    val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(200)] if all(
+        held_out_answers.values()) else []
+    weights, val_loss = inference_weights(params), None
+    if val:
+        val_loss = sum(float(l) for t, m in val for l in answer_losses(t, m, weights, config)) / sum(
+            sum(m) for _, m in val)
+        print(f"validation: answer loss {val_loss:.4f} on {len(val)} held-out conversations")
     evaluate_stage(card, "SFT", weights, config, chat_chars, requests, seed, config.temperature,
                    steps=plan.sft_steps, loss=val_loss, curve=curve, what="answer loss on held-out requests",
                    cpu=time.process_time() - before)
@@ -2719,6 +2762,16 @@ def print_card(card, plan):
     print("\nexample conversations (after RL, held-out requests):")
     for request, answer, correct in card[-1]["answers"]:
         print(f"  {request:<26} -> {answer or '(nothing)':<14} {'right' if correct else 'wrong'}")
+
+
+def write_chat_report(path, card, plan, config, chat_chars, params):
+    """--report with --chat: the report card as a page (chat_report_page), written atomically."""
+    try:
+        check_can_write(path, is_microgpt_report, "page written by microgpt --report")   # again
+        write_atomically(path, chat_report_page(card, plan, config, chat_chars, inference_weights(params)))
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    print(f"wrote {path}")
 
 
 def terminal_chat(weights, config, chat_chars, seed, temperature):
@@ -2770,15 +2823,25 @@ def run_chat(args, stop):
         config, chat_chars, params, _, raw = load_checkpoint(args.load)
         config.seed, config.temperature = args.seed, args.temperature
         print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}")
+        if args.report:
+            if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
+                raise BadInput(f"{args.load} has no report card: only the final stage's checkpoint keeps one")
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+            write_chat_report(args.report, raw["card"], ChatPlan(**raw["plan"]), config, chat_chars, params)
     else:
         for path in stage_paths(args.save).values() if args.save else ():
             check_can_write(path, is_checkpoint, "microgpt checkpoint")
+        if args.report:
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
         config, chat_chars, params, card = chat_pipeline(args, plan, stop)
         print_card(card, plan)
         if args.save:
-            save_chat_stage(args.save, params, config, chat_chars, "chat", {"stage": "RL", "card": card})
+            save_chat_stage(args.save, params, config, chat_chars, "chat",
+                            {"stage": "RL", "card": card, "plan": vars(plan)})
         else:
             print("(not saved: add --save chat.json to keep the assistant, and its stages beside it)")
+        if args.report:
+            write_chat_report(args.report, card, plan, config, chat_chars, params)
     terminal_chat(inference_weights(params), config, chat_chars, config.seed, config.temperature)
     return 0
 
@@ -3358,6 +3421,58 @@ def report_page(run):
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
+    return "\n".join(out)
+
+
+def chat_report_page(card, plan, config, chat_chars, weights):
+    """--report with --chat: the report card, each stage's curve, and the assistant's
+    answers to a few held-out requests, each token shaded by its probability."""
+    kinds = list(TASKS)
+    rows = "".join(
+        f"<tr><td>{escape(row['stage'])}</td><td>{row.get('steps', 0):,}</td>"
+        f"<td>{'-' if row.get('loss') is None else format(row['loss'], '.4f')}</td>"
+        + "".join(f"<td>{row['pass_rates'].get(k, 0):.1%}</td>" for k in kinds)
+        + f"<td>{escape(row['what'])}</td></tr>" for row in card)
+    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+           f'<title>microgpt: the assistant</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
+           '<h1>From names to an assistant: the report card</h1>',
+           f'<p class="note">Pass rate: the share of {plan.eval_requests} held-out requests of each kind '
+           f'(never fine-tuned on) answered correctly, sampled at temperature {config.temperature}. '
+           f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.</p>',
+           "<table><tr><th>stage</th><th>steps</th><th>loss</th>"
+           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds) + f"<th>the loss is</th></tr>{rows}</table>",
+           "<h2>Each stage's curve</h2><div class=\"figures\">"]
+    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac"), "SFT": ("answer loss", "#e08214"),
+              "RL": ("mean reward of the step's answers", "#1f9e89")}
+    for row in card:
+        curve = row.get("curve") or []
+        if curve:
+            what, colour = labels[row["stage"]]
+            lo, hi = min(curve), max(curve)
+            points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, len(curve) // 1000)]
+            out.append(line_chart([(what, points, colour, 2, 1, len(curve) < 60)], (0, len(curve)),
+                                  (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
+                                  f"{row['stage']}", width=520, height=300))
+    out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
+               "answers to held-out requests: each token on the colour of the probability the model gave it "
+               "(dark for a surprise, yellow for a sure thing); hovering shows it.</p>")
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    out.append(svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks),
+                   "colour legend"))
+    rng = random.Random(config.seed + 1)
+    out.append("<table>")
+    for request, _, _ in card[-1]["answers"]:
+        reply = list(chat_reply(weights, config, chat_chars, request, rng, config.temperature))
+        shaded = shaded_text([piece for piece, _, _ in reply], [p for _, p, _ in reply])
+        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td></tr>')
+    out.append("</table>")
+    for row in card:
+        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3><table>" + "".join(
+            f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
+            f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table>")
+    blob = json.dumps(card).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
     return "\n".join(out)
 
