@@ -161,6 +161,8 @@ def build_vocab(text):
 
 def encode(text, chars):
     """Characters to token ids."""
+    if getattr(chars, "merges", None):
+        return chars.encode(text)          # Part IV's tokens of several characters, if learned
     stoi = {ch: i for i, ch in enumerate(chars)}
     return [stoi[ch] for ch in text]
 
@@ -613,15 +615,19 @@ def adam_update(flat_params, m, v, step, num_steps, config):
         p.grad = 0.0
 
 
-def train(params, config, batch_for_step, num_steps):
-    """Train for num_steps steps of Adam (a fresh optimizer), yielding each step's loss (the
-    batch's mean of its documents' losses, measured before that step's update) as it goes.
-    batch_for_step(step) gives the token sequences to learn from at that step. This is a
-    generator (it says yield, not return): nothing runs until the caller loops over it, as
-    in `for loss in train(...)`, and each turn of that loop runs one step."""
+def train(params, config, batch_for_step, num_steps, adam=None):
+    """Train with Adam up to step num_steps, yielding each step's loss (the batch's mean of
+    its documents' losses, measured before that step's update) as it goes. batch_for_step(step)
+    gives the token sequences to learn from at that step. This is a generator (it says yield,
+    not return): nothing runs until the caller loops over it, as in `for loss in train(...)`,
+    and each turn of that loop runs one step. Adam starts fresh, unless `adam` gives its state
+    ({"m", "v", "step"}, kept up to date as training goes, so that Part VI can save it and
+    go on later from that step)."""
     flat = flatten(params)
-    m, v = [0.0] * len(flat), [0.0] * len(flat)    # Adam's averages (adam_update), one per parameter
-    for step in range(num_steps):
+    # Adam's averages (adam_update), one per parameter, and the next step to take
+    adam = adam or {"m": [0.0] * len(flat), "v": [0.0] * len(flat), "step": 0}
+    m, v = adam["m"], adam["v"]
+    for step in range(adam["step"], num_steps):
         batch = batch_for_step(step)
         loss = 0.0
         # The gradient of the batch's mean loss is the mean of the documents' gradients, so
@@ -630,6 +636,7 @@ def train(params, config, batch_for_step, num_steps):
         for tokens in batch:
             loss += add_gradient(tokens, params, config, 1 / len(batch))
         adam_update(flat, m, v, step, num_steps, config)
+        adam["step"] = step + 1
         yield loss / len(batch)
 
 
@@ -652,8 +659,8 @@ def mean_token_loss(sequences, weights, config):
 # back in, and repeat until the model draws BOS (the end of the name) or the context is full.
 # The temperature divides the logits first: below 1 it sharpens the distribution (safer,
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
-# all the probability goes to the likeliest token and sampling becomes always taking it
-# (the command line refuses 0 itself: it would divide by zero). A name the model never
+# all the probability goes to the likeliest token, so temperature 0 means exactly that:
+# take the likeliest token ("greedy"), with no division at all. A name the model never
 # ends stops when the context is full, at block_size characters.
 # ---------------------------------------------------------------------------------------
 
@@ -667,7 +674,9 @@ def inference_weights(params):
 
 
 def sample_token(logits, temperature, rng):
-    """Draw a token id with probabilities softmax(logits / temperature)."""
+    """Draw a token id with probabilities softmax(logits / temperature); at temperature 0,
+    the likeliest one (the lowest id of a tie, since max() keeps the first it finds)."""
+    if temperature == 0: return max(range(len(logits)), key=lambda t: float(logits[t]))
     # Subtract the largest logit before dividing by the temperature: that changes no
     # probability, and keeps a tiny temperature from blowing the logits up to infinity.
     m = max(float(l) for l in logits)
@@ -1116,11 +1125,10 @@ def label(token, chars):
     """A short printable name for a token."""
     if token == len(chars):
         return "<BOS>"
-    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a newline.
-    ch = chars[token]
-    if ch in " \\":
-        return {" ": "\\s", "\\": "\\\\"}[ch]
-    return ch if ch.isprintable() else repr(ch)[1:-1]
+    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a
+    # newline, also inside a token of several characters (Part IV), such as "\\sthe".
+    return "".join({" ": "\\s", "\\": "\\\\"}.get(ch, ch if ch.isprintable() else repr(ch)[1:-1])
+                   for ch in chars[token])
 
 
 # =======================================================================================
@@ -1129,6 +1137,184 @@ def label(token, chars):
 # (to be written: byte-level BPE, safetensors, GPT-2's forward pass as its differences
 # from Part I's gpt())
 # =======================================================================================
+
+# ---------------------------------------------------------------------------------------
+# IV.1 Tokens bigger than letters: byte-level BPE
+#
+# Part I gives every character a token of its own. GPT-2's tokens are mostly pieces of
+# words: " the", "ing", " Turing" is [" Tur", "ing"]. A text then takes fewer tokens, so the
+# same context holds more of it, and the model spends its predictions on words rather than
+# on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
+# adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
+# in the order they were learned, are the tokenizer: to encode a word, start from its
+# characters and keep merging the adjacent pair that was learned earliest, until no
+# learned pair is left. Decoding just joins the tokens' strings.
+#
+# Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
+# space), numbers, runs of other symbols and runs of white space, and merges never cross
+# those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
+# in " dog!"), and learning counts each distinct word once, with its frequency.
+# `python microgpt.py --bpe N` learns N merges so, on the characters of its training text
+# (names one at a time, a stream as a whole), and trains on those tokens (Vocabulary).
+#
+# Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
+# UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
+# may or may not join. Its files are text, so each byte gets a visible character
+# (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
+# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the bytes, a
+# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
+# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# ---------------------------------------------------------------------------------------
+
+import collections
+import functools
+import re
+import unicodedata
+
+GPT2_EOT = 50256    # <|endoftext|>
+
+
+def merge_pair(word, pair):
+    """A word (a list of tokens) with every occurrence of pair, left to right, made one token."""
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+def learn_merges(words, num_merges):
+    """Learn up to num_merges merges from a list of words (strings: a merge never joins the
+    end of one word to the start of the next). Each round merges the pair of adjacent
+    tokens that occurs most often; among pairs that occur equally often, the one that sorts
+    first. Returns [(left, right)], in learned order."""
+    # Each distinct word is kept once, with its count, and merging a pair recounts only the
+    # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
+    counts = collections.Counter(words)
+    words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
+    pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:]):
+            pairs[pair] += freq[i]
+            holders[pair].add(i)
+    merges = []
+    while pairs and len(merges) < num_merges:
+        most = max(pairs.values())
+        if most < 1:
+            break
+        best = min(pair for pair, n in pairs.items() if n == most)
+        merges.append(best)
+        for i in holders.pop(best):     # the words that hold it: take out their pairs, merge, count again
+            for pair in zip(words[i], words[i][1:]):
+                pairs[pair] -= freq[i]
+            words[i] = merge_pair(words[i], best)
+            for pair in zip(words[i], words[i][1:]):
+                pairs[pair] += freq[i]
+                holders[pair].add(i)
+        del pairs[best]
+    return merges
+
+
+def bpe(word, ranks):
+    """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
+    tokens learned before it, so this is the same as applying every merge in learned order."""
+    while len(word) > 1:
+        pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
+        if pair not in ranks:
+            break
+        word = merge_pair(word, pair)
+    return word
+
+
+def one_of(ranges):
+    """A regular expression for one character in `ranges` ([(first, last)] code points).
+    Python's re tests a character against the ranges above U+FFFF one by one, which made
+    the pre-tokenizer 8 times slower: so they are tried only for a character up there."""
+    def chars(lo, hi):
+        return "".join(f"\\U{max(a, lo):08x}-\\U{min(b, hi):08x}" for a, b in ranges if b >= lo and a <= hi)
+    astral = chars(0x10000, sys.maxunicode)
+    return f"(?:[{chars(0, 0xFFFF)}]" + (f"|(?=[\\U00010000-\\U0010ffff])[{astral}])" if astral else ")")
+
+
+@functools.lru_cache(maxsize=None)     # built once, when first needed (it takes about 0.4 s)
+def gpt2_pretokenizer():
+    """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
+    into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
+        's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
+    in order: an English contraction (lower case only: "'S" is not one); an optional space
+    and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
+    and other symbols; white space up to the last one when a word follows (the word takes
+    it as its leading space); any other white space. Python's re has no \\p{L} (letters)
+    or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
+    Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
+    kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        kind = " " if ch.isspace() and not "\x1c" <= ch <= "\x1f" else unicodedata.category(ch)[0]
+        ranges = kinds.get(kind, kinds["other"])
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    letter, number, other, space = (one_of(kinds[k]) for k in ("L", "N", "other", " "))
+    return re.compile(f"'s|'t|'re|'ve|'m|'ll|'d| ?{letter}+| ?{number}+| ?{other}+"
+                      f"|{space}+(?!{letter}|{number}|{other})|{space}+")
+
+
+def bytes_to_unicode():
+    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
+    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
+    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return [table[b] for b in range(256)]
+
+
+class Vocabulary(list):
+    """A BPE vocabulary: the list of token strings, as Part I's chars (the base characters,
+    then one token per merge, in learned order, then any special tokens), with the merges
+    that made it. Part I's encode() hands a text to Vocabulary.encode() when its vocabulary
+    has merges. byte_level: the base tokens are GPT-2's 256 bytes (bytes_to_unicode()), and
+    a word starts as the characters of its UTF-8 bytes rather than as its characters."""
+
+    def __init__(self, chars, merges, specials=(), byte_level=False):
+        super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
+        self.merges = [tuple(pair) for pair in merges]
+        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        # token -> id (two merges may spell the same string: the first id is used)
+        self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
+        self.byte_char = bytes_to_unicode() if byte_level else None
+        self.cache = {}                     # word -> its ids: words repeat a lot
+
+    def encode(self, text):
+        """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
+        each distinct word once. Special tokens never come out of a text: the text
+        "<|endoftext|>" is the 6 ordinary tokens it is made of, as in Hugging Face's
+        tokenizer and tiktoken's encode_ordinary; only a program puts GPT2_EOT in a sequence."""
+        words = gpt2_pretokenizer().findall(text)
+        for word in set(words).difference(self.cache):
+            start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
+            self.cache[word] = [self.ids[token] for token in bpe(start, self.ranks)]
+        ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, words)))
+        if len(self.cache) > 100000:
+            self.cache.clear()              # a bound on memory, after a text of many distinct words
+        return ids
+
+    def decode_bytes(self, ids):
+        """The UTF-8 bytes of these tokens. A GPT-2 token may end inside a character (an
+        emoji is several tokens): decode them to text only once the character is complete."""
+        text = "".join(self[i] for i in ids)
+        if not self.byte_char:
+            return text.encode("utf-8")
+        byte_of = {ch: b for b, ch in enumerate(self.byte_char)}
+        return bytes(byte_of[ch] for ch in text)
 
 
 # =======================================================================================
@@ -1378,10 +1564,12 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 # tokens, but count the loss only on the assistant's tokens (the mask of V.2). The request
 # is given at inference, never written by the model, so predicting it would be wasted
 # effort: the model would spend its few parameters learning which requests we happen to
-# make, and that loss would drown the one we care about. With the mask, nothing outside
-# the answers moves the weights (a test changes a request's tokens as targets and checks
-# the loss does not move). The examples are made from the training names: for "emma", say,
-# "a name ending with ma" -> "emma". Only requests not held out are used.
+# make, and that loss would drown the one we care about. With the mask, the request is
+# read but never predicted (tests/test_chat.py checks that the loss is the mean of Part I's
+# losses at the answer's positions and nothing else). The examples are made from the names:
+# "jason" gives "a name starting with ja" -> "jason" and "a name ending with son" ->
+# "jason" (for "ending with", only names of 5 letters, to fill the slots: V.2). Only
+# requests not held out are used.
 # ---------------------------------------------------------------------------------------
 
 def sft_answers(names, requests, config):
@@ -1465,10 +1653,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 # its better answers and away from its worse ones. No example answer is needed, only the
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
-# show. This is GRPO (Group Relative Policy Optimisation, as nanochat uses on maths
-# problems): the advantage of an answer is its reward minus the group's mean, divided by
-# the group's spread, so that only how an answer compares with its siblings counts; a
-# group where all are right (or all wrong) teaches nothing and costs no gradient.
+# show. This is GRPO (Group Relative Policy Optimisation; nanochat uses a simpler variant
+# on maths problems): the advantage of an answer is its reward minus the group's mean,
+# divided by the group's spread, so that only how an answer compares with its siblings
+# counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
 #
 # The loss whose gradient does the nudging is, over the n answers of a step,
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
@@ -1477,6 +1665,11 @@ def sft_steps(params, config, examples, num_steps, batch):
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
 # likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
 # they come from the very distribution p whose gradient is taken.)
+#
+# RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
+# name that sounds like one, so the answers drift to whatever letters are easiest to
+# produce ("arson", "uryry"): reward hacking, in miniature. Real pipelines hold the model
+# near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
 def advantages(rewards):
@@ -1522,6 +1715,10 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 #
 # After every stage: the share of held-out requests (V.1) answered correctly, per kind,
 # sampled at the chat's own temperature, so that it measures the assistant people talk to.
+# With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
+# card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
+# 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
+# minutes on CPython.
 # ---------------------------------------------------------------------------------------
 
 def pass_rates(weights, config, chat_chars, requests, rng, temperature):
@@ -1545,6 +1742,7 @@ def pass_rates(weights, config, chat_chars, requests, rng, temperature):
 
 import argparse
 import errno
+import hashlib
 import os
 import signal
 import site
@@ -1736,7 +1934,7 @@ def write_atomically(path, text):
 
 
 def save_checkpoint(path, params, config, chars, mode, extra=None):
-    """Save the model as JSON. mode is "docs" or "stream" (stream models have no BOS)."""
+    """Save the model as JSON. mode is "docs", "stream" or "chat" (only "docs" models have BOS)."""
     checkpoint = {
         "format": "microgpt",
         "version": 1,
@@ -1806,10 +2004,14 @@ def load_checkpoint(path):
     mode = ckpt.get("mode", "docs")
     if mode not in ("docs", "stream", "chat"):
         raise bad(f'unknown mode {mode!r}')
-    longest = 64 if mode == "chat" else 1          # a chat model has tokens of several characters
+    if "merges" in ckpt:                # a learned BPE vocabulary (Part IV): check it, keep its base
+        chars = checked_vocabulary(chars, ckpt["merges"], bad)
+    longest = 64 if mode == "chat" else 1          # a chat model (Part V) has tokens of several characters
     if (not isinstance(chars, list) or not chars
             or not all(isinstance(c, str) and 1 <= len(c) <= longest for c in chars) or len(set(chars)) != len(chars)):
         raise bad('"chars" must be a list of distinct single characters' + " or tokens" * (mode == "chat"))
+    if "merges" in ckpt:
+        chars = Vocabulary(chars, [tuple(pair) for pair in ckpt["merges"]])
     if mode == "chat" and not set(SPECIAL) <= set(chars):
         raise bad('a chat model needs the tokens ' + ", ".join(SPECIAL) + ' in "chars"')
     if "stream_start" in ckpt and ckpt["stream_start"] not in chars:
@@ -1831,7 +2033,344 @@ def load_checkpoint(path):
         if not all(is_finite_number(x) for row in matrix for x in row):
             raise bad(f"{name} holds something that is not a finite number")
         params[name] = [[Value(float(x)) for x in row] for row in matrix]
+    check_remembered(ckpt, sum(rows * cols for rows, cols in shapes.values()), bad)   # history, Adam, rng
     return config, chars, params, mode, ckpt
+
+
+# ---------------------------------------------------------------------------------------
+# A model that remembers its run
+#
+# A checkpoint that a training run saves keeps, besides the weights, what it takes to go on
+# exactly where the run stopped, and to draw its training afterwards:
+#   "history"    the run's loss at every step, its validation points and its samples
+#                during training (what --report draws; report_recorder fills it)
+#   "optimizer"  Adam's m and v (one number per parameter each, in flatten() order) and its
+#                step count: how many updates these weights have had
+#   "rng"        the training random stream's state (it draws the windows of --stream)
+#   "run"        the options the run was started with, its first Adam step, and a digest of
+#                its data
+# With them, --resume FILE continues a stopped run to the very numbers of a run that never
+# stopped, and --load FILE --steps N fine-tunes with Adam's memory instead of from zero.
+# ---------------------------------------------------------------------------------------
+
+def is_count(x, least=0):
+    """Whether x is a whole number (not a bool) from `least` to LARGEST_COUNT."""
+    return type(x) is int and least <= x <= LARGEST_COUNT
+
+
+def is_list_of(x, ok):
+    """Whether x is a list whose every item passes ok(item)."""
+    return isinstance(x, list) and all(ok(item) for item in x)
+
+
+def check_remembered(ckpt, n_params, bad):
+    """Check the keys a saved run adds (each optional, so older checkpoints still load)."""
+    history = ckpt.get("history", {})
+    if not (isinstance(history, dict) and is_list_of(history.get("losses", []), is_finite_number)
+            and is_list_of(history.get("val_points", []), lambda p: isinstance(p, list) and len(p) == 2
+                           and is_count(p[0]) and is_finite_number(p[1]))
+            and is_list_of(history.get("snapshots", []), lambda s: isinstance(s, dict) and is_count(s.get("step"))
+                           and is_list_of(s.get("samples"), lambda t: isinstance(t, str)))):
+        raise bad('"history" must hold "losses", "val_points" and "snapshots" as --save writes them')
+    if "val_subset" in history and not is_count(history["val_subset"]):
+        raise bad('"history" "val_subset" must be a whole number')
+    adam = ckpt.get("optimizer", {"m": [0.0] * n_params, "v": [0.0] * n_params, "step": 0})
+    if not (isinstance(adam, dict) and is_count(adam.get("step"))
+            and all(is_list_of(adam.get(key), is_finite_number) and len(adam[key]) == n_params
+                    for key in ("m", "v")) and min(adam["v"], default=0) >= 0):
+        raise bad(f'"optimizer" must hold "m" and "v" ({n_params:,} numbers each, v never negative) and "step"')
+    if "rng" in ckpt:
+        try:
+            random.Random().setstate(rng_state(ckpt["rng"]))
+        except (TypeError, ValueError, OverflowError):
+            raise bad('"rng" is not the state of a random stream') from None
+    run = ckpt.get("run")
+    if run is not None and not (isinstance(run, dict) and is_count(run.get("steps"), 1) and is_count(run.get("start"))
+                                and (run.get("batch") == "all" or is_count(run.get("batch"), 1))
+                                and is_finite_number(run.get("lr")) and type(run.get("seed")) is int
+                                and isinstance(run.get("input"), str) and isinstance(run.get("data_sha256"), str)
+                                and is_finite_number(run.get("temperature")) and is_count(run.get("num_samples"))
+                                and (run.get("length") is None or is_count(run.get("length"), 1))
+                                and (run.get("prompt") is None or isinstance(run.get("prompt"), str))):
+        raise bad('"run" does not describe a run as --save writes it')
+
+
+def rng_state(saved):
+    """random.Random's state from its JSON form [version, [625 whole numbers], gauss_next]."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
+def saved_seed(ckpt, default):
+    """The seed the checkpoint's model was trained with, if it says (else `default`)."""
+    training = ckpt.get("training")
+    seed = training.get("seed") if isinstance(training, dict) else None
+    return seed if type(seed) is int else default
+
+
+def data_digest(text):
+    """A fingerprint of the training text: --resume checks it is the same data."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def resume_options(args):
+    """--resume FILE: check that FILE holds a run that was stopped before its end, and set
+    args to the options that run was started with (the sampling ones only where the command
+    line gives none; --save defaults to FILE). Returns load_checkpoint(FILE)."""
+    checkpoint = load_checkpoint(args.resume)
+    ckpt, path = checkpoint[4], args.resume
+    run = ckpt.get("run")
+    if run is None or any(key not in ckpt for key in ("optimizer", "rng", "history")):
+        raise BadInput(f"{path} holds no run to resume (it was saved by an older microgpt); "
+                       f"--load {path} --steps N trains it further")
+    done = len(ckpt.get("history", {}).get("losses", []))
+    if done >= run["steps"] or ckpt["optimizer"]["step"] != run["start"] + done:
+        raise BadInput(f"{path} finished its run ({done:,} of {run['steps']:,} steps): nothing to resume; "
+                       f"--load {path} --steps N trains it further")
+    fixed = ["load", "steps", "lr", "batch", "seed"] + list(MODEL_SHAPE)
+    given = [flag for flag in fixed if getattr(args, flag) is not None] + ["stream"] * args.stream
+    if given:
+        raise BadInput(f"--{given[0].replace('_', '-')} cannot change the run that --resume continues: "
+                       "it goes on with the options it was started with")
+    args.load, args.steps, args.lr, args.batch, args.seed = path, run["steps"], run["lr"], run["batch"], run["seed"]
+    args.input = args.input or run["input"]
+    for key in ("temperature", "num_samples", "length", "prompt"):
+        if getattr(args, key) is None:
+            setattr(args, key, run[key])
+    if args.save is None:
+        args.save = path
+    return checkpoint
+
+
+def training_state(args, ckpt, params, rng, text):
+    """Adam's state to train with ({"m", "v", "step"}, as train() keeps it) and the history
+    of the run so far (None unless resuming). A new model starts Adam from zero, and so does
+    a loaded one saved without Adam's state (see say_how_fine_tuning_goes); any other goes on
+    with its saved Adam. A resumed run also gets back its training random stream, as it was
+    at the stop."""
+    n = len(flatten(params))
+    saved = ckpt.get("optimizer")
+    if saved:
+        adam = {"m": [float(x) for x in saved["m"]], "v": [float(x) for x in saved["v"]], "step": saved["step"]}
+    else:
+        adam = {"m": [0.0] * n, "v": [0.0] * n, "step": 0}
+    if not args.resume:
+        return adam, None
+    if data_digest(text) != ckpt["run"]["data_sha256"]:
+        raise BadInput(f"{args.input} is not the text the run in {args.resume} was trained on (it changed): "
+                       "the run cannot be continued as it was")
+    rng.setstate(rng_state(ckpt["rng"]))
+    return adam, ckpt["history"]
+
+
+def say_how_fine_tuning_goes(config, adam, steps_before):
+    """--load FILE --steps N goes on where the saved run ended: Adam keeps its averages m and v
+    and its step count T, and the learning rate goes on down the run's straight line, stretched
+    to end N steps later: lr * (1 - t / (T + N)) at step t, from lr * N / (T + N) down. So a
+    short fine-tuning takes small steps and a long one larger ones; the model keeps what it
+    learned. (Restarting Adam from zero at the full rate, as microgpt once did, throws it
+    about: 200 such steps raised the validation loss of names.txt from 2.3667 to 2.3908;
+    going on down the line lowers it to 2.3602.) A checkpoint saved without Adam's state (by
+    an older microgpt) starts Adam from zero, on the same line: its rate is scaled here."""
+    t, n = adam["step"], config.steps
+    if t == 0 and steps_before:
+        config.lr *= n / (steps_before + n)
+        print(f"fine-tuning: the checkpoint has no saved Adam state, so Adam starts from zero, at learning "
+              f"rate {config.lr:.3g} (going on down the line of its {steps_before:,} steps) falling to "
+              f"{config.lr / n:.3g}")
+    else:
+        print(f"fine-tuning: Adam goes on from its step {t:,}, at learning rate {config.lr * n / (t + n):.3g} "
+              f"(--lr {config.lr:g} on a line to step {t + n:,}) falling to {config.lr / (t + n):.3g}")
+
+
+def run_options(args, config, mode, start, text):
+    """The "run" key: what --resume needs to start this run again where it stopped."""
+    return {"steps": config.steps, "start": start, "batch": config.batch, "lr": config.lr, "seed": config.seed,
+            "input": os.path.abspath(args.input or default_data_path()), "data_sha256": data_digest(text),
+            "temperature": config.temperature, "num_samples": config.num_samples,
+            "length": config.length if mode == "stream" else None, "prompt": args.prompt}
+
+
+def judge_sequences(text, chars, config, mode):
+    """What to judge a model on when the data is too short to hold any out: its first
+    documents, or windows, of training data."""
+    if mode == "docs":
+        return [encode_document(doc, chars) for doc in split_documents(text)[:200]]
+    return stream_val_windows(encode(text, chars), config.block_size)[:200]
+
+
+# A run with --report measures its validation points on 200 held-out documents (100
+# windows); one that only saves measures them on 25 (12): an eighth of the time, about 6%
+# of the default run's (measured), for points that wobble by about 0.07 instead of 0.03.
+SAVED_VAL_SUBSET = {"docs": 25, "stream": 12}
+
+
+def history_subset(history, report, mode):
+    """How many held-out sequences the run's validation points use: as many as the run being
+    resumed used; else report_recorder's own choice with --report, SAVED_VAL_SUBSET without."""
+    if history:
+        return history.get("val_subset") or SAVED_VAL_SUBSET[mode]
+    return None if report else SAVED_VAL_SUBSET[mode]
+
+
+def remembered(record, adam, rng, run):
+    """The keys a saved run adds to its checkpoint (see the top of this section)."""
+    history = {key: record.get(key, []) for key in ("losses", "val_points", "snapshots", "val_subset")}
+    version, internal, gauss = rng.getstate()
+    return {"history": history, "optimizer": {"m": adam["m"], "v": adam["v"], "step": adam["step"]},
+            "rng": [version, list(internal), gauss], "run": run}
+
+
+# How much worse training may make a model before --save refuses to replace a model file
+# with it: 10% more loss per token. Fine-tuning that helps, or does nothing,
+# moves the validation loss by a few hundredths (2.3667 -> 2.3602 for 200 more steps on
+# names.txt); a rate that wrecks the model multiplies it (2.37 -> 69.6 after one step at
+# 0.5, as fine-tuning once took with --lr 0.5). Between the two, 10% means the model lost
+# what it knew, not that the loss wobbled.
+WORSE_BY = 1.10
+
+
+def judge_before_replacing(path, weights, weights_before, config, sequences):
+    """A model is judged after its last update. When --save would replace a file that holds a
+    model, measure the model before this run's training (as loaded, or at its random start)
+    and after it on the same held-out sequences (their first 200), and refuse (BadInput: the
+    file is kept) if training made it much worse."""
+    if not sequences or not os.path.exists(path) or not is_checkpoint(path):
+        return
+
+    def loss(weights):
+        try:
+            return mean_token_loss(sequences[:200], weights, config)
+        except (OverflowError, ValueError):      # weights too large to compute with
+            return math.inf
+    new, old = loss(weights), loss(weights_before)
+    if not new <= WORSE_BY * old and math.isfinite(old):
+        shown = f"{new:.4f}" if new < 1e6 else f"{new:.3g}"
+        raise BadInput(f"training made the model much worse: its loss on {len(sequences[:200]):,} held-out sequences "
+                       f"went from {old:.4f} to {shown}, so {path} was kept; try a smaller --lr than {config.lr}")
+
+
+# ---------------------------------------------------------------------------------------
+# GPT-2's tokenizer files (Part IV, IV.1)
+# ---------------------------------------------------------------------------------------
+
+def read_gpt2_tokenizer(folder):
+    """GPT-2's Vocabulary, from the vocab.json and merges.txt of a folder laid out like
+    Hugging Face's gpt2 repository, checked: BadInput saying what is wrong with a bad file.
+    The checks make sure the list of tokens is the one Vocabulary builds: the 256 bytes,
+    then merge n's token at id 256 + n, then the special tokens such as <|endoftext|>."""
+    vocab_path, merges_path = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    try:
+        vocab = json.loads(read_data_file(vocab_path, "GPT-2 vocabulary (vocab.json)"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{vocab_path} is not JSON") from None
+    if (not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values())
+            or sorted(vocab.values()) != list(range(len(vocab)))):
+        raise BadInput(f"{vocab_path} must map each token to an id, the ids being 0, 1, 2, ... without a gap")
+    tokens = sorted(vocab, key=vocab.get)               # [vocab_size]: the token of each id
+    byte_chars = bytes_to_unicode()
+    if sorted(tokens[:256]) != sorted(byte_chars):
+        raise BadInput(f"{vocab_path}: ids 0 to 255 must be the 256 byte tokens")
+    merges = []
+    for n, line in enumerate(read_data_file(merges_path, "GPT-2 merges (merges.txt)").split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line or (n == 1 and line.startswith("#version")):
+            continue
+        pair = tuple(line.split(" "))
+        if len(pair) != 2 or not all(pair):
+            raise BadInput(f"{merges_path} line {n}: expected two tokens separated by one space, not {line[:60]!r}")
+        if 256 + len(merges) >= len(tokens) or tokens[256 + len(merges)] != pair[0] + pair[1]:
+            raise BadInput(f"{merges_path} line {n}: the token of merge {len(merges)}, {pair[0] + pair[1]!r}, "
+                           f"must have id {256 + len(merges)} in {vocab_path}")
+        merges.append(pair)
+    specials = tokens[256 + len(merges):]
+    if not all(set(token) <= set(byte_chars) for token in specials):
+        raise BadInput(f"{vocab_path}: the special tokens (the ids after the merges') must be written with byte characters")
+    return Vocabulary(tokens[:256], merges, specials, byte_level=True)
+
+
+def read_text_as_is(path):
+    """A UTF-8 file's text exactly as it is (empty, blank or with a byte-order mark: a
+    tokenizer must see every character), at most MAX_FILE_BYTES of it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise BadInput(f"file to tokenize not found: {path}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path} is a directory, not a file to tokenize") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
+def learned_vocabulary(chars, texts, num_merges, config):
+    """--bpe N: a Vocabulary of chars and N merges learned from texts (documents or the
+    whole stream), saying what it learned and what it does to the length of the text."""
+    started, size = time.perf_counter(), sum(map(len, texts))
+    # The text cut into words, and their counts: 28 bytes per character measured, on 2.8 MB of English.
+    check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    if size > 2**20:
+        print(f"learning {num_merges:,} merges...", flush=True)
+    words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
+    vocab = Vocabulary(chars, learn_merges(words, num_merges))
+    tokens = sum(len(vocab.encode(text)) for text in texts)
+    characters = sum(map(len, words))
+    print(f"bpe: {len(vocab.merges):,} merges learned in {time.perf_counter() - started:.1f} s; "
+          f"{characters:,} characters are {tokens:,} tokens ({characters / max(tokens, 1):.2f} characters per token)",
+          flush=True)
+    if len(vocab.merges) < num_merges:
+        print(f"bpe: the text has no pair of tokens left to merge after {len(vocab.merges):,} merges")
+    check_memory(config, len(vocab) + 1)
+    return vocab
+
+
+def loss_per_character(loss_per_token, sequences, chars, config):
+    """The validation loss per character of held-out text rather than per token, so that a
+    model with tokens of several characters can be compared with one of single characters:
+    the total loss of the predictions divided by the characters they predicted (a closing
+    BOS counts as one character, as a newline would)."""
+    targets = [t for tokens in sequences for t in tokens[1:1 + min(config.block_size, len(tokens) - 1)]]
+    return loss_per_token * len(targets) / sum(len(chars[t]) if t < len(chars) else 1 for t in targets)
+
+
+def checked_vocabulary(chars, merges, bad):
+    """The base characters of a checkpoint's BPE vocabulary, once its "merges" are checked
+    against its "chars" (base characters, then one merged token per merge)."""
+    if (not isinstance(merges, list) or not isinstance(chars, list)
+            or not all(isinstance(m, list) and len(m) == 2 and all(isinstance(t, str) and t for t in m)
+                       for m in merges)):
+        raise bad('"merges" must be a list of [left, right] pairs of tokens')
+    base = chars[:len(chars) - len(merges)]
+    if chars[len(base):] != [left + right for left, right in merges]:
+        raise bad('"chars" must end with one token per merge, in the order of "merges"')
+    known = set(base)
+    for left, right in merges:
+        if left not in known or right not in known:
+            raise bad(f"merge {left!r} + {right!r} uses a token not made before it")
+        known.add(left + right)
+    return base
+
+
+def run_tokenize(args):
+    """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
+    if args.gpt2 is None:
+        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+    if args.tokenize is None:
+        raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
+    if not args.gpt2 or not args.tokenize:
+        raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
+    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    text = read_text_as_is(args.tokenize)
+    if len(text) > 2**23:
+        print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
+    print(" ".join(map(str, tokenizer.encode(text))))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -1896,23 +2435,29 @@ def make_parser():
                    f"step; 'all' uses every one at every step (default {d.batch})")
     p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
                    f"over the run, to lr / steps at the last step (default {d.lr})")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="N", help=f"random seed; the same seed and "
-                   f"options give the same output (default {d.seed})")
-    p.add_argument("--temperature", type=float, default=d.temperature, metavar="F",
-                   help=f"sampling temperature: lower is safer, higher is wilder (default {d.temperature})")
+    p.add_argument("--seed", type=int, metavar="N", help=f"random seed; the same seed and "
+                   f"options give the same output (default {d.seed}; with --load, the checkpoint's)")
+    p.add_argument("--temperature", type=float, metavar="F", help="sampling temperature: lower is safer, "
+                   f"higher is wilder; 0 always takes the likeliest token (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
     p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
-    p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary and mode); "
-                   "--steps N then fine-tunes it")
+    p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary, mode and "
+                   "seed); --steps N then fine-tunes it: Adam goes on from its saved state, and the learning "
+                   "rate from lr * N / (T + N) down to 0, T being the steps the model had (a short "
+                   "fine-tuning makes small changes)")
     p.add_argument("--chain", nargs="?", const=True, metavar="FILE.dot", help="print the model as a Markov chain "
                    "over its contexts (stream mode, at most 256 states); with FILE.dot also write it for Graphviz")
     p.add_argument("--explain", metavar="TEXT", help="print the model's predictions and attention for each "
                    "position of TEXT")
     p.add_argument("--report", metavar="FILE.html", help="write one self-contained HTML page with pictures of "
                    "the run and the model (loss curve, embeddings, attention, samples)")
+    # Remembering a run (helper "remember"): stop with Ctrl-C, go on later.
+    p.add_argument("--resume", metavar="FILE", help="continue the run that saved FILE when it was stopped (Ctrl-C, "
+                   "SIGTERM) with the options it was started with, to the same numbers as if it never "
+                   "stopped; saves to FILE again unless --save says otherwise")
     p.add_argument("--plain", action="store_true", help="run Part I of microgpt.py alone (FAST = False): "
                    "the same numbers to rounding, about 14 times slower")
     # --serve: the chat in a web page (Part VI, "Chat in the browser")
@@ -1925,6 +2470,14 @@ def make_parser():
     p.add_argument("--chat", action="store_true", help="train an assistant (pretraining, fine-tuning, "
                    "reinforcement learning: Part V), print its report card and chat with it in the terminal; "
                    "with --load of a chat model, only chat (one request per line of standard input)")
+    # Tokens bigger than letters (Part IV, IV.1)
+    p.add_argument("--bpe", type=count_arg, default=0, metavar="N", help="learn N byte-pair merges from the "
+                   "training text and train on those tokens of several characters instead of single "
+                   "characters (default 0: characters)")
+    p.add_argument("--gpt2", metavar="DIR", help="a folder with GPT-2's files, laid out as in Hugging Face's "
+                   "gpt2 repository (vocab.json and merges.txt for --tokenize)")
+    p.add_argument("--tokenize", metavar="FILE", help="with --gpt2: print the GPT-2 token ids of FILE's text, "
+                   "space-separated, on one line (the text <|endoftext|> is encoded as ordinary text)")
     return p
 
 
@@ -1937,10 +2490,10 @@ def check_settings(args, config):
         raise BadInput(f"--n-embd {config.n_embd} is not divisible by --n-head {config.n_head}")
     if config.steps < 0 or (config.steps == 0 and not args.load):
         raise BadInput(f"--steps must be at least 1 (0 only with --load), not {config.steps}")
-    for name in ("lr", "temperature"):
-        value = getattr(config, name)
-        if not (math.isfinite(value) and value > 0):
-            raise BadInput(f"--{name} must be a positive number, not {value}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise BadInput(f"--lr must be a positive number, not {config.lr}")
+    if not (math.isfinite(config.temperature) and config.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (greedy) or a positive number, not {config.temperature}")
     if config.batch != "all" and config.batch < 1:
         raise BadInput(f"--batch must be at least 1 or 'all', not {config.batch}")
     if config.num_samples < 0:
@@ -2033,13 +2586,14 @@ def check_memory(config, vocab_size, positions=1, data_bytes=0):
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
-def print_progress(step, num_steps, loss, smoothed, started, interactive):
+def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0):
     """The training progress line: raw and smoothed loss, time per step and time left. In a
-    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times."""
+    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times.
+    first: the steps taken before `started` (by the run that --resume continues)."""
     every = max(1, num_steps // (100 if interactive else 10))
     if step % every and step not in (1, num_steps):
         return
-    ms = 1000 * (time.perf_counter() - started) / step
+    ms = 1000 * (time.perf_counter() - started) / (step - first)
     line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
             f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
     if interactive:      # back to the start of the line; two spaces cover a line that got shorter
@@ -2048,8 +2602,14 @@ def print_progress(step, num_steps, loss, smoothed, started, interactive):
         print(line, flush=True)
 
 
+# Moves of the Markov chain less likely than this are left out of its pictures, on the
+# page (chain_graph) and in the Graphviz file alike: at 1% an arrow is a hairline already.
+CHAIN_MIN_PROBABILITY = 0.01
+
+
 def print_chain(chain, chars, dot_path):
-    """The Markov chain as an aligned table (and, with dot_path, as a Graphviz file)."""
+    """The Markov chain as an aligned table (and, with dot_path, as a Graphviz file: an
+    arrow for each move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability)."""
     name = lambda state: "".join(label(t, chars) for t in state)
     print(f"Markov chain: {len(chain)} states (contexts of {len(chain[0][0])} tokens)")
     print("state".ljust(max(5, len(name(chain[0][0])))) + "  next token: probability -> next state")
@@ -2058,11 +2618,15 @@ def print_chain(chain, chars, dot_path):
         print(name(state).ljust(max(5, len(name(state)))) + "  " + moves)
     if dot_path:
         quote = lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        lines = [GRAPHVIZ_MARKER, "digraph markov_chain {"]
+        lines = [GRAPHVIZ_MARKER,
+                 f"// moves less likely than {CHAIN_MIN_PROBABILITY:.0%} are left out (as on the --report page);",
+                 "// an arrow's width (penwidth) is 0.5 + 5 times its probability",
+                 "digraph markov_chain {"]
         for state, probs in chain:
             for t, p in enumerate(probs):
-                lines.append(f"  {quote(name(state))} -> {quote(name(state[1:] + (t,)))} "
-                             f"[label={quote(f'{label(t, chars)} ({p:.0%})')}];")
+                if p >= CHAIN_MIN_PROBABILITY:
+                    lines.append(f"  {quote(name(state))} -> {quote(name(state[1:] + (t,)))} "
+                                 f"[label={quote(f'{label(t, chars)} ({p:.0%})')}, penwidth={0.5 + 5 * p:.2f}];")
         lines.append("}")
         try:
             check_can_write(dot_path, is_our_graphviz_file, "Graphviz file written by microgpt")   # again
@@ -2103,20 +2667,23 @@ def settings(args):
     """The Config and mode asked for on the command line, merged with the checkpoint's when
     there is one. Returns (config, mode, checkpoint), checkpoint being None or
     load_checkpoint's (config, chars, params, mode, raw)."""
-    for flag in ("input", "load", "save", "chain", "report"):   # an empty name would be silently ignored
+    for flag in ("input", "load", "save", "chain", "report", "resume"):   # an empty name would be silently ignored
         if getattr(args, flag) == "":
             raise BadInput(f"--{flag} needs a file name, not an empty string")
     if args.chain is True:
         args.chain = ""                     # --chain without a file name: print the chain only
-    config = Config(seed=args.seed, temperature=args.temperature)
-    for key in ("lr", "batch"):                     # options left out keep Config's defaults
+    resumed = resume_options(args) if args.resume is not None else None   # and the run's options
+    config = Config()
+    for key in ("lr", "batch", "seed", "temperature"):   # options left out keep Config's defaults
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
-    checkpoint = load_checkpoint(args.load) if args.load else None
+    checkpoint = resumed or (load_checkpoint(args.load) if args.load else None)
     if checkpoint:
         saved, mode = checkpoint[0], checkpoint[3]
         if mode == "chat":
             raise BadInput(f"{args.load} is a chat model: add --chat to talk to it")
+        if args.seed is None:               # the seed the model was trained with: the same samples
+            config.seed = saved_seed(checkpoint[4], config.seed)
         for key in MODEL_SHAPE:
             given = getattr(args, key)
             if given is not None and given != getattr(saved, key):
@@ -2153,12 +2720,14 @@ def settings(args):
     return config, mode, checkpoint
 
 
-def prepare_data(path, config, mode, chars, rng):
+def prepare_data(path, config, mode, chars, rng, bpe=0):
     """Read the training data and say what it is. chars is None for a new model, whose
     vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
     text = read_data_file(path)
     if mode == "stream":
         chars = chars or build_vocab(text)
+        if bpe:
+            chars = learned_vocabulary(chars, [text], bpe, config)
         # The text as token ids, twice (all, and the training part), and each step's windows.
         windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
@@ -2173,8 +2742,9 @@ def prepare_data(path, config, mode, chars, rng):
             # number stays comparable while a long text is not validated for hours.
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
-        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}, "
-              + (held_out or "too few to hold any out for validation"))
+        unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
+        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}{unit}, "
+              + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
@@ -2184,6 +2754,8 @@ def prepare_data(path, config, mode, chars, rng):
                  30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
     encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
+    if bpe:     # learned from the training documents only, one at a time
+        chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
     print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"))
@@ -2209,15 +2781,17 @@ def explain_tokens(text, chars, config, mode):
     return inputs, targets
 
 
-def report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start):
+def report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start, subset_size=None):
     """For --report: an on_step for train_with_progress that keeps every step's loss in
-    record, and at eleven steps (0, a tenth of the run, ...) the loss on a fixed subset of
-    the held-out data, and at five (0, 5%, 20%, 50%, the end) samples drawn with the final
-    samples' seed. Only --report pays for this."""
+    record; the loss on a fixed subset of the held-out data at steps 0, 1, 2, 5, 10, 20, 50,
+    ... (spread evenly on the page's logarithmic step axis) and at each fifth of the run; and
+    at five steps (0, 5%, 20%, 50%, the end) samples drawn with the final samples' seed.
+    Only --report and --save pay for this (--save keeps it in the checkpoint)."""
     n = config.steps
-    val_steps = {round(n * k / 10) for k in range(11)}
+    val_steps = {m * 10 ** e for e in range(13) for m in (1, 2, 5) if m * 10 ** e < n}
+    val_steps |= {round(n * k / 5) for k in range(6)}
     sample_steps = {0, round(n * 0.05), round(n * 0.2), round(n * 0.5), n}
-    subset = val_seqs[:200 if mode == "docs" else 100]
+    subset = val_seqs[:subset_size or (200 if mode == "docs" else 100)]
     record.update(losses=[], val_points=[], snapshots=[], snapshot_seconds=0.0, val_subset=len(subset))
 
     def on_step(step, loss):
@@ -2227,14 +2801,42 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
             return
         started = time.perf_counter()
         weights = inference_weights(params)
-        if step in val_steps and subset:
-            record["val_points"].append((step, mean_token_loss(subset, weights, config)))
-        if step in sample_steps:
-            samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
-                                   5 if mode == "docs" else 1, min(config.length, 80))
-            record["snapshots"].append({"step": step, "samples": samples})
+        try:          # weights too large to compute with (a diverging run) leave no point
+            if step in val_steps and subset:
+                val_loss = mean_token_loss(subset, weights, config)
+                if math.isfinite(val_loss):
+                    record["val_points"].append((step, val_loss))
+            if step in sample_steps:
+                samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
+                                       5 if mode == "docs" else 1, min(config.length, 80))
+                record["snapshots"].append({"step": step, "samples": samples})
+        except (OverflowError, ValueError):
+            pass
         record["snapshot_seconds"] += time.perf_counter() - started
     return on_step
+
+
+def remembered_history(raw):
+    """What a checkpoint remembers of the training that made it, in report_recorder's shapes
+    (losses, val_points, snapshots), for the page of a loaded model; {} when it keeps none,
+    or keeps it in a shape we do not know (the page then says there is no loss curve)."""
+    history = raw.get("history")
+    if not isinstance(history, dict):
+        return {}
+    losses, val, snaps = history.get("losses"), history.get("val_points", []), history.get("snapshots", [])
+    number = lambda x: is_finite_number(x) and type(x) is not bool
+    well_formed = (isinstance(losses, list) and losses and all(map(number, losses))
+                   and isinstance(val, list) and all(isinstance(v, list) and len(v) == 2 and type(v[0]) is int
+                                                     and number(v[1]) for v in val)
+                   and isinstance(snaps, list) and all(isinstance(s, dict) and type(s.get("step")) is int
+                                                       and isinstance(s.get("samples"), list) and s["samples"]
+                                                       and all(isinstance(x, str) for x in s["samples"])
+                                                       for s in snaps))
+    if not well_formed:
+        return {}
+    subset = history.get("val_subset")
+    return {"losses": [float(x) for x in losses], "val_points": [(v[0], float(v[1])) for v in val],
+            "snapshots": snaps, "val_subset": subset if type(subset) is int else None}
 
 
 class Stopped(KeyboardInterrupt):
@@ -2271,30 +2873,51 @@ class StopSignals:
         return lambda: [signal.signal(number, handler) for number, handler in previous.items()]
 
 
-def train_with_progress(params, config, batches, stop, on_step=None):
+def interrupt_myself(stop):
+    """Send this process a real SIGINT, as Ctrl-C would, and wait until its handler has run:
+    the tests of --resume stop a run at a step of their choosing this way."""
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):                 # a handler runs between two bytecodes; sleep lets it
+        if stop.signum is not None:
+            return
+        time.sleep(0.001)
+
+
+def train_with_progress(params, config, batches, stop, on_step=None, adam=None, earlier=()):
     """Train, printing progress. Returns (smoothed losses, whether a stop signal ended it early).
     on_step(step, loss), if given, is called before the first step (step 0, loss None) and
-    after every step: --report uses it to record the run."""
-    losses, smoothed = [], []
+    after every step: --report uses it to record the run. adam: Adam's state to go on from
+    (train()'s; a model that had steps before this run counts them, so the learning rate
+    goes on down its line, stretched to end config.steps later). earlier: the losses of the
+    steps this run took before it was stopped (--resume goes on from there)."""
+    losses = list(earlier)
+    smoothed = [sum(losses[max(0, i - 99):i + 1]) / len(losses[max(0, i - 99):i + 1]) for i in range(len(losses))]
+    first = len(losses)
+    adam = adam or {"m": [0.0] * len(flatten(params)), "v": [0.0] * len(flatten(params)), "step": 0}
+    end = adam["step"] - first + config.steps      # Adam's step count when this run is done
     interactive = sys.stdout.isatty()
-    if on_step:
+    stop_at = os.environ.get("MICROGPT_STOP_AFTER_STEP")   # for the tests: a Ctrl-C after that step
+    if on_step and not first:
         on_step(0, None)
     started = time.perf_counter()
-    for step, loss in enumerate(train(params, config, batches, config.steps), start=1):
+    for step, loss in enumerate(train(params, config, batches, end, adam), start=first + 1):
         if not math.isfinite(loss):
             raise BadInput(f"training diverged: the loss became {loss} at step {step} "
                            f"(try a smaller --lr than {config.lr}); nothing was saved")
         losses.append(loss)
         smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-        print_progress(step, config.steps, loss, smoothed[-1], started, interactive)
+        print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first)
         if on_step:                  # its time is not training time: leave it out of ms/step
             before = time.perf_counter()
             on_step(step, loss)
             started += time.perf_counter() - before
+        if str(step) == stop_at:
+            interrupt_myself(stop)
         if stop.signum is not None and step < config.steps:
             return smoothed, True
     elapsed = time.perf_counter() - started
-    print(f"trained {config.steps} steps in {elapsed:.1f} s ({1000 * elapsed / config.steps:.1f} ms/step); "
+    done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
+    print(f"trained {done} steps in {elapsed:.1f} s ({1000 * elapsed / (config.steps - first):.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
     ascii_only = not can_print("\u2581\u2588")
     print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
@@ -2307,7 +2930,7 @@ def write_report(args, run):
     config, mode, text, val_seqs = run["config"], run["mode"], run["text"], run["val_seqs"]
     kind = "window" if mode == "stream" else "document"
     if config.steps > 0:
-        data_path = args.input or default_data_path()
+        data_path = args.input or os.path.basename(default_data_path())   # no machine paths on the page
         size = f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} documents"
         held_out = f"{len(val_seqs):,} held-out {kind}s for validation" if val_seqs else "too few to hold any out"
         run["data"] = f"{data_path}: {size}, {held_out}"
@@ -2318,8 +2941,13 @@ def write_report(args, run):
         data_path = args.load
         run["data"] = f"none: the model was loaded from {args.load}"
         run["training"] = f"none in this run ({run['steps_before']:,} steps before it was saved)"
+        if run["losses"]:
+            run["training"] += ("; the loss curve and the samples during training below are from those steps, "
+                                "as the checkpoint remembers them")
     run["data_name"] = os.path.basename(data_path)
     run["batch"] = f"all {kind}s" if config.batch == "all" else f"{config.batch} {kind}" + "s" * (config.batch > 1)
+    if config.steps == 0:
+        run["batch"] = f"that step's {kind}s"      # how the saved model was trained is not remembered
     run["interpreter"] = f"{sys.implementation.name} {sys.version.split()[0]} on {sys.platform}"
     # The samples the run printed (or, with --num-samples 0, a few drawn the same way).
     run["samples"] = draw_samples(run["weights"], config, run["chars"], mode, run["prompt"], run["stream_start"],
@@ -2370,7 +2998,7 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
     rng = random.Random(config.seed + 1)
     if config.num_samples:
         print(f"--- {config.num_samples} sample{'s' if config.num_samples > 1 else ''} "
-              f"(temperature {config.temperature}) ---")
+              f"(temperature {config.temperature}{': always the likeliest token' * (config.temperature == 0)}) ---")
     for i in range(config.num_samples):
         if output_lost():                 # nobody reads them any more: stop
             return
@@ -2396,15 +3024,22 @@ def run(args, stop=None):
         return run_serve(args, stop)
     if args.chat:
         return run_chat(args, stop)          # Part V's assistant (and Part VI's "The assistant")
+    if args.gpt2 is not None or args.tokenize is not None:    # GPT-2's tokenizer (Part IV)
+        return run_tokenize(args)
+    if args.bpe < 0:
+        raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
     rng = random.Random(config.seed)
     chars, params, text, val_seqs, raw = None, None, None, [], {}
     if checkpoint:
         _, chars, params, _, raw = checkpoint
+        if args.bpe:
+            raise BadInput("--bpe makes a new vocabulary: a loaded model keeps its own")
     else:
         check_memory(config, vocab_size=2)    # an impossible shape is refused before reading the data
     if config.steps > 0:
-        text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng)
+        text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng,
+                                                      args.bpe)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
     # Stream samples without a prompt start from the first character of the text.
     stream_start = text[0] if text else raw.get("stream_start", chars[0])
@@ -2427,12 +3062,27 @@ def run(args, stop=None):
     # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
     steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
     steps_before = steps_before if type(steps_before) is int else 0
+    if config.steps > 0:                    # Adam's state, and the run so far when resuming
+        adam, history = training_state(args, raw, params, rng, text)
+        done = len(history["losses"]) if history else 0
+        steps_before -= done
+        run_start = adam["step"] - done     # Adam's step count when this run began
+        weights_before = weights_of(params)   # for judge_before_replacing
+        if args.resume:
+            print(f"resuming the run saved in {args.resume}: {done:,} of its {config.steps:,} steps done")
+        elif checkpoint:
+            say_how_fine_tuning_goes(config, adam, steps_before)
 
     def save(steps_done):
         if args.save:
             extra = {"training": {"steps": steps_before + steps_done, "seed": config.seed, "lr": config.lr}}
             if mode == "stream":
                 extra["stream_start"] = stream_start
+            extra.update(remembered(record, adam, rng, run_options(args, config, mode, run_start, text)))
+            judge_before_replacing(args.save, inference_weights(params), weights_before, config,
+                                   val_seqs or judge_sequences(text, chars, config, mode))
+            if getattr(chars, "merges", None):
+                extra["merges"] = [list(pair) for pair in chars.merges]
             try:
                 # Again, right before writing: a file may have appeared there during training.
                 check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
@@ -2443,9 +3093,15 @@ def run(args, stop=None):
             stop.finishing = False        # the model is safe: from now on a signal stops at once
             print(f"saved the model to {args.save}")
 
-    record = {}                             # what --report needs to know about the run
-    on_step = report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start) \
-        if args.report else None
+    record = {}                             # what --report needs to know about the run, and --save keeps
+    # A run that only saves validates its history on fewer held-out sequences (see SAVED_VAL_SUBSET).
+    subset_size = history_subset(history if config.steps > 0 else None, args.report, mode)
+    on_step = report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start, subset_size) \
+        if args.report or args.save else None
+    if config.steps > 0 and history:        # the run so far, as the run that was stopped recorded it
+        record.update({key: list(history[key]) for key in ("losses", "val_points", "snapshots")})
+    if args.report and config.steps == 0:
+        record.update(remembered_history(raw))     # a loaded model's training, if its checkpoint keeps it
     val_loss, seconds, started = None, 0.0, time.perf_counter()
     if config.steps > 0:
         kind = "windows" if mode == "stream" else "documents"
@@ -2459,7 +3115,8 @@ def run(args, stop=None):
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True
-        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step)
+        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step, adam,
+                                                    history["losses"] if history else ())
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
         check_not_wrecked(smoothed, vocab_size, config.lr)
         if stop.signum is not None:
@@ -2469,10 +3126,12 @@ def run(args, stop=None):
         stop.finishing = False
         if stop.signum is not None:
             return 128 + stop.signum
-        if val_seqs and not output_lost():
+        if val_seqs and (args.report or not output_lost()):    # the page needs it even if nobody reads
             val_loss = validation_loss(val_seqs, inference_weights(params), config)
             print(f"validation loss: {val_loss:.4f} "
                   f"(mean per token over {len(val_seqs):,} held-out {kind})")
+            if getattr(chars, "merges", None):
+                print(f"validation loss per character: {loss_per_character(val_loss, val_seqs, chars, config):.4f}")
 
     weights = inference_weights(params)
     if config.num_samples or args.chain is not None or args.explain is not None:
@@ -2593,12 +3252,12 @@ def main(argv=None):
 @dataclass
 class ChatPlan:
     """The pipeline's sizes and steps. The model is the default names model's, with two
-    heads of 8 numbers instead of four of 4 (one head can then carry a whole letter across:
-    with four, the same steps reached 84% and 89% after RL instead of 97% and more). The
-    context holds the 8 tokens of a prompt, the answer and <|end|>: block_size 16 leaves room
-    for names of 8 letters. The steps were chosen so that the whole pipeline takes under a
-    minute on PyPy: SFT stops while the copying it teaches is still unreliable, and RL,
-    which needs no examples, finishes the job."""
+    heads of 8 numbers instead of four of 4, so that one head can carry a whole letter
+    across (with four heads, SFT passed 72% and 66% of the held-out requests instead of 88%
+    and 88%). The context holds a prompt's 8 tokens, the answer and <|end|>: block_size 16
+    leaves room for names of 8 letters. The steps keep the whole pipeline under a minute on
+    PyPy: SFT stops while its copying is still unreliable, and RL, which needs no examples,
+    finishes the job (with 900 SFT steps it did not: 89% and 93% after RL)."""
     n_layer: int = 1
     n_embd: int = 16
     n_head: int = 2
@@ -2615,7 +3274,7 @@ class ChatPlan:
 
 
 CHAT_OPTIONS = ("steps", "n_layer", "n_embd", "n_head", "block_size", "batch", "lr", "num_samples", "length",
-                "prompt", "chain", "explain")
+                "prompt", "chain", "explain", "resume", "gpt2", "tokenize", "stream")
 
 
 def stage_paths(save):
@@ -2678,13 +3337,20 @@ def pretrain_for_chat(args, plan, config, stop):
                            "what": "validation loss on held-out names", "cpu": time.process_time() - started}
 
 
-def chat_pipeline(args, plan, stop):
-    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card)."""
-    config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
-                    steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
-    paths = stage_paths(args.save) if args.save else {}
-    card, seed, started = [], config.seed, time.process_time()
-    chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+def chat_pipeline(args, plan, stop, sft_model=None):
+    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card).
+    sft_model, if given, is a saved SFT stage, (config, chat vocabulary, params): then the
+    pipeline resumes from it and runs only RL, exactly as the whole pipeline would have."""
+    started = time.process_time()
+    if sft_model:
+        config, chat_chars, params = sft_model
+        config.seed, config.temperature, chars = args.seed, args.temperature, chat_chars[:chat_chars.index(USER)]
+    else:
+        config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
+                        steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
+        chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+    paths = stage_paths(args.save) if args.save and not sft_model else {}
+    card, seed = [], config.seed
     if "pretrained" in paths and not args.load:
         save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
     # The task, and the pretrained model prompted in the chat format (it writes names, but
@@ -2694,13 +3360,36 @@ def chat_pipeline(args, plan, stop):
              if n.isalpha() and set(n) <= set(chars)]
     train_requests, held_out = split_requests(names, rng)
     requests = evaluation_requests(held_out, plan.eval_requests, rng)
-    chat_chars = chat_vocab(chars)
-    params = add_chat_tokens(params, chars, chat_chars, config, rng)
     print(f"task: {len(train_requests):,} requests to fine-tune on, {len(held_out):,} held out; evaluating on "
           f"{len(requests)} held-out requests at temperature {config.temperature}", flush=True)
-    evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
-                   config.temperature, **facts)
+    if sft_model:
+        evaluate_stage(card, "SFT", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, steps=0, loss=None, what=f"loaded from {args.load}")
+    else:
+        chat_chars = chat_vocab(chars)
+        params = add_chat_tokens(params, chars, chat_chars, config, rng)
+        evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, **facts)
+        sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
+        if "SFT" in paths:
+            save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
+    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
+          f"{plan.rl_group} answers ---")
+    config.lr, before = plan.rl_lr, time.process_time()
+    rl_rng = random.Random(seed + 12)
+    pool = sorted(train_requests)
+    curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
+                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
+    evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
+                   what="mean reward of the last 10 steps", cpu=time.process_time() - before)
+    print(f"the pipeline took {time.process_time() - started:.0f} s of CPU")
+    return config, chat_chars, params, card
 
+
+def sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests):
+    """Stage 2: fine-tune params in place, validate, evaluate, add the SFT row to the card."""
+    seed = config.seed
     print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
     config.lr, before = plan.sft_lr, time.process_time()
     sft_rng, answers = random.Random(seed + 11), sft_answers(names, train_requests, config)
@@ -2722,21 +3411,6 @@ def chat_pipeline(args, plan, stop):
     evaluate_stage(card, "SFT", weights, config, chat_chars, requests, seed, config.temperature,
                    steps=plan.sft_steps, loss=val_loss, curve=curve, what="answer loss on held-out requests",
                    cpu=time.process_time() - before)
-    if "SFT" in paths:
-        save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
-
-    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
-          f"{plan.rl_group} answers ---")
-    config.lr, before = plan.rl_lr, time.process_time()
-    rl_rng = random.Random(seed + 12)
-    pool = sorted(train_requests)
-    curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
-                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
-    evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
-                   steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
-                   what="mean reward of the last 10 steps", cpu=time.process_time() - before)
-    print(f"the pipeline took {time.process_time() - started:.0f} s of CPU")
-    return config, chat_chars, params, card
 
 
 def save_chat_stage(path, params, config, chars, mode, extra):
@@ -2767,8 +3441,13 @@ def print_card(card, plan):
 def write_chat_report(path, card, plan, config, chat_chars, params):
     """--report with --chat: the report card as a page (chat_report_page), written atomically."""
     try:
+        page = chat_report_page(card, plan if isinstance(plan, ChatPlan) else ChatPlan(**plan), config,
+                                chat_chars, inference_weights(params))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):     # a card loaded from a file
+        raise BadInput(f"the report card kept in the checkpoint is damaged; cannot write {path}") from None
+    try:
         check_can_write(path, is_microgpt_report, "page written by microgpt --report")   # again
-        write_atomically(path, chat_report_page(card, plan, config, chat_chars, inference_weights(params)))
+        write_atomically(path, page)
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
     print(f"wrote {path}")
@@ -2807,27 +3486,45 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
 def run_chat(args, stop):
     """--chat: run the pipeline (or load a chat model), then chat."""
     for key in CHAT_OPTIONS:
-        if getattr(args, key, None) is not None:
-            raise BadInput(f"--{key.replace('_', '-')} does not apply to --chat")
+        if getattr(args, key, None) not in (None, False) or getattr(args, "bpe", 0):
+            raise BadInput(f"--{key.replace('_', '-') if getattr(args, key, None) else 'bpe'} does not apply to --chat")
+    defaults = Config()
+    args.seed = defaults.seed if args.seed is None else args.seed
+    args.temperature = defaults.temperature if args.temperature is None else args.temperature
     for flag in ("input", "load", "save", "report"):
         if getattr(args, flag) == "":
             raise BadInput(f"--{flag} needs a file name, not an empty string")
     if args.save and same_file(args.save, args.input or default_data_path()):
         raise BadInput(f"--save {args.save} is the data file: saving would replace it")
+    for flag, other in (("--save", args.save), ("--input", args.input), ("--load", args.load)):
+        if args.report and other and same_file(args.report, other):
+            raise BadInput(f"--report {args.report} is the same file as {flag} {other}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
     plan = ChatPlan()
-    if args.load and load_checkpoint(args.load)[3] == "chat":
+    loaded = load_checkpoint(args.load) if args.load else None
+    if loaded and loaded[3] == "chat" and loaded[4].get("stage") == "SFT" and args.save:
+        # Resume: RL on the saved SFT stage, as the whole pipeline would have run it.
+        check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
+        if args.report:
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+        config, chat_chars, params, card = chat_pipeline(args, plan, stop, loaded[:3])
+        print_card(card, plan)
+        save_chat_stage(args.save, params, config, chat_chars, "chat",
+                        {"stage": "RL", "card": card, "plan": vars(plan)})
+        if args.report:
+            write_chat_report(args.report, card, plan, config, chat_chars, params)
+    elif loaded and loaded[3] == "chat":
         if args.save or args.input:
-            raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one")
-        config, chat_chars, params, _, raw = load_checkpoint(args.load)
+            raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one "
+                           "(or to resuming an SFT stage)")
+        config, chat_chars, params, _, raw = loaded
         config.seed, config.temperature = args.seed, args.temperature
         print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}")
         if args.report:
             if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
                 raise BadInput(f"{args.load} has no report card: only the final stage's checkpoint keeps one")
-            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
-            write_chat_report(args.report, raw["card"], ChatPlan(**raw["plan"]), config, chat_chars, params)
+            write_chat_report(args.report, raw["card"], raw["plan"], config, chat_chars, params)
     else:
         for path in stage_paths(args.save).values() if args.save else ():
             check_can_write(path, is_checkpoint, "microgpt checkpoint")
@@ -2849,14 +3546,23 @@ def run_chat(args, stop):
 # ---------------------------------------------------------------------------------------
 # Pictures: --report FILE.html
 #
-# The same looks inside, drawn for people who would rather see than read tables: one HTML
-# page with the loss curve, what the model writes as it learns, the embeddings, what it
-# predicts and where it looks inside a few names, its final samples shaded by probability,
-# and (for a small model of continuous text) its Markov chain. Every picture is inline SVG
-# drawn by one of the short functions below: a line chart, a heat map, a scatter plot, a
-# graph, bars. There is no JavaScript and nothing is fetched, so the page opens offline,
-# prints, and can be sent to a class as one file. The numbers behind the pictures are in
-# the page too, as JSON, for anyone who wants to draw them differently.
+# The same looks inside, drawn for people who would rather see than read tables, and for a
+# teacher to project: one HTML page with the loss curve, what the model writes as it
+# learns, the embeddings, what it predicts and where it looks inside a few names, its final
+# samples shaded by probability, and (for a small model of continuous text) its Markov
+# chain. Every picture is inline SVG drawn by one of the short functions below (a line
+# chart, a heat map, a scatter plot, a graph), or an HTML table, and each has a caption
+# computed from this run's numbers: what to notice in it. There is no JavaScript and
+# nothing is fetched, so the page opens offline, prints, and can be sent to a class as one
+# file. The numbers behind the pictures are in the page too, as JSON.
+#
+# Pictures scale with the page (an SVG viewBox, 100% wide, at most 1.6 times its own size):
+# the text in them scales too, so each is drawn small enough that at 1280 px its smallest
+# text is at least 14 px, and big enough to read on a phone. Labels are placed where they
+# touch nothing else (place_label), and the layouts are checked in a real browser, at 480
+# to 1920 px, by tests/test_report_layout.py. A pure-CSS presentation view shows one
+# picture per screen in large type: each picture is a target (#fig-1, ...) with links to
+# the previous and next one.
 #
 # Colours: VIRIDIS (dark blue-purple to yellow) for amounts from 0 up, such as
 # probabilities and attention, and BLUE_ORANGE (blue below 0, white at 0, orange above)
@@ -2868,7 +3574,10 @@ VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#3
            "#b5de2b", "#fde725"]
 BLUE_ORANGE = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fee0b6", "#fdb863", "#e08214",
                "#b35806"]
+TOKEN_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#56b4e9", "#e69f00", "#000000"]   # Okabe and Ito's
 REPORT_MARK = '<meta name="generator" content="microgpt">'   # how we know a page is ours
+FONT = 15              # the smallest text in a picture, in the picture's own units
+CHAR_WIDTH = 0.62      # a character's width, in font sizes (a little more than the usual fonts need)
 
 
 def colour_at(palette, t):
@@ -2893,15 +3602,57 @@ def escape(text):
             .replace('"', "&quot;").replace("'", "&#39;"))
 
 
-def text_at(x, y, text, size=12, anchor="start", attrs=""):
-    """An SVG text element."""
-    return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}"{attrs}>{escape(text)}</text>'
+def percent(p):
+    """A probability as a percentage with two significant digits or so: 43%, 4.3%, 0.43%."""
+    return f"{p:.0%}" if p >= 0.095 else f"{p:.1%}" if p >= 0.0095 else f"{p:.2%}"
 
 
-def svg(width, height, body, title):
-    """An SVG picture; its title is what a screen reader (or a hovering mouse) gets."""
-    return (f'<svg width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+def text_at(x, y, text, size=FONT, anchor="start", attrs=""):
+    """An SVG text element; (x, y) is the start, middle or end of its baseline."""
+    return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size:g}" text-anchor="{anchor}"{attrs}>{escape(text)}</text>'
+
+
+def text_box(x, y, text, size=FONT, anchor="start"):
+    """The box (x0, y0, x1, y1) that text_at(x, y, text, size, anchor) covers, a little generously."""
+    width = len(str(text)) * size * CHAR_WIDTH
+    x0 = x - width / 2 if anchor == "middle" else x - width if anchor == "end" else x
+    return (x0, y - 0.95 * size, x0 + width, y + 0.3 * size)
+
+
+def overlap(a, b, gap=2.0):
+    """Whether two boxes overlap, or come closer than gap."""
+    return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
+
+
+def place_label(text, size, candidates, taken, bounds):
+    """The first of the candidate places [(x, y, anchor)] where the text stays inside bounds
+    (x0, y0, x1, y1) and touches no box in taken; that box is then taken. None if every
+    place is in use: better a label left out than two on top of each other."""
+    for x, y, anchor in candidates:
+        box = text_box(x, y, text, size, anchor)
+        inside = bounds[0] <= box[0] and box[2] <= bounds[2] and bounds[1] <= box[1] and box[3] <= bounds[3]
+        if inside and not any(overlap(box, other) for other in taken):
+            taken.append(box)
+            return x, y, anchor
+    return None
+
+
+def svg(width, height, body, title, grow=1.6):
+    """An SVG picture that fills the width the page gives it, up to `grow` times its own
+    size; its title is what a screen reader (or a hovering mouse) gets."""
+    return (f'<svg viewBox="0 0 {width:.0f} {height:.0f}" width="100%" style="max-width:{width * grow:.0f}px" '
             f'role="img"><title>{escape(title)}</title>{"".join(body)}</svg>')
+
+
+def chart_key(items):
+    """A legend under a picture, in HTML (so it wraps on a narrow screen): [(swatch, text)],
+    the swatch being a CSS style for a small box, or a character to show."""
+    out = []
+    for swatch, text in items:
+        mark = (f'<span class="mark">{escape(swatch)}</span>' if ":" not in swatch
+                else f'<span class="swatch" style="{swatch}"></span>')
+        out.append(f"<li>{mark}{escape(text)}</li>")
+    return f'<ul class="key">{"".join(out)}</ul>'
 
 
 def nice_ticks(lo, hi, count=5):
@@ -2916,116 +3667,164 @@ def nice_ticks(lo, hi, count=5):
 
 def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None):
     """A colour bar from lo to hi, its ends and middle labelled (or `ticks`: [(fraction of
-    the way, text)]): the key to a heat map."""
+    the way, text)]), and its caption underneath: the key to a heat map. 3.2 fonts tall."""
     n = 24
-    body = [text_at(x, y - 4, caption, 11)]
-    body += [f'<rect x="{x + i * width / n:.1f}" y="{y}" width="{width / n + 0.3:.1f}" height="9" '
-             f'fill="{colour_at(palette, i / (n - 1))}"/>' for i in range(n)]
+    body = [f'<rect x="{x + i * width / n:.1f}" y="{y:.1f}" width="{width / n + 0.3:.1f}" height="10" '
+            f'fill="{colour_at(palette, i / (n - 1))}"/>' for i in range(n)]
     for t, text in ticks or [(t, f"{lo + t * (hi - lo):.2g}") for t in (0, 0.5, 1)]:
         anchor = "start" if t == 0 else "end" if t == 1 else "middle"
-        body.append(text_at(x + t * width, y + 21, text, 10, anchor))
+        body.append(text_at(x + t * width, y + 12 + FONT, text, FONT, anchor))
+    body.append(text_at(x, y + 14 + 2.2 * FONT, caption, FONT))
     return body
 
 
-def line_chart(lines, x_range, y_range, x_label, y_label, title, hlines=(), width=760, height=340):
-    """Lines on labelled axes, with a legend underneath.
-    lines: [(legend, [(x, y)], colour, stroke width, opacity, dots?)];
-    hlines: [(legend, y, colour)], dashed lines across the whole chart."""
-    left, right, top, bottom = 58, 16, 30, 92
-    (x0, x1), (y0, y1) = x_range, y_range
+def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370):
+    """Lines on labelled axes (the legend goes under the picture: chart_key).
+    lines: [([(x, y)], colour, stroke width, opacity, dots?)]; hlines: [(y, colour)], dashed
+    lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
+    logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
+    red triangle pointing the way it went: one outlier cannot squash the whole chart."""
+    y0, y1 = y_range
+    y_ticks = nice_ticks(y0, y1)
+    widest = max(len(f"{t:g}") for t in y_ticks) * (FONT + 2) * CHAR_WIDTH
+    left, right, top, bottom = max(70, 40 + widest), 30, 12, 70      # the y title, then the numbers
+    plot_w, plot_h = width - left - right, height - top - bottom
+
     def X(x):
-        return left + (x - x0) / ((x1 - x0) or 1) * (width - left - right)
+        return left + x_map(x) * plot_w
+
     def Y(y):
-        return height - bottom - (y - y0) / ((y1 - y0) or 1) * (height - top - bottom)
-    body = [text_at(left, 18, title, 14, attrs=' font-weight="bold"')]
-    for t in nice_ticks(y0, y1):
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
-        body.append(text_at(left - 6, Y(t) + 4, f"{t:g}", 11, "end"))
-    for t in [t for t in nice_ticks(x0, x1, 8) if t == int(t)]:     # x counts steps: whole numbers only
-        body.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{height - bottom}" y2="{height - bottom + 5}" '
+        return top + plot_h - (min(max(y, y0), y1) - y0) / ((y1 - y0) or 1) * plot_h
+    body = []
+    for t in y_ticks:
+        body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
+        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", FONT + 2, "end"))
+    kept = []                                   # x ticks far enough apart to be read; the last one always
+    for i, (x, text) in enumerate(x_ticks):
+        box = text_box(X(x), 0, text, FONT + 2, "middle")
+        while kept and overlap(box, kept[-1][2], 6) and i == len(x_ticks) - 1:
+            kept.pop()
+        if not kept or not overlap(box, kept[-1][2], 6):
+            kept.append((x, text, box))
+    for x, text, _ in kept:
+        body.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
                     'stroke="#333"/>')
-        body.append(text_at(X(t), height - bottom + 18, f"{t:g}", 11, "middle"))
-    body.append(f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-                'fill="none" stroke="#333"/>')
-    body.append(text_at((left + width - right) / 2, height - bottom + 36, x_label, 12, "middle"))
-    yc = (top + height - bottom) / 2
-    body.append(text_at(16, yc, y_label, 12, "middle", f' transform="rotate(-90 16 {yc:.1f})"'))
-    keys = []
-    for name, y, colour in hlines:
-        body.append(f'<line x1="{left}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
+        body.append(text_at(X(x), top + plot_h + 10 + FONT, text, FONT + 2, "middle"))
+    body.append(f'<rect x="{left:.1f}" y="{top}" width="{plot_w:.1f}" height="{plot_h}" fill="none" stroke="#333"/>')
+    body.append(text_at(left + plot_w / 2, height - 10, x_label, FONT + 2, "middle"))
+    yc = top + plot_h / 2
+    body.append(text_at(22, yc, y_label, FONT + 2, "middle", f' transform="rotate(-90 22 {yc:.1f})"'))
+    for y, colour in hlines:
+        body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
                     'stroke-width="1.5" stroke-dasharray="6 4"/>')
-        keys.append((name, colour, 1.5, 1, ' stroke-dasharray="6 4"'))
-    for name, points, colour, stroke, opacity, dots in lines:
+    for points, colour, stroke, opacity, dots in lines:
         if not points:
             continue
         path = "M" + " L".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in points)
         body.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="{stroke}" '
                     f'stroke-opacity="{opacity}" stroke-linejoin="round"/>')
         if dots or len(points) == 1:         # a line of one point would not show
-            body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}"/>' for x, y in points]
-        keys.append((name, colour, stroke, opacity, ""))
-    x, yk = left, height - 30
-    for name, colour, stroke, opacity, dash in keys:       # the legend, below the axis
-        if x + 40 + 7.2 * len(name) > width:
-            x, yk = left, yk + 20
-        body.append(f'<line x1="{x}" x2="{x + 24}" y1="{yk - 4}" y2="{yk - 4}" stroke="{colour}" '
-                    f'stroke-width="{max(stroke, 2)}" stroke-opacity="{max(opacity, 0.6)}"{dash}/>')
-        body.append(text_at(x + 30, yk, name, 12))
-        x += 48 + 7.2 * len(name)
-    return svg(width, height, body, title)
+            body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="4" fill="{colour}"/>' for x, y in points]
+        for x, y in points:
+            if not y0 <= y <= y1:
+                tip, base = (top, top + 8) if y > y1 else (top + plot_h, top + plot_h - 8)
+                body.append(f'<path d="M{X(x):.1f},{tip} L{X(x) - 4:.1f},{base} L{X(x) + 4:.1f},{base} z" '
+                            'fill="#c00"/>')
+    return svg(width, height, body, title, grow=1.35)
 
 
-def heat_map(matrix, row_labels, col_labels, palette, lo, hi, title, legend):
-    """A matrix as a grid of coloured cells, rows and columns labelled, with a colour legend.
-    A cell that is None is left empty (attention to later positions, which the model cannot
-    see). Hovering over a cell shows its number."""
+def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title):
+    """A matrix as a grid of coloured cells: rows labelled on the left with y_title beside
+    them, columns on top with x_title above, and a colour bar underneath. Labels that would
+    touch are thinned out (every second one, or third...), and column labels longer than a
+    cell is wide are written upwards. A cell that is None is left empty (attention to later
+    positions, which the model cannot see). Hovering over a cell shows its number."""
     rows, cols = len(matrix), len(matrix[0])
-    cell = max(5, min(24, 300 // cols))
-    every = math.ceil(11 / cell)                        # label every column, or every other...
-    tall = max(len(label) for label in col_labels) > 2  # long column labels are written upwards
-    left = 10 + 7.3 * max(len(label) for label in row_labels)
-    top = 26 + (7 * max(len(label) for label in col_labels) + 6 if tall else 16)
-    width = max(left + cols * cell + 10, 200)
-    height = top + rows * cell + 54
-    body = [text_at(2, 14, title, 13, attrs=' font-weight="bold"')]
+    cell_w, cell_h = min(24.0, 300 / cols), max(4.0, min(24.0, 600 / rows))
+    line = 1.25 * FONT
+    row_w = max(len(name) for name in row_labels) * FONT * CHAR_WIDTH
+    col_w = max(len(name) for name in col_labels) * FONT * CHAR_WIDTH
+    upwards = col_w + 4 > cell_w and line <= cell_w
+    every_col = 1 if upwards else math.ceil((col_w + 6) / cell_w)
+    every_row = math.ceil((line + 1) / cell_h)
+    left = 8 + line + 6 + row_w + 6
+    grid_top = 6 + line + 6 + (col_w if upwards else line)
+    grid_h, grid_w = rows * cell_h, cols * cell_w
+    bar = min(200.0, max(130.0, grid_w))
+    width = left + max(grid_w, bar, len(legend) * FONT * CHAR_WIDTH,
+                       len(x_title) * FONT * CHAR_WIDTH) + 10
+    height = grid_top + grid_h + 16 + 14 + 2.3 * FONT + 6
+    y_len = len(y_title) * FONT * CHAR_WIDTH
+    if y_len + 8 > height:                       # room for the y title, written upwards
+        grid_top, height = grid_top + (y_len + 8 - height) / 2, y_len + 8
+    body = [text_at(left, 6 + FONT, x_title, FONT)]
+    mid = min(max(grid_top + grid_h / 2, y_len / 2 + 4), height - y_len / 2 - 4)
+    body.append(text_at(8 + FONT, mid, y_title, FONT, "middle", f' transform="rotate(-90 {8 + FONT} {mid:.1f})"'))
     for j, name in enumerate(col_labels):
-        if j % every == 0:
-            x = left + (j + 0.5) * cell
-            spin = f' transform="rotate(-90 {x + 4:.1f} {top - 4})"' if tall else ""
-            body.append(text_at(x + 4 if tall else x, top - 4, name, 10, "start" if tall else "middle",
-                                ' class="mono"' + spin))
+        if j % every_col == 0:
+            x = left + (j + 0.5) * cell_w
+            if upwards:
+                body.append(text_at(x + 0.35 * FONT, grid_top - 4, name, FONT, "start",
+                                    f' class="mono" transform="rotate(-90 {x + 0.35 * FONT:.1f} {grid_top - 4:.1f})"'))
+            else:
+                body.append(text_at(x, grid_top - 5, name, FONT, "middle", ' class="mono"'))
     for i, (name, row) in enumerate(zip(row_labels, matrix)):
-        body.append(text_at(left - 4, top + (i + 0.5) * cell + 4, name, 11, "end", ' class="mono"'))
+        if i % every_row == 0:
+            body.append(text_at(left - 6, grid_top + (i + 0.5) * cell_h + 0.35 * FONT, name, FONT, "end",
+                                ' class="mono"'))
         for j, value in enumerate(row):
             if value is not None:
                 colour = colour_at(palette, (value - lo) / ((hi - lo) or 1))
-                body.append(f'<rect x="{left + j * cell:.1f}" y="{top + i * cell}" width="{cell}" '
-                            f'height="{cell}" fill="{colour}"><title>{value:.3g}</title></rect>')
-    body.append(f'<rect x="{left:.1f}" y="{top}" width="{cols * cell}" height="{rows * cell}" fill="none" '
+                body.append(f'<rect x="{left + j * cell_w:.1f}" y="{grid_top + i * cell_h:.1f}" width="{cell_w:.1f}" '
+                            f'height="{cell_h:.1f}" fill="{colour}"><title>{value:.3g}</title></rect>')
+    body.append(f'<rect x="{left:.1f}" y="{grid_top:.1f}" width="{grid_w:.1f}" height="{grid_h:.1f}" fill="none" '
                 'stroke="#999" stroke-width="0.5"/>')
-    body += colour_legend(left, top + rows * cell + 24, palette, lo, hi, legend, min(150, width - left - 10))
-    return svg(width, height, body, title)
+    body += colour_legend(left, grid_top + grid_h + 16, palette, lo, hi, legend, bar)
+    return svg(width, height, body, title, grow=max(1.0, min(1.6, 800 / height)))     # a tall one grows less
 
 
-def scatter_plot(points, labels, title, x_label, y_label, size=420):
-    """Labelled points on two axes of the same scale, so distances on the page are true."""
-    pad, left = 20, 46
+def scatter_plot(points, labels, title, x_label, y_label, size=340):
+    """Labelled points on two axes of the same scale, so distances on the page are true.
+    Each label goes beside its point where it touches no other label or point, further
+    out (with a thin line back to its point) where the points are crowded, and is left out
+    where there is no room at all. Returns (svg, the labels left out)."""
+    pad, left, top = 22, 34, 6
     xs, ys = [x for x, _ in points], [y for _, y in points]
     span = max(max(xs) - min(xs), max(ys) - min(ys)) or 1.0
     cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
     inner = size - 2 * pad
-    def X(x):
-        return left + pad + (x - cx) / span * inner * 0.92 + inner / 2
-    def Y(y):
-        return 28 + pad + inner / 2 - (y - cy) / span * inner * 0.92
-    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'),
-            f'<rect x="{left}" y="28" width="{size}" height="{size}" fill="none" stroke="#333"/>',
-            text_at(left + size / 2, size + 50, x_label, 12, "middle"),
-            text_at(16, 28 + size / 2, y_label, 12, "middle", f' transform="rotate(-90 16 {28 + size / 2})"')]
-    for (x, y), name in zip(points, labels):
-        body.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="#2166ac"/>')
-        body.append(text_at(X(x) + 5, Y(y) + 4, name, 13, attrs=' class="mono"'))
-    return svg(left + size + 10, size + 60, body, title)
+    where = [(left + size / 2 + (x - cx) / span * inner, top + size / 2 - (y - cy) / span * inner)
+             for x, y in points]
+    body = [f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#333"/>',
+            text_at(left + size / 2, top + size + 6 + FONT, x_label, FONT, "middle"),
+            text_at(8 + FONT, top + size / 2, y_label, FONT, "middle",
+                    f' transform="rotate(-90 {8 + FONT} {top + size / 2})"')]
+    taken = [(x - 3.5, y - 3.5, x + 3.5, y + 3.5) for x, y in where]
+    bounds = (left + 1, top + 1, left + size - 1, top + size - 1)
+    size_of = FONT + 1
+    # The most crowded points choose first, while there is still room near them.
+    crowd = [sum(math.hypot(x - a, y - b) < 30 for a, b in where) for x, y in where]
+    labels_out, missing = [], []
+    for k in sorted(range(len(where)), key=lambda k: -crowd[k]):
+        x, y = where[k]
+        candidates = []
+        for d in (6, 14, 24, 36):
+            candidates += [(x + d, y + 5, "start"), (x - d, y + 5, "end"), (x, y - d, "middle"),
+                           (x, y + d + 10, "middle"), (x + d, y - d + 4, "start"), (x - d, y - d + 4, "end"),
+                           (x + d, y + d + 6, "start"), (x - d, y + d + 6, "end")]
+        place = place_label(labels[k], size_of, candidates, taken, bounds)
+        if place:
+            lx, ly, anchor = place
+            if abs(lx - x) > 8 or ly - y > 18 or y - ly > 8:          # placed away: a line back to the point
+                box = text_box(lx, ly, labels[k], size_of, anchor)
+                tx, ty = min(max(x, box[0]), box[2]), min(max(y, box[1]), box[3])
+                body.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{tx:.1f}" y2="{ty:.1f}" stroke="#999" '
+                            'stroke-width="0.8"/>')
+            labels_out.append(text_at(lx, ly, labels[k], size_of, anchor, ' class="mono"'))
+        else:
+            missing.append(labels[k])
+    body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#2166ac"/>' for x, y in where]
+    return svg(left + size + 10, top + size + 14 + FONT, body + labels_out, title), missing
 
 
 def top_components(rows, count=2, iterations=200):
@@ -3056,100 +3855,146 @@ def top_components(rows, count=2, iterations=200):
     return mean_row, found
 
 
+def de_bruijn_order(vocab_size, length):
+    """Every state (a tuple of `length` tokens) in the order of a de Bruijn sequence, the
+    cyclic sequence in which each state occurs exactly once as a window: sliding the window
+    one token along gives the next state. Drawn around a circle in this order, one move out
+    of every state goes to its neighbour, and the graph has far fewer crossing arrows.
+    (The classic construction from Lyndon words, after Fredricksen, Kessler and Maiorana.)"""
+    a, sequence = [0] * (vocab_size * length + 1), []
+
+    def extend(t, p):
+        if t > length:
+            if length % p == 0:
+                sequence.extend(a[1:p + 1])
+            return
+        a[t] = a[t - p]
+        extend(t + 1, p)
+        for j in range(a[t - p] + 1, vocab_size):
+            a[t] = j
+            extend(t + 1, t)
+    extend(1, 1)
+    cyclic = sequence + sequence[:length - 1]
+    return [tuple(cyclic[i:i + length]) for i in range(len(sequence))]
+
+
 def chain_graph(chain, names):
-    """A Markov chain: the states around a circle, an arrow for each move with probability of
-    at least 1%, thicker for likelier moves, labelled with the token read and its probability
-    (when there are few enough states to read them). names[t] is token t's label."""
-    n = len(chain)
-    size = 560 if n <= 16 else 760
-    thin = min(1.0, 4 / math.sqrt(n))       # many arrows must be thinner, or they merge into a blot
-    centre, radius = size / 2, size / 2 - 60
-    node = max(3.0, min(20.0, 2.6 * radius / n))
+    """A Markov chain of at most 16 states: the states around a circle (in de Bruijn order),
+    an arrow for each move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability
+    and coloured by the token read (TOKEN_COLOURS), labelled with its probability where the
+    label touches nothing else. Returns (svg, how many labels were left out)."""
+    n, size = len(chain), 640
+    centre, radius, node = size / 2, size / 2 - 80, 24.0
     where = {}
-    for i, (state, _) in enumerate(chain):
+    for i, state in enumerate(de_bruijn_order(len(names), len(chain[0][0]))):
         angle = -math.pi / 2 + 2 * math.pi * i / n
-        where[state] = (centre + radius * math.cos(angle), centre + 10 + radius * math.sin(angle))
+        where[state] = (centre + radius * math.cos(angle), centre + radius * math.sin(angle))
 
     def towards(ax, ay, bx, by, r):          # the point r from (ax, ay) on the way to (bx, by)
         d = math.hypot(bx - ax, by - ay) or 1
         return ax + (bx - ax) * r / d, ay + (by - ay) * r / d
 
-    body = [f'<defs><marker id="chain-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="{9 * thin:.1f}" '
-            f'markerHeight="{9 * thin:.1f}" markerUnits="userSpaceOnUse" orient="auto">'
-            '<path d="M0,0 L10,5 L0,10 z" fill="#333"/></marker></defs>']
-    labels = []
+    colour = lambda t: TOKEN_COLOURS[t % len(TOKEN_COLOURS)]
+    body = ["<defs>" + "".join(
+        f'<marker id="chain-arrow-{t}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="11" markerHeight="11" '
+        f'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{colour(t)}"/></marker>'
+        for t in range(len(names))) + "</defs>"]
+    taken = [(x - node, y - node, x + node, y + node) for x, y in where.values()]
+    wanted = []                              # (probability, colour, [candidate places]) for each arrow's label
     for state, probs in chain:
         x0, y0 = where[state]
         for t, p in enumerate(probs):
-            if p < 0.01:
+            if p < CHAIN_MIN_PROBABILITY:
                 continue
             target = state[1:] + (t,)
             x1, y1 = where[target]
-            style = (f'fill="none" stroke="#333" stroke-opacity="0.75" stroke-width="{(0.6 + 4 * p) * thin:.2f}" '
-                     'marker-end="url(#chain-arrow)"')
-            text = f"{names[t]} ({p:.0%})"
+            style = (f'fill="none" stroke="{colour(t)}" stroke-opacity="0.8" stroke-width="{0.8 + 5 * p:.2f}" '
+                     f'marker-end="url(#chain-arrow-{t})"')
+            tip = f"<title>{escape(names[t])}: {percent(p)}</title>"
             if target == state:      # a loop: out of the circle and back
-                ox, oy = (x0 - centre) / radius, (y0 - centre - 10) / radius     # pointing outwards
-                lx, ly = x0 + ox * 3.2 * node, y0 + oy * 3.2 * node
+                ox, oy = (x0 - centre) / radius, (y0 - centre) / radius     # pointing outwards
+                lx, ly = x0 + ox * 3 * node, y0 + oy * 3 * node
                 sx, sy = x0 + ox * node - oy * node * 0.6, y0 + oy * node + ox * node * 0.6
                 ex, ey = x0 + ox * node + oy * node * 0.6, y0 + oy * node - ox * node * 0.6
                 body.append(f'<path d="M{sx:.1f},{sy:.1f} C{lx - oy * 2 * node:.1f},{ly + ox * 2 * node:.1f} '
-                            f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" {style}/>')
-                labels.append((lx + ox * 12, ly + oy * 12 + 4, text))
+                            f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" '
+                            f'{style}>{tip}</path>')
+                wanted.append((p, colour(t), [(lx + ox * d, ly + oy * d + 5, "middle") for d in (14, 24, 34, 4)]))
                 continue
             # A curve bending to the right of its direction, so A->B and B->A do not overlap,
             # cut short at both ends so that the arrowhead touches the circle of the state.
             dx, dy = x1 - x0, y1 - y0
-            dist = math.hypot(dx, dy)
             mx, my = (x0 + x1) / 2 - dy * 0.18, (y0 + y1) / 2 + dx * 0.18
             sx, sy = towards(x0, y0, mx, my, node)
             ex, ey = towards(x1, y1, mx, my, node + 1)
-            body.append(f'<path d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" {style}/>')
-            # The label sits a quarter of the way along, near the state it leaves rather than
-            # in the middle of the circle, where the arrows cross.
-            a, b, c = 9 / 16, 6 / 16, 1 / 16          # the curve at t = 1/4: (1-t)^2, 2t(1-t), t^2
-            labels.append((a * x0 + b * mx + c * x1 - dy / dist * 6,
-                           a * y0 + b * my + c * y1 + dx / dist * 6 + 4, text))
+            body.append(f'<path d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" {style}>{tip}</path>')
+            # The label sits on the curve, near the state it leaves if there is room there,
+            # rather than in the middle of the circle, where the arrows cross.
+            spots = []
+            for s in (0.25, 0.35, 0.18, 0.45, 0.55, 0.65):
+                a, b, c = (1 - s) ** 2, 2 * s * (1 - s), s * s
+                spots.append((a * sx + b * mx + c * ex, a * sy + b * my + c * ey + 5, "middle"))
+            wanted.append((p, colour(t), spots))
+    labels, missing = [], 0
+    for p, ink, spots in sorted(wanted, key=lambda label: -label[0]):     # likelier moves choose first
+        text = percent(p)
+        place = place_label(text, FONT, spots, taken, (0, 0, size, size))
+        if place:
+            labels.append(text_at(place[0], place[1], text, FONT, "middle", f' class="label mono" fill="{ink}"'))
+        else:
+            missing += 1
     for state, _ in chain:
         x, y = where[state]
-        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#2166ac" '
+        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#333" '
                     'stroke-width="1.5"/>')
-        if n <= 64:
-            name = "".join(names[t] for t in state)
-            body.append(text_at(x, y + 4, name, min(12, 3 * node / len(name)), "middle", ' class="mono"'))
-    if n <= 16:
-        body += [text_at(x, y, text, 11, "middle", ' class="label"') for x, y, text in labels]
-    return svg(size, size + 20, body, f"the model as a Markov chain: {n} states")
+        name = "".join(names[t] for t in state)
+        body.append(text_at(x, y + 5, name, min(16.0, 1.7 * node / len(name) / CHAR_WIDTH), "middle",
+                            ' class="mono"'))
+    return svg(size, size, body + labels, f"the model as a Markov chain: {n} states", grow=1.25), missing
 
 
-def prediction_bars(inputs, targets, rows, names, title):
-    """Per position: the token read; the true next token with the probability the model gave
-    it (a bar) and its loss; then the model's top 5 guesses as bars, the true one in orange
-    and underlined. rows is explain()'s output."""
-    cell, bar, row_h = 112, 30, 24
-    k = min(5, len(rows[0][0]))
-    def guess(x, y, t, p, true):                   # a token, a bar as long as its probability, the number
-        weight = ' font-weight="bold" text-decoration="underline"' if true else ""
-        return [text_at(x + 44, y + 14, names[t], 13, "end", ' class="mono"' + weight),
-                f'<rect x="{x + 48}" y="{y + 3}" width="{bar}" height="14" fill="#eee"/>',
-                f'<rect x="{x + 48}" y="{y + 3}" width="{bar * p:.1f}" height="14" '
-                f'fill="{"#e08214" if true else "#4393c3"}"/>',
-                text_at(x + 82, y + 14, f"{p:.2f}", 11, attrs=weight)]
-    body = [text_at(2, 16, title, 14, attrs=' font-weight="bold"'), text_at(4, 40, "pos", 11),
-            text_at(34, 40, "reads", 11), text_at(86, 40, "true next", 11), text_at(196, 40, "loss", 11),
-            text_at(246, 40, f"the model's top {k} guesses (orange: the true next token)", 11)]
-    for pos, ((probs, _), token, target) in enumerate(zip(rows, inputs, targets)):
-        y = 52 + pos * row_h
-        body.append(text_at(4, y + 14, pos, 12))
-        body.append(text_at(34, y + 14, names[token], 13, attrs=' class="mono"'))
-        if target is not None:
+def long_run_shares(chain):
+    """How much of its time the chain spends in each state in the long run (its stationary
+    distribution): start anywhere and move, many times over. Half the weight stays put at
+    each move, which changes nothing in the long run but stops a chain that cycles from
+    bouncing between two answers for ever."""
+    index = {state: i for i, (state, _) in enumerate(chain)}
+    share = [1 / len(chain)] * len(chain)
+    for _ in range(500):
+        moved = [s / 2 for s in share]
+        for (state, probs), s in zip(chain, share):
+            for t, p in enumerate(probs):
+                moved[index[state[1:] + (t,)]] += s * p / 2
+        share = moved
+    return share
+
+
+def prediction_table(example, names):
+    """Per position: the token read; the true next token, the probability the model gave it
+    and its loss; then the model's top guesses, the true one in orange. Every probability
+    is a bar (never narrower than a hairline, so that 2% still shows) and a number. An HTML
+    table, so that its text keeps its size on any screen; narrow screens show fewer guesses."""
+    rows, inputs, targets = example["probs"], example["tokens"], example["targets"]
+    k = min(5, len(rows[0]))
+
+    def guess(t, p, true, extra=""):
+        kind = " true" if true else ""
+        return (f'<td class="guess{extra}"><span class="tok mono{kind}">{escape(names[t])}</span>'
+                f'<span class="bar"><span class="fill{kind}" style="width:{100 * p:.1f}%"></span></span>'
+                f'<span class="p">{percent(p)}</span></td>')
+    out = ['<div class="scroll"><table class="predictions"><tr><th>pos</th><th>reads</th><th>true next</th>'
+           '<th>loss</th>' + "".join(f'<th class="g{j}">guess {j + 1}</th>' for j in range(k)) + "</tr>"]
+    for pos, (probs, token, target) in enumerate(zip(rows, inputs, targets)):
+        cells = [f"<td>{pos}</td>", f'<td class="mono">{escape(names[token])}</td>']
+        if target is None:
+            cells += ["<td></td>", "<td></td>"]
+        else:
             loss = -math.log(probs[target]) if probs[target] > 0 else float("inf")
-            body += guess(72, y, target, probs[target], True)
-            body.append(text_at(196, y + 14, f"{loss:.2f}", 12))
+            cells += [guess(target, probs[target], True), f"<td>{loss:.2f}</td>"]
         top = sorted(range(len(probs)), key=lambda t: -probs[t])[:k]
-        for j, t in enumerate(top):
-            body += guess(236 + j * cell, y, t, probs[t], t == target)
-    return svg(244 + k * cell, 60 + len(rows) * row_h, body, title)
+        cells += [guess(t, probs[t], t == target, f" g{j}") for j, t in enumerate(top)]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "".join(out) + "</table></div>"
 
 
 def probability_shade(p):
@@ -3243,104 +4088,407 @@ def report_data(run):
     }
 
 
-def loss_section(run, smoothed, vocab_size, what):
-    """The loss curve: every step's loss, the smoothed loss, the validation points and the
-    loss of uniform guessing, with a note on how to read it."""
-    losses, uniform = run["losses"], math.log(vocab_size)
+def figure(title, picture, caption, key=""):
+    """One picture: its title, the picture, its legend and its caption (what to notice). The
+    presentation view shows one figure per screen (number_figures links them up)."""
+    return (f'<figure class="slide"><h3>{escape(title)}</h3>{picture}{key}'
+            f'<figcaption>{caption}</figcaption></figure>')
+
+
+def number_figures(page):
+    """Give every figure an id (fig-1, fig-2, ...) and, for the presentation view, links to
+    the previous and the next one and back to the page."""
+    parts = page.split('<figure class="slide">')
+    n = len(parts) - 1
+    out = [parts[0]]
+    for i, part in enumerate(parts[1:], start=1):
+        before = f'<a href="#fig-{i - 1}">&lsaquo; previous</a>' if i > 1 else "<span></span>"
+        after = f'<a href="#fig-{i + 1}">next &rsaquo;</a>' if i < n else '<a href="#top">end</a>'
+        out.append(f'<figure class="slide" id="fig-{i}"><nav class="slidenav">{before}<span>{i} / {n}</span>'
+                   f'{after}<a href="#top">close</a></nav>{part}')
+    return "".join(out)
+
+
+def centred_means(values, half):
+    """Each value's mean with the `half` values on either side of it (fewer near the start,
+    so that the window stays centred); None within `half` of the end, where the values after
+    it do not exist yet. A trailing mean (like the progress line's last 100 steps) lags
+    behind a falling loss by half its window; a centred one does not lag."""
+    sums = [0.0]
+    for v in values:
+        sums.append(sums[-1] + v)
+    out = []
+    for i in range(len(values)):
+        h = min(half, i)
+        out.append(None if i + half >= len(values) else (sums[i + h + 1] - sums[i - h]) / (2 * h + 1))
+    return out
+
+
+def quantile(ordered, q):
+    """The value a fraction q of the way through a sorted list."""
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+def loss_section(run, vocab_size, what):
+    """The loss curve (every step's loss, a smoothed line, the validation points and the
+    loss of uniform guessing) on a logarithmic step axis, with a caption on this run."""
+    losses, val, uniform = run["losses"], run["val_points"], math.log(vocab_size)
     if not losses:
-        return ("<h2>The loss curve</h2>\n<p>This model was loaded and not trained in this run, so there is "
-                "no loss curve.</p>")
-    stride = max(1, len(losses) // 2000)        # at most ~2000 points per line keeps the page small
-    val = run["val_points"]
-    ys = losses + [y for _, y in val] + [uniform]
-    lo, hi = min(ys), max(ys)
-    chart = line_chart(
-        [("loss at each step", [(i + 1, l) for i, l in enumerate(losses)][::stride], "#888", 1, 0.45, False),
-         ("smoothed (last 100 steps)", [(i + 1, s) for i, s in enumerate(smoothed)][::stride], "#2166ac", 2.5, 1,
-          False),
-         ("validation loss", val, "#e08214", 2, 1, True)],
-        (0, len(losses)), (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)), "training step",
-        "loss (nats per token)", "Loss while training",
-        [(f"uniform guessing: ln {vocab_size} = {uniform:.2f}", uniform, "#000")])
-    validation = (f'The validation loss is measured at eleven points on the same {run["val_subset"]} '
-                  f'held-out {what}s, never trained on; if it rises while the training loss falls, the model '
-                  'is memorising. ' if val else "There was too little data to hold any out for validation. ")
-    return (f"<h2>The loss curve</h2>\n<figure>{chart}</figure>\n"
-            f'<p class="note">Each step\'s loss (grey) is noisy: it is measured on {escape(run["batch"])}. '
-            f'{validation}A learning rate that is too large shows as a jagged or rising curve.</p>')
+        return ("<h2>The loss curve</h2>\n<p>This model was loaded and not trained in this run, and its checkpoint "
+                "keeps no record of its training, so there is no loss curve.</p>")
+    n, exact = len(losses), run["batch"].startswith("all ")     # every step on all the data: nothing to smooth
+    half = 0 if exact else min(50, n // 10)
+    smooth = centred_means(losses, half) if half else [None] * n
+    ordered = sorted(losses)
+    ys = [s for s in smooth if s is not None] + [v for _, v in val] + [uniform]
+    if exact:                                    # no noise, so no outliers: show every step
+        hi, lo = max(ys + ordered), min(ys + ordered)
+    else:                                        # leave out the top and bottom 1% of a noisy loss
+        hi, lo = max(ys + [quantile(ordered, 0.99)]), min(ys + [quantile(ordered, 0.01)])
+    pad = 0.05 * (hi - lo) or 0.1
+    y_range = (lo - pad, hi + pad)
+    stride = max(1, n // 2000)                   # at most ~2000 points per line keeps the page small
+    raw = [(i + 1, loss) for i, loss in enumerate(losses) if i < 200 or i % stride == 0]
+    above = [(i + 1, loss) for i, loss in enumerate(losses) if loss > y_range[1]]
+    below = [loss for loss in losses if loss < y_range[0]]
+    ticks = [(0, "0")] + [(m * 10 ** e, f"{m * 10 ** e:,}") for e in range(13) for m in (1, 2, 5)
+                          if m * 10 ** e < n] + [(n, f"{n:,}")]
+    lines = [(raw, "#2166ac" if exact else "#888", 2.5 if exact else 1.2, 1 if exact else 0.5, False),
+             ([(i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
+             (val, "#e08214", 2, 1, True)]
+    chart = line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
+                       "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
+                       [(uniform, "#000")])
+    kind = run["batch"]
+    key = [("border-top:4px solid #2166ac" if exact else "border-top:2px solid #999",
+            f"each step's loss (on {kind})")]
+    if half:
+        key.append(("border-top:4px solid #2166ac", f"smoothed: mean of the {2 * half + 1} steps centred on each"))
+    if val:
+        key.append(("background:#e08214;border-radius:50%;width:12px", f"validation loss ({run['val_subset'] or 'the'} "
+                                                            f"held-out {what}s)"))
+    key.append(("border-top:2px dashed #000", f"uniform guessing: ln {vocab_size} = {uniform:.2f}"))
+    if above or below:
+        key.append(("\u25b2", f"{len(above) + len(below)} step{'s' * (len(above) + len(below) > 1)} beyond the "
+                              "edge of the chart"))
+
+    # What to notice, from this run's numbers.
+    tail = losses[-100:]
+    end = sum(tail) / len(tail)
+    start = val[0][1] if val and val[0][0] == 0 else losses[0]
+    notes = [f"The loss went from {start:.2f} at the start to {end:.2f} at the end (the mean of the last "
+             f"{len(tail)} steps; guessing uniformly gives {uniform:.2f})."]
+    line = [s for s in smooth if s is not None] or losses
+    if start > end:
+        k = next(i for i, s in enumerate(line + [end]) if s <= (start + end) / 2) + 1
+        notes.append(f"Half of that drop came in the first {min(k, n):,} steps ({min(k, n) / n:.0%} of the run): "
+                     "the step axis is logarithmic, so that each tenfold of steps (1 to 10, 10 to 100, ...) "
+                     "gets the same room and this fast start is not squeezed against the left edge.")
+    if exact:
+        notes.append(f"Each step's loss is measured on {kind}, so it is exact and needs no smoothing.")
+    elif half:
+        notes.append(f"The blue line averages the {2 * half + 1} steps centred on each step (fewer near the start), "
+                     f"so it does not lag behind the falling loss; it stops {half} steps before the end, where "
+                     f"the steps after are missing. The smoothed loss the run prints is the mean of the last "
+                     f"{min(100, n)} steps, which lags: early on it is above this line.")
+    else:
+        notes.append("Too few steps to smooth.")
+    if val:
+        gap = val[-1][1] - (line[-1] if half else end)
+        said = (f"At step {val[-1][0]:,} the validation loss is {val[-1][1]:.2f}, ")
+        if abs(gap) <= 0.05:
+            said += f"close to the training loss: what the model learned holds for {what}s it never saw."
+        elif gap > 0:
+            said += (f"{gap:.2f} above the training loss: the model does better on the {what}s it trained on "
+                     "than on new ones (it is starting to learn them by heart).")
+        else:
+            said += (f"{-gap:.2f} below the training loss: the {run['val_subset'] or ''} held-out {what}s "
+                     f"happen to be easier than the average training {what}. That is chance, not a problem.")
+        notes.append(said)
+    else:
+        notes.append("There was too little data to hold any out for validation.")
+    if above:
+        worst = max(above, key=lambda point: point[1])
+        notes.append(f"{len(above)} step{'s' * (len(above) > 1)} had a loss above the top of the chart (red "
+                     f"triangles; the highest, {worst[1]:.2f}, at step {worst[0]:,}): one hard {what} can do "
+                     "that, so the chart's range is set by the other steps"
+                     + (f", as it is at the bottom, below which {len(below)} easy one{'s' * (len(below) > 1)} fell."
+                        if below else "."))
+    elif below:
+        notes.append(f"{len(below)} step{'s' * (len(below) > 1)} had a loss below the bottom of the chart (red "
+                     "triangles): the chart's range is set by the other steps.")
+    return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
+            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key)) + "</div>")
 
 
-def embeddings_section(weights, config, names):
-    """wte and wpe as heat maps, and the token embeddings on their top two principal components."""
+def snapshots_section(run, mode, config, data_docs):
+    """What the model writes at a few steps of its training, from the same sampling seed."""
+    snaps = run["snapshots"]
+    out = ["<h2>What the model writes as it learns</h2>\n<div class=\"scroll\"><table class=\"snapshots\">"
+           "<tr><th>step</th><th>samples</th></tr>"]
+    for snap in snaps:
+        shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
+                 else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
+        out.append(f'<tr><td>{snap["step"]:,}</td><td class="sample">{escape(shown)}</td></tr>')
+    out.append("</table></div>")
+    first, last = snaps[0]["samples"], snaps[-1]["samples"]
+    notes = [f"Drawn with the same sampling seed each time (the final samples' seed), at temperature "
+             f"{config.temperature}."]
+    if snaps[0]["step"] == 0:
+        notes.append("At step 0 the model is untrained and gives every token about the same probability, "
+                     "so it writes random characters.")
+    if mode == "docs":
+        length = lambda texts: sum(map(len, texts)) / len(texts)
+        said = f"The samples are {length(first):.1f} characters long on average at step {snaps[0]['step']:,}"
+        said += f" and {length(last):.1f} at step {snaps[-1]['step']:,}"
+        if data_docs:
+            said += f" ({length(data_docs):.1f} in the data)"
+            known = [s for s in last if s in set(data_docs)]
+            said += (f"; at the end {len(known)} of {len(last)} are {'names' if len(known) != 1 else 'a name'} "
+                     f"from the data" + (f" ({', '.join(known)})" if known else "")
+                     + (", the others are new." if len(known) < len(last) else "."))
+        else:
+            said += "."
+        notes.append(said)
+    return "\n".join(out) + f'<p class="note">{escape(" ".join(notes))}</p>'
+
+
+def row_sizes(matrix):
+    """The root mean square of each row: how far a vector is from all zeros."""
+    return [math.sqrt(sum(x * x for x in row) / len(row)) for row in matrix]
+
+
+def embeddings_section(weights, config, names, chars, mode, data_docs):
+    """wte and wpe as heat maps on one colour scale, and the token embeddings on their top
+    two principal components, each with a caption on what this run's numbers show."""
     # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
-    weights = {key: [[float(x) for x in row] for row in weights[key]] for key in ("wte", "wpe")}
-    out = ["<h2>Embeddings</h2>\n<p class=\"note\">Each row is a token's (or position's) vector of "
-           f"{config.n_embd} numbers: blue below zero, orange above. Tokens the model treats alike "
-           "get similar rows, and lie close together in the scatter plot, which shows the two directions "
-           "along which the token vectors differ most (principal components).</p><div class=\"figures\">"]
-    for key, row_names in (("wte", names), ("wpe", [str(p) for p in range(config.block_size)])):
-        m = max(abs(x) for row in weights[key] for x in row) or 1.0
-        title = "wte: token embeddings" if key == "wte" else "wpe: position embeddings"
-        out.append(heat_map(weights[key], row_names, [str(j) for j in range(config.n_embd)], BLUE_ORANGE,
-                            -m, m, title, "weight"))
-    wte = weights["wte"]
+    wte, wpe = ([[float(x) for x in row] for row in weights[key]] for key in ("wte", "wpe"))
+    m = max(abs(x) for row in wte + wpe for x in row) or 1.0          # one scale for both maps
+    out = ["<h2>Embeddings</h2>\n<p class=\"note\">Each row is a token's (or a position's) vector of "
+           f"{config.n_embd} numbers: blue below zero, orange above, on the same scale in both maps. Tokens the "
+           "model treats alike get similar rows, and lie close together in the scatter plot.</p>"
+           '<div class="figures">']
+    dims = [str(j) for j in range(config.n_embd)]
+    sizes = row_sizes(wte)
+    big, small = max(range(len(sizes)), key=sizes.__getitem__), min(range(len(sizes)), key=sizes.__getitem__)
+    caption = f"The longest vector is {names[big]}'s, the shortest {names[small]}'s."
+    text = "".join(data_docs)
+    if text and max(big, small) < len(chars):                # characters of the data (BOS is not one)
+        share = lambda t: text.count(chars[t]) / len(text)
+        caption += (f" {names[big]} is {share(big):.1%} of the characters of the data, "
+                    f"{names[small]} {share(small):.1%}")
+        caption += (": a token's row changes only when the token is in the step's text, so a rare one stays closer "
+                    "to its small random start." if share(small) < share(big) else ".")
+    out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
+                                                        "token", "weight", "wte: token embeddings"),
+                      escape(caption)))
+    sizes = row_sizes(wpe)
+    median = sorted(sizes)[len(sizes) // 2]
+    pale = [p for p, s in enumerate(sizes) if s < 2 / 3 * median]
+    if pale:
+        caption = (f"Position{'s' * (len(pale) > 1)} {', '.join(map(str, pale))} stay{'s' * (len(pale) == 1)} "
+                   "pale (small numbers, close to where training started)")
+        if mode == "docs" and data_docs and pale[0] > 0:
+            reach = sum(len(doc) >= pale[0] for doc in data_docs) / len(data_docs)
+            caption += (f": only {reach:.1%} of the names are long enough to reach position {pale[0]}, so "
+                        "training seldom used them.")
+        else:
+            caption += "."
+    else:
+        caption = "No position stays pale: training used all of them" + (
+            ", since every window fills the whole context." if mode == "stream" else ".")
+    out.append(figure("wpe: position embeddings", heat_map(wpe, [str(p) for p in range(config.block_size)], dims,
+                                                           BLUE_ORANGE, -m, m, "dimension", "position", "weight",
+                                                           "wpe: position embeddings"), escape(caption)))
     if config.n_embd >= 2 and len(wte) >= 3:
         mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
-        total = sum(sum((x - m) ** 2 for x, m in zip(row, mean_row)) for row in wte) / len(wte)
-        points = [(sum((x - m) * c for x, m, c in zip(row, mean_row, c1)),
-                   sum((x - m) * c for x, m, c in zip(row, mean_row, c2))) for row in wte]
-        share = lambda v: f"{v / total:.0%} of the variance" if total else ""
-        out.append(scatter_plot(points, names, "Token embeddings, top two principal components",
-                                f"component 1 ({share(v1)})", f"component 2 ({share(v2)})"))
+        total = sum(sum((x - mu) ** 2 for x, mu in zip(row, mean_row)) for row in wte) / len(wte)
+        points = [(sum((x - mu) * c for x, mu, c in zip(row, mean_row, c1)),
+                   sum((x - mu) * c for x, mu, c in zip(row, mean_row, c2))) for row in wte]
+        share = lambda v: f" ({v / total:.0%} of the variance)" if total else ""
+        plot, missing = scatter_plot(points, names, "token embeddings, top two principal components",
+                                     f"component 1{share(v1)}", f"component 2{share(v2)}")
+        caption = pca_caption(wte, points, names, "names" if mode == "docs" else "the text")
+        if missing:
+            caption += (f" Where the points crowd, {len(missing)} label{'s are' if len(missing) > 1 else ' is'} "
+                        "left out" + (f": {' '.join(sorted(missing))}." if len(missing) <= 20 else "."))
+        out.append(figure("Token embeddings, top two principal components", plot, escape(caption)))
     return "\n".join(out) + "</div>"
 
 
-def inside_section(example, names, what):
-    """One example (an entry of report_data's "examples"): its predictions as bars, then one
-    attention heat map per layer and head."""
-    inputs = example["tokens"]
+def pca_caption(wte, points, names, where):
+    """What the scatter plot shows: which tokens sit at either end of its horizontal axis,
+    which are closest in the full embedding, and whether the vowels keep together."""
+    by_x = sorted(range(len(points)), key=lambda t: points[t][0])
+    k = min(5, len(by_x) // 2)
+    said = (f"The horizontal axis (the direction in which the tokens differ most) runs from "
+            f"{' '.join(names[t] for t in by_x[:k])} on the left to {' '.join(names[t] for t in by_x[-k:])} "
+            "on the right.")
+    pairs = sorted((math.dist(wte[a], wte[b]), a, b) for a in range(len(wte)) for b in range(a))
+    said += (" Closest together in all the dimensions: "
+             + ", ".join(f"{names[b]} and {names[a]}" for _, a, b in pairs[:3]) + ".")
+    vowels = [names.index(v) for v in "aeiou" if v in names]
+    if len(vowels) == 5 and len(names) > 10:
+        mid = sorted(x for x, _ in points)[len(points) // 2]
+        sides = {points[t][0] < mid for t in vowels}
+        if len(sides) == 1:
+            said += (f" All five vowels lie on the {'left' if sides == {True} else 'right'} half: the model "
+                     f"learned that they play a similar part in {where}.")
+    return said
+
+
+def head_habit(head):
+    """What one attention head does, as a phrase: where its positions put their attention,
+    on average: on the token before, on their own token, or on the first one, compared with
+    what spreading it evenly would give. head: [position][earlier position] weights."""
+    rows = [row for row in head if len(row) >= 3] or [row for row in head if len(row) >= 2]
+    if not rows:
+        return "has only one position to look at"
+    even = sum(1 / len(row) for row in rows) / len(rows)
+    places = {"the token before": sum(row[-2] for row in rows) / len(rows),
+              "its own token": sum(row[-1] for row in rows) / len(rows),
+              "the first token": sum(row[0] for row in rows) / len(rows)}
+    place, share = max(places.items(), key=lambda item: item[1])
+    if share >= 0.4:
+        return (f"looks mostly at {place}: {share:.0%} of its attention on average, where spreading it evenly "
+                f"would give {even:.0%}")
+    return (f"spreads its attention out; it leans most towards {place}: {share:.0%} on average, where spreading "
+            f"it evenly would give {even:.0%}")
+
+
+def inside_section(example, names, what, n_head):
+    """One example (an entry of report_data's "examples"): its predictions as a table, then
+    one attention heat map per layer and head, each with a caption."""
+    inputs, targets, rows = example["tokens"], example["targets"], example["probs"]
     shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in example["text"])
-    rows = [(probs, None) for probs in example["probs"]]           # as explain() gives them
-    out = [f'<h3>{escape(what)}: <span class="mono">{escape(shown)}</span></h3>',
-           prediction_bars(inputs, example["targets"], rows, names, "Predictions"), '<div class="figures">']
+    scored = [(rows[pos][t], pos) for pos, t in enumerate(targets) if t is not None]
+    out = ['<div class="figures one">']
+    caption = ""
+    if scored:
+        (p_hi, sure), (p_lo, worst) = max(scored), min(scored)
+        guess = max(range(len(rows[worst])), key=rows[worst].__getitem__)
+        caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
+                   f"at {percent(p_hi)}. ")
+        if p_lo < 0.5:
+            caption += (f"Its biggest surprise: {names[targets[worst]]} after {names[inputs[worst]]} "
+                        f"(position {worst}), "
+                        f"at only {percent(p_lo)}" + (f"; it expected {names[guess]} ({percent(rows[worst][guess])})."
+                                                       if guess != targets[worst] else "."))
+        else:
+            caption += f"Even the true token it expected least got {percent(p_lo)}."
+    out.append(figure(f"Predictions for {shown}", prediction_table(example, names), escape(caption)))
+    out.append('</div><div class="figures">')
     labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
     for i, layer in enumerate(example["attention"]):
         for h, head in enumerate(layer):
             matrix = [row + [None] * (len(inputs) - len(row)) for row in head]   # later positions: blank
-            out.append(heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1,
-                                f"layer {i} head {h}", "attention weight"))
+            title = f"layer {i} head {h}" if len(example["attention"]) > 1 or n_head > 1 else "attention"
+            picture = heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1, "looks at",
+                               "position reading", "attention weight", title)
+            out.append(figure(f"Attention: {title}", picture, escape(f"In {shown}, this head {head_habit(head)}.")))
     return "\n".join(out) + "</div>"
 
 
 def chain_section(weights, config, names):
-    """The model of continuous text as a Markov chain, drawn (for at most 256 states)."""
+    """The model of continuous text as a Markov chain: a graph for up to 16 states, its
+    transition matrix as a heat map beyond that (at most 256 states)."""
     chain = markov_chain(weights, config, len(names))
-    note = ""
-    if len(chain) > 16:
-        note = " With this many states the arrows are not labelled" + (", nor are the states." if len(chain) > 64
-                                                                      else ".")
-    return ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
-            f"{config.block_size} tokens, so it is a Markov chain over those contexts: each arrow is reading "
-            "one token, labelled with the token and its probability, thicker for likelier moves (moves under "
-            f"1% are left out).{note}</p>\n<figure>{chain_graph(chain, names)}</figure>")
+    shares = long_run_shares(chain)
+    state_name = lambda state: "".join(names[t] for t in state)
+    top = sorted(range(len(chain)), key=lambda i: -shares[i])[:3]
+    sure = sum(max(probs) >= 0.9 for _, probs in chain)
+    caption = (f"In the long run the chain spends most of its time in "
+               + ", ".join(f"{state_name(chain[i][0])} ({shares[i]:.0%})" for i in top)
+               + f". {sure} of the {len(chain)} states are at least 90% sure of the next token.")
+    intro = ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
+             f"{config.block_size} tokens, so it is a Markov chain over those contexts (states): reading one more "
+             "token moves it to the next state.</p>")
+    if len(chain) <= 16:
+        picture, missing = chain_graph(chain, names)
+        key = chart_key([(f"background:{TOKEN_COLOURS[t % len(TOKEN_COLOURS)]}", f"reads {names[t]}")
+                         for t in range(len(names))])
+        caption = (f"Each arrow is a move at least {CHAIN_MIN_PROBABILITY:.0%} likely, as wide as its "
+                   "probability, coloured by the token read, labelled with its probability"
+                   + (f" ({missing} labels are left out where they would cover another; hover over an arrow for "
+                      "its number)" if missing else "") + ". " + caption)
+        return (intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key)
+                + "</div>")
+    matrix = [probs for _, probs in chain]
+    picture = heat_map(matrix, [state_name(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
+                       "state (the last tokens read)", "probability", "transition matrix")
+    caption = (f"With {len(chain)} states a graph would be a tangle, so here is the chain's transition "
+               "matrix: a row for each state, its cells the probability of each next token. " + caption)
+    return intro + '<div class="figures one">' + figure("The transition matrix", picture, escape(caption)) + "</div>"
+
+
+def samples_section(run, config, sample_probs, names_printed):
+    """The final samples, each character on the colour of its probability, with a caption."""
+    shown = run["samples"]
+    if names_printed:
+        said = f"The final samples, as the run printed them (temperature {config.temperature})"
+    else:
+        said = (f"The run printed no samples (--num-samples 0); here are the first {len(shown)} it would have "
+                f"printed (temperature {config.temperature})")
+    notes = [said + ", each character on the colour of the probability the model gave it (at temperature 1): "
+             "dark for a surprise, yellow for a sure thing."]
+    found = [(p, ch, text) for text, probs in zip(shown, sample_probs) for ch, p in zip(text, probs) if p is not None]
+    if found:
+        mean_log = sum(math.log(p) for p, _, _ in found) / len(found)
+        p, ch, text = min(found)
+        notes.append(f"The model gave the characters it wrote {math.exp(mean_log):.0%} on average (geometric "
+                     f"mean); the biggest surprise is {ch!r} in {text[:40]!r}, at {percent(p)}.")
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    legend = svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
+                 "colour legend", grow=1.2)
+    samples = '<div class="samples">' + "".join(f'<p class="sample">{shaded_text(text, probs)}</p>'
+                                                for text, probs in zip(shown, sample_probs)) + "</div>"
+    return ("<h2>Samples</h2>\n" + '<div class="figures one">'
+            + figure("The final samples", samples + f'<div class="legend">{legend}</div>', escape(" ".join(notes)))
+            + "</div>")
 
 
 REPORT_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
-background:#fff;max-width:1100px;margin:0 auto;padding:12px 24px 40px}
-h1{font-size:26px;margin:8px 0 4px} h2{font-size:20px;margin:34px 0 8px;border-bottom:1px solid #bbb}
-h3{font-size:16px;margin:18px 0 6px} p{max-width:780px}
-svg{max-width:100%;height:auto;font-family:inherit} .mono,pre,code,.sample{font-family:ui-monospace,
-"DejaVu Sans Mono",Menlo,Consolas,monospace}
+body{font:17px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
+background:#fff;max-width:1240px;margin:0 auto;padding:12px 20px 40px}
+h1{font-size:28px;line-height:1.25;margin:8px 0 4px} h2{font-size:23px;margin:36px 0 10px;border-bottom:1px solid #bbb}
+h3{font-size:18px;margin:8px 0 6px} p{max-width:52em}
+svg{display:block;width:100%;height:auto;font-family:inherit}
+.mono,pre,code,.sample,.tok{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
 table{border-collapse:collapse} td,th{padding:3px 14px 3px 0;text-align:left;vertical-align:baseline}
-th{font-weight:600;color:#444} .figures{display:flex;flex-wrap:wrap;gap:14px 28px;align-items:flex-start}
-.sample{font-size:15px;white-space:pre-wrap;line-height:1.9;margin:4px 0}
+th{font-weight:600;color:#444} .scroll{overflow-x:auto}
+.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));gap:18px 28px;
+align-items:start} .figures.one{grid-template-columns:minmax(0,1fr)}
+figure{margin:0;min-width:0} figure>svg{margin:0 auto}
+figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
+.note{color:#444;font-size:16px}
+.key{list-style:none;padding:0;margin:6px 0;display:flex;flex-wrap:wrap;gap:4px 22px;font-size:16px}
+.swatch{display:inline-block;width:26px;height:12px;margin-right:8px;vertical-align:middle;box-sizing:border-box}
+.mark{color:#c00;margin-right:8px}
+.sample{font-size:17px;white-space:pre-wrap;line-height:2;margin:4px 0}
 .samples{display:flex;flex-wrap:wrap;gap:6px 22px}
-.samples .sample{font-size:19px;letter-spacing:1px;min-width:0;overflow-wrap:anywhere;word-break:break-all}
-.sample span{padding:2px 1px} .note{color:#555;font-size:13px}
-.label{paint-order:stroke;stroke:#fff;stroke-width:3px;fill:#000}
-@media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid}
-svg,figure,table,.sample{break-inside:avoid}
+.samples .sample{font-size:20px;letter-spacing:1px;min-width:0;overflow-wrap:anywhere;word-break:break-all}
+.sample span{padding:2px 1px} .legend svg{max-width:300px;margin:0}
+.label{paint-order:stroke;stroke:#fff;stroke-width:4px;font-weight:600}
+.predictions td{white-space:nowrap;padding-right:16px}
+.guess .tok{display:inline-block;min-width:1.2em;text-align:right;margin-right:6px}
+.tok.true{color:#b35806;font-weight:700;text-decoration:underline}
+.bar{display:inline-block;width:48px;height:13px;background:#e8e8e8;vertical-align:middle;margin-right:6px}
+.fill{display:block;height:100%;min-width:2px;background:#4393c3} .fill.true{background:#e08214}
+.p{display:inline-block;min-width:3.2em;font-size:15px}
+.present{font-size:16px} .slidenav{display:none}
+@media (max-width:700px){body{font-size:16px;padding:8px 10px 30px} h1{font-size:23px} h2{font-size:20px}
+.predictions .g3,.predictions .g4{display:none} .bar{width:30px} td,th{padding-right:8px}
+.predictions td{padding-right:8px}}
+@media (max-width:540px){.predictions .g1,.predictions .g2{display:none}}
+.slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
+.slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
+.slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}
+.slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
+.slide:target .samples .sample{font-size:30px}
+.slide:target .slidenav{display:flex;gap:28px;font-size:20px}
+@media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
+figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
+.figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 
@@ -3350,79 +4498,58 @@ def report_page(run):
     (config, mode, chars, weights, n_params), the training record (losses: every step's;
     val_points: [(step, loss)]; snapshots: [{"step", "samples"}]; val_subset: how many held-out
     sequences those losses are over; val_loss: the final one, or None), descriptions in words
-    (data_name, data, training, batch, interpreter), and what to show: examples, [(inputs,
-    targets)] to look inside, and samples, the final samples."""
+    (data_name, data, training, batch, interpreter), the training documents if there are
+    any (text), and what to show: examples, [(inputs, targets)] to look inside, and samples,
+    the final samples."""
     config, chars, weights, mode = run["config"], run["chars"], run["weights"], run["mode"]
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
     names = [label(t, chars) for t in range(vocab_size)]
     data = report_data(run)
     losses, uniform = run["losses"], math.log(vocab_size)
-    smoothed = [sum(losses[max(0, i - 99):i + 1]) / len(losses[max(0, i - 99):i + 1]) for i in range(len(losses))]
+    data_docs = split_documents(run["text"]) if mode == "docs" and run.get("text") else []
     what = "name" if mode == "docs" else "window"
     out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
            f'<title>microgpt: {escape(run["data_name"])}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
-           f'<h1>What microgpt learned from {escape(run["data_name"])}</h1>']
+           f'<h1 id="top">What microgpt learned from {escape(run["data_name"])}</h1>'
+           '<p class="present"><a href="#fig-1">Present: one picture per screen</a> (large type, for a projector; '
+           '"next" goes on, "close" comes back here)</p>']
 
     # 1. The run
+    tail = losses[-100:]
     facts = [("data", run["data"]),
              ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
                        + " ".join(names)),
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last 100 steps) {smoothed[-1]:.4f}; " if losses else "")
+             ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; " if tail else "")
               + (f"validation {run['val_loss']:.4f}; " if run["val_loss"] is not None else "no validation loss; ")
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
                                                     for k, v in facts) + "</table>")
-
-    # 2. The loss curve
-    out.append(loss_section(run, smoothed, vocab_size, what))
-
-    # 3. What the model writes as it learns
+    out.append(loss_section(run, vocab_size, what))                                  # 2. The loss curve
     if run["snapshots"]:
-        out.append("<h2>What the model writes as it learns</h2>\n<p class=\"note\">Drawn with the same "
-                   "sampling seed each time (the seed of the final samples), at temperature "
-                   f"{config.temperature}.</p><table><tr><th>step</th><th>samples</th></tr>")
-        for snap in run["snapshots"]:
-            shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
-                     else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
-            out.append(f'<tr><td>{snap["step"]}</td><td class="sample">{escape(shown)}</td></tr>')
-        out.append("</table>")
-
-    # 4. Embeddings
-    out.append(embeddings_section(weights, config, names))
+        out.append(snapshots_section(run, mode, config, data_docs))                   # 3. As it learns
+    out.append(embeddings_section(weights, config, names, chars, mode, data_docs))         # 4. Embeddings
 
     # 5. Inside one name (or window)
     out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
                "the true next token with the probability the model gave it and its loss (-ln of that "
-               "probability), and the model's five likeliest guesses. Then, "
-               "for each attention head, where each position looks: a row is a position reading, its cells "
-               "the positions it attends to, itself included (later ones are blank: it cannot see them).</p>")
+               "probability), and the model's likeliest guesses. Then, for each attention head, where each "
+               "position looks: a row is a position reading, its cells the positions it attends to, itself "
+               "included (later ones are blank: it cannot see them).</p>")
     for example in data["examples"]:
-        out.append(inside_section(example, names, what))
-
-    # 6. Samples
+        out.append(inside_section(example, names, what, config.n_head))
     if run["samples"]:
-        out.append("<h2>Samples</h2>\n<p class=\"note\">The final samples, as the run prints them (temperature "
-                   f"{config.temperature}), each character on the colour of the probability the model gave it "
-                   "(at temperature 1): dark for a surprise, yellow for a sure thing.</p>")
-        ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
-        out.append(svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks),
-                       "colour legend"))
-        out.append('<div class="samples">' + "".join(f'<p class="sample">{shaded_text(text, probs)}</p>'
-                                                     for text, probs in zip(run["samples"], data["sample_probs"]))
-                   + "</div>")
-
-    # 7. The Markov chain
+        out.append(samples_section(run, config, data["sample_probs"], config.num_samples > 0))   # 6. Samples
     if mode == "stream" and vocab_size ** config.block_size <= 256:
-        out.append(chain_section(weights, config, names))
+        out.append(chain_section(weights, config, names))                          # 7. The Markov chain
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
-    return "\n".join(out)
+    return number_figures("\n".join(out))
 
 
 def chat_report_page(card, plan, config, chat_chars, weights):
@@ -3451,16 +4578,20 @@ def chat_report_page(card, plan, config, chat_chars, weights):
         if curve:
             what, colour = labels[row["stage"]]
             lo, hi = min(curve), max(curve)
-            points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, len(curve) // 1000)]
-            out.append(line_chart([(what, points, colour, 2, 1, len(curve) < 60)], (0, len(curve)),
-                                  (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
-                                  f"{row['stage']}", width=520, height=300))
+            n = len(curve)
+            points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, n // 1000)]
+            ticks = [(t, f"{t:g}") for t in nice_ticks(0, n, 6) if t == int(t)]
+            chart = line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
+                               (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
+                               f"{row['stage']}: {what}")
+            out.append(f"<figure><h3>{escape(row['stage'])}</h3>{chart}"
+                       f"{chart_key([(f'border-top:3px solid {colour}', what)])}</figure>")
     out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
                "answers to held-out requests: each token on the colour of the probability the model gave it "
                "(dark for a surprise, yellow for a sure thing); hovering shows it.</p>")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
-    out.append(svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks),
-                   "colour legend"))
+    out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
+                   "colour legend", grow=1.2))
     rng = random.Random(config.seed + 1)
     out.append("<table>")
     for request, _, _ in card[-1]["answers"]:
@@ -3933,8 +5064,11 @@ def run_serve(args, stop):
               if value != defaults.get(key) and key not in ("serve", "port", "host", "load", "temperature", "seed")]
     if others:
         raise BadInput(f"--serve only serves a loaded chat model: leave out --{others[0].replace('_', '-')}")
-    if not 0 <= args.temperature <= 10:
-        raise BadInput(f"--temperature must be from 0 (always the likeliest token) to 10, not {args.temperature}")
+    defaults = Config()
+    temperature = defaults.temperature if args.temperature is None else args.temperature
+    seed = defaults.seed if args.seed is None else args.seed
+    if not 0 <= temperature <= 10:
+        raise BadInput(f"--temperature must be from 0 (always the likeliest token) to 10, not {temperature}")
     config, chars, params, mode, _ = load_checkpoint(args.load)
     if mode != "chat":
         raise BadInput(f"{args.load} is not a chat model (its mode is {mode!r}): {how}")
@@ -3944,11 +5078,11 @@ def run_serve(args, stop):
     def reply(request, rng, temperature):
         return chat_reply(weights, config, chars, request, rng, temperature)
     info = {"model": {key: getattr(config, key) for key in MODEL_SHAPE}, "vocabulary": len(chars),
-            "temperature": args.temperature}
+            "temperature": temperature}
     host = args.host if args.host is not None else "127.0.0.1"
     port = args.port if args.port is not None else 8000
     try:
-        server = ChatServer(host, port, reply, info, args.temperature, args.seed)
+        server = ChatServer(host, port, reply, info, temperature, seed)
     except OSError as e:
         raise BadInput(f"cannot listen on {host} port {port}: {e.strerror or e}"
                        + (" (choose another with --port N)" if e.errno == errno.EADDRINUSE else "")) from None

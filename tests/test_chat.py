@@ -188,6 +188,20 @@ def run_pipeline(names_path, seed=42, temperature=0.5, save=None):
 
 class PipelineTest(TempDirTestCase):
 
+    def test_the_report_page_shows_the_card_each_stages_curve_and_shaded_answers(self):
+        config, chat_chars, params, card, _ = run_pipeline(self.names)
+        page = microgpt.chat_report_page(card, microgpt.ChatPlan(**TINY_PLAN), config, chat_chars,
+                                         microgpt.weights_of(params))
+        self.assertIn(microgpt.REPORT_MARK, page)
+        for row in card:
+            self.assertIn(f"<td>{row['stage']}</td>", page)
+            for rate in row["pass_rates"].values():
+                self.assertIn(f"<td>{rate:.1%}</td>", page)
+        self.assertEqual(page.count("<svg"), 1 + sum(1 for row in card if row.get("curve")))   # legend + curves
+        self.assertIn('style="background:', page)                     # answers shaded by probability
+        data = re.search(r'<script type="application/json" id="microgpt-data">(.*?)</script>', page, re.S)
+        self.assertEqual(json.loads(data.group(1))[-1]["stage"], "RL")
+
     def test_the_same_seed_gives_the_same_report_card_and_weights(self):
         first = run_pipeline(self.names)
         second = run_pipeline(self.names)
@@ -196,6 +210,23 @@ class PipelineTest(TempDirTestCase):
         self.assertEqual(microgpt.weights_of(first[2]), microgpt.weights_of(second[2]))
         self.assertEqual([row["stage"] for row in first[3]], ["pretrained", "SFT", "RL"])
         self.assertNotEqual(strip(run_pipeline(self.names, seed=7)[3]), strip(first[3]))
+
+    def test_rl_resumed_from_the_saved_sft_stage_ends_exactly_as_the_whole_pipeline(self):
+        save = os.path.join(self.tmp, "chat.json")
+        _, _, params, card, _ = run_pipeline(self.names, save=save)
+        sft = os.path.join(self.tmp, "chat-sft.json")
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "chat-pretrained.json")))
+        loaded = microgpt.load_checkpoint(sft)
+        self.assertEqual((loaded[3], loaded[4]["stage"]), ("chat", "SFT"))
+        args = argparse.Namespace(load=sft, input=self.names, save=None, seed=42, temperature=0.5, report=None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, _, resumed, resumed_card = microgpt.chat_pipeline(args, microgpt.ChatPlan(**TINY_PLAN),
+                                                                 microgpt.StopSignals(), loaded[:3])
+        strip = lambda row: {k: v for k, v in row.items() if k != "cpu"}
+        self.assertEqual([row["stage"] for row in resumed_card], ["SFT", "RL"])
+        self.assertEqual(resumed_card[0]["pass_rates"], card[1]["pass_rates"])
+        self.assertEqual(strip(resumed_card[1]), strip(card[2]))
+        self.assertEqual(microgpt.weights_of(resumed), microgpt.weights_of(params))
 
     def test_a_saved_chat_model_loads_back_and_answers_the_same(self):
         config, chat_chars, params, card, _ = run_pipeline(self.names)
@@ -233,9 +264,10 @@ class TerminalChatTest(TempDirTestCase):
     def test_a_chat_model_without_chat_and_bad_chat_options_are_refused(self):
         params, chat_chars = tiny_chat_model()
         path = os.path.join(self.tmp, "chat.json")
-        microgpt.save_checkpoint(path, params, TINY, chat_chars, "chat", {"stage": "SFT"})
+        microgpt.save_checkpoint(path, params, TINY, chat_chars, "chat", {"stage": "RL"})
         assert_refused(self, self.tmp, ["--load", path], ["--chat", "--steps", "5"],
-                       ["--load", path, "--chat", "--save", "other.json"], ["--chat", "--temperature", "-1"])
+                       ["--load", path, "--chat", "--save", "other.json"], ["--chat", "--temperature", "-1"],
+                       ["--chat", "--save", "x.json", "--report", "x.json"], ["--chat", "--load", "missing.json"])
 
 
 @unittest.skipUnless(os.environ.get("MICROGPT_SLOW"), "slow end-to-end check; CI sets MICROGPT_SLOW=1")

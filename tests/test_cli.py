@@ -71,7 +71,7 @@ class BadSettingsTest(TempDirTestCase):
             ["--n-embd", "10", "--n-head", "3"],
             ["--n-layer", "0"], ["--n-embd", "-8"], ["--n-head", "0"], ["--block-size", "-1"],
             ["--steps", "-1"], ["--steps", "0"],
-            ["--temperature", "0"], ["--temperature", "-1"],
+            ["--temperature", "-1"],
             ["--lr", "0"], ["--lr", "-0.1"], ["--lr", "nan"], ["--lr", "inf"],
             ["--batch", "0"], ["--num-samples", "-1"],
         ]

@@ -33,7 +33,8 @@ def random_weights(config, vocab_size, seed):
 # A Graphviz DOT file as print_chain writes it: one edge per line. Quoted strings follow the
 # DOT rules: any character but a double quote, which must be written \".
 QUOTED = r'"((?:[^"\\]|\\.)*)"'
-DOT_EDGE = re.compile(r"^\s*" + QUOTED + r"\s*->\s*" + QUOTED + r"\s*\[\s*label\s*=\s*" + QUOTED + r"\s*\]\s*;?\s*$")
+DOT_EDGE = re.compile(r"^\s*" + QUOTED + r"\s*->\s*" + QUOTED + r"\s*\[\s*label\s*=\s*" + QUOTED
+                      + r"\s*(?:,\s*penwidth\s*=\s*[\d.]+\s*)?\]\s*;?\s*$")
 EDGE_LABEL = re.compile(r"^(.+) \((\d+)%\)$")
 
 
@@ -210,8 +211,11 @@ class MarkovChainTest(unittest.TestCase):
             self.assertLessEqual(abs(sum(p for _, p, _ in moves) - 100), 0.1 * len(chars), moves)
 
         edges = parse_dot(dot)
-        self.assertEqual(len(edges), len(states) * len(chars))
-        self.assertEqual({(s, t) for s, _, t, _ in edges}, set(itertools.product(states, chars)))
+        # every move but those under CHAIN_MIN_PROBABILITY (1%), which the table shows to 0.1%
+        likely = {(s, t) for s in states for t, p, _ in table[s] if p >= 100 * microgpt.CHAIN_MIN_PROBABILITY + 0.1}
+        possible = {(s, t) for s in states for t, p, _ in table[s] if p >= 100 * microgpt.CHAIN_MIN_PROBABILITY - 0.1}
+        self.assertLessEqual(likely, {(s, t) for s, _, t, _ in edges})
+        self.assertLessEqual({(s, t) for s, _, t, _ in edges}, possible)
         for source, target, token, percent in edges:
             self.assertEqual(target, source[1:] + token)
             # the same numbers as the table, which shows one more decimal
@@ -219,7 +223,7 @@ class MarkovChainTest(unittest.TestCase):
             self.assertLessEqual(abs(shown[(token, target)] - percent), 1.0, (source, token))
         for state in states:
             total = sum(p for s, _, _, p in edges if s == state)
-            self.assertLessEqual(abs(total - 100), len(chars), state)
+            self.assertLessEqual(abs(total - 100), 2 * len(chars), state)
 
     def test_dot_file_is_valid_when_the_vocabulary_has_a_double_quote(self):
         # A '"' inside a DOT quoted string must be written \" or the file does not parse.
@@ -241,7 +245,7 @@ class MarkovChainTest(unittest.TestCase):
             error = str(e)
         self.assertIsNone(error, dot)
         self.assertEqual({s for s, _, _, _ in edges}, states)
-        self.assertEqual(len(edges), len(states) * len(chars))
+        self.assertLessEqual(len(edges), len(states) * len(chars))      # moves under 1% are left out
         for source, target, token, _ in edges:
             self.assertEqual(target, source[1:] + token)
 

@@ -12,12 +12,16 @@ from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli, 
 import microgpt
 
 import html.parser
+import itertools
 import json
 import math
 import random
 import re
+import shlex
+import subprocess
 import tempfile
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 import xml.etree.ElementTree as ET
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
@@ -80,16 +84,46 @@ class ReportPageTest(unittest.TestCase):
         tmp = cls.tmp = cls._tmp.name
         names = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
         bits = write_text(tmp, "bits.txt", BITS)
-        cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("docs", "stream", "loaded")}
+        keys = ("docs", "stream", "loaded", "remembered", "garbled", "closed", "cut")
+        cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in keys}
         cls.ckpt = os.path.join(tmp, "docs.json")
+        cls.dot = os.path.join(tmp, "chain.dot")
         cls.results = dict(zip(("docs", "stream"), run_many([
             ["--input", names, "--steps", "30", "--num-samples", "4", "--report", cls.paths["docs"],
              "--save", cls.ckpt] + TINY,
             ["--input", bits, "--stream", "--block-size", "3", "--n-layer", "2", "--n-embd", "8", "--n-head", "2",
-             "--steps", "20", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"]],
+             "--steps", "8", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"],
+             "--chain", cls.dot],
         ], tmp)))
-        cls.results["loaded"] = run_cli(["--load", cls.ckpt, "--num-samples", "3", "--report", cls.paths["loaded"]],
-                                        cwd=tmp)
+        # The saved model, loaded: as it is, and with a training history added to its
+        # checkpoint (the shape --save keeps it in), well-formed or not.
+        with open(cls.ckpt, encoding="utf-8") as f:
+            checkpoint = json.load(f)
+        data = page_data(read(cls.paths["docs"]))
+        cls.history = {"losses": data["losses"], "val_points": data["val_points"],
+                       "snapshots": data["samples_during_training"]}
+        checkpoint.pop("history", None)          # a checkpoint that keeps no history, as older ones
+        cls.ckpts = {key: os.path.join(tmp, f"{key}.json") for key in ("forgetful", "remembered", "garbled")}
+        for key, history in (("forgetful", None), ("remembered", cls.history),
+                             ("garbled", dict(cls.history, losses=["x", None]))):
+            with open(cls.ckpts[key], "w", encoding="utf-8") as f:
+                json.dump(dict(checkpoint, history=history) if history else checkpoint, f)
+        # The same training as "docs", with the page written while stdout is closed, or cut
+        # short by a reader that goes away after one line (a shell does the redirecting).
+        docs = " ".join(shlex.quote(a) for a in [sys.executable, microgpt.__file__, "--input", names, "--steps", "30",
+                                                 "--num-samples", "4"] + TINY)
+        cls.shell = {"closed": f"{docs} --report {shlex.quote(cls.paths['closed'])} >&-",
+                     "cut": f"{docs} --report {shlex.quote(cls.paths['cut'])} | head -1"}
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            loaded = [pool.submit(run_cli, ["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
+                      for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
+                                        ("garbled", cls.ckpts["garbled"]))]
+            shell = [pool.submit(subprocess.run, command, shell=True, cwd=tmp, capture_output=True, text=True,
+                                 timeout=120) for command in cls.shell.values()] if os.name == "posix" else []
+            for key, job in zip(("loaded", "remembered", "garbled"), loaded):
+                cls.results[key] = job.result()
+            for key, job in zip(cls.shell, shell):
+                cls.results[key] = job.result()
         cls.pages = {key: read(path) for key, path in cls.paths.items() if os.path.exists(path)}
 
     @classmethod
@@ -100,6 +134,58 @@ class ReportPageTest(unittest.TestCase):
         assert_ok(self, self.results[key])
         self.assertIn(f"wrote {self.paths[key]}", self.results[key].stdout)
         return self.pages[key]
+
+    def test_a_loaded_model_whose_checkpoint_keeps_its_history_shows_its_loss_curve_and_samples_while_learning(self):
+        page, data = self.page("remembered"), page_data(self.page("remembered"))
+        self.assertEqual(data["losses"], self.history["losses"])
+        self.assertEqual(data["val_points"], self.history["val_points"])
+        self.assertIn("Loss while training", page)
+        self.assertIn("What the model writes as it learns", page)
+        for snapshot in self.history["snapshots"]:
+            self.assertIn(microgpt.escape(", ".join(snapshot["samples"])), page)
+        self.assertIn("as the checkpoint remembers them", page)
+        # a history in a shape we do not know is never drawn: either the checkpoint is refused
+        # (one line on stderr, exit 2) or its page says there is no loss curve
+        garbled = self.results["garbled"]
+        if garbled.returncode == 2:
+            self.assertRegex(garbled.stderr, r"^microgpt: error: .*history")
+        else:
+            self.assertIn("no loss curve", self.page("garbled"))
+            self.assertEqual(page_data(self.page("garbled"))["losses"], [])
+
+    @unittest.skipUnless(os.name == "posix", "uses a POSIX shell to close stdout and to pipe into head")
+    def test_the_page_is_the_same_whether_stdout_is_read_closed_or_cut_short(self):
+        # Only the run's time differs: it is in the "training" row of the page.
+        def without_time(page):
+            return re.sub(r" in \d+\.\d s", "", page).replace(self.paths["docs"], "")
+        want = page_data(self.page("docs"))
+        self.assertIsNotNone(want["val_loss"])
+        for key in ("closed", "cut"):
+            with self.subTest(stdout=self.shell[key]):
+                self.assertEqual(self.results[key].returncode, 0, self.results[key].stderr)
+                self.assertEqual(page_data(self.pages[key]), want)
+                self.assertEqual(without_time(self.pages[key]), without_time(self.pages["docs"]))
+
+    def test_graphviz_file_keeps_the_pages_arrows_as_wide_as_their_probability(self):
+        # The printed table gives every move's probability (to 0.1%); the .dot file must have an
+        # arrow for each move of at least CHAIN_MIN_PROBABILITY, and no other, 0.5 + 5p wide.
+        result = self.results["stream"]
+        moves = {}
+        for state, rest in re.findall(r"(?m)^([01]{3})  (.*)$", result.stdout):
+            for token, p, target in re.findall(r"([01]): +(\d+\.\d)% -> ([01]{3})", rest):
+                moves[state, token] = (float(p) / 100, target)
+        self.assertEqual(len(moves), 16)
+        with open(self.dot, encoding="utf-8") as f:
+            dot = f.read()
+        self.assertIn(f"less likely than {microgpt.CHAIN_MIN_PROBABILITY:.0%} are left out", dot)
+        arrows = re.findall(r'"([01]{3})" -> "([01]{3})" \[label="([01]) \(\d+%\)", penwidth=([\d.]+)\]', dot)
+        kept = {key: value for key, value in moves.items() if value[0] >= microgpt.CHAIN_MIN_PROBABILITY + 0.001}
+        self.assertLessEqual(len(kept), len(arrows))
+        self.assertLessEqual(len(arrows), len([v for v in moves.values() if v[0] >= 0.009]))
+        for state, target, token, width in arrows:
+            p, goes_to = moves[state, token]
+            self.assertEqual(goes_to, target)
+            self.assertAlmostEqual(float(width), 0.5 + 5 * p, delta=0.01)
 
     def test_every_svg_picture_parses_as_xml(self):
         for key in ("docs", "stream", "loaded"):
@@ -117,7 +203,12 @@ class ReportPageTest(unittest.TestCase):
             with self.subTest(page=key):
                 self.assertIn('<meta name="generator" content="microgpt">', page)
                 self.assertNotRegex(page, r"(?i)https?:|//[a-z0-9.-]+\.[a-z]{2,}/|file:")
+                ids = {attrs["id"] for _, attrs in found.tags if "id" in attrs}
                 for tag, attrs in found.tags:
+                    if tag == "a":           # the presentation view's links: to places in the page only
+                        self.assertIn(attrs.get("href", "")[1:], ids, attrs)
+                        self.assertTrue(attrs["href"].startswith("#"), attrs)
+                        attrs = {k: v for k, v in attrs.items() if k != "href"}
                     self.assertNotIn(tag, ("link", "img", "iframe", "object", "embed", "audio", "video", "source",
                                            "base", "image", "use", "foreignobject"), tag)
                     for name in ("src", "srcset", "href", "xlink:href", "action", "data", "poster"):
@@ -156,7 +247,7 @@ class ReportPageTest(unittest.TestCase):
         steps = [step for step, _ in data["val_points"]]
         self.assertEqual(steps, sorted(set(steps)))
         self.assertEqual((steps[0], steps[-1]), (0, 30))
-        self.assertTrue(9 <= len(steps) <= 11, steps)
+        self.assertEqual(steps, [0, 1, 2, 5, 6, 10, 12, 18, 20, 24, 30])    # 1, 2, 5, 10, 20 and each fifth
         self.assertTrue(all(math.isfinite(loss) and loss > 0 for _, loss in data["val_points"]))
         snapshots = data["samples_during_training"]
         self.assertEqual((snapshots[0]["step"], snapshots[-1]["step"]), (0, 30))
@@ -217,7 +308,13 @@ class ReportPageTest(unittest.TestCase):
         labels = {t.text for t in root.iter("text")}
         self.assertEqual(len(list(root.iter("circle"))), 8)
         self.assertLessEqual({"000", "011", "111"}, labels)
-        self.assertTrue([t for t in labels if re.fullmatch(r"[01] \(\d+%\)", t or "")], labels)
+        self.assertTrue([t for t in labels if re.fullmatch(r"\d+(\.\d+)?%", t or "")], labels)
+        # each arrow says which token it reads and how likely it is; none under the threshold
+        arrows = [p.find("title").text for p in root.iter("path") if p.find("title") is not None]
+        self.assertTrue(arrows)
+        for arrow in arrows:
+            token, p = re.fullmatch(r"([01]): (\d+(?:\.\d+)?)%", arrow).groups()
+            self.assertGreaterEqual(float(p), 100 * microgpt.CHAIN_MIN_PROBABILITY - 0.01)
         # the stream sample: no probability for the first character, which is given
         [probs] = data["sample_probs"]
         self.assertIsNone(probs[0])
@@ -234,6 +331,47 @@ class ReportPageTest(unittest.TestCase):
 
 
 class ReportUnitsTest(unittest.TestCase):
+
+    def test_centred_means_do_not_lag_a_straight_line_and_stop_before_the_end(self):
+        ramp = [3.0 - 0.01 * i for i in range(40)]
+        smooth = microgpt.centred_means(ramp, 5)
+        self.assertEqual(smooth[-5:], [None] * 5)                  # the steps after are missing
+        for i, s in enumerate(smooth[:-5]):
+            self.assertAlmostEqual(s, ramp[i], places=12)         # a trailing mean would be 0.05 above
+        noisy = [random.Random(i).random() for i in range(30)]
+        for i, s in enumerate(microgpt.centred_means(noisy, 4)[:-4]):
+            h = min(4, i)
+            self.assertAlmostEqual(s, sum(noisy[i - h:i + h + 1]) / (2 * h + 1), places=12)
+
+    def test_long_run_shares_of_a_two_state_chain_are_the_textbook_ones(self):
+        # Leaving state 0 with probability a and state 1 with probability b, the chain spends
+        # b / (a + b) of its time in state 0 and a / (a + b) in state 1.
+        a, b = 0.3, 0.1
+        chain = [((0,), [1 - a, a]), ((1,), [b, 1 - b])]
+        shares = microgpt.long_run_shares(chain)
+        self.assertAlmostEqual(shares[0], b / (a + b), places=9)
+        self.assertAlmostEqual(shares[1], a / (a + b), places=9)
+
+    def test_de_bruijn_order_lists_every_state_once_each_the_last_slid_one_token_along(self):
+        for vocab_size, length in ((2, 3), (2, 4), (4, 2), (3, 2), (16, 1)):
+            with self.subTest(vocab_size=vocab_size, length=length):
+                order = microgpt.de_bruijn_order(vocab_size, length)
+                self.assertEqual(sorted(order), sorted(itertools.product(range(vocab_size), repeat=length)))
+                for state, after in zip(order, order[1:] + order[:1]):
+                    self.assertEqual(after[:-1], state[1:])
+
+    def test_place_label_never_puts_a_label_on_another_or_outside_its_bounds(self):
+        taken, bounds = [], (0, 0, 200, 200)
+        rng = random.Random(3)
+        for _ in range(60):
+            x, y = rng.uniform(0, 200), rng.uniform(0, 200)
+            place = microgpt.place_label("ab", 15, [(x, y, "start"), (x - 10, y + 10, "end")], taken, bounds)
+            if place:
+                box = microgpt.text_box(place[0], place[1], "ab", 15, place[2])
+                self.assertTrue(0 <= box[0] and box[2] <= 200 and 0 <= box[1] and box[3] <= 200)
+        for i, a in enumerate(taken):
+            for b in taken[i + 1:]:
+                self.assertFalse(microgpt.overlap(a, b, gap=0), (a, b))
 
     def test_top_components_find_the_directions_of_greatest_spread(self):
         # points spread mostly along (1, 1, 0), a little along (1, -1, 0), not at all along z
@@ -268,6 +406,36 @@ class ReportUnitsTest(unittest.TestCase):
         page = microgpt.report_page(run)
         self.assertLess(len(page.encode("utf-8")), 1_000_000)
         self.assertEqual(len(page_data(page)["examples"]), 3)
+
+    def synthetic_run(self, losses, num_samples=20):
+        config = microgpt.Config(num_samples=num_samples)
+        chars = sorted("abcdefghijklmnopqrstuvwxyz")
+        weights = microgpt.weights_of(microgpt.init_params(config, len(chars) + 1, random.Random(1)))
+        n = len(losses)
+        return {"config": config, "mode": "docs", "chars": chars, "weights": weights, "n_params": 4192,
+                "losses": losses, "val_loss": 2.5, "val_points": [(0, 3.3), (n, 2.5)], "val_subset": 200,
+                "snapshots": [], "data_name": "names.txt", "data": "names.txt", "training": f"{n} steps",
+                "batch": "1 document", "interpreter": "cpython", "examples": [([26, 0, 1], [0, 1, 26])],
+                "samples": ["ab", "ba"], "text": None}
+
+    def test_one_spike_does_not_set_the_loss_charts_range_and_is_marked(self):
+        losses = [3.3 - 0.001 * i + 0.2 * math.sin(i) for i in range(1000)]
+        losses[929] = 5.1
+        page = microgpt.report_page(self.synthetic_run(losses))
+        [chart] = [s for s in svgs(page) if "loss while training" in s]
+        ticks = [float(t.text) for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "end"
+                 and re.fullmatch(r"\d+(\.\d+)?", t.text)]                  # the y axis's numbers
+        self.assertLess(max(ticks), 4)                      # the y axis stops well below the spike
+        self.assertIn('fill="#c00"', chart)                  # a red triangle marks it
+        self.assertIn("the highest, 5.10, at step 930", page)
+
+    def test_legends_and_captions_follow_the_run_length_and_options(self):
+        page = microgpt.report_page(self.synthetic_run([3.3 - 0.01 * i for i in range(50)], num_samples=0))
+        self.assertIn("mean of the 11 steps centred on each", page)      # a tenth of the run, not 100 steps
+        self.assertIn("mean of the last 50 steps", page)
+        self.assertNotIn("100 steps", page)
+        self.assertIn("printed no samples (--num-samples 0)", page)
+        self.assertNotIn("as the run printed them", page)
 
     def test_palettes_run_dark_to_light_and_blue_through_white_to_orange(self):
         def lightness(colour):
@@ -366,7 +534,8 @@ class ReportCommandLineTest(TempDirTestCase):
         page = read(path)
         found = parts(page)
         allowed = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "table", "tr", "th",
-                   "td", "figure", "div", "span", "i", "svg", "text", "rect", "line", "path", "circle", "script"}
+                   "td", "figure", "figcaption", "div", "span", "i", "svg", "text", "rect", "line", "path", "circle",
+                   "script", "ul", "li", "nav", "a"}
         self.assertLessEqual({tag for tag, _ in found.tags}, allowed)
         self.assertEqual(len([tag for tag, _ in found.tags if tag == "script"]), 1)
         for picture in svgs(page):

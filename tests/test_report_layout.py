@@ -1,0 +1,185 @@
+"""The --report page as a browser lays it out: no two pieces of text overlap, no text is cut
+off by the edge of its picture, at 480, 800, 1280 and 1920 px wide, and at 1280 px no text
+is smaller than 14 px (what a class can read on a projector).
+
+The geometry is the browser's own: headless Chromium, driven through WebDriver (selenium),
+measures every SVG <text> element and every line of HTML text. These tests are skipped
+where selenium, chromium or chromedriver is missing.
+"""
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+from support import REPO, assert_ok, run_many, write_text  # noqa: E402
+
+import shutil
+import tempfile
+import unittest
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+except ImportError:                      # a test-only package
+    webdriver = None
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+WIDTHS = (480, 800, 1280, 1920)
+BITS = "111101111011110" * 3
+
+# Every piece of text on the page with its box in page coordinates: SVG <text> elements
+# (with the box of the picture they are in, and their size in CSS pixels), and each line
+# of every HTML text node (a Range's client rects).
+MEASURE = """
+const found = [];
+const page = (r) => [r.left + scrollX, r.top + scrollY, r.right + scrollX, r.bottom + scrollY];
+for (const t of document.querySelectorAll('svg text')) {
+  const picture = t.ownerSVGElement, frame = picture.getBoundingClientRect();
+  const r = t.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) continue;
+  const scale = frame.width / picture.viewBox.baseVal.width;
+  found.push({text: t.textContent, box: page(r), frame: page(frame),
+              px: parseFloat(t.getAttribute('font-size')) * scale});
+}
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  if (!n.textContent.trim() || n.parentElement.closest('svg, script, style, title')) continue;
+  const range = document.createRange();
+  range.selectNodeContents(n);
+  const px = parseFloat(getComputedStyle(n.parentElement).fontSize);
+  for (const r of range.getClientRects()) {
+    if (r.width > 0.5 && r.height > 0.5) found.push({text: n.textContent.trim().slice(0, 40), box: page(r), px: px});
+  }
+}
+// Pairs of boxes that overlap by more than 1 px both ways: sweep from left to right.
+found.sort((a, b) => a.box[0] - b.box[0]);
+const clashes = [];
+for (let i = 0; i < found.length && clashes.length < 20; i++) {
+  for (let j = i + 1; j < found.length && found[j].box[0] < found[i].box[2] - 1; j++) {
+    const a = found[i].box, b = found[j].box;
+    if (Math.min(a[2], b[2]) - Math.max(a[0], b[0]) > 1 && Math.min(a[3], b[3]) - Math.max(a[1], b[1]) > 1) {
+      clashes.push([found[i].text, found[j].text, a.map(Math.round), b.map(Math.round)]);
+    }
+  }
+}
+const cut = found.filter(f => f.frame && (f.box[0] < f.frame[0] - 0.5 || f.box[1] < f.frame[1] - 0.5 ||
+                                          f.box[2] > f.frame[2] + 0.5 || f.box[3] > f.frame[3] + 0.5))
+                 .map(f => [f.text, f.box.map(Math.round), f.frame.map(Math.round)]);
+const small = found.filter(f => f.px < 14).map(f => [f.text, Math.round(f.px * 10) / 10]);
+return {count: found.length, clashes: clashes, cut: cut.slice(0, 20), small: small.slice(0, 20),
+        width: document.documentElement.scrollWidth, viewport: innerWidth};
+"""
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="microgpt-chromium-")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--hide-scrollbars", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return driver, profile
+
+
+@unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
+@unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
+class ReportLayoutTest(unittest.TestCase):
+    """Five pages, written once by the real command line: the default model of names with
+    few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
+    one of 3 (its predictions table has room for only 3 guesses), and a chain of 81 states
+    (drawn as its transition matrix)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        tmp = cls._tmp.name
+        with open(os.path.join(REPO, "names.txt"), encoding="utf-8") as f:
+            names = write_text(tmp, "names.txt", "".join(f.readlines()[:400]))     # the first 400 names
+        with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+            text = write_text(tmp, "text.txt", f.read()[:3000])
+        bits = write_text(tmp, "bits.txt", BITS)
+        ab = write_text(tmp, "ab.txt", "ab\nba\naab\nbba\nabab\nb\na\nbab\n")
+        abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
+        cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix")}
+        results = run_many([
+            ["--input", names, "--steps", "40", "--report", cls.paths["names"]],
+            ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--block-size", "8", "--n-head", "2",
+             "--length", "60", "--report", cls.paths["stream"]],
+            ["--input", bits, "--stream", "--block-size", "3", "--steps", "15", "--batch", "all", "--n-embd", "8",
+             "--n-head", "2",
+             "--report", cls.paths["bits"]],
+            ["--input", ab, "--steps", "30", "--num-samples", "0", "--n-embd", "8", "--report", cls.paths["ab"]],
+            ["--input", abc, "--stream", "--block-size", "4", "--steps", "3", "--n-embd", "4", "--n-head", "1",
+             "--report", cls.paths["matrix"]],
+        ], tmp)
+        cls.results = dict(zip(cls.paths, results))
+        cls.driver, cls.profile = browser()
+        cls.measured = {}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+        shutil.rmtree(cls.profile, ignore_errors=True)
+        cls._tmp.cleanup()
+
+    def measure(self, key, width):
+        if (key, width) not in self.measured:
+            assert_ok(self, self.results[key])
+            self.driver.set_window_size(width, 900)
+            self.driver.get("file://" + self.paths[key])
+            self.measured[key, width] = self.driver.execute_script(MEASURE)
+        return self.measured[key, width]
+
+    def test_no_two_pieces_of_text_overlap_at_any_width(self):
+        for key in self.paths:
+            for width in WIDTHS:
+                with self.subTest(page=key, width=width):
+                    found = self.measure(key, width)
+                    self.assertGreater(found["count"], 50)
+                    self.assertEqual(found["clashes"], [])
+
+    def test_no_text_is_cut_off_by_the_edge_of_its_picture(self):
+        for key in self.paths:
+            for width in WIDTHS:
+                with self.subTest(page=key, width=width):
+                    self.assertEqual(self.measure(key, width)["cut"], [])
+
+    def test_the_page_is_no_wider_than_the_window(self):
+        for key in self.paths:
+            for width in WIDTHS:
+                with self.subTest(page=key, width=width):
+                    found = self.measure(key, width)
+                    self.assertLessEqual(found["width"], found["viewport"])
+
+    def test_at_1280_px_no_text_is_smaller_than_14_px(self):
+        for key in self.paths:
+            with self.subTest(page=key):
+                self.assertEqual(self.measure(key, 1280)["small"], [])
+
+    def test_the_presentation_view_shows_one_picture_filling_a_projectors_screen(self):
+        # 1024x768, the page opened at its first picture (#fig-1, what the "Present" link does)
+        assert_ok(self, self.results["names"])
+        self.driver.set_window_size(1024, 768)
+        for target in ("#fig-1", "#fig-2"):
+            with self.subTest(target=target):
+                self.driver.get("file://" + self.paths["names"] + target)
+                found = self.driver.execute_script("""
+                    const fig = document.querySelector(location.hash), box = fig.getBoundingClientRect();
+                    const picture = fig.querySelector('svg, table').getBoundingClientRect();
+                    return {position: getComputedStyle(fig).position, box: [box.left, box.top, box.width, box.height],
+                            screen: [innerWidth, innerHeight], picture: picture.height,
+                            caption: parseFloat(getComputedStyle(fig.querySelector('figcaption')).fontSize),
+                            links: [...fig.querySelectorAll('nav a')].map(a => a.getAttribute('href'))};""")
+                self.assertEqual(found["position"], "fixed")
+                self.assertEqual([round(x) for x in found["box"]], [0, 0] + found["screen"])
+                self.assertGreaterEqual(found["caption"], 20)
+                number = int(target[5:])
+                self.assertIn(f"#fig-{number + 1}", found["links"])
+                if number > 1:
+                    self.assertIn(f"#fig-{number - 1}", found["links"])
+                if target == "#fig-1":                      # the loss chart: at least half the screen
+                    self.assertGreaterEqual(found["picture"], found["screen"][1] / 2)
+
+
+if __name__ == "__main__":
+    unittest.main()

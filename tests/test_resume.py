@@ -1,0 +1,362 @@
+"""A model that remembers its run: stop a run with a signal, --resume it, and get exactly the
+numbers and weights of a run that never stopped; fine-tuning that goes on with Adam's memory;
+a model file that training would wreck is kept; --temperature 0 is greedy; a loaded model
+samples with its own seed."""
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.support import MICROGPT_PATH, REPO, assert_ok, assert_refused, microgpt, run_cli, run_main, write_text
+
+TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]   # a small model: the point is the bookkeeping
+STEPS = 16
+
+
+def names(count):
+    with open(os.path.join(REPO, "names.txt"), encoding="utf-8") as f:
+        return f.read().split()[:count]
+
+
+def without_timings(stdout):
+    """The run's printed numbers, without the times that differ from run to run."""
+    lines = []
+    for line in stdout.splitlines():
+        if line.startswith(("data:", "model:", "validating:", "resuming")):
+            continue                      # the data line names the path; validating: depends on time
+        line = re.sub(r" \| [\d.]+ ms/step \| \d+ s left", "", line)
+        line = re.sub(r"^trained .* steps in .*; (smoothed loss .*)$", r"\1", line)
+        line = re.sub(r"^saved the model to .*", "saved the model", line)
+        lines.append(line)
+    return lines
+
+
+def step_of(line):
+    match = re.match(r"step\s+(\d+)/", line)
+    return int(match.group(1)) if match else None
+
+
+def run_all(commands):
+    """Command lines (args, cwd) or (args, cwd, env): those with an env (the ones a signal
+    stops) each in a new process, side by side; the others in this process (run_main)."""
+    real = [c for c in commands if len(c) > 2]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip(map(id, real), pool.map(lambda c: run_cli(*c), real)))
+    return [done[id(c)] if len(c) > 2 else run_main(*c) for c in commands]
+
+
+def checkpoint(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class StopAndResume(unittest.TestCase):
+    """One run of STEPS steps, and the same run stopped by a SIGINT after a random step k and
+    resumed: in names mode and in stream mode, with --batch > 1 and --report."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.tmp = cls._tmp.name
+        write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
+        write_text(cls.tmp, "text.txt", " ".join(names(250)) + "\n")
+        cls.stops = {"docs": random.randint(1, STEPS - 1), "stream": random.randint(1, STEPS - 1)}
+        modes = {"docs": ["--input", "names.txt", "--batch", "3", "--num-samples", "4"],
+                 "stream": ["--input", "text.txt", "--stream", "--batch", "2", "--length", "60"]}
+        cls.args = {mode: TINY + ["--steps", STEPS] + extra for mode, extra in modes.items()}
+        cls.args["docs"] += ["--report", "page.html"]     # the page, in one of the modes
+        commands = []
+        for mode in modes:
+            # The stopped run has --report too, as the uninterrupted one (a run with --report
+            # validates its history on more documents), but never gets to write its page.
+            commands.append((cls.args[mode] + ["--save", f"{mode}-whole.json"], cls.tmp))
+            commands.append((cls.args[mode] + ["--save", f"{mode}-stopped.json"], cls.tmp,
+                             {"MICROGPT_STOP_AFTER_STEP": str(cls.stops[mode])}))
+        results = run_all(commands)
+        cls.whole = {"docs": results[0], "stream": results[2]}
+        cls.stopped = {"docs": results[1], "stream": results[3]}
+        cls.stopped_files = {mode: checkpoint(os.path.join(cls.tmp, f"{mode}-stopped.json")) for mode in modes}
+        with open(os.path.join(cls.tmp, "page.html"), encoding="utf-8") as f:
+            cls.whole_page = f.read()
+        os.remove(os.path.join(cls.tmp, "page.html"))
+        results = run_all([(["--resume", "docs-stopped.json", "--report", "page.html"], cls.tmp),
+                           (["--resume", "stream-stopped.json"], cls.tmp)])
+        cls.resumed = dict(zip(modes, results))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def context(self, mode):
+        return (f"\nstopped after step {self.stops[mode]} (random)\nstopped run:\n{self.stopped[mode].stderr}"
+                f"\nresumed run:\n{self.resumed[mode].stdout}{self.resumed[mode].stderr}")
+
+    def test_a_run_stopped_by_a_signal_saves_after_its_step_and_exits_130(self):
+        for mode in ("docs", "stream"):
+            with self.subTest(mode=mode):
+                self.assertEqual(self.stopped[mode].returncode, 130, self.context(mode))
+                saved = self.stopped_files[mode]
+                self.assertEqual(len(saved["history"]["losses"]), self.stops[mode])
+                self.assertEqual(saved["optimizer"]["step"], self.stops[mode])
+                self.assertEqual(saved["training"]["steps"], self.stops[mode])
+
+    def test_resumed_run_saves_bit_for_bit_the_weights_and_state_of_an_uninterrupted_run(self):
+        for mode in ("docs", "stream"):
+            with self.subTest(mode=mode):
+                assert_ok(self, self.resumed[mode])
+                whole = checkpoint(os.path.join(self.tmp, f"{mode}-whole.json"))
+                resumed = checkpoint(os.path.join(self.tmp, f"{mode}-stopped.json"))
+                for key in ("state_dict", "optimizer", "rng", "history", "training", "run", "config", "chars"):
+                    self.assertEqual(resumed[key], whole[key], f"{key} differs" + self.context(mode))
+
+    def test_resumed_run_prints_the_numbers_of_an_uninterrupted_run_from_the_stop_on(self):
+        for mode in ("docs", "stream"):
+            with self.subTest(mode=mode):
+                k = self.stops[mode]
+                whole = without_timings(self.whole[mode].stdout)
+                expected = [line for line in whole if step_of(line) is None or step_of(line) > k]
+                resumed = without_timings(self.resumed[mode].stdout)
+                self.assertEqual(resumed, expected, self.context(mode))
+                self.assertTrue(any(line.startswith("validation loss:") for line in resumed))
+                self.assertTrue(any(line.startswith("smoothed loss") for line in resumed))
+
+    def test_resumed_report_shows_the_whole_runs_history(self):
+        pages = []
+        with open(os.path.join(self.tmp, "page.html"), encoding="utf-8") as f:
+            resumed_page = f.read()
+        for page in (self.whole_page, resumed_page):
+            data = json.loads(re.search(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S).group(1))
+            pages.append({key: data[key] for key in ("losses", "val_points", "samples_during_training",
+                                                     "val_loss", "samples")})
+        self.assertEqual(pages[1], pages[0], self.context("docs"))
+        self.assertEqual(len(pages[0]["losses"]), STEPS)
+        # validation at 0, 1, 2, 5, 10 and every fifth of the run (report_recorder's steps)
+        self.assertEqual([step for step, _ in pages[0]["val_points"]], [0, 1, 2, 3, 5, 6, 10, 13, 16])
+
+
+class SignalAtARandomMoment(unittest.TestCase):
+    @unittest.skipUnless(os.environ.get("MICROGPT_SLOW"), "slow end-to-end check; CI sets MICROGPT_SLOW=1")
+    def test_a_run_stopped_by_sigterm_at_a_random_moment_resumes_to_the_same_model(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_text(tmp, "text.txt", " ".join(names(400)) + "\n")
+            args = TINY + ["--input", "text.txt", "--stream", "--steps", "150", "--batch", "2", "--length", "40"]
+            whole = run_cli(args + ["--save", "whole.json"], tmp)
+            assert_ok(self, whole)
+            for attempt in range(5):
+                proc = subprocess.Popen([sys.executable, MICROGPT_PATH] + args + ["--save", "stopped.json"],
+                                        cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for line in proc.stdout:      # step 1 is printed (and flushed) after the first step
+                    if line.startswith("step"):
+                        break
+                time.sleep(random.uniform(0, 0.5))
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=120)
+                if proc.returncode == 143 and len(checkpoint(os.path.join(tmp, "stopped.json"))["history"]["losses"]) < 150:
+                    break
+                os.remove(os.path.join(tmp, "stopped.json"))   # it finished first: try again
+            self.assertEqual(proc.returncode, 143, err)
+            resumed = run_cli(["--resume", "stopped.json"], tmp)
+            assert_ok(self, resumed)
+            self.assertEqual(checkpoint(os.path.join(tmp, "stopped.json"))["state_dict"],
+                             checkpoint(os.path.join(tmp, "whole.json"))["state_dict"])
+            self.assertEqual(without_timings(resumed.stdout)[-3:], without_timings(whole.stdout)[-3:])
+
+
+class FineTuning(unittest.TestCase):
+    """--load FILE --steps N: Adam goes on with its saved m and v and its step count, the
+    learning rate goes on down its line (stretched to end N steps later), and a file that
+    would be replaced by a much worse model is kept."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.tmp = cls._tmp.name
+        write_text(cls.tmp, "names.txt", "\n".join(names(400)) + "\n")
+        cls.base = run_main(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "80",
+                                   "--save", "base.json"], cls.tmp)
+        with open(os.path.join(cls.tmp, "base.json"), "rb") as f:
+            cls.base_bytes = f.read()
+        old = json.loads(cls.base_bytes)
+        for key in ("history", "optimizer", "rng", "run"):
+            del old[key]
+        write_text(cls.tmp, "old.json", json.dumps(old))
+        for name in ("tuned.json", "one.json", "good.json", "kept.json", "fresh.json"):
+            with open(os.path.join(cls.tmp, name), "wb") as f:
+                f.write(cls.base_bytes)
+        tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
+        cls.runs = dict(zip(("tuned", "one", "good", "kept", "old2", "fresh"), run_all([(args, cls.tmp) for args in (
+            ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["30"],
+            ["--load", "one.json", "--save", "one.json"] + tune + ["1"],
+            ["--load", "good.json", "--save", "good.json", "--lr", "0.5"] + tune + ["1"],   # issue 16 row 2
+            ["--load", "kept.json", "--save", "kept.json", "--lr", "3000"] + tune + ["1"],
+            ["--load", "old.json", "--save", "old2.json"] + tune + ["20"],
+            TINY + ["--save", "fresh.json", "--lr", "1000"] + tune + ["1"])])))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def validation(self, result):
+        return float(re.search(r"validation loss: ([\d.]+)", result.stdout).group(1))
+
+    def test_fine_tuning_lowers_the_validation_loss_and_goes_on_counting_adams_steps(self):
+        assert_ok(self, self.base)
+        tuned = self.runs["tuned"]
+        assert_ok(self, tuned)
+        self.assertLess(self.validation(tuned), self.validation(self.base), tuned.stdout)
+        saved = checkpoint(os.path.join(self.tmp, "tuned.json"))
+        self.assertEqual(saved["optimizer"]["step"], 110)
+        self.assertEqual(saved["training"]["steps"], 110)
+        self.assertEqual(saved["run"]["start"], 80)
+        self.assertEqual(len(saved["history"]["losses"]), 30)     # the history is this run's
+
+    def test_fine_tuning_uses_the_learning_rate_of_the_stretched_line(self):
+        # An independent computation of one fine-tuning step: Adam's update, written out here,
+        # with the saved m, v and step count and lr * (1 - 80 / 81) on the batch of step 80.
+        assert_ok(self, self.runs["one"])
+        base = json.loads(self.base_bytes)
+        after = checkpoint(os.path.join(self.tmp, "one.json"))
+        config, chars, params, mode, _ = microgpt.load_checkpoint(os.path.join(self.tmp, "base.json"))
+        config.lr, rng = base["training"]["lr"], random.Random(base["training"]["seed"])
+        docs = microgpt.split_documents(microgpt.read_text(os.path.join(self.tmp, "names.txt")))
+        train_docs, _ = microgpt.train_val_split(docs, rng)
+        tokens = microgpt.encode_document(train_docs[80 % len(train_docs)], chars)
+        microgpt.add_gradient(tokens, params, config)
+        flat = microgpt.flatten(params)
+        m, v, t = base["optimizer"]["m"], base["optimizer"]["v"], base["optimizer"]["step"] + 1
+        lr = config.lr * (1 - 80 / 81)
+        expected = []
+        for i, p in enumerate(flat):
+            mi = config.beta1 * m[i] + (1 - config.beta1) * p.grad
+            vi = config.beta2 * v[i] + (1 - config.beta2) * p.grad ** 2
+            expected.append(p.data - lr * (mi / (1 - config.beta1 ** t)) / ((vi / (1 - config.beta2 ** t)) ** 0.5
+                                                                             + config.eps))
+        got = [x for name in microgpt.param_shapes(config, len(chars) + 1)
+               for row in after["state_dict"][name] for x in row]
+        self.assertEqual(len(got), len(expected))
+        for a, b in zip(got, expected):
+            self.assertAlmostEqual(a, b, delta=1e-12)
+
+    def test_the_issues_one_step_at_lr_half_no_longer_wrecks_the_model_in_place(self):
+        # issue 16 row 2: --load good.json --steps 1 --lr 0.5 --save good.json
+        result = self.runs["good"]
+        assert_ok(self, result)
+        self.assertLess(self.validation(result), 1.1 * self.validation(self.base), result.stdout)
+
+    def test_a_model_file_is_kept_when_training_makes_the_model_much_worse(self):
+        # a loaded model fine-tuned at a wild rate, and a new model's one wild step
+        for name in ("kept", "fresh"):
+            result = self.runs[name]
+            self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+            self.assertIn("much worse", result.stderr)
+            with open(os.path.join(self.tmp, name + ".json"), "rb") as f:
+                self.assertEqual(f.read(), self.base_bytes)
+        self.assertFalse([name for name in os.listdir(self.tmp) if name.startswith("microgpt-rescued")])
+
+    def test_an_older_checkpoint_without_the_run_still_loads_samples_and_fine_tunes(self):
+        assert_ok(self, self.runs["old2"])
+        # Adam starts from zero, at the rate of the line of 80 steps stretched to 100
+        saved = checkpoint(os.path.join(self.tmp, "old2.json"))
+        self.assertEqual(saved["optimizer"]["step"], 20)
+        self.assertEqual(saved["training"]["steps"], 100)
+        self.assertAlmostEqual(saved["training"]["lr"], 0.01 * 20 / 100)
+        assert_refused(self, self.tmp, ["--resume", "old.json"])
+
+
+class ResumeRefusals(unittest.TestCase):
+    def test_resume_refuses_a_finished_run_changed_options_changed_data_and_damaged_state(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_text(tmp, "names.txt", "\n".join(names(100)) + "\n")
+            stopped = run_cli(TINY + ["--input", "names.txt", "--steps", "6", "--save", "s.json", "--num-samples", "0"], tmp,
+                              {"MICROGPT_STOP_AFTER_STEP": "2"})
+            self.assertEqual(stopped.returncode, 130, stopped.stderr)
+            assert_ok(self, run_main(TINY + ["--input", "names.txt", "--steps", "3", "--save", "done.json", "--num-samples", "0"], tmp))
+            saved = checkpoint(os.path.join(tmp, "s.json"))
+            bad = dict(saved, optimizer=dict(saved["optimizer"], m=saved["optimizer"]["m"][:-1]))
+            write_text(tmp, "bad-adam.json", json.dumps(bad))
+            write_text(tmp, "bad-rng.json", json.dumps(dict(saved, rng=[3, [1, 2], None])))
+            write_text(tmp, "bad-run.json", json.dumps(dict(saved, run=dict(saved["run"], lr="fast"))))
+            write_text(tmp, "other.txt", "\n".join(names(101)) + "\n")
+            assert_refused(self, tmp, ["--resume", "done.json"], ["--resume", "s.json", "--lr", "0.1"],
+                           ["--resume", "s.json", "--input", "other.txt"],
+                           ["--load", "bad-adam.json"], ["--load", "bad-rng.json"], ["--load", "bad-run.json"])
+
+
+class Greedy(unittest.TestCase):
+    def test_temperature_zero_takes_the_likeliest_token_and_the_lowest_id_of_a_tie(self):
+        rng = random.Random(1)
+        state = rng.getstate()
+        self.assertEqual(microgpt.sample_token([0.1, 2.0, -1.0, 1.9], 0, rng), 1)
+        self.assertEqual(microgpt.sample_token([3.0, 1.0, 3.0], 0, rng), 0)
+        self.assertEqual(microgpt.sample_token([microgpt.Value(-1.0), microgpt.Value(5.0)], 0, rng), 1)
+        self.assertEqual(rng.getstate(), state, "greedy sampling drew from the random stream")
+
+    def test_temperature_zero_in_stream_mode_repeats_itself_and_negative_is_refused(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_text(tmp, "text.txt", " ".join(names(200)) + "\n")
+            result = run_main(TINY + ["--input", "text.txt", "--stream", "--steps", "10", "--temperature", "0",
+                                     "--num-samples", "2", "--length", "30"], tmp)
+            assert_ok(self, result)
+            lines = result.stdout.splitlines()
+            first, second = lines[lines.index("---") - 1], lines[lines.index("---") + 1]
+            self.assertEqual(first, second)     # from the same start, the same likeliest path
+            assert_refused(self, tmp, ["--temperature", "-1"], ["--temperature", "nan"])
+
+
+class LoadedModelSampling(unittest.TestCase):
+    """A model trained with --seed 7 and loaded later: its samples, at a temperature and at 0."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.tmp = cls._tmp.name
+        write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
+        cls.trained = run_main(TINY + ["--input", "names.txt", "--steps", "30", "--seed", "7", "--save", "s.json",
+                                      "--num-samples", "4", "--temperature", "1.5"], cls.tmp)
+        cls.runs = run_all([(args, cls.tmp) for args in (
+            ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5"],
+            ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5", "--seed", "42"],
+            ["--load", "s.json", "--temperature", "0", "--num-samples", "2", "--seed", "1"],
+            ["--load", "s.json", "--temperature", "0", "--num-samples", "2", "--seed", "2", "--report", "g.html"])])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def samples(self, result):
+        assert_ok(self, result)
+        return [line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("sample")]
+
+    def test_loading_without_seed_samples_with_the_checkpoints_seed(self):
+        trained, loaded, other = (self.samples(r) for r in [self.trained] + self.runs[:2])
+        self.assertEqual(loaded, trained)
+        self.assertNotEqual(other, trained)   # seed 42 draws other names from this model
+
+    def test_temperature_zero_samples_are_the_argmax_path_whatever_the_seed(self):
+        one, two = self.samples(self.runs[2]), self.samples(self.runs[3])
+        self.assertEqual(one, two)
+        self.assertEqual(one[0], one[1])
+        # The same name, found independently: from BOS, the token of largest probability each time.
+        config, chars, params, _, _ = microgpt.load_checkpoint(os.path.join(self.tmp, "s.json"))
+        weights, tokens = microgpt.inference_weights(params), [len(chars)]
+        while len(tokens) <= config.block_size:
+            probs = microgpt.explain(tokens, weights, config)[-1][0]
+            token = probs.index(max(probs))
+            if token == len(chars):
+                break
+            tokens.append(token)
+        self.assertEqual(one[0], "".join(chars[t] for t in tokens[1:]))
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "g.html")))
+
+
+if __name__ == "__main__":
+    unittest.main()
