@@ -5059,9 +5059,9 @@ def run_serve(args, stop):
         raise BadInput(f"--serve needs a chat model: {how}")
     if args.host == "":
         raise BadInput("--host needs an address, such as 127.0.0.1")
-    defaults = vars(make_parser().parse_args([]))
+    unset = vars(make_parser().parse_args([]))      # every option as it is when left out
     others = [key for key, value in vars(args).items()
-              if value != defaults.get(key) and key not in ("serve", "port", "host", "load", "temperature", "seed")]
+              if value != unset.get(key) and key not in ("serve", "port", "host", "load", "temperature", "seed")]
     if others:
         raise BadInput(f"--serve only serves a loaded chat model: leave out --{others[0].replace('_', '-')}")
     defaults = Config()
