@@ -45,6 +45,30 @@ made fast, as real frameworks do it, with the same numbers (to the last printed 
 to floating-point rounding, about 1e-16, inside).
 """
 
+if __name__ == "__main__":
+    # Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
+    # again after it returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual
+    # exit code (130, 143, 129), not with a traceback from whatever was being imported. (_signal
+    # is the signal module's core, built in: importing `signal` itself takes long enough to be hit.)
+    import _signal
+    import os
+    import sys
+
+    def quit_quietly(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:         # even a flush that the signal interrupted
+                pass
+        name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}.get(signum, f"signal {signum}")
+        os.write(2, f"\nmicrogpt: interrupted by {name}\n".encode())
+        os._exit(128 + signum)
+    for _number in (2, 15, 1):       # SIGINT, SIGTERM, SIGHUP
+        try:
+            _signal.signal(_number, quit_quietly)
+        except (ValueError, OSError, AttributeError):    # not on this platform
+            pass
+
 import contextlib
 import gc
 import itertools
@@ -176,6 +200,16 @@ def encode_document(doc, chars):
     """A document as the model sees it: [BOS] + its characters + [BOS]."""
     bos = len(chars)
     return [bos] + encode(doc, chars) + [bos]
+
+
+def encode_documents(docs, chars):
+    """encode_document for each of many documents, with the table from characters to ids built
+    once: built for every document, as encode() would, it costs as much as the vocabulary is
+    large, for every line (hours, for a big file of thousands of distinct characters)."""
+    if getattr(chars, "merges", None):
+        return [encode_document(doc, chars) for doc in docs]     # Part IV's tokens of several characters
+    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
+    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
 
 
 # ---------------------------------------------------------------------------------------
@@ -585,7 +619,7 @@ def document_batches(docs, chars, batch):
     first, in the same order. The default 1000 steps of one name each see only 1,000 of the
     28,910 training names: the model learns what names have in common from a small sample,
     not the list by heart."""
-    seqs = [encode_document(doc, chars) for doc in docs]
+    seqs = encode_documents(docs, chars)
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
@@ -1134,8 +1168,10 @@ def label(token, chars):
 # =======================================================================================
 # PART IV. FROM MICROGPT TO GPT-2
 #
-# (to be written: byte-level BPE, safetensors, GPT-2's forward pass as its differences
-# from Part I's gpt())
+# OpenAI's GPT-2 is Part I's model, larger and trained on 40 GB of web text, with a few
+# changes, each small. IV.1 is its tokenizer (byte-level BPE), IV.2 its forward pass as its
+# differences from gpt(). Reading its weights (safetensors) and downloading them are
+# plumbing, in Part VI. Try: python microgpt.py --gpt2 gpt2 --prompt "Alan Turing"
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -1315,6 +1351,147 @@ class Vocabulary(list):
             return text.encode("utf-8")
         byte_of = {ch: b for b, ch in enumerate(self.byte_char)}
         return bytes(byte_of[ch] for ch in text)
+
+
+# ---------------------------------------------------------------------------------------
+# IV.2 GPT-2's forward pass: the same model, with seven differences
+#
+# OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
+# parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
+# positions), but its forward pass is gpt() with seven changes, each marked "GPT-2:" below
+# where it happens:
+#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm.
+#   2. GELU instead of ReLU in the MLP.
+#   3. A bias (a learned constant) added after every matrix.
+#   4. No norm right after the embeddings, but a final LayerNorm before the output.
+#   5. The output layer is wte itself (tied): no separate lm_head.
+#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall.
+#   7. 1,024 positions, so a prompt plus what it writes is at most 1,024 tokens.
+# Only inference here: the weights come trained from OpenAI (Part VI reads them), so there
+# is no graph, just plain floats, and the key/value cache of Part I. The weights are kept as
+# rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
+# that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
+#
+# Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
+# them are in linear layers, each output one dot product of a weight row with x, so
+# dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
+# about twice as fast as sum(map(mul, row, x)), which PyPy's JIT turns into a machine-code
+# loop. scripts/bench_gpt2.py measures a token against the time of those dot products
+# alone (the README has the figures): everything else costs a few percent.
+# ---------------------------------------------------------------------------------------
+
+from array import array
+
+dot_product = getattr(math, "sumprod", None) or (lambda row, x: sum(map(mul, row, x)))
+
+
+@dataclass
+class GPT2Config:
+    """The shape of a GPT-2 model, from its config.json (Part VI reads it)."""
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    n_positions: int = 1024      # GPT-2 (7): the longest context, in tokens
+    vocab_size: int = 50257
+    n_inner: int = 3072          # the MLP's width, 4 * n_embd
+    eps: float = 1e-5            # LayerNorm's guard against dividing by zero
+
+
+def layer_norm(x, gain, bias, eps):
+    """GPT-2 (1): LayerNorm. Like rmsnorm(), but it subtracts the mean first, so x is
+    centred as well as scaled, and then each number gets its own learned gain and bias:
+    (x - mean) / sqrt(variance + eps) * gain + bias.   [n] -> [n]"""
+    mu = sum(x) / len(x)
+    centred = [xi - mu for xi in x]
+    scale = (dot_product(centred, centred) / len(x) + eps) ** -0.5
+    return [c * scale * g + b for c, g, b in zip(centred, gain, bias)]
+
+
+def gelu(x):
+    """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
+    with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
+    of x * P(a standard normal is below x).   [n] -> [n]"""
+    c = math.sqrt(2 / math.pi)
+    return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
+
+
+def affine(x, w, b):
+    """GPT-2 (3): linear() plus a bias: y[i] = w[i] . x + b[i].   x: [n_in], w: [n_out][n_in] -> [n_out]"""
+    return [dot_product(row, x) + bi for row, bi in zip(w, b)]
+
+
+def causal_self_attention(q, keys, values, n_head, attention_log=None):
+    """Part I's attention, unchanged: each head attends over its slice of the cached keys
+    and values (this position and the earlier ones), and the heads' outputs are joined.
+    q: [n_embd], keys, values: [pos+1][n_embd] -> [n_embd]"""
+    hd = len(q) // n_head
+    out = []
+    for h in range(n_head):
+        sl = slice(h * hd, (h + 1) * hd)
+        ks, vs = [k[sl] for k in keys], [v[sl] for v in values]
+        out.extend(attention_head(q[sl], ks, vs))
+        if attention_log is not None:
+            attention_log.append(attention_weights(q[sl], ks))
+    return out
+
+
+def gpt2(token, pos, keys, values, w, config, attention_log=None):
+    """GPT-2's logits after reading `token` at position `pos`: gpt() with the seven changes.
+    w: name -> weights, named as in OpenAI's files (Part VI's load_gpt2 makes it), each
+    matrix as [n_out][n_in] rows. keys, values: the cache, as for gpt().   -> [vocab_size]"""
+    e, eps = config.n_embd, config.eps
+    # GPT-2 (4): the embeddings' sum goes into the blocks without a norm.
+    x = [t + p for t, p in zip(w["wte.weight"][token], w["wpe.weight"][pos])]   # [n_embd]
+    for i in range(config.n_layer):
+        L = f"h.{i}."
+        # Attention block, as in gpt(): norm, attend, project, add back to the residual.
+        a = layer_norm(x, w[L + "ln_1.weight"], w[L + "ln_1.bias"], eps)
+        # GPT-2 (6): one matrix makes q, k and v at once, side by side.
+        qkv = affine(a, w[L + "attn.c_attn.weight"], w[L + "attn.c_attn.bias"])   # [3 * n_embd]
+        keys[i].append(qkv[e:2 * e])
+        values[i].append(qkv[2 * e:])
+        a = causal_self_attention(qkv[:e], keys[i], values[i], config.n_head, attention_log)
+        x = [xi + yi for xi, yi in zip(x, affine(a, w[L + "attn.c_proj.weight"], w[L + "attn.c_proj.bias"]))]
+        # MLP block, as in gpt(): norm, widen to n_inner, GELU, narrow, add back.
+        m = layer_norm(x, w[L + "ln_2.weight"], w[L + "ln_2.bias"], eps)
+        m = gelu(affine(m, w[L + "mlp.c_fc.weight"], w[L + "mlp.c_fc.bias"]))      # [n_inner]
+        x = [xi + yi for xi, yi in zip(x, affine(m, w[L + "mlp.c_proj.weight"], w[L + "mlp.c_proj.bias"]))]
+    # GPT-2 (4) again: a last LayerNorm; and (5): the scores are x's dot product with every
+    # token's embedding, so a token scores high when x looks like its vector.
+    x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+    return [dot_product(row, x) for row in w["wte.weight"]]                  # [vocab_size]
+
+
+def next_token(logits, temperature, top_k, rng):
+    """The next token: the likeliest at temperature 0 (greedy: the same text every time);
+    otherwise drawn as sample_token() draws, from the top_k likeliest only if top_k is set
+    (so a long tail of unlikely tokens cannot, between them, be drawn now and then)."""
+    if temperature == 0:
+        return max(range(len(logits)), key=logits.__getitem__)
+    ids = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:top_k] if top_k else range(len(logits))
+    return ids[sample_token([logits[i] for i in ids], temperature, rng)]
+
+
+def generate(prompt_ids, length, w, config, temperature, top_k, rng):
+    """Read the prompt, then write `length` tokens, yielding each as soon as it is chosen."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    tokens = list(prompt_ids)
+    for pos in range(len(tokens) + length - 1):
+        logits = gpt2(tokens[pos], pos, keys, values, w, config)
+        if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
+            tokens.append(next_token(logits, temperature, top_k, rng))
+            yield tokens[-1]
+
+
+def gpt2_explain(tokens, w, config):
+    """explain() for GPT-2: per position, the next-token probabilities and each head's
+    attention weights (layer by layer, head by head)."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    rows = []
+    for pos, t in enumerate(tokens):
+        log = []
+        rows.append((softmax(gpt2(t, pos, keys, values, w, config, log)), log))
+    return rows
 
 
 # =======================================================================================
@@ -1759,22 +1936,47 @@ class BadInput(Exception):
 def encode_for(what, text, chars):
     """encode(), or BadInput naming `what` was being encoded and every character that is
     not in the vocabulary."""
-    unknown = sorted(set(text) - set(chars))
-    if unknown:
-        raise BadInput(f"{what}: characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
+    check_known(what, text, chars)
     return encode(text, chars)
 
 
-def check_finite_scores(weights, config):
-    """Refuse a model whose scores are not finite numbers (its weights are so large that the
-    arithmetic overflows), before it is asked to sample or explain anything."""
+def check_known(what, text, chars):
+    """BadInput naming `what` and every character of text that is not in the vocabulary."""
+    unknown = sorted(set(text) - set(chars))
+    if unknown:
+        raise BadInput(f"{what}: characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
+
+
+def encode_with_progress(what, text, chars):
+    """encode_for(), a million characters at a time, saying how far it has got."""
+    check_known(what, text, chars)
+    if getattr(chars, "merges", None):      # Part IV's tokens may span the pieces: all at once
+        return encode(text, chars)
+    progress, ids, step = Progress(f"encoding {what}", len(text), "characters"), [], 2**20
+    for start in range(0, len(text), step):
+        progress.update(start)
+        ids += encode(text[start:start + step], chars)
+    return ids
+
+
+def check_finite_scores(weights, config, why="the model's scores are not finite numbers: its weights "
+                                              "are too large to compute with"):
+    """Refuse (BadInput: why) a model whose scores are not finite numbers (its weights are so
+    large that the arithmetic overflows), before it is asked to sample or explain anything.
+    Every token, BOS included, is read at every position: sampling starts from BOS, and a
+    check of one token would pass a model that overflows on another."""
+    vocab_size, bs = len(weights["wte"]), config.block_size
+    # Token ids from the last (BOS, for documents) round and round, block_size at a time.
+    tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
+    progress = Progress("checking the model's scores", len(tokens), "tokens")
     try:
-        rows = logits_at_every_position([0] * config.block_size, weights, config)
-        finite = all(math.isfinite(float(l)) for row in rows for l in row)
+        for start in range(0, len(tokens), bs):
+            progress.update(start)
+            rows = logits_at_every_position(tokens[start:start + bs], weights, config)
+            if not all(math.isfinite(float(l)) for row in rows for l in row):
+                raise BadInput(why)
     except (OverflowError, ValueError):
-        finite = False
-    if not finite:
-        raise BadInput("the model's scores are not finite numbers: its weights are too large to compute with")
+        raise BadInput(why) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -1814,12 +2016,14 @@ def read_data_file(path, what="data file"):
             # A megabyte at a time: f.read(MAX_FILE_BYTES + 1) would make PyPy set aside the
             # whole 100 MB at once, however small the file (measured: 172 MB peak, not 96).
             chunks, size = [], 0
+            progress = Progress(f"reading {path}", info.st_size if regular else None, "bytes")
             while size <= MAX_FILE_BYTES:
                 chunk = f.read(2**20)
                 if not chunk:
                     break
                 chunks.append(chunk)
                 size += len(chunk)
+                progress.update(size)
             data = b"".join(chunks)
     except FileNotFoundError:
         raise BadInput(f"{what} not found: {path}") from None
@@ -1829,6 +2033,15 @@ def read_data_file(path, what="data file"):
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
     if len(data) > MAX_FILE_BYTES:
         raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    for mark, encoding in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                           (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(mark):
+            raise BadInput(f"{path} is {encoding} text (it starts with a {encoding} byte-order mark): "
+                           "save it as UTF-8")
+    nul = data.find(b"\x00")      # valid UTF-8, but no text a person writes holds NUL characters
+    if nul >= 0:
+        raise BadInput(f"{path} holds NUL bytes (the first at offset {nul}): it looks like UTF-16 or "
+                       "UTF-32 text, or binary data, not UTF-8 text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -1842,9 +2055,12 @@ def read_data_file(path, what="data file"):
 def is_checkpoint(path):
     """Whether `path` holds a microgpt checkpoint: the only kind of file --save replaces."""
     try:
+        with open(path, encoding="utf-8-sig") as f:      # how every checkpoint we write begins
+            if f.read(len(CHECKPOINT_START)) == CHECKPOINT_START:
+                return True
         if os.path.getsize(path) > MAX_FILE_BYTES:
             return False
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig") as f:      # written by hand, keys in another order
             content = json.load(f)
     except (OSError, ValueError, RecursionError):
         return False
@@ -1871,6 +2087,14 @@ def check_can_write(path, is_ours, what):
         raise BadInput(f"the name of the {what} to write is empty")
     if os.path.isdir(path):
         raise BadInput(f"cannot write {path}: it is a directory")
+    for name in (path, os.path.dirname(path) or "."):
+        try:
+            os.stat(name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:       # a symlink loop, a file where a directory should be, no permission
+            raise BadInput(f"cannot write {path}: {e.strerror or e}" + (" (a symlink loop)" if e.errno ==
+                                                                         getattr(errno, "ELOOP", None) else ""))
     if os.path.lexists(path):
         if not os.path.isfile(path):               # a device, a pipe, a broken symlink
             raise BadInput(f"cannot write {path}: it is not a regular file")
@@ -1891,9 +2115,10 @@ def check_can_write(path, is_ours, what):
     # ".microgpt-", 8 random characters, then x's).
     name_bytes = len(os.fsencode(os.path.basename(os.path.realpath(path))))
     try:
-        fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
-        os.close(fd)
-        os.remove(probe)
+        with stop_signals_held():
+            fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
+            os.close(fd)
+            os.remove(probe)
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -1906,9 +2131,37 @@ def same_file(a, b):
         return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
+@contextlib.contextmanager
+def stop_signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends (where the platform can), so that
+    a signal cannot cut a write short between creating a temporary file and removing it."""
+    numbers = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    try:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+    except (AttributeError, ValueError, OSError):
+        held = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)    # a held signal is handled now
+
+
 def write_atomically(path, text):
     """Write to a temporary file beside `path`, then rename it over `path`: the rename is
     atomic, so an interrupted write never leaves half a file or destroys the old one."""
+    with stop_signals_held():
+        write_then_rename(path, text)
+
+
+def usual_mode():
+    """The permissions a new file gets here: 0o666 less the umask (0o644 for most users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_then_rename(path, text):
     path = os.path.realpath(path)        # through a symlink: the link stays, its target is replaced
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".microgpt-", suffix=".tmp", dir=directory)
@@ -1918,12 +2171,15 @@ def write_atomically(path, text):
             f.flush()
             os.fsync(f.fileno())
         try:                              # a file we replace keeps the permissions it had
-            mode = stat.S_IMODE(os.stat(path).st_mode)
+            old = os.stat(path)
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
+                try:                      # and its owner (root replacing another user's file)
+                    os.chown(tmp, old.st_uid, old.st_gid)
+                except OSError:           # only root may give a file away
+                    pass
         except FileNotFoundError:         # mkstemp makes the file private; use the usual mode
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
+            os.chmod(tmp, usual_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -1931,6 +2187,31 @@ def write_atomically(path, text):
         except OSError:
             pass
         raise
+
+
+CHECKPOINT_START = '{"format": "microgpt", '     # json.dumps writes "format" first
+
+
+def checkpoint_bytes_at_most(n_params, chars, config):
+    """The largest a checkpoint of n_params weights, this vocabulary and a run of config.steps
+    steps can be: a number takes at most 26 bytes (a float's longest form, as
+    "-2.2250738585072014e-308", and ", "), and there are three per parameter (the weight and
+    Adam's two averages) and one per step (its loss); a character takes 12 ("\\ud83d\\ude00")
+    and a token 4 more (quotes, comma); then the samples of the history (25 of at most
+    max(block_size, 80) characters) and room for the rest (the random state, the options)."""
+    return (26 * (3 * n_params + config.steps) + sum(12 * len(c) + 4 for c in chars)
+            + 25 * 12 * max(config.block_size, 80) + 65536)
+
+
+def check_checkpoint_size(n_params, chars, path, config):
+    """Refuse, before training, a model whose checkpoint could be too large to load again: one
+    size rule, MAX_FILE_BYTES, for what --save writes and what --load (and --save) read."""
+    size = checkpoint_bytes_at_most(n_params, chars, config)
+    if size > MAX_FILE_BYTES:
+        raise BadInput(f"--save {path}: the checkpoint of {n_params:,} parameters (with Adam's state) and "
+                       f"{config.steps:,} steps could take up to {size / 2**20:,.0f} MB, more than the "
+                       f"{MAX_FILE_BYTES // 2**20} MB microgpt reads back: choose a smaller --n-embd, --n-layer "
+                       "or --block-size (or fewer --steps)")
 
 
 def save_checkpoint(path, params, config, chars, mode, extra=None):
@@ -1945,7 +2226,14 @@ def save_checkpoint(path, params, config, chars, mode, extra=None):
     }
     checkpoint.update(extra or {})
     try:
-        write_atomically(path, json.dumps(checkpoint) + "\n")
+        text = json.dumps(checkpoint) + "\n"
+    except ValueError as e:       # what json cannot write (an integer of thousands of digits)
+        raise BadInput(f"cannot save to {path}: {e}") from None
+    if len(text.encode("utf-8")) > MAX_FILE_BYTES:      # check_checkpoint_size keeps this from happening
+        raise BadInput(f"cannot save to {path}: the checkpoint would be larger than "
+                       f"{MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        write_atomically(path, text)
     except OSError as e:
         raise BadInput(f"cannot save to {path}: {e.strerror or e}") from None
 
@@ -1954,12 +2242,20 @@ def save_rescue_copy(params, config, chars, mode, extra):
     """Save a trained model whose --save path failed to a new file of its own (in the current
     directory, or else the system's temporary one), never replacing anything; returns its path."""
     for directory in (os.getcwd(), tempfile.gettempdir()):
+        path = None
         try:
-            fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
-            os.close(fd)
+            with stop_signals_held():
+                fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
+                os.close(fd)
+            os.chmod(path, usual_mode())          # not mkstemp's private 0600: a file like any other
             save_checkpoint(path, params, config, chars, mode, extra)
             return path
         except (OSError, BadInput):
+            try:                                  # a full disk: leave no empty file behind
+                if path and os.path.getsize(path) == 0:
+                    os.remove(path)
+            except OSError:
+                pass
             continue
     raise BadInput("cannot save the trained model anywhere: neither here nor in the temporary directory")
 
@@ -2395,11 +2691,40 @@ class ArgumentParser(argparse.ArgumentParser):
 LARGEST_COUNT = 10**12     # no size, step or sample count above this can be run (or estimated)
 
 
+def ascii_arg(text):
+    """The text of a number, refused unless written in ASCII: int() and float() also read
+    other scripts' digits ("--steps \u0661\u0660" would be 10), which nobody means on a command line."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"must be written with the digits 0-9, not {text[:20]!r}")
+    return text
+
+
+def seed_arg(text):
+    try:
+        return int(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:20]!r}") from None
+
+
+def float_arg(text):
+    """A number such as 0.01 or 1e-3, in ASCII, that a float can hold (1e-400 is not 0)."""
+    try:
+        value = float(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text[:20]!r}") from None
+    mantissa = text.lower().split("e")[0]
+    if value == 0 and any(d in mantissa for d in "123456789"):
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too small to compute with: a float rounds it to 0")
+    if math.isinf(value) and "inf" not in text.lower():
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too large to compute with: a float cannot hold it")
+    return value
+
+
 def count_arg(text):
     """A whole number for a size or a count, at most LARGEST_COUNT: a typo of many digits is
     refused here rather than overflowing the arithmetic that checks it."""
     try:
-        value = int(text)
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value > LARGEST_COUNT:
@@ -2433,15 +2758,16 @@ def make_parser():
     p.add_argument("--block-size", type=count_arg, metavar="N", help=f"context length in tokens (default {d.block_size})")
     p.add_argument("--batch", type=batch_arg, metavar="N|all", help="documents or windows per "
                    f"step; 'all' uses every one at every step (default {d.batch})")
-    p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
+    p.add_argument("--lr", type=float_arg, metavar="F", help=f"Adam learning rate, decayed linearly "
                    f"over the run, to lr / steps at the last step (default {d.lr})")
-    p.add_argument("--seed", type=int, metavar="N", help=f"random seed; the same seed and "
+    p.add_argument("--seed", type=seed_arg, metavar="N", help=f"random seed; the same seed and "
                    f"options give the same output (default {d.seed}; with --load, the checkpoint's)")
-    p.add_argument("--temperature", type=float, metavar="F", help="sampling temperature: lower is safer, "
+    p.add_argument("--temperature", type=float_arg, metavar="F", help="sampling temperature: lower is safer, "
                    f"higher is wilder; 0 always takes the likeliest token (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
-    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
+    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length}); "
+                   "tokens to write with --gpt2 (default 40)")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary, mode and "
@@ -2470,12 +2796,16 @@ def make_parser():
     p.add_argument("--chat", action="store_true", help="train an assistant (pretraining, fine-tuning, "
                    "reinforcement learning: Part V), print its report card and chat with it in the terminal; "
                    "with --load of a chat model, only chat (one request per line of standard input)")
+    # GPT-2 (Part IV): --gpt2 runs OpenAI's model; --prompt, --length, --temperature, --explain
+    # and --report apply to it too.
+    p.add_argument("--gpt2", metavar="DIR|NAME", help="run GPT-2 from a folder (config.json, vocab.json, merges.txt, "
+                   "model.safetensors), or download one by name: " + ", ".join(HUB_MODELS))
+    p.add_argument("--top-k", type=count_arg, metavar="K", help="GPT-2: draw only from the K likeliest tokens")
+    p.add_argument("--ids", action="store_true", help="GPT-2: print the written token ids, not the text")
     # Tokens bigger than letters (Part IV, IV.1)
     p.add_argument("--bpe", type=count_arg, default=0, metavar="N", help="learn N byte-pair merges from the "
                    "training text and train on those tokens of several characters instead of single "
                    "characters (default 0: characters)")
-    p.add_argument("--gpt2", metavar="DIR", help="a folder with GPT-2's files, laid out as in Hugging Face's "
-                   "gpt2 repository (vocab.json and merges.txt for --tokenize)")
     p.add_argument("--tokenize", metavar="FILE", help="with --gpt2: print the GPT-2 token ids of FILE's text, "
                    "space-separated, on one line (the text <|endoftext|> is encoded as ordinary text)")
     return p
@@ -2519,6 +2849,10 @@ def check_settings(args, config):
         check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
 
 
+# Where Linux says how much memory a container may use: cgroup v2, then v1 (still common).
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def memory_limit():
     """The memory this process may use, in bytes: the machine's, or a container's or a
     ulimit's if smaller; None where it cannot be found out."""
@@ -2527,11 +2861,12 @@ def memory_limit():
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))    # Linux, macOS
     except (AttributeError, ValueError, OSError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="utf-8") as f:      # a Linux container
-            limits.append(int(f.read()))                                    # "max": no limit
-    except (OSError, ValueError):
-        pass
+    for path in CGROUP_MEMORY_LIMITS:                                       # a Linux container
+        try:
+            with open(path, encoding="utf-8") as f:
+                limits.append(int(f.read()))            # "max" (v2): no limit; v1 says a huge number
+        except (OSError, ValueError):
+            pass
     try:
         import resource                                                     # POSIX only
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
@@ -2566,40 +2901,94 @@ def format_bytes(n):
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
 
 
-def check_memory(config, vocab_size, positions=1, data_bytes=0):
+# Memory measured per interpreter (peak resident size; tests/test_attacks.py compares these
+# estimates with measured peaks): the interpreter with microgpt loaded, and the documents
+# held in memory per character of the file and per document (a string, a list of token ids,
+# its places in three lists). PyPy's collector lets garbage pile up before freeing it.
+INTERPRETER_BYTES = {"cpython": 25 * 2**20, "pypy": 75 * 2**20}
+DOCUMENT_BYTES = {"cpython": (10, 180), "pypy": (70, 400)}      # (per character, per document)
+
+
+def documents_bytes(characters, documents):
+    """About how much memory a data file of documents takes, held as microgpt holds it."""
+    per_char, per_doc = DOCUMENT_BYTES.get(sys.implementation.name, DOCUMENT_BYTES["pypy"])
+    return per_char * characters + per_doc * documents
+
+
+def check_memory(config, vocab_size, positions=1, data_bytes=0, data="the data"):
     """Refuse, before anything is allocated, a model that cannot fit in memory, saying how much
-    it would need: about 200 bytes per parameter (its Value, Adam's two averages, a float
-    copy), the graph of one document, and the data."""
+    it would need: the interpreter, about 200 bytes per parameter (its Value, Adam's two
+    averages, a float copy), the graph of one document, and `data` (data_bytes, as held in
+    memory), and what is the most of it."""
     e = config.n_embd
     n_params = (2 * vocab_size + config.block_size) * e + config.n_layer * 12 * e * e   # as param_shapes
     graph = graph_bytes(config, vocab_size, positions)
     # Room for two graphs, though train() keeps one at a time: the estimate is rough, and
     # running out of memory after an hour costs more than a refusal up front.
-    need, limit = 200 * n_params + 2 * graph + data_bytes, memory_limit()
+    model = 200 * n_params + 2 * graph
     if sys.implementation.name == "pypy":
-        need *= 3     # its collector lets garbage pile up before it frees it: measured up to 3x
+        model *= 3    # its collector lets garbage pile up before it frees it: measured up to 3x
+    base = INTERPRETER_BYTES.get(sys.implementation.name, INTERPRETER_BYTES["pypy"])
+    need, limit = base + model + data_bytes, memory_limit()
     if limit is not None and need > limit:
-        data = f", {format_bytes(data_bytes)} for the data and a step's batch" if data_bytes else ""
-        fix = "--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size"
+        held = f", {format_bytes(data_bytes)} for {data} as held in memory" if data_bytes else ""
+        fix = "data file (or --batch)" if data_bytes > model else "--n-embd, --n-layer or --block-size"
         raise BadInput(f"this would need about {format_bytes(need)} of memory ({n_params:,} parameters, "
-                       f"{format_bytes(graph)} for one document's graph{data}), "
+                       f"{format_bytes(graph)} for one document's graph{held}), "
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
-def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0):
+PROGRESS_SECONDS = 10      # the longest any phase of a run goes without saying how far it got
+
+
+class Progress:
+    """How far a long phase (reading, encoding, checking, validating...) has got, printed at
+    most every PROGRESS_SECONDS, and not at all by a phase that is over sooner: call
+    .update(done) as the work goes. total None: the end is not known in advance."""
+
+    def __init__(self, what, total=None, unit=""):
+        self.what, self.total, self.unit = what, total, unit
+        self.started = self.said = time.perf_counter()
+
+    def update(self, done):
+        now = time.perf_counter()
+        if now - self.said < PROGRESS_SECONDS or (self.total is not None and done >= self.total):
+            return
+        if self.total is None:
+            print(f"{self.what}: {done:,} {self.unit} so far", flush=True)
+        else:
+            left = (now - self.started) / max(done, 1) * (self.total - done)
+            print(f"{self.what}: {done:,} of {self.total:,} {self.unit}, {left:.0f} s left", flush=True)
+        self.said = now
+
+
+def with_progress(items, progress, every=1024):
+    """The items, one by one, updating progress every `every` of them."""
+    for i, item in enumerate(items):
+        if i % every == 0:
+            progress.update(i)
+        yield item
+
+
+def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0, said=None):
     """The training progress line: raw and smoothed loss, time per step and time left. In a
-    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times.
+    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times; and
+    in both, whenever PROGRESS_SECONDS have passed since the last one (printed at `said`), so
+    that a long run is never silent for long. Returns when the last line was printed.
     first: the steps taken before `started` (by the run that --resume continues)."""
+    now = time.perf_counter()
     every = max(1, num_steps // (100 if interactive else 10))
-    if step % every and step not in (1, num_steps):
-        return
-    ms = 1000 * (time.perf_counter() - started) / (step - first)
+    due = said is not None and now - said >= PROGRESS_SECONDS
+    if step % every and step not in (1, num_steps) and not due:
+        return said
+    ms = 1000 * (now - started) / (step - first)
     line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
             f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
     if interactive:      # back to the start of the line; two spaces cover a line that got shorter
         print("\r" + line + "  ", end="" if step < num_steps else "\n", flush=True)
     else:
         print(line, flush=True)
+    return now
 
 
 # Moves of the Markov chain less likely than this are left out of its pictures, on the
@@ -2720,10 +3109,23 @@ def settings(args):
     return config, mode, checkpoint
 
 
+def plural(n, word):
+    """"1 document", "2 documents", "29,910 documents"."""
+    return f"{n:,} {word}" + "s" * (n != 1)
+
+
+def visible(text, keep="\n\t"):
+    """Text as a terminal (or a page) should show it: every character that is not printable
+    (NUL, ESC, the right-to-left override U+202E, ...) as its backslash escape, so that a
+    model's samples cannot move the cursor, clear the screen or reverse the line."""
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
 def prepare_data(path, config, mode, chars, rng, bpe=0):
     """Read the training data and say what it is. chars is None for a new model, whose
     vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
-    text = read_data_file(path)
+    # Line ends as a person sees them: Windows' \r\n and old Macs' \r are \n too.
+    text = read_data_file(path).replace("\r\n", "\n").replace("\r", "\n")
     if mode == "stream":
         chars = chars or build_vocab(text)
         if bpe:
@@ -2731,7 +3133,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
         # The text as token ids, twice (all, and the training part), and each step's windows.
         windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
-        train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
+        train_tokens, val_tokens = stream_split(encode_with_progress(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
             raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
@@ -2743,24 +3145,26 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
         unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
-        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}{unit}, "
+        print(f"data: {plural(len(text), 'character')} from {path}; training on {len(train_tokens):,}{unit}, "
               + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
+    # Before the text is split (every line at most a document), and again with the longest one.
+    lines = text.count("\n") + 1
+    data_bytes, held = documents_bytes(len(text), lines), f"{plural(lines, 'line')} of data"
+    check_memory(config, len(chars or set(text)) + 1, 1, data_bytes, held)
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
-    # Each document as a string and as a list of token ids (about 30 bytes per character),
-    # and the list of a step's documents.
-    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1),
-                 30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
-    encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
+    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1), data_bytes, held)
+    check_known(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     if bpe:     # learned from the training documents only, one at a time
         chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
-    print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
-          + (held_out or "too few to hold any out for validation"))
-    return (text, chars, document_batches(train_docs, chars, config.batch),
-            [encode_document(doc, chars) for doc in val_docs])
+    print(f"data: {plural(len(docs), 'document')} from {path}; training on {len(train_docs):,}, "
+          + (held_out or "too few to hold any out for validation"), flush=True)
+    progress = Progress(f"encoding {path}", len(train_docs), "documents")
+    return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
+            encode_documents(val_docs, chars))
 
 
 def explain_tokens(text, chars, config, mode):
@@ -2803,7 +3207,7 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
         weights = inference_weights(params)
         try:          # weights too large to compute with (a diverging run) leave no point
             if step in val_steps and subset:
-                val_loss = mean_token_loss(subset, weights, config)
+                val_loss = validation_loss(subset, weights, config)
                 if math.isfinite(val_loss):
                     record["val_points"].append((step, val_loss))
             if step in sample_steps:
@@ -2852,11 +3256,15 @@ class StopSignals:
     def __init__(self):
         self.signum = None          # the first stop signal received, if any
         self.finishing = False
+        self.stopping = False       # Stopped has been raised: the run is on its way out
 
     def __call__(self, signum, frame):
+        if self.stopping:           # more signals while stopping change nothing (a traceback
+            return                  # from a second Stopped inside the first one's cleanup)
         first = self.signum is None
         self.signum = self.signum or signum
         if not (first and self.finishing):
+            self.stopping = True
             raise Stopped(signum)
         # A step can be long (--batch all): say at once that the signal was heard.
         print("\nmicrogpt: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
@@ -2899,14 +3307,14 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
     stop_at = os.environ.get("MICROGPT_STOP_AFTER_STEP")   # for the tests: a Ctrl-C after that step
     if on_step and not first:
         on_step(0, None)
-    started = time.perf_counter()
+    started = said = time.perf_counter()
     for step, loss in enumerate(train(params, config, batches, end, adam), start=first + 1):
         if not math.isfinite(loss):
             raise BadInput(f"training diverged: the loss became {loss} at step {step} "
                            f"(try a smaller --lr than {config.lr}); nothing was saved")
         losses.append(loss)
         smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-        print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first)
+        said = print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first, said)
         if on_step:                  # its time is not training time: leave it out of ms/step
             before = time.perf_counter()
             on_step(step, loss)
@@ -2917,7 +3325,8 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
             return smoothed, True
     elapsed = time.perf_counter() - started
     done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
-    print(f"trained {done} steps in {elapsed:.1f} s ({1000 * elapsed / (config.steps - first):.1f} ms/step); "
+    print(f"trained {done} step{'s' * (first > 0 or config.steps != 1)} in {elapsed:.1f} s "
+          f"({1000 * elapsed / (config.steps - first):.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
     ascii_only = not can_print("\u2581\u2588")
     print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
@@ -2962,13 +3371,21 @@ def write_report(args, run):
     print(f"wrote {args.report}")
 
 
-def check_not_wrecked(smoothed, vocab_size, lr):
+WRECK_MIN_TOKENS = 100     # the fewest predictions the final smoothed loss must be over to judge it
+
+
+def check_not_wrecked(smoothed, vocab_size, lr, tokens=None):
     """Refuse to keep a model that training made worse than it started. A learning rate far
     too large throws the weights about: the loss shoots up and, even if it comes down again,
     often ends many times higher than where it began. On names.txt, 1000 steps end with a
     smoothed loss of 2.40 at --lr 0.01, 2.44 at 0.05, 2.75 at 0.3 (all below the 3.49 they
     start at), but 10.4 at 0.5 and 22.7 at 1. So the rule: ending above 1.5 times the
-    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck."""
+    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck.
+    But only if the final smoothed loss is a mean over at least WRECK_MIN_TOKENS predictions
+    (`tokens`, those of its last 100 steps): over a handful (5 steps of one token each, at
+    --block-size 1) one unlikely character is enough to pass 1.5 times ln 2, and that is noise."""
+    if tokens is not None and tokens < WRECK_MIN_TOKENS:
+        return
     start = max(smoothed[0], math.log(vocab_size))
     if smoothed[-1] > 1.5 * start:
         raise BadInput(f"training wrecked the model: its smoothed loss ended at {smoothed[-1]:.2f}, far above "
@@ -2976,18 +3393,35 @@ def check_not_wrecked(smoothed, vocab_size, lr):
                        f"try a smaller --lr than {lr}; nothing was saved")
 
 
+def counting_predictions(batch_for_step, config, counts):
+    """batch_for_step, also appending to counts how many predictions each step's batch holds."""
+    def counted(step):
+        batch = batch_for_step(step)
+        counts.append(sum(min(config.block_size, len(tokens) - 1) for tokens in batch))
+        if len(batch) > 100:        # a long step (--batch all) says how far it has got, too
+            batch = BatchWithProgress(batch, Progress(f"step {step + 1}", len(batch), "sequences"))
+        return batch
+    return counted
+
+
+class BatchWithProgress(list):
+    """A step's batch that updates a Progress as train() goes through it."""
+
+    def __init__(self, batch, progress):
+        super().__init__(batch)
+        self.progress = progress
+
+    def __iter__(self):
+        return with_progress(super().__iter__(), self.progress, every=16)
+
+
 def validation_loss(sequences, weights, config):
     """mean_token_loss (the same number, summed in the same order), but saying how far it has
     got every 10 seconds, so that a long validation is never silent."""
-    losses, started = [], time.perf_counter()
-    said = started
+    losses, progress = [], Progress("validating", len(sequences), "held-out sequences")
     for i, tokens in enumerate(sequences, start=1):
         losses.extend(float(loss) for loss in sequence_losses(tokens, weights, config))
-        now = time.perf_counter()
-        if now - said > 10 and i < len(sequences):
-            print(f"validating: {i:,} of {len(sequences):,} held-out sequences, "
-                  f"{(now - started) / i * (len(sequences) - i):.0f} s left", flush=True)
-            said = now
+        progress.update(i)
     return sum(losses) / len(losses)
 
 
@@ -3003,13 +3437,14 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
         if output_lost():                 # nobody reads them any more: stop
             return
         if mode == "docs":
-            print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, rng, config.temperature, prompt)}")
+            sample = sample_document(weights, config, chars, rng, config.temperature, prompt)
+            print(f"sample {i + 1:2d}: {visible(sample, keep='')}")
         else:
             start = encode(prompt or stream_start, chars)
-            print(decode(start, chars), end="", flush=True)
+            print(visible(decode(start, chars)), end="", flush=True)
             # Each character as soon as it is drawn: a long sample is never a long silence.
             for token in sample_stream(weights, config, rng, config.temperature, start, config.length):
-                print(chars[token], end="", flush=True)
+                print(visible(chars[token]), end="", flush=True)
                 if output_lost():
                     return
             print()
@@ -3024,8 +3459,12 @@ def run(args, stop=None):
         return run_serve(args, stop)
     if args.chat:
         return run_chat(args, stop)          # Part V's assistant (and Part VI's "The assistant")
-    if args.gpt2 is not None or args.tokenize is not None:    # GPT-2's tokenizer (Part IV)
+    if args.tokenize is not None:           # GPT-2's tokenizer (Part IV)
         return run_tokenize(args)
+    if args.gpt2 is not None:               # GPT-2 itself (Part IV)
+        return run_gpt2(args)
+    if args.top_k is not None or args.ids:
+        raise BadInput("--top-k and --ids apply to GPT-2 (--gpt2)")
     if args.bpe < 0:
         raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
@@ -3041,6 +3480,9 @@ def run(args, stop=None):
         text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng,
                                                       args.bpe)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    if checkpoint:          # every model that samples, explains or is trained on has finite scores
+        check_finite_scores(inference_weights(params), config, f"{args.load}: the model's scores are not "
+                            "finite numbers: its weights are too large to compute with")
     # Stream samples without a prompt start from the first character of the text.
     stream_start = text[0] if text else raw.get("stream_start", chars[0])
 
@@ -3057,11 +3499,15 @@ def run(args, stop=None):
     n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
     print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
           + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE), flush=True)
+    if args.save:
+        check_checkpoint_size(n_params, chars, args.save, config)
     params = params or init_params(config, vocab_size, rng)
 
     # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
     steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
-    steps_before = steps_before if type(steps_before) is int else 0
+    # A count no run could have reached (a hand-edited file: say 4,300 digits) is not carried on:
+    # it could not even be written back (Python refuses to print integers that long).
+    steps_before = steps_before if type(steps_before) is int and 0 <= steps_before <= 10**18 else 0
     if config.steps > 0:                    # Adam's state, and the run so far when resuming
         adam, history = training_state(args, raw, params, rng, text)
         done = len(history["losses"]) if history else 0
@@ -3107,18 +3553,23 @@ def run(args, stop=None):
         kind = "windows" if mode == "stream" else "documents"
         # batches(0) is safe to call only for "all": random windows would use up the rng
         n = len(batches(0)) if config.batch == "all" else config.batch
-        step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
-        if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
-            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else "builds a graph of"
-            print(f"each step {what} up to {format_bytes(step_graphs)}{' in all)' if n > 1 else ''}: "
-                  "expect a wait for each progress line", flush=True)
+        graph = graph_bytes(config, vocab_size, config.block_size)
+        if n > 100 or n * graph > 2**28:          # a step of more than a few seconds (~10 ms per MB)
+            # One graph at a time (train() frees each before building the next): the memory is
+            # one graph's, the time n graphs'.
+            what = (f"learns from {n:,} {kind}, one graph at a time (each up to {format_bytes(graph)})"
+                    if n > 1 else f"builds a graph of up to {format_bytes(graph)}")
+            print(f"each step {what}: expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True
-        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step, adam,
-                                                    history["losses"] if history else ())
+        predictions = []                    # per step: how many tokens its loss is a mean over
+        smoothed, interrupted = train_with_progress(params, config, counting_predictions(batches, config, predictions),
+                                                    stop, on_step, adam, history["losses"] if history else ())
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
-        check_not_wrecked(smoothed, vocab_size, config.lr)
+        check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
+        check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
+                            f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
         if stop.signum is not None:
             print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of {config.steps} "
                   f"steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
@@ -3134,8 +3585,6 @@ def run(args, stop=None):
                 print(f"validation loss per character: {loss_per_character(val_loss, val_seqs, chars, config):.4f}")
 
     weights = inference_weights(params)
-    if config.num_samples or args.chain is not None or args.explain is not None:
-        check_finite_scores(weights, config)
     print_samples(weights, config, chars, mode, prompt, stream_start)
     if args.chain is not None:
         print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)
@@ -3213,21 +3662,23 @@ def main(argv=None):
     stop = StopSignals()
     restore_signals = stop.install()
     try:
-        args = make_parser().parse_args(argv)
-        FAST = FAST and not args.plain
-        with cycle_collector_paused():             # Part II, section II.3
-            code = run(args, stop)
-    except BadInput as e:
-        print(f"microgpt: error: {e}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt as e:        # Stopped, or a Ctrl-C before the handlers were set
+        try:
+            args = make_parser().parse_args(argv)
+            FAST = FAST and not args.plain
+            with cycle_collector_paused():             # Part II, section II.3
+                code = run(args, stop)
+        except BadInput as e:
+            print(f"microgpt: error: {e}", file=sys.stderr)
+            code = 2
+        except MemoryError:
+            print("microgpt: error: out of memory: choose a smaller data file, --n-embd, --n-layer, --block-size "
+                  "or --batch", file=sys.stderr)
+            code = 2
+    except KeyboardInterrupt as e:        # Stopped (also while an error above was being shown)
+        stop.stopping = True
         signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
         print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         code = 128 + signum
-    except MemoryError:
-        print("microgpt: error: out of memory: choose a smaller --n-embd, --n-layer, --block-size or "
-              "--batch", file=sys.stderr)
-        code = 2
     finally:
         restore_signals()
         sys.stdout, sys.stderr = out.stream, err.stream
@@ -3322,8 +3773,9 @@ def pretrain_for_chat(args, plan, config, stop):
             raise BadInput(f"{args.load} is a model of continuous text; --chat needs a model of names")
         for key in MODEL_SHAPE:
             setattr(config, key, getattr(loaded, key))
-        if config.block_size < 12:
-            raise BadInput(f"{args.load} has block_size {config.block_size}: a conversation needs at least 12")
+        if config.block_size < REQUEST_TOKENS + 8:        # the prompt, a 5-letter name and <|end|>
+            raise BadInput(f"{args.load} has block_size {config.block_size}: a conversation needs at least "
+                           f"{REQUEST_TOKENS + 8}")
         return chars, params, {"steps": 0, "loss": None, "curve": [],
                                "what": f"loaded from {args.load}"}
     print("--- stage 1: pretraining on names ---")
@@ -3540,6 +3992,467 @@ def run_chat(args, stop):
         if args.report:
             write_chat_report(args.report, card, plan, config, chat_chars, params)
     terminal_chat(inference_weights(params), config, chat_chars, config.seed, config.temperature)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# GPT-2: its files, its download, its command line
+#
+# A GPT-2 is a folder of four files, as the Hugging Face hub serves them: config.json (the
+# shape), vocab.json and merges.txt (the tokenizer, Part IV) and model.safetensors (the
+# weights). safetensors is a simple format: 8 bytes giving the length of a JSON header,
+# the header (each tensor's dtype, shape and byte offsets), then the raw numbers. Reading it
+# runs no code, unlike a pytorch_model.bin, which is a pickle: loading one can run
+# anything its author wrote, so we refuse it. Everything in the header is checked before a
+# byte of data is trusted.
+# ---------------------------------------------------------------------------------------
+
+import codecs
+import hashlib
+import http.client
+import shutil
+import struct
+import urllib.error
+import urllib.request
+
+SAFETENSORS_DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1}      # bytes per number; we compute with the first three
+GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")    # both names of GPT-2's tanh GELU
+
+
+def read_gpt2_config(folder):
+    """GPT2Config from folder/config.json, or BadInput saying what is wrong with it."""
+    path = os.path.join(folder, "config.json")
+    try:
+        raw = json.loads(read_data_file(path, "config.json"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{path} is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path} is not a JSON object")
+    if raw.get("model_type") != "gpt2":
+        raise BadInput(f"{path}: model_type {raw.get('model_type')!r} is not supported; microgpt runs GPT-2 ('gpt2')")
+    activation = raw.get("activation_function", "gelu_new")
+    if activation not in GPT2_ACTIVATIONS:
+        raise BadInput(f"{path}: activation_function {activation!r} is not supported (GPT-2's is 'gelu_new')")
+    if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("scale_attn_weights") is False:
+        raise BadInput(f"{path}: attention scaled otherwise than by 1 / sqrt(head size) is not supported")
+    n_embd = raw.get("n_embd", 768)
+    values = {"n_layer": raw.get("n_layer", 12), "n_embd": n_embd, "n_head": raw.get("n_head", 12),
+              "n_positions": raw.get("n_positions", 1024), "vocab_size": raw.get("vocab_size", 50257),
+              "n_inner": raw.get("n_inner") or (4 * n_embd if type(n_embd) is int else None)}
+    for key, value in values.items():
+        if type(value) is not int or not 1 <= value <= LARGEST_COUNT:
+            raise BadInput(f"{path}: {key} must be a positive whole number, not {value!r}")
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    if type(eps) not in (int, float) or not 0 < eps < 1:
+        raise BadInput(f"{path}: layer_norm_epsilon must be a small positive number, not {eps!r}")
+    if n_embd % values["n_head"]:
+        raise BadInput(f"{path}: n_embd {n_embd} is not divisible by n_head {values['n_head']}")
+    return GPT2Config(eps=float(eps), **values)
+
+
+def gpt2_shapes(config):
+    """Name -> shape of every tensor a GPT-2 of this config needs, as its file stores them.
+    GPT-2's linear layers are "Conv1D"s, which store a matrix as [n_in][n_out]: the
+    transpose of our rows."""
+    e, inner = config.n_embd, config.n_inner
+    shapes = {"wte.weight": [config.vocab_size, e], "wpe.weight": [config.n_positions, e],
+              "ln_f.weight": [e], "ln_f.bias": [e]}
+    for i in range(config.n_layer):
+        for name, shape in (("ln_1.weight", [e]), ("ln_1.bias", [e]), ("attn.c_attn.weight", [e, 3 * e]),
+                            ("attn.c_attn.bias", [3 * e]), ("attn.c_proj.weight", [e, e]), ("attn.c_proj.bias", [e]),
+                            ("ln_2.weight", [e]), ("ln_2.bias", [e]), ("mlp.c_fc.weight", [e, inner]),
+                            ("mlp.c_fc.bias", [inner]), ("mlp.c_proj.weight", [inner, e]), ("mlp.c_proj.bias", [e])):
+            shapes[f"h.{i}.{name}"] = shape
+    return shapes
+
+
+def gpt2_memory(config):
+    """(parameters, bytes) of a loaded GPT-2: 4 bytes per parameter, about 100 per row
+    (each row is one array object), 100 MB for the reading and the interpreter."""
+    n_params = sum(math.prod(shape) for shape in gpt2_shapes(config).values())
+    rows = config.vocab_size + config.n_positions + config.n_layer * (4 * config.n_embd + config.n_inner)
+    return n_params, 4 * n_params + 100 * rows + 100 * 2**20
+
+
+def read_safetensors_header(path):
+    """name -> (dtype, shape, start, end): each tensor's bytes as absolute offsets into the
+    file, every one checked: inside the file, no two overlapping, and as long as its shape
+    and dtype say. BadInput for anything else."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            if n is None or n > size - 8:
+                raise BadInput(f"{path} is not a safetensors file: its header would be longer than the file")
+            if n > MAX_FILE_BYTES:
+                raise BadInput(f"{path}: a header of {n:,} bytes is more than a safetensors file has")
+            raw = f.read(n)
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadInput(f"{path} is not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise BadInput(f"{path} is not a safetensors file: its header is not a JSON object")
+    start, data_bytes, tensors = 8 + n, size - 8 - n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        info = info if isinstance(info, dict) else {}
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise BadInput(f"{path}: tensor {name} has an unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and 0 <= d <= LARGEST_COUNT for d in shape)):
+            raise BadInput(f"{path}: tensor {name} has no valid shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            raise BadInput(f"{path}: tensor {name}'s offsets {offsets} are outside the file's {data_bytes:,} "
+                           "bytes of data (is the file truncated?)")
+        if math.prod(shape) * SAFETENSORS_DTYPES[dtype] != offsets[1] - offsets[0]:
+            raise BadInput(f"{path}: tensor {name} has {offsets[1] - offsets[0]:,} bytes, but its shape "
+                           f"{shape} of {dtype} needs {math.prod(shape) * SAFETENSORS_DTYPES[dtype]:,}")
+        tensors[name] = (dtype, shape, start + offsets[0], start + offsets[1])
+    spans = sorted((begin, end, name) for name, (_, _, begin, end) in tensors.items() if end > begin)
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise BadInput(f"{path}: tensors {a} and {b} overlap in the file")
+    return tensors
+
+
+def read_floats(f, dtype, count):
+    """The next `count` numbers of a file as float32: F32 as they are, F16 through struct
+    (its 'e' format), BF16 (the top two bytes of a float32) by putting two zero bytes under
+    each."""
+    data = f.read(count * SAFETENSORS_DTYPES[dtype])
+    out = array("f")
+    if dtype == "F16":
+        out.fromlist(list(struct.unpack(f"<{count}e", data)))
+        return out
+    if dtype == "BF16":
+        wide = bytearray(4 * count)
+        wide[2::4], wide[3::4] = data[0::2], data[1::2]
+        data = bytes(wide)
+    out.frombytes(data)
+    if sys.byteorder == "big":            # the file is little-endian
+        out.byteswap()
+    return out
+
+
+def gpt2_tensors(path, config):
+    """read_safetensors_header(), with each tensor a GPT-2 of this config needs checked:
+    there, of the right shape, and of a float dtype. Names lose a "transformer." prefix."""
+    tensors = read_safetensors_header(path)
+    tensors.update({name[len("transformer."):]: t for name, t in tensors.items() if name.startswith("transformer.")})
+    for name, shape in gpt2_shapes(config).items():
+        if name not in tensors:
+            raise BadInput(f"{path} has no tensor {name}, which GPT-2 with this config.json needs")
+        if tensors[name][1] != shape:
+            raise BadInput(f"{path}: tensor {name} has shape {tensors[name][1]}; config.json says {shape}")
+        if tensors[name][0] not in ("F32", "F16", "BF16"):
+            raise BadInput(f"{path}: tensor {name} is {tensors[name][0]}; microgpt reads F32, F16 and BF16 weights")
+    return tensors
+
+
+def load_gpt2(path, config):
+    """The weights of model.safetensors as gpt2() wants them: name -> [rows] of array('f')
+    (a matrix) or one array('f') (a vector). Both layouts in use are read: the hub's
+    (bare names such as h.0.attn.c_attn.weight) and save_pretrained's (a "transformer."
+    prefix; its lm_head is wte again, tied, so we ignore it; the hub's h.N.attn.bias are
+    masks, not parameters: ignored too)."""
+    n_params, need = gpt2_memory(config)
+    tensors = gpt2_tensors(path, config)
+    if os.path.getsize(path) > 2**26:       # more than a second or so: say what is happening
+        print(f"loading {path}: {n_params:,} parameters (about {format_bytes(need)} in memory)", file=sys.stderr, flush=True)
+    w = {}
+    with open(path, "rb") as f:
+        for name, shape in gpt2_shapes(config).items():
+            dtype, _, begin, _ = tensors[name]
+            f.seek(begin)
+            # A million numbers at a time, so that reading needs little more memory than the weights.
+            cols, embedding = shape[-1], name in ("wte.weight", "wpe.weight")
+            per_read = cols * max(1, 2**20 // cols) if embedding else math.prod(shape)
+            w[name] = []
+            for done in range(0, math.prod(shape), per_read):
+                flat = read_floats(f, dtype, min(per_read, math.prod(shape) - done))
+                # A NaN or an infinity anywhere makes the sum one too (float32 values cannot
+                # overflow a sum of float64s), so one sum checks them all.
+                if not math.isfinite(sum(flat)):
+                    raise BadInput(f"{path}: tensor {name} holds NaN or infinite numbers")
+                if len(shape) == 1:
+                    w[name] = flat
+                elif embedding:                                  # already one row per token or position
+                    w[name].extend(flat[r:r + cols] for r in range(0, len(flat), cols))
+                else:                                            # Conv1D: row j of ours is column j of theirs
+                    w[name] = [flat[j::cols] for j in range(cols)]
+    return w
+
+
+# Downloading. Only when a model is asked for by name; a folder never touches the network.
+
+HUB_MODELS = {"gpt2": ("openai-community/gpt2", "548 MB"),     # the repository, and about how much to fetch
+              "gpt2-medium": ("openai-community/gpt2-medium", "1.5 GB"),
+              "gpt2-large": ("openai-community/gpt2-large", "3.3 GB"),
+              "gpt2-xl": ("openai-community/gpt2-xl", "6.4 GB"), "distilgpt2": ("distilbert/distilgpt2", "354 MB")}
+GPT2_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")
+
+
+def user_cache_dir():
+    """Where this platform keeps programs' caches: ~/.cache (or $XDG_CACHE_HOME) on Linux,
+    ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows; ours is microgpt inside it."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Local")
+    elif sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~"), "Library", "Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "microgpt")
+
+
+class KeepLinkedHeaders(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as usual, keeping two headers of each redirect: the hub sends a
+    large file from a storage server, and states its size and sha256 (X-Linked-Size,
+    X-Linked-Etag) only on the redirect that points there."""
+    def __init__(self):
+        self.linked = {}
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.linked.update({k: headers[k] for k in ("X-Linked-Size", "X-Linked-Etag") if headers.get(k)})
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def print_download_progress(name, done, total, started):
+    """One line on stderr, rewritten in place: how much, how fast, how long still."""
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    left = f", {(total - done) / rate:.0f} s left" if total and rate else ""
+    shown = f"{done / total:6.1%} of {format_bytes(total)}" if total else format_bytes(done)
+    print(f"\r  {name}: {shown}, {format_bytes(rate)}/s{left}   ", end="", file=sys.stderr, flush=True)
+
+
+def download(url, dest):
+    """Fetch url to dest. The bytes go to dest + ".part", which a later call resumes (an
+    HTTP Range request for the rest); dest appears, by an atomic rename, only once the file
+    is complete and its size and (where the server states it) sha256 are right. A damaged
+    file is deleted, not kept."""
+    part, name = dest + ".part", os.path.basename(dest)
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    redirects = KeepLinkedHeaders()
+    request = urllib.request.Request(url, headers={"User-Agent": "microgpt", "Accept-Encoding": "identity"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.build_opener(redirects).open(request, timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:          # nothing after what we have: the part is odd, start again
+            os.remove(part)
+            return download(url, dest)
+        raise BadInput(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise BadInput(f"cannot download {url}: {getattr(e, 'reason', None) or e}") from None
+    with response:
+        linked = dict(redirects.linked, **{k: response.headers[k] for k in ("X-Linked-Size", "X-Linked-Etag")
+                                           if response.headers.get(k)})
+        if response.status != 206:          # the server sends the whole file: start again
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = int(linked.get("X-Linked-Size") or (int(length) + have if length else 0))
+        sha256 = linked.get("X-Linked-Etag", "").strip('"').lower()
+        sha256 = sha256 if len(sha256) == 64 else None          # a small file's ETag is no sha256
+        digest = hashlib.sha256()
+        if have:
+            print(f"  {name}: resuming after {format_bytes(have)}", file=sys.stderr)
+            with open(part, "rb") as f:
+                for chunk in iter(lambda: f.read(2**20), b""):
+                    digest.update(chunk)
+        if total > have and shutil.disk_usage(os.path.dirname(dest)).free < total - have:
+            raise BadInput(f"not enough disk space for {name} ({format_bytes(total)}) in {os.path.dirname(dest)}")
+        done, started, said = have, time.perf_counter(), 0.0
+        every = 0.5 if sys.stderr.isatty() else 10      # seconds between progress lines; fewer in a log
+        try:
+            with open(part, "ab" if have else "wb") as f:
+                for chunk in iter(lambda: response.read(2**20), b""):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if time.perf_counter() - said > every:
+                        print_download_progress(name, done, total, started)
+                        said = time.perf_counter()
+        except (OSError, http.client.HTTPException) as e:
+            print(file=sys.stderr)
+            raise BadInput(f"the download of {name} stopped after {format_bytes(done)} ({e.__class__.__name__}); "
+                           "run the same command again to resume it") from None
+    print_download_progress(name, done, total, started)
+    print(file=sys.stderr)
+    if total and done < total:          # the connection ended early, without an error
+        raise BadInput(f"the download of {name} stopped after {format_bytes(done)} of {format_bytes(total)}; "
+                       "run the same command again to resume it")
+    if (total and done != total) or (sha256 and digest.hexdigest() != sha256):
+        os.remove(part)
+        what = f"{done:,} bytes instead of {total:,}" if total and done != total else "its sha256 is wrong"
+        raise BadInput(f"the download of {name} is damaged ({what}); it was deleted: run the command again")
+    os.replace(part, dest)
+
+
+def gpt2_folder(name_or_folder):
+    """The folder of a GPT-2 model: a folder as given, or, for a model's name, its folder in
+    the cache, with whatever is missing downloaded first."""
+    if os.path.isdir(name_or_folder):
+        return name_or_folder
+    if name_or_folder not in HUB_MODELS:
+        raise BadInput(f"--gpt2 {name_or_folder}: no such folder, nor a model to download ("
+                       + ", ".join(HUB_MODELS) + ")")
+    folder = os.path.join(user_cache_dir(), name_or_folder)
+    missing = [f for f in GPT2_FILES if not os.path.exists(os.path.join(folder, f))]
+    if missing:
+        # MICROGPT_HUB_URL points elsewhere: a mirror, or the tests' local server.
+        base = os.environ.get("MICROGPT_HUB_URL", "https://huggingface.co").rstrip("/")
+        repo, size = HUB_MODELS[name_or_folder]
+        print(f"downloading {name_or_folder} (about {size}) from {base}/{repo} into {folder}", file=sys.stderr,
+              flush=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise BadInput(f"cannot make the cache folder {folder}: {e.strerror or e}") from None
+        for filename in missing:
+            download(f"{base}/{repo}/resolve/main/{filename}", os.path.join(folder, filename))
+            if filename == "config.json":         # before the big file: will the model fit at all?
+                check_gpt2_memory(read_gpt2_config(folder))
+    return folder
+
+
+def check_gpt2_memory(config):
+    """Refuse, up front and with the estimate, a GPT-2 that cannot fit in memory."""
+    n_params, need = gpt2_memory(config)
+    limit = memory_limit()
+    if limit is not None and need > limit:
+        raise BadInput(f"this GPT-2 would need about {format_bytes(need)} of memory ({n_params:,} parameters "
+                       f"as 4-byte floats), more than the {format_bytes(limit)} there is")
+    return n_params, need
+
+
+# The command line for GPT-2: --gpt2 DIR|NAME with --prompt, --length, --temperature,
+# --top-k, --ids, --explain and --report.
+
+def gpt2_token_label(tok, token):
+    """A token as it reads, in quotes so that its spaces show: ' the', '\\n'; a token that
+    is part of a character, as its bytes: b'\\xe2\\x80'."""
+    try:
+        return repr(tok.decode_bytes([token]).decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(tok.decode_bytes([token]))
+
+
+def encode_for_gpt2(what, text, tok, config, room=0):
+    """tok.encode(text), refused if it leaves fewer than `room` of the model's positions free."""
+    ids = tok.encode(text)
+    if len(ids) + room > config.n_positions:
+        raise BadInput(f"{what} is {len(ids)} tokens" + (f", plus --length {room}," if room else "")
+                       + f" more than GPT-2's context of {config.n_positions} tokens")
+    return ids
+
+
+def print_gpt2_text(prompt_ids, show_prompt, length, w, config, tok, args):
+    """Write `length` tokens after the prompt, each printed as soon as it is chosen (as text,
+    or with --ids as ids), and the time per token on stderr. Bytes are decoded as a
+    stream, so a character split over two tokens is printed whole, when its last byte comes."""
+    rng = random.Random(args.seed)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    if show_prompt and not args.ids:
+        print(decoder.decode(tok.decode_bytes(prompt_ids)), end="", flush=True)
+    print(f"reading the prompt ({len(prompt_ids)} tokens), then writing {length}", file=sys.stderr, flush=True)
+    times, started = [], time.perf_counter()
+    for i, token in enumerate(generate(prompt_ids, length, w, config, args.temperature, args.top_k, rng)):
+        times.append(time.perf_counter())
+        print(f"{' ' if i else ''}{token}" if args.ids else decoder.decode(tok.decode_bytes([token])), end="", flush=True)
+        if output_lost():
+            return
+    print(decoder.decode(b"", final=True) if not args.ids else "", flush=True)
+    steps = [b - a for a, b in zip(times, times[1:])]
+    each = f"; then {sorted(steps)[len(steps) // 2]:.2f} s per token (median of {len(steps)})" if steps else ""
+    print(f"prompt and first token: {times[0] - started:.1f} s{each}", file=sys.stderr)
+
+
+def print_gpt2_explanation(tokens, rows, tok):
+    """--explain for GPT-2: at each position, the token read, the five likeliest next tokens
+    with their probabilities, and the probability the model gave the token that came next."""
+    labels = [gpt2_token_label(tok, t) for t in tokens]
+    width = max(12, max(len(label) for label in labels))
+    print(f"{'pos':>3}  {'token':<{width}} {'top 5 next-token predictions':<75} next token's p")
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]
+        guesses = "  ".join(f"{gpt2_token_label(tok, t)} {probs[t]:.2f}" for t in top)
+        nxt = f"{labels[pos + 1]} {probs[tokens[pos + 1]]:.3f}" if pos + 1 < len(tokens) else ""
+        print(f"{pos:>3}  {labels[pos]:<{width}} {guesses:<75} {nxt}")
+
+
+def run_gpt2(args):
+    """--gpt2: load (or first download) a GPT-2, then write after --prompt, --explain a text,
+    or draw --report. Returns the exit code."""
+    for_names = [flag for flag, value in (
+        ("--input", args.input), ("--stream", args.stream), ("--steps", args.steps), ("--load", args.load),
+        ("--save", args.save), ("--chain", args.chain), ("--batch", args.batch), ("--lr", args.lr),
+        ("--n-layer", args.n_layer), ("--n-embd", args.n_embd), ("--n-head", args.n_head),
+        ("--block-size", args.block_size), ("--num-samples", args.num_samples), ("--plain", args.plain),
+        ("--bpe", args.bpe)) if value not in (None, False)]
+    if for_names:
+        raise BadInput(f"{', '.join(for_names)}: only for microgpt's own models, not with --gpt2")
+    if args.temperature is None:
+        args.temperature = Config().temperature          # the same default as for names
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (greedy) or a positive number, not {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise BadInput(f"--top-k must be at least 1, not {args.top_k}")
+    length = 40 if args.length is None else args.length
+    if length < 1:
+        raise BadInput(f"--length must be at least 1, not {length}")
+    if args.explain == "":
+        raise BadInput("--explain needs a text to explain, not an empty string")
+    if args.report and not (args.explain or args.prompt):
+        raise BadInput("--report with --gpt2 draws what GPT-2 makes of a text: give it --explain TEXT or --prompt TEXT")
+    if args.report:
+        check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+    folder = gpt2_folder(args.gpt2)
+    weights_path = os.path.join(folder, "model.safetensors")
+    if not os.path.exists(weights_path) and os.path.exists(os.path.join(folder, "pytorch_model.bin")):
+        raise BadInput(f"{folder} has pytorch_model.bin but no model.safetensors: microgpt reads only "
+                       "safetensors, because loading a .bin (a pickle) can run any code its author put in it")
+    if not os.path.isfile(weights_path):
+        raise BadInput(f"{folder} has no model.safetensors")
+    config = read_gpt2_config(folder)
+    n_params, need = check_gpt2_memory(config)
+    tok = read_gpt2_tokenizer(folder)
+    if len(tok) != config.vocab_size:
+        raise BadInput(f"{folder}: vocab.json has {len(tok):,} tokens, but config.json's vocab_size is "
+                       f"{config.vocab_size:,}: they do not belong together")
+    gpt2_tensors(weights_path, config)     # a damaged file is refused now, not after the prompt is read
+    generating = args.prompt is not None or (args.explain is None and not args.report)
+    prompt_ids = encode_for_gpt2("--prompt", args.prompt or "", tok, config, length if generating else 0)
+    if not prompt_ids and generating:     # no prompt: start from <|endoftext|>, as after a document
+        if GPT2_EOT >= config.vocab_size:
+            raise BadInput("this model has no <|endoftext|> token to start from: give a --prompt")
+        prompt_ids = [GPT2_EOT]
+    inspected = encode_for_gpt2("--explain", args.explain, tok, config) if args.explain else prompt_ids
+    started = time.perf_counter()
+    w = load_gpt2(weights_path, config)
+    if time.perf_counter() - started > 1:
+        print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    if args.explain is not None or args.report:
+        if n_params > 10**7:                 # seconds per token: say what the wait is for
+            print(f"reading the {len(inspected)} tokens to look inside", file=sys.stderr, flush=True)
+        rows = gpt2_explain(inspected, w, config)
+        if args.explain is not None:
+            print_gpt2_explanation(inspected, rows, tok)
+        if args.report:
+            try:
+                check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")   # again
+                write_atomically(args.report, gpt2_report_page(args.gpt2, config, n_params, inspected, rows, tok))
+            except OSError as e:
+                raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
+            print(f"wrote {args.report}", file=sys.stderr)
+    if generating:
+        print_gpt2_text(prompt_ids, bool(args.prompt), length, w, config, tok, args)
     return 0
 
 
@@ -4221,6 +5134,9 @@ def loss_section(run, vocab_size, what):
             + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key)) + "</div>")
 
 
+REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
+
+
 def snapshots_section(run, mode, config, data_docs):
     """What the model writes at a few steps of its training, from the same sampling seed."""
     snaps = run["snapshots"]
@@ -4229,7 +5145,7 @@ def snapshots_section(run, mode, config, data_docs):
     for snap in snaps:
         shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
                  else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
-        out.append(f'<tr><td>{snap["step"]:,}</td><td class="sample">{escape(shown)}</td></tr>')
+        out.append(f'<tr><td>{snap["step"]:,}</td><td class="sample">{escape(visible(shown))}</td></tr>')
     out.append("</table></div>")
     first, last = snaps[0]["samples"], snaps[-1]["samples"]
     notes = [f"Drawn with the same sampling seed each time (the final samples' seed), at temperature "
@@ -4279,6 +5195,9 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
                     f"{names[small]} {share(small):.1%}")
         caption += (": a token's row changes only when the token is in the step's text, so a rare one stays closer "
                     "to its small random start." if share(small) < share(big) else ".")
+    if len(wte) > REPORT_MAX_ROWS:       # a huge vocabulary would make a page of many MB
+        caption += f" (Drawn: the first {REPORT_MAX_ROWS} of {len(wte):,} tokens.)"
+        wte = wte[:REPORT_MAX_ROWS]
     out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
                                                         "token", "weight", "wte: token embeddings"),
                       escape(caption)))
@@ -4519,7 +5438,7 @@ def report_page(run):
     tail = losses[-100:]
     facts = [("data", run["data"]),
              ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
-                       + " ".join(names)),
+                       + " ".join(names[:REPORT_MAX_ROWS]) + (" ..." if vocab_size > REPORT_MAX_ROWS else "")),
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
@@ -4547,6 +5466,9 @@ def report_page(run):
         out.append(chain_section(weights, config, names))                          # 7. The Markov chain
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
+    if vocab_size > REPORT_MAX_ROWS:     # each position's 32 likeliest tokens only, as [[id, probability]]
+        for example in data["examples"]:
+            example["probs"] = [sorted(enumerate(p), key=lambda tp: -tp[1])[:32] for p in example["probs"]]
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
     return number_figures("\n".join(out))
@@ -4616,6 +5538,55 @@ def is_microgpt_report(path):
             return REPORT_MARK in f.read(4096)
     except OSError:
         return False
+
+
+def gpt2_prediction_table(tokens, rows, labels):
+    """Per position: the token read, the probability GPT-2 gave the token that came next,
+    and its five likeliest guesses, each on the colour of its probability (as the samples
+    of the names' page are shaded). A table rather than prediction_bars(), whose columns
+    are cut for single characters: GPT-2's tokens are whole words."""
+    def cell(t, p, true=False):
+        colour = probability_shade(p)
+        return (f'<td class="mono" style="background:{colour};color:{ink_on(colour)};white-space:nowrap">'
+                f'{"<b>" * true}{escape(labels[t])} {p:.3f}{"</b>" * true}</td>')
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    out = ['<p class="note">At each position: the probability GPT-2 gave the token that came next, and its '
+           'five likeliest guesses, each on the colour of its probability (a log scale: dark for a surprise).</p>',
+           svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks), "colour legend", 1),
+           '<table><tr><th>pos</th><th>reads</th><th>the true next token</th>'
+           '<th colspan="5">the five likeliest guesses</th></tr>']
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]
+        nxt = cell(tokens[pos + 1], probs[tokens[pos + 1]], True) if pos + 1 < len(tokens) else "<td></td>"
+        out.append(f'<tr><td>{pos}</td><td class="mono">{escape(labels[tokens[pos]])}</td>{nxt}'
+                   + "".join(cell(t, probs[t]) for t in top) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def gpt2_report_page(model, config, n_params, tokens, rows, tok):
+    """--report for GPT-2: a page with what it predicts at each position of a text and where
+    each of its attention heads looks (no loss curve: it was not trained here)."""
+    labels = {t: gpt2_token_label(tok, t) for probs, _ in rows
+              for t in [*tokens, *sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]]}
+    text = tok.decode_bytes(tokens).decode("utf-8", errors="replace")
+    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+           f'<title>microgpt: GPT-2 {escape(model)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
+           f'<h1>Inside GPT-2 ({escape(model)})</h1>',
+           f'<p>{n_params:,} parameters, {config.n_layer} layers of {config.n_head} heads, n_embd '
+           f'{config.n_embd}. The text, {len(tokens)} tokens: <span class="mono">{escape(text)}</span></p>',
+           "<h2>Predictions</h2>", gpt2_prediction_table(tokens, rows, labels),
+           '<h2>Attention</h2>\n<p class="note">For each layer and head: a row is a position reading, its '
+           'cells the positions it attends to, itself included (later ones are blank: it cannot see them).</p>']
+    names = [f"{p} {labels[t]}" for p, t in enumerate(tokens)]
+    for i in range(config.n_layer):
+        out.append(f'<h3>layer {i}</h3><div class="figures">')
+        for h in range(config.n_head):
+            matrix = [log[i * config.n_head + h] + [None] * (len(tokens) - pos - 1) for pos, (_, log) in enumerate(rows)]
+            out.append(heat_map(matrix, names, [labels[t] for t in tokens], VIRIDIS, 0, 1, "looks at",
+                                "position reading", "attention weight", f"layer {i} head {h}"))
+        out.append("</div>")
+    return "\n".join(out) + "\n</body>\n</html>\n"
 
 
 # ---------------------------------------------------------------------------------------
