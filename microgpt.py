@@ -1190,14 +1190,17 @@ def label(token, chars):
 # space), numbers, runs of other symbols and runs of white space, and merges never cross
 # those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
 # in " dog!"), and learning counts each distinct word once, with its frequency.
-# `python microgpt.py --bpe N` learns N merges so, on the characters of its training text
-# (names one at a time, a stream as a whole), and trains on those tokens (Vocabulary).
+# `python microgpt.py --bpe N` learns N merges in this way from its own training text: it
+# cuts the text into words with GPT-2's pre-tokenizer (below), starts from characters
+# rather than bytes, and then trains on the tokens it learned (Vocabulary). In names mode
+# the text is the training names, one at a time; in stream mode, the whole stream.
 #
 # Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
 # may or may not join. Its files are text, so each byte gets a visible character
 # (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
-# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the bytes, a
+# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the 256 one-byte
+# tokens (in vocab.json's order, which is not the byte's value: id 0 is "!", byte 33), a
 # merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
 # <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
 # ---------------------------------------------------------------------------------------
@@ -1269,7 +1272,7 @@ def bpe(word, ranks):
 
 def one_of(ranges):
     """A regular expression for one character in `ranges` ([(first, last)] code points).
-    Python's re tests a character against the ranges above U+FFFF one by one, which made
+    (A speed detail, not part of the lesson: skip it.) Python's re tests a character against the ranges above U+FFFF one by one, which made
     the pre-tokenizer 8 times slower: so they are tried only for a character up there."""
     def chars(lo, hi):
         return "".join(f"\\U{max(a, lo):08x}-\\U{min(b, hi):08x}" for a, b in ranges if b >= lo and a <= hi)
@@ -1285,7 +1288,8 @@ def gpt2_pretokenizer():
     in order: an English contraction (lower case only: "'S" is not one); an optional space
     and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
     and other symbols; white space up to the last one when a word follows (the word takes
-    it as its leading space); any other white space. Python's re has no \\p{L} (letters)
+    it as its leading space: "Hello   world" is cut as "Hello", "  ", " world"); any other
+    white space. Python's re has no \\p{L} (letters)
     or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
     Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
@@ -1358,8 +1362,9 @@ class Vocabulary(list):
 #
 # OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
-# positions), but its forward pass is gpt() with seven changes, each marked "GPT-2:" below
-# where it happens:
+# positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
+# to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
+# two only the layout and the size:
 #   1. LayerNorm, with a learned gain and bias, instead of RMSNorm.
 #   2. GELU instead of ReLU in the MLP.
 #   3. A bias (a learned constant) added after every matrix.
@@ -1367,16 +1372,24 @@ class Vocabulary(list):
 #   5. The output layer is wte itself (tied): no separate lm_head.
 #   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall.
 #   7. 1,024 positions, so a prompt plus what it writes is at most 1,024 tokens.
-# Only inference here: the weights come trained from OpenAI (Part VI reads them), so there
-# is no graph, just plain floats, and the key/value cache of Part I. The weights are kept as
+# Only inference here: the weights come trained from OpenAI, so there is no graph, just
+# plain floats and the key/value cache of Part I. (Part I's attention_head works on plain
+# floats through Part II's fast path, which is why --gpt2 refuses --plain.)
+#
+# The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
+# the header (each tensor's name, number type, shape and byte offsets), then the numbers
+# themselves, raw. Reading it runs no code, unlike a pickled PyTorch file; Part VI's
+# load_gpt2 checks every offset and shape before it reads a number. One twist: OpenAI's
+# matrices (its "Conv1D" layers) are stored [n_in][n_out], the transpose of Part I's
+# [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
 # rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
 # that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)), which PyPy's JIT turns into a machine-code
-# loop. scripts/bench_gpt2.py measures a token against the time of those dot products
+# about twice as fast as sum(map(mul, row, x)); on PyPy, whose JIT compiles
+# sum(map(mul, row, x)) into a machine-code loop, that is already fast. scripts/bench_gpt2.py measures a token against the time of those dot products
 # alone (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
 
@@ -1473,7 +1486,10 @@ def next_token(logits, temperature, top_k, rng):
 
 
 def generate(prompt_ids, length, w, config, temperature, top_k, rng):
-    """Read the prompt, then write `length` tokens, yielding each as soon as it is chosen."""
+    """Read the prompt, then write `length` tokens, yielding each as soon as it is chosen.
+    The prompt must hold at least one token: with none, the command line starts GPT-2 from
+    <|endoftext|>, as Part I starts from BOS. It also refuses a prompt plus length beyond
+    the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
     for pos in range(len(tokens) + length - 1):
@@ -1597,11 +1613,15 @@ def evaluation_requests(held_out, count, rng):
 # and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
 # from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
 # writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
-# is <|assistant|>. GPT-2's position embeddings, like ours, name absolute positions, and a
-# model of 10,000 parameters learns "copy what is 5 back" in a few hundred steps. Without
-# the slots (and with answers of any length) the distance depends on the length of X, and
-# the same model fine-tuned on 2,000 conversations passed 21% and 0% of the held-out
-# requests, instead of 92% and 70%.
+# is <|assistant|>. Why a fixed distance helps: a position embedding (wpe) names an
+# absolute position, so "the letter 5 back" is one fixed thing to learn at every position,
+# while "the letter just after the request, wherever it ended" is a different thing for
+# each length of X. With the slots, a small model learns to copy in a few hundred steps.
+# Without them, a 2-layer model fine-tuned on 2,000 conversations passed 21% and 0% of
+# the held-out requests (starting with, ending with); with them, the same model and data
+# passed 92% and 70% (an experiment made while designing this part; the command line's
+# pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
+# with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
 # Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
 #
 #     a name starting with em -> emma
@@ -1759,6 +1779,9 @@ def sft_answers(names, requests, config):
         for kind in TASKS:
             for k in (1, 2, 3):
                 x = affix(name, kind, k)
+                # The whole conversation must fit the context: <|user|>, the request's
+                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens
+                # for len(name) + 8 predictions: names of at most 8 letters at block_size 16.
                 if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
                     found[kind].append((x, name))
@@ -1830,8 +1853,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 # its better answers and away from its worse ones. No example answer is needed, only the
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
-# show. This is GRPO (Group Relative Policy Optimisation; nanochat uses a simpler variant
-# on maths problems): the advantage of an answer is its reward minus the group's mean,
+# show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
+# on maths problems, in its simplest form (no clipping of the update, no KL penalty): the advantage of an answer is its reward minus the group's mean,
 # divided by the group's spread, so that only how an answer compares with its siblings
 # counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
 #
@@ -1867,6 +1890,8 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
+    # -log p(answer) is the sum of the answer's token losses, written mean * count so that
+    # it is one fused node (Part II's fast_mean) rather than a chain of additions.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
@@ -1891,7 +1916,8 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # V.5 Evaluation
 #
 # After every stage: the share of held-out requests (V.1) answered correctly, per kind,
-# sampled at the chat's own temperature, so that it measures the assistant people talk to.
+# sampled at the chat's own temperature (0.5, as for names), so that it measures the
+# assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
 # card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
 # 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
@@ -2656,12 +2682,13 @@ def checked_vocabulary(chars, merges, bad):
 def run_tokenize(args):
     """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
     if args.gpt2 is None:
-        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+        raise BadInput("--tokenize FILE needs --gpt2 DIR|NAME (a folder with GPT-2's vocab.json and merges.txt, "
+                       "or a model's name)")
     if args.tokenize is None:
         raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
         raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
-    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    tokenizer = read_gpt2_tokenizer(gpt2_folder(args.gpt2, ("vocab.json", "merges.txt")))
     text = read_text_as_is(args.tokenize)
     if len(text) > 2**23:
         print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
@@ -2681,6 +2708,16 @@ def default_data_path():
         if not os.path.exists(here) and os.path.exists(installed):
             return installed
     return here
+
+
+def shown_path(path):
+    """A path as the user would type it: relative to the current folder when the file is
+    below it (names.txt, not the full path of the clone), otherwise as given."""
+    try:
+        relative = os.path.relpath(os.path.abspath(path))
+    except ValueError:                 # Windows: another drive has no relative path
+        return path
+    return path if relative.startswith(os.pardir) else relative
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -3145,7 +3182,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
         unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
-        print(f"data: {plural(len(text), 'character')} from {path}; training on {len(train_tokens):,}{unit}, "
+        print(f"data: {plural(len(text), 'character')} from {shown_path(path)}; training on {len(train_tokens):,}{unit}, "
               + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
     # Before the text is split (every line at most a document), and again with the longest one.
@@ -3160,7 +3197,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
     if bpe:     # learned from the training documents only, one at a time
         chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
-    print(f"data: {plural(len(docs), 'document')} from {path}; training on {len(train_docs):,}, "
+    print(f"data: {plural(len(docs), 'document')} from {shown_path(path)}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"), flush=True)
     progress = Progress(f"encoding {path}", len(train_docs), "documents")
     return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
@@ -4295,20 +4332,23 @@ def download(url, dest):
     os.replace(part, dest)
 
 
-def gpt2_folder(name_or_folder):
+def gpt2_folder(name_or_folder, files=GPT2_FILES):
     """The folder of a GPT-2 model: a folder as given, or, for a model's name, its folder in
-    the cache, with whatever is missing downloaded first."""
+    the cache, with whatever of `files` is missing downloaded first (--tokenize needs only
+    the tokenizer's two files, not the 500 MB of weights)."""
     if os.path.isdir(name_or_folder):
         return name_or_folder
     if name_or_folder not in HUB_MODELS:
         raise BadInput(f"--gpt2 {name_or_folder}: no such folder, nor a model to download ("
                        + ", ".join(HUB_MODELS) + ")")
     folder = os.path.join(user_cache_dir(), name_or_folder)
-    missing = [f for f in GPT2_FILES if not os.path.exists(os.path.join(folder, f))]
+    missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
     if missing:
         # MICROGPT_HUB_URL points elsewhere: a mirror, or the tests' local server.
         base = os.environ.get("MICROGPT_HUB_URL", "https://huggingface.co").rstrip("/")
         repo, size = HUB_MODELS[name_or_folder]
+        if "model.safetensors" not in missing:
+            size = "under 2 MB"
         print(f"downloading {name_or_folder} (about {size}) from {base}/{repo} into {folder}", file=sys.stderr,
               flush=True)
         try:
