@@ -2942,7 +2942,7 @@ def format_bytes(n):
 # estimates with measured peaks): the interpreter with microgpt loaded, and the documents
 # held in memory per character of the file and per document (a string, a list of token ids,
 # its places in three lists). PyPy's collector lets garbage pile up before freeing it.
-INTERPRETER_BYTES = {"cpython": 25 * 2**20, "pypy": 75 * 2**20}
+INTERPRETER_BYTES = {"cpython": 36 * 2**20, "pypy": 85 * 2**20}
 DOCUMENT_BYTES = {"cpython": (10, 180), "pypy": (70, 400)}      # (per character, per document)
 
 
