@@ -331,12 +331,12 @@ class TestNoSilentMinute(TempDirTestCase):
                  "        return real_enumerate(xs, start)\n"
                  "microgpt.enumerate = counting_enumerate\n")
         rng = random.Random(1)
-        lines = ["".join(rng.choice("abcdefghij") for _ in range(8)) for _ in range(3000)]
+        lines = ["".join(rng.choice("abcdefghij") for _ in range(8)) for _ in range(1000)]
         data = write_text(self.tmp, "lines.txt", "\n".join(lines))
         result, patched = patched_main(count, ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY, self.tmp)
         assert_ok(self, result)
         builds = patched["builds"][0]
-        self.assertLess(builds, 100)          # 3,000 lines: one table each before the fix
+        self.assertLess(builds, 100)          # 1,000 lines: one table each before the fix
 
 
 # --- 6. Text as a person sees it -------------------------------------------------------------
