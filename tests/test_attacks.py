@@ -15,8 +15,8 @@ the run) unless the process is the point: signals, a child's peak memory.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_cli,  # noqa: E402
-                     run_main, write_text)
+from support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
+                     write_text)
 
 import microgpt  # noqa: E402
 
