@@ -1131,6 +1131,17 @@ def label(token, chars):
                    for ch in chars[token])
 
 
+def state_name(state, names):
+    """A Markov chain state's name: its tokens' labels, run together for single characters
+    and separated by spaces when a token can be several characters (BPE), because "ab"+"a"
+    and "a"+"ba" are different states (a space in a label is written \\s, so the names stay
+    distinct)."""
+    one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
+        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)   # label()'s escapes
+    several = not all(one_char(name) for name in names)
+    return (" " if several else "").join(names[t] for t in state)
+
+
 # =======================================================================================
 # PART IV. FROM MICROGPT TO GPT-2
 #
@@ -2190,7 +2201,8 @@ CHAIN_MIN_PROBABILITY = 0.01
 def print_chain(chain, chars, dot_path):
     """The Markov chain as an aligned table (and, with dot_path, as a Graphviz file: an
     arrow for each move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability)."""
-    name = lambda state: "".join(label(t, chars) for t in state)
+    names = [label(t, chars) for t in range(len(chain[0][1]))]
+    name = lambda state: state_name(state, names)
     print(f"Markov chain: {len(chain)} states (contexts of {len(chain[0][0])} tokens)")
     print("state".ljust(max(5, len(name(chain[0][0])))) + "  next token: probability -> next state")
     for state, probs in chain:
@@ -3218,7 +3230,7 @@ def chain_graph(chain, names):
         x, y = where[state]
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#333" '
                     'stroke-width="1.5"/>')
-        name = "".join(names[t] for t in state)
+        name = state_name(state, names)
         body.append(text_at(x, y + 5, name, min(16.0, 1.7 * node / len(name) / CHAR_WIDTH), "middle",
                             ' class="mono"'))
     return svg(size, size, body + labels, f"the model as a Markov chain: {n} states", grow=1.25), missing
@@ -3665,11 +3677,11 @@ def chain_section(weights, config, names):
     transition matrix as a heat map beyond that (at most 256 states)."""
     chain = markov_chain(weights, config, len(names))
     shares = long_run_shares(chain)
-    state_name = lambda state: "".join(names[t] for t in state)
+    state_name_ = lambda state: state_name(state, names)
     top = sorted(range(len(chain)), key=lambda i: -shares[i])[:3]
     sure = sum(max(probs) >= 0.9 for _, probs in chain)
     caption = (f"In the long run the chain spends most of its time in "
-               + ", ".join(f"{state_name(chain[i][0])} ({shares[i]:.0%})" for i in top)
+               + ", ".join(f"{state_name_(chain[i][0])} ({shares[i]:.0%})" for i in top)
                + f". {sure} of the {len(chain)} states are at least 90% sure of the next token.")
     intro = ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
              f"{config.block_size} tokens, so it is a Markov chain over those contexts (states): reading one more "
@@ -3685,7 +3697,7 @@ def chain_section(weights, config, names):
         return (intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key)
                 + "</div>")
     matrix = [probs for _, probs in chain]
-    picture = heat_map(matrix, [state_name(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
+    picture = heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
                        "state (the last tokens read)", "probability", "transition matrix")
     caption = (f"With {len(chain)} states a graph would be a tangle, so here is the chain's transition "
                "matrix: a row for each state, its cells the probability of each next token. " + caption)

@@ -1,0 +1,39 @@
+"""What a newcomer and a teacher found by using microgpt and trying to break it: each test
+is one finding, run through the real command line (main() in this process), with a tiny
+model and few steps so the whole file takes a second or two."""
+import re
+import unittest
+
+from tests.support import TempDirTestCase, assert_ok, run_main, write_text
+
+
+class TestMarkovChainOfBpeTokensNamesEveryStateOnce(TempDirTestCase):
+    """With --bpe, the contexts (a, ba) and (ab, a) are different states; written as their
+    characters run together both were "aba", so the table listed one name for several
+    states and the Graphviz file merged them into one node."""
+
+    def test_every_state_of_a_bpe_chain_has_its_own_name_in_the_table_and_the_dot_file(self):
+        text = write_text(self.tmp, "ab.txt", "abababbbaabab")
+        result = run_main(["--input", text, "--stream", "--block-size", "3", "--bpe", "2", "--steps", "3",
+                           "--num-samples", "0", "--chain", "chain.dot"], self.tmp)
+        assert_ok(self, result)
+        lines = result.stdout.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.startswith("Markov chain:"))
+        count = int(re.match(r"Markov chain: (\d+) states", lines[header]).group(1))
+        rows = lines[header + 2: header + 2 + count]
+        names = [row.split("  ")[0].strip() for row in rows]
+        self.assertEqual(len(set(names)), count, names)
+        with open(f"{self.tmp}/chain.dot", encoding="utf-8") as f:
+            sources = set(re.findall(r'^  ("(?:[^"\\]|\\.)*") ->', f.read(), re.M))
+        self.assertEqual(len(sources), count)
+
+    def test_a_chain_of_single_characters_keeps_its_names_run_together(self):
+        text = write_text(self.tmp, "ab.txt", "abababbbaabab")
+        result = run_main(["--input", text, "--stream", "--block-size", "3", "--steps", "3",
+                           "--num-samples", "0", "--chain"], self.tmp)
+        assert_ok(self, result)
+        self.assertIn("\naab ", result.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
