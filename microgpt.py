@@ -1198,11 +1198,12 @@ def merge_pair(word, pair):
     return out
 
 
-def learn_merges(words, num_merges):
+def learn_merges(words, num_merges, progress=None):
     """Learn up to num_merges merges from a list of words (strings: a merge never joins the
     end of one word to the start of the next). Each round merges the pair of adjacent
     tokens that occurs most often; among pairs that occur equally often, the one that sorts
-    first. Returns [(left, right)], in learned order."""
+    first. Returns [(left, right)], in learned order. progress, if given, is called with
+    the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     counts = collections.Counter(words)
@@ -1227,6 +1228,8 @@ def learn_merges(words, num_merges):
                 pairs[pair] += freq[i]
                 holders[pair].add(i)
         del pairs[best]
+        if progress:
+            progress(len(merges))
     return merges
 
 
@@ -1919,7 +1922,14 @@ def learned_vocabulary(chars, texts, num_merges, config):
     if size > 2**20:
         print(f"learning {num_merges:,} merges...", flush=True)
     words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
-    vocab = Vocabulary(chars, learn_merges(words, num_merges))
+    said = [started]
+
+    def progress(done):     # every pass looks at every pair: thousands of merges take minutes
+        now = time.perf_counter()
+        if now - said[0] > 10 and done < num_merges:
+            print(f"bpe: {done:,} of {num_merges:,} merges learned in {now - started:.0f} s", flush=True)
+            said[0] = now
+    vocab = Vocabulary(chars, learn_merges(words, num_merges, progress))
     tokens = sum(len(vocab.encode(text)) for text in texts)
     characters = sum(map(len, words))
     print(f"bpe: {len(vocab.merges):,} merges learned in {time.perf_counter() - started:.1f} s; "

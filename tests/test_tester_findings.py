@@ -4,6 +4,7 @@ model and few steps so the whole file takes a second or two."""
 import re
 import unittest
 
+import microgpt
 from tests.support import TempDirTestCase, assert_ok, run_main, write_text
 
 
@@ -33,6 +34,19 @@ class TestMarkovChainOfBpeTokensNamesEveryStateOnce(TempDirTestCase):
                            "--num-samples", "0", "--chain"], self.tmp)
         assert_ok(self, result)
         self.assertIn("\naab ", result.stdout)
+
+
+class TestLearningManyMergesIsNeverSilent(unittest.TestCase):
+    """`--bpe 100000` on names.txt learned merges for over five minutes without a word (each
+    merge looks at every pair); the command line now says how far it got every 10 seconds,
+    through learn_merges' progress callback, which must see every merge and change none."""
+
+    def test_learn_merges_reports_each_merge_and_learns_the_same_merges(self):
+        words = ["aaabdaaabac", "abracadabra", "banana", "bandana"] * 3
+        seen = []
+        merges = microgpt.learn_merges(words, 6, seen.append)
+        self.assertEqual(merges, microgpt.learn_merges(words, 6))
+        self.assertEqual(seen, list(range(1, len(merges) + 1)))
 
 
 if __name__ == "__main__":
