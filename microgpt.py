@@ -2333,7 +2333,8 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
         train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
-            raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
+            what = "tokens (after --bpe)" if getattr(chars, "merges", None) else "characters"
+            raise BadInput(f"{path} has {len(train_tokens)} {what}, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
         held_out = f"validating on the last {len(val_tokens):,}" if val_tokens else ""
         val_windows = stream_val_windows(val_tokens, config.block_size)

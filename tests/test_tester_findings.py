@@ -5,7 +5,7 @@ import re
 import unittest
 
 import microgpt
-from tests.support import TempDirTestCase, assert_ok, run_main, write_text
+from tests.support import TempDirTestCase, assert_ok, assert_refused, run_main, write_text
 
 
 class TestMarkovChainOfBpeTokensNamesEveryStateOnce(TempDirTestCase):
@@ -47,6 +47,18 @@ class TestLearningManyMergesIsNeverSilent(unittest.TestCase):
         merges = microgpt.learn_merges(words, 6, seen.append)
         self.assertEqual(merges, microgpt.learn_merges(words, 6))
         self.assertEqual(seen, list(range(1, len(merges) + 1)))
+
+
+class TestTooShortATextSaysTokensAfterBpe(TempDirTestCase):
+    """`--stream --bpe 100` on "hello world" said the file "has 2 characters": it has 11
+    characters, which 9 merges made 2 tokens."""
+
+    def test_a_stream_too_short_after_bpe_is_counted_in_tokens(self):
+        text = write_text(self.tmp, "hello.txt", "hello world")
+        (result,) = assert_refused(self, self.tmp, ["--input", text, "--stream", "--bpe", "100"])
+        self.assertIn("has 2 tokens", result.stderr)
+        (result,) = assert_refused(self, self.tmp, ["--input", text, "--stream"])
+        self.assertIn(f"has {len('hello world')} characters", result.stderr)
 
 
 if __name__ == "__main__":
