@@ -1918,7 +1918,10 @@ def learned_vocabulary(chars, texts, num_merges, config):
     whole stream), saying what it learned and what it does to the length of the text."""
     started, size = time.perf_counter(), sum(map(len, texts))
     # The text cut into words, and their counts: 28 bytes per character measured, on 2.8 MB of English.
-    check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    try:
+        check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    except BadInput as e:         # here the vocabulary is what grew: say so
+        raise BadInput(f"{e} (or fewer --bpe merges than {num_merges:,})") from None
     if size > 2**20:
         print(f"learning {num_merges:,} merges...", flush=True)
     words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]

@@ -61,5 +61,15 @@ class TestTooShortATextSaysTokensAfterBpe(TempDirTestCase):
         self.assertIn(f"has {len('hello world')} characters", result.stderr)
 
 
+@unittest.skipUnless(microgpt.memory_limit(), "this system does not say how much memory there is")
+class TestTooManyMergesForMemorySaysBpe(TempDirTestCase):
+    """`--bpe 99999999` was refused for memory with the advice to choose a smaller --n-embd,
+    --n-layer or --block-size, none of which the user had raised."""
+
+    def test_a_bpe_vocabulary_too_big_for_memory_names_bpe_in_the_advice(self):
+        (result,) = assert_refused(self, self.tmp, ["--input", self.names, "--bpe", "99999999"])
+        self.assertIn("fewer --bpe merges", result.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
