@@ -3776,7 +3776,9 @@ figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 @media (max-width:700px){body{font-size:16px;padding:8px 10px 30px} h1{font-size:23px} h2{font-size:20px}
 .predictions .g3,.predictions .g4{display:none} .bar{width:30px} td,th{padding-right:8px}
 .predictions td{padding-right:8px}}
-@media (max-width:540px){.predictions .g1,.predictions .g2{display:none}}
+@media (max-width:1279px){.predictions .g4{display:none}} @media (max-width:1099px){.predictions .g3{display:none}}
+@media (max-width:939px){.predictions .g2{display:none}} @media (max-width:619px){.predictions .g1{display:none}}
+@media (min-width:701px) and (max-width:759px){.predictions .g1{display:none}}
 .slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
 .slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}

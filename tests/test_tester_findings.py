@@ -1,7 +1,9 @@
 """What a newcomer and a teacher found by using microgpt and trying to break it: each test
 is one finding, run through the real command line (main() in this process), with a tiny
 model and few steps so the whole file takes a second or two."""
+import os
 import re
+import shutil
 import unittest
 
 import microgpt
@@ -69,6 +71,41 @@ class TestTooManyMergesForMemorySaysBpe(TempDirTestCase):
     def test_a_bpe_vocabulary_too_big_for_memory_names_bpe_in_the_advice(self):
         (result,) = assert_refused(self, self.tmp, ["--input", self.names, "--bpe", "99999999"])
         self.assertIn("fewer --bpe merges", result.stderr)
+
+
+try:
+    from tests.test_report_layout import CHROMEDRIVER, CHROMIUM, browser, webdriver
+except ImportError:                      # selenium is a test-only package
+    webdriver = None
+
+# How wide each predictions table is, and the box it has (its scrolling parent's inner width).
+TABLE_WIDTHS = """return Array.from(document.querySelectorAll('table.predictions'))
+                   .map(t => [t.scrollWidth, t.parentElement.clientWidth]);"""
+
+
+@unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
+@unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
+class TestPredictionTablesFitTheWindow(TempDirTestCase):
+    """At 1024 px (a projector) the report's predictions table was 1,100 px wide in a box of
+    984: "guess 5" was cut off behind a scroll bar, and from 541 to 1239 px the table never
+    fitted; narrower windows now show fewer guesses instead."""
+
+    def test_every_predictions_table_fits_its_box_from_a_phone_to_a_wide_screen(self):
+        page = os.path.join(self.tmp, "r.html")
+        assert_ok(self, run_main(["--input", self.names, "--steps", "3", "--num-samples", "3",
+                                  "--report", page], self.tmp))
+        driver, profile = browser()
+        try:
+            for width in (480, 620, 760, 800, 940, 1024, 1100, 1280, 1920):
+                driver.set_window_size(width, 900)
+                driver.get("file://" + page)
+                tables = driver.execute_script(TABLE_WIDTHS)
+                self.assertTrue(tables)
+                for needed, room in tables:
+                    self.assertLessEqual(needed, room, f"at {width} px")
+        finally:
+            driver.quit()
+            shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":
