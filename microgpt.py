@@ -1728,6 +1728,10 @@ def resume_options(args):
         raise BadInput(f"{path} holds no run to resume (it was saved by an older microgpt); "
                        f"--load {path} --steps N trains it further")
     done = len(ckpt.get("history", {}).get("losses", []))
+    if ckpt["optimizer"]["step"] != run["start"] + done and done < run["steps"]:   # edited by hand?
+        raise BadInput(f"{path} does not add up: Adam's step is {ckpt['optimizer']['step']:,} but the run "
+                       f"started at {run['start']:,} and recorded {done:,} steps, so it cannot be resumed "
+                       f"as it was; --load {path} --steps N trains it further")
     if done >= run["steps"] or ckpt["optimizer"]["step"] != run["start"] + done:
         raise BadInput(f"{path} finished its run ({done:,} of {run['steps']:,} steps): nothing to resume; "
                        f"--load {path} --steps N trains it further")

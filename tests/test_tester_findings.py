@@ -1,13 +1,14 @@
 """What a newcomer and a teacher found by using microgpt and trying to break it: each test
 is one finding, run through the real command line (main() in this process), with a tiny
 model and few steps so the whole file takes a second or two."""
+import json
 import os
 import re
 import shutil
 import unittest
 
 import microgpt
-from tests.support import TempDirTestCase, assert_ok, assert_refused, run_main, write_text
+from tests.support import TempDirTestCase, assert_ok, assert_refused, run_main, trained_checkpoint, write_text
 
 
 class TestMarkovChainOfBpeTokensNamesEveryStateOnce(TempDirTestCase):
@@ -71,6 +72,34 @@ class TestTooManyMergesForMemorySaysBpe(TempDirTestCase):
     def test_a_bpe_vocabulary_too_big_for_memory_names_bpe_in_the_advice(self):
         (result,) = assert_refused(self, self.tmp, ["--input", self.names, "--bpe", "99999999"])
         self.assertIn("fewer --bpe merges", result.stderr)
+
+
+class TestAHandEditedRunIsNotCalledFinished(TempDirTestCase):
+    """A stopped run whose checkpoint was edited so that Adam's step no longer matches the
+    steps recorded was refused with "finished its run (321 of 3,000 steps)": not finished,
+    and not the reason."""
+
+    def stopped_run(self, adam_step_change):
+        path = trained_checkpoint(self.tmp, ["--steps", "4", "--n-embd", "4", "--n-head", "1", "--num-samples", "0"])
+        with open(path, encoding="utf-8") as f:
+            ckpt = json.load(f)
+        ckpt["run"]["steps"] = 10            # as if stopped after 4 of 10 steps
+        ckpt["optimizer"]["step"] += adam_step_change
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(ckpt, f)
+        return path
+
+    def test_a_checkpoint_whose_adam_step_does_not_match_its_record_says_so(self):
+        path = self.stopped_run(+100)
+        (result,) = assert_refused(self, self.tmp, ["--resume", path])
+        self.assertIn("does not add up", result.stderr)
+        self.assertNotIn("finished", result.stderr)
+
+    def test_a_consistent_stopped_run_still_resumes(self):
+        path = self.stopped_run(0)
+        result = run_main(["--resume", path], self.tmp)
+        assert_ok(self, result)
+        self.assertIn("resuming the run saved in", result.stdout)
 
 
 try:
