@@ -2650,8 +2650,10 @@ def run(args, stop=None):
 
     # Check everything asked of the model before spending time on training it.
     prompt = args.prompt or ""
-    if len(encode_for("--prompt", prompt, chars)) >= config.block_size and mode == "docs":
-        raise BadInput(f"--prompt is {len(prompt)} characters; it must be shorter than block_size "
+    prompt_tokens = len(encode_for("--prompt", prompt, chars))
+    if prompt_tokens >= config.block_size and mode == "docs":
+        size = f"{prompt_tokens} tokens" if getattr(chars, "merges", None) else f"{len(prompt)} characters"
+        raise BadInput(f"--prompt is {size}; it must be shorter than block_size "
                        f"({config.block_size}) to leave room to generate")
     if args.explain is not None:
         explain_inputs, explain_targets = explain_tokens(args.explain, chars, config, mode)

@@ -102,6 +102,19 @@ class TestAHandEditedRunIsNotCalledFinished(TempDirTestCase):
         self.assertIn("resuming the run saved in", result.stdout)
 
 
+class TestAPromptTooLongForABpeModelIsCountedInTokens(TempDirTestCase):
+    """With --bpe a prompt is measured in tokens (a 20-character prompt of 10 tokens fits a
+    context of 16), but the refusal of a longer one counted it in characters."""
+
+    def test_the_prompt_limit_is_stated_in_the_unit_it_is_checked_in(self):
+        data = write_text(self.tmp, "ab.txt", "ab\nabab\nba\nbab\n" * 5)
+        options = ["--input", data, "--bpe", "1", "--steps", "2", "--n-embd", "4", "--n-head", "1",
+                   "--num-samples", "1"]
+        assert_ok(self, run_main(options + ["--prompt", "ab" * 10], self.tmp))      # 10 tokens
+        (result,) = assert_refused(self, self.tmp, options + ["--prompt", "ab" * 20])
+        self.assertIn("--prompt is 20 tokens", result.stderr)
+
+
 try:
     from tests.test_report_layout import CHROMEDRIVER, CHROMIUM, browser, webdriver
 except ImportError:                      # selenium is a test-only package
