@@ -45,6 +45,30 @@ made fast, as real frameworks do it, with the same numbers (to the last printed 
 to floating-point rounding, about 1e-16, inside).
 """
 
+if __name__ == "__main__":
+    # Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
+    # again after it returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual
+    # exit code (130, 143, 129), not with a traceback from whatever was being imported. (_signal
+    # is the signal module's core, built in: importing `signal` itself takes long enough to be hit.)
+    import _signal
+    import os
+    import sys
+
+    def quit_quietly(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:         # even a flush that the signal interrupted
+                pass
+        name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}.get(signum, f"signal {signum}")
+        os.write(2, f"\nmicrogpt: interrupted by {name}\n".encode())
+        os._exit(128 + signum)
+    for _number in (2, 15, 1):       # SIGINT, SIGTERM, SIGHUP
+        try:
+            _signal.signal(_number, quit_quietly)
+        except (ValueError, OSError, AttributeError):    # not on this platform
+            pass
+
 import contextlib
 import gc
 import itertools
@@ -176,6 +200,16 @@ def encode_document(doc, chars):
     """A document as the model sees it: [BOS] + its characters + [BOS]."""
     bos = len(chars)
     return [bos] + encode(doc, chars) + [bos]
+
+
+def encode_documents(docs, chars):
+    """encode_document for each of many documents, with the table from characters to ids built
+    once: built for every document, as encode() would, it costs as much as the vocabulary is
+    large, for every line (hours, for a big file of thousands of distinct characters)."""
+    if getattr(chars, "merges", None):
+        return [encode_document(doc, chars) for doc in docs]     # Part IV's tokens of several characters
+    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
+    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
 
 
 # ---------------------------------------------------------------------------------------
@@ -585,7 +619,7 @@ def document_batches(docs, chars, batch):
     first, in the same order. The default 1000 steps of one name each see only 1,000 of the
     28,910 training names: the model learns what names have in common from a small sample,
     not the list by heart."""
-    seqs = [encode_document(doc, chars) for doc in docs]
+    seqs = encode_documents(docs, chars)
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
@@ -1145,8 +1179,10 @@ def state_name(state, names):
 # =======================================================================================
 # PART IV. FROM MICROGPT TO GPT-2
 #
-# (to be written: byte-level BPE, safetensors, GPT-2's forward pass as its differences
-# from Part I's gpt())
+# OpenAI's GPT-2 is Part I's model, larger and trained on 40 GB of web text, with a few
+# changes, each small. IV.1 is its tokenizer (byte-level BPE), IV.2 its forward pass as its
+# differences from gpt(). Reading its weights (safetensors) and downloading them are
+# plumbing, in Part VI. Try: python microgpt.py --gpt2 gpt2 --prompt "Alan Turing"
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -1165,14 +1201,17 @@ def state_name(state, names):
 # space), numbers, runs of other symbols and runs of white space, and merges never cross
 # those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
 # in " dog!"), and learning counts each distinct word once, with its frequency.
-# `python microgpt.py --bpe N` learns N merges so, on the characters of its training text
-# (names one at a time, a stream as a whole), and trains on those tokens (Vocabulary).
+# `python microgpt.py --bpe N` learns N merges in this way from its own training text: it
+# cuts the text into words with GPT-2's pre-tokenizer (below), starts from characters
+# rather than bytes, and then trains on the tokens it learned (Vocabulary). In names mode
+# the text is the training names, one at a time; in stream mode, the whole stream.
 #
 # Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
 # may or may not join. Its files are text, so each byte gets a visible character
 # (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
-# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the bytes, a
+# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the 256 one-byte
+# tokens (in vocab.json's order, which is not the byte's value: id 0 is "!", byte 33), a
 # merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
 # <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
 # ---------------------------------------------------------------------------------------
@@ -1247,7 +1286,7 @@ def bpe(word, ranks):
 
 def one_of(ranges):
     """A regular expression for one character in `ranges` ([(first, last)] code points).
-    Python's re tests a character against the ranges above U+FFFF one by one, which made
+    (A speed detail, not part of the lesson: skip it.) Python's re tests a character against the ranges above U+FFFF one by one, which made
     the pre-tokenizer 8 times slower: so they are tried only for a character up there."""
     def chars(lo, hi):
         return "".join(f"\\U{max(a, lo):08x}-\\U{min(b, hi):08x}" for a, b in ranges if b >= lo and a <= hi)
@@ -1263,7 +1302,8 @@ def gpt2_pretokenizer():
     in order: an English contraction (lower case only: "'S" is not one); an optional space
     and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
     and other symbols; white space up to the last one when a word follows (the word takes
-    it as its leading space); any other white space. Python's re has no \\p{L} (letters)
+    it as its leading space: "Hello   world" is cut as "Hello", "  ", " world"); any other
+    white space. Python's re has no \\p{L} (letters)
     or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
     Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
@@ -1331,12 +1371,581 @@ class Vocabulary(list):
         return bytes(byte_of[ch] for ch in text)
 
 
+# ---------------------------------------------------------------------------------------
+# IV.2 GPT-2's forward pass: the same model, with seven differences
+#
+# OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
+# parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
+# positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
+# to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
+# two only the layout and the size:
+#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm.
+#   2. GELU instead of ReLU in the MLP.
+#   3. A bias (a learned constant) added after every matrix.
+#   4. No norm right after the embeddings, but a final LayerNorm before the output.
+#   5. The output layer is wte itself (tied): no separate lm_head.
+#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall.
+#   7. 1,024 positions, so a prompt plus what it writes is at most 1,024 tokens.
+# Only inference here: the weights come trained from OpenAI, so there is no graph, just
+# plain floats and the key/value cache of Part I. (Part I's attention_head works on plain
+# floats through Part II's fast path, which is why --gpt2 refuses --plain.)
+#
+# The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
+# the header (each tensor's name, number type, shape and byte offsets), then the numbers
+# themselves, raw. Reading it runs no code, unlike a pickled PyTorch file; Part VI's
+# load_gpt2 checks every offset and shape before it reads a number. One twist: OpenAI's
+# matrices (its "Conv1D" layers) are stored [n_in][n_out], the transpose of Part I's
+# [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
+# rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
+# that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
+#
+# Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
+# them are in linear layers, each output one dot product of a weight row with x, so
+# dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
+# about twice as fast as sum(map(mul, row, x)); on PyPy, whose JIT compiles
+# sum(map(mul, row, x)) into a machine-code loop, that is already fast. scripts/bench_gpt2.py measures a token against the time of those dot products
+# alone (the README has the figures): everything else costs a few percent.
+# ---------------------------------------------------------------------------------------
+
+from array import array
+
+dot_product = getattr(math, "sumprod", None) or (lambda row, x: sum(map(mul, row, x)))
+
+
+@dataclass
+class GPT2Config:
+    """The shape of a GPT-2 model, from its config.json (Part VI reads it)."""
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    n_positions: int = 1024      # GPT-2 (7): the longest context, in tokens
+    vocab_size: int = 50257
+    n_inner: int = 3072          # the MLP's width, 4 * n_embd
+    eps: float = 1e-5            # LayerNorm's guard against dividing by zero
+
+
+def layer_norm(x, gain, bias, eps):
+    """GPT-2 (1): LayerNorm. Like rmsnorm(), but it subtracts the mean first, so x is
+    centred as well as scaled, and then each number gets its own learned gain and bias:
+    (x - mean) / sqrt(variance + eps) * gain + bias.   [n] -> [n]"""
+    mu = sum(x) / len(x)
+    centred = [xi - mu for xi in x]
+    scale = (dot_product(centred, centred) / len(x) + eps) ** -0.5
+    return [c * scale * g + b for c, g, b in zip(centred, gain, bias)]
+
+
+def gelu(x):
+    """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
+    with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
+    of x * P(a standard normal is below x).   [n] -> [n]"""
+    c = math.sqrt(2 / math.pi)
+    return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
+
+
+def affine(x, w, b):
+    """GPT-2 (3): linear() plus a bias: y[i] = w[i] . x + b[i].   x: [n_in], w: [n_out][n_in] -> [n_out]"""
+    return [dot_product(row, x) + bi for row, bi in zip(w, b)]
+
+
+def causal_self_attention(q, keys, values, n_head, attention_log=None):
+    """Part I's attention, unchanged: each head attends over its slice of the cached keys
+    and values (this position and the earlier ones), and the heads' outputs are joined.
+    q: [n_embd], keys, values: [pos+1][n_embd] -> [n_embd]"""
+    hd = len(q) // n_head
+    out = []
+    for h in range(n_head):
+        sl = slice(h * hd, (h + 1) * hd)
+        ks, vs = [k[sl] for k in keys], [v[sl] for v in values]
+        out.extend(attention_head(q[sl], ks, vs))
+        if attention_log is not None:
+            attention_log.append(attention_weights(q[sl], ks))
+    return out
+
+
+def gpt2(token, pos, keys, values, w, config, attention_log=None):
+    """GPT-2's logits after reading `token` at position `pos`: gpt() with the seven changes.
+    w: name -> weights, named as in OpenAI's files (Part VI's load_gpt2 makes it), each
+    matrix as [n_out][n_in] rows. keys, values: the cache, as for gpt().   -> [vocab_size]"""
+    e, eps = config.n_embd, config.eps
+    # GPT-2 (4): the embeddings' sum goes into the blocks without a norm.
+    x = [t + p for t, p in zip(w["wte.weight"][token], w["wpe.weight"][pos])]   # [n_embd]
+    for i in range(config.n_layer):
+        L = f"h.{i}."
+        # Attention block, as in gpt(): norm, attend, project, add back to the residual.
+        a = layer_norm(x, w[L + "ln_1.weight"], w[L + "ln_1.bias"], eps)
+        # GPT-2 (6): one matrix makes q, k and v at once, side by side.
+        qkv = affine(a, w[L + "attn.c_attn.weight"], w[L + "attn.c_attn.bias"])   # [3 * n_embd]
+        keys[i].append(qkv[e:2 * e])
+        values[i].append(qkv[2 * e:])
+        a = causal_self_attention(qkv[:e], keys[i], values[i], config.n_head, attention_log)
+        x = [xi + yi for xi, yi in zip(x, affine(a, w[L + "attn.c_proj.weight"], w[L + "attn.c_proj.bias"]))]
+        # MLP block, as in gpt(): norm, widen to n_inner, GELU, narrow, add back.
+        m = layer_norm(x, w[L + "ln_2.weight"], w[L + "ln_2.bias"], eps)
+        m = gelu(affine(m, w[L + "mlp.c_fc.weight"], w[L + "mlp.c_fc.bias"]))      # [n_inner]
+        x = [xi + yi for xi, yi in zip(x, affine(m, w[L + "mlp.c_proj.weight"], w[L + "mlp.c_proj.bias"]))]
+    # GPT-2 (4) again: a last LayerNorm; and (5): the scores are x's dot product with every
+    # token's embedding, so a token scores high when x looks like its vector.
+    x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+    return [dot_product(row, x) for row in w["wte.weight"]]                  # [vocab_size]
+
+
+def next_token(logits, temperature, top_k, rng):
+    """The next token: the likeliest at temperature 0 (greedy: the same text every time);
+    otherwise drawn as sample_token() draws, from the top_k likeliest only if top_k is set
+    (so a long tail of unlikely tokens cannot, between them, be drawn now and then)."""
+    if temperature == 0:
+        return max(range(len(logits)), key=logits.__getitem__)
+    ids = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:top_k] if top_k else range(len(logits))
+    return ids[sample_token([logits[i] for i in ids], temperature, rng)]
+
+
+def generate(prompt_ids, length, w, config, temperature, top_k, rng):
+    """Read the prompt, then write `length` tokens, yielding each as soon as it is chosen.
+    The prompt must hold at least one token: with none, the command line starts GPT-2 from
+    <|endoftext|>, as Part I starts from BOS. It also refuses a prompt plus length beyond
+    the 1,024 positions (GPT-2 (7))."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    tokens = list(prompt_ids)
+    for pos in range(len(tokens) + length - 1):
+        logits = gpt2(tokens[pos], pos, keys, values, w, config)
+        if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
+            tokens.append(next_token(logits, temperature, top_k, rng))
+            yield tokens[-1]
+
+
+def gpt2_explain(tokens, w, config):
+    """explain() for GPT-2: per position, the next-token probabilities and each head's
+    attention weights (layer by layer, head by head)."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    rows = []
+    for pos, t in enumerate(tokens):
+        log = []
+        rows.append((softmax(gpt2(t, pos, keys, values, w, config, log)), log))
+    return rows
+
+
 # =======================================================================================
 # PART V. FROM NAMES TO AN ASSISTANT
 #
-# (to be written: the chat format, fine-tuning with a loss mask, reinforcement learning
-# from a verifiable reward)
+# ChatGPT is made in stages, and this part runs each of them, in miniature, on names. A
+# model pretrained on names (Part I) can only babble names. To make it an assistant that
+# answers "a name starting with em" with "emma", we
+#   V.1  set it a task small enough to learn and strict enough to check by code;
+#   V.2  give it a chat format: new tokens that mark who speaks, added to its vocabulary;
+#   V.3  fine-tune it on example conversations, with the loss on the answers only (SFT);
+#   V.4  let it practise: it answers, code checks the answers, and it learns from its own
+#        good and bad answers, with no example answer at all (reinforcement learning);
+#   V.5  measure after every stage how often it answers requests it has never seen.
+# Nothing here is new machinery: the same gpt(), the same autograd and the same Adam
+# (adam_update) as Part I, on the fast path of Part II. The command line runs it all with
+# `python microgpt.py --chat` (Part VI, "The assistant"), and prints the report card.
 # =======================================================================================
+
+# ---------------------------------------------------------------------------------------
+# V.1 The task
+#
+# Requests in a small, fixed English, each answered with one name: "a name starting with
+# X" and "a name ending with X", X being 1 to 3 letters. An answer is correct when it
+# satisfies the request, is made of letters only, is longer than X (echoing "em" is not a
+# name starting with "em"), and ends properly (with the end-of-answer token, within the
+# context). Code can check that, so no person has to grade answers: that is what makes
+# reinforcement learning (V.4) possible.
+#
+# To measure whether the model learned the task or only the requests it trained on, some
+# requests are held out of fine-tuning: some X never appear in any fine-tuning request
+# (unseen prefixes and suffixes), others appear only with the other kind (unseen
+# combinations: "ending with an" is held out while "starting with an" is trained).
+# ---------------------------------------------------------------------------------------
+
+TASKS = {"starting with": str.startswith, "ending with": str.endswith}   # kind -> its check
+ENDING = "ending with"
+
+
+def request_for(kind, x):
+    return f"a name {kind} {x}"
+
+
+def affix(name, kind, length):
+    """The first (or last) `length` letters of a name: the X of a request it answers."""
+    return name[:length] if kind == "starting with" else name[-length:]
+
+
+def is_correct(kind, x, answer, ended):
+    """Whether an answer (the texts of its tokens; ended: it finished with the end token)
+    is correct: the reward of V.4 (True counts 1, False 0)."""
+    return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
+            and TASKS[kind]("".join(answer), x))
+
+
+def split_requests(names, rng, share=0.15):
+    """Every request (kind, X) some name answers, split into those fine-tuning may use and
+    those held out for evaluation: a share of each length's X held out of both kinds
+    (unseen), and of the X seen with both kinds, one kind held out (unseen combinations).
+    Returns (train, held_out), two sets of (kind, X)."""
+    found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
+    xs = sorted({x for _, x in found})
+    held = set()
+    for length in (1, 2, 3):
+        group = [x for x in xs if len(x) == length]
+        rng.shuffle(group)
+        unseen = group[:max(2, round(share * len(group)))]
+        held |= {(kind, x) for x in unseen for kind in TASKS if (kind, x) in found}
+        both = [x for x in group[len(unseen):] if all((kind, x) in found for kind in TASKS)]
+        held |= {(rng.choice(sorted(TASKS)), x) for x in both[:round(share * len(both))]}
+    return found - held, held
+
+
+def evaluation_requests(held_out, count, rng):
+    """`count` held-out requests of each kind, a third with X of each length (a request may
+    come more than once: there are few 1-letter X), in a fixed order."""
+    chosen = []
+    for kind in TASKS:
+        for length in (1, 2, 3):
+            pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
+            n = count // 3 + (length <= count % 3)
+            chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------
+# V.2 The chat format
+#
+# A conversation is one sequence of tokens, with new tokens that say who speaks: <|user|>
+# opens the request, <|assistant|> the answer, <|end|> closes it. The model learns their
+# meaning from where they appear. Each new token needs a new row in wte (what it means as
+# input) and in lm_head (its score as output); the pretrained rows are kept, which is how
+# real chat models are made from base models. Two new rows start as copies of BOS's rows,
+# because the pretrained model already knows what BOS means: <|assistant|> reads like BOS
+# (a name begins after it) and <|end|> is predicted like BOS (the name ends here). The
+# other new rows start random. The model of names has no use for BOS itself any more, so
+# the chat vocabulary drops it (its rows live on in the two copies).
+#
+# The fixed English of the requests gets a token per phrase ("a name starting with "), as
+# a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
+# X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
+# for "starting with", from the right for "ending with". So every prompt has 8 tokens,
+# and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
+# from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
+# writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
+# is <|assistant|>. Why a fixed distance helps: a position embedding (wpe) names an
+# absolute position, so "the letter 5 back" is one fixed thing to learn at every position,
+# while "the letter just after the request, wherever it ended" is a different thing for
+# each length of X. With the slots, a small model learns to copy in a few hundred steps.
+# Without them, a 2-layer model fine-tuned on 2,000 conversations passed 21% and 0% of
+# the held-out requests (starting with, ending with); with them, the same model and data
+# passed 92% and 70% (an experiment made while designing this part; the command line's
+# pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
+# with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
+# Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
+#
+#     a name starting with em -> emma
+#     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
+#        0              0              0 0    0       0       0         0        1 1 1 1    1
+#     a name ending with son -> jason
+#     <|user|> "a name ending with " <|pad|> <|pad|> s o n <|assistant|> j a s o n <|end|>
+#        0              0               0       0    0 0 0       0       1 1 1 1 1    1
+# ---------------------------------------------------------------------------------------
+
+USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
+SPECIAL = (USER, ASSISTANT, END, PAD)
+REQUEST_TOKENS = 6       # a phrase and five slots for X
+
+
+def chat_vocab(chars):
+    """The pretrained vocabulary (without BOS) followed by the new tokens."""
+    return list(chars) + list(SPECIAL) + [f"a name {kind} " for kind in TASKS]
+
+
+def add_chat_tokens(params, chars, chat_chars, config, rng):
+    """The pretrained parameters with a row in wte and lm_head for each new token: copies of
+    BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
+    BOS's own rows (the last) are dropped. The matrices are new; the rows are shared."""
+    bos = len(chars)
+    def rows(matrix, copy_of_bos):
+        new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
+               [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
+               for t in chat_chars[bos:]]
+        return matrix[:bos] + new
+    chat = dict(params)
+    chat["wte"], chat["lm_head"] = rows(params["wte"], ASSISTANT), rows(params["lm_head"], END)
+    return chat
+
+
+def encode_text(text, chat_chars):
+    """A request's text to token ids, taking the longest token that matches at each point
+    (so a phrase is one token); None if some part matches no token. Raw text never becomes a
+    special token: they are made only by render()."""
+    tokens = sorted((t for t in chat_chars if t not in SPECIAL), key=len, reverse=True)
+    ids, i = [], 0
+    while i < len(text):
+        match = next((t for t in tokens if text.startswith(t, i)), None)
+        if match is None:
+            return None
+        ids.append(chat_chars.index(match))
+        i += len(match)
+    return ids
+
+
+def render(request_ids, answer_ids, chat_chars):
+    """A conversation as (tokens, mask): mask[i] is 1 where tokens[i] is the assistant's."""
+    user, assistant, end, pad = (chat_chars.index(t) for t in SPECIAL)
+    padding = [pad] * (REQUEST_TOKENS - len(request_ids))
+    if request_ids and chat_chars[request_ids[0]] == f"a name {ENDING} ":
+        request_ids = request_ids[:1] + padding + request_ids[1:]    # X at the right: [phrase, pad, pad, s, o, n]
+    else:
+        request_ids = request_ids + padding                           # X at the left: [phrase, e, m, pad, pad, pad]
+    tokens = [user] + request_ids + [assistant] + answer_ids + [end]
+    return tokens, [0] * (len(request_ids) + 2) + [1] * (len(answer_ids) + 1)
+
+
+def parse(tokens, chat_chars):
+    """render() backwards: the (request, answer) texts of a rendered conversation."""
+    text = "".join(chat_chars[t] for t in tokens if chat_chars[t] != PAD)
+    request, _, answer = text[len(USER):].partition(ASSISTANT)
+    return request, answer[:-len(END)] if answer.endswith(END) else answer
+
+
+def prompt_for(request_ids, chat_chars):
+    """The tokens the assistant continues: the rendered request up to <|assistant|>."""
+    return render(request_ids, [], chat_chars)[0][:-1]
+
+
+def generate_answer(weights, config, prompt, rng, temperature, end_id):
+    """The assistant's answer to a rendered prompt (ending with <|assistant|>), token by
+    token: yields (token, probabilities at temperature 1) until it draws end_id or the
+    context is full. Temperature 0 takes the likeliest token every time."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    tokens = list(prompt)
+    for pos in range(config.block_size):
+        logits = gpt(tokens[pos], pos, keys, values, weights, config)
+        if pos < len(tokens) - 1:
+            continue                      # the prompt's next token is given
+        probs = [float(p) for p in softmax(logits)]
+        token = (max(range(len(probs)), key=probs.__getitem__) if temperature <= 0
+                 else sample_token(logits, temperature, rng))
+        yield token, probs
+        if token == end_id:
+            return
+        tokens.append(token)
+
+
+def chat_prompt(request, config, chat_chars):
+    """The rendered prompt for a request's text, or BadInput saying why there is none."""
+    ids = encode_text(request, chat_chars)
+    if ids is None:
+        unknown = sorted(set(request) - set("".join(t for t in chat_chars if t not in SPECIAL)))
+        phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
+        raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
+                       f"the model reads only single letters and the phrases {phrases}, not {request!r}")
+    prompt = prompt_for(ids, chat_chars)
+    if len(prompt) >= config.block_size:
+        raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
+                       f"context of {config.block_size} with room for an answer")
+    return prompt
+
+
+def chat_reply(weights, config, chars, request, rng, temperature):
+    """The assistant's answer to a request, as it is written: yields (piece, probability,
+    alternatives) per token, piece being its text, probability the model's (at temperature
+    1) for it, alternatives the five likeliest [(text, probability)]. Stops at <|end|>
+    (not yielded) or when the context is full. BadInput for a request it cannot read."""
+    prompt = chat_prompt(request, config, chars)
+    for token, probs in generate_answer(weights, config, prompt, rng, temperature, chars.index(END)):
+        if chars[token] == END:
+            return
+        top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
+        yield chars[token], probs[token], [(chars[t], probs[t]) for t in top]
+
+
+def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
+    """The assistant's answer to (kind, X): (prompt, answer's token ids, their texts without
+    <|end|>, whether it ended, and whether it is correct)."""
+    prompt = prompt_for(encode_text(request_for(kind, x), chat_chars), chat_chars)
+    end = chat_chars.index(END)
+    ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, end)]
+    ended = ids[-1:] == [end]
+    texts = [chat_chars[t] for t in (ids[:-1] if ended else ids)]
+    return prompt, ids, texts, ended, is_correct(kind, x, texts, ended)
+
+
+# ---------------------------------------------------------------------------------------
+# V.3 Supervised fine-tuning (SFT)
+#
+# Show the model example conversations and train it, as in section 6, to predict their
+# tokens, but count the loss only on the assistant's tokens (the mask of V.2). The request
+# is given at inference, never written by the model, so predicting it would be wasted
+# effort: the model would spend its few parameters learning which requests we happen to
+# make, and that loss would drown the one we care about. With the mask, the request is
+# read but never predicted (tests/test_chat.py checks that the loss is the mean of Part I's
+# losses at the answer's positions and nothing else). The examples are made from the names:
+# "jason" gives "a name starting with ja" -> "jason" and "a name ending with son" ->
+# "jason" (for "ending with", only names of 5 letters, to fill the slots: V.2). Only
+# requests not held out are used.
+# ---------------------------------------------------------------------------------------
+
+def sft_answers(names, requests, config):
+    """For each kind, every (X, name) that fine-tuning may show: the request (kind, X) is
+    among `requests`, the conversation fits the context, and for "ending with" the name
+    has exactly as many letters as X has slots (5), so that the answer's last letters sit
+    right under X (V.2)."""
+    found = {kind: [] for kind in TASKS}
+    for name in names:
+        for kind in TASKS:
+            for k in (1, 2, 3):
+                x = affix(name, kind, k)
+                # The whole conversation must fit the context: <|user|>, the request's
+                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens
+                # for len(name) + 8 predictions: names of at most 8 letters at block_size 16.
+                if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
+                        and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
+                    found[kind].append((x, name))
+    return found
+
+
+def sft_example(answers, chat_chars, rng):
+    """A random fine-tuning conversation (tokens, mask): a kind, then one of its (X, name)."""
+    kind = rng.choice(sorted(answers))
+    x, name = rng.choice(answers[kind])
+    return render(encode_text(request_for(kind, x), chat_chars), encode_text(name, chat_chars), chat_chars)
+
+
+def answer_losses(tokens, mask, params, config):
+    """The loss of each of the assistant's tokens, -log p(token | all before it): the
+    model reads every token, but only the positions whose next token is the assistant's
+    get a loss."""
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    losses = []
+    for pos in range(min(config.block_size, len(tokens) - 1)):
+        logits = gpt(tokens[pos], pos, keys, values, params, config)
+        if mask[pos + 1]:
+            losses.append(cross_entropy(logits, tokens[pos + 1]))
+    return losses
+
+
+def backpropagate(compute_loss):
+    """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
+    the parameters' .grad, and return its number. With FAST, backward walks the tape (II.2)."""
+    if not FAST:
+        loss = compute_loss()
+        loss.backward()
+        return loss.data
+    Value.tape = []
+    try:
+        loss = compute_loss()
+    finally:
+        tape, Value.tape = Value.tape, None
+    backward_along(loss, tape)
+    return loss.data
+
+
+def optimise(params, config, num_steps, add_step_gradient):
+    """Adam, as train() runs it (section 6): add_step_gradient(step) adds one step's
+    gradient to the parameters and returns a number to report, which this yields."""
+    flat = flatten(params)
+    m, v = [0.0] * len(flat), [0.0] * len(flat)
+    for step in range(num_steps):
+        result = add_step_gradient(step)
+        adam_update(flat, m, v, step, num_steps, config)
+        yield result
+
+
+def sft_steps(params, config, examples, num_steps, batch):
+    """Fine-tune on `batch` conversations per step (examples(step, b) gives one); yields
+    each step's mean answer loss. One conversation's graph at a time, as train() does."""
+    def add_step_gradient(step):
+        return sum(backpropagate(lambda: mean(answer_losses(*examples(step, b), params, config)) * (1 / batch))
+                   for b in range(batch))
+    return optimise(params, config, num_steps, add_step_gradient)
+
+
+# ---------------------------------------------------------------------------------------
+# V.4 Reinforcement learning (RL)
+#
+# SFT imitates the example answers; it never tells the model which of its own answers are
+# wrong. Reinforcement learning does: the model answers a request several times (a group),
+# code grades each answer (reward 1 if correct, else 0), and the model is nudged towards
+# its better answers and away from its worse ones. No example answer is needed, only the
+# check: the model learns from what it wrote itself, so it can fix the mistakes it really
+# makes (running on past the end, dropping a letter of X), which SFT's examples never
+# show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
+# on maths problems, in its simplest form (no clipping of the update, no KL penalty): the advantage of an answer is its reward minus the group's mean,
+# divided by the group's spread, so that only how an answer compares with its siblings
+# counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
+#
+# The loss whose gradient does the nudging is, over the n answers of a step,
+#     L = -(1/n) * sum_i advantage_i * log p(answer_i)
+# where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
+# -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
+# model's own answers, weighted by their advantage: a positive advantage makes an answer
+# likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
+# they come from the very distribution p whose gradient is taken.)
+#
+# RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
+# name that sounds like one, so the answers drift to whatever letters are easiest to
+# produce ("arson", "uryry"): reward hacking, in miniature. Real pipelines hold the model
+# near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
+# ---------------------------------------------------------------------------------------
+
+def advantages(rewards):
+    """GRPO's advantages of a group: (reward - mean) / spread, all 0 if the rewards are equal."""
+    mu = sum(rewards) / len(rewards)
+    spread = (sum((r - mu) ** 2 for r in rewards) / len(rewards)) ** 0.5
+    return [(r - mu) / spread if spread else 0.0 for r in rewards]
+
+
+def answer_group(weights, config, chat_chars, kind, x, rng, size):
+    """`size` answers to one request, drawn at temperature 1: [(tokens, mask, reward)]."""
+    group = []
+    for _ in range(size):
+        prompt, ids, _, _, correct = answer_request(weights, config, chat_chars, kind, x, rng, 1.0)
+        group.append((prompt + ids, [0] * len(prompt) + [1] * len(ids), float(correct)))
+    return group
+
+
+def policy_loss(tokens, mask, advantage, n, params, config):
+    """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
+    # -log p(answer) is the sum of the answer's token losses, written mean * count so that
+    # it is one fused node (Part II's fast_mean) rather than a chain of additions.
+    losses = answer_losses(tokens, mask, params, config)
+    return mean(losses) * (len(losses) * advantage / n)
+
+
+def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
+    """GRPO: each step draws a group of answers to each of `requests(step)` (a list of
+    (kind, X)), grades them and adds the gradient of L; yields the step's mean reward."""
+    def add_step_gradient(step):
+        weights = inference_weights(params)
+        groups = [answer_group(weights, config, chat_chars, kind, x, rng, group_size)
+                  for kind, x in requests(step)]
+        n = sum(len(g) for g in groups)
+        for group in groups:
+            for (tokens, mask, _), a in zip(group, advantages([r for _, _, r in group])):
+                if a:
+                    backpropagate(lambda: policy_loss(tokens, mask, a, n, params, config))
+        return sum(r for g in groups for _, _, r in g) / n
+    return optimise(params, config, num_steps, add_step_gradient)
+
+
+# ---------------------------------------------------------------------------------------
+# V.5 Evaluation
+#
+# After every stage: the share of held-out requests (V.1) answered correctly, per kind,
+# sampled at the chat's own temperature (0.5, as for names), so that it measures the
+# assistant people talk to.
+# With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
+# card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
+# 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
+# minutes on CPython.
+# ---------------------------------------------------------------------------------------
+
+def pass_rates(weights, config, chat_chars, requests, rng, temperature):
+    """{kind: share of correct answers} over (kind, X) requests, and the answers given."""
+    right, answers = {kind: [] for kind in TASKS}, []
+    for kind, x in requests:
+        _, _, texts, _, correct = answer_request(weights, config, chat_chars, kind, x, rng, temperature)
+        right[kind].append(correct)
+        answers.append((request_for(kind, x), "".join(texts), correct))
+    return {kind: sum(r) / len(r) for kind, r in right.items() if r}, answers
 
 
 # =======================================================================================
@@ -1349,6 +1958,7 @@ class Vocabulary(list):
 # =======================================================================================
 
 import argparse
+import errno
 import hashlib
 import os
 import signal
@@ -1366,22 +1976,47 @@ class BadInput(Exception):
 def encode_for(what, text, chars):
     """encode(), or BadInput naming `what` was being encoded and every character that is
     not in the vocabulary."""
-    unknown = sorted(set(text) - set(chars))
-    if unknown:
-        raise BadInput(f"{what}: characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
+    check_known(what, text, chars)
     return encode(text, chars)
 
 
-def check_finite_scores(weights, config):
-    """Refuse a model whose scores are not finite numbers (its weights are so large that the
-    arithmetic overflows), before it is asked to sample or explain anything."""
+def check_known(what, text, chars):
+    """BadInput naming `what` and every character of text that is not in the vocabulary."""
+    unknown = sorted(set(text) - set(chars))
+    if unknown:
+        raise BadInput(f"{what}: characters the model has never seen: " + " ".join(repr(ch) for ch in unknown))
+
+
+def encode_with_progress(what, text, chars):
+    """encode_for(), a million characters at a time, saying how far it has got."""
+    check_known(what, text, chars)
+    if getattr(chars, "merges", None):      # Part IV's tokens may span the pieces: all at once
+        return encode(text, chars)
+    progress, ids, step = Progress(f"encoding {what}", len(text), "characters"), [], 2**20
+    for start in range(0, len(text), step):
+        progress.update(start)
+        ids += encode(text[start:start + step], chars)
+    return ids
+
+
+def check_finite_scores(weights, config, why="the model's scores are not finite numbers: its weights "
+                                              "are too large to compute with"):
+    """Refuse (BadInput: why) a model whose scores are not finite numbers (its weights are so
+    large that the arithmetic overflows), before it is asked to sample or explain anything.
+    Every token, BOS included, is read at every position: sampling starts from BOS, and a
+    check of one token would pass a model that overflows on another."""
+    vocab_size, bs = len(weights["wte"]), config.block_size
+    # Token ids from the last (BOS, for documents) round and round, block_size at a time.
+    tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
+    progress = Progress("checking the model's scores", len(tokens), "tokens")
     try:
-        rows = logits_at_every_position([0] * config.block_size, weights, config)
-        finite = all(math.isfinite(float(l)) for row in rows for l in row)
+        for start in range(0, len(tokens), bs):
+            progress.update(start)
+            rows = logits_at_every_position(tokens[start:start + bs], weights, config)
+            if not all(math.isfinite(float(l)) for row in rows for l in row):
+                raise BadInput(why)
     except (OverflowError, ValueError):
-        finite = False
-    if not finite:
-        raise BadInput("the model's scores are not finite numbers: its weights are too large to compute with")
+        raise BadInput(why) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -1421,12 +2056,14 @@ def read_data_file(path, what="data file"):
             # A megabyte at a time: f.read(MAX_FILE_BYTES + 1) would make PyPy set aside the
             # whole 100 MB at once, however small the file (measured: 172 MB peak, not 96).
             chunks, size = [], 0
+            progress = Progress(f"reading {path}", info.st_size if regular else None, "bytes")
             while size <= MAX_FILE_BYTES:
                 chunk = f.read(2**20)
                 if not chunk:
                     break
                 chunks.append(chunk)
                 size += len(chunk)
+                progress.update(size)
             data = b"".join(chunks)
     except FileNotFoundError:
         raise BadInput(f"{what} not found: {path}") from None
@@ -1436,6 +2073,15 @@ def read_data_file(path, what="data file"):
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
     if len(data) > MAX_FILE_BYTES:
         raise BadInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    for mark, encoding in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                           (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(mark):
+            raise BadInput(f"{path} is {encoding} text (it starts with a {encoding} byte-order mark): "
+                           "save it as UTF-8")
+    nul = data.find(b"\x00")      # valid UTF-8, but no text a person writes holds NUL characters
+    if nul >= 0:
+        raise BadInput(f"{path} holds NUL bytes (the first at offset {nul}): it looks like UTF-16 or "
+                       "UTF-32 text, or binary data, not UTF-8 text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -1449,9 +2095,12 @@ def read_data_file(path, what="data file"):
 def is_checkpoint(path):
     """Whether `path` holds a microgpt checkpoint: the only kind of file --save replaces."""
     try:
+        with open(path, encoding="utf-8-sig") as f:      # how every checkpoint we write begins
+            if f.read(len(CHECKPOINT_START)) == CHECKPOINT_START:
+                return True
         if os.path.getsize(path) > MAX_FILE_BYTES:
             return False
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig") as f:      # written by hand, keys in another order
             content = json.load(f)
     except (OSError, ValueError, RecursionError):
         return False
@@ -1478,6 +2127,14 @@ def check_can_write(path, is_ours, what):
         raise BadInput(f"the name of the {what} to write is empty")
     if os.path.isdir(path):
         raise BadInput(f"cannot write {path}: it is a directory")
+    for name in (path, os.path.dirname(path) or "."):
+        try:
+            os.stat(name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:       # a symlink loop, a file where a directory should be, no permission
+            raise BadInput(f"cannot write {path}: {e.strerror or e}" + (" (a symlink loop)" if e.errno ==
+                                                                         getattr(errno, "ELOOP", None) else ""))
     if os.path.lexists(path):
         if not os.path.isfile(path):               # a device, a pipe, a broken symlink
             raise BadInput(f"cannot write {path}: it is not a regular file")
@@ -1498,9 +2155,10 @@ def check_can_write(path, is_ours, what):
     # ".microgpt-", 8 random characters, then x's).
     name_bytes = len(os.fsencode(os.path.basename(os.path.realpath(path))))
     try:
-        fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
-        os.close(fd)
-        os.remove(probe)
+        with stop_signals_held():
+            fd, probe = tempfile.mkstemp(prefix=".microgpt-", suffix="x" * max(0, name_bytes - 18), dir=directory)
+            os.close(fd)
+            os.remove(probe)
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -1513,9 +2171,37 @@ def same_file(a, b):
         return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
+@contextlib.contextmanager
+def stop_signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends (where the platform can), so that
+    a signal cannot cut a write short between creating a temporary file and removing it."""
+    numbers = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    try:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+    except (AttributeError, ValueError, OSError):
+        held = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)    # a held signal is handled now
+
+
 def write_atomically(path, text):
     """Write to a temporary file beside `path`, then rename it over `path`: the rename is
     atomic, so an interrupted write never leaves half a file or destroys the old one."""
+    with stop_signals_held():
+        write_then_rename(path, text)
+
+
+def usual_mode():
+    """The permissions a new file gets here: 0o666 less the umask (0o644 for most users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_then_rename(path, text):
     path = os.path.realpath(path)        # through a symlink: the link stays, its target is replaced
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".microgpt-", suffix=".tmp", dir=directory)
@@ -1525,12 +2211,15 @@ def write_atomically(path, text):
             f.flush()
             os.fsync(f.fileno())
         try:                              # a file we replace keeps the permissions it had
-            mode = stat.S_IMODE(os.stat(path).st_mode)
+            old = os.stat(path)
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
+                try:                      # and its owner (root replacing another user's file)
+                    os.chown(tmp, old.st_uid, old.st_gid)
+                except OSError:           # only root may give a file away
+                    pass
         except FileNotFoundError:         # mkstemp makes the file private; use the usual mode
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
+            os.chmod(tmp, usual_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -1540,8 +2229,33 @@ def write_atomically(path, text):
         raise
 
 
+CHECKPOINT_START = '{"format": "microgpt", '     # json.dumps writes "format" first
+
+
+def checkpoint_bytes_at_most(n_params, chars, config):
+    """The largest a checkpoint of n_params weights, this vocabulary and a run of config.steps
+    steps can be: a number takes at most 26 bytes (a float's longest form, as
+    "-2.2250738585072014e-308", and ", "), and there are three per parameter (the weight and
+    Adam's two averages) and one per step (its loss); a character takes 12 ("\\ud83d\\ude00")
+    and a token 4 more (quotes, comma); then the samples of the history (25 of at most
+    max(block_size, 80) characters) and room for the rest (the random state, the options)."""
+    return (26 * (3 * n_params + config.steps) + sum(12 * len(c) + 4 for c in chars)
+            + 25 * 12 * max(config.block_size, 80) + 65536)
+
+
+def check_checkpoint_size(n_params, chars, path, config):
+    """Refuse, before training, a model whose checkpoint could be too large to load again: one
+    size rule, MAX_FILE_BYTES, for what --save writes and what --load (and --save) read."""
+    size = checkpoint_bytes_at_most(n_params, chars, config)
+    if size > MAX_FILE_BYTES:
+        raise BadInput(f"--save {path}: the checkpoint of {n_params:,} parameters (with Adam's state) and "
+                       f"{config.steps:,} steps could take up to {size / 2**20:,.0f} MB, more than the "
+                       f"{MAX_FILE_BYTES // 2**20} MB microgpt reads back: choose a smaller --n-embd, --n-layer "
+                       "or --block-size (or fewer --steps)")
+
+
 def save_checkpoint(path, params, config, chars, mode, extra=None):
-    """Save the model as JSON. mode is "docs" or "stream" (stream models have no BOS)."""
+    """Save the model as JSON. mode is "docs", "stream" or "chat" (only "docs" models have BOS)."""
     checkpoint = {
         "format": "microgpt",
         "version": 1,
@@ -1552,7 +2266,14 @@ def save_checkpoint(path, params, config, chars, mode, extra=None):
     }
     checkpoint.update(extra or {})
     try:
-        write_atomically(path, json.dumps(checkpoint) + "\n")
+        text = json.dumps(checkpoint) + "\n"
+    except ValueError as e:       # what json cannot write (an integer of thousands of digits)
+        raise BadInput(f"cannot save to {path}: {e}") from None
+    if len(text.encode("utf-8")) > MAX_FILE_BYTES:      # check_checkpoint_size keeps this from happening
+        raise BadInput(f"cannot save to {path}: the checkpoint would be larger than "
+                       f"{MAX_FILE_BYTES // 2**20} MB, the most microgpt reads")
+    try:
+        write_atomically(path, text)
     except OSError as e:
         raise BadInput(f"cannot save to {path}: {e.strerror or e}") from None
 
@@ -1561,12 +2282,20 @@ def save_rescue_copy(params, config, chars, mode, extra):
     """Save a trained model whose --save path failed to a new file of its own (in the current
     directory, or else the system's temporary one), never replacing anything; returns its path."""
     for directory in (os.getcwd(), tempfile.gettempdir()):
+        path = None
         try:
-            fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
-            os.close(fd)
+            with stop_signals_held():
+                fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
+                os.close(fd)
+            os.chmod(path, usual_mode())          # not mkstemp's private 0600: a file like any other
             save_checkpoint(path, params, config, chars, mode, extra)
             return path
         except (OSError, BadInput):
+            try:                                  # a full disk: leave no empty file behind
+                if path and os.path.getsize(path) == 0:
+                    os.remove(path)
+            except OSError:
+                pass
             continue
     raise BadInput("cannot save the trained model anywhere: neither here nor in the temporary directory")
 
@@ -1608,19 +2337,22 @@ def load_checkpoint(path):
     if config.n_embd % config.n_head:
         raise bad(f"n_embd {config.n_embd} is not divisible by n_head {config.n_head}")
     chars = ckpt["chars"]
+    mode = ckpt.get("mode", "docs")
+    if mode not in ("docs", "stream", "chat"):
+        raise bad(f'unknown mode {mode!r}')
     if "merges" in ckpt:                # a learned BPE vocabulary (Part IV): check it, keep its base
         chars = checked_vocabulary(chars, ckpt["merges"], bad)
+    longest = 64 if mode == "chat" else 1          # a chat model (Part V) has tokens of several characters
     if (not isinstance(chars, list) or not chars
-            or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars)):
-        raise bad('"chars" must be a list of distinct single characters')
+            or not all(isinstance(c, str) and 1 <= len(c) <= longest for c in chars) or len(set(chars)) != len(chars)):
+        raise bad('"chars" must be a list of distinct single characters' + " or tokens" * (mode == "chat"))
     if "merges" in ckpt:
         chars = Vocabulary(chars, [tuple(pair) for pair in ckpt["merges"]])
-    mode = ckpt.get("mode", "docs")
-    if mode not in ("docs", "stream"):
-        raise bad(f'unknown mode {mode!r}')
+    if mode == "chat" and not set(SPECIAL) <= set(chars):
+        raise bad('a chat model needs the tokens ' + ", ".join(SPECIAL) + ' in "chars"')
     if "stream_start" in ckpt and ckpt["stream_start"] not in chars:
         raise bad('"stream_start" must be one of the characters in "chars"')
-    vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    vocab_size = len(chars) + (1 if mode == "docs" else 0)     # stream and chat models have no BOS
     check_memory(config, vocab_size)           # before building a Value for every weight
     state = ckpt["state_dict"]
     shapes = param_shapes(config, vocab_size)
@@ -1978,12 +2710,13 @@ def checked_vocabulary(chars, merges, bad):
 def run_tokenize(args):
     """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
     if args.gpt2 is None:
-        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+        raise BadInput("--tokenize FILE needs --gpt2 DIR|NAME (a folder with GPT-2's vocab.json and merges.txt, "
+                       "or a model's name)")
     if args.tokenize is None:
         raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
         raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
-    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    tokenizer = read_gpt2_tokenizer(gpt2_folder(args.gpt2, ("vocab.json", "merges.txt")))
     text = read_text_as_is(args.tokenize)
     if len(text) > 2**23:
         print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
@@ -2005,6 +2738,16 @@ def default_data_path():
     return here
 
 
+def shown_path(path):
+    """A path as the user would type it: relative to the current folder when the file is
+    below it (names.txt, not the full path of the clone), otherwise as given."""
+    try:
+        relative = os.path.relpath(os.path.abspath(path))
+    except ValueError:                 # Windows: another drive has no relative path
+        return path
+    return path if relative.startswith(os.pardir) else relative
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):                    # one line, like every other error
         raise BadInput(f"{message} (see --help)")
@@ -2013,11 +2756,40 @@ class ArgumentParser(argparse.ArgumentParser):
 LARGEST_COUNT = 10**12     # no size, step or sample count above this can be run (or estimated)
 
 
+def ascii_arg(text):
+    """The text of a number, refused unless written in ASCII: int() and float() also read
+    other scripts' digits ("--steps \u0661\u0660" would be 10), which nobody means on a command line."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"must be written with the digits 0-9, not {text[:20]!r}")
+    return text
+
+
+def seed_arg(text):
+    try:
+        return int(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:20]!r}") from None
+
+
+def float_arg(text):
+    """A number such as 0.01 or 1e-3, in ASCII, that a float can hold (1e-400 is not 0)."""
+    try:
+        value = float(ascii_arg(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text[:20]!r}") from None
+    mantissa = text.lower().split("e")[0]
+    if value == 0 and any(d in mantissa for d in "123456789"):
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too small to compute with: a float rounds it to 0")
+    if math.isinf(value) and "inf" not in text.lower():
+        raise argparse.ArgumentTypeError(f"{text[:20]} is too large to compute with: a float cannot hold it")
+    return value
+
+
 def count_arg(text):
     """A whole number for a size or a count, at most LARGEST_COUNT: a typo of many digits is
     refused here rather than overflowing the arithmetic that checks it."""
     try:
-        value = int(text)
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value > LARGEST_COUNT:
@@ -2051,15 +2823,16 @@ def make_parser():
     p.add_argument("--block-size", type=count_arg, metavar="N", help=f"context length in tokens (default {d.block_size})")
     p.add_argument("--batch", type=batch_arg, metavar="N|all", help="documents or windows per "
                    f"step; 'all' uses every one at every step (default {d.batch})")
-    p.add_argument("--lr", type=float, metavar="F", help=f"Adam learning rate, decayed linearly "
+    p.add_argument("--lr", type=float_arg, metavar="F", help=f"Adam learning rate, decayed linearly "
                    f"over the run, to lr / steps at the last step (default {d.lr})")
-    p.add_argument("--seed", type=int, metavar="N", help=f"random seed; the same seed and "
+    p.add_argument("--seed", type=seed_arg, metavar="N", help=f"random seed; the same seed and "
                    f"options give the same output (default {d.seed}; with --load, the checkpoint's)")
-    p.add_argument("--temperature", type=float, metavar="F", help="sampling temperature: lower is safer, "
+    p.add_argument("--temperature", type=float_arg, metavar="F", help="sampling temperature: lower is safer, "
                    f"higher is wilder; 0 always takes the likeliest token (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
-    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length})")
+    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length}); "
+                   "tokens to write with --gpt2 (default 40)")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary, mode and "
@@ -2078,12 +2851,20 @@ def make_parser():
                    "stopped; saves to FILE again unless --save says otherwise")
     p.add_argument("--plain", action="store_true", help="run Part I of microgpt.py alone (FAST = False): "
                    "the same numbers to rounding, about 14 times slower")
+    # the assistant (Part V)
+    p.add_argument("--chat", action="store_true", help="train an assistant (pretraining, fine-tuning, "
+                   "reinforcement learning: Part V), print its report card and chat with it in the terminal; "
+                   "with --load of a chat model, only chat (one request per line of standard input)")
+    # GPT-2 (Part IV): --gpt2 runs OpenAI's model; --prompt, --length, --temperature, --explain
+    # and --report apply to it too.
+    p.add_argument("--gpt2", metavar="DIR|NAME", help="run GPT-2 from a folder (config.json, vocab.json, merges.txt, "
+                   "model.safetensors), or download one by name: " + ", ".join(HUB_MODELS))
+    p.add_argument("--top-k", type=count_arg, metavar="K", help="GPT-2: draw only from the K likeliest tokens")
+    p.add_argument("--ids", action="store_true", help="GPT-2: print the written token ids, not the text")
     # Tokens bigger than letters (Part IV, IV.1)
     p.add_argument("--bpe", type=count_arg, default=0, metavar="N", help="learn N byte-pair merges from the "
                    "training text and train on those tokens of several characters instead of single "
                    "characters (default 0: characters)")
-    p.add_argument("--gpt2", metavar="DIR", help="a folder with GPT-2's files, laid out as in Hugging Face's "
-                   "gpt2 repository (vocab.json and merges.txt for --tokenize)")
     p.add_argument("--tokenize", metavar="FILE", help="with --gpt2: print the GPT-2 token ids of FILE's text, "
                    "space-separated, on one line (the text <|endoftext|> is encoded as ordinary text)")
     return p
@@ -2127,6 +2908,10 @@ def check_settings(args, config):
         check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
 
 
+# Where Linux says how much memory a container may use: cgroup v2, then v1 (still common).
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def memory_limit():
     """The memory this process may use, in bytes: the machine's, or a container's or a
     ulimit's if smaller; None where it cannot be found out."""
@@ -2135,11 +2920,12 @@ def memory_limit():
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))    # Linux, macOS
     except (AttributeError, ValueError, OSError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="utf-8") as f:      # a Linux container
-            limits.append(int(f.read()))                                    # "max": no limit
-    except (OSError, ValueError):
-        pass
+    for path in CGROUP_MEMORY_LIMITS:                                       # a Linux container
+        try:
+            with open(path, encoding="utf-8") as f:
+                limits.append(int(f.read()))            # "max" (v2): no limit; v1 says a huge number
+        except (OSError, ValueError):
+            pass
     try:
         import resource                                                     # POSIX only
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
@@ -2174,40 +2960,94 @@ def format_bytes(n):
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
 
 
-def check_memory(config, vocab_size, positions=1, data_bytes=0):
+# Memory measured per interpreter (peak resident size; tests/test_attacks.py compares these
+# estimates with measured peaks): the interpreter with microgpt loaded, and the documents
+# held in memory per character of the file and per document (a string, a list of token ids,
+# its places in three lists). PyPy's collector lets garbage pile up before freeing it.
+INTERPRETER_BYTES = {"cpython": 25 * 2**20, "pypy": 75 * 2**20}
+DOCUMENT_BYTES = {"cpython": (10, 180), "pypy": (70, 400)}      # (per character, per document)
+
+
+def documents_bytes(characters, documents):
+    """About how much memory a data file of documents takes, held as microgpt holds it."""
+    per_char, per_doc = DOCUMENT_BYTES.get(sys.implementation.name, DOCUMENT_BYTES["pypy"])
+    return per_char * characters + per_doc * documents
+
+
+def check_memory(config, vocab_size, positions=1, data_bytes=0, data="the data"):
     """Refuse, before anything is allocated, a model that cannot fit in memory, saying how much
-    it would need: about 200 bytes per parameter (its Value, Adam's two averages, a float
-    copy), the graph of one document, and the data."""
+    it would need: the interpreter, about 200 bytes per parameter (its Value, Adam's two
+    averages, a float copy), the graph of one document, and `data` (data_bytes, as held in
+    memory), and what is the most of it."""
     e = config.n_embd
     n_params = (2 * vocab_size + config.block_size) * e + config.n_layer * 12 * e * e   # as param_shapes
     graph = graph_bytes(config, vocab_size, positions)
     # Room for two graphs, though train() keeps one at a time: the estimate is rough, and
     # running out of memory after an hour costs more than a refusal up front.
-    need, limit = 200 * n_params + 2 * graph + data_bytes, memory_limit()
+    model = 200 * n_params + 2 * graph
     if sys.implementation.name == "pypy":
-        need *= 3     # its collector lets garbage pile up before it frees it: measured up to 3x
+        model *= 3    # its collector lets garbage pile up before it frees it: measured up to 3x
+    base = INTERPRETER_BYTES.get(sys.implementation.name, INTERPRETER_BYTES["pypy"])
+    need, limit = base + model + data_bytes, memory_limit()
     if limit is not None and need > limit:
-        data = f", {format_bytes(data_bytes)} for the data and a step's batch" if data_bytes else ""
-        fix = "--batch or data file" if 2 * data_bytes > need else "--n-embd, --n-layer or --block-size"
+        held = f", {format_bytes(data_bytes)} for {data} as held in memory" if data_bytes else ""
+        fix = "data file (or --batch)" if data_bytes > model else "--n-embd, --n-layer or --block-size"
         raise BadInput(f"this would need about {format_bytes(need)} of memory ({n_params:,} parameters, "
-                       f"{format_bytes(graph)} for one document's graph{data}), "
+                       f"{format_bytes(graph)} for one document's graph{held}), "
                        f"more than the {format_bytes(limit)} there is: choose a smaller {fix}")
 
 
-def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0):
+PROGRESS_SECONDS = 10      # the longest any phase of a run goes without saying how far it got
+
+
+class Progress:
+    """How far a long phase (reading, encoding, checking, validating...) has got, printed at
+    most every PROGRESS_SECONDS, and not at all by a phase that is over sooner: call
+    .update(done) as the work goes. total None: the end is not known in advance."""
+
+    def __init__(self, what, total=None, unit=""):
+        self.what, self.total, self.unit = what, total, unit
+        self.started = self.said = time.perf_counter()
+
+    def update(self, done):
+        now = time.perf_counter()
+        if now - self.said < PROGRESS_SECONDS or (self.total is not None and done >= self.total):
+            return
+        if self.total is None:
+            print(f"{self.what}: {done:,} {self.unit} so far", flush=True)
+        else:
+            left = (now - self.started) / max(done, 1) * (self.total - done)
+            print(f"{self.what}: {done:,} of {self.total:,} {self.unit}, {left:.0f} s left", flush=True)
+        self.said = now
+
+
+def with_progress(items, progress, every=1024):
+    """The items, one by one, updating progress every `every` of them."""
+    for i, item in enumerate(items):
+        if i % every == 0:
+            progress.update(i)
+        yield item
+
+
+def print_progress(step, num_steps, loss, smoothed, started, interactive, first=0, said=None):
     """The training progress line: raw and smoothed loss, time per step and time left. In a
-    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times.
+    terminal it is rewritten in place about 100 times a run; in a log, printed 10 times; and
+    in both, whenever PROGRESS_SECONDS have passed since the last one (printed at `said`), so
+    that a long run is never silent for long. Returns when the last line was printed.
     first: the steps taken before `started` (by the run that --resume continues)."""
+    now = time.perf_counter()
     every = max(1, num_steps // (100 if interactive else 10))
-    if step % every and step not in (1, num_steps):
-        return
-    ms = 1000 * (time.perf_counter() - started) / (step - first)
+    due = said is not None and now - said >= PROGRESS_SECONDS
+    if step % every and step not in (1, num_steps) and not due:
+        return said
+    ms = 1000 * (now - started) / (step - first)
     line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | loss {loss:.4f} | smoothed {smoothed:.4f} | "
             f"{ms:.1f} ms/step | {ms * (num_steps - step) / 1000:.0f} s left")
     if interactive:      # back to the start of the line; two spaces cover a line that got shorter
         print("\r" + line + "  ", end="" if step < num_steps else "\n", flush=True)
     else:
         print(line, flush=True)
+    return now
 
 
 # Moves of the Markov chain less likely than this are left out of its pictures, on the
@@ -2289,6 +3129,8 @@ def settings(args):
     checkpoint = resumed or (load_checkpoint(args.load) if args.load else None)
     if checkpoint:
         saved, mode = checkpoint[0], checkpoint[3]
+        if mode == "chat":
+            raise BadInput(f"{args.load} is a chat model: add --chat to talk to it")
         if args.seed is None:               # the seed the model was trained with: the same samples
             config.seed = saved_seed(checkpoint[4], config.seed)
         for key in MODEL_SHAPE:
@@ -2327,10 +3169,23 @@ def settings(args):
     return config, mode, checkpoint
 
 
+def plural(n, word):
+    """"1 document", "2 documents", "29,910 documents"."""
+    return f"{n:,} {word}" + "s" * (n != 1)
+
+
+def visible(text, keep="\n\t"):
+    """Text as a terminal (or a page) should show it: every character that is not printable
+    (NUL, ESC, the right-to-left override U+202E, ...) as its backslash escape, so that a
+    model's samples cannot move the cursor, clear the screen or reverse the line."""
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
 def prepare_data(path, config, mode, chars, rng, bpe=0):
     """Read the training data and say what it is. chars is None for a new model, whose
     vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
-    text = read_data_file(path)
+    # Line ends as a person sees them: Windows' \r\n and old Macs' \r are \n too.
+    text = read_data_file(path).replace("\r\n", "\n").replace("\r", "\n")
     if mode == "stream":
         chars = chars or build_vocab(text)
         if bpe:
@@ -2338,7 +3193,7 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
         # The text as token ids, twice (all, and the training part), and each step's windows.
         windows = (len(text) if config.batch == "all" else config.batch) * (64 + 8 * config.block_size)
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
-        train_tokens, val_tokens = stream_split(encode_for(path, text, chars), config.block_size)
+        train_tokens, val_tokens = stream_split(encode_with_progress(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
             what = "tokens (after --bpe)" if getattr(chars, "merges", None) else "characters"
             raise BadInput(f"{path} has {len(train_tokens)} {what}, fewer than block_size + 1 = "
@@ -2351,24 +3206,26 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
             val_windows = [val_windows[i * len(val_windows) // 1000] for i in range(1000)]
             held_out = f"validating on 1,000 windows spread over the last {len(val_tokens):,}"
         unit = " tokens" if getattr(chars, "merges", None) else ""     # Part IV's; else characters
-        print(f"data: {len(text):,} characters from {path}; training on {len(train_tokens):,}{unit}, "
+        print(f"data: {plural(len(text), 'character')} from {shown_path(path)}; training on {len(train_tokens):,}{unit}, "
               + (held_out + unit if held_out else "too few to hold any out for validation"))
         return text, chars, window_batches(train_tokens, config.block_size, config.batch, rng), val_windows
+    # Before the text is split (every line at most a document), and again with the longest one.
+    lines = text.count("\n") + 1
+    data_bytes, held = documents_bytes(len(text), lines), f"{plural(lines, 'line')} of data"
+    check_memory(config, len(chars or set(text)) + 1, 1, data_bytes, held)
     docs = split_documents(text)
     chars = chars or build_vocab("".join(docs))
-    # Each document as a string and as a list of token ids (about 30 bytes per character),
-    # and the list of a step's documents.
-    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1),
-                 30 * len(text) + (0 if config.batch == "all" else 8 * config.batch))
-    encode_for(path, "".join(docs), chars)  # every character must be in the vocabulary
+    check_memory(config, len(chars) + 1, min(config.block_size, max(map(len, docs)) + 1), data_bytes, held)
+    check_known(path, "".join(docs), chars)  # every character must be in the vocabulary
     train_docs, val_docs = train_val_split(docs, rng)
     if bpe:     # learned from the training documents only, one at a time
         chars = learned_vocabulary(chars, train_docs, bpe, config)
     held_out = f"validating on {len(val_docs):,}" if val_docs else ""
-    print(f"data: {len(docs):,} documents from {path}; training on {len(train_docs):,}, "
-          + (held_out or "too few to hold any out for validation"))
-    return (text, chars, document_batches(train_docs, chars, config.batch),
-            [encode_document(doc, chars) for doc in val_docs])
+    print(f"data: {plural(len(docs), 'document')} from {shown_path(path)}; training on {len(train_docs):,}, "
+          + (held_out or "too few to hold any out for validation"), flush=True)
+    progress = Progress(f"encoding {path}", len(train_docs), "documents")
+    return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
+            encode_documents(val_docs, chars))
 
 
 def explain_tokens(text, chars, config, mode):
@@ -2411,7 +3268,7 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
         weights = inference_weights(params)
         try:          # weights too large to compute with (a diverging run) leave no point
             if step in val_steps and subset:
-                val_loss = mean_token_loss(subset, weights, config)
+                val_loss = validation_loss(subset, weights, config)
                 if math.isfinite(val_loss):
                     record["val_points"].append((step, val_loss))
             if step in sample_steps:
@@ -2460,11 +3317,15 @@ class StopSignals:
     def __init__(self):
         self.signum = None          # the first stop signal received, if any
         self.finishing = False
+        self.stopping = False       # Stopped has been raised: the run is on its way out
 
     def __call__(self, signum, frame):
+        if self.stopping:           # more signals while stopping change nothing (a traceback
+            return                  # from a second Stopped inside the first one's cleanup)
         first = self.signum is None
         self.signum = self.signum or signum
         if not (first and self.finishing):
+            self.stopping = True
             raise Stopped(signum)
         # A step can be long (--batch all): say at once that the signal was heard.
         print("\nmicrogpt: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
@@ -2507,14 +3368,14 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
     stop_at = os.environ.get("MICROGPT_STOP_AFTER_STEP")   # for the tests: a Ctrl-C after that step
     if on_step and not first:
         on_step(0, None)
-    started = time.perf_counter()
+    started = said = time.perf_counter()
     for step, loss in enumerate(train(params, config, batches, end, adam), start=first + 1):
         if not math.isfinite(loss):
             raise BadInput(f"training diverged: the loss became {loss} at step {step} "
                            f"(try a smaller --lr than {config.lr}); nothing was saved")
         losses.append(loss)
         smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-        print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first)
+        said = print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first, said)
         if on_step:                  # its time is not training time: leave it out of ms/step
             before = time.perf_counter()
             on_step(step, loss)
@@ -2525,7 +3386,8 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
             return smoothed, True
     elapsed = time.perf_counter() - started
     done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
-    print(f"trained {done} steps in {elapsed:.1f} s ({1000 * elapsed / (config.steps - first):.1f} ms/step); "
+    print(f"trained {done} step{'s' * (first > 0 or config.steps != 1)} in {elapsed:.1f} s "
+          f"({1000 * elapsed / (config.steps - first):.1f} ms/step); "
           f"smoothed loss {smoothed[-1]:.4f}")
     ascii_only = not can_print("\u2581\u2588")
     print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
@@ -2570,13 +3432,21 @@ def write_report(args, run):
     print(f"wrote {args.report}")
 
 
-def check_not_wrecked(smoothed, vocab_size, lr):
+WRECK_MIN_TOKENS = 100     # the fewest predictions the final smoothed loss must be over to judge it
+
+
+def check_not_wrecked(smoothed, vocab_size, lr, tokens=None):
     """Refuse to keep a model that training made worse than it started. A learning rate far
     too large throws the weights about: the loss shoots up and, even if it comes down again,
     often ends many times higher than where it began. On names.txt, 1000 steps end with a
     smoothed loss of 2.40 at --lr 0.01, 2.44 at 0.05, 2.75 at 0.3 (all below the 3.49 they
     start at), but 10.4 at 0.5 and 22.7 at 1. So the rule: ending above 1.5 times the
-    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck."""
+    starting loss (or uniform guessing, ln vocab_size, if that is higher) is a wreck.
+    But only if the final smoothed loss is a mean over at least WRECK_MIN_TOKENS predictions
+    (`tokens`, those of its last 100 steps): over a handful (5 steps of one token each, at
+    --block-size 1) one unlikely character is enough to pass 1.5 times ln 2, and that is noise."""
+    if tokens is not None and tokens < WRECK_MIN_TOKENS:
+        return
     start = max(smoothed[0], math.log(vocab_size))
     if smoothed[-1] > 1.5 * start:
         raise BadInput(f"training wrecked the model: its smoothed loss ended at {smoothed[-1]:.2f}, far above "
@@ -2584,18 +3454,35 @@ def check_not_wrecked(smoothed, vocab_size, lr):
                        f"try a smaller --lr than {lr}; nothing was saved")
 
 
+def counting_predictions(batch_for_step, config, counts):
+    """batch_for_step, also appending to counts how many predictions each step's batch holds."""
+    def counted(step):
+        batch = batch_for_step(step)
+        counts.append(sum(min(config.block_size, len(tokens) - 1) for tokens in batch))
+        if len(batch) > 100:        # a long step (--batch all) says how far it has got, too
+            batch = BatchWithProgress(batch, Progress(f"step {step + 1}", len(batch), "sequences"))
+        return batch
+    return counted
+
+
+class BatchWithProgress(list):
+    """A step's batch that updates a Progress as train() goes through it."""
+
+    def __init__(self, batch, progress):
+        super().__init__(batch)
+        self.progress = progress
+
+    def __iter__(self):
+        return with_progress(super().__iter__(), self.progress, every=16)
+
+
 def validation_loss(sequences, weights, config):
     """mean_token_loss (the same number, summed in the same order), but saying how far it has
     got every 10 seconds, so that a long validation is never silent."""
-    losses, started = [], time.perf_counter()
-    said = started
+    losses, progress = [], Progress("validating", len(sequences), "held-out sequences")
     for i, tokens in enumerate(sequences, start=1):
         losses.extend(float(loss) for loss in sequence_losses(tokens, weights, config))
-        now = time.perf_counter()
-        if now - said > 10 and i < len(sequences):
-            print(f"validating: {i:,} of {len(sequences):,} held-out sequences, "
-                  f"{(now - started) / i * (len(sequences) - i):.0f} s left", flush=True)
-            said = now
+        progress.update(i)
     return sum(losses) / len(losses)
 
 
@@ -2611,13 +3498,14 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
         if output_lost():                 # nobody reads them any more: stop
             return
         if mode == "docs":
-            print(f"sample {i + 1:2d}: {sample_document(weights, config, chars, rng, config.temperature, prompt)}")
+            sample = sample_document(weights, config, chars, rng, config.temperature, prompt)
+            print(f"sample {i + 1:2d}: {visible(sample, keep='')}")
         else:
             start = encode(prompt or stream_start, chars)
-            print(decode(start, chars), end="", flush=True)
+            print(visible(decode(start, chars)), end="", flush=True)
             # Each character as soon as it is drawn: a long sample is never a long silence.
             for token in sample_stream(weights, config, rng, config.temperature, start, config.length):
-                print(chars[token], end="", flush=True)
+                print(visible(chars[token]), end="", flush=True)
                 if output_lost():
                     return
             print()
@@ -2628,8 +3516,14 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
 def run(args, stop=None):
     """The main job: load or build a model, train it, report, sample. Returns the exit code."""
     stop = stop or StopSignals()
-    if args.gpt2 is not None or args.tokenize is not None:    # GPT-2's tokenizer (Part IV)
+    if args.chat:
+        return run_chat(args, stop)          # Part V's assistant (and Part VI's "The assistant")
+    if args.tokenize is not None:           # GPT-2's tokenizer (Part IV)
         return run_tokenize(args)
+    if args.gpt2 is not None:               # GPT-2 itself (Part IV)
+        return run_gpt2(args)
+    if args.top_k is not None or args.ids:
+        raise BadInput("--top-k and --ids apply to GPT-2 (--gpt2)")
     if args.bpe < 0:
         raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
@@ -2645,6 +3539,9 @@ def run(args, stop=None):
         text, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, mode, chars, rng,
                                                       args.bpe)
     vocab_size = len(chars) + (1 if mode == "docs" else 0)
+    if checkpoint:          # every model that samples, explains or is trained on has finite scores
+        check_finite_scores(inference_weights(params), config, f"{args.load}: the model's scores are not "
+                            "finite numbers: its weights are too large to compute with")
     # Stream samples without a prompt start from the first character of the text.
     stream_start = text[0] if text else raw.get("stream_start", chars[0])
 
@@ -2663,11 +3560,15 @@ def run(args, stop=None):
     n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
     print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
           + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE), flush=True)
+    if args.save:
+        check_checkpoint_size(n_params, chars, args.save, config)
     params = params or init_params(config, vocab_size, rng)
 
     # A fine-tuned model's checkpoint counts the steps of the run that saved it too.
     steps_before = raw.get("training", {}).get("steps", 0) if isinstance(raw.get("training"), dict) else 0
-    steps_before = steps_before if type(steps_before) is int else 0
+    # A count no run could have reached (a hand-edited file: say 4,300 digits) is not carried on:
+    # it could not even be written back (Python refuses to print integers that long).
+    steps_before = steps_before if type(steps_before) is int and 0 <= steps_before <= 10**18 else 0
     if config.steps > 0:                    # Adam's state, and the run so far when resuming
         adam, history = training_state(args, raw, params, rng, text)
         done = len(history["losses"]) if history else 0
@@ -2713,18 +3614,23 @@ def run(args, stop=None):
         kind = "windows" if mode == "stream" else "documents"
         # batches(0) is safe to call only for "all": random windows would use up the rng
         n = len(batches(0)) if config.batch == "all" else config.batch
-        step_graphs = n * graph_bytes(config, vocab_size, config.block_size)
-        if n > 100 or step_graphs > 2**28:          # a step of more than a few seconds
-            what = f"learns from {n:,} {kind} (graphs of" if n > 1 else "builds a graph of"
-            print(f"each step {what} up to {format_bytes(step_graphs)}{' in all)' if n > 1 else ''}: "
-                  "expect a wait for each progress line", flush=True)
+        graph = graph_bytes(config, vocab_size, config.block_size)
+        if n > 100 or n * graph > 2**28:          # a step of more than a few seconds (~10 ms per MB)
+            # One graph at a time (train() frees each before building the next): the memory is
+            # one graph's, the time n graphs'.
+            what = (f"learns from {n:,} {kind}, one graph at a time (each up to {format_bytes(graph)})"
+                    if n > 1 else f"builds a graph of up to {format_bytes(graph)}")
+            print(f"each step {what}: expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
         # finish; then the model is saved as soon as training ends, before anything else.
         stop.finishing = True
-        smoothed, interrupted = train_with_progress(params, config, batches, stop, on_step, adam,
-                                                    history["losses"] if history else ())
+        predictions = []                    # per step: how many tokens its loss is a mean over
+        smoothed, interrupted = train_with_progress(params, config, counting_predictions(batches, config, predictions),
+                                                    stop, on_step, adam, history["losses"] if history else ())
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
-        check_not_wrecked(smoothed, vocab_size, config.lr)
+        check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
+        check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
+                            f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
         if stop.signum is not None:
             print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of {config.steps} "
                   f"steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
@@ -2740,8 +3646,6 @@ def run(args, stop=None):
                 print(f"validation loss per character: {loss_per_character(val_loss, val_seqs, chars, config):.4f}")
 
     weights = inference_weights(params)
-    if config.num_samples or args.chain is not None or args.explain is not None:
-        check_finite_scores(weights, config)
     print_samples(weights, config, chars, mode, prompt, stream_start)
     if args.chain is not None:
         print_chain(markov_chain(weights, config, vocab_size), chars, args.chain)
@@ -2819,21 +3723,23 @@ def main(argv=None):
     stop = StopSignals()
     restore_signals = stop.install()
     try:
-        args = make_parser().parse_args(argv)
-        FAST = FAST and not args.plain
-        with cycle_collector_paused():             # Part II, section II.3
-            code = run(args, stop)
-    except BadInput as e:
-        print(f"microgpt: error: {e}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt as e:        # Stopped, or a Ctrl-C before the handlers were set
+        try:
+            args = make_parser().parse_args(argv)
+            FAST = FAST and not args.plain
+            with cycle_collector_paused():             # Part II, section II.3
+                code = run(args, stop)
+        except BadInput as e:
+            print(f"microgpt: error: {e}", file=sys.stderr)
+            code = 2
+        except MemoryError:
+            print("microgpt: error: out of memory: choose a smaller data file, --n-embd, --n-layer, --block-size "
+                  "or --batch", file=sys.stderr)
+            code = 2
+    except KeyboardInterrupt as e:        # Stopped (also while an error above was being shown)
+        stop.stopping = True
         signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
         print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         code = 128 + signum
-    except MemoryError:
-        print("microgpt: error: out of memory: choose a smaller --n-embd, --n-layer, --block-size or "
-              "--batch", file=sys.stderr)
-        code = 2
     finally:
         restore_signals()
         sys.stdout, sys.stderr = out.stream, err.stream
@@ -2844,6 +3750,774 @@ def main(argv=None):
         print(f"microgpt: error: could not write the output: {out.error.strerror or out.error}", file=sys.stderr)
         code = code or 2
     return code
+
+
+# ---------------------------------------------------------------------------------------
+# The assistant: --chat
+#
+# `python microgpt.py --chat` runs Part V from start to end (pretraining, SFT, RL, an
+# evaluation after each), prints the report card, saves each stage if --save says where,
+# and then chats in the terminal. `--load chat.json --chat` only chats; `--load names.json
+# --chat` starts from that pretrained model of names.
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class ChatPlan:
+    """The pipeline's sizes and steps. The model is the default names model's, with two
+    heads of 8 numbers instead of four of 4, so that one head can carry a whole letter
+    across (with four heads, SFT passed 72% and 66% of the held-out requests instead of 88%
+    and 88%). The context holds a prompt's 8 tokens, the answer and <|end|>: block_size 16
+    leaves room for names of 8 letters. The steps keep the whole pipeline under a minute on
+    PyPy: SFT stops while its copying is still unreliable, and RL, which needs no examples,
+    finishes the job (with 900 SFT steps it did not: 89% and 93% after RL)."""
+    n_layer: int = 1
+    n_embd: int = 16
+    n_head: int = 2
+    block_size: int = 16
+    pretrain_steps: int = 1000
+    sft_steps: int = 1000
+    sft_batch: int = 2            # conversations per step
+    sft_lr: float = 0.02
+    rl_steps: int = 100
+    rl_requests: int = 4          # requests per RL step
+    rl_group: int = 8             # answers per request
+    rl_lr: float = 0.01
+    eval_requests: int = 120      # held-out requests per kind
+
+
+CHAT_OPTIONS = ("steps", "n_layer", "n_embd", "n_head", "block_size", "batch", "lr", "num_samples", "length",
+                "prompt", "chain", "explain", "resume", "gpt2", "tokenize", "stream")
+
+
+def stage_paths(save):
+    """Where --save chat.json puts each stage: chat-pretrained.json, chat-sft.json, chat.json."""
+    root, ext = os.path.splitext(save)
+    return {"pretrained": f"{root}-pretrained{ext or '.json'}", "SFT": f"{root}-sft{ext or '.json'}", "RL": save}
+
+
+def print_stage_progress(step, num_steps, value, what, started, interactive):
+    """A stage's progress line, like print_progress's: rewritten in place in a terminal."""
+    every = max(1, num_steps // (100 if interactive else 10))
+    if step % every and step not in (1, num_steps):
+        return
+    seconds = time.perf_counter() - started
+    line = (f"step {step:{len(str(num_steps))}d}/{num_steps} | {what} {value:.4f} | "
+            f"{1000 * seconds / step:.0f} ms/step | {seconds / step * (num_steps - step):.0f} s left")
+    print(("\r" + line + "  ") if interactive else line, end="" if interactive and step < num_steps else "\n",
+          flush=True)
+
+
+def run_stage(steps, num_steps, what, stop):
+    """Run a stage's generator, printing progress; returns its values, one per step."""
+    values, started, interactive = [], time.perf_counter(), sys.stdout.isatty()
+    for step, value in enumerate(steps, start=1):
+        if not math.isfinite(value):
+            raise BadInput(f"training diverged: the {what} became {value} at step {step}")
+        values.append(value)
+        print_stage_progress(step, num_steps, sum(values[-20:]) / len(values[-20:]), what, started, interactive)
+    return values
+
+
+def evaluate_stage(card, stage, weights, config, chat_chars, requests, seed, temperature, **facts):
+    """Evaluate a stage on the held-out requests, print its pass rates, add its row to the card."""
+    rates, answers = pass_rates(weights, config, chat_chars, requests, random.Random(seed + 13), temperature)
+    print(f"{stage}: held-out pass rate " + ", ".join(f"{kind} {rate:.1%}" for kind, rate in rates.items()),
+          flush=True)
+    card.append(dict(facts, stage=stage, pass_rates=rates, answers=answers[:: max(1, len(answers) // 8)]))
+
+
+def pretrain_for_chat(args, plan, config, stop):
+    """The names model, trained as the default run trains it (or loaded with --load)."""
+    if args.load:
+        loaded, chars, params, mode, raw = load_checkpoint(args.load)
+        if mode != "docs":
+            raise BadInput(f"{args.load} is a model of continuous text; --chat needs a model of names")
+        for key in MODEL_SHAPE:
+            setattr(config, key, getattr(loaded, key))
+        if config.block_size < REQUEST_TOKENS + 8:        # the prompt, a 5-letter name and <|end|>
+            raise BadInput(f"{args.load} has block_size {config.block_size}: a conversation needs at least "
+                           f"{REQUEST_TOKENS + 8}")
+        return chars, params, {"steps": 0, "loss": None, "curve": [],
+                               "what": f"loaded from {args.load}"}
+    print("--- stage 1: pretraining on names ---")
+    rng = random.Random(config.seed)
+    _, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, "docs", None, rng)
+    params = init_params(config, len(chars) + 1, rng)
+    started = time.process_time()
+    smoothed, _ = train_with_progress(params, config, batches, stop)
+    val_loss = validation_loss(val_seqs, inference_weights(params), config) if val_seqs else None
+    return chars, params, {"steps": config.steps, "loss": val_loss, "curve": smoothed,
+                           "what": "validation loss on held-out names", "cpu": time.process_time() - started}
+
+
+def chat_pipeline(args, plan, stop, sft_model=None):
+    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card).
+    sft_model, if given, is a saved SFT stage, (config, chat vocabulary, params): then the
+    pipeline resumes from it and runs only RL, exactly as the whole pipeline would have."""
+    started = time.process_time()
+    if sft_model:
+        config, chat_chars, params = sft_model
+        config.seed, config.temperature, chars = args.seed, args.temperature, chat_chars[:chat_chars.index(USER)]
+    else:
+        config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
+                        steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
+        chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+    paths = stage_paths(args.save) if args.save and not sft_model else {}
+    card, seed = [], config.seed
+    if "pretrained" in paths and not args.load:
+        save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
+    # The task, and the pretrained model prompted in the chat format (it writes names, but
+    # knows nothing of the requests yet).
+    rng = random.Random(seed + 10)
+    names = [n for n in split_documents(read_data_file(args.input or default_data_path()))
+             if n.isalpha() and set(n) <= set(chars)]
+    train_requests, held_out = split_requests(names, rng)
+    requests = evaluation_requests(held_out, plan.eval_requests, rng)
+    print(f"task: {len(train_requests):,} requests to fine-tune on, {len(held_out):,} held out; evaluating on "
+          f"{len(requests)} held-out requests at temperature {config.temperature}", flush=True)
+    if sft_model:
+        evaluate_stage(card, "SFT", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, steps=0, loss=None, what=f"loaded from {args.load}")
+    else:
+        chat_chars = chat_vocab(chars)
+        params = add_chat_tokens(params, chars, chat_chars, config, rng)
+        evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
+                       config.temperature, **facts)
+        sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
+        if "SFT" in paths:
+            save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
+    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
+          f"{plan.rl_group} answers ---")
+    config.lr, before = plan.rl_lr, time.process_time()
+    rl_rng = random.Random(seed + 12)
+    pool = sorted(train_requests)
+    curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
+                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
+    evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
+                   what="mean reward of the last 10 steps", cpu=time.process_time() - before)
+    print(f"the pipeline took {time.process_time() - started:.0f} s of CPU")
+    return config, chat_chars, params, card
+
+
+def sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests):
+    """Stage 2: fine-tune params in place, validate, evaluate, add the SFT row to the card."""
+    seed = config.seed
+    print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
+    config.lr, before = plan.sft_lr, time.process_time()
+    sft_rng, answers = random.Random(seed + 11), sft_answers(names, train_requests, config)
+    if not all(answers.values()):
+        raise BadInput("the names give no fine-tuning example of some kind of request: too few names, or none "
+                       f"of {REQUEST_TOKENS - 1} letters")
+    examples = lambda step, b: sft_example(answers, chat_chars, sft_rng)
+    curve = run_stage(sft_steps(params, config, examples, plan.sft_steps, plan.sft_batch), plan.sft_steps,
+                      "answer loss", stop)
+    val_rng = random.Random(seed + 14)
+    held_out_answers = sft_answers(names, held_out, config)
+    val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(200)] if all(
+        held_out_answers.values()) else []
+    weights, val_loss = inference_weights(params), None
+    if val:
+        val_loss = sum(float(l) for t, m in val for l in answer_losses(t, m, weights, config)) / sum(
+            sum(m) for _, m in val)
+        print(f"validation: answer loss {val_loss:.4f} on {len(val)} held-out conversations")
+    evaluate_stage(card, "SFT", weights, config, chat_chars, requests, seed, config.temperature,
+                   steps=plan.sft_steps, loss=val_loss, curve=curve, what="answer loss on held-out requests",
+                   cpu=time.process_time() - before)
+
+
+def save_chat_stage(path, params, config, chars, mode, extra):
+    """Save one stage's model; if that fails, to a new file of its own."""
+    try:
+        check_can_write(path, is_checkpoint, "microgpt checkpoint")
+        save_checkpoint(path, params, config, chars, mode, extra)
+    except BadInput as e:
+        rescued = save_rescue_copy(params, config, chars, mode, extra)
+        raise BadInput(f"{e}; the model was saved to {rescued} instead") from None
+    print(f"saved the {extra.get('stage', 'pretrained')} model to {path}")
+
+
+def print_card(card, plan):
+    """The report card: a row per stage, its loss and its pass rate per kind."""
+    kinds = list(TASKS)
+    print(f"\nreport card: pass rate on held-out requests ({plan.eval_requests} of each kind)")
+    print(f"{'stage':<11} {'steps':>5}  {'loss':>8}  " + "  ".join(f"{k:>13}" for k in kinds) + "  loss is")
+    for row in card:
+        loss = f"{row['loss']:.4f}" if row.get("loss") is not None else "-"
+        print(f"{row['stage']:<11} {row.get('steps', 0):>5}  {loss:>8}  "
+              + "  ".join(f"{row['pass_rates'].get(k, 0):>13.1%}" for k in kinds) + f"  {row['what']}")
+    print("\nexample conversations (after RL, held-out requests):")
+    for request, answer, correct in card[-1]["answers"]:
+        print(f"  {request:<26} -> {answer or '(nothing)':<14} {'right' if correct else 'wrong'}")
+
+
+def write_chat_report(path, card, plan, config, chat_chars, params):
+    """--report with --chat: the report card as a page (chat_report_page), written atomically."""
+    try:
+        page = chat_report_page(card, plan if isinstance(plan, ChatPlan) else ChatPlan(**plan), config,
+                                chat_chars, inference_weights(params))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):     # a card loaded from a file
+        raise BadInput(f"the report card kept in the checkpoint is damaged; cannot write {path}") from None
+    try:
+        check_can_write(path, is_microgpt_report, "page written by microgpt --report")   # again
+        write_atomically(path, page)
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    print(f"wrote {path}")
+
+
+def terminal_chat(weights, config, chat_chars, seed, temperature):
+    """Answer one request per line of standard input (a terminal or a pipe), streamed."""
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"\nchat: type a request such as 'a name starting with em' or 'a name ending with son' "
+              "(Ctrl-D to quit)")
+    rng = random.Random(seed + 1)
+    while not output_lost():
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        request = line.strip()
+        if not request:
+            continue
+        if not interactive:
+            print(f"> {request}")
+        try:
+            for piece, _, _ in chat_reply(weights, config, chat_chars, request, rng, temperature):
+                print(piece, end="", flush=True)
+            print()
+        except BadInput as e:
+            print(f"(cannot answer: {e})", flush=True)
+    if interactive:
+        print()
+
+
+def run_chat(args, stop):
+    """--chat: run the pipeline (or load a chat model), then chat."""
+    for key in CHAT_OPTIONS:
+        if getattr(args, key, None) not in (None, False) or getattr(args, "bpe", 0):
+            raise BadInput(f"--{key.replace('_', '-') if getattr(args, key, None) else 'bpe'} does not apply to --chat")
+    defaults = Config()
+    args.seed = defaults.seed if args.seed is None else args.seed
+    args.temperature = defaults.temperature if args.temperature is None else args.temperature
+    for flag in ("input", "load", "save", "report"):
+        if getattr(args, flag) == "":
+            raise BadInput(f"--{flag} needs a file name, not an empty string")
+    if args.save and same_file(args.save, args.input or default_data_path()):
+        raise BadInput(f"--save {args.save} is the data file: saving would replace it")
+    for flag, other in (("--save", args.save), ("--input", args.input), ("--load", args.load)):
+        if args.report and other and same_file(args.report, other):
+            raise BadInput(f"--report {args.report} is the same file as {flag} {other}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
+    plan = ChatPlan()
+    loaded = load_checkpoint(args.load) if args.load else None
+    if loaded and loaded[3] == "chat" and loaded[4].get("stage") == "SFT" and args.save:
+        # Resume: RL on the saved SFT stage, as the whole pipeline would have run it.
+        check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
+        if args.report:
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+        config, chat_chars, params, card = chat_pipeline(args, plan, stop, loaded[:3])
+        print_card(card, plan)
+        save_chat_stage(args.save, params, config, chat_chars, "chat",
+                        {"stage": "RL", "card": card, "plan": vars(plan)})
+        if args.report:
+            write_chat_report(args.report, card, plan, config, chat_chars, params)
+    elif loaded and loaded[3] == "chat":
+        if args.save or args.input:
+            raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one "
+                           "(or to resuming an SFT stage)")
+        config, chat_chars, params, _, raw = loaded
+        config.seed, config.temperature = args.seed, args.temperature
+        print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}")
+        if args.report:
+            if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
+                raise BadInput(f"{args.load} has no report card: only the final stage's checkpoint keeps one")
+            write_chat_report(args.report, raw["card"], raw["plan"], config, chat_chars, params)
+    else:
+        for path in stage_paths(args.save).values() if args.save else ():
+            check_can_write(path, is_checkpoint, "microgpt checkpoint")
+        if args.report:
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+        config, chat_chars, params, card = chat_pipeline(args, plan, stop)
+        print_card(card, plan)
+        if args.save:
+            save_chat_stage(args.save, params, config, chat_chars, "chat",
+                            {"stage": "RL", "card": card, "plan": vars(plan)})
+        else:
+            print("(not saved: add --save chat.json to keep the assistant, and its stages beside it)")
+        if args.report:
+            write_chat_report(args.report, card, plan, config, chat_chars, params)
+    terminal_chat(inference_weights(params), config, chat_chars, config.seed, config.temperature)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# GPT-2: its files, its download, its command line
+#
+# A GPT-2 is a folder of four files, as the Hugging Face hub serves them: config.json (the
+# shape), vocab.json and merges.txt (the tokenizer, Part IV) and model.safetensors (the
+# weights). safetensors is a simple format: 8 bytes giving the length of a JSON header,
+# the header (each tensor's dtype, shape and byte offsets), then the raw numbers. Reading it
+# runs no code, unlike a pytorch_model.bin, which is a pickle: loading one can run
+# anything its author wrote, so we refuse it. Everything in the header is checked before a
+# byte of data is trusted.
+# ---------------------------------------------------------------------------------------
+
+import codecs
+import hashlib
+import http.client
+import shutil
+import struct
+import urllib.error
+import urllib.request
+
+SAFETENSORS_DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1}      # bytes per number; we compute with the first three
+GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")    # both names of GPT-2's tanh GELU
+
+
+def read_gpt2_config(folder):
+    """GPT2Config from folder/config.json, or BadInput saying what is wrong with it."""
+    path = os.path.join(folder, "config.json")
+    try:
+        raw = json.loads(read_data_file(path, "config.json"))
+    except (ValueError, RecursionError):
+        raise BadInput(f"{path} is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path} is not a JSON object")
+    if raw.get("model_type") != "gpt2":
+        raise BadInput(f"{path}: model_type {raw.get('model_type')!r} is not supported; microgpt runs GPT-2 ('gpt2')")
+    activation = raw.get("activation_function", "gelu_new")
+    if activation not in GPT2_ACTIVATIONS:
+        raise BadInput(f"{path}: activation_function {activation!r} is not supported (GPT-2's is 'gelu_new')")
+    if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("scale_attn_weights") is False:
+        raise BadInput(f"{path}: attention scaled otherwise than by 1 / sqrt(head size) is not supported")
+    n_embd = raw.get("n_embd", 768)
+    values = {"n_layer": raw.get("n_layer", 12), "n_embd": n_embd, "n_head": raw.get("n_head", 12),
+              "n_positions": raw.get("n_positions", 1024), "vocab_size": raw.get("vocab_size", 50257),
+              "n_inner": raw.get("n_inner") or (4 * n_embd if type(n_embd) is int else None)}
+    for key, value in values.items():
+        if type(value) is not int or not 1 <= value <= LARGEST_COUNT:
+            raise BadInput(f"{path}: {key} must be a positive whole number, not {value!r}")
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    if type(eps) not in (int, float) or not 0 < eps < 1:
+        raise BadInput(f"{path}: layer_norm_epsilon must be a small positive number, not {eps!r}")
+    if n_embd % values["n_head"]:
+        raise BadInput(f"{path}: n_embd {n_embd} is not divisible by n_head {values['n_head']}")
+    return GPT2Config(eps=float(eps), **values)
+
+
+def gpt2_shapes(config):
+    """Name -> shape of every tensor a GPT-2 of this config needs, as its file stores them.
+    GPT-2's linear layers are "Conv1D"s, which store a matrix as [n_in][n_out]: the
+    transpose of our rows."""
+    e, inner = config.n_embd, config.n_inner
+    shapes = {"wte.weight": [config.vocab_size, e], "wpe.weight": [config.n_positions, e],
+              "ln_f.weight": [e], "ln_f.bias": [e]}
+    for i in range(config.n_layer):
+        for name, shape in (("ln_1.weight", [e]), ("ln_1.bias", [e]), ("attn.c_attn.weight", [e, 3 * e]),
+                            ("attn.c_attn.bias", [3 * e]), ("attn.c_proj.weight", [e, e]), ("attn.c_proj.bias", [e]),
+                            ("ln_2.weight", [e]), ("ln_2.bias", [e]), ("mlp.c_fc.weight", [e, inner]),
+                            ("mlp.c_fc.bias", [inner]), ("mlp.c_proj.weight", [inner, e]), ("mlp.c_proj.bias", [e])):
+            shapes[f"h.{i}.{name}"] = shape
+    return shapes
+
+
+def gpt2_memory(config):
+    """(parameters, bytes) of a loaded GPT-2: 4 bytes per parameter, about 100 per row
+    (each row is one array object), 100 MB for the reading and the interpreter."""
+    n_params = sum(math.prod(shape) for shape in gpt2_shapes(config).values())
+    rows = config.vocab_size + config.n_positions + config.n_layer * (4 * config.n_embd + config.n_inner)
+    return n_params, 4 * n_params + 100 * rows + 100 * 2**20
+
+
+def read_safetensors_header(path):
+    """name -> (dtype, shape, start, end): each tensor's bytes as absolute offsets into the
+    file, every one checked: inside the file, no two overlapping, and as long as its shape
+    and dtype say. BadInput for anything else."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            if n is None or n > size - 8:
+                raise BadInput(f"{path} is not a safetensors file: its header would be longer than the file")
+            if n > MAX_FILE_BYTES:
+                raise BadInput(f"{path}: a header of {n:,} bytes is more than a safetensors file has")
+            raw = f.read(n)
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadInput(f"{path} is not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise BadInput(f"{path} is not a safetensors file: its header is not a JSON object")
+    start, data_bytes, tensors = 8 + n, size - 8 - n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        info = info if isinstance(info, dict) else {}
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise BadInput(f"{path}: tensor {name} has an unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and 0 <= d <= LARGEST_COUNT for d in shape)):
+            raise BadInput(f"{path}: tensor {name} has no valid shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            raise BadInput(f"{path}: tensor {name}'s offsets {offsets} are outside the file's {data_bytes:,} "
+                           "bytes of data (is the file truncated?)")
+        if math.prod(shape) * SAFETENSORS_DTYPES[dtype] != offsets[1] - offsets[0]:
+            raise BadInput(f"{path}: tensor {name} has {offsets[1] - offsets[0]:,} bytes, but its shape "
+                           f"{shape} of {dtype} needs {math.prod(shape) * SAFETENSORS_DTYPES[dtype]:,}")
+        tensors[name] = (dtype, shape, start + offsets[0], start + offsets[1])
+    spans = sorted((begin, end, name) for name, (_, _, begin, end) in tensors.items() if end > begin)
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise BadInput(f"{path}: tensors {a} and {b} overlap in the file")
+    return tensors
+
+
+def read_floats(f, dtype, count):
+    """The next `count` numbers of a file as float32: F32 as they are, F16 through struct
+    (its 'e' format), BF16 (the top two bytes of a float32) by putting two zero bytes under
+    each."""
+    data = f.read(count * SAFETENSORS_DTYPES[dtype])
+    out = array("f")
+    if dtype == "F16":
+        out.fromlist(list(struct.unpack(f"<{count}e", data)))
+        return out
+    if dtype == "BF16":
+        wide = bytearray(4 * count)
+        wide[2::4], wide[3::4] = data[0::2], data[1::2]
+        data = bytes(wide)
+    out.frombytes(data)
+    if sys.byteorder == "big":            # the file is little-endian
+        out.byteswap()
+    return out
+
+
+def gpt2_tensors(path, config):
+    """read_safetensors_header(), with each tensor a GPT-2 of this config needs checked:
+    there, of the right shape, and of a float dtype. Names lose a "transformer." prefix."""
+    tensors = read_safetensors_header(path)
+    tensors.update({name[len("transformer."):]: t for name, t in tensors.items() if name.startswith("transformer.")})
+    for name, shape in gpt2_shapes(config).items():
+        if name not in tensors:
+            raise BadInput(f"{path} has no tensor {name}, which GPT-2 with this config.json needs")
+        if tensors[name][1] != shape:
+            raise BadInput(f"{path}: tensor {name} has shape {tensors[name][1]}; config.json says {shape}")
+        if tensors[name][0] not in ("F32", "F16", "BF16"):
+            raise BadInput(f"{path}: tensor {name} is {tensors[name][0]}; microgpt reads F32, F16 and BF16 weights")
+    return tensors
+
+
+def load_gpt2(path, config):
+    """The weights of model.safetensors as gpt2() wants them: name -> [rows] of array('f')
+    (a matrix) or one array('f') (a vector). Both layouts in use are read: the hub's
+    (bare names such as h.0.attn.c_attn.weight) and save_pretrained's (a "transformer."
+    prefix; its lm_head is wte again, tied, so we ignore it; the hub's h.N.attn.bias are
+    masks, not parameters: ignored too)."""
+    n_params, need = gpt2_memory(config)
+    tensors = gpt2_tensors(path, config)
+    if os.path.getsize(path) > 2**26:       # more than a second or so: say what is happening
+        print(f"loading {path}: {n_params:,} parameters (about {format_bytes(need)} in memory)", file=sys.stderr, flush=True)
+    w = {}
+    with open(path, "rb") as f:
+        for name, shape in gpt2_shapes(config).items():
+            dtype, _, begin, _ = tensors[name]
+            f.seek(begin)
+            # A million numbers at a time, so that reading needs little more memory than the weights.
+            cols, embedding = shape[-1], name in ("wte.weight", "wpe.weight")
+            per_read = cols * max(1, 2**20 // cols) if embedding else math.prod(shape)
+            w[name] = []
+            for done in range(0, math.prod(shape), per_read):
+                flat = read_floats(f, dtype, min(per_read, math.prod(shape) - done))
+                # A NaN or an infinity anywhere makes the sum one too (float32 values cannot
+                # overflow a sum of float64s), so one sum checks them all.
+                if not math.isfinite(sum(flat)):
+                    raise BadInput(f"{path}: tensor {name} holds NaN or infinite numbers")
+                if len(shape) == 1:
+                    w[name] = flat
+                elif embedding:                                  # already one row per token or position
+                    w[name].extend(flat[r:r + cols] for r in range(0, len(flat), cols))
+                else:                                            # Conv1D: row j of ours is column j of theirs
+                    w[name] = [flat[j::cols] for j in range(cols)]
+    return w
+
+
+# Downloading. Only when a model is asked for by name; a folder never touches the network.
+
+HUB_MODELS = {"gpt2": ("openai-community/gpt2", "548 MB"),     # the repository, and about how much to fetch
+              "gpt2-medium": ("openai-community/gpt2-medium", "1.5 GB"),
+              "gpt2-large": ("openai-community/gpt2-large", "3.3 GB"),
+              "gpt2-xl": ("openai-community/gpt2-xl", "6.4 GB"), "distilgpt2": ("distilbert/distilgpt2", "354 MB")}
+GPT2_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")
+
+
+def user_cache_dir():
+    """Where this platform keeps programs' caches: ~/.cache (or $XDG_CACHE_HOME) on Linux,
+    ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows; ours is microgpt inside it."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Local")
+    elif sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~"), "Library", "Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "microgpt")
+
+
+class KeepLinkedHeaders(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as usual, keeping two headers of each redirect: the hub sends a
+    large file from a storage server, and states its size and sha256 (X-Linked-Size,
+    X-Linked-Etag) only on the redirect that points there."""
+    def __init__(self):
+        self.linked = {}
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.linked.update({k: headers[k] for k in ("X-Linked-Size", "X-Linked-Etag") if headers.get(k)})
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def print_download_progress(name, done, total, started):
+    """One line on stderr, rewritten in place: how much, how fast, how long still."""
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    left = f", {(total - done) / rate:.0f} s left" if total and rate else ""
+    shown = f"{done / total:6.1%} of {format_bytes(total)}" if total else format_bytes(done)
+    print(f"\r  {name}: {shown}, {format_bytes(rate)}/s{left}   ", end="", file=sys.stderr, flush=True)
+
+
+def download(url, dest):
+    """Fetch url to dest. The bytes go to dest + ".part", which a later call resumes (an
+    HTTP Range request for the rest); dest appears, by an atomic rename, only once the file
+    is complete and its size and (where the server states it) sha256 are right. A damaged
+    file is deleted, not kept."""
+    part, name = dest + ".part", os.path.basename(dest)
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    redirects = KeepLinkedHeaders()
+    request = urllib.request.Request(url, headers={"User-Agent": "microgpt", "Accept-Encoding": "identity"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.build_opener(redirects).open(request, timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:          # nothing after what we have: the part is odd, start again
+            os.remove(part)
+            return download(url, dest)
+        raise BadInput(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise BadInput(f"cannot download {url}: {getattr(e, 'reason', None) or e}") from None
+    with response:
+        linked = dict(redirects.linked, **{k: response.headers[k] for k in ("X-Linked-Size", "X-Linked-Etag")
+                                           if response.headers.get(k)})
+        if response.status != 206:          # the server sends the whole file: start again
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = int(linked.get("X-Linked-Size") or (int(length) + have if length else 0))
+        sha256 = linked.get("X-Linked-Etag", "").strip('"').lower()
+        sha256 = sha256 if len(sha256) == 64 else None          # a small file's ETag is no sha256
+        digest = hashlib.sha256()
+        if have:
+            print(f"  {name}: resuming after {format_bytes(have)}", file=sys.stderr)
+            with open(part, "rb") as f:
+                for chunk in iter(lambda: f.read(2**20), b""):
+                    digest.update(chunk)
+        if total > have and shutil.disk_usage(os.path.dirname(dest)).free < total - have:
+            raise BadInput(f"not enough disk space for {name} ({format_bytes(total)}) in {os.path.dirname(dest)}")
+        done, started, said = have, time.perf_counter(), 0.0
+        every = 0.5 if sys.stderr.isatty() else 10      # seconds between progress lines; fewer in a log
+        try:
+            with open(part, "ab" if have else "wb") as f:
+                for chunk in iter(lambda: response.read(2**20), b""):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if time.perf_counter() - said > every:
+                        print_download_progress(name, done, total, started)
+                        said = time.perf_counter()
+        except (OSError, http.client.HTTPException) as e:
+            print(file=sys.stderr)
+            raise BadInput(f"the download of {name} stopped after {format_bytes(done)} ({e.__class__.__name__}); "
+                           "run the same command again to resume it") from None
+    print_download_progress(name, done, total, started)
+    print(file=sys.stderr)
+    if total and done < total:          # the connection ended early, without an error
+        raise BadInput(f"the download of {name} stopped after {format_bytes(done)} of {format_bytes(total)}; "
+                       "run the same command again to resume it")
+    if (total and done != total) or (sha256 and digest.hexdigest() != sha256):
+        os.remove(part)
+        what = f"{done:,} bytes instead of {total:,}" if total and done != total else "its sha256 is wrong"
+        raise BadInput(f"the download of {name} is damaged ({what}); it was deleted: run the command again")
+    os.replace(part, dest)
+
+
+def gpt2_folder(name_or_folder, files=GPT2_FILES):
+    """The folder of a GPT-2 model: a folder as given, or, for a model's name, its folder in
+    the cache, with whatever of `files` is missing downloaded first (--tokenize needs only
+    the tokenizer's two files, not the 500 MB of weights)."""
+    if os.path.isdir(name_or_folder):
+        return name_or_folder
+    if name_or_folder not in HUB_MODELS:
+        raise BadInput(f"--gpt2 {name_or_folder}: no such folder, nor a model to download ("
+                       + ", ".join(HUB_MODELS) + ")")
+    folder = os.path.join(user_cache_dir(), name_or_folder)
+    missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
+    if missing:
+        # MICROGPT_HUB_URL points elsewhere: a mirror, or the tests' local server.
+        base = os.environ.get("MICROGPT_HUB_URL", "https://huggingface.co").rstrip("/")
+        repo, size = HUB_MODELS[name_or_folder]
+        if "model.safetensors" not in missing:
+            size = "under 2 MB"
+        print(f"downloading {name_or_folder} (about {size}) from {base}/{repo} into {folder}", file=sys.stderr,
+              flush=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise BadInput(f"cannot make the cache folder {folder}: {e.strerror or e}") from None
+        for filename in missing:
+            download(f"{base}/{repo}/resolve/main/{filename}", os.path.join(folder, filename))
+            if filename == "config.json":         # before the big file: will the model fit at all?
+                check_gpt2_memory(read_gpt2_config(folder))
+    return folder
+
+
+def check_gpt2_memory(config):
+    """Refuse, up front and with the estimate, a GPT-2 that cannot fit in memory."""
+    n_params, need = gpt2_memory(config)
+    limit = memory_limit()
+    if limit is not None and need > limit:
+        raise BadInput(f"this GPT-2 would need about {format_bytes(need)} of memory ({n_params:,} parameters "
+                       f"as 4-byte floats), more than the {format_bytes(limit)} there is")
+    return n_params, need
+
+
+# The command line for GPT-2: --gpt2 DIR|NAME with --prompt, --length, --temperature,
+# --top-k, --ids, --explain and --report.
+
+def gpt2_token_label(tok, token):
+    """A token as it reads, in quotes so that its spaces show: ' the', '\\n'; a token that
+    is part of a character, as its bytes: b'\\xe2\\x80'."""
+    try:
+        return repr(tok.decode_bytes([token]).decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(tok.decode_bytes([token]))
+
+
+def encode_for_gpt2(what, text, tok, config, room=0):
+    """tok.encode(text), refused if it leaves fewer than `room` of the model's positions free."""
+    ids = tok.encode(text)
+    if len(ids) + room > config.n_positions:
+        raise BadInput(f"{what} is {len(ids)} tokens" + (f", plus --length {room}," if room else "")
+                       + f" more than GPT-2's context of {config.n_positions} tokens")
+    return ids
+
+
+def print_gpt2_text(prompt_ids, show_prompt, length, w, config, tok, args):
+    """Write `length` tokens after the prompt, each printed as soon as it is chosen (as text,
+    or with --ids as ids), and the time per token on stderr. Bytes are decoded as a
+    stream, so a character split over two tokens is printed whole, when its last byte comes."""
+    rng = random.Random(args.seed)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    if show_prompt and not args.ids:
+        print(decoder.decode(tok.decode_bytes(prompt_ids)), end="", flush=True)
+    print(f"reading the prompt ({len(prompt_ids)} tokens), then writing {length}", file=sys.stderr, flush=True)
+    times, started = [], time.perf_counter()
+    for i, token in enumerate(generate(prompt_ids, length, w, config, args.temperature, args.top_k, rng)):
+        times.append(time.perf_counter())
+        print(f"{' ' if i else ''}{token}" if args.ids else decoder.decode(tok.decode_bytes([token])), end="", flush=True)
+        if output_lost():
+            return
+    print(decoder.decode(b"", final=True) if not args.ids else "", flush=True)
+    steps = [b - a for a, b in zip(times, times[1:])]
+    each = f"; then {sorted(steps)[len(steps) // 2]:.2f} s per token (median of {len(steps)})" if steps else ""
+    print(f"prompt and first token: {times[0] - started:.1f} s{each}", file=sys.stderr)
+
+
+def print_gpt2_explanation(tokens, rows, tok):
+    """--explain for GPT-2: at each position, the token read, the five likeliest next tokens
+    with their probabilities, and the probability the model gave the token that came next."""
+    labels = [gpt2_token_label(tok, t) for t in tokens]
+    width = max(12, max(len(label) for label in labels))
+    print(f"{'pos':>3}  {'token':<{width}} {'top 5 next-token predictions':<75} next token's p")
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]
+        guesses = "  ".join(f"{gpt2_token_label(tok, t)} {probs[t]:.2f}" for t in top)
+        nxt = f"{labels[pos + 1]} {probs[tokens[pos + 1]]:.3f}" if pos + 1 < len(tokens) else ""
+        print(f"{pos:>3}  {labels[pos]:<{width}} {guesses:<75} {nxt}")
+
+
+def run_gpt2(args):
+    """--gpt2: load (or first download) a GPT-2, then write after --prompt, --explain a text,
+    or draw --report. Returns the exit code."""
+    for_names = [flag for flag, value in (
+        ("--input", args.input), ("--stream", args.stream), ("--steps", args.steps), ("--load", args.load),
+        ("--save", args.save), ("--chain", args.chain), ("--batch", args.batch), ("--lr", args.lr),
+        ("--n-layer", args.n_layer), ("--n-embd", args.n_embd), ("--n-head", args.n_head),
+        ("--block-size", args.block_size), ("--num-samples", args.num_samples), ("--plain", args.plain),
+        ("--bpe", args.bpe)) if value not in (None, False)]
+    if for_names:
+        raise BadInput(f"{', '.join(for_names)}: only for microgpt's own models, not with --gpt2")
+    if args.temperature is None:
+        args.temperature = Config().temperature          # the same default as for names
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise BadInput(f"--temperature must be 0 (greedy) or a positive number, not {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise BadInput(f"--top-k must be at least 1, not {args.top_k}")
+    length = 40 if args.length is None else args.length
+    if length < 1:
+        raise BadInput(f"--length must be at least 1, not {length}")
+    if args.explain == "":
+        raise BadInput("--explain needs a text to explain, not an empty string")
+    if args.report and not (args.explain or args.prompt):
+        raise BadInput("--report with --gpt2 draws what GPT-2 makes of a text: give it --explain TEXT or --prompt TEXT")
+    if args.report:
+        check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+    folder = gpt2_folder(args.gpt2)
+    weights_path = os.path.join(folder, "model.safetensors")
+    if not os.path.exists(weights_path) and os.path.exists(os.path.join(folder, "pytorch_model.bin")):
+        raise BadInput(f"{folder} has pytorch_model.bin but no model.safetensors: microgpt reads only "
+                       "safetensors, because loading a .bin (a pickle) can run any code its author put in it")
+    if not os.path.isfile(weights_path):
+        raise BadInput(f"{folder} has no model.safetensors")
+    config = read_gpt2_config(folder)
+    n_params, need = check_gpt2_memory(config)
+    tok = read_gpt2_tokenizer(folder)
+    if len(tok) != config.vocab_size:
+        raise BadInput(f"{folder}: vocab.json has {len(tok):,} tokens, but config.json's vocab_size is "
+                       f"{config.vocab_size:,}: they do not belong together")
+    gpt2_tensors(weights_path, config)     # a damaged file is refused now, not after the prompt is read
+    generating = args.prompt is not None or (args.explain is None and not args.report)
+    prompt_ids = encode_for_gpt2("--prompt", args.prompt or "", tok, config, length if generating else 0)
+    if not prompt_ids and generating:     # no prompt: start from <|endoftext|>, as after a document
+        if GPT2_EOT >= config.vocab_size:
+            raise BadInput("this model has no <|endoftext|> token to start from: give a --prompt")
+        prompt_ids = [GPT2_EOT]
+    inspected = encode_for_gpt2("--explain", args.explain, tok, config) if args.explain else prompt_ids
+    started = time.perf_counter()
+    w = load_gpt2(weights_path, config)
+    if time.perf_counter() - started > 1:
+        print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    if args.explain is not None or args.report:
+        if n_params > 10**7:                 # seconds per token: say what the wait is for
+            print(f"reading the {len(inspected)} tokens to look inside", file=sys.stderr, flush=True)
+        rows = gpt2_explain(inspected, w, config)
+        if args.explain is not None:
+            print_gpt2_explanation(inspected, rows, tok)
+        if args.report:
+            try:
+                check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")   # again
+                write_atomically(args.report, gpt2_report_page(args.gpt2, config, n_params, inspected, rows, tok))
+            except OSError as e:
+                raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
+            print(f"wrote {args.report}", file=sys.stderr)
+    if generating:
+        print_gpt2_text(prompt_ids, bool(args.prompt), length, w, config, tok, args)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -3524,6 +5198,9 @@ def loss_section(run, vocab_size, what):
             + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key)) + "</div>")
 
 
+REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
+
+
 def snapshots_section(run, mode, config, data_docs):
     """What the model writes at a few steps of its training, from the same sampling seed."""
     snaps = run["snapshots"]
@@ -3532,7 +5209,7 @@ def snapshots_section(run, mode, config, data_docs):
     for snap in snaps:
         shown = (", ".join(s or "(empty)" for s in snap["samples"]) if mode == "docs"
                  else snap["samples"][0].replace("\n", "\u21b5"))     # one line per step: newlines as arrows
-        out.append(f'<tr><td>{snap["step"]:,}</td><td class="sample">{escape(shown)}</td></tr>')
+        out.append(f'<tr><td>{snap["step"]:,}</td><td class="sample">{escape(visible(shown))}</td></tr>')
     out.append("</table></div>")
     first, last = snaps[0]["samples"], snaps[-1]["samples"]
     notes = [f"Drawn with the same sampling seed each time (the final samples' seed), at temperature "
@@ -3582,6 +5259,9 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
                     f"{names[small]} {share(small):.1%}")
         caption += (": a token's row changes only when the token is in the step's text, so a rare one stays closer "
                     "to its small random start." if share(small) < share(big) else ".")
+    if len(wte) > REPORT_MAX_ROWS:       # a huge vocabulary would make a page of many MB
+        caption += f" (Drawn: the first {REPORT_MAX_ROWS} of {len(wte):,} tokens.)"
+        wte = wte[:REPORT_MAX_ROWS]
     out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
                                                         "token", "weight", "wte: token embeddings"),
                       escape(caption)))
@@ -3824,7 +5504,7 @@ def report_page(run):
     tail = losses[-100:]
     facts = [("data", run["data"]),
              ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
-                       + " ".join(names)),
+                       + " ".join(names[:REPORT_MAX_ROWS]) + (" ..." if vocab_size > REPORT_MAX_ROWS else "")),
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
@@ -3852,9 +5532,68 @@ def report_page(run):
         out.append(chain_section(weights, config, names))                          # 7. The Markov chain
 
     # The numbers, for reuse. "<", ">" and "&" are escaped so the JSON cannot end the script element.
+    if vocab_size > REPORT_MAX_ROWS:     # each position's 32 likeliest tokens only, as [[id, probability]]
+        for example in data["examples"]:
+            example["probs"] = [sorted(enumerate(p), key=lambda tp: -tp[1])[:32] for p in example["probs"]]
     blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
     return number_figures("\n".join(out))
+
+
+def chat_report_page(card, plan, config, chat_chars, weights):
+    """--report with --chat: the report card, each stage's curve, and the assistant's
+    answers to a few held-out requests, each token shaded by its probability."""
+    kinds = list(TASKS)
+    rows = "".join(
+        f"<tr><td>{escape(row['stage'])}</td><td>{row.get('steps', 0):,}</td>"
+        f"<td>{'-' if row.get('loss') is None else format(row['loss'], '.4f')}</td>"
+        + "".join(f"<td>{row['pass_rates'].get(k, 0):.1%}</td>" for k in kinds)
+        + f"<td>{escape(row['what'])}</td></tr>" for row in card)
+    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+           f'<title>microgpt: the assistant</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
+           '<h1>From names to an assistant: the report card</h1>',
+           f'<p class="note">Pass rate: the share of {plan.eval_requests} held-out requests of each kind '
+           f'(never fine-tuned on) answered correctly, sampled at temperature {config.temperature}. '
+           f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.</p>',
+           "<table><tr><th>stage</th><th>steps</th><th>loss</th>"
+           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds) + f"<th>the loss is</th></tr>{rows}</table>",
+           "<h2>Each stage's curve</h2><div class=\"figures\">"]
+    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac"), "SFT": ("answer loss", "#e08214"),
+              "RL": ("mean reward of the step's answers", "#1f9e89")}
+    for row in card:
+        curve = row.get("curve") or []
+        if curve:
+            what, colour = labels[row["stage"]]
+            lo, hi = min(curve), max(curve)
+            n = len(curve)
+            points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, n // 1000)]
+            ticks = [(t, f"{t:g}") for t in nice_ticks(0, n, 6) if t == int(t)]
+            chart = line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
+                               (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
+                               f"{row['stage']}: {what}")
+            out.append(f"<figure><h3>{escape(row['stage'])}</h3>{chart}"
+                       f"{chart_key([(f'border-top:3px solid {colour}', what)])}</figure>")
+    out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
+               "answers to held-out requests: each token on the colour of the probability the model gave it "
+               "(dark for a surprise, yellow for a sure thing); hovering shows it.</p>")
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
+                   "colour legend", grow=1.2))
+    rng = random.Random(config.seed + 1)
+    out.append("<table>")
+    for request, _, _ in card[-1]["answers"]:
+        reply = list(chat_reply(weights, config, chat_chars, request, rng, config.temperature))
+        shaded = shaded_text([piece for piece, _, _ in reply], [p for _, p, _ in reply])
+        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td></tr>')
+    out.append("</table>")
+    for row in card:
+        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3><table>" + "".join(
+            f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
+            f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table>")
+    blob = json.dumps(card).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
+    return "\n".join(out)
 
 
 def is_microgpt_report(path):
@@ -3865,6 +5604,55 @@ def is_microgpt_report(path):
             return REPORT_MARK in f.read(4096)
     except OSError:
         return False
+
+
+def gpt2_prediction_table(tokens, rows, labels):
+    """Per position: the token read, the probability GPT-2 gave the token that came next,
+    and its five likeliest guesses, each on the colour of its probability (as the samples
+    of the names' page are shaded). A table rather than prediction_bars(), whose columns
+    are cut for single characters: GPT-2's tokens are whole words."""
+    def cell(t, p, true=False):
+        colour = probability_shade(p)
+        return (f'<td class="mono" style="background:{colour};color:{ink_on(colour)};white-space:nowrap">'
+                f'{"<b>" * true}{escape(labels[t])} {p:.3f}{"</b>" * true}</td>')
+    ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
+    out = ['<p class="note">At each position: the probability GPT-2 gave the token that came next, and its '
+           'five likeliest guesses, each on the colour of its probability (a log scale: dark for a surprise).</p>',
+           svg(200, 42, colour_legend(4, 16, VIRIDIS, 0.01, 1, "probability (log scale)", 180, ticks), "colour legend", 1),
+           '<table><tr><th>pos</th><th>reads</th><th>the true next token</th>'
+           '<th colspan="5">the five likeliest guesses</th></tr>']
+    for pos, (probs, _) in enumerate(rows):
+        top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]
+        nxt = cell(tokens[pos + 1], probs[tokens[pos + 1]], True) if pos + 1 < len(tokens) else "<td></td>"
+        out.append(f'<tr><td>{pos}</td><td class="mono">{escape(labels[tokens[pos]])}</td>{nxt}'
+                   + "".join(cell(t, probs[t]) for t in top) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def gpt2_report_page(model, config, n_params, tokens, rows, tok):
+    """--report for GPT-2: a page with what it predicts at each position of a text and where
+    each of its attention heads looks (no loss curve: it was not trained here)."""
+    labels = {t: gpt2_token_label(tok, t) for probs, _ in rows
+              for t in [*tokens, *sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:5]]}
+    text = tok.decode_bytes(tokens).decode("utf-8", errors="replace")
+    out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+           f'<title>microgpt: GPT-2 {escape(model)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
+           f'<h1>Inside GPT-2 ({escape(model)})</h1>',
+           f'<p>{n_params:,} parameters, {config.n_layer} layers of {config.n_head} heads, n_embd '
+           f'{config.n_embd}. The text, {len(tokens)} tokens: <span class="mono">{escape(text)}</span></p>',
+           "<h2>Predictions</h2>", gpt2_prediction_table(tokens, rows, labels),
+           '<h2>Attention</h2>\n<p class="note">For each layer and head: a row is a position reading, its '
+           'cells the positions it attends to, itself included (later ones are blank: it cannot see them).</p>']
+    names = [f"{p} {labels[t]}" for p, t in enumerate(tokens)]
+    for i in range(config.n_layer):
+        out.append(f'<h3>layer {i}</h3><div class="figures">')
+        for h in range(config.n_head):
+            matrix = [log[i * config.n_head + h] + [None] * (len(tokens) - pos - 1) for pos, (_, log) in enumerate(rows)]
+            out.append(heat_map(matrix, names, [labels[t] for t in tokens], VIRIDIS, 0, 1, "looks at",
+                                "position reading", "attention weight", f"layer {i} head {h}"))
+        out.append("</div>")
+    return "\n".join(out) + "\n</body>\n</html>\n"
 
 
 if __name__ == "__main__":
