@@ -3149,7 +3149,7 @@ def settings(args):
                 setattr(config, key, getattr(args, key))
     if args.steps is not None:
         config.steps = args.steps
-    if config.steps == 0:
+    if config.steps == 0 and args.load:     # (a new model with --steps 0 is refused below)
         unused = [flag for flag, value in (("--input", args.input), ("--lr", args.lr), ("--batch", args.batch),
                                            ("--save", args.save)) if value is not None]
         if unused:

@@ -115,6 +115,17 @@ class TestAPromptTooLongForABpeModelIsCountedInTokens(TempDirTestCase):
         self.assertIn("--prompt is 20 tokens", result.stderr)
 
 
+class TestANewModelWithZeroStepsIsToldWhy(TempDirTestCase):
+    """`--steps 0 --save m.json` without --load was refused with "add --steps N to fine-tune
+    the loaded model", though no model was loaded; the reason is that a new model needs steps."""
+
+    def test_zero_steps_for_a_new_model_names_the_steps_not_a_loaded_model(self):
+        for extra in (["--save", "m.json"], ["--lr", "0.1"]):
+            (result,) = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "0"] + extra)
+            self.assertIn("--steps must be at least 1", result.stderr)
+            self.assertNotIn("loaded model", result.stderr)
+
+
 try:
     from tests.test_report_layout import CHROMEDRIVER, CHROMIUM, browser, webdriver
 except ImportError:                      # selenium is a test-only package
