@@ -152,7 +152,7 @@ class CheckpointTest(unittest.TestCase):
     def test_same_seed_and_flags_give_the_same_output_apart_from_timing(self):
         again = os.path.join(self.tmp, "again.json")
         args = [again if a == self.ckpt else a for a in self.train_args]
-        result = run_main(args, cwd=self.tmp)
+        result = run_main(args, cwd=self.shared)     # the same folder: the data line shows the path as typed
         assert_ok(self, result)
 
         def comparable(stdout):
