@@ -3242,7 +3242,8 @@ def explain_tokens(text, chars, config, mode):
         longest = config.block_size - (1 if mode == "docs" else 0)
         if longest < 1:
             raise BadInput("--explain needs a block_size of at least 2 for a model of documents")
-        raise BadInput(f"--explain text must be 1 to {longest} characters for a context of {config.block_size}")
+        unit = f"tokens (it is {len(ids)})" if getattr(chars, "merges", None) else "characters"
+        raise BadInput(f"--explain text must be 1 to {longest} {unit} for a context of {config.block_size}")
     return inputs, targets
 
 

@@ -114,6 +114,14 @@ class TestAPromptTooLongForABpeModelIsCountedInTokens(TempDirTestCase):
         (result,) = assert_refused(self, self.tmp, options + ["--prompt", "ab" * 20])
         self.assertIn("--prompt is 20 tokens", result.stderr)
 
+    def test_the_explain_limit_is_stated_in_tokens_for_a_bpe_model(self):
+        data = write_text(self.tmp, "ab.txt", "ab\nabab\nba\nbab\n" * 5)
+        options = ["--input", data, "--bpe", "1", "--steps", "2", "--n-embd", "4", "--n-head", "1",
+                   "--num-samples", "0"]
+        assert_ok(self, run_main(options + ["--explain", "ab" * 15], self.tmp))     # 15 tokens
+        (result,) = assert_refused(self, self.tmp, options + ["--explain", "ab" * 16])
+        self.assertIn("1 to 15 tokens (it is 16)", result.stderr)
+
 
 class TestANewModelWithZeroStepsIsToldWhy(TempDirTestCase):
     """`--steps 0 --save m.json` without --load was refused with "add --steps N to fine-tune
