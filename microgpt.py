@@ -1165,6 +1165,17 @@ def label(token, chars):
                    for ch in chars[token])
 
 
+def state_name(state, names):
+    """A Markov chain state's name: its tokens' labels, run together for single characters
+    and separated by spaces when a token can be several characters (BPE), because "ab"+"a"
+    and "a"+"ba" are different states (a space in a label is written \\s, so the names stay
+    distinct)."""
+    one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
+        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)   # label()'s escapes
+    several = not all(one_char(name) for name in names)
+    return (" " if several else "").join(names[t] for t in state)
+
+
 # =======================================================================================
 # PART IV. FROM MICROGPT TO GPT-2
 #
@@ -1226,11 +1237,12 @@ def merge_pair(word, pair):
     return out
 
 
-def learn_merges(words, num_merges):
+def learn_merges(words, num_merges, progress=None):
     """Learn up to num_merges merges from a list of words (strings: a merge never joins the
     end of one word to the start of the next). Each round merges the pair of adjacent
     tokens that occurs most often; among pairs that occur equally often, the one that sorts
-    first. Returns [(left, right)], in learned order."""
+    first. Returns [(left, right)], in learned order. progress, if given, is called with
+    the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     counts = collections.Counter(words)
@@ -1255,6 +1267,8 @@ def learn_merges(words, num_merges):
                 pairs[pair] += freq[i]
                 holders[pair].add(i)
         del pairs[best]
+        if progress:
+            progress(len(merges))
     return merges
 
 
@@ -2446,6 +2460,10 @@ def resume_options(args):
         raise BadInput(f"{path} holds no run to resume (it was saved by an older microgpt); "
                        f"--load {path} --steps N trains it further")
     done = len(ckpt.get("history", {}).get("losses", []))
+    if ckpt["optimizer"]["step"] != run["start"] + done and done < run["steps"]:   # edited by hand?
+        raise BadInput(f"{path} does not add up: Adam's step is {ckpt['optimizer']['step']:,} but the run "
+                       f"started at {run['start']:,} and recorded {done:,} steps, so it cannot be resumed "
+                       f"as it was; --load {path} --steps N trains it further")
     if done >= run["steps"] or ckpt["optimizer"]["step"] != run["start"] + done:
         raise BadInput(f"{path} finished its run ({done:,} of {run['steps']:,} steps): nothing to resume; "
                        f"--load {path} --steps N trains it further")
@@ -2636,11 +2654,21 @@ def learned_vocabulary(chars, texts, num_merges, config):
     whole stream), saying what it learned and what it does to the length of the text."""
     started, size = time.perf_counter(), sum(map(len, texts))
     # The text cut into words, and their counts: 28 bytes per character measured, on 2.8 MB of English.
-    check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    try:
+        check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    except BadInput as e:         # here the vocabulary is what grew: say so
+        raise BadInput(f"{e} (or fewer --bpe merges than {num_merges:,})") from None
     if size > 2**20:
         print(f"learning {num_merges:,} merges...", flush=True)
     words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
-    vocab = Vocabulary(chars, learn_merges(words, num_merges))
+    said = [started]
+
+    def progress(done):     # every pass looks at every pair: thousands of merges take minutes
+        now = time.perf_counter()
+        if now - said[0] > 10 and done < num_merges:
+            print(f"bpe: {done:,} of {num_merges:,} merges learned in {now - started:.0f} s", flush=True)
+            said[0] = now
+    vocab = Vocabulary(chars, learn_merges(words, num_merges, progress))
     tokens = sum(len(vocab.encode(text)) for text in texts)
     characters = sum(map(len, words))
     print(f"bpe: {len(vocab.merges):,} merges learned in {time.perf_counter() - started:.1f} s; "
@@ -3036,7 +3064,8 @@ CHAIN_MIN_PROBABILITY = 0.01
 def print_chain(chain, chars, dot_path):
     """The Markov chain as an aligned table (and, with dot_path, as a Graphviz file: an
     arrow for each move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability)."""
-    name = lambda state: "".join(label(t, chars) for t in state)
+    names = [label(t, chars) for t in range(len(chain[0][1]))]
+    name = lambda state: state_name(state, names)
     print(f"Markov chain: {len(chain)} states (contexts of {len(chain[0][0])} tokens)")
     print("state".ljust(max(5, len(name(chain[0][0])))) + "  next token: probability -> next state")
     for state, probs in chain:
@@ -3126,7 +3155,7 @@ def settings(args):
                 setattr(config, key, getattr(args, key))
     if args.steps is not None:
         config.steps = args.steps
-    if config.steps == 0:
+    if config.steps == 0 and args.load:     # (a new model with --steps 0 is refused below)
         unused = [flag for flag, value in (("--input", args.input), ("--lr", args.lr), ("--batch", args.batch),
                                            ("--save", args.save)) if value is not None]
         if unused:
@@ -3172,7 +3201,8 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
         train_tokens, val_tokens = stream_split(encode_with_progress(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
-            raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
+            what = "tokens (after --bpe)" if getattr(chars, "merges", None) else "characters"
+            raise BadInput(f"{path} has {len(train_tokens)} {what}, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
         held_out = f"validating on the last {len(val_tokens):,}" if val_tokens else ""
         val_windows = stream_val_windows(val_tokens, config.block_size)
@@ -3218,7 +3248,8 @@ def explain_tokens(text, chars, config, mode):
         longest = config.block_size - (1 if mode == "docs" else 0)
         if longest < 1:
             raise BadInput("--explain needs a block_size of at least 2 for a model of documents")
-        raise BadInput(f"--explain text must be 1 to {longest} characters for a context of {config.block_size}")
+        unit = f"tokens (it is {len(ids)})" if getattr(chars, "merges", None) else "characters"
+        raise BadInput(f"--explain text must be 1 to {longest} {unit} for a context of {config.block_size}")
     return inputs, targets
 
 
@@ -3525,8 +3556,10 @@ def run(args, stop=None):
 
     # Check everything asked of the model before spending time on training it.
     prompt = args.prompt or ""
-    if len(encode_for("--prompt", prompt, chars)) >= config.block_size and mode == "docs":
-        raise BadInput(f"--prompt is {len(prompt)} characters; it must be shorter than block_size "
+    prompt_tokens = len(encode_for("--prompt", prompt, chars))
+    if prompt_tokens >= config.block_size and mode == "docs":
+        size = f"{prompt_tokens} tokens" if getattr(chars, "merges", None) else f"{len(prompt)} characters"
+        raise BadInput(f"--prompt is {size}; it must be shorter than block_size "
                        f"({config.block_size}) to leave room to generate")
     if args.explain is not None:
         explain_inputs, explain_targets = explain_tokens(args.explain, chars, config, mode)
@@ -4901,7 +4934,7 @@ def chain_graph(chain, names):
         x, y = where[state]
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#333" '
                     'stroke-width="1.5"/>')
-        name = "".join(names[t] for t in state)
+        name = state_name(state, names)
         body.append(text_at(x, y + 5, name, min(16.0, 1.7 * node / len(name) / CHAR_WIDTH), "middle",
                             ' class="mono"'))
     return svg(size, size, body + labels, f"the model as a Markov chain: {n} states", grow=1.25), missing
@@ -5354,11 +5387,11 @@ def chain_section(weights, config, names):
     transition matrix as a heat map beyond that (at most 256 states)."""
     chain = markov_chain(weights, config, len(names))
     shares = long_run_shares(chain)
-    state_name = lambda state: "".join(names[t] for t in state)
+    state_name_ = lambda state: state_name(state, names)
     top = sorted(range(len(chain)), key=lambda i: -shares[i])[:3]
     sure = sum(max(probs) >= 0.9 for _, probs in chain)
     caption = (f"In the long run the chain spends most of its time in "
-               + ", ".join(f"{state_name(chain[i][0])} ({shares[i]:.0%})" for i in top)
+               + ", ".join(f"{state_name_(chain[i][0])} ({shares[i]:.0%})" for i in top)
                + f". {sure} of the {len(chain)} states are at least 90% sure of the next token.")
     intro = ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
              f"{config.block_size} tokens, so it is a Markov chain over those contexts (states): reading one more "
@@ -5374,7 +5407,7 @@ def chain_section(weights, config, names):
         return (intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key)
                 + "</div>")
     matrix = [probs for _, probs in chain]
-    picture = heat_map(matrix, [state_name(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
+    picture = heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
                        "state (the last tokens read)", "probability", "transition matrix")
     caption = (f"With {len(chain)} states a graph would be a tangle, so here is the chain's transition "
                "matrix: a row for each state, its cells the probability of each next token. " + caption)
@@ -5439,7 +5472,9 @@ figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 @media (max-width:700px){body{font-size:16px;padding:8px 10px 30px} h1{font-size:23px} h2{font-size:20px}
 .predictions .g3,.predictions .g4{display:none} .bar{width:30px} td,th{padding-right:8px}
 .predictions td{padding-right:8px}}
-@media (max-width:540px){.predictions .g1,.predictions .g2{display:none}}
+@media (max-width:1279px){.predictions .g4{display:none}} @media (max-width:1099px){.predictions .g3{display:none}}
+@media (max-width:939px){.predictions .g2{display:none}} @media (max-width:619px){.predictions .g1{display:none}}
+@media (min-width:701px) and (max-width:759px){.predictions .g1{display:none}}
 .slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
 .slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}
