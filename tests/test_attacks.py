@@ -284,9 +284,9 @@ class TestNoSilentMinute(TempDirTestCase):
     def setUpClass(cls):
         import tempfile
         cls._dir = tempfile.TemporaryDirectory()
-        # 1.1 MB: two chunks to read, 2,500 lines to encode, 250 of them held out (few: validating
+        # 1.1 MB: two chunks to read, 500 long lines to encode, 50 of them held out (few: validating
         # a document costs as much as a step, and test_model checks the cap of 1,000)
-        lines = (f"{i:06d}" + ("abcdefghijklmnopqrstuvwxyz"[i % 7:] * 25)[:444] for i in range(2500))
+        lines = (f"{i:06d}" + ("abcdefghijklmnopqrstuvwxyz"[i % 7:] * 110)[:2214] for i in range(500))
         cls.big = write_text(cls._dir.name, "big.txt", "\n".join(lines) + "\n")
 
     @classmethod
@@ -300,17 +300,18 @@ class TestNoSilentMinute(TempDirTestCase):
         out = result.stdout
         self.assertRegex(out, r"reading .*big\.txt: [\d,]+ of [\d,]+ bytes, \d+ s left")
         self.assertRegex(out, r"encoding .*big\.txt: [\d,]+ of [\d,]+ documents, \d+ s left")
-        self.assertRegex(out, r"validating: [\d,]+ of 250 held-out sequences")
+        self.assertRegex(out, r"validating: [\d,]+ of 50 held-out sequences")
         self.assertRegex(out, r"checking the model's scores: \d+ of \d+ tokens")
         # every step took "20 s": each one is reported, not one in ten
         self.assertEqual(len([l for l in out.splitlines() if l.startswith("step ")]), 12, out[-3000:])
 
     def test_a_long_step_reports_its_progress_inside_the_step(self):
-        data = write_text(self.tmp, "many.txt", "\n".join(["emma", "olivia", "ava", "mia"] * 60) + "\n")
+        # 108 sequences in the step: a step of more than 100 says how far it has got
+        data = write_text(self.tmp, "many.txt", "\n".join(["emma", "olivia", "ava", "mia"] * 30) + "\n")
         result, _ = patched_main(FAKE_CLOCK, ["--input", data, "--steps", "1", "--batch", "all", "--num-samples",
                                               "0"] + TINY, self.tmp)
         assert_ok(self, result)
-        self.assertRegex(result.stdout, r"step 1: [\d,]+ of 216 sequences, \d+ s left")
+        self.assertRegex(result.stdout, r"step 1: [\d,]+ of 108 sequences, \d+ s left")
 
     def test_a_stream_is_encoded_with_progress(self):
         text = write_text(self.tmp, "text.txt", "the cat sat on the mat. " * 40)
