@@ -141,7 +141,8 @@ class PolicyGradientTest(unittest.TestCase):
 
         flat = microgpt.flatten(params)
         checked = 0
-        for p in random.Random(7).sample(flat, 25) + [params["lm_head"][chat_chars.index("<|end|>")][0]]:
+        count = 25 if os.environ.get("MICROGPT_SLOW") else 12      # more weights checked in CI
+        for p in random.Random(7).sample(flat, count) + [params["lm_head"][chat_chars.index("<|end|>")][0]]:
             h, old = 1e-5, p.data
             p.data = old + h
             up = total_loss()
