@@ -441,6 +441,7 @@ class TestEstimatesThatHold(TempDirTestCase):
         self.assertRegex(result.stderr, r"for 400,001 lines of data as held in memory.*choose a smaller data file")
 
     @unittest.skipUnless(HAS_PEAK, "reads a child's peak memory from /proc/self/status")
+    @unittest.skipUnless(SLOW, "the default model's graphs; test_safety checks a tiny model's on every run")
     def test_batch_all_announces_the_memory_it_really_needs(self):
         data = write_text(self.tmp, "many.txt", "\n".join(["emma", "olivia", "ava", "isabella"] * 30) + "\n")
         out, peak = run_measured(["--input", data, "--steps", "1", "--batch", "all", "--num-samples", "0"],

@@ -195,32 +195,39 @@ class TestMemoryIsBoundedByOneDocument(TempDirTestCase):
     graph about 450 kB)."""
 
     def peak_memory(self, *arg_lists):
-        """The peak memory of a run of microgpt.py with each of arg_lists, one after another.
-        Through a small go-between: on Linux a child's peak (ru_maxrss) starts from the size
-        of the process that started it, and this test process may be large. os.wait4 gives
-        each child's own peak."""
+        """(peak memory, stdout) of a run of microgpt.py with each of arg_lists, one after
+        another. Through a small go-between: on Linux a child's peak (ru_maxrss) starts from
+        the size of the process that started it, and this test process may be large.
+        os.wait4 gives each child's own peak."""
         between = ("import json, os, subprocess, sys\n"
                    "for args in json.loads(sys.argv[1]):\n"
-                   "    child = subprocess.Popen([sys.executable, %r] + args, stdout=subprocess.DEVNULL)\n"
+                   "    child = subprocess.Popen([sys.executable, %r] + args, stdout=subprocess.PIPE,\n"
+                   "                             encoding='utf-8', env=dict(os.environ, PYTHONIOENCODING='utf-8'))\n"
+                   "    out = child.stdout.read()\n"
                    "    _, status, usage = os.wait4(child.pid, 0)\n"
-                   "    print(status, usage.ru_maxrss)") % MICROGPT_PATH
+                   "    print(json.dumps([status, usage.ru_maxrss, out]))") % MICROGPT_PATH
         result = subprocess.run([sys.executable, "-c", between, json.dumps(arg_lists)], cwd=self.tmp,
                                 capture_output=True, text=True, timeout=300)
-        peaks = []
+        runs = []
         for args, line in zip(arg_lists, result.stdout.splitlines()):
-            status, peak = map(int, line.split())
+            status, peak, out = json.loads(line)
             self.assertEqual(status, 0, f"{args}\n{result.stderr}")
-            peaks.append(peak * (1 if sys.platform == "darwin" else 1024))     # bytes on macOS, KiB on Linux
-        self.assertEqual(len(peaks), len(arg_lists), result.stderr)
-        return peaks
+            runs.append((peak * (1 if sys.platform == "darwin" else 1024), out))  # bytes on macOS, KiB on Linux
+        self.assertEqual(len(runs), len(arg_lists), result.stderr)
+        return runs
 
-    def test_batch_all_peaks_at_about_the_memory_of_batch_1(self):
+    def test_batch_all_peaks_at_about_the_memory_of_batch_1_and_announces_no_more(self):
         data = random_names(self.tmp, 250)
         base = ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY
-        one, every = self.peak_memory(base + ["--batch", "1"], base + ["--batch", "all"])
+        (one, _), (every, out) = self.peak_memory(base + ["--batch", "1"], base + ["--batch", "all"])
         mib = 2 ** 20
         self.assertLess(every, 1.5 * one + 32 * mib,
                         f"--batch all peaked at {every / mib:.0f} MiB, --batch 1 at {one / mib:.0f} MiB")
+        # What the step announces it needs (one graph) is below that peak: announcing all 225
+        # documents' graphs at once (0.3 MB each at this size) would be about 70 MB.
+        [line] = [l for l in out.splitlines() if l.startswith("each step")]
+        announced = float(line.split("up to ")[1].split(" MB")[0]) * mib
+        self.assertLess(announced, every, line)
 
 
 # --- 3. What cannot fit is refused up front ---------------------------------------------------
