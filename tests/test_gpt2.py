@@ -244,8 +244,9 @@ class TestModel(Fixture):
         report = os.path.join(self.tmp, "gpt2.html")
         # The random model writes arbitrary bytes, so some seed writes a character split over
         # two tokens; printed in halves, each half would be a U+FFFD of its own.
+        # (seed 2 does; more seeds, 12 in all, with MICROGPT_SLOW=1 as CI sets it)
         tok, split = microgpt.read_gpt2_tokenizer(self.bare), 0
-        for seed in range(1, 13):
+        for seed in range(1, 13 if os.environ.get("MICROGPT_SLOW") else 5):
             args = ["--gpt2", self.bare, "--prompt", "é", "--length", "22", "--temperature", "3", "--seed", seed]
             text, ids = run_many([args, args + ["--ids"]], self.tmp)
             assert_ok(self, text)
