@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from tests.support import MICROGPT_PATH, microgpt, run_many
+from tests.support import MICROGPT_PATH, microgpt, run_main, run_many
 
 try:
     from selenium import webdriver
@@ -419,8 +419,8 @@ class TestServeCommand(unittest.TestCase):
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            result = subprocess.run([sys.executable, MICROGPT_PATH, "--load", self.model, "--serve", "--port",
-                                     str(port)], capture_output=True, text=True, timeout=WAIT)
+            # in this process: the refusal comes before any serving (a bind that worked would hang here)
+            result = run_main(["--load", self.model, "--serve", "--port", port], self.tmp.name)
         self.assertEqual(result.returncode, 2)
         self.assertIn(f"port {port}", result.stderr)
         self.assertIn("--port N", result.stderr)
