@@ -5488,6 +5488,17 @@ figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2
 """
 
 
+def validation_fact(run):
+    """The run table's validation loss: this run's final one; for a loaded model, the last its
+    checkpoint saved during training (the loss chart draws those points too); or none."""
+    if run["val_loss"] is not None:
+        return f"validation {run['val_loss']:.4f}; "
+    if run["val_points"]:
+        step, loss = run["val_points"][-1]
+        return f"validation {loss:.4f} (the last saved, measured during training at step {step}); "
+    return "no validation loss; "
+
+
 def report_page(run):
     """The whole page, as one string of HTML. run is a dict of what the run knows: the model
     (config, mode, chars, weights, n_params), the training record (losses: every step's;
@@ -5519,7 +5530,7 @@ def report_page(run):
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
              ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; " if tail else "")
-              + (f"validation {run['val_loss']:.4f}; " if run["val_loss"] is not None else "no validation loss; ")
+              + validation_fact(run)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
                                                     for k, v in facts) + "</table>")

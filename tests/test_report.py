@@ -152,6 +152,13 @@ class ReportPageTest(unittest.TestCase):
             self.assertIn("no loss curve", self.page("garbled"))
             self.assertEqual(page_data(self.page("garbled"))["losses"], [])
 
+    def test_a_loaded_model_with_saved_validation_points_states_the_last_one_in_the_run_table(self):
+        step, loss = self.history["val_points"][-1]
+        run_table = self.page("remembered").split("<h2>The run</h2>")[1].split("</table>")[0]
+        self.assertNotIn("no validation loss", run_table)
+        self.assertIn(f"validation {loss:.4f} (the last saved, measured during training at step {step})", run_table)
+        self.assertIn("no validation loss", self.page("loaded"))        # a checkpoint without a history
+
     @unittest.skipUnless(os.name == "posix", "uses a POSIX shell to close stdout and to pipe into head")
     def test_the_page_is_the_same_whether_stdout_is_read_closed_or_cut_short(self):
         # Only the run's time differs: it is in the "training" row of the page.
