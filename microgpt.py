@@ -5487,7 +5487,9 @@ display:flex;flex-direction:column;box-sizing:border-box}
 .slide:target>.big svg{height:100%;max-width:none!important}
 .slide>.big,.slide:target>.big~svg,.slide:target>.big+.key{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
-.slide:target .samples .sample{font-size:30px} .slide:target .legend svg{max-width:none!important;width:400px}
+.slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
+@media (max-width:1099px){.slide:target .predictions .g2{display:none}}
+@media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
