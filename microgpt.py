@@ -4873,7 +4873,12 @@ def chain_graph(chain, names):
     and coloured by the token read (TOKEN_COLOURS), labelled with its probability where the
     label touches nothing else. Returns (svg, how many labels were left out)."""
     n, size = len(chain), 640
-    centre, radius, node = size / 2, size / 2 - 80, 24.0
+    centre, radius = size / 2, size / 2 - 80
+    # A state's circle is wide enough for its name in full-size type (several-character
+    # tokens make long names), but never so wide that it touches its neighbours.
+    longest = max(len(state_name(state, names)) for state, _ in chain)
+    node = max(24.0, min(longest * FONT * CHAR_WIDTH / 1.7, 0.4 * 2 * radius * math.sin(math.pi / max(n, 2))))
+    radius -= 3 * (node - 24)                # a loop reaches 3 node radii out: keep it in the picture
     where = {}
     for i, state in enumerate(de_bruijn_order(len(names), len(chain[0][0]))):
         angle = -math.pi / 2 + 2 * math.pi * i / n
