@@ -75,6 +75,7 @@ import itertools
 import json
 import math
 import random
+import re
 import sys
 from dataclasses import dataclass
 from operator import mul
@@ -346,10 +347,16 @@ class Value:
         #       child is in the order, so node can follow them.
         # (If the stack is hard to follow, the recursive version above is the whole idea: the
         # stack only does the same without recursion.)
-        # For L = u + v with u = 2 * x, v = 3 * u (x a leaf): L is expanded, pushing
-        # (L, True), (u, False), (v, False); v is expanded, pushing (v, True), (u, False);
-        # u is expanded and placed; then v; the older (u, False) is skipped (u was expanded
-        # already); then L. The order: u, v, L.
+        # For L = u + v with u = 2 * x, v = 3 * u (x a leaf, so never pushed), step by step
+        # (the stack's top is on the right; each line pops the top entry):
+        #     pop       what happens                      stack after          order
+        #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
+        #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
+        #     (u, F)    expand u: reminder only (x leaf)  (L,T) (u,F) (v,T) (u,T)
+        #     (u, T)    reminder: place u                 (L,T) (u,F) (v,T)    u
+        #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
+        #     (u, F)    u was expanded already: skip      (L,T)                u v
+        #     (L, T)    reminder: place L                                      u v L
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_placed = stack.pop()
@@ -421,17 +428,20 @@ def flatten(params):
 # it on its own (the MLP), and finally scores every possible next token (the logits).
 # First the building blocks, each one equation; then gpt(), which puts them together.
 #
-# Attention, the whole of it (the pieces are attention_weights, attention_head and the
-# loop over heads in gpt()): from the current vector x, three projections make a query q
-# (what this position looks for), a key k (what it offers) and a value v (what it passes
-# on); every earlier position made its own k and v the same way. Split into n_head
-# slices (with n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, k and v, head 1 numbers
-# 4-7, and so on, so each head has a query and keys of its own and can look for something
-# different), each head scores every position so far (this one too) by how well its key
-# matches the query (a dot product), turns the scores into weights that sum to 1
-# (softmax), and outputs the weighted average of those positions' values. The heads'
-# outputs, side by side, go through one more projection, attn_wo, which mixes them: each
-# head wrote only its own slice, and attn_wo lets every output number draw on all heads.
+# Attention, the whole of it, in five steps (the code: the loop over heads in gpt(),
+# attention_weights and attention_head):
+#   1. Project. From the current vector x, three projections make a query q (what this
+#      position looks for), a key k (what it offers) and a value v (what it passes on).
+#      Every earlier position made its own k and v the same way; the cache keeps them.
+#   2. Slice into heads. With n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, of
+#      every k and of every v, head 1 numbers 4-7, and so on: each head has a query and
+#      keys of its own, so each can look for something different.
+#   3. Score. Each head scores every position so far (this one too) by how well that
+#      position's key matches its query: a dot product, scaled (why: attention_weights).
+#   4. Average. Softmax turns the scores into weights that sum to 1, and the head outputs
+#      the weighted average of those positions' values.
+#   5. Mix. The heads' outputs, side by side, go through one more projection, attn_wo:
+#      each head wrote only its own slice, and attn_wo lets every number draw on all heads.
 #
 # Each block (attention, then the MLP) adds its output to the vector it read, instead of
 # replacing it: a residual connection. So x is a running sum, often called the residual
@@ -1218,7 +1228,6 @@ def state_name(state, names):
 
 import collections
 import functools
-import re
 import unicodedata
 
 GPT2_EOT = 50256    # <|endoftext|>
