@@ -5293,7 +5293,10 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
         wte = wte[:REPORT_MAX_ROWS]
     wte_map = lambda font: heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension", "token", "weight",
                                     "wte: token embeddings", font)
-    out.append(figure("wte: token embeddings", wte_map(FONT), escape(caption), big=wte_map(PRESENT_FONT)))
+    # The presentation copy only for up to 64 rows: more would not be read one by one on a
+    # screen anyway, and would double a page that is already large.
+    out.append(figure("wte: token embeddings", wte_map(FONT), escape(caption),
+                      big=wte_map(PRESENT_FONT) if len(wte) <= 64 else ""))
     sizes = row_sizes(wpe)
     median = sorted(sizes)[len(sizes) // 2]
     pale = [p for p, s in enumerate(sizes) if s < 2 / 3 * median]
@@ -5311,7 +5314,8 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
             ", since every window fills the whole context." if mode == "stream" else ".")
     wpe_map = lambda font: heat_map(wpe, [str(p) for p in range(config.block_size)], dims, BLUE_ORANGE, -m, m,
                                     "dimension", "position", "weight", "wpe: position embeddings", font)
-    out.append(figure("wpe: position embeddings", wpe_map(FONT), escape(caption), big=wpe_map(PRESENT_FONT)))
+    out.append(figure("wpe: position embeddings", wpe_map(FONT), escape(caption),
+                      big=wpe_map(PRESENT_FONT) if len(wpe) <= 64 else ""))
     if config.n_embd >= 2 and len(wte) >= 3:
         mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
         total = sum(sum((x - mu) ** 2 for x, mu in zip(row, mean_row)) for row in wte) / len(wte)
