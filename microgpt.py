@@ -4675,16 +4675,19 @@ def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None, font=FO
     return body
 
 
-def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370):
+def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370,
+               font=FONT + 2):
     """Lines on labelled axes (the legend goes under the picture: chart_key).
     lines: [([(x, y)], colour, stroke width, opacity, dots?)]; hlines: [(y, colour)], dashed
     lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
     logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
-    red triangle pointing the way it went: one outlier cannot squash the whole chart."""
+    red triangle pointing the way it went: one outlier cannot squash the whole chart. font is
+    the size of its text (larger for the presentation view's copy)."""
     y0, y1 = y_range
     y_ticks = nice_ticks(y0, y1)
-    widest = max(len(f"{t:g}") for t in y_ticks) * (FONT + 2) * CHAR_WIDTH
-    left, right, top, bottom = max(70, 40 + widest), 30, 12, 70      # the y title, then the numbers
+    widest = max(len(f"{t:g}") for t in y_ticks) * font * CHAR_WIDTH
+    more = font - FONT - 2                      # larger text takes more room beside and under the axes
+    left, right, top, bottom = max(70, 40 + widest + more), 30, 12, 70 + 2 * more    # the y title, the numbers
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def X(x):
@@ -4695,10 +4698,10 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     body = []
     for t in y_ticks:
         body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
-        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", FONT + 2, "end"))
+        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", font, "end"))
     kept = []                                   # x ticks far enough apart to be read; the last one always
     for i, (x, text) in enumerate(x_ticks):
-        box = text_box(X(x), 0, text, FONT + 2, "middle")
+        box = text_box(X(x), 0, text, font, "middle")
         while kept and overlap(box, kept[-1][2], 6) and i == len(x_ticks) - 1:
             kept.pop()
         if not kept or not overlap(box, kept[-1][2], 6):
@@ -4706,11 +4709,12 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     for x, text, _ in kept:
         body.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
                     'stroke="#333"/>')
-        body.append(text_at(X(x), top + plot_h + 10 + FONT, text, FONT + 2, "middle"))
+        body.append(text_at(X(x), top + plot_h + 8 + font, text, font, "middle"))
     body.append(f'<rect x="{left:.1f}" y="{top}" width="{plot_w:.1f}" height="{plot_h}" fill="none" stroke="#333"/>')
-    body.append(text_at(left + plot_w / 2, height - 10, x_label, FONT + 2, "middle"))
+    body.append(text_at(left + plot_w / 2, height - 10, x_label, font, "middle"))
     yc = top + plot_h / 2
-    body.append(text_at(22, yc, y_label, FONT + 2, "middle", f' transform="rotate(-90 22 {yc:.1f})"'))
+    yx = 22 + 0.75 * more
+    body.append(text_at(yx, yc, y_label, font, "middle", f' transform="rotate(-90 {yx:g} {yc:.1f})"'))
     for y, colour in hlines:
         body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
                     'stroke-width="1.5" stroke-dasharray="6 4"/>')
@@ -5162,9 +5166,9 @@ def loss_section(run, vocab_size, what):
     lines = [(raw, "#2166ac" if exact else "#888", 2.5 if exact else 1.2, 1 if exact else 0.5, False),
              ([(i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
              (val, "#e08214", 2, 1, True)]
-    chart = line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
-                       "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
-                       [(uniform, "#000")])
+    chart, big = (line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
+                             "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
+                             [(uniform, "#000")], font=font) for font in (FONT + 2, PRESENT_FONT - 2))
     kind = run["batch"]
     key = [("border-top:4px solid #2166ac" if exact else "border-top:2px solid #999",
             f"each step's loss (on {kind})")]
@@ -5224,7 +5228,7 @@ def loss_section(run, vocab_size, what):
         notes.append(f"{len(below)} step{'s' * (len(below) > 1)} had a loss below the bottom of the chart (red "
                      "triangles): the chart's range is set by the other steps.")
     return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
-            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key)) + "</div>")
+            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big) + "</div>")
 
 
 REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
@@ -5503,7 +5507,7 @@ display:flex;flex-direction:column;box-sizing:border-box}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
 .slide:target>*{flex:none} .slide:target>svg,.slide:target>.big{flex:1 1 0;min-height:40vh;width:100%;max-width:none!important}
 .slide:target>.big svg{height:100%;max-width:none!important}
-.slide>.big,.slide:target>.big~svg,.slide:target>.big+.key{display:none} .slide:target>.big{display:block}
+.slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
 .slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
 @media (max-width:1099px){.slide:target .predictions .g2{display:none}}

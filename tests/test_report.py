@@ -428,11 +428,13 @@ class ReportUnitsTest(unittest.TestCase):
         losses = [3.3 - 0.001 * i + 0.2 * math.sin(i) for i in range(1000)]
         losses[929] = 5.1
         page = microgpt.report_page(self.synthetic_run(losses))
-        [chart] = [s for s in svgs(page) if "loss while training" in s]
-        ticks = [float(t.text) for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "end"
-                 and re.fullmatch(r"\d+(\.\d+)?", t.text)]                  # the y axis's numbers
-        self.assertLess(max(ticks), 4)                      # the y axis stops well below the spike
-        self.assertIn('fill="#c00"', chart)                  # a red triangle marks it
+        charts = [s for s in svgs(page) if "loss while training" in s]
+        self.assertEqual(len(charts), 2)                     # the page's and the presentation view's
+        for chart in charts:
+            ticks = [float(t.text) for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "end"
+                     and re.fullmatch(r"\d+(\.\d+)?", t.text)]              # the y axis's numbers
+            self.assertLess(max(ticks), 4)                  # the y axis stops well below the spike
+            self.assertIn('fill="#c00"', chart)              # a red triangle marks it
         self.assertIn("the highest, 5.10, at step 930", page)
 
     def test_legends_and_captions_follow_the_run_length_and_options(self):
