@@ -54,28 +54,20 @@ if __name__ == "__main__":
     import os
     import sys
 
-    def quit_quietly(signum, frame):
+    def quit_quietly(signum, frame, names={2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}):
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:         # even a flush that the signal interrupted
                 pass
-        name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}.get(signum, f"signal {signum}")
-        os.write(2, f"\nmicrogpt: interrupted by {name}\n".encode())
+        os.write(2, f"\nmicrogpt: interrupted by {names[signum]}\n".encode())
         os._exit(128 + signum)
-    for _number in (2, 15, 1):       # SIGINT, SIGTERM, SIGHUP
-        try:
-            _signal.signal(_number, quit_quietly)
-        except (ValueError, OSError, AttributeError):    # not on this platform
-            pass
+    for _number in (2, 15, 1) if hasattr(_signal, "SIGHUP") else (2, 15):   # Windows has no SIGHUP
+        _signal.signal(_number, quit_quietly)
 
-import contextlib
-import gc
-import itertools
 import json
 import math
 import random
-import re
 import sys
 from dataclasses import dataclass
 from operator import mul
@@ -1009,6 +1001,10 @@ def backward_along(root, tape):
 # the block and always comes back.
 # ---------------------------------------------------------------------------------------
 
+import contextlib
+import gc
+
+
 @contextlib.contextmanager       # makes this generator usable as `with cycle_collector_paused():`
 def cycle_collector_paused():
     """Pause CPython's cycle collector for a block of code. The code before yield runs on
@@ -1066,6 +1062,9 @@ def weights_of(params):
 #
 # All of them run the model without a gradient, on weights from inference_weights().
 # =======================================================================================
+
+import itertools
+import re
 
 # Continuous text
 
