@@ -4572,6 +4572,7 @@ BLUE_ORANGE = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fee0b6",
 TOKEN_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#56b4e9", "#e69f00", "#000000"]   # Okabe and Ito's
 REPORT_MARK = '<meta name="generator" content="microgpt">'   # how we know a page is ours
 FONT = 15              # the smallest text in a picture, in the picture's own units
+PRESENT_FONT = 26      # the same in a heat map's copy for the presentation view (drawn smaller there)
 CHAR_WIDTH = 0.62      # a character's width, in font sizes (a little more than the usual fonts need)
 
 
@@ -4660,7 +4661,7 @@ def nice_ticks(lo, hi, count=5):
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None):
+def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None, font=FONT):
     """A colour bar from lo to hi, its ends and middle labelled (or `ticks`: [(fraction of
     the way, text)]), and its caption underneath: the key to a heat map. 3.2 fonts tall."""
     n = 24
@@ -4668,21 +4669,24 @@ def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None):
             f'fill="{colour_at(palette, i / (n - 1))}"/>' for i in range(n)]
     for t, text in ticks or [(t, f"{lo + t * (hi - lo):.2g}") for t in (0, 0.5, 1)]:
         anchor = "start" if t == 0 else "end" if t == 1 else "middle"
-        body.append(text_at(x + t * width, y + 12 + FONT, text, FONT, anchor))
-    body.append(text_at(x, y + 14 + 2.2 * FONT, caption, FONT))
+        body.append(text_at(x + t * width, y + 12 + font, text, font, anchor))
+    body.append(text_at(x, y + 14 + 2.2 * font, caption, font))
     return body
 
 
-def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370):
+def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370,
+               font=FONT + 2):
     """Lines on labelled axes (the legend goes under the picture: chart_key).
     lines: [([(x, y)], colour, stroke width, opacity, dots?)]; hlines: [(y, colour)], dashed
     lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
     logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
-    red triangle pointing the way it went: one outlier cannot squash the whole chart."""
+    red triangle pointing the way it went: one outlier cannot squash the whole chart. font is
+    the size of its text (larger for the presentation view's copy)."""
     y0, y1 = y_range
     y_ticks = nice_ticks(y0, y1)
-    widest = max(len(f"{t:g}") for t in y_ticks) * (FONT + 2) * CHAR_WIDTH
-    left, right, top, bottom = max(70, 40 + widest), 30, 12, 70      # the y title, then the numbers
+    widest = max(len(f"{t:g}") for t in y_ticks) * font * CHAR_WIDTH
+    more = font - FONT - 2                      # larger text takes more room beside and under the axes
+    left, right, top, bottom = max(70, 40 + widest + more), 30, 12, 70 + 2 * more    # the y title, the numbers
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def X(x):
@@ -4693,10 +4697,10 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     body = []
     for t in y_ticks:
         body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
-        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", FONT + 2, "end"))
+        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", font, "end"))
     kept = []                                   # x ticks far enough apart to be read; the last one always
     for i, (x, text) in enumerate(x_ticks):
-        box = text_box(X(x), 0, text, FONT + 2, "middle")
+        box = text_box(X(x), 0, text, font, "middle")
         while kept and overlap(box, kept[-1][2], 6) and i == len(x_ticks) - 1:
             kept.pop()
         if not kept or not overlap(box, kept[-1][2], 6):
@@ -4704,11 +4708,12 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     for x, text, _ in kept:
         body.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
                     'stroke="#333"/>')
-        body.append(text_at(X(x), top + plot_h + 10 + FONT, text, FONT + 2, "middle"))
+        body.append(text_at(X(x), top + plot_h + 8 + font, text, font, "middle"))
     body.append(f'<rect x="{left:.1f}" y="{top}" width="{plot_w:.1f}" height="{plot_h}" fill="none" stroke="#333"/>')
-    body.append(text_at(left + plot_w / 2, height - 10, x_label, FONT + 2, "middle"))
+    body.append(text_at(left + plot_w / 2, height - 10, x_label, font, "middle"))
     yc = top + plot_h / 2
-    body.append(text_at(22, yc, y_label, FONT + 2, "middle", f' transform="rotate(-90 22 {yc:.1f})"'))
+    yx = 22 + 0.75 * more
+    body.append(text_at(yx, yc, y_label, font, "middle", f' transform="rotate(-90 {yx:g} {yc:.1f})"'))
     for y, colour in hlines:
         body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
                     'stroke-width="1.5" stroke-dasharray="6 4"/>')
@@ -4728,17 +4733,18 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     return svg(width, height, body, title, grow=1.35)
 
 
-def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title):
+def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title, font=FONT):
     """A matrix as a grid of coloured cells: rows labelled on the left with y_title beside
     them, columns on top with x_title above, and a colour bar underneath. Labels that would
     touch are thinned out (every second one, or third...), and column labels longer than a
     cell is wide are written upwards. A cell that is None is left empty (attention to later
-    positions, which the model cannot see). Hovering over a cell shows its number."""
+    positions, which the model cannot see). Hovering over a cell shows its number. font is
+    the size of its text: PRESENT_FONT for the presentation view, where it must fill less room."""
     rows, cols = len(matrix), len(matrix[0])
     cell_w, cell_h = min(24.0, 300 / cols), max(4.0, min(24.0, 600 / rows))
-    line = 1.25 * FONT
-    row_w = max(len(name) for name in row_labels) * FONT * CHAR_WIDTH
-    col_w = max(len(name) for name in col_labels) * FONT * CHAR_WIDTH
+    line = 1.25 * font
+    row_w = max(len(name) for name in row_labels) * font * CHAR_WIDTH
+    col_w = max(len(name) for name in col_labels) * font * CHAR_WIDTH
     upwards = col_w + 4 > cell_w and line <= cell_w
     every_col = 1 if upwards else math.ceil((col_w + 6) / cell_w)
     every_row = math.ceil((line + 1) / cell_h)
@@ -4746,26 +4752,26 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
     grid_top = 6 + line + 6 + (col_w if upwards else line)
     grid_h, grid_w = rows * cell_h, cols * cell_w
     bar = min(200.0, max(130.0, grid_w))
-    width = left + max(grid_w, bar, len(legend) * FONT * CHAR_WIDTH,
-                       len(x_title) * FONT * CHAR_WIDTH) + 10
-    height = grid_top + grid_h + 16 + 14 + 2.3 * FONT + 6
-    y_len = len(y_title) * FONT * CHAR_WIDTH
+    width = left + max(grid_w, bar, len(legend) * font * CHAR_WIDTH,
+                       len(x_title) * font * CHAR_WIDTH) + 10
+    height = grid_top + grid_h + 16 + 14 + 2.3 * font + 6
+    y_len = len(y_title) * font * CHAR_WIDTH
     if y_len + 8 > height:                       # room for the y title, written upwards
         grid_top, height = grid_top + (y_len + 8 - height) / 2, y_len + 8
-    body = [text_at(left, 6 + FONT, x_title, FONT)]
+    body = [text_at(left, 6 + font, x_title, font)]
     mid = min(max(grid_top + grid_h / 2, y_len / 2 + 4), height - y_len / 2 - 4)
-    body.append(text_at(8 + FONT, mid, y_title, FONT, "middle", f' transform="rotate(-90 {8 + FONT} {mid:.1f})"'))
+    body.append(text_at(8 + font, mid, y_title, font, "middle", f' transform="rotate(-90 {8 + font} {mid:.1f})"'))
     for j, name in enumerate(col_labels):
         if j % every_col == 0:
             x = left + (j + 0.5) * cell_w
             if upwards:
-                body.append(text_at(x + 0.35 * FONT, grid_top - 4, name, FONT, "start",
-                                    f' class="mono" transform="rotate(-90 {x + 0.35 * FONT:.1f} {grid_top - 4:.1f})"'))
+                body.append(text_at(x + 0.35 * font, grid_top - 4, name, font, "start",
+                                    f' class="mono" transform="rotate(-90 {x + 0.35 * font:.1f} {grid_top - 4:.1f})"'))
             else:
-                body.append(text_at(x, grid_top - 5, name, FONT, "middle", ' class="mono"'))
+                body.append(text_at(x, grid_top - 5, name, font, "middle", ' class="mono"'))
     for i, (name, row) in enumerate(zip(row_labels, matrix)):
         if i % every_row == 0:
-            body.append(text_at(left - 6, grid_top + (i + 0.5) * cell_h + 0.35 * FONT, name, FONT, "end",
+            body.append(text_at(left - 6, grid_top + (i + 0.5) * cell_h + 0.35 * font, name, font, "end",
                                 ' class="mono"'))
         for j, value in enumerate(row):
             if value is not None:
@@ -4774,7 +4780,7 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
                             f'height="{cell_h:.1f}" fill="{colour}"><title>{value:.3g}</title></rect>')
     body.append(f'<rect x="{left:.1f}" y="{grid_top:.1f}" width="{grid_w:.1f}" height="{grid_h:.1f}" fill="none" '
                 'stroke="#999" stroke-width="0.5"/>')
-    body += colour_legend(left, grid_top + grid_h + 16, palette, lo, hi, legend, bar)
+    body += colour_legend(left, grid_top + grid_h + 16, palette, lo, hi, legend, bar, font=font)
     return svg(width, height, body, title, grow=max(1.0, min(1.6, 800 / height)))     # a tall one grows less
 
 
@@ -4879,7 +4885,12 @@ def chain_graph(chain, names):
     and coloured by the token read (TOKEN_COLOURS), labelled with its probability where the
     label touches nothing else. Returns (svg, how many labels were left out)."""
     n, size = len(chain), 640
-    centre, radius, node = size / 2, size / 2 - 80, 24.0
+    centre, radius = size / 2, size / 2 - 80
+    # A state's circle is wide enough for its name in full-size type (several-character
+    # tokens make long names), but never so wide that it touches its neighbours.
+    longest = max(len(state_name(state, names)) for state, _ in chain)
+    node = max(24.0, min(longest * FONT * CHAR_WIDTH / 1.7, 0.4 * 2 * radius * math.sin(math.pi / max(n, 2))))
+    radius -= 3 * (node - 24)                # a loop reaches 3 node radii out: keep it in the picture
     where = {}
     for i, state in enumerate(de_bruijn_order(len(names), len(chain[0][0]))):
         angle = -math.pi / 2 + 2 * math.pi * i / n
@@ -5083,10 +5094,13 @@ def report_data(run):
     }
 
 
-def figure(title, picture, caption, key=""):
+def figure(title, picture, caption, key="", big=""):
     """One picture: its title, the picture, its legend and its caption (what to notice). The
-    presentation view shows one figure per screen (number_figures links them up)."""
-    return (f'<figure class="slide"><h3>{escape(title)}</h3>{picture}{key}'
+    presentation view shows one figure per screen (number_figures links them up), and `big`,
+    if given, instead of the picture: the same drawn with larger text (PRESENT_FONT), for a
+    picture that would otherwise shrink its text below what a room can read."""
+    big = f'<div class="big">{big}</div>' if big else ""
+    return (f'<figure class="slide"><h3>{escape(title)}</h3>{big}{picture}{key}'
             f'<figcaption>{caption}</figcaption></figure>')
 
 
@@ -5151,9 +5165,9 @@ def loss_section(run, vocab_size, what):
     lines = [(raw, "#2166ac" if exact else "#888", 2.5 if exact else 1.2, 1 if exact else 0.5, False),
              ([(i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
              (val, "#e08214", 2, 1, True)]
-    chart = line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
-                       "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
-                       [(uniform, "#000")])
+    chart, big = (line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
+                             "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
+                             [(uniform, "#000")], font=font) for font in (FONT + 2, PRESENT_FONT - 2))
     kind = run["batch"]
     key = [("border-top:4px solid #2166ac" if exact else "border-top:2px solid #999",
             f"each step's loss (on {kind})")]
@@ -5213,7 +5227,7 @@ def loss_section(run, vocab_size, what):
         notes.append(f"{len(below)} step{'s' * (len(below) > 1)} had a loss below the bottom of the chart (red "
                      "triangles): the chart's range is set by the other steps.")
     return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
-            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key)) + "</div>")
+            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big) + "</div>")
 
 
 REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
@@ -5280,9 +5294,12 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
     if len(wte) > REPORT_MAX_ROWS:       # a huge vocabulary would make a page of many MB
         caption += f" (Drawn: the first {REPORT_MAX_ROWS} of {len(wte):,} tokens.)"
         wte = wte[:REPORT_MAX_ROWS]
-    out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
-                                                        "token", "weight", "wte: token embeddings"),
-                      escape(caption)))
+    wte_map = lambda font: heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension", "token", "weight",
+                                    "wte: token embeddings", font)
+    # The presentation copy only for up to 64 rows: more would not be read one by one on a
+    # screen anyway, and would double a page that is already large.
+    out.append(figure("wte: token embeddings", wte_map(FONT), escape(caption),
+                      big=wte_map(PRESENT_FONT) if len(wte) <= 64 else ""))
     sizes = row_sizes(wpe)
     median = sorted(sizes)[len(sizes) // 2]
     pale = [p for p, s in enumerate(sizes) if s < 2 / 3 * median]
@@ -5298,9 +5315,10 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
     else:
         caption = "No position stays pale: training used all of them" + (
             ", since every window fills the whole context." if mode == "stream" else ".")
-    out.append(figure("wpe: position embeddings", heat_map(wpe, [str(p) for p in range(config.block_size)], dims,
-                                                           BLUE_ORANGE, -m, m, "dimension", "position", "weight",
-                                                           "wpe: position embeddings"), escape(caption)))
+    wpe_map = lambda font: heat_map(wpe, [str(p) for p in range(config.block_size)], dims, BLUE_ORANGE, -m, m,
+                                    "dimension", "position", "weight", "wpe: position embeddings", font)
+    out.append(figure("wpe: position embeddings", wpe_map(FONT), escape(caption),
+                      big=wpe_map(PRESENT_FONT) if len(wpe) <= 64 else ""))
     if config.n_embd >= 2 and len(wte) >= 3:
         mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
         total = sum(sum((x - mu) ** 2 for x, mu in zip(row, mean_row)) for row in wte) / len(wte)
@@ -5483,17 +5501,33 @@ figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 @media (max-width:1279px){.predictions .g4{display:none}} @media (max-width:1099px){.predictions .g3{display:none}}
 @media (max-width:939px){.predictions .g2{display:none}} @media (max-width:619px){.predictions .g1{display:none}}
 @media (min-width:701px) and (max-width:759px){.predictions .g1{display:none}}
-.slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
+.slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px;
+display:flex;flex-direction:column;box-sizing:border-box}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
-.slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}
+.slide:target>*{flex:none} .slide:target>svg,.slide:target>.big{flex:1 1 0;min-height:40vh;width:100%;max-width:none!important}
+.slide:target>.big svg{height:100%;max-width:none!important}
+.slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
-.slide:target .samples .sample{font-size:30px}
+.slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
+@media (max-width:1099px){.slide:target .predictions .g2{display:none}}
+@media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
 .figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
+
+
+def validation_fact(run):
+    """The run table's validation loss: this run's final one; for a loaded model, the last its
+    checkpoint saved during training (the loss chart draws those points too); or none."""
+    if run["val_loss"] is not None:
+        return f"validation {run['val_loss']:.4f}; "
+    if run["val_points"]:
+        step, loss = run["val_points"][-1]
+        return f"validation {loss:.4f} (the last saved, measured during training at step {step}); "
+    return "no validation loss; "
 
 
 def report_page(run):
@@ -5527,7 +5561,7 @@ def report_page(run):
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
              ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; " if tail else "")
-              + (f"validation {run['val_loss']:.4f}; " if run["val_loss"] is not None else "no validation loss; ")
+              + validation_fact(run)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
                                                     for k, v in facts) + "</table>")

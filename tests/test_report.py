@@ -152,6 +152,13 @@ class ReportPageTest(unittest.TestCase):
             self.assertIn("no loss curve", self.page("garbled"))
             self.assertEqual(page_data(self.page("garbled"))["losses"], [])
 
+    def test_a_loaded_model_with_saved_validation_points_states_the_last_one_in_the_run_table(self):
+        step, loss = self.history["val_points"][-1]
+        run_table = self.page("remembered").split("<h2>The run</h2>")[1].split("</table>")[0]
+        self.assertNotIn("no validation loss", run_table)
+        self.assertIn(f"validation {loss:.4f} (the last saved, measured during training at step {step})", run_table)
+        self.assertIn("no validation loss", self.page("loaded"))        # a checkpoint without a history
+
     @unittest.skipUnless(os.name == "posix", "uses a POSIX shell to close stdout and to pipe into head")
     def test_the_page_is_the_same_whether_stdout_is_read_closed_or_cut_short(self):
         # Only the run's time differs: it is in the "training" row of the page.
@@ -421,11 +428,13 @@ class ReportUnitsTest(unittest.TestCase):
         losses = [3.3 - 0.001 * i + 0.2 * math.sin(i) for i in range(1000)]
         losses[929] = 5.1
         page = microgpt.report_page(self.synthetic_run(losses))
-        [chart] = [s for s in svgs(page) if "loss while training" in s]
-        ticks = [float(t.text) for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "end"
-                 and re.fullmatch(r"\d+(\.\d+)?", t.text)]                  # the y axis's numbers
-        self.assertLess(max(ticks), 4)                      # the y axis stops well below the spike
-        self.assertIn('fill="#c00"', chart)                  # a red triangle marks it
+        charts = [s for s in svgs(page) if "loss while training" in s]
+        self.assertEqual(len(charts), 2)                     # the page's and the presentation view's
+        for chart in charts:
+            ticks = [float(t.text) for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "end"
+                     and re.fullmatch(r"\d+(\.\d+)?", t.text)]              # the y axis's numbers
+            self.assertLess(max(ticks), 4)                  # the y axis stops well below the spike
+            self.assertIn('fill="#c00"', chart)              # a red triangle marks it
         self.assertIn("the highest, 5.10, at step 930", page)
 
     def test_legends_and_captions_follow_the_run_length_and_options(self):
