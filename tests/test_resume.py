@@ -73,7 +73,7 @@ class StopAndResume(unittest.TestCase):
         write_text(cls.tmp, "text.txt", " ".join(names(120)) + "\n")
         cls.stops = {"docs": random.randint(1, STEPS - 1), "stream": random.randint(1, STEPS - 1)}
         modes = {"docs": ["--input", "names.txt", "--batch", "3", "--num-samples", "4"],
-                 "stream": ["--input", "text.txt", "--stream", "--batch", "2", "--length", "60"]}
+                 "stream": ["--input", "text.txt", "--stream", "--batch", "2", "--length", "60", "--num-samples", "3"]}
         cls.args = {mode: TINY + ["--steps", STEPS] + extra for mode, extra in modes.items()}
         cls.args["docs"] += ["--report", "page.html"]     # the page, in one of the modes
         commands = []
