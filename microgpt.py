@@ -4098,7 +4098,10 @@ def gpt2_shapes(config):
 def gpt2_memory(config):
     """(parameters, bytes) of a loaded GPT-2: 4 bytes per parameter, about 100 per row
     (each row is one array object), 100 MB for the reading and the interpreter."""
-    n_params = sum(math.prod(shape) for shape in gpt2_shapes(config).values())
+    # Counted, not summed over gpt2_shapes(): a config.json may claim 10**12 layers.
+    e, inner = config.n_embd, config.n_inner
+    per_layer = 4 * e * e + 2 * e * inner + 9 * e + inner      # ln_1, c_attn, c_proj, ln_2, c_fc, c_proj
+    n_params = (config.vocab_size + config.n_positions + 2) * e + config.n_layer * per_layer
     rows = config.vocab_size + config.n_positions + config.n_layer * (4 * config.n_embd + config.n_inner)
     return n_params, 4 * n_params + 100 * rows + 100 * 2**20
 

@@ -1,0 +1,46 @@
+"""Nothing lost, round three: the second hostile pass of issue 16, from a clean clone, at the
+features that came after the first one (--gpt2 with damaged or odd folders, --tokenize, --bpe,
+--resume, --chat). Each test is one attack that broke a promise before its fix, run through
+the command line (in this process: none of them needs a real one)."""
+import itertools
+import math
+import os
+import unittest
+from unittest import mock
+
+from tests.support import NAMES, TempDirTestCase, assert_ok, assert_refused, microgpt, run_main, write_text
+from tests.test_gpt2 import write_model
+
+
+class FakeClock:
+    """A clock that jumps 20 s at every reading: every phase of a run looks slow."""
+    ticks = itertools.count(0, 20)
+    perf_counter = staticmethod(lambda: next(FakeClock.ticks))
+    time = staticmethod(lambda: next(FakeClock.ticks))
+
+
+class TestGPT2Folders(TempDirTestCase):
+
+    def test_a_config_claiming_a_trillion_layers_is_refused_before_any_layer_is_listed(self):
+        # It hung: the memory estimate listed every tensor of 10**12 layers before it could refuse.
+        folder = os.path.join(self.tmp, "huge")
+        write_model(folder, config_changes={"n_layer": 10**12})
+        real_shapes = microgpt.gpt2_shapes
+
+        def listing(config):
+            if config.n_layer > 1000:
+                raise AssertionError(f"gpt2_shapes listed {config.n_layer:,} layers")
+            return real_shapes(config)
+        with mock.patch.object(microgpt, "gpt2_shapes", listing):
+            assert_refused(self, self.tmp, ["--gpt2", folder, "--prompt", "hi"])
+
+    def test_the_parameter_count_of_the_memory_estimate_is_that_of_the_tensors(self):
+        for n_layer, n_embd, n_head, n_inner in ((1, 8, 2, None), (3, 16, 4, 40), (2, 12, 3, 7)):
+            raw = {"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head, "n_positions": 11,
+                   "vocab_size": 300, "n_inner": n_inner or 4 * n_embd}
+            config = microgpt.GPT2Config(eps=1e-5, **raw)
+            listed = sum(math.prod(shape) for shape in microgpt.gpt2_shapes(config).values())
+            self.assertEqual(microgpt.gpt2_memory(config)[0], listed)
+
+if __name__ == "__main__":
+    unittest.main()
