@@ -4391,15 +4391,16 @@ def print_gpt2_text(prompt_ids, show_prompt, length, w, config, tok, args):
     rng = random.Random(args.seed)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if show_prompt and not args.ids:
-        print(decoder.decode(tok.decode_bytes(prompt_ids)), end="", flush=True)
+        print(visible(decoder.decode(tok.decode_bytes(prompt_ids))), end="", flush=True)
     print(f"reading the prompt ({len(prompt_ids)} tokens), then writing {length}", file=sys.stderr, flush=True)
     times, started = [], time.perf_counter()
     for i, token in enumerate(generate(prompt_ids, length, w, config, args.temperature, args.top_k, rng)):
         times.append(time.perf_counter())
-        print(f"{' ' if i else ''}{token}" if args.ids else decoder.decode(tok.decode_bytes([token])), end="", flush=True)
+        print(f"{' ' if i else ''}{token}" if args.ids else visible(decoder.decode(tok.decode_bytes([token]))),
+              end="", flush=True)
         if output_lost():
             return
-    print(decoder.decode(b"", final=True) if not args.ids else "", flush=True)
+    print(visible(decoder.decode(b"", final=True)) if not args.ids else "", flush=True)
     steps = [b - a for a, b in zip(times, times[1:])]
     each = f"; then {sorted(steps)[len(steps) // 2]:.2f} s per token (median of {len(steps)})" if steps else ""
     print(f"prompt and first token: {times[0] - started:.1f} s{each}", file=sys.stderr)

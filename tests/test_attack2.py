@@ -42,5 +42,22 @@ class TestGPT2Folders(TempDirTestCase):
             listed = sum(math.prod(shape) for shape in microgpt.gpt2_shapes(config).values())
             self.assertEqual(microgpt.gpt2_memory(config)[0], listed)
 
+    def test_control_characters_gpt2_writes_are_shown_as_escapes(self):
+        # A model that always writes ESC (byte 27) cleared the screen: GPT-2's output went to
+        # the terminal raw, though names' samples are escaped.
+        def always_escape(tensors):
+            e = len(tensors["ln_f.weight"][1])
+            tensors["ln_f.weight"] = ([e], [0.0] * e)     # the final LayerNorm gives its bias...
+            tensors["ln_f.bias"] = ([e], [1.0] * e)
+            shape, wte = tensors["wte.weight"]
+            wte[27 * e:28 * e] = [5.0] * e                 # ...to which ESC's row is the closest
+        folder = os.path.join(self.tmp, "esc")
+        write_model(folder, tensors_changes=always_escape)
+        result = run_main(["--gpt2", folder, "--prompt", "hi", "--length", "3", "--temperature", "0"], self.tmp)
+        assert_ok(self, result)
+        self.assertNotIn("\x1b", result.stdout)
+        self.assertIn("hi" + "\\x1b" * 3, result.stdout)
+
+
 if __name__ == "__main__":
     unittest.main()
