@@ -2687,6 +2687,11 @@ def run_tokenize(args):
         raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
         raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
+    defaults = vars(make_parser().parse_args([]))      # any other option would be silently ignored
+    others = [f"--{key.replace('_', '-')}" for key, value in vars(args).items()
+              if key not in ("gpt2", "tokenize") and value != defaults.get(key, value)]
+    if others:
+        raise BadInput(f"{', '.join(others)}: not with --tokenize, which only prints the token ids of FILE")
     tokenizer = read_gpt2_tokenizer(args.gpt2)
     text = read_text_as_is(args.tokenize)
     if len(text) > 2**23:

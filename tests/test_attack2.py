@@ -59,5 +59,20 @@ class TestGPT2Folders(TempDirTestCase):
         self.assertIn("hi" + "\\x1b" * 3, result.stdout)
 
 
+class TestTokenize(TempDirTestCase):
+
+    def test_options_tokenize_would_ignore_are_refused(self):
+        folder = os.path.join(self.tmp, "tok")
+        write_model(folder)
+        text = write_text(self.tmp, "text.txt", "hello world")
+        assert_refused(self, self.tmp, *[["--gpt2", folder, "--tokenize", text] + extra for extra in (
+            ["--prompt", "hi"], ["--length", "3"], ["--ids"], ["--top-k", "2"], ["--explain", "hi"],
+            ["--temperature", "0"], ["--seed", "3"], ["--steps", "2"], ["--bpe", "3"])])
+        result = run_main(["--gpt2", folder, "--tokenize", text], self.tmp)
+        assert_ok(self, result)
+        # The tiny tokenizer's merges: only ("h", "e"), its second, applies here (id 256 + 1).
+        self.assertEqual(result.stdout.split(), ["257"] + [str(b) for b in b"llo world"])
+
+
 if __name__ == "__main__":
     unittest.main()
