@@ -1226,11 +1226,12 @@ def merge_pair(word, pair):
     return out
 
 
-def learn_merges(words, num_merges):
+def learn_merges(words, num_merges, progress=None):
     """Learn up to num_merges merges from a list of words (strings: a merge never joins the
     end of one word to the start of the next). Each round merges the pair of adjacent
     tokens that occurs most often; among pairs that occur equally often, the one that sorts
-    first. Returns [(left, right)], in learned order."""
+    first. Returns [(left, right)], in learned order. progress: told the merges so far
+    (thousands of merges take minutes)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     counts = collections.Counter(words)
@@ -1247,6 +1248,8 @@ def learn_merges(words, num_merges):
             break
         best = min(pair for pair, n in pairs.items() if n == most)
         merges.append(best)
+        if progress:
+            progress.update(len(merges))
         for i in holders.pop(best):     # the words that hold it: take out their pairs, merge, count again
             for pair in zip(words[i], words[i][1:]):
                 pairs[pair] -= freq[i]
@@ -2640,7 +2643,11 @@ def learned_vocabulary(chars, texts, num_merges, config):
     if size > 2**20:
         print(f"learning {num_merges:,} merges...", flush=True)
     words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
-    vocab = Vocabulary(chars, learn_merges(words, num_merges))
+    # Each merge shortens some word, so the words' lengths bound the merges there can be: a
+    # larger N ends when no pair is left, and its time left could not be estimated.
+    most = sum(len(word) - 1 for word in set(words))
+    progress = Progress("bpe: learning merges", num_merges if num_merges <= most else None, "merges")
+    vocab = Vocabulary(chars, learn_merges(words, num_merges, progress))
     tokens = sum(len(vocab.encode(text)) for text in texts)
     characters = sum(map(len, words))
     print(f"bpe: {len(vocab.merges):,} merges learned in {time.perf_counter() - started:.1f} s; "

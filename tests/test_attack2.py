@@ -74,5 +74,18 @@ class TestTokenize(TempDirTestCase):
         self.assertEqual(result.stdout.split(), ["257"] + [str(b) for b in b"llo world"])
 
 
+class TestBPE(TempDirTestCase):
+
+    def test_learning_many_merges_reports_its_progress(self):
+        # --bpe 8000 on names.txt learned for two minutes without a word (and --bpe 1000000
+        # for hours): learn_merges said nothing until it was done.
+        data = write_text(self.tmp, "names.txt", "\n".join(NAMES * 3) + "\n")
+        with mock.patch.object(microgpt, "time", FakeClock):
+            result = run_main(["--input", data, "--bpe", "40", "--steps", "1", "--num-samples", "0",
+                               "--n-embd", "8", "--n-head", "2"], self.tmp)
+        assert_ok(self, result)
+        self.assertRegex(result.stdout, r"bpe: learning merges: [\d,]+ (of 40 merges|merges so far)")
+
+
 if __name__ == "__main__":
     unittest.main()
