@@ -3945,8 +3945,13 @@ def write_chat_report(path, card, plan, config, chat_chars, params):
     print(f"wrote {path}")
 
 
+CHAT_LINE_LIMIT = 100000     # characters of a request read at most: a pipe without newlines must not fill memory
+
+
 def terminal_chat(weights, config, chat_chars, seed, temperature):
     """Answer one request per line of standard input (a terminal or a pipe), streamed."""
+    if sys.stdin is None:                         # started with standard input closed (<&-): nothing to read
+        return
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
     interactive = sys.stdin.isatty()
@@ -3957,14 +3962,19 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
     while not output_lost():
         if interactive:
             print("> ", end="", flush=True)
-        line = sys.stdin.readline()
+        line = sys.stdin.readline(CHAT_LINE_LIMIT)
         if not line:
             break
-        request = line.strip()
+        request, too_long = line.strip(), len(line) == CHAT_LINE_LIMIT and not line.endswith("\n")
+        while line and not line.endswith("\n"):       # the rest of a line too long to answer: skipped
+            line = sys.stdin.readline(CHAT_LINE_LIMIT)
         if not request:
             continue
-        if not interactive:
-            print(f"> {request}")
+        if not interactive:                           # the echo, like the answer, cannot move the cursor
+            print(f"> {visible(request[:200])}" + "..." * (len(request) > 200))
+        if too_long:
+            print(f"(cannot answer: a request of more than {CHAT_LINE_LIMIT:,} characters)", flush=True)
+            continue
         try:
             for piece, _, _ in chat_reply(weights, config, chat_chars, request, rng, temperature):
                 print(piece, end="", flush=True)

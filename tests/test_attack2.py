@@ -5,10 +5,13 @@ the command line (in this process: none of them needs a real one)."""
 import itertools
 import math
 import os
+import subprocess
+import sys
 import unittest
 from unittest import mock
 
-from tests.support import NAMES, TempDirTestCase, assert_ok, assert_refused, microgpt, run_main, write_text
+from tests.support import MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, microgpt, run_main, write_text
+from tests.test_chat import TINY as TINY_CHAT, tiny_chat_model
 from tests.test_gpt2 import write_model
 
 
@@ -85,6 +88,42 @@ class TestBPE(TempDirTestCase):
                                "--n-embd", "8", "--n-head", "2"], self.tmp)
         assert_ok(self, result)
         self.assertRegex(result.stdout, r"bpe: learning merges: [\d,]+ (of 40 merges|merges so far)")
+
+
+class TestTerminalChat(TempDirTestCase):
+    """Real processes: what is on standard input (closed, or a pipe) is the point."""
+
+    def setUp(self):
+        super().setUp()
+        params, chat_chars = tiny_chat_model()
+        self.model = os.path.join(self.tmp, "chat.json")
+        microgpt.save_checkpoint(self.model, params, TINY_CHAT, chat_chars, "chat", {"stage": "SFT"})
+
+    def chat(self, **kwargs):
+        return subprocess.run([sys.executable, MICROGPT_PATH, "--load", self.model, "--chat"],
+                              capture_output=True, cwd=self.tmp, timeout=60, **kwargs)
+
+    def test_a_chat_with_standard_input_closed_ends_as_at_end_of_input(self):
+        # `--chat <&-` was an AttributeError traceback: Python's sys.stdin is then None.
+        result = self.chat(stdin=None, preexec_fn=lambda: os.close(0))
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+
+    def test_piped_requests_are_echoed_with_escapes_and_an_endless_line_is_skipped(self):
+        # The echo of a piped request printed ESC and U+202E raw, and a line without end was
+        # read whole into memory (3 MB here; a pipe of gigabytes would fill it).
+        requests = ("a name starting with \x1b[2J\n\u202e hi\n" + "a" * 3000000 + "\na name ending with a\n")
+        result = self.chat(input=requests.encode("utf-8"))
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        out = result.stdout.decode("utf-8")
+        self.assertNotIn("\x1b", out)
+        self.assertNotIn("\u202e", out)
+        lines = out.splitlines()
+        asked = [line for line in lines if line.startswith("> ")]
+        self.assertEqual(asked, ["> a name starting with \\x1b[2J", "> \\u202e hi", "> " + "a" * 200 + "...",
+                                 "> a name ending with a"])
+        self.assertEqual(lines[lines.index(asked[2]) + 1],
+                         f"(cannot answer: a request of more than {microgpt.CHAT_LINE_LIMIT:,} characters)")
+        self.assertLess(max(map(len, lines)), 1000)
 
 
 if __name__ == "__main__":
