@@ -1207,6 +1207,7 @@ def label(token, chars):
 
 import collections
 import functools
+import heapq
 import re
 import unicodedata
 
@@ -1271,6 +1272,32 @@ def bpe(word, ranks):
             break
         word = merge_pair(word, pair)
     return word
+
+
+def long_word_bpe(word, ranks):
+    """bpe() for a long word. (A speed detail, not part of the lesson: skip it.) bpe()
+    scans the whole word once per merge it makes, so a word of 100,000 letters (a line of
+    DNA, a base64 blob) took minutes with GPT-2's 50,000 merges. Here each adjacent pair is
+    kept in a heap by (rank, position), and a merge only looks at its two new neighbours:
+    the same merges in the same order (the lowest rank first, left to right), in
+    n log n time."""
+    tokens, n = list(word), len(word)
+    after, before = list(range(1, n + 1)), list(range(-1, n - 1))    # a linked list of the tokens left
+    heap = [(ranks[pair], i) for i, pair in enumerate(zip(tokens, tokens[1:])) if pair in ranks]
+    heapq.heapify(heap)
+    while heap:
+        rank, i = heapq.heappop(heap)
+        j = after[i]
+        if tokens[i] is None or j >= n or ranks.get((tokens[i], tokens[j])) != rank:
+            continue                                   # that pair was changed by an earlier merge
+        tokens[i], tokens[j] = tokens[i] + tokens[j], None
+        after[i] = after[j]
+        if after[i] < n:
+            before[after[i]] = i
+        for left in (before[i], i):                    # the new pairs on either side of the merged token
+            if left >= 0 and after[left] < n and (tokens[left], tokens[after[left]]) in ranks:
+                heapq.heappush(heap, (ranks[(tokens[left], tokens[after[left]])], left))
+    return [t for t in tokens if t is not None]
 
 
 def one_of(ranges):
@@ -1344,7 +1371,8 @@ class Vocabulary(list):
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
-            self.cache[word] = [self.ids[token] for token in bpe(start, self.ranks)]
+            pieces = bpe(start, self.ranks) if len(start) < 1000 else long_word_bpe(start, self.ranks)
+            self.cache[word] = [self.ids[token] for token in pieces]
         ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, words)))
         if len(self.cache) > 100000:
             self.cache.clear()              # a bound on memory, after a text of many distinct words

@@ -4,7 +4,9 @@ features that came after the first one (--gpt2 with damaged or odd folders, --to
 the command line (in this process: none of them needs a real one)."""
 import itertools
 import math
+import json
 import os
+import random
 import subprocess
 import sys
 import unittest
@@ -75,6 +77,35 @@ class TestTokenize(TempDirTestCase):
         assert_ok(self, result)
         # The tiny tokenizer's merges: only ("h", "e"), its second, applies here (id 256 + 1).
         self.assertEqual(result.stdout.split(), ["257"] + [str(b) for b in b"llo world"])
+
+    def test_a_long_word_is_tokenized_as_bpe_would_without_a_pass_per_merge(self):
+        # One line of 160,000 letters took 34 s with 3,000 merges (and minutes with GPT-2's
+        # 50,000): bpe() scans the whole word once per merge it makes.
+        rng = random.Random(0)
+        for _ in range(200):        # the fast path against the lesson's bpe(), on random words and merges
+            alphabet = "abcde"[:rng.randint(1, 5)]
+            corpus = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(12)]
+            ranks = {pair: r for r, pair in enumerate(microgpt.learn_merges(corpus, rng.randint(1, 40)))}
+            word = list("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))))
+            self.assertEqual(microgpt.long_word_bpe(word, ranks), microgpt.bpe(word, ranks))
+        folder = os.path.join(self.tmp, "tok")
+        write_model(folder)
+        byte_char = microgpt.bytes_to_unicode()
+        merges = microgpt.learn_merges(["".join(rng.choice("etaoin") for _ in range(40)) for _ in range(50)], 60)
+        vocab = {ch: b for b, ch in enumerate(byte_char)}
+        vocab.update({a + b: 256 + n for n, (a, b) in enumerate(merges)})
+        vocab["<|endoftext|>"] = len(vocab)
+        with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump(vocab, f)
+        with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("".join(f"{a} {b}\n" for a, b in merges))
+        line = "".join(rng.choice("etaoin") for _ in range(5000))
+        text = write_text(self.tmp, "line.txt", line)
+        with mock.patch.object(microgpt, "merge_pair", side_effect=AssertionError("a pass over the word")):
+            result = run_main(["--gpt2", folder, "--tokenize", text], self.tmp)
+        assert_ok(self, result)
+        expected = microgpt.bpe(list(line), {pair: r for r, pair in enumerate(merges)})
+        self.assertEqual(result.stdout.split(), [str(vocab[token]) for token in expected])
 
 
 class TestBPE(TempDirTestCase):
