@@ -2717,7 +2717,8 @@ def checked_vocabulary(chars, merges, bad):
 def run_tokenize(args):
     """--gpt2 DIR --tokenize FILE: print FILE's GPT-2 token ids on one line."""
     if args.gpt2 is None:
-        raise BadInput("--tokenize FILE needs --gpt2 DIR (a folder with GPT-2's vocab.json and merges.txt)")
+        raise BadInput("--tokenize FILE needs --gpt2 DIR|NAME (a folder with GPT-2's vocab.json and merges.txt, "
+                       "or a model's name)")
     if args.tokenize is None:
         raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
@@ -2727,7 +2728,7 @@ def run_tokenize(args):
               if key not in ("gpt2", "tokenize") and value != defaults.get(key, value)]
     if others:
         raise BadInput(f"{', '.join(others)}: not with --tokenize, which only prints the token ids of FILE")
-    tokenizer = read_gpt2_tokenizer(args.gpt2)
+    tokenizer = read_gpt2_tokenizer(gpt2_folder(args.gpt2, ("vocab.json", "merges.txt")))
     text = read_text_as_is(args.tokenize)
     if len(text) > 2**23:
         print(f"tokenizing {len(text):,} characters: about a second per megabyte", file=sys.stderr, flush=True)
@@ -2862,6 +2863,12 @@ def make_parser():
                    "stopped; saves to FILE again unless --save says otherwise")
     p.add_argument("--plain", action="store_true", help="run Part I of microgpt.py alone (FAST = False): "
                    "the same numbers to rounding, about 14 times slower")
+    # --serve: the chat in a web page (Part VI, "Chat in the browser")
+    p.add_argument("--serve", action="store_true", help="serve a chat page for a chat model given with --load, "
+                   "until Ctrl-C")
+    p.add_argument("--port", type=port_arg, metavar="N", help="--serve's port (default 8000; 0: any free port)")
+    p.add_argument("--host", metavar="ADDR", help="--serve's address (default 127.0.0.1, this machine only; "
+                   "another address lets other machines in, with a warning)")
     # the assistant (Part V)
     p.add_argument("--chat", action="store_true", help="train an assistant (pretraining, fine-tuning, "
                    "reinforcement learning: Part V), print its report card and chat with it in the terminal; "
@@ -2975,7 +2982,7 @@ def format_bytes(n):
 # estimates with measured peaks): the interpreter with microgpt loaded, and the documents
 # held in memory per character of the file and per document (a string, a list of token ids,
 # its places in three lists). PyPy's collector lets garbage pile up before freeing it.
-INTERPRETER_BYTES = {"cpython": 25 * 2**20, "pypy": 75 * 2**20}
+INTERPRETER_BYTES = {"cpython": 36 * 2**20, "pypy": 85 * 2**20}
 DOCUMENT_BYTES = {"cpython": (10, 180), "pypy": (70, 400)}      # (per character, per document)
 
 
@@ -3525,6 +3532,8 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
 def run(args, stop=None):
     """The main job: load or build a model, train it, report, sample. Returns the exit code."""
     stop = stop or StopSignals()
+    if args.serve or args.port is not None or args.host is not None:
+        return run_serve(args, stop)
     if args.chat:
         return run_chat(args, stop)          # Part V's assistant (and Part VI's "The assistant")
     if args.tokenize is not None:           # GPT-2's tokenizer (Part IV)
@@ -4376,20 +4385,23 @@ def download(url, dest):
     os.replace(part, dest)
 
 
-def gpt2_folder(name_or_folder):
+def gpt2_folder(name_or_folder, files=GPT2_FILES):
     """The folder of a GPT-2 model: a folder as given, or, for a model's name, its folder in
-    the cache, with whatever is missing downloaded first."""
+    the cache, with whatever of `files` is missing downloaded first (--tokenize needs only
+    the tokenizer's two files, not the 500 MB of weights)."""
     if os.path.isdir(name_or_folder):
         return name_or_folder
     if name_or_folder not in HUB_MODELS:
         raise BadInput(f"--gpt2 {name_or_folder}: no such folder, nor a model to download ("
                        + ", ".join(HUB_MODELS) + ")")
     folder = os.path.join(user_cache_dir(), name_or_folder)
-    missing = [f for f in GPT2_FILES if not os.path.exists(os.path.join(folder, f))]
+    missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
     if missing:
         # MICROGPT_HUB_URL points elsewhere: a mirror, or the tests' local server.
         base = os.environ.get("MICROGPT_HUB_URL", "https://huggingface.co").rstrip("/")
         repo, size = HUB_MODELS[name_or_folder]
+        if "model.safetensors" not in missing:
+            size = "under 2 MB"
         print(f"downloading {name_or_folder} (about {size}) from {base}/{repo} into {folder}", file=sys.stderr,
               flush=True)
         try:
@@ -5669,6 +5681,489 @@ def gpt2_report_page(model, config, n_params, tokens, rows, tok):
                                 "position reading", "attention weight", f"layer {i} head {h}"))
         out.append("</div>")
     return "\n".join(out) + "\n</body>\n</html>\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Chat in the browser: --serve
+#
+# `python microgpt.py --load chat.json --serve` puts the assistant of Part V in a web page:
+# a chat box whose answers arrive token by token, each token shaded by the probability the
+# model gave it, with the model's other candidates shown on hover. It is served by the
+# standard library's http.server, one thread per connection, with one page (everything
+# inline: nothing is fetched from elsewhere and no file is read from disk) and a small JSON
+# API behind it (see README, "Chat in the browser"):
+#
+#   GET  /           the page
+#   GET  /api/info   the model's size and the server's limits, as JSON
+#   POST /api/chat   {"request": "a name starting with m"} -> one JSON object per line:
+#                    {"token": "m", "p": 0.93, "alternatives": [["m", 0.93], ...]} per token,
+#                    then {"done": true, "answer": "mia", "tokens": 3, "seed": 7}
+#
+# The answer is streamed as newline-delimited JSON over a plain HTTP/1.0 response that ends
+# when the connection closes: the browser's fetch() reads it as it comes, so does curl, and
+# http.server needs no chunked encoding for it. The final "done" line tells a complete
+# answer from one cut off by a broken connection.
+#
+# A server on 127.0.0.1 is still reachable by every web page the user opens, so it is
+# careful by default. It answers only requests addressed to localhost or 127.0.0.1 by their
+# Host header: a hostile page can make its own domain name resolve to 127.0.0.1 ("DNS
+# rebinding"), but its requests still carry its own name. It takes only JSON (which a page
+# from elsewhere cannot send without the browser first asking us, and we never say yes),
+# caps the size of a request, the length of an answer and the number of answers computed
+# at once, answers every mistake with a 4xx status and one line of JSON, and stops
+# generating as soon as the reader of an answer goes away.
+# ---------------------------------------------------------------------------------------
+
+import http.server
+import ipaddress
+import socket
+import socketserver
+import threading
+import urllib.parse
+
+MAX_BODY_BYTES = 4096           # a request is one sentence: a bigger body is refused (413)
+MAX_REQUEST_CHARS = 200         # the longest request text
+MAX_ANSWER_TOKENS = 64          # an answer stops here if the model has not ended it before
+MAX_GENERATIONS = 2             # answers computed at once (2 cores); more wait their turn (503)
+IDLE_SECONDS = 30               # a connection that sends or reads nothing for this long is dropped
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def port_arg(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text[:20]!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535 (0: any free port), not {value}")
+    return value
+
+
+def is_loopback(host):
+    """Whether an address (or the name localhost) reaches this machine only."""
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(header, bound_host, port):
+    """Whether a request's Host header (or the host of its Origin) names this server: one of
+    the loopback names with our port, or the address we were explicitly told to listen on.
+    Listening on every address (0.0.0.0), any IP address is accepted, but never a domain
+    name, which is what DNS rebinding needs."""
+    try:
+        parts = urllib.parse.urlsplit("//" + header)
+        name, given_port = parts.hostname, parts.port
+    except ValueError:                         # a port that is not a number, a broken [address]
+        return False
+    if not name or (given_port or 80) != port or parts.username is not None or parts.path:
+        return False
+    if name in LOOPBACK_NAMES or name == bound_host.lower():
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return bound_host in ("0.0.0.0", "::", "")
+
+
+class ChatServer(http.server.ThreadingHTTPServer):
+    """The web chat: a threaded HTTP server holding the page, a function that streams the
+    model's answer, and the limits. reply(request, rng, temperature) yields (piece,
+    probability, alternatives) per token, as chat_reply does (Part V)."""
+    daemon_threads = True        # an answer still being written never keeps the program from exiting
+    block_on_close = False
+
+    def __init__(self, host, port, reply, info, temperature, seed, generations=MAX_GENERATIONS):
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), ChatHandler)
+        self.host, self.port = host, self.server_address[1]     # port 0 asks for any free port
+        self.reply, self.temperature = reply, temperature
+        self.info = dict(info, limits={"body_bytes": MAX_BODY_BYTES, "request_chars": MAX_REQUEST_CHARS,
+                                       "answer_tokens": MAX_ANSWER_TOKENS, "generations_at_once": generations})
+        self.page = chat_page().encode("utf-8")
+        self.slots = threading.BoundedSemaphore(generations)
+        self.seeds = random.Random(seed)       # each answer's seed: the same sequence at every start
+        self.lock = threading.Lock()
+        self.abandoned = 0                     # answers stopped because their reader went away
+
+    def server_bind(self):
+        # HTTPServer's own looks up the machine's domain name, which can hang without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def next_seed(self):
+        with self.lock:
+            return self.seeds.randrange(2**31)
+
+    def handle_error(self, request, client_address):
+        """An exception escaped a request: one line on stderr, never a traceback; a client
+        that went away is not worth a line."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            print(f"microgpt: error while answering {client_address[0]}: {type(error).__name__}: {error}",
+                  file=sys.stderr, flush=True)
+
+
+class ChatHandler(http.server.BaseHTTPRequestHandler):
+    """One request: check where it comes from and what it asks, then answer it."""
+    default_request_version = "HTTP/1.0"     # so that even a garbled request gets a status line
+    timeout = IDLE_SECONDS           # a slow or silent client is dropped rather than holding a thread
+
+    def version_string(self):        # the Server header: no Python version to fingerprint
+        return "microgpt"
+
+    def do_GET(self):
+        if not self.addressed_to_us():
+            return
+        if self.path == "/":
+            self.send_bytes(200, "text/html; charset=utf-8", self.server.page)
+        elif self.path == "/api/info":
+            self.send_json(200, self.server.info)
+        elif self.path == "/api/chat":
+            self.wrong_method()
+        else:
+            self.send_json(404, {"error": f"no such page: {self.path[:100]} (the chat is at /)"})
+
+    def do_POST(self):
+        body = self.read_body()
+        if body is None or not self.addressed_to_us():
+            return
+        if self.path in ("/", "/api/info"):
+            return self.wrong_method()
+        if self.path != "/api/chat":
+            return self.send_json(404, {"error": f"no such page: {self.path[:100]} (the API is POST /api/chat)"})
+        asked = self.read_chat_request(body)
+        if asked is not None:
+            self.stream_answer(*asked)
+
+    def __getattr__(self, name):     # PUT, DELETE, HEAD, or any other method: 405, not 501
+        if name.startswith("do_"):
+            return self.wrong_method
+        raise AttributeError(name)
+
+    def wrong_method(self):
+        allowed = "POST" if self.path == "/api/chat" else "GET"
+        self.send_json(405, {"error": f"{self.command} is not allowed here; use {allowed}"}, {"Allow": allowed})
+
+    def addressed_to_us(self):
+        """Refuse (403) a request whose Host, or whose Origin for a page's request, is not
+        one of our own names: see DNS rebinding above."""
+        server = self.server
+        host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+        if not host_allowed(host, server.host, server.port):
+            self.send_json(403, {"error": f"this server answers only to Host: localhost:{server.port} "
+                                          f"or 127.0.0.1:{server.port}, not {host[:100]!r}"})
+            return False
+        if origin is not None and not (origin.startswith("http://")
+                                       and host_allowed(origin[len("http://"):], server.host, server.port)):
+            self.send_json(403, {"error": f"requests from pages at {origin[:100]!r} are not accepted"})
+            return False
+        return True
+
+    def read_body(self):
+        """A POST's body, at most MAX_BODY_BYTES, or None after refusing it. It is read
+        before anything else is checked: a refusal that left it unread would make the
+        system reset the connection, and the client might never see why."""
+        length = self.headers.get("Content-Length")
+        if length is None or "Transfer-Encoding" in self.headers:
+            return self.send_json(411, {"error": "send the JSON body with a Content-Length"})
+        if not (length.isascii() and length.isdigit()):
+            return self.send_json(400, {"error": "Content-Length is not a number"})
+        if len(length) > 9 or int(length) > MAX_BODY_BYTES:
+            self.send_json(413, {"error": f"the body is {length[:20]} bytes; at most {MAX_BODY_BYTES}"})
+            # Read (for a second at most) what is already on its way, for the reason above.
+            self.connection.settimeout(1)
+            try:
+                self.rfile.read(min(int(length[:9]), 16 * MAX_BODY_BYTES))
+            except OSError:
+                pass
+            return None
+        return self.rfile.read(int(length))
+
+    def read_chat_request(self, body):
+        """The request's text, temperature and seed, or None after refusing it."""
+        if self.headers.get_content_type() != "application/json":
+            return self.send_json(415, {"error": "send JSON, with Content-Type: application/json"})
+        try:
+            body = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return self.send_json(400, {"error": 'the body is not JSON; send {"request": "a name starting with m"}'})
+        if not isinstance(body, dict) or not isinstance(body.get("request"), str):
+            return self.send_json(400, {"error": 'send a JSON object with a "request" string, '
+                                                 'such as {"request": "a name starting with m"}'})
+        unknown = sorted(set(body) - {"request", "temperature", "seed"})
+        if unknown:
+            return self.send_json(400, {"error": f"unknown fields {unknown}; known: request, temperature, seed"})
+        request, temperature = body["request"], body.get("temperature", self.server.temperature)
+        seed = body.get("seed", None)
+        if not request.strip() or len(request) > MAX_REQUEST_CHARS:
+            return self.send_json(400, {"error": f"the request must have 1 to {MAX_REQUEST_CHARS} characters, "
+                                                 f"not {len(request)}"})
+        if type(temperature) not in (int, float) or not 0 <= temperature <= 10:
+            return self.send_json(400, {"error": "temperature must be a number from 0 (always the likeliest "
+                                                 "token) to 10"})
+        if seed is None:
+            seed = self.server.next_seed()
+        elif type(seed) is not int or not 0 <= seed < 2**63:
+            return self.send_json(400, {"error": "seed must be a whole number from 0 to 2**63 - 1"})
+        return request, float(temperature), seed
+
+    def stream_answer(self, request, temperature, seed):
+        """Generate the answer one token at a time and send each as soon as it exists. If the
+        reader goes away, the next write fails and generation stops there."""
+        server = self.server
+        if not server.slots.acquire(blocking=False):
+            return self.send_json(503, {"error": "busy: the model is writing other answers; try again in a "
+                                                 "moment"}, {"Retry-After": "1"})
+        answer = None
+        try:
+            try:
+                answer = server.reply(request, random.Random(seed), temperature)
+                token = next(answer, None)        # the model reads the request: it may refuse it
+            except BadInput as e:
+                return self.send_json(400, {"error": str(e)})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson; charset=utf-8")
+            self.send_common_headers()
+            self.end_headers()
+            pieces = []
+            try:
+                while token is not None and len(pieces) < MAX_ANSWER_TOKENS:
+                    piece, p, alternatives = token
+                    pieces.append(piece)
+                    self.send_line({"token": piece, "p": round(p, 6),    # 6 decimals are plenty to look at
+                                    "alternatives": [[t, round(q, 6)] for t, q in alternatives]})
+                    token = next(answer, None)
+                self.send_line({"done": True, "answer": "".join(pieces), "tokens": len(pieces), "seed": seed})
+            except OSError:                   # the reader went away (or stopped reading for IDLE_SECONDS)
+                with server.lock:
+                    server.abandoned += 1
+                self.close_connection = True
+        finally:
+            if answer is not None:
+                answer.close()                # a generator cut short stops here, mid-answer
+            server.slots.release()
+
+    def send_line(self, obj):
+        self.wfile.write(json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def send_common_headers(self):
+        # The page may run only its own inline script and style and talk only to us; no
+        # other site may frame it, and no cache keeps an answer.
+        self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
+                         "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Referrer-Policy", "no-referrer")
+
+    def send_bytes(self, status, content_type, data, headers=None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_common_headers()
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_json(self, status, obj, headers=None):
+        """Send obj as JSON. Returns None, so that `return self.send_json(...)` refuses."""
+        self.send_bytes(status, "application/json; charset=utf-8",
+                        json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n", headers)
+
+    def send_error(self, code, message=None, explain=None):
+        # http.server's own refusals (a malformed request line, headers too long) as JSON too.
+        self.close_connection = True
+        try:
+            self.send_json(code, {"error": message or self.responses.get(code, ("error",))[0]})
+        except OSError:
+            pass
+
+    def log_message(self, format, *args):     # quiet: a request is not news
+        pass
+
+
+def chat_page():
+    """The one page the server serves: HTML, CSS and JavaScript, all inline."""
+    return CHAT_PAGE.replace("/*PALETTE*/", json.dumps(VIRIDIS))
+
+
+CHAT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="microgpt">
+<link rel="icon" href="data:,">
+<title>microgpt chat</title>
+<style>
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 42em; margin: 1.5em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.4em; margin: 0 0 .3em; }
+.hint { color: #555; margin: 0 0 1em; font-size: .95em; }
+code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }
+#log { border: 1px solid #ccc; border-radius: 6px; padding: .4em 1em; min-height: 8em; }
+#log:empty::before { content: "Ask for a name below."; color: #999; }
+.turn { margin: .5em 0; }
+.who { font-weight: 600; display: inline-block; width: 5.5em; }
+.tok { font: 1.1em ui-monospace, Menlo, Consolas, monospace; padding: 1px 1px; border-radius: 2px; }
+.error { color: #b00020; }
+form { display: flex; gap: .5em; margin-top: .8em; }
+input { flex: 1; font: inherit; padding: .35em .5em; }
+button { font: inherit; padding: .35em 1em; }
+#tip { position: absolute; display: none; background: #fff; border: 1px solid #888; border-radius: 4px;
+       padding: .3em .6em; box-shadow: 0 2px 8px rgba(0,0,0,.25); font: 13px/1.45 ui-monospace, monospace;
+       white-space: pre; pointer-events: none; }
+.legend { font-size: .85em; color: #555; margin-top: .6em; }
+.legend span { display: inline-block; padding: 0 .4em; }
+</style></head>
+<body>
+<h1>microgpt chat</h1>
+<p class="hint">Ask for a name, for example <code>a name starting with m</code> or
+<code>a name ending with ia</code>. Each letter of an answer is shaded by the probability the
+model gave it; point at one to see what else the model considered.</p>
+<div id="log" aria-live="polite"></div>
+<form id="ask"><input id="request" maxlength="200" autocomplete="off" required autofocus
+ placeholder="a name starting with m" aria-label="your request"><button id="send">Send</button></form>
+<div class="legend" id="legend">probability: </div>
+<div id="tip" role="tooltip"></div>
+<script>
+"use strict";
+const PALETTE = /*PALETTE*/;
+// The colour for a probability, on a log scale from 0.01 (dark) to 1 (yellow), as in --report.
+function shade(p) {
+  let t = (Math.log10(Math.max(p, 0.01)) + 2) / 2 * (PALETTE.length - 1);
+  t = Math.min(PALETTE.length - 1, Math.max(0, t));
+  const i = Math.min(Math.floor(t), PALETTE.length - 2), f = t - i;
+  const mix = k => Math.round(parseInt(PALETTE[i].substr(k, 2), 16) * (1 - f) + parseInt(PALETTE[i + 1].substr(k, 2), 16) * f);
+  const [r, g, b] = [1, 3, 5].map(mix);
+  return {bg: `rgb(${r},${g},${b})`, ink: 0.299 * r + 0.587 * g + 0.114 * b > 128 ? "#000" : "#fff"};
+}
+const shown = s => s.replace(/\\n/g, "\\u21b5").replace(/ /g, "\\u2423");
+const log = document.getElementById("log"), tip = document.getElementById("tip");
+const input = document.getElementById("request"), send = document.getElementById("send");
+for (const p of [0.01, 0.03, 0.1, 0.3, 1]) {
+  const s = document.createElement("span"), c = shade(p);
+  s.textContent = p; s.style.background = c.bg; s.style.color = c.ink;
+  document.getElementById("legend").appendChild(s);
+}
+function line(who, cls) {
+  const div = document.createElement("div"), name = document.createElement("span"), body = document.createElement("span");
+  div.className = "turn " + cls; name.className = "who"; name.textContent = who; body.className = "body";
+  div.append(name, body); log.appendChild(div);
+  return body;
+}
+function addToken(answer, msg) {
+  const s = document.createElement("span"), c = shade(msg.p);
+  s.className = "tok"; s.tabIndex = 0; s.textContent = msg.token;
+  s.style.background = c.bg; s.style.color = c.ink;
+  s.dataset.tip = `p = ${msg.p.toFixed(3)}\\n` + msg.alternatives.map(([t, q]) =>
+    `${t === msg.token ? "\\u25b8" : " "} ${shown(t).padEnd(12)} ${(100 * q).toFixed(1).padStart(5)}%`).join("\\n");
+  s.setAttribute("aria-label", `${msg.token}, probability ${msg.p.toFixed(3)}`);
+  answer.appendChild(s);
+}
+function showTip(e) {
+  const s = e.target.closest(".tok");
+  if (!s) return;
+  tip.textContent = s.dataset.tip; tip.style.display = "block";
+  const r = s.getBoundingClientRect();
+  tip.style.left = (window.scrollX + r.left) + "px"; tip.style.top = (window.scrollY + r.bottom + 6) + "px";
+}
+const hideTip = () => { tip.style.display = "none"; };
+log.addEventListener("mouseover", showTip); log.addEventListener("focusin", showTip);
+log.addEventListener("mouseout", hideTip); log.addEventListener("focusout", hideTip);
+async function ask(request) {
+  line("you", "user").textContent = request;
+  const answer = line("microgpt", "assistant");
+  try {
+    const res = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"},
+                                          body: JSON.stringify({request})});
+    if (!res.ok) {
+      const e = await res.json().catch(() => ({error: res.status + " " + res.statusText}));
+      throw new Error(e.error);
+    }
+    const reader = res.body.getReader(), decoder = new TextDecoder();
+    let buffer = "", done = false;
+    while (!done) {
+      const chunk = await reader.read();
+      buffer += decoder.decode(chunk.value || new Uint8Array(), {stream: !chunk.done});
+      let i;
+      while ((i = buffer.indexOf("\\n")) >= 0) {
+        const msg = JSON.parse(buffer.slice(0, i));
+        buffer = buffer.slice(i + 1);
+        if (msg.done) { answer.parentNode.dataset.done = "1"; answer.parentNode.dataset.seed = msg.seed; done = true; }
+        else addToken(answer, msg);
+      }
+      if (chunk.done && !done) throw new Error("the answer was cut off");
+    }
+  } catch (err) {
+    const e = document.createElement("span");
+    e.className = "error"; e.textContent = " " + err.message;
+    answer.appendChild(e); answer.parentNode.dataset.done = "error";
+  }
+}
+document.getElementById("ask").addEventListener("submit", async e => {
+  e.preventDefault();
+  const request = input.value.trim();
+  if (!request) return;
+  input.value = ""; send.disabled = true;
+  try { await ask(request); } finally { send.disabled = false; input.focus(); }
+});
+</script>
+</body></html>
+"""
+
+
+def run_serve(args, stop):
+    """--serve: load a chat model and serve the chat page until Ctrl-C or SIGTERM."""
+    how = "train one with `python microgpt.py --chat --save chat.json`, then run " \
+          "`python microgpt.py --load chat.json --serve`"
+    if not args.serve:
+        raise BadInput(f"--{'port' if args.port is not None else 'host'} applies to --serve")
+    if not args.load:
+        raise BadInput(f"--serve needs a chat model: {how}")
+    if args.host == "":
+        raise BadInput("--host needs an address, such as 127.0.0.1")
+    unset = vars(make_parser().parse_args([]))      # every option as it is when left out
+    others = [key for key, value in vars(args).items()
+              if value != unset.get(key) and key not in ("serve", "port", "host", "load", "temperature", "seed")]
+    if others:
+        raise BadInput(f"--serve only serves a loaded chat model: leave out --{others[0].replace('_', '-')}")
+    defaults = Config()
+    temperature = defaults.temperature if args.temperature is None else args.temperature
+    seed = defaults.seed if args.seed is None else args.seed
+    if not 0 <= temperature <= 10:
+        raise BadInput(f"--temperature must be from 0 (always the likeliest token) to 10, not {temperature}")
+    config, chars, params, mode, _ = load_checkpoint(args.load)
+    if mode != "chat":
+        raise BadInput(f"{args.load} is not a chat model (its mode is {mode!r}): {how}")
+    weights = inference_weights(params)
+    check_finite_scores(weights, config)
+
+    def reply(request, rng, temperature):
+        return chat_reply(weights, config, chars, request, rng, temperature)
+    info = {"model": {key: getattr(config, key) for key in MODEL_SHAPE}, "vocabulary": len(chars),
+            "temperature": temperature}
+    host = args.host if args.host is not None else "127.0.0.1"
+    port = args.port if args.port is not None else 8000
+    try:
+        server = ChatServer(host, port, reply, info, temperature, seed)
+    except OSError as e:
+        raise BadInput(f"cannot listen on {host} port {port}: {e.strerror or e}"
+                       + (" (choose another with --port N)" if e.errno == errno.EADDRINUSE else "")) from None
+    try:
+        if not is_loopback(host):
+            print(f"microgpt: warning: listening on {host}: anyone who can reach this machine on port "
+                  f"{server.port} can use this chat (no password, no encryption)", file=sys.stderr, flush=True)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+        print(f"serving the chat at http://{shown}:{server.port}/ (Ctrl-C stops it)", flush=True)
+        # The cycle collector is paused for training's sake (Part II, II.3); a server runs
+        # for days and makes cyclic garbage of its own (exceptions, sockets).
+        gc.enable()
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -435,6 +435,17 @@ class TestDownload(unittest.TestCase):
         with open(os.path.join(self.folder, "model.safetensors"), "rb") as f:
             self.assertEqual(f.read(), self.files["model.safetensors"])
 
+    def test_tokenize_by_name_downloads_the_tokenizer_alone(self):
+        text = os.path.join(self.cache, "text.txt")
+        with open(text, "w", encoding="utf-8") as f:
+            f.write("the cat")
+        with mock.patch.dict(os.environ, self.env):
+            result = run_main(["--gpt2", "gpt2", "--tokenize", text], self.cache)
+        assert_ok(self, result)
+        self.assertEqual(sorted(os.listdir(self.folder)), ["merges.txt", "vocab.json"])
+        tok = microgpt.read_gpt2_tokenizer(self.folder)
+        self.assertEqual(result.stdout.split(), [str(i) for i in tok.encode("the cat")])
+
     def test_a_corrupted_download_is_refused_and_not_kept(self):
         self.hub.corrupt = True
         result = self.run_gpt2()
