@@ -4512,8 +4512,11 @@ def run_gpt2(args):
     if not os.path.exists(weights_path) and os.path.exists(os.path.join(folder, "pytorch_model.bin")):
         raise BadInput(f"{folder} has pytorch_model.bin but no model.safetensors: microgpt reads only "
                        "safetensors, because loading a .bin (a pickle) can run any code its author put in it")
-    if not os.path.isfile(weights_path):
-        raise BadInput(f"{folder} has no model.safetensors")
+    if not os.path.isfile(weights_path):       # a dangling link, a loop, a FIFO or /dev/zero: say which
+        dangling = os.path.islink(weights_path) and not os.path.exists(weights_path)
+        what = ("a symlink to nothing (or a symlink loop)" if dangling
+                else "not a regular file" if os.path.lexists(weights_path) else None)
+        raise BadInput(f"{weights_path} is {what}" if what else f"{folder} has no model.safetensors")
     config = read_gpt2_config(folder)
     n_params, need = check_gpt2_memory(config)
     tok = read_gpt2_tokenizer(folder)

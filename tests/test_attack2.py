@@ -47,6 +47,27 @@ class TestGPT2Folders(TempDirTestCase):
             listed = sum(math.prod(shape) for shape in microgpt.gpt2_shapes(config).values())
             self.assertEqual(microgpt.gpt2_memory(config)[0], listed)
 
+    def test_a_weights_file_that_is_a_fifo_a_device_or_a_broken_link_is_named_as_such(self):
+        # Each was "FOLDER has no model.safetensors", though the file is there.
+        cases = []
+        for name, make in (("fifo", os.mkfifo), ("device", lambda p: os.symlink(os.devnull, p)),
+                           ("loop", lambda p: os.symlink("model.safetensors", p)),
+                           ("dangling", lambda p: os.symlink("elsewhere.safetensors", p))):
+            if name == "fifo" and not hasattr(os, "mkfifo"):
+                continue
+            folder = os.path.join(self.tmp, "folders", name)     # outside what assert_refused reads: a FIFO
+            write_model(folder)
+            os.remove(os.path.join(folder, "model.safetensors"))
+            make(os.path.join(folder, "model.safetensors"))
+            cases.append(["--gpt2", folder, "--prompt", "hi"])
+        work = os.path.join(self.tmp, "work")
+        os.mkdir(work)
+        assert_refused(self, work, *cases)
+        for args in cases:
+            error = run_main(args, work).stderr
+            self.assertIn(os.path.join(args[1], "model.safetensors") + " is ", error)
+            self.assertNotIn("has no model.safetensors", error)
+
     def test_control_characters_gpt2_writes_are_shown_as_escapes(self):
         # A model that always writes ESC (byte 27) cleared the screen: GPT-2's output went to
         # the terminal raw, though names' samples are escaped.
