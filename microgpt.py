@@ -54,24 +54,17 @@ if __name__ == "__main__":
     import os
     import sys
 
-    def quit_quietly(signum, frame):
+    def quit_quietly(signum, frame, names={2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}):
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:         # even a flush that the signal interrupted
                 pass
-        name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}.get(signum, f"signal {signum}")
-        os.write(2, f"\nmicrogpt: interrupted by {name}\n".encode())
+        os.write(2, f"\nmicrogpt: interrupted by {names[signum]}\n".encode())
         os._exit(128 + signum)
-    for _number in (2, 15, 1):       # SIGINT, SIGTERM, SIGHUP
-        try:
-            _signal.signal(_number, quit_quietly)
-        except (ValueError, OSError, AttributeError):    # not on this platform
-            pass
+    for _number in (2, 15, 1) if hasattr(_signal, "SIGHUP") else (2, 15):   # Windows has no SIGHUP
+        _signal.signal(_number, quit_quietly)
 
-import contextlib
-import gc
-import itertools
 import json
 import math
 import random
@@ -346,10 +339,16 @@ class Value:
         #       child is in the order, so node can follow them.
         # (If the stack is hard to follow, the recursive version above is the whole idea: the
         # stack only does the same without recursion.)
-        # For L = u + v with u = 2 * x, v = 3 * u (x a leaf): L is expanded, pushing
-        # (L, True), (u, False), (v, False); v is expanded, pushing (v, True), (u, False);
-        # u is expanded and placed; then v; the older (u, False) is skipped (u was expanded
-        # already); then L. The order: u, v, L.
+        # For L = u + v with u = 2 * x, v = 3 * u (x a leaf, so never pushed), step by step
+        # (the stack's top is on the right; each line pops the top entry):
+        #     pop       what happens                      stack after          order
+        #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
+        #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
+        #     (u, F)    expand u: reminder only (x leaf)  (L,T) (u,F) (v,T) (u,T)
+        #     (u, T)    reminder: place u                 (L,T) (u,F) (v,T)    u
+        #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
+        #     (u, F)    u was expanded already: skip      (L,T)                u v
+        #     (L, T)    reminder: place L                                      u v L
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_placed = stack.pop()
@@ -421,17 +420,20 @@ def flatten(params):
 # it on its own (the MLP), and finally scores every possible next token (the logits).
 # First the building blocks, each one equation; then gpt(), which puts them together.
 #
-# Attention, the whole of it (the pieces are attention_weights, attention_head and the
-# loop over heads in gpt()): from the current vector x, three projections make a query q
-# (what this position looks for), a key k (what it offers) and a value v (what it passes
-# on); every earlier position made its own k and v the same way. Split into n_head
-# slices (with n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, k and v, head 1 numbers
-# 4-7, and so on, so each head has a query and keys of its own and can look for something
-# different), each head scores every position so far (this one too) by how well its key
-# matches the query (a dot product), turns the scores into weights that sum to 1
-# (softmax), and outputs the weighted average of those positions' values. The heads'
-# outputs, side by side, go through one more projection, attn_wo, which mixes them: each
-# head wrote only its own slice, and attn_wo lets every output number draw on all heads.
+# Attention, the whole of it, in five steps (the code: the loop over heads in gpt(),
+# attention_weights and attention_head):
+#   1. Project. From the current vector x, three projections make a query q (what this
+#      position looks for), a key k (what it offers) and a value v (what it passes on).
+#      Every earlier position made its own k and v the same way; the cache keeps them.
+#   2. Slice into heads. With n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, of
+#      every k and of every v, head 1 numbers 4-7, and so on: each head has a query and
+#      keys of its own, so each can look for something different.
+#   3. Score. Each head scores every position so far (this one too) by how well that
+#      position's key matches its query: a dot product, scaled (why: attention_weights).
+#   4. Average. Softmax turns the scores into weights that sum to 1, and the head outputs
+#      the weighted average of those positions' values.
+#   5. Mix. The heads' outputs, side by side, go through one more projection, attn_wo:
+#      each head wrote only its own slice, and attn_wo lets every number draw on all heads.
 #
 # Each block (attention, then the MLP) adds its output to the vector it read, instead of
 # replacing it: a residual connection. So x is a running sum, often called the residual
@@ -999,6 +1001,10 @@ def backward_along(root, tape):
 # the block and always comes back.
 # ---------------------------------------------------------------------------------------
 
+import contextlib
+import gc
+
+
 @contextlib.contextmanager       # makes this generator usable as `with cycle_collector_paused():`
 def cycle_collector_paused():
     """Pause CPython's cycle collector for a block of code. The code before yield runs on
@@ -1056,6 +1062,9 @@ def weights_of(params):
 #
 # All of them run the model without a gradient, on weights from inference_weights().
 # =======================================================================================
+
+import itertools
+import re
 
 # Continuous text
 
@@ -1165,6 +1174,17 @@ def label(token, chars):
                    for ch in chars[token])
 
 
+def state_name(state, names):
+    """A Markov chain state's name: its tokens' labels, run together for single characters
+    and separated by spaces when a token can be several characters (BPE), because "ab"+"a"
+    and "a"+"ba" are different states (a space in a label is written \\s, so the names stay
+    distinct)."""
+    one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
+        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)   # label()'s escapes
+    several = not all(one_char(name) for name in names)
+    return (" " if several else "").join(names[t] for t in state)
+
+
 # =======================================================================================
 # PART IV. FROM MICROGPT TO GPT-2
 #
@@ -1208,7 +1228,6 @@ def label(token, chars):
 import collections
 import functools
 import heapq
-import re
 import unicodedata
 
 GPT2_EOT = 50256    # <|endoftext|>
@@ -1231,8 +1250,8 @@ def learn_merges(words, num_merges, progress=None):
     """Learn up to num_merges merges from a list of words (strings: a merge never joins the
     end of one word to the start of the next). Each round merges the pair of adjacent
     tokens that occurs most often; among pairs that occur equally often, the one that sorts
-    first. Returns [(left, right)], in learned order. progress: told the merges so far
-    (thousands of merges take minutes)."""
+    first. Returns [(left, right)], in learned order. progress, if given, is called with
+    the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     counts = collections.Counter(words)
@@ -1249,8 +1268,6 @@ def learn_merges(words, num_merges, progress=None):
             break
         best = min(pair for pair, n in pairs.items() if n == most)
         merges.append(best)
-        if progress:
-            progress.update(len(merges))
         for i in holders.pop(best):     # the words that hold it: take out their pairs, merge, count again
             for pair in zip(words[i], words[i][1:]):
                 pairs[pair] -= freq[i]
@@ -1259,6 +1276,8 @@ def learn_merges(words, num_merges, progress=None):
                 pairs[pair] += freq[i]
                 holders[pair].add(i)
         del pairs[best]
+        if progress:
+            progress(len(merges))
     return merges
 
 
@@ -2477,6 +2496,10 @@ def resume_options(args):
         raise BadInput(f"{path} holds no run to resume (it was saved by an older microgpt); "
                        f"--load {path} --steps N trains it further")
     done = len(ckpt.get("history", {}).get("losses", []))
+    if ckpt["optimizer"]["step"] != run["start"] + done and done < run["steps"]:   # edited by hand?
+        raise BadInput(f"{path} does not add up: Adam's step is {ckpt['optimizer']['step']:,} but the run "
+                       f"started at {run['start']:,} and recorded {done:,} steps, so it cannot be resumed "
+                       f"as it was; --load {path} --steps N trains it further")
     if done >= run["steps"] or ckpt["optimizer"]["step"] != run["start"] + done:
         raise BadInput(f"{path} finished its run ({done:,} of {run['steps']:,} steps): nothing to resume; "
                        f"--load {path} --steps N trains it further")
@@ -2667,14 +2690,20 @@ def learned_vocabulary(chars, texts, num_merges, config):
     whole stream), saying what it learned and what it does to the length of the text."""
     started, size = time.perf_counter(), sum(map(len, texts))
     # The text cut into words, and their counts: 28 bytes per character measured, on 2.8 MB of English.
-    check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    try:
+        check_memory(config, len(chars) + 1 + num_merges, 1, 40 * size)
+    except BadInput as e:         # here the vocabulary is what grew: say so
+        raise BadInput(f"{e} (or fewer --bpe merges than {num_merges:,})") from None
     if size > 2**20:
         print(f"learning {num_merges:,} merges...", flush=True)
     words = [word for text in texts for word in gpt2_pretokenizer().findall(text)]
-    # Each merge shortens some word, so the words' lengths bound the merges there can be: a
-    # larger N ends when no pair is left, and its time left could not be estimated.
-    most = sum(len(word) - 1 for word in set(words))
-    progress = Progress("bpe: learning merges", num_merges if num_merges <= most else None, "merges")
+    said = [started]
+
+    def progress(done):     # every pass looks at every pair: thousands of merges take minutes
+        now = time.perf_counter()
+        if now - said[0] > 10 and done < num_merges:
+            print(f"bpe: {done:,} of {num_merges:,} merges learned in {now - started:.0f} s", flush=True)
+            said[0] = now
     vocab = Vocabulary(chars, learn_merges(words, num_merges, progress))
     tokens = sum(len(vocab.encode(text)) for text in texts)
     characters = sum(map(len, words))
@@ -3076,7 +3105,8 @@ CHAIN_MIN_PROBABILITY = 0.01
 def print_chain(chain, chars, dot_path):
     """The Markov chain as an aligned table (and, with dot_path, as a Graphviz file: an
     arrow for each move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability)."""
-    name = lambda state: "".join(label(t, chars) for t in state)
+    names = [label(t, chars) for t in range(len(chain[0][1]))]
+    name = lambda state: state_name(state, names)
     print(f"Markov chain: {len(chain)} states (contexts of {len(chain[0][0])} tokens)")
     print("state".ljust(max(5, len(name(chain[0][0])))) + "  next token: probability -> next state")
     for state, probs in chain:
@@ -3166,7 +3196,7 @@ def settings(args):
                 setattr(config, key, getattr(args, key))
     if args.steps is not None:
         config.steps = args.steps
-    if config.steps == 0:
+    if config.steps == 0 and args.load:     # (a new model with --steps 0 is refused below)
         unused = [flag for flag, value in (("--input", args.input), ("--lr", args.lr), ("--batch", args.batch),
                                            ("--save", args.save)) if value is not None]
         if unused:
@@ -3212,7 +3242,8 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
         check_memory(config, len(chars), config.block_size, 20 * len(text) + windows)
         train_tokens, val_tokens = stream_split(encode_with_progress(path, text, chars), config.block_size)
         if len(train_tokens) < config.block_size + 1:
-            raise BadInput(f"{path} has {len(train_tokens)} characters, fewer than block_size + 1 = "
+            what = "tokens (after --bpe)" if getattr(chars, "merges", None) else "characters"
+            raise BadInput(f"{path} has {len(train_tokens)} {what}, fewer than block_size + 1 = "
                            f"{config.block_size + 1}")
         held_out = f"validating on the last {len(val_tokens):,}" if val_tokens else ""
         val_windows = stream_val_windows(val_tokens, config.block_size)
@@ -3258,7 +3289,8 @@ def explain_tokens(text, chars, config, mode):
         longest = config.block_size - (1 if mode == "docs" else 0)
         if longest < 1:
             raise BadInput("--explain needs a block_size of at least 2 for a model of documents")
-        raise BadInput(f"--explain text must be 1 to {longest} characters for a context of {config.block_size}")
+        unit = f"tokens (it is {len(ids)})" if getattr(chars, "merges", None) else "characters"
+        raise BadInput(f"--explain text must be 1 to {longest} {unit} for a context of {config.block_size}")
     return inputs, targets
 
 
@@ -3565,8 +3597,10 @@ def run(args, stop=None):
 
     # Check everything asked of the model before spending time on training it.
     prompt = args.prompt or ""
-    if len(encode_for("--prompt", prompt, chars)) >= config.block_size and mode == "docs":
-        raise BadInput(f"--prompt is {len(prompt)} characters; it must be shorter than block_size "
+    prompt_tokens = len(encode_for("--prompt", prompt, chars))
+    if prompt_tokens >= config.block_size and mode == "docs":
+        size = f"{prompt_tokens} tokens" if getattr(chars, "merges", None) else f"{len(prompt)} characters"
+        raise BadInput(f"--prompt is {size}; it must be shorter than block_size "
                        f"({config.block_size}) to leave room to generate")
     if args.explain is not None:
         explain_inputs, explain_targets = explain_tokens(args.explain, chars, config, mode)
@@ -3794,6 +3828,7 @@ class ChatPlan:
     sft_steps: int = 1000
     sft_batch: int = 2            # conversations per step
     sft_lr: float = 0.02
+    sft_val: int = 200            # held-out conversations for SFT's validation loss
     rl_steps: int = 100
     rl_requests: int = 4          # requests per RL step
     rl_group: int = 8             # answers per request
@@ -3930,7 +3965,7 @@ def sft_stage(card, plan, stop, config, chat_chars, params, names, train_request
                       "answer loss", stop)
     val_rng = random.Random(seed + 14)
     held_out_answers = sft_answers(names, held_out, config)
-    val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(200)] if all(
+    val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(plan.sft_val)] if all(
         held_out_answers.values()) else []
     weights, val_loss = inference_weights(params), None
     if val:
@@ -4587,6 +4622,7 @@ BLUE_ORANGE = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fee0b6",
 TOKEN_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#56b4e9", "#e69f00", "#000000"]   # Okabe and Ito's
 REPORT_MARK = '<meta name="generator" content="microgpt">'   # how we know a page is ours
 FONT = 15              # the smallest text in a picture, in the picture's own units
+PRESENT_FONT = 26      # the same in a heat map's copy for the presentation view (drawn smaller there)
 CHAR_WIDTH = 0.62      # a character's width, in font sizes (a little more than the usual fonts need)
 
 
@@ -4675,7 +4711,7 @@ def nice_ticks(lo, hi, count=5):
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None):
+def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None, font=FONT):
     """A colour bar from lo to hi, its ends and middle labelled (or `ticks`: [(fraction of
     the way, text)]), and its caption underneath: the key to a heat map. 3.2 fonts tall."""
     n = 24
@@ -4683,21 +4719,24 @@ def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None):
             f'fill="{colour_at(palette, i / (n - 1))}"/>' for i in range(n)]
     for t, text in ticks or [(t, f"{lo + t * (hi - lo):.2g}") for t in (0, 0.5, 1)]:
         anchor = "start" if t == 0 else "end" if t == 1 else "middle"
-        body.append(text_at(x + t * width, y + 12 + FONT, text, FONT, anchor))
-    body.append(text_at(x, y + 14 + 2.2 * FONT, caption, FONT))
+        body.append(text_at(x + t * width, y + 12 + font, text, font, anchor))
+    body.append(text_at(x, y + 14 + 2.2 * font, caption, font))
     return body
 
 
-def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370):
+def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370,
+               font=FONT + 2):
     """Lines on labelled axes (the legend goes under the picture: chart_key).
     lines: [([(x, y)], colour, stroke width, opacity, dots?)]; hlines: [(y, colour)], dashed
     lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
     logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
-    red triangle pointing the way it went: one outlier cannot squash the whole chart."""
+    red triangle pointing the way it went: one outlier cannot squash the whole chart. font is
+    the size of its text (larger for the presentation view's copy)."""
     y0, y1 = y_range
     y_ticks = nice_ticks(y0, y1)
-    widest = max(len(f"{t:g}") for t in y_ticks) * (FONT + 2) * CHAR_WIDTH
-    left, right, top, bottom = max(70, 40 + widest), 30, 12, 70      # the y title, then the numbers
+    widest = max(len(f"{t:g}") for t in y_ticks) * font * CHAR_WIDTH
+    more = font - FONT - 2                      # larger text takes more room beside and under the axes
+    left, right, top, bottom = max(70, 40 + widest + more), 30, 12, 70 + 2 * more    # the y title, the numbers
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def X(x):
@@ -4708,10 +4747,10 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     body = []
     for t in y_ticks:
         body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#ddd"/>')
-        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", FONT + 2, "end"))
+        body.append(text_at(left - 8, Y(t) + 6, f"{t:g}", font, "end"))
     kept = []                                   # x ticks far enough apart to be read; the last one always
     for i, (x, text) in enumerate(x_ticks):
-        box = text_box(X(x), 0, text, FONT + 2, "middle")
+        box = text_box(X(x), 0, text, font, "middle")
         while kept and overlap(box, kept[-1][2], 6) and i == len(x_ticks) - 1:
             kept.pop()
         if not kept or not overlap(box, kept[-1][2], 6):
@@ -4719,11 +4758,12 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     for x, text, _ in kept:
         body.append(f'<line x1="{X(x):.1f}" x2="{X(x):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 5}" '
                     'stroke="#333"/>')
-        body.append(text_at(X(x), top + plot_h + 10 + FONT, text, FONT + 2, "middle"))
+        body.append(text_at(X(x), top + plot_h + 8 + font, text, font, "middle"))
     body.append(f'<rect x="{left:.1f}" y="{top}" width="{plot_w:.1f}" height="{plot_h}" fill="none" stroke="#333"/>')
-    body.append(text_at(left + plot_w / 2, height - 10, x_label, FONT + 2, "middle"))
+    body.append(text_at(left + plot_w / 2, height - 10, x_label, font, "middle"))
     yc = top + plot_h / 2
-    body.append(text_at(22, yc, y_label, FONT + 2, "middle", f' transform="rotate(-90 22 {yc:.1f})"'))
+    yx = 22 + 0.75 * more
+    body.append(text_at(yx, yc, y_label, font, "middle", f' transform="rotate(-90 {yx:g} {yc:.1f})"'))
     for y, colour in hlines:
         body.append(f'<line x1="{left:.1f}" x2="{width - right}" y1="{Y(y):.1f}" y2="{Y(y):.1f}" stroke="{colour}" '
                     'stroke-width="1.5" stroke-dasharray="6 4"/>')
@@ -4743,17 +4783,18 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     return svg(width, height, body, title, grow=1.35)
 
 
-def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title):
+def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title, font=FONT):
     """A matrix as a grid of coloured cells: rows labelled on the left with y_title beside
     them, columns on top with x_title above, and a colour bar underneath. Labels that would
     touch are thinned out (every second one, or third...), and column labels longer than a
     cell is wide are written upwards. A cell that is None is left empty (attention to later
-    positions, which the model cannot see). Hovering over a cell shows its number."""
+    positions, which the model cannot see). Hovering over a cell shows its number. font is
+    the size of its text: PRESENT_FONT for the presentation view, where it must fill less room."""
     rows, cols = len(matrix), len(matrix[0])
     cell_w, cell_h = min(24.0, 300 / cols), max(4.0, min(24.0, 600 / rows))
-    line = 1.25 * FONT
-    row_w = max(len(name) for name in row_labels) * FONT * CHAR_WIDTH
-    col_w = max(len(name) for name in col_labels) * FONT * CHAR_WIDTH
+    line = 1.25 * font
+    row_w = max(len(name) for name in row_labels) * font * CHAR_WIDTH
+    col_w = max(len(name) for name in col_labels) * font * CHAR_WIDTH
     upwards = col_w + 4 > cell_w and line <= cell_w
     every_col = 1 if upwards else math.ceil((col_w + 6) / cell_w)
     every_row = math.ceil((line + 1) / cell_h)
@@ -4761,26 +4802,26 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
     grid_top = 6 + line + 6 + (col_w if upwards else line)
     grid_h, grid_w = rows * cell_h, cols * cell_w
     bar = min(200.0, max(130.0, grid_w))
-    width = left + max(grid_w, bar, len(legend) * FONT * CHAR_WIDTH,
-                       len(x_title) * FONT * CHAR_WIDTH) + 10
-    height = grid_top + grid_h + 16 + 14 + 2.3 * FONT + 6
-    y_len = len(y_title) * FONT * CHAR_WIDTH
+    width = left + max(grid_w, bar, len(legend) * font * CHAR_WIDTH,
+                       len(x_title) * font * CHAR_WIDTH) + 10
+    height = grid_top + grid_h + 16 + 14 + 2.3 * font + 6
+    y_len = len(y_title) * font * CHAR_WIDTH
     if y_len + 8 > height:                       # room for the y title, written upwards
         grid_top, height = grid_top + (y_len + 8 - height) / 2, y_len + 8
-    body = [text_at(left, 6 + FONT, x_title, FONT)]
+    body = [text_at(left, 6 + font, x_title, font)]
     mid = min(max(grid_top + grid_h / 2, y_len / 2 + 4), height - y_len / 2 - 4)
-    body.append(text_at(8 + FONT, mid, y_title, FONT, "middle", f' transform="rotate(-90 {8 + FONT} {mid:.1f})"'))
+    body.append(text_at(8 + font, mid, y_title, font, "middle", f' transform="rotate(-90 {8 + font} {mid:.1f})"'))
     for j, name in enumerate(col_labels):
         if j % every_col == 0:
             x = left + (j + 0.5) * cell_w
             if upwards:
-                body.append(text_at(x + 0.35 * FONT, grid_top - 4, name, FONT, "start",
-                                    f' class="mono" transform="rotate(-90 {x + 0.35 * FONT:.1f} {grid_top - 4:.1f})"'))
+                body.append(text_at(x + 0.35 * font, grid_top - 4, name, font, "start",
+                                    f' class="mono" transform="rotate(-90 {x + 0.35 * font:.1f} {grid_top - 4:.1f})"'))
             else:
-                body.append(text_at(x, grid_top - 5, name, FONT, "middle", ' class="mono"'))
+                body.append(text_at(x, grid_top - 5, name, font, "middle", ' class="mono"'))
     for i, (name, row) in enumerate(zip(row_labels, matrix)):
         if i % every_row == 0:
-            body.append(text_at(left - 6, grid_top + (i + 0.5) * cell_h + 0.35 * FONT, name, FONT, "end",
+            body.append(text_at(left - 6, grid_top + (i + 0.5) * cell_h + 0.35 * font, name, font, "end",
                                 ' class="mono"'))
         for j, value in enumerate(row):
             if value is not None:
@@ -4789,7 +4830,7 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
                             f'height="{cell_h:.1f}" fill="{colour}"><title>{value:.3g}</title></rect>')
     body.append(f'<rect x="{left:.1f}" y="{grid_top:.1f}" width="{grid_w:.1f}" height="{grid_h:.1f}" fill="none" '
                 'stroke="#999" stroke-width="0.5"/>')
-    body += colour_legend(left, grid_top + grid_h + 16, palette, lo, hi, legend, bar)
+    body += colour_legend(left, grid_top + grid_h + 16, palette, lo, hi, legend, bar, font=font)
     return svg(width, height, body, title, grow=max(1.0, min(1.6, 800 / height)))     # a tall one grows less
 
 
@@ -4894,7 +4935,12 @@ def chain_graph(chain, names):
     and coloured by the token read (TOKEN_COLOURS), labelled with its probability where the
     label touches nothing else. Returns (svg, how many labels were left out)."""
     n, size = len(chain), 640
-    centre, radius, node = size / 2, size / 2 - 80, 24.0
+    centre, radius = size / 2, size / 2 - 80
+    # A state's circle is wide enough for its name in full-size type (several-character
+    # tokens make long names), but never so wide that it touches its neighbours.
+    longest = max(len(state_name(state, names)) for state, _ in chain)
+    node = max(24.0, min(longest * FONT * CHAR_WIDTH / 1.7, 0.4 * 2 * radius * math.sin(math.pi / max(n, 2))))
+    radius -= 3 * (node - 24)                # a loop reaches 3 node radii out: keep it in the picture
     where = {}
     for i, state in enumerate(de_bruijn_order(len(names), len(chain[0][0]))):
         angle = -math.pi / 2 + 2 * math.pi * i / n
@@ -4957,7 +5003,7 @@ def chain_graph(chain, names):
         x, y = where[state]
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#333" '
                     'stroke-width="1.5"/>')
-        name = "".join(names[t] for t in state)
+        name = state_name(state, names)
         body.append(text_at(x, y + 5, name, min(16.0, 1.7 * node / len(name) / CHAR_WIDTH), "middle",
                             ' class="mono"'))
     return svg(size, size, body + labels, f"the model as a Markov chain: {n} states", grow=1.25), missing
@@ -5098,10 +5144,13 @@ def report_data(run):
     }
 
 
-def figure(title, picture, caption, key=""):
+def figure(title, picture, caption, key="", big=""):
     """One picture: its title, the picture, its legend and its caption (what to notice). The
-    presentation view shows one figure per screen (number_figures links them up)."""
-    return (f'<figure class="slide"><h3>{escape(title)}</h3>{picture}{key}'
+    presentation view shows one figure per screen (number_figures links them up), and `big`,
+    if given, instead of the picture: the same drawn with larger text (PRESENT_FONT), for a
+    picture that would otherwise shrink its text below what a room can read."""
+    big = f'<div class="big">{big}</div>' if big else ""
+    return (f'<figure class="slide"><h3>{escape(title)}</h3>{big}{picture}{key}'
             f'<figcaption>{caption}</figcaption></figure>')
 
 
@@ -5166,9 +5215,9 @@ def loss_section(run, vocab_size, what):
     lines = [(raw, "#2166ac" if exact else "#888", 2.5 if exact else 1.2, 1 if exact else 0.5, False),
              ([(i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
              (val, "#e08214", 2, 1, True)]
-    chart = line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
-                       "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
-                       [(uniform, "#000")])
+    chart, big = (line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
+                             "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
+                             [(uniform, "#000")], font=font) for font in (FONT + 2, PRESENT_FONT - 2))
     kind = run["batch"]
     key = [("border-top:4px solid #2166ac" if exact else "border-top:2px solid #999",
             f"each step's loss (on {kind})")]
@@ -5228,7 +5277,7 @@ def loss_section(run, vocab_size, what):
         notes.append(f"{len(below)} step{'s' * (len(below) > 1)} had a loss below the bottom of the chart (red "
                      "triangles): the chart's range is set by the other steps.")
     return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
-            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key)) + "</div>")
+            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big) + "</div>")
 
 
 REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
@@ -5295,9 +5344,12 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
     if len(wte) > REPORT_MAX_ROWS:       # a huge vocabulary would make a page of many MB
         caption += f" (Drawn: the first {REPORT_MAX_ROWS} of {len(wte):,} tokens.)"
         wte = wte[:REPORT_MAX_ROWS]
-    out.append(figure("wte: token embeddings", heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension",
-                                                        "token", "weight", "wte: token embeddings"),
-                      escape(caption)))
+    wte_map = lambda font: heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension", "token", "weight",
+                                    "wte: token embeddings", font)
+    # The presentation copy only for up to 64 rows: more would not be read one by one on a
+    # screen anyway, and would double a page that is already large.
+    out.append(figure("wte: token embeddings", wte_map(FONT), escape(caption),
+                      big=wte_map(PRESENT_FONT) if len(wte) <= 64 else ""))
     sizes = row_sizes(wpe)
     median = sorted(sizes)[len(sizes) // 2]
     pale = [p for p, s in enumerate(sizes) if s < 2 / 3 * median]
@@ -5313,9 +5365,10 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
     else:
         caption = "No position stays pale: training used all of them" + (
             ", since every window fills the whole context." if mode == "stream" else ".")
-    out.append(figure("wpe: position embeddings", heat_map(wpe, [str(p) for p in range(config.block_size)], dims,
-                                                           BLUE_ORANGE, -m, m, "dimension", "position", "weight",
-                                                           "wpe: position embeddings"), escape(caption)))
+    wpe_map = lambda font: heat_map(wpe, [str(p) for p in range(config.block_size)], dims, BLUE_ORANGE, -m, m,
+                                    "dimension", "position", "weight", "wpe: position embeddings", font)
+    out.append(figure("wpe: position embeddings", wpe_map(FONT), escape(caption),
+                      big=wpe_map(PRESENT_FONT) if len(wpe) <= 64 else ""))
     if config.n_embd >= 2 and len(wte) >= 3:
         mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
         total = sum(sum((x - mu) ** 2 for x, mu in zip(row, mean_row)) for row in wte) / len(wte)
@@ -5410,11 +5463,11 @@ def chain_section(weights, config, names):
     transition matrix as a heat map beyond that (at most 256 states)."""
     chain = markov_chain(weights, config, len(names))
     shares = long_run_shares(chain)
-    state_name = lambda state: "".join(names[t] for t in state)
+    state_name_ = lambda state: state_name(state, names)
     top = sorted(range(len(chain)), key=lambda i: -shares[i])[:3]
     sure = sum(max(probs) >= 0.9 for _, probs in chain)
     caption = (f"In the long run the chain spends most of its time in "
-               + ", ".join(f"{state_name(chain[i][0])} ({shares[i]:.0%})" for i in top)
+               + ", ".join(f"{state_name_(chain[i][0])} ({shares[i]:.0%})" for i in top)
                + f". {sure} of the {len(chain)} states are at least 90% sure of the next token.")
     intro = ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
              f"{config.block_size} tokens, so it is a Markov chain over those contexts (states): reading one more "
@@ -5430,7 +5483,7 @@ def chain_section(weights, config, names):
         return (intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key)
                 + "</div>")
     matrix = [probs for _, probs in chain]
-    picture = heat_map(matrix, [state_name(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
+    picture = heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
                        "state (the last tokens read)", "probability", "transition matrix")
     caption = (f"With {len(chain)} states a graph would be a tangle, so here is the chain's transition "
                "matrix: a row for each state, its cells the probability of each next token. " + caption)
@@ -5495,18 +5548,36 @@ figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 @media (max-width:700px){body{font-size:16px;padding:8px 10px 30px} h1{font-size:23px} h2{font-size:20px}
 .predictions .g3,.predictions .g4{display:none} .bar{width:30px} td,th{padding-right:8px}
 .predictions td{padding-right:8px}}
-@media (max-width:540px){.predictions .g1,.predictions .g2{display:none}}
-.slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px}
+@media (max-width:1279px){.predictions .g4{display:none}} @media (max-width:1099px){.predictions .g3{display:none}}
+@media (max-width:939px){.predictions .g2{display:none}} @media (max-width:619px){.predictions .g1{display:none}}
+@media (min-width:701px) and (max-width:759px){.predictions .g1{display:none}}
+.slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px;
+display:flex;flex-direction:column;box-sizing:border-box}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
-.slide:target>svg{width:auto;height:calc(100vh - 190px);min-height:50vh;max-width:100%;margin:0 auto}
+.slide:target>*{flex:none} .slide:target>svg,.slide:target>.big{flex:1 1 0;min-height:40vh;width:100%;max-width:none!important}
+.slide:target>.big svg{height:100%;max-width:none!important}
+.slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
-.slide:target .samples .sample{font-size:30px}
+.slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
+@media (max-width:1099px){.slide:target .predictions .g2{display:none}}
+@media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
 .figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
+
+
+def validation_fact(run):
+    """The run table's validation loss: this run's final one; for a loaded model, the last its
+    checkpoint saved during training (the loss chart draws those points too); or none."""
+    if run["val_loss"] is not None:
+        return f"validation {run['val_loss']:.4f}; "
+    if run["val_points"]:
+        step, loss = run["val_points"][-1]
+        return f"validation {loss:.4f} (the last saved, measured during training at step {step}); "
+    return "no validation loss; "
 
 
 def report_page(run):
@@ -5540,7 +5611,7 @@ def report_page(run):
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
              ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; " if tail else "")
-              + (f"validation {run['val_loss']:.4f}; " if run["val_loss"] is not None else "no validation loss; ")
+              + validation_fact(run)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
                                                     for k, v in facts) + "</table>")

@@ -48,10 +48,10 @@ def run_cli(args, cwd, env_update=None, timeout=120):
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
-def run_main(args, cwd, encoding="utf-8"):
+def run_main(args, cwd, encoding="utf-8", stdin=""):
     """microgpt.main(args) in this process, as run_cli runs it in a new one: the same working
     directory, stdout and stderr that are not a terminal (in `encoding`, as PYTHONIOENCODING
-    would set it), nothing on stdin. Returns what run_cli returns (returncode, stdout,
+    would set it), the text `stdin` piped in (nothing by default). Returns what run_cli returns (returncode, stdout,
     stderr); an exception main() lets through becomes its traceback on stderr and exit code
     1, as Python would print it."""
     args = [str(a) for a in args]
@@ -60,7 +60,7 @@ def run_main(args, cwd, encoding="utf-8"):
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            old_stdin, sys.stdin = sys.stdin, io.StringIO("")
+            old_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
             try:
                 code = microgpt.main(args)
             except SystemExit as e:                # --help, or argparse's own exit
@@ -102,7 +102,9 @@ def trained_checkpoint(directory, options):
 
 
 def snapshot(directory):
-    """Every file (with its bytes) and directory under `directory`."""
+    """Every file (with its bytes; a file of more than 16 MB, such as the sparse 100 MB ones
+    of the size limits, with its size and time of change instead) and directory under
+    `directory`."""
     found = {}
     for root, dirs, files in os.walk(directory):
         for name in dirs:
@@ -110,6 +112,10 @@ def snapshot(directory):
         for name in files:
             path = os.path.join(root, name)
             try:
+                info = os.stat(path)
+                if info.st_size > 16 * 2**20:
+                    found[path] = (info.st_size, info.st_mtime_ns)
+                    continue
                 with open(path, "rb") as f:
                     found[path] = f.read()
             except OSError:

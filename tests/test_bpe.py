@@ -355,17 +355,17 @@ class LearnedBPETest(unittest.TestCase):
         rng = random.Random(5)
         words = ["".join(rng.choice("aabbbcdd") for _ in range(rng.randrange(1, 9))) for _ in range(300)]
         with open(os.path.join(REPO, "names.txt"), encoding="utf-8") as f:
-            names = f.read().split()[:1500]
-        for corpus, n in ((words, 40), (names, 50), (["aaabdaaabac"], 10)):
+            names = f.read().split()[:600]
+        for corpus, n in ((words, 40), (names, 40), (["aaabdaaabac"], 10)):
             with self.subTest(corpus=corpus[:3]):
                 self.assertEqual(microgpt.learn_merges(corpus, n), naive_merges(corpus, n))
 
     def test_encoding_applies_the_merges_in_learned_order_and_decodes_back(self):
         with open(os.path.join(REPO, "names.txt"), encoding="utf-8") as f:
             names = f.read().split()
-        merges = microgpt.learn_merges(names[:5000], 150)
+        merges = microgpt.learn_merges(names[:2000], 100)
         vocab = microgpt.Vocabulary(microgpt.build_vocab("".join(names)), merges)
-        for name in names[5000:7000]:
+        for name in names[2000:3000]:
             ids = microgpt.encode(name, vocab)
             self.assertEqual([vocab[i] for i in ids], apply_in_order(name, merges))
             self.assertEqual(microgpt.decode(ids, vocab), name)

@@ -6,7 +6,7 @@ whole pipeline with its real defaults runs only with MICROGPT_SLOW=1.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli,  # noqa: E402
+from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
                      write_text)
 
 import microgpt
@@ -26,7 +26,7 @@ import unittest
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 TINY = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=16)
 TINY_PLAN = dict(n_layer=1, n_embd=8, n_head=2, block_size=16, pretrain_steps=20, sft_steps=6, sft_batch=2,
-                 rl_steps=2, rl_requests=2, rl_group=4, eval_requests=6)
+                 sft_val=20, rl_steps=2, rl_requests=2, rl_group=4, eval_requests=6)
 
 
 def tiny_chat_model(seed=0, config=TINY):
@@ -187,9 +187,23 @@ def run_pipeline(names_path, seed=42, temperature=0.5, save=None):
 
 
 class PipelineTest(TempDirTestCase):
+    """The pipeline (seed 42, saving chat.json and its stages) runs once for the class, in
+    `shared`; the tests that need other runs make them."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._shared_dir = tempfile.TemporaryDirectory()
+        home = cls._shared_dir.name
+        names = write_text(home, "names.txt", "\n".join(NAMES) + "\n")
+        cls.shared_save = os.path.join(home, "chat.json")
+        cls.shared = run_pipeline(names, save=cls.shared_save)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._shared_dir.cleanup()
 
     def test_the_report_page_shows_the_card_each_stages_curve_and_shaded_answers(self):
-        config, chat_chars, params, card, _ = run_pipeline(self.names)
+        config, chat_chars, params, card, _ = self.shared
         page = microgpt.chat_report_page(card, microgpt.ChatPlan(**TINY_PLAN), config, chat_chars,
                                          microgpt.weights_of(params))
         self.assertIn(microgpt.REPORT_MARK, page)
@@ -203,7 +217,7 @@ class PipelineTest(TempDirTestCase):
         self.assertEqual(json.loads(data.group(1))[-1]["stage"], "RL")
 
     def test_the_same_seed_gives_the_same_report_card_and_weights(self):
-        first = run_pipeline(self.names)
+        first = self.shared                    # saved its stages too: saving changes nothing
         second = run_pipeline(self.names)
         strip = lambda card: json.dumps([{k: v for k, v in row.items() if k != "cpu"} for row in card])
         self.assertEqual(strip(first[3]), strip(second[3]))
@@ -212,10 +226,10 @@ class PipelineTest(TempDirTestCase):
         self.assertNotEqual(strip(run_pipeline(self.names, seed=7)[3]), strip(first[3]))
 
     def test_rl_resumed_from_the_saved_sft_stage_ends_exactly_as_the_whole_pipeline(self):
-        save = os.path.join(self.tmp, "chat.json")
-        _, _, params, card, _ = run_pipeline(self.names, save=save)
-        sft = os.path.join(self.tmp, "chat-sft.json")
-        self.assertTrue(os.path.exists(os.path.join(self.tmp, "chat-pretrained.json")))
+        _, _, params, card, _ = self.shared
+        home = os.path.dirname(self.shared_save)
+        sft = os.path.join(home, "chat-sft.json")
+        self.assertTrue(os.path.exists(os.path.join(home, "chat-pretrained.json")))
         loaded = microgpt.load_checkpoint(sft)
         self.assertEqual((loaded[3], loaded[4]["stage"]), ("chat", "SFT"))
         args = argparse.Namespace(load=sft, input=self.names, save=None, seed=42, temperature=0.5, report=None)
@@ -229,7 +243,7 @@ class PipelineTest(TempDirTestCase):
         self.assertEqual(microgpt.weights_of(resumed), microgpt.weights_of(params))
 
     def test_a_saved_chat_model_loads_back_and_answers_the_same(self):
-        config, chat_chars, params, card, _ = run_pipeline(self.names)
+        config, chat_chars, params, card, _ = self.shared
         path = os.path.join(self.tmp, "chat.json")
         microgpt.save_checkpoint(path, params, config, chat_chars, "chat", {"stage": "RL", "card": card})
         loaded_config, loaded_chars, loaded_params, mode, raw = microgpt.load_checkpoint(path)
@@ -247,9 +261,7 @@ class TerminalChatTest(TempDirTestCase):
         path = os.path.join(self.tmp, "chat.json")
         microgpt.save_checkpoint(path, params, TINY, chat_chars, "chat", {"stage": "SFT"})
         requests = "a name starting with em\nA name ending with x\n\na name ending with son\n"
-        result = subprocess.run([sys.executable, MICROGPT_PATH, "--load", path, "--chat"], input=requests,
-                                capture_output=True, text=True, encoding="utf-8", cwd=self.tmp, timeout=60,
-                                env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+        result = run_main(["--load", path, "--chat"], self.tmp, stdin=requests)
         assert_ok(self, result)
         lines = result.stdout.splitlines()
         asked = [i for i, line in enumerate(lines) if line.startswith("> ")]

@@ -84,12 +84,23 @@ def write_model(folder, prefix="", seed=0, dtype="F32", config_changes=None, ten
     config.update(config_changes or {})
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f)
-    tensors = tiny_tensors(dict(TINY, vocab_size=config["vocab_size"]), random.Random(seed), prefix)
+    tensors = random_tensors(config["vocab_size"], seed, prefix)
     if tensors_changes:
         tensors_changes(tensors)
     with open(os.path.join(folder, "model.safetensors"), "wb") as f:
         f.write(data if data is not None else safetensors_bytes(tensors, dtype))
     return config
+
+
+_drawn = {}     # (vocab_size, seed, prefix) -> tiny_tensors: the random draws are most of a model's cost
+
+
+def random_tensors(vocab_size, seed, prefix):
+    """tiny_tensors of TINY with vocab_size, drawn once per process; a copy that a test may change."""
+    key = (vocab_size, seed, prefix)
+    if key not in _drawn:
+        _drawn[key] = tiny_tensors(dict(TINY, vocab_size=vocab_size), random.Random(seed), prefix)
+    return {name: (list(shape), list(values)) for name, (shape, values) in _drawn[key].items()}
 
 
 def our_logits(folder, ids):
@@ -276,7 +287,7 @@ class TestBadWeights(unittest.TestCase):
                 h["wpe.weight"]["data_offsets"] = h["wte.weight"]["data_offsets"][:]
                 h["wpe.weight"]["shape"] = h["wte.weight"]["shape"]
 
-            cases = {     # through the command line: the kinds of damage a file can have
+            cases = {     # through the command line (main() in this process): the kinds of damage a file can have
                 "truncated": dict(data=good[:len(good) - 100]),
                 "header_too_long": dict(data=struct.pack("<Q", len(good)) + good[8:]),
                 "overlap": dict(data=with_header(overlap)),
@@ -292,7 +303,7 @@ class TestBadWeights(unittest.TestCase):
             os.rename(os.path.join(pickle, "model.safetensors"), os.path.join(pickle, "pytorch_model.bin"))
             folders = list(cases) + ["pickle"]
             results = assert_refused(self, tmp, *[["--gpt2", os.path.join(tmp, f), "--prompt", "the", "--length", "3"]
-                                                  for f in folders], real=True)
+                                                  for f in folders])
             said = dict(zip(folders, (r.stderr for r in results)))
             self.assertIn("pytorch_model.bin", said["pickle"])
             self.assertIn("NaN", said["nan"])
@@ -400,7 +411,8 @@ class TestDownload(unittest.TestCase):
 
     def setUp(self):
         self.hub = Hub(self.files)
-        threading.Thread(target=self.hub.serve_forever, daemon=True).start()
+        # shutdown() waits for the server's next poll: 0.5 s by default, for each test
+        threading.Thread(target=self.hub.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self.addCleanup(self.hub.server_close)
         self.addCleanup(self.hub.shutdown)
         self.cache = tempfile.mkdtemp()

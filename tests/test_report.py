@@ -7,7 +7,7 @@ with the model's own functions.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_cli, run_many, write_text  # noqa: E402
+from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_main, run_many, write_text  # noqa: E402
 
 import microgpt
 
@@ -92,7 +92,7 @@ class ReportPageTest(unittest.TestCase):
             ["--input", names, "--steps", "30", "--num-samples", "4", "--report", cls.paths["docs"],
              "--save", cls.ckpt] + TINY,
             ["--input", bits, "--stream", "--block-size", "3", "--n-layer", "2", "--n-embd", "8", "--n-head", "2",
-             "--steps", "8", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"],
+             "--steps", "4", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"],
              "--chain", cls.dot],
         ], tmp)))
         # The saved model, loaded: as it is, and with a training history added to its
@@ -115,13 +115,12 @@ class ReportPageTest(unittest.TestCase):
         cls.shell = {"closed": f"{docs} --report {shlex.quote(cls.paths['closed'])} >&-",
                      "cut": f"{docs} --report {shlex.quote(cls.paths['cut'])} | head -1"}
         with ThreadPoolExecutor(max_workers=5) as pool:
-            loaded = [pool.submit(run_cli, ["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
-                      for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
-                                        ("garbled", cls.ckpts["garbled"]))]
             shell = [pool.submit(subprocess.run, command, shell=True, cwd=tmp, capture_output=True, text=True,
                                  timeout=120) for command in cls.shell.values()] if os.name == "posix" else []
-            for key, job in zip(("loaded", "remembered", "garbled"), loaded):
-                cls.results[key] = job.result()
+            # meanwhile, in this process: loading is not about the process
+            for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
+                              ("garbled", cls.ckpts["garbled"])):
+                cls.results[key] = run_main(["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
             for key, job in zip(cls.shell, shell):
                 cls.results[key] = job.result()
         cls.pages = {key: read(path) for key, path in cls.paths.items() if os.path.exists(path)}
@@ -152,6 +151,13 @@ class ReportPageTest(unittest.TestCase):
         else:
             self.assertIn("no loss curve", self.page("garbled"))
             self.assertEqual(page_data(self.page("garbled"))["losses"], [])
+
+    def test_a_loaded_model_with_saved_validation_points_states_the_last_one_in_the_run_table(self):
+        step, loss = self.history["val_points"][-1]
+        run_table = self.page("remembered").split("<h2>The run</h2>")[1].split("</table>")[0]
+        self.assertNotIn("no validation loss", run_table)
+        self.assertIn(f"validation {loss:.4f} (the last saved, measured during training at step {step})", run_table)
+        self.assertIn("no validation loss", self.page("loaded"))        # a checkpoint without a history
 
     @unittest.skipUnless(os.name == "posix", "uses a POSIX shell to close stdout and to pipe into head")
     def test_the_page_is_the_same_whether_stdout_is_read_closed_or_cut_short(self):
@@ -422,11 +428,13 @@ class ReportUnitsTest(unittest.TestCase):
         losses = [3.3 - 0.001 * i + 0.2 * math.sin(i) for i in range(1000)]
         losses[929] = 5.1
         page = microgpt.report_page(self.synthetic_run(losses))
-        [chart] = [s for s in svgs(page) if "loss while training" in s]
-        ticks = [float(t.text) for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "end"
-                 and re.fullmatch(r"\d+(\.\d+)?", t.text)]                  # the y axis's numbers
-        self.assertLess(max(ticks), 4)                      # the y axis stops well below the spike
-        self.assertIn('fill="#c00"', chart)                  # a red triangle marks it
+        charts = [s for s in svgs(page) if "loss while training" in s]
+        self.assertEqual(len(charts), 2)                     # the page's and the presentation view's
+        for chart in charts:
+            ticks = [float(t.text) for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "end"
+                     and re.fullmatch(r"\d+(\.\d+)?", t.text)]              # the y axis's numbers
+            self.assertLess(max(ticks), 4)                  # the y axis stops well below the spike
+            self.assertIn('fill="#c00"', chart)              # a red triangle marks it
         self.assertIn("the highest, 5.10, at step 930", page)
 
     def test_legends_and_captions_follow_the_run_length_and_options(self):
@@ -496,11 +504,11 @@ class ReportCommandLineTest(TempDirTestCase):
 
     def test_a_report_replaces_an_earlier_report(self):
         path = os.path.join(self.tmp, "report.html")
-        first = run_cli(["--input", self.names, "--steps", "2", "--num-samples", "1", "--report", path] + TINY,
-                        cwd=self.tmp)
-        assert_ok(self, first)
-        second = run_cli(["--input", self.names, "--steps", "3", "--num-samples", "1", "--report", path] + TINY,
+        first = run_main(["--input", self.names, "--steps", "2", "--num-samples", "1", "--report", path] + TINY,
                          cwd=self.tmp)
+        assert_ok(self, first)
+        second = run_main(["--input", self.names, "--steps", "3", "--num-samples", "1", "--report", path] + TINY,
+                          cwd=self.tmp)
         assert_ok(self, second)
         self.assertEqual(len(page_data(read(path))["losses"]), 3)
         self.assertEqual([n for n in os.listdir(self.tmp) if n.endswith(".tmp")], [])
@@ -528,8 +536,8 @@ class ReportCommandLineTest(TempDirTestCase):
         data_path = write_text(self.tmp, "odd <&> names.txt", "\n".join(docs) + "\n")
         path = os.path.join(self.tmp, "report.html")
         explain = '</script <b&"é'     # in the JSON block, "</script " would end it early
-        result = run_cli(["--input", data_path, "--steps", "3", "--num-samples", "3", "--explain", explain,
-                          "--report", path] + TINY + ["--block-size", "16"], cwd=self.tmp)
+        result = run_main(["--input", data_path, "--steps", "3", "--num-samples", "3", "--explain", explain,
+                           "--report", path] + TINY + ["--block-size", "16"], cwd=self.tmp)
         assert_ok(self, result)
         page = read(path)
         found = parts(page)

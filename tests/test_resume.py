@@ -13,12 +13,12 @@ import sys
 import tempfile
 import time
 import unittest
-from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 from tests.support import MICROGPT_PATH, REPO, assert_ok, assert_refused, microgpt, run_cli, run_main, write_text
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]   # a small model: the point is the bookkeeping
-STEPS = 16
+STEPS = 8
 
 
 def names(count):
@@ -45,12 +45,15 @@ def step_of(line):
 
 
 def run_all(commands):
-    """Command lines (args, cwd) or (args, cwd, env): those with an env (the ones a signal
-    stops) each in a new process, side by side; the others in this process (run_main)."""
-    real = [c for c in commands if len(c) > 2]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        done = dict(zip(map(id, real), pool.map(lambda c: run_cli(*c), real)))
-    return [done[id(c)] if len(c) > 2 else run_main(*c) for c in commands]
+    """Command lines (args, cwd) or (args, cwd, env), each in this process (run_main), one
+    after another; env (MICROGPT_STOP_AFTER_STEP: the run sends itself a real SIGINT after
+    that step, which main()'s handler catches) is set for that run only. A Ctrl-C from
+    outside, to a real process, is test_cli's CtrlCTest (and SignalAtARandomMoment, slow)."""
+    results = []
+    for args, cwd, *env in commands:
+        with mock.patch.dict(os.environ, env[0] if env else {}):
+            results.append(run_main(args, cwd))
+    return results
 
 
 def checkpoint(path):
@@ -66,8 +69,8 @@ class StopAndResume(unittest.TestCase):
     def setUpClass(cls):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.tmp = cls._tmp.name
-        write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
-        write_text(cls.tmp, "text.txt", " ".join(names(250)) + "\n")
+        write_text(cls.tmp, "names.txt", "\n".join(names(120)) + "\n")
+        write_text(cls.tmp, "text.txt", " ".join(names(120)) + "\n")
         cls.stops = {"docs": random.randint(1, STEPS - 1), "stream": random.randint(1, STEPS - 1)}
         modes = {"docs": ["--input", "names.txt", "--batch", "3", "--num-samples", "4"],
                  "stream": ["--input", "text.txt", "--stream", "--batch", "2", "--length", "60"]}
@@ -138,8 +141,9 @@ class StopAndResume(unittest.TestCase):
                                                      "val_loss", "samples")})
         self.assertEqual(pages[1], pages[0], self.context("docs"))
         self.assertEqual(len(pages[0]["losses"]), STEPS)
-        # validation at 0, 1, 2, 5, 10 and every fifth of the run (report_recorder's steps)
-        self.assertEqual([step for step, _ in pages[0]["val_points"]], [0, 1, 2, 3, 5, 6, 10, 13, 16])
+        # validation at 0, 1, 2, 5, 10 and every fifth of the run (report_recorder's steps):
+        # of 8 steps, the fifths are 1.6, 3.2, 4.8, 6.4 and 8, rounded
+        self.assertEqual([step for step, _ in pages[0]["val_points"]], [0, 1, 2, 3, 5, 6, 8])
 
 
 class SignalAtARandomMoment(unittest.TestCase):
@@ -179,8 +183,8 @@ class FineTuning(unittest.TestCase):
     def setUpClass(cls):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.tmp = cls._tmp.name
-        write_text(cls.tmp, "names.txt", "\n".join(names(400)) + "\n")
-        cls.base = run_main(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "80",
+        write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
+        cls.base = run_main(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "40",
                                    "--save", "base.json"], cls.tmp)
         with open(os.path.join(cls.tmp, "base.json"), "rb") as f:
             cls.base_bytes = f.read()
@@ -193,11 +197,11 @@ class FineTuning(unittest.TestCase):
                 f.write(cls.base_bytes)
         tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
         cls.runs = dict(zip(("tuned", "one", "good", "kept", "old2", "fresh"), run_all([(args, cls.tmp) for args in (
-            ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["30"],
+            ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["20"],
             ["--load", "one.json", "--save", "one.json"] + tune + ["1"],
             ["--load", "good.json", "--save", "good.json", "--lr", "0.5"] + tune + ["1"],   # issue 16 row 2
             ["--load", "kept.json", "--save", "kept.json", "--lr", "3000"] + tune + ["1"],
-            ["--load", "old.json", "--save", "old2.json"] + tune + ["20"],
+            ["--load", "old.json", "--save", "old2.json"] + tune + ["10"],
             TINY + ["--save", "fresh.json", "--lr", "1000"] + tune + ["1"])])))
 
     @classmethod
@@ -213,14 +217,14 @@ class FineTuning(unittest.TestCase):
         assert_ok(self, tuned)
         self.assertLess(self.validation(tuned), self.validation(self.base), tuned.stdout)
         saved = checkpoint(os.path.join(self.tmp, "tuned.json"))
-        self.assertEqual(saved["optimizer"]["step"], 110)
-        self.assertEqual(saved["training"]["steps"], 110)
-        self.assertEqual(saved["run"]["start"], 80)
-        self.assertEqual(len(saved["history"]["losses"]), 30)     # the history is this run's
+        self.assertEqual(saved["optimizer"]["step"], 60)
+        self.assertEqual(saved["training"]["steps"], 60)
+        self.assertEqual(saved["run"]["start"], 40)
+        self.assertEqual(len(saved["history"]["losses"]), 20)     # the history is this run's
 
     def test_fine_tuning_uses_the_learning_rate_of_the_stretched_line(self):
         # An independent computation of one fine-tuning step: Adam's update, written out here,
-        # with the saved m, v and step count and lr * (1 - 80 / 81) on the batch of step 80.
+        # with the saved m, v and step count and lr * (1 - 40 / 41) on the batch of step 40.
         assert_ok(self, self.runs["one"])
         base = json.loads(self.base_bytes)
         after = checkpoint(os.path.join(self.tmp, "one.json"))
@@ -228,11 +232,11 @@ class FineTuning(unittest.TestCase):
         config.lr, rng = base["training"]["lr"], random.Random(base["training"]["seed"])
         docs = microgpt.split_documents(microgpt.read_text(os.path.join(self.tmp, "names.txt")))
         train_docs, _ = microgpt.train_val_split(docs, rng)
-        tokens = microgpt.encode_document(train_docs[80 % len(train_docs)], chars)
+        tokens = microgpt.encode_document(train_docs[40 % len(train_docs)], chars)
         microgpt.add_gradient(tokens, params, config)
         flat = microgpt.flatten(params)
         m, v, t = base["optimizer"]["m"], base["optimizer"]["v"], base["optimizer"]["step"] + 1
-        lr = config.lr * (1 - 80 / 81)
+        lr = config.lr * (1 - 40 / 41)
         expected = []
         for i, p in enumerate(flat):
             mi = config.beta1 * m[i] + (1 - config.beta1) * p.grad
@@ -264,11 +268,11 @@ class FineTuning(unittest.TestCase):
 
     def test_an_older_checkpoint_without_the_run_still_loads_samples_and_fine_tunes(self):
         assert_ok(self, self.runs["old2"])
-        # Adam starts from zero, at the rate of the line of 80 steps stretched to 100
+        # Adam starts from zero, at the rate of the line of 40 steps stretched to 50
         saved = checkpoint(os.path.join(self.tmp, "old2.json"))
-        self.assertEqual(saved["optimizer"]["step"], 20)
-        self.assertEqual(saved["training"]["steps"], 100)
-        self.assertAlmostEqual(saved["training"]["lr"], 0.01 * 20 / 100)
+        self.assertEqual(saved["optimizer"]["step"], 10)
+        self.assertEqual(saved["training"]["steps"], 50)
+        self.assertAlmostEqual(saved["training"]["lr"], 0.01 * 10 / 50)
         assert_refused(self, self.tmp, ["--resume", "old.json"])
 
 
@@ -276,8 +280,8 @@ class ResumeRefusals(unittest.TestCase):
     def test_resume_refuses_a_finished_run_changed_options_changed_data_and_damaged_state(self):
         with tempfile.TemporaryDirectory() as tmp:
             write_text(tmp, "names.txt", "\n".join(names(100)) + "\n")
-            stopped = run_cli(TINY + ["--input", "names.txt", "--steps", "6", "--save", "s.json", "--num-samples", "0"], tmp,
-                              {"MICROGPT_STOP_AFTER_STEP": "2"})
+            [stopped] = run_all([(TINY + ["--input", "names.txt", "--steps", "6", "--save", "s.json", "--num-samples",
+                                          "0"], tmp, {"MICROGPT_STOP_AFTER_STEP": "2"})])
             self.assertEqual(stopped.returncode, 130, stopped.stderr)
             assert_ok(self, run_main(TINY + ["--input", "names.txt", "--steps", "3", "--save", "done.json", "--num-samples", "0"], tmp))
             saved = checkpoint(os.path.join(tmp, "s.json"))
@@ -320,7 +324,7 @@ class LoadedModelSampling(unittest.TestCase):
         cls._tmp = tempfile.TemporaryDirectory()
         cls.tmp = cls._tmp.name
         write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
-        cls.trained = run_main(TINY + ["--input", "names.txt", "--steps", "30", "--seed", "7", "--save", "s.json",
+        cls.trained = run_main(TINY + ["--input", "names.txt", "--steps", "10", "--seed", "7", "--save", "s.json",
                                       "--num-samples", "4", "--temperature", "1.5"], cls.tmp)
         cls.runs = run_all([(args, cls.tmp) for args in (
             ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5"],
