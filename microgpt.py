@@ -1227,6 +1227,7 @@ def state_name(state, names):
 
 import collections
 import functools
+import heapq
 import unicodedata
 
 GPT2_EOT = 50256    # <|endoftext|>
@@ -1290,6 +1291,32 @@ def bpe(word, ranks):
             break
         word = merge_pair(word, pair)
     return word
+
+
+def long_word_bpe(word, ranks):
+    """bpe() for a long word. (A speed detail, not part of the lesson: skip it.) bpe()
+    scans the whole word once per merge it makes, so a word of 100,000 letters (a line of
+    DNA, a base64 blob) took minutes with GPT-2's 50,000 merges. Here each adjacent pair is
+    kept in a heap by (rank, position), and a merge only looks at its two new neighbours:
+    the same merges in the same order (the lowest rank first, left to right), in
+    n log n time."""
+    tokens, n = list(word), len(word)
+    after, before = list(range(1, n + 1)), list(range(-1, n - 1))    # a linked list of the tokens left
+    heap = [(ranks[pair], i) for i, pair in enumerate(zip(tokens, tokens[1:])) if pair in ranks]
+    heapq.heapify(heap)
+    while heap:
+        rank, i = heapq.heappop(heap)
+        j = after[i]
+        if tokens[i] is None or j >= n or ranks.get((tokens[i], tokens[j])) != rank:
+            continue                                   # that pair was changed by an earlier merge
+        tokens[i], tokens[j] = tokens[i] + tokens[j], None
+        after[i] = after[j]
+        if after[i] < n:
+            before[after[i]] = i
+        for left in (before[i], i):                    # the new pairs on either side of the merged token
+            if left >= 0 and after[left] < n and (tokens[left], tokens[after[left]]) in ranks:
+                heapq.heappush(heap, (ranks[(tokens[left], tokens[after[left]])], left))
+    return [t for t in tokens if t is not None]
 
 
 def one_of(ranges):
@@ -1363,7 +1390,8 @@ class Vocabulary(list):
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
-            self.cache[word] = [self.ids[token] for token in bpe(start, self.ranks)]
+            pieces = bpe(start, self.ranks) if len(start) < 1000 else long_word_bpe(start, self.ranks)
+            self.cache[word] = [self.ids[token] for token in pieces]
         ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, words)))
         if len(self.cache) > 100000:
             self.cache.clear()              # a bound on memory, after a text of many distinct words
@@ -2724,6 +2752,11 @@ def run_tokenize(args):
         raise BadInput("--gpt2 DIR needs --tokenize FILE (the text whose token ids to print)")
     if not args.gpt2 or not args.tokenize:
         raise BadInput("--gpt2 and --tokenize need a name, not an empty string")
+    defaults = vars(make_parser().parse_args([]))      # any other option would be silently ignored
+    others = [f"--{key.replace('_', '-')}" for key, value in vars(args).items()
+              if key not in ("gpt2", "tokenize") and value != defaults.get(key, value)]
+    if others:
+        raise BadInput(f"{', '.join(others)}: not with --tokenize, which only prints the token ids of FILE")
     tokenizer = read_gpt2_tokenizer(gpt2_folder(args.gpt2, ("vocab.json", "merges.txt")))
     text = read_text_as_is(args.tokenize)
     if len(text) > 2**23:
@@ -3984,8 +4017,13 @@ def write_chat_report(path, card, plan, config, chat_chars, params):
     print(f"wrote {path}")
 
 
+CHAT_LINE_LIMIT = 100000     # characters of a request read at most: a pipe without newlines must not fill memory
+
+
 def terminal_chat(weights, config, chat_chars, seed, temperature):
     """Answer one request per line of standard input (a terminal or a pipe), streamed."""
+    if sys.stdin is None:                         # started with standard input closed (<&-): nothing to read
+        return
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
     interactive = sys.stdin.isatty()
@@ -3996,14 +4034,19 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
     while not output_lost():
         if interactive:
             print("> ", end="", flush=True)
-        line = sys.stdin.readline()
+        line = sys.stdin.readline(CHAT_LINE_LIMIT)
         if not line:
             break
-        request = line.strip()
+        request, too_long = line.strip(), len(line) == CHAT_LINE_LIMIT and not line.endswith("\n")
+        while line and not line.endswith("\n"):       # the rest of a line too long to answer: skipped
+            line = sys.stdin.readline(CHAT_LINE_LIMIT)
         if not request:
             continue
-        if not interactive:
-            print(f"> {request}")
+        if not interactive:                           # the echo, like the answer, cannot move the cursor
+            print(f"> {visible(request[:200])}" + "..." * (len(request) > 200))
+        if too_long:
+            print(f"(cannot answer: a request of more than {CHAT_LINE_LIMIT:,} characters)", flush=True)
+            continue
         try:
             for piece, _, _ in chat_reply(weights, config, chat_chars, request, rng, temperature):
                 print(piece, end="", flush=True)
@@ -4149,7 +4192,10 @@ def gpt2_shapes(config):
 def gpt2_memory(config):
     """(parameters, bytes) of a loaded GPT-2: 4 bytes per parameter, about 100 per row
     (each row is one array object), 100 MB for the reading and the interpreter."""
-    n_params = sum(math.prod(shape) for shape in gpt2_shapes(config).values())
+    # Counted, not summed over gpt2_shapes(): a config.json may claim 10**12 layers.
+    e, inner = config.n_embd, config.n_inner
+    per_layer = 4 * e * e + 2 * e * inner + 9 * e + inner      # ln_1, c_attn, c_proj, ln_2, c_fc, c_proj
+    n_params = (config.vocab_size + config.n_positions + 2) * e + config.n_layer * per_layer
     rows = config.vocab_size + config.n_positions + config.n_layer * (4 * config.n_embd + config.n_inner)
     return n_params, 4 * n_params + 100 * rows + 100 * 2**20
 
@@ -4442,15 +4488,16 @@ def print_gpt2_text(prompt_ids, show_prompt, length, w, config, tok, args):
     rng = random.Random(args.seed)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if show_prompt and not args.ids:
-        print(decoder.decode(tok.decode_bytes(prompt_ids)), end="", flush=True)
+        print(visible(decoder.decode(tok.decode_bytes(prompt_ids))), end="", flush=True)
     print(f"reading the prompt ({len(prompt_ids)} tokens), then writing {length}", file=sys.stderr, flush=True)
     times, started = [], time.perf_counter()
     for i, token in enumerate(generate(prompt_ids, length, w, config, args.temperature, args.top_k, rng)):
         times.append(time.perf_counter())
-        print(f"{' ' if i else ''}{token}" if args.ids else decoder.decode(tok.decode_bytes([token])), end="", flush=True)
+        print(f"{' ' if i else ''}{token}" if args.ids else visible(decoder.decode(tok.decode_bytes([token]))),
+              end="", flush=True)
         if output_lost():
             return
-    print(decoder.decode(b"", final=True) if not args.ids else "", flush=True)
+    print(visible(decoder.decode(b"", final=True)) if not args.ids else "", flush=True)
     steps = [b - a for a, b in zip(times, times[1:])]
     each = f"; then {sorted(steps)[len(steps) // 2]:.2f} s per token (median of {len(steps)})" if steps else ""
     print(f"prompt and first token: {times[0] - started:.1f} s{each}", file=sys.stderr)
@@ -4500,8 +4547,11 @@ def run_gpt2(args):
     if not os.path.exists(weights_path) and os.path.exists(os.path.join(folder, "pytorch_model.bin")):
         raise BadInput(f"{folder} has pytorch_model.bin but no model.safetensors: microgpt reads only "
                        "safetensors, because loading a .bin (a pickle) can run any code its author put in it")
-    if not os.path.isfile(weights_path):
-        raise BadInput(f"{folder} has no model.safetensors")
+    if not os.path.isfile(weights_path):       # a dangling link, a loop, a FIFO or /dev/zero: say which
+        dangling = os.path.islink(weights_path) and not os.path.exists(weights_path)
+        what = ("a symlink to nothing (or a symlink loop)" if dangling
+                else "not a regular file" if os.path.lexists(weights_path) else None)
+        raise BadInput(f"{weights_path} is {what}" if what else f"{folder} has no model.safetensors")
     config = read_gpt2_config(folder)
     n_params, need = check_gpt2_memory(config)
     tok = read_gpt2_tokenizer(folder)
