@@ -302,7 +302,8 @@ class Value:
         return self.data
 
     def backward(self):
-        """Add to .grad of every Value this one depends on d(self)/d(that Value). Gradients
+        """For every Value that this one depends on, add d(self)/d(that Value) to its .grad.
+        Gradients
         add up over calls on separate graphs, so that a batch of documents can pass through
         one at a time; Adam sets them back to 0 after each step (section 6). Call it once per
         graph: a second call on the same graph would pass the inner nodes' gradients on again."""
@@ -737,8 +738,8 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 
 
 # That is the whole algorithm: the summary at the top of the file puts these pieces
-# together. Everything below is efficiency (Part II), ways to look inside (Part III), and
-# plumbing (Part VI).
+# together. Everything below builds on it: efficiency (Part II), ways to look inside
+# (Part III), GPT-2 (Part IV), an assistant (Part V), and the plumbing (Part VI).
 
 
 # =======================================================================================
@@ -1175,10 +1176,11 @@ def label(token, chars):
 
 
 def state_name(state, names):
-    """A Markov chain state's name: its tokens' labels, run together for single characters
-    and separated by spaces when a token can be several characters (BPE), because "ab"+"a"
-    and "a"+"ba" are different states (a space in a label is written \\s, so the names stay
-    distinct)."""
+    """A Markov chain state's name. names: every token's label (from label()), by token id.
+    The state's labels are run together when every token is one character ("aab"), and
+    separated by spaces when a token can be several characters (BPE), because "ab"+"a" and
+    "a"+"ba" are different states. (label() writes a space as the two characters \\s, so
+    an escape such as that one still counts as one character.)"""
     one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
         r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)   # label()'s escapes
     several = not all(one_char(name) for name in names)
