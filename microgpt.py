@@ -2888,7 +2888,7 @@ def make_parser():
                    "position of TEXT")
     p.add_argument("--report", metavar="FILE.html", help="write one self-contained HTML page with pictures of "
                    "the run and the model (loss curve, embeddings, attention, samples)")
-    # Remembering a run (helper "remember"): stop with Ctrl-C, go on later.
+    # Remembering a run: stop with Ctrl-C, go on later.
     p.add_argument("--resume", metavar="FILE", help="continue the run that saved FILE when it was stopped (Ctrl-C, "
                    "SIGTERM) with the options it was started with, to the same numbers as if it never "
                    "stopped; saves to FILE again unless --save says otherwise")
