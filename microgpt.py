@@ -34,10 +34,12 @@ The file has six parts:
     Part II   Making it fast      the same numbers, about 14 times sooner on CPython
     Part III  Looking inside      text as one stream, the GPT seen as a Markov chain, and a
                                   per-position view of its predictions and its attention
-    Part IV   From microgpt to GPT-2
-    Part V    From names to an assistant
-    Part VI   The plumbing        checkpoints, files, errors, the command line, and the
-                                  drawing of the --report page
+    Part IV   From microgpt to GPT-2   tokens bigger than letters (byte-pair encoding),
+                                  then OpenAI's GPT-2 as seven changes to Part I's model
+    Part V    From names to an assistant   a chat format, fine-tuning with a loss mask,
+                                  reinforcement learning from a reward computed by code
+    Part VI   The plumbing        checkpoints, files, errors, the command line, the
+                                  drawing of the --report page, and the chat's web server
 
 Part I is the lesson: every piece of the algorithm, each written once and plainly. A reader
 who stops at its end has seen all of it. Part II is the second lesson: how the same math is
