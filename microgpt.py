@@ -16,13 +16,15 @@ prints what `python microgpt.py` prints (a test checks that), without the decora
     docs = split_documents(read_text("names.txt"))       # 1. the examples: one name per line
     chars = build_vocab("".join(docs))                    # 2. one token per letter, plus BOS
     train_docs, val_docs = train_val_split(docs, rng)     # 1. hold out 1,000 names to test on
+    train_seqs = [encode_document(d, chars) for d in train_docs]   # 2. [BOS, e, m, m, a, BOS]
+    val_seqs = [encode_document(d, chars) for d in val_docs]       #    as token ids
     params = init_params(config, len(chars) + 1, rng)     # 4. 4,192 random numbers
-    batch_for_step = document_batches(train_docs, chars, config.batch)  # 6. one name per step
+    batch_for_step = document_batches(train_seqs, config.batch)    # 6. one name per step
     for loss in train(params, config, batch_for_step, config.steps):  # 5, 3, 6. gpt(), backward(),
         print(f"loss {loss:.4f}")                         #    Adam; it yields each step's loss
     weights = inference_weights(params)                   # 7. the weights, for use without training
-    val_loss = mean_token_loss([encode_document(d, chars) for d in val_docs], weights, config)
-    print(f"validation loss: {val_loss:.4f}")             # 6. the loss on the held-out names
+    val_loss = mean_token_loss(val_seqs, weights, config) # 6. the loss on the held-out names
+    print(f"validation loss: {val_loss:.4f}")
     sample_rng = random.Random(config.seed + 1)           # 7. sampling has its own random stream
     for _ in range(config.num_samples):
         print(sample_document(weights, config, chars, sample_rng, config.temperature))
@@ -67,12 +69,9 @@ if __name__ == "__main__":
     for _number in (2, 15, 1) if hasattr(_signal, "SIGHUP") else (2, 15):   # Windows has no SIGHUP
         _signal.signal(_number, quit_quietly)
 
-import json
 import math
 import random
-import sys
 from dataclasses import dataclass
-from operator import mul
 
 
 @dataclass      # writes Config's __init__ for us, taking each field below as an argument
@@ -105,8 +104,6 @@ class Config:
     num_samples: int = 20
     length: int = 200       # characters to generate in continuous-text mode
 
-
-MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # the fields that fix the model's shape
 
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
 # (same numbers to rounding, about 14 times slower; `python microgpt.py --plain` does that,
@@ -180,8 +177,7 @@ def build_vocab(text):
 
 def encode(text, chars):
     """Characters to token ids."""
-    if getattr(chars, "merges", None):
-        return chars.encode(text)          # Part IV's tokens of several characters, if learned
+    if getattr(chars, "merges", None): return chars.encode(text)   # Part IV's longer tokens, if learned
     stoi = {ch: i for i, ch in enumerate(chars)}
     return [stoi[ch] for ch in text]
 
@@ -195,16 +191,6 @@ def encode_document(doc, chars):
     """A document as the model sees it: [BOS] + its characters + [BOS]."""
     bos = len(chars)
     return [bos] + encode(doc, chars) + [bos]
-
-
-def encode_documents(docs, chars):
-    """encode_document for each of many documents, with the table from characters to ids built
-    once: built for every document, as encode() would, it costs as much as the vocabulary is
-    large, for every line (hours, for a big file of thousands of distinct characters)."""
-    if getattr(chars, "merges", None):
-        return [encode_document(doc, chars) for doc in docs]     # Part IV's tokens of several characters
-    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
-    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,10 +378,8 @@ def param_shapes(config, vocab_size):
         "lm_head": (vocab_size, e),             # turns the final vector into one score per token
     }
     for i in range(config.n_layer):
-        shapes[f"layer{i}.attn_wq"] = (e, e)    # query, key, value and output projections
-        shapes[f"layer{i}.attn_wk"] = (e, e)
-        shapes[f"layer{i}.attn_wv"] = (e, e)
-        shapes[f"layer{i}.attn_wo"] = (e, e)
+        for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo"):
+            shapes[f"layer{i}.{name}"] = (e, e)    # query, key, value and output projections
         # The MLP widens to 4 * n_embd and comes back: a convention of the original
         # Transformer and GPT-2, not a law. The wide middle gives each position room to
         # compute many features at once; it holds most of the parameters.
@@ -617,14 +601,13 @@ def add_gradient(tokens, params, config, weight=1.0):
     return loss.data
 
 
-def document_batches(docs, chars, batch):
+def document_batches(seqs, batch):
     """batch_for_step, the function train() calls to get a step's batch: step -> a list of
-    token sequences. For documents: the training documents in order, `batch` at a time
-    ("all": every one of them at every step); after the last one, it starts again from the
-    first, in the same order. The default 1000 steps of one name each see only 1,000 of the
-    28,910 training names: the model learns what names have in common from a small sample,
-    not the list by heart."""
-    seqs = encode_documents(docs, chars)
+    token sequences. For documents (seqs: each one encoded, as encode_document gives it): the
+    training documents in order, `batch` at a time ("all": every one of them at every step);
+    after the last one, it starts again from the first, in the same order. The default 1000
+    steps of one name each see only 1,000 of the 28,910 training names: the model learns what
+    names have in common from a small sample, not the list by heart."""
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
@@ -800,6 +783,9 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # tests/test_model.py checks the whole model's gradient, and a few training steps with
 # FAST on and off (losses, gradients and weights to 1e-9).
 # ---------------------------------------------------------------------------------------
+
+from operator import mul
+
 
 def is_graph(vector):
     """True for a list of Values (build a graph), False for a list of plain floats."""
@@ -1006,6 +992,7 @@ def backward_along(root, tape):
 
 import contextlib
 import gc
+import sys
 
 
 @contextlib.contextmanager       # makes this generator usable as `with cycle_collector_paused():`
@@ -2000,6 +1987,7 @@ def pass_rates(weights, config, chat_chars, requests, rng, temperature):
 import argparse
 import errno
 import hashlib
+import json
 import os
 import signal
 import site
@@ -2073,6 +2061,7 @@ def check_finite_scores(weights, config, why="the model's scores are not finite 
 # ---------------------------------------------------------------------------------------
 
 MAX_FILE_BYTES = 100 * 2**20   # the largest data file or checkpoint we read: 100 MiB
+MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # the fields that fix the model's shape
 
 
 def read_data_file(path, what="data file"):
@@ -3072,6 +3061,16 @@ class Progress:
         self.said = now
 
 
+def encode_documents(docs, chars):
+    """[encode_document(doc, chars) for doc in docs], with the table from characters to ids
+    built once: encode() builds it for every document, which costs as much as the vocabulary
+    is large, for every line (hours, for a big file of thousands of distinct characters)."""
+    if getattr(chars, "merges", None):
+        return [encode_document(doc, chars) for doc in docs]     # Part IV's tokens of several characters
+    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
+    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
+
+
 def with_progress(items, progress, every=1024):
     """The items, one by one, updating progress every `every` of them."""
     for i, item in enumerate(items):
@@ -3275,8 +3274,8 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
     print(f"data: {plural(len(docs), 'document')} from {shown_path(path)}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"), flush=True)
     progress = Progress(f"encoding {path}", len(train_docs), "documents")
-    return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
-            encode_documents(val_docs, chars))
+    return (text, chars, document_batches(encode_documents(with_progress(train_docs, progress), chars),
+                                          config.batch), encode_documents(val_docs, chars))
 
 
 def explain_tokens(text, chars, config, mode):
