@@ -839,7 +839,8 @@ def fast_softmax(logits):
 
 
 def fast_rmsnorm(x):
-    """rmsnorm() with one node for the scale instead of 2n + 3.
+    """rmsnorm() with one node for the scale instead of 2n + 3 (n squares, n additions, the
+    division by n, the + 1e-5 and the ** -0.5).
     The scale is s = (m + 1e-5) ** -0.5 with m = sum_i x[i]**2 / n, so by the chain rule
         d s / d x[i] = -0.5 * (m + 1e-5) ** -1.5 * (2 * x[i] / n) = -s**3 * x[i] / n."""
     if not is_graph(x):
@@ -882,8 +883,9 @@ def fast_mlp(x, w1, w2):
 
 def fast_attention_head(q, ks, vs):
     """attention_head() with one node per score and one per output, instead of
-    2 * head_dim + 6 per position for the weights and 2 per position per output for the
-    weighted sum.
+    2 * head_dim + 6 per position for the weights (the dot product's head_dim * and head_dim
+    +, one * for the scale, softmax's five) and 2 per position per output for the weighted
+    sum (a * and a +).
     The scores are s[t] = q . k[t] / sqrt(d), each one dot() node. Each output,
     out[j] = sum_u p[u] * v[u][j] with p = softmax(s), is one node whose children are the
     scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t]. A score
