@@ -50,7 +50,7 @@ to floating-point rounding, about 1e-16, inside).
 """
 
 if __name__ == "__main__":
-    # Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
+    # Plumbing that has to come first (a learner can skip it). Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
     # again after it returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual
     # exit code (130, 143, 129), not with a traceback from whatever was being imported. (_signal
     # is the signal module's core, built in: importing `signal` itself takes long enough to be hit.)
@@ -107,8 +107,9 @@ class Config:
 
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
 # (same numbers to rounding, about 14 times slower; `python microgpt.py --plain` does that,
-# and so lets a debugger step through the code of Part I). The switch covers Part II's
-# ideas 1, 2 and 4; the collector (idea 3) changes no arithmetic and is paused either way.
+# and so lets a debugger step through the code of Part I). The switch covers every idea of
+# Part II that computes differently; pausing CPython's cycle collector (II.3) changes no
+# arithmetic and happens either way.
 FAST = True
 
 
@@ -165,7 +166,9 @@ def train_val_split(docs, rng):
 # a document starts and, when the model predicts it, where it ends: "emma" is trained as
 # [BOS, e, m, m, a, BOS]. At the start it gives the model something to predict the first
 # letter from; at the end it is the target that teaches the model when a name stops. One
-# token can do both jobs, since a name ends exactly where the next one would begin. Real
+# token can do both jobs, since a name ends exactly where the next one would begin.
+# names.txt holds only the 26 lower-case letters, so a is 0, b is 1, ..., z is 25 and BOS
+# is 26: "emma" becomes [26, 4, 12, 12, 0, 26]. Real
 # GPTs use tokens of several characters, but the idea is the same. (Part III's stream mode
 # reads a text as one stream, with no BOS: its vocabulary is just len(chars) tokens.)
 # ---------------------------------------------------------------------------------------
@@ -198,9 +201,10 @@ def encode_document(doc, chars):
 #
 # Training means nudging every parameter in the direction that lowers the loss, so we need
 # the derivative of the loss with respect to each parameter. A Value holds one number and
-# remembers the Values it was computed from (its children: draw the graph with the loss at
-# the top and the parameters at the bottom; a Value used twice has two parents, so it is a
-# graph rather than a tree) together with the local derivative of itself with respect to
+# remembers the Values it was computed from (its children, the inputs it was made of; the
+# Values computed from it are its parents. Draw the graph with the loss at the top and the
+# parameters at the bottom, so children sit below their parents; a Value used twice has two
+# parents, so it is a graph rather than a tree) together with the local derivative of itself with respect to
 # each child. backward() then applies the chain rule from the loss back to the parameters:
 # each node passes its gradient to its children, multiplied by the local derivative, and a
 # child used several times adds up what it gets.
@@ -271,8 +275,8 @@ class Value:
     def __truediv__(self, other):
         return self * other ** -1
 
-    def __radd__(self, other):            # other + self: so sum(values), which starts
-        return self + other               # from 0 + v, works; it costs one node more
+    def __radd__(self, other):            # other + self: so sum(values), which starts from
+        return self + other               # 0 + v, works (that 0 + v is one node more)
 
     def __rsub__(self, other):
         return (-self) + other
@@ -291,15 +295,16 @@ class Value:
 
     def backward(self):
         """For every Value that this one depends on, add d(self)/d(that Value) to its .grad.
-        Gradients
-        add up over calls on separate graphs, so that a batch of documents can pass through
-        one at a time; Adam sets them back to 0 after each step (section 6). Call it once per
-        graph: a second call on the same graph would pass the inner nodes' gradients on again."""
+        Gradients add up over calls on separate graphs, so that a batch of documents can pass
+        through one at a time; Adam sets them back to 0 after each step (section 6). Call it
+        once per graph: a second call on the same graph would find the inner nodes' .grad
+        still holding the first call's gradients, and pass them on twice."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
-        # dL/dx = 8; but if u passed on its gradient right after L, it would hand x only
-        # 2 * 1 (from L), and the 3 that v sends u afterwards would never reach x.
+        # dL/dx = 8. Visit in the order L, u, v instead: L gives u 1 and v 1; u, holding only
+        # that 1, hands x 2 * 1 = 2; then v gives u its 3, but u has already passed on its
+        # gradient, so that 3 never reaches x, and x ends with 2 instead of 8.
         # A topological order lists every node after all of the nodes it was computed from;
         # we visit the nodes in its reverse, so that every node comes before its children.
         # The order leaves out the leaves (parameters, inputs): they have no children to pass
@@ -318,7 +323,8 @@ class Value:
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
         # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
-        # about 270 nodes deep in the default model, but 882 with n_layer 4, and 1,462 with
+        # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
+        # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
         # (last in, first out). Each entry is (node, children_placed):
         #   (node, False) means "expand node": unless it was expanded before, push a reminder
@@ -338,6 +344,9 @@ class Value:
         #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
         #     (u, F)    u was expanded already: skip      (L,T)                u v
         #     (L, T)    reminder: place L                                      u v L
+        # u was pushed twice, by L and by v, because it was not yet visited either time it was
+        # pushed; the check when an entry is popped (`elif node not in visited`) skips the
+        # second copy.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_placed = stack.pop()
@@ -359,7 +368,9 @@ class Value:
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
-# rows learn different things, small so that the first predictions are close to uniform.
+# rows learn different things (rows that start equal get equal gradients and stay equal;
+# all zeros would even give every weight a zero gradient), small so that the first
+# predictions are close to uniform rather than confidently wrong.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
 # token (or per position): looking a token up gives the row the model uses for it, n_embd
@@ -370,7 +381,8 @@ class Value:
 # ---------------------------------------------------------------------------------------
 
 def param_shapes(config, vocab_size):
-    """Name -> (rows, columns) of every weight matrix. There are no biases."""
+    """Name -> (rows, columns) of every weight matrix. There are no biases (constants added
+    after a matrix product, which most networks, GPT-2 among them, also learn: Part IV)."""
     e = config.n_embd
     shapes = {
         "wte": (vocab_size, e),                 # token embedding: one vector per token
@@ -382,7 +394,7 @@ def param_shapes(config, vocab_size):
             shapes[f"layer{i}.{name}"] = (e, e)    # query, key, value and output projections
         # The MLP widens to 4 * n_embd and comes back: a convention of the original
         # Transformer and GPT-2, not a law. The wide middle gives each position room to
-        # compute many features at once; it holds most of the parameters.
+        # compute many intermediate numbers at once; it holds most of the parameters.
         shapes[f"layer{i}.mlp_fc1"] = (4 * e, e)
         shapes[f"layer{i}.mlp_fc2"] = (e, 4 * e)
     return shapes
@@ -416,7 +428,8 @@ def flatten(params):
 #      every k and of every v, head 1 numbers 4-7, and so on: each head has a query and
 #      keys of its own, so each can look for something different.
 #   3. Score. Each head scores every position so far (this one too) by how well that
-#      position's key matches its query: a dot product, scaled (why: attention_weights).
+#      position's key matches its query: a dot product (q . k = sum_i q[i] * k[i], large
+#      when the two point the same way), scaled (why: attention_weights).
 #   4. Average. Softmax turns the scores into weights that sum to 1, and the head outputs
 #      the weighted average of those positions' values.
 #   5. Mix. The heads' outputs, side by side, go through one more projection, attn_wo:
@@ -455,7 +468,7 @@ def softmax(logits):
 
 def rmsnorm(x):
     """Rescale x to a root-mean-square of 1: x / sqrt(mean(x**2) + 1e-5).   [n] -> [n]
-    Keeps the numbers in a healthy range however many layers they pass through. The 1e-5
+    Keeps the numbers from growing or shrinking layer after layer. The 1e-5
     keeps it from dividing by zero when x is all zeros; otherwise it is too small to matter."""
     if FAST: return fast_rmsnorm(x)
     scale = (sum(xi * xi for xi in x) / len(x) + 1e-5) ** -0.5
@@ -464,7 +477,9 @@ def rmsnorm(x):
 
 def mlp(x, w1, w2):
     """The MLP block: widen, ReLU, narrow.   [n_embd] -> [4 * n_embd] -> [n_embd]
-    ReLU (max(0, y)) is the non-linearity that lets it compute more than weighted sums."""
+    ReLU (max(0, y)) is the non-linearity that lets it compute more than weighted sums:
+    without it, two linear layers in a row would be just one linear layer (one matrix,
+    their product)."""
     if FAST: return fast_mlp(x, w1, w2)
     hidden = [h.relu() for h in linear(x, w1)]
     return linear(hidden, w2)
@@ -474,7 +489,8 @@ def attention_weights(q, ks):
     """How much the current position attends to each position so far:
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
     # Why divide by sqrt(head_dim): if q and k hold d numbers with random signs, q . k is a
-    # sum of d products that partly cancel, so it grows like sqrt(d) times one product.
+    # sum of d products that partly cancel, so it grows like sqrt(d) times one product (the
+    # variances of independent terms add up: d times one product's).
     # Dividing by sqrt(d) makes the scores' size independent of the head size. Otherwise a
     # bigger head would make the scores far apart, and softmax would give nearly all the
     # weight to the single best score and almost none to the rest (and almost no gradient).
@@ -504,9 +520,11 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
     # Normalised here, this vector starts the residual stream (section 5's introduction) at
-    # the same size for every token. Each block normalises again what it reads, because
-    # the stream grows as blocks add to it; that norm shapes only the block's input, not the
-    # stream itself. (In the first block it changes almost nothing: x is already normalised.)
+    # the same size for every token. The stream grows as blocks add to it, so each block
+    # normalises what it reads again: `residual = x` below keeps the stream itself as it
+    # is, to add the block's output to, and only the copy the block reads is normalised. In
+    # the first block that second norm changes almost nothing (x was just normalised); it
+    # is there because every block runs the same code, and later blocks need it.
     x = rmsnorm(x)
     for i in range(config.n_layer):
         # Attention block: gather information from earlier positions.
@@ -579,7 +597,7 @@ def sequence_losses(tokens, params, config):
     """The loss of predicting each of tokens[1:] from the tokens before it. The model sees at
     most block_size tokens, so a longer sequence is cut to its first block_size predictions.
     With block_size 16, names of up to 15 letters are trained in full; a 16-letter name
-    loses its closing BOS, and a longer one its last letters too: the model never learns
+    (18 tokens with its two BOS, so 17 predictions) loses its closing BOS, and a longer one its last letters too: the model never learns
     where such a name stops."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     n = min(config.block_size, len(tokens) - 1)
@@ -619,13 +637,14 @@ def adam_update(flat_params, m, v, step, num_steps, config):
     has nothing to do with attention's values v). The step follows the average direction
     m, divided by sqrt(v), the gradient's typical size: so every parameter moves by about
     lr, whatever the scale of its own gradient, and less where its gradient keeps changing
-    sign."""
+    sign (then the signs cancel in m, but not in v, which averages squares)."""
     lr = config.lr * (1 - step / num_steps)          # decays linearly (lr / num_steps at the end)
     b1, b2 = config.beta1, config.beta2
-    # m and v start at 0, so early on they are too small. After t steps (t = step + 1) of a
-    # constant gradient g, m = (1 - b1) * (1 + b1 + ... + b1**(t-1)) * g = (1 - b1**t) * g:
-    # the weights of the average add up to 1 - b1**t, not 1. Dividing by that gives exactly
-    # g; the same argument with b2 holds for v, the average of g * g.
+    # m and v start at 0, so early on they are too small. With b1 = 0.85 and a gradient g
+    # that stays the same, m is 0.15 g after one step, 0.85 * 0.15 g + 0.15 g = 0.2775 g
+    # after two, 0.3859 g after three: (1 - 0.85**t) g after t steps (t = step + 1), as
+    # the sum (1 - b1) * (1 + b1 + ... + b1**(t-1)) is 1 - b1**t. Dividing m by 1 - b1**t
+    # gives exactly g; the same argument with b2 holds for v, the average of g * g.
     bias1 = 1 - b1 ** (step + 1)
     bias2 = 1 - b2 ** (step + 1)
     c1, c2, eps = 1 - b1, 1 - b2, config.eps         # looked up once, not once per parameter
@@ -643,7 +662,7 @@ def train(params, config, batch_for_step, num_steps, adam=None):
     gives the token sequences to learn from at that step. This is a generator (it says yield,
     not return): nothing runs until the caller loops over it, as in `for loss in train(...)`,
     and each turn of that loop runs one step. Adam starts fresh, unless `adam` gives its state
-    ({"m", "v", "step"}, kept up to date as training goes, so that Part VI can save it and
+    (a dict with keys "m", "v" and "step", kept up to date as training goes, so that Part VI can save it and
     go on later from that step)."""
     flat = flatten(params)
     # Adam's averages (adam_update), one per parameter, and the next step to take
@@ -667,7 +686,8 @@ def mean_token_loss(sequences, weights, config):
     weights: the parameters as they are, or the same numbers as plain floats, which is
     faster and what inference_weights() (section 7) gives; float() reads a number from both.
     It is not the same kind of number as the smoothed training loss the command line prints
-    beside it: that one is a mean per document (a short name's tokens weigh more), over 100
+    beside it: that one is a mean per document (a short name's few tokens count as much as a
+    long name's many, so each of them weighs more), over 100
     steps during which the weights kept changing, on the documents trained on. This one is
     per token, so that every held-out character counts the same, with the final weights."""
     losses = [float(loss) for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
@@ -736,25 +756,28 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # of Part I's. Four ideas, in sections II.1 to II.4 (numbered apart from Part I's 1 to 7):
 #
 #   1. Fused nodes: one graph node for a whole sum, softmax or loss, with its derivative
-#      worked out by hand, instead of one node per + and *.
+#      worked out by hand, instead of one node per + and *; and none at all for the MLP's
+#      switched-off units.
 #   2. The tape: backward() walks a list of the nodes recorded as they were made, instead
 #      of searching the graph for an order.
 #   3. The collector switch: CPython's cycle collector is paused during training.
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
-# Only the time changes. Leaving out the MLP's switched-off units and pausing the
+# Only the time changes. Leaving out the switched-off units and pausing the
 # collector change no bit; the fused sums and the tape add the same terms in another
 # order, so results agree to floating-point rounding (about 1e-16), and the default run
 # prints exactly the same numbers either way. Together they make a training step 12 to 16
 # times faster than Part I alone on CPython 3.11 (6.5 to 8.7 ms against 90 to 110 ms; the
 # collector is paused in both, see II.3), 8 to 12 times on PyPy 3.9, and 25 to 28 times
-# faster than a textbook engine like micrograd's on CPython.
+# faster than a textbook engine like micrograd's on CPython (micrograd: Karpathy's earlier
+# tiny autograd, one node per + and *, as in Part I, with a recursive topological sort).
 #
 # Each section ends with two notes a first reading can skip. "Measured": what the idea
 # buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
 # the first 200 steps of the default run, on a shared 2-core machine; README.md has all
 # the figures). "Tested": where the tests check that it changes no number (each function
-# against its Part I version to 1e-9, and against central finite differences).
+# against its Part I version to 1e-9, and against central finite differences: the slope
+# (f(x + h) - f(x - h)) / 2h measured by nudging each input, no calculus involved).
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -807,7 +830,8 @@ def fast_linear(x, w):
     if not is_graph(x):
         return [sum(map(mul, row, x)) for row in w]
     # dot(row, x) for every row, written out so that x's numbers are read once for all rows.
-    # row + x joins the two lists: the node's children, then xd + rd their local derivatives.
+    # row + x joins the two lists: the node's children, then xd + rd their local derivatives,
+    # crosswise: d(w . x)/d w[j] = x[j] and d(w . x)/d x[j] = w[j].
     xd = [xi.data for xi in x]
     out = []
     for row in w:
@@ -842,7 +866,8 @@ def fast_rmsnorm(x):
     """rmsnorm() with one node for the scale instead of 2n + 3 (n squares, n additions, the
     division by n, the + 1e-5 and the ** -0.5).
     The scale is s = (m + 1e-5) ** -0.5 with m = sum_i x[i]**2 / n, so by the chain rule
-        d s / d x[i] = -0.5 * (m + 1e-5) ** -1.5 * (2 * x[i] / n) = -s**3 * x[i] / n."""
+        d s / d x[i] = -0.5 * (m + 1e-5) ** -1.5 * (2 * x[i] / n) = -s**3 * x[i] / n,
+    since (m + 1e-5) ** -1.5 is ((m + 1e-5) ** -0.5) ** 3 = s**3."""
     if not is_graph(x):
         scale = (sum(xi * xi for xi in x) / len(x) + 1e-5) ** -0.5
         return [xi * scale for xi in x]
@@ -890,10 +915,12 @@ def fast_attention_head(q, ks, vs):
     out[j] = sum_u p[u] * v[u][j] with p = softmax(s), is one node whose children are the
     scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t]. A score
     s[t] moves out[j] through every weight p[u], and fast_softmax gives each of those:
-    d p[u] / d s[t] = p[u] * ([u == t] - p[t]). Adding the effects over u:
+    d p[u] / d s[t] = p[u] * ([u == t] - p[t]). Adding the effects over u (each is
+    d out[j] / d p[u] = v[u][j] times d p[u] / d s[t]):
         d out[j] / d s[t] = sum_u v[u][j] * p[u] * ([u == t] - p[t])
-    The [u == t] part keeps only the term u = t: p[t] * v[t][j]. The - p[t] part is
-    -p[t] * sum_u p[u] * v[u][j], and that sum is out[j] itself. So
+                          = sum_u v[u][j] * p[u] * [u == t]  -  p[t] * sum_u v[u][j] * p[u]
+    In the first sum only the term u = t is not 0: it is v[t][j] * p[t]. The second sum
+    is out[j] itself. So
         d out[j] / d s[t] = p[t] * v[t][j] - p[t] * out[j] = p[t] * (v[t][j] - out[j]):
     raising a score pulls the output towards that position's value."""
     if not is_graph(q):
@@ -958,7 +985,7 @@ def fast_add_gradient(tokens, params, config, weight):
         loss = document_loss(tokens, params, config)
         share = loss * weight
     finally:
-        tape, Value.tape = Value.tape, None
+        tape, Value.tape = Value.tape, None     # keep the list, and stop recording
     backward_along(share, tape)
     return loss.data
 
@@ -976,9 +1003,12 @@ def backward_along(root, tape):
 # ---------------------------------------------------------------------------------------
 # II.3 The collector switch
 #
-# The graph has no reference cycles (a node points only at its children), so CPython frees
-# each document's graph by reference counting alone, as soon as the last reference to it
-# goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
+# CPython frees an object as soon as nothing refers to it any more (reference counting).
+# Objects that refer to each other in a loop (a reference cycle) never reach that point,
+# so a second mechanism, the cycle collector, scans the objects from time to time to find
+# such loops. The graph has no reference cycles (a node points only at its children), so
+# CPython frees each document's graph by reference counting alone, as soon as the last
+# reference to it goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
 # the command line (main(), Part VI) pauses it for the whole run. That changes no number,
 # so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
 # even more. PyPy has no reference counting and needs its collector to free the graphs,
@@ -1041,13 +1071,13 @@ def weights_of(params):
 # Continuous text ("stream" mode). Instead of separate lines, the whole file is one stream
 # of characters, newlines included, with no BOS token: each step learns from a random window
 # of block_size + 1 characters, as in the classic demos that learn to write Shakespeare
-# (Karpathy's char-rnn and nanoGPT). Sampling slides the
-# window along, so the model always sees the last block_size characters and nothing older.
+# (Karpathy's char-rnn and nanoGPT). Sampling slides the window along, so the model always sees the last block_size characters and nothing older.
 #
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain whose states are the possible windows. For
 # a tiny vocabulary and context we can list every state, its next-token probabilities, and
-# the state each token leads to.
+# the state each token leads to. (There are vocab_size ** block_size states, 27**16 with
+# the defaults, so the command line lists them only up to 256.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
@@ -1083,7 +1113,11 @@ def window_batches(tokens, block_size, batch, rng):
 
 
 def stream_val_windows(tokens, block_size):
-    """Consecutive windows over a held-out stream, so every token is predicted once. (The
+    """Consecutive windows over a held-out stream, so every token is predicted once. Each
+    window holds block_size + 1 tokens and the next one starts block_size later, so
+    neighbours share one token: the last of one window (only a target there) is the first
+    of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
+    and 8-9. (The
     first tokens of each window are predicted from a short context, so this loss is a little
     higher than it would be if every token had a full window behind it.)"""
     return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)
@@ -1105,7 +1139,8 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
     # changes. (From the second layer on, the keys and values also depend on the token that
-    # just fell out of the window.)
+    # just fell out of the window: in the first layer every later position attended to it,
+    # so what it passed on is mixed into their vectors.)
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
@@ -1149,6 +1184,8 @@ def sparkline(values, width=60, ascii_only=False):
     levels = "_.-:=+*#" if ascii_only else "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
     n = len(values)
     width = min(width, n)
+    # Character i averages values i*n/width up to (i+1)*n/width: n values cut into `width`
+    # runs as equal as whole numbers allow.
     buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
     means = [sum(b) / len(b) for b in buckets]
     lo, hi = min(means), max(means)
@@ -1160,8 +1197,10 @@ def label(token, chars):
     """A short printable name for a token."""
     if token == len(chars):
         return "<BOS>"
-    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a
-    # newline, also inside a token of several characters (Part IV), such as "\\sthe".
+    # Backslash escapes keep every label printable and distinct. As printed: a space is \s
+    # (two characters, a backslash and s), a backslash \\, a newline \n, a tab \t, another
+    # unprintable character \x07 or \u200b (Python's own escapes, from repr()); also inside
+    # a token of several characters (Part IV), such as \sthe.
     return "".join({" ": "\\s", "\\": "\\\\"}.get(ch, ch if ch.isprintable() else repr(ch)[1:-1])
                    for ch in chars[token])
 
@@ -1170,10 +1209,11 @@ def state_name(state, names):
     """A Markov chain state's name. names: every token's label (from label()), by token id.
     The state's labels are run together when every token is one character ("aab"), and
     separated by spaces when a token can be several characters (BPE), because "ab"+"a" and
-    "a"+"ba" are different states. (label() writes a space as the two characters \\s, so
-    an escape such as that one still counts as one character.)"""
+    "a"+"ba" are different states. (label() writes a space as two characters, a backslash
+    and s: such an escape still counts as one character.)"""
+    # The pattern matches exactly label()'s escapes: \s, \\, \n and the like, \x07, \u200b.
     one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
-        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)   # label()'s escapes
+        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)
     several = not all(one_char(name) for name in names)
     return (" " if several else "").join(names[t] for t in state)
 
