@@ -84,7 +84,7 @@ class Config:
     With these defaults and the 27 tokens of names.txt, the model has 4,192 parameters (the
     matrices are named in section 4): wte 27 x 16 + wpe 16 x 16 + lm_head 27 x 16 = 1,120 for
     the embeddings and the output, and per layer 4 x 16 x 16 = 1,024 for attention plus
-    2 x 64 x 16 = 2,048 for the MLP."""
+    2 x 64 x 16 = 2,048 for the MLP (its hidden layer is 4 x n_embd = 64 wide)."""
     # the shape of the model (a checkpoint stores exactly these four)
     n_layer: int = 1        # how many transformer blocks are stacked
     n_embd: int = 16        # the width of every vector inside the model
@@ -132,8 +132,8 @@ FAST = True
 # the Social Security Administration's counts; README.md says how it was made). We
 # shuffle them with the seed, so runs are reproducible, and hold some back: the validation
 # set (about 10%, but at most 1,000: so 1,000 of the names, about 3%). The model never
-# trains on those, so its loss on them tells us whether it learned the patterns of names
-# in general or merely memorised the ones it saw.
+# trains on those, so its loss on them (how badly it predicts them, section 6) tells us
+# whether it learned the patterns of names in general or merely memorised the ones it saw.
 # ---------------------------------------------------------------------------------------
 
 def read_text(path):
@@ -200,12 +200,12 @@ def encode_document(doc, chars):
 # 3. Autograd
 #
 # Training means nudging every parameter in the direction that lowers the loss, so we need
-# the derivative of the loss with respect to each parameter. A Value holds one number and
-# remembers the Values it was computed from (its children, the inputs it was made of; the
-# Values computed from it are its parents. Draw the graph with the loss at the top and the
-# parameters at the bottom, so children sit below their parents; a Value used twice has two
-# parents, so it is a graph rather than a tree) together with the local derivative of itself with respect to
-# each child. backward() then applies the chain rule from the loss back to the parameters:
+# the derivative of the loss with respect to each parameter. A Value holds one number, the
+# Values it was computed from (its children), and the local derivative of itself with
+# respect to each child. The names come from drawing the graph with the loss at the top and
+# the parameters at the bottom: a Value's children (its inputs) sit below it, and the Values
+# computed from it (its parents) above. A Value used twice has two parents, so this is a
+# graph rather than a tree. backward() then applies the chain rule from the loss back to the parameters:
 # each node passes its gradient to its children, multiplied by the local derivative, and a
 # child used several times adds up what it gets.
 #
@@ -326,7 +326,9 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). Each entry is (node, children_placed):
+        # (last in, first out). The trick: a reminder to place a node is pushed under its
+        # children, so it comes back only after they are all placed (the table below shows
+        # it). Each entry is (node, children_placed):
         #   (node, False) means "expand node": unless it was expanded before, push a reminder
         #       (node, True), then (child, False) for each child above it. The stack gives
         #       back the children, and all that they push in turn, before the reminder.
@@ -369,7 +371,8 @@ class Value:
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things (rows that start equal get equal gradients and stay equal;
-# all zeros would even give every weight a zero gradient), small so that the first
+# with all zeros every vector in the model is zero, so every gradient has a zero factor
+# and none would move), small so that the first
 # predictions are close to uniform rather than confidently wrong.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
@@ -377,7 +380,8 @@ class Value:
 # numbers it tunes in training. A projection is a matrix that turns one vector into
 # another (linear(), section 5): attention makes its query, key and value from the same
 # vector with three of them. An MLP (multi-layer perceptron) is the classic small neural
-# network: a projection to a wider vector, a non-linearity, a projection back.
+# network: a projection to a wider vector, a non-linearity (a function that is not a
+# weighted sum, here ReLU, section 5), a projection back.
 # ---------------------------------------------------------------------------------------
 
 def param_shapes(config, vocab_size):
@@ -423,7 +427,8 @@ def flatten(params):
 # attention_weights and attention_head):
 #   1. Project. From the current vector x, three projections make a query q (what this
 #      position looks for), a key k (what it offers) and a value v (what it passes on).
-#      Every earlier position made its own k and v the same way; the cache keeps them.
+#      Every earlier position made its own k and v the same way; the key/value cache
+#      (below) keeps them.
 #   2. Slice into heads. With n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, of
 #      every k and of every v, head 1 numbers 4-7, and so on: each head has a query and
 #      keys of its own, so each can look for something different.
@@ -490,10 +495,12 @@ def attention_weights(q, ks):
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
     # Why divide by sqrt(head_dim): if q and k hold d numbers with random signs, q . k is a
     # sum of d products that partly cancel, so it grows like sqrt(d) times one product (the
-    # variances of independent terms add up: d times one product's).
+    # variance of a sum of independent terms, its average squared size, is the sum of
+    # theirs: d times one product's, so the typical size is sqrt(d) times one product's).
     # Dividing by sqrt(d) makes the scores' size independent of the head size. Otherwise a
     # bigger head would make the scores far apart, and softmax would give nearly all the
-    # weight to the single best score and almost none to the rest (and almost no gradient).
+    # weight to the single best score and almost none to the rest (and almost no gradient:
+    # a probability pinned near 0 or 1 barely moves when its score moves).
     scale = 1.0 / math.sqrt(len(q))
     return softmax([sum(qi * ki for qi, ki in zip(q, k)) * scale for k in ks])
 
@@ -520,15 +527,14 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
     # Normalised here, this vector starts the residual stream (section 5's introduction) at
-    # the same size for every token. The stream grows as blocks add to it, so each block
-    # normalises what it reads again: `residual = x` below keeps the stream itself as it
-    # is, to add the block's output to, and only the copy the block reads is normalised. In
-    # the first block that second norm changes almost nothing (x was just normalised); it
-    # is there because every block runs the same code, and later blocks need it.
+    # the same size for every token.
     x = rmsnorm(x)
     for i in range(config.n_layer):
         # Attention block: gather information from earlier positions.
-        residual = x
+        residual = x        # the stream as it is, to add the block's output to below
+        # The stream grows as blocks add to it, so the block normalises what it reads: only
+        # this copy, not the stream. In the first block this changes almost nothing (x was
+        # just normalised); it is there because every block runs the same code.
         x = rmsnorm(x)
         q = linear(x, params[f"layer{i}.attn_wq"])      # [n_embd]: what this position looks for
         k = linear(x, params[f"layer{i}.attn_wk"])      # [n_embd]: what it offers to others
@@ -620,12 +626,12 @@ def add_gradient(tokens, params, config, weight=1.0):
 
 
 def document_batches(seqs, batch):
-    """batch_for_step, the function train() calls to get a step's batch: step -> a list of
-    token sequences. For documents (seqs: each one encoded, as encode_document gives it): the
-    training documents in order, `batch` at a time ("all": every one of them at every step);
-    after the last one, it starts again from the first, in the same order. The default 1000
-    steps of one name each see only 1,000 of the 28,910 training names: the model learns what
-    names have in common from a small sample, not the list by heart."""
+    """A function, batch_for_step, that train() calls to get a step's batch: step -> a list
+    of token sequences. For documents (seqs: each one encoded, as encode_document gives it):
+    the training documents in order, `batch` at a time ("all": every one of them at every
+    step); after the last one, it starts again from the first, in the same order. The
+    default 1000 steps of one name each see only 1,000 of the 28,910 training names: the
+    model learns what names have in common from a small sample, not the list by heart."""
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
@@ -687,9 +693,10 @@ def mean_token_loss(sequences, weights, config):
     faster and what inference_weights() (section 7) gives; float() reads a number from both.
     It is not the same kind of number as the smoothed training loss the command line prints
     beside it: that one is a mean per document (a short name's few tokens count as much as a
-    long name's many, so each of them weighs more), over 100
-    steps during which the weights kept changing, on the documents trained on. This one is
-    per token, so that every held-out character counts the same, with the final weights."""
+    long name's many, so each short-name token weighs more), over 100 steps during which the
+    weights kept changing, each measured on a training document just before the step that
+    learns from it. This one is per token, so that every held-out character counts the same,
+    with the final weights."""
     losses = [float(loss) for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
     return sum(losses) / len(losses)
 
@@ -757,7 +764,7 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #
 #   1. Fused nodes: one graph node for a whole sum, softmax or loss, with its derivative
 #      worked out by hand, instead of one node per + and *; and none at all for the MLP's
-#      switched-off units.
+#      switched-off units (those whose ReLU outputs 0).
 #   2. The tape: backward() walks a list of the nodes recorded as they were made, instead
 #      of searching the graph for an order.
 #   3. The collector switch: CPython's cycle collector is paused during training.
@@ -914,9 +921,11 @@ def fast_attention_head(q, ks, vs):
     The scores are s[t] = q . k[t] / sqrt(d), each one dot() node. Each output,
     out[j] = sum_u p[u] * v[u][j] with p = softmax(s), is one node whose children are the
     scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t]. A score
-    s[t] moves out[j] through every weight p[u], and fast_softmax gives each of those:
-    d p[u] / d s[t] = p[u] * ([u == t] - p[t]). Adding the effects over u (each is
-    d out[j] / d p[u] = v[u][j] times d p[u] / d s[t]):
+    s[t] changes every weight p[u] (softmax divides by a sum over all scores), and each
+    p[u] changes out[j], so by the chain rule, adding up the paths through each p[u]:
+        d out[j] / d s[t] = sum_u (d out[j] / d p[u]) * (d p[u] / d s[t])
+    where d out[j] / d p[u] = v[u][j], and fast_softmax gave d p[u] / d s[t] =
+    p[u] * ([u == t] - p[t]). So
         d out[j] / d s[t] = sum_u v[u][j] * p[u] * ([u == t] - p[t])
                           = sum_u v[u][j] * p[u] * [u == t]  -  p[t] * sum_u v[u][j] * p[u]
     In the first sum only the term u = t is not 0: it is v[t][j] * p[t]. The second sum
@@ -1071,13 +1080,15 @@ def weights_of(params):
 # Continuous text ("stream" mode). Instead of separate lines, the whole file is one stream
 # of characters, newlines included, with no BOS token: each step learns from a random window
 # of block_size + 1 characters, as in the classic demos that learn to write Shakespeare
-# (Karpathy's char-rnn and nanoGPT). Sampling slides the window along, so the model always sees the last block_size characters and nothing older.
+# (Karpathy's char-rnn and nanoGPT). Sampling slides the window along, so the model always
+# sees the last block_size characters and nothing older.
 #
 # The Markov chain. Because of that window, the next token depends only on the last
-# block_size tokens: the model is a Markov chain whose states are the possible windows. For
-# a tiny vocabulary and context we can list every state, its next-token probabilities, and
-# the state each token leads to. (There are vocab_size ** block_size states, 27**16 with
-# the defaults, so the command line lists them only up to 256.)
+# block_size tokens: the model is a Markov chain (a process whose next step depends only on
+# where it is now, its state), and its states are the possible windows. For a tiny
+# vocabulary and context we can list every state, its next-token probabilities, and the
+# state each token leads to. (There are vocab_size ** block_size states, 27**16 with
+# the defaults, so the command line lists them only when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
@@ -1189,7 +1200,7 @@ def sparkline(values, width=60, ascii_only=False):
     buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
     means = [sum(b) / len(b) for b in buckets]
     lo, hi = min(means), max(means)
-    span = (hi - lo) or 1.0
+    span = (hi - lo) or 1.0          # all equal: any span gives the lowest level to all
     return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
 
 
