@@ -1378,8 +1378,9 @@ class Vocabulary(list):
     def encode(self, text):
         """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
         each distinct word once. Special tokens never come out of a text: the text
-        "<|endoftext|>" is the 6 ordinary tokens it is made of, as in Hugging Face's
-        tokenizer and tiktoken's encode_ordinary; only a program puts GPT2_EOT in a sequence."""
+        "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
+        91, 437, 1659, 5239, 91, 29), as in Hugging Face's tokenizer and tiktoken's
+        encode_ordinary; only a program puts GPT2_EOT in a sequence."""
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
