@@ -1196,26 +1196,31 @@ def state_name(state, names):
 # on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
 # in the order they were learned, are the tokenizer: to encode a word, start from its
-# characters and keep merging the adjacent pair that was learned earliest, until no
-# learned pair is left. Decoding just joins the tokens' strings.
+# characters and replay the merges in that order, each wherever its pair occurs (bpe()
+# below does it by merging the earliest-learned pair left, which comes to the same).
+# Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
 # space), numbers, runs of other symbols and runs of white space, and merges never cross
 # those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
 # in " dog!"), and learning counts each distinct word once, with its frequency.
-# `python microgpt.py --bpe N` learns N merges in this way from its own training text: it
-# cuts the text into words with GPT-2's pre-tokenizer (below), starts from characters
-# rather than bytes, and then trains on the tokens it learned (Vocabulary). In names mode
-# the text is the training names, one at a time; in stream mode, the whole stream.
 #
 # Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
-# may or may not join. Its files are text, so each byte gets a visible character
-# (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
-# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the 256 one-byte
-# tokens (in vocab.json's order, which is not the byte's value: id 0 is "!", byte 33), a
-# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
-# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# may or may not join. GPT-2's tokenizer comes as two text files: vocab.json maps each
+# token to its id, and merges.txt lists the 50,000 merges in learned order, one a line,
+# its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
+# newline or a control byte is invisible, or would break a line of merges.txt in the
+# wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
+# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
+# order, which puts the 188 printable bytes first: so id 0 is "!", whose byte value is
+# 33. A merged token's id is 256 plus its merge's rank (its line in merges.txt), and
+# 50256 is <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+#
+# Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
+# (in names mode the names, one at a time; in stream mode the whole stream), cut into
+# words by GPT-2's pre-tokenizer below but starting from characters rather than bytes,
+# and then trains Part I's model on those tokens instead of single characters.
 # ---------------------------------------------------------------------------------------
 
 import collections
@@ -1247,6 +1252,13 @@ def learn_merges(words, num_merges, progress=None):
     the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
+    # pairs[p] is how often p occurs over all the words; holders[p] the words that have held
+    # p. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count
+    # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
+    # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
+    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps
+    # it), so the loop stops at `most < 1`. A word in holders[p] may no longer hold p (it
+    # was merged away since): for that word, taking out and counting again cancel out.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1276,9 +1288,12 @@ def learn_merges(words, num_merges, progress=None):
 
 def bpe(word, ranks):
     """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
-    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
-    tokens learned before it, so this is the same as applying every merge in learned order."""
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. This is the same as
+    replaying every merge in learned order: the token that merge r makes can only be part
+    of a merge learned after r (a merge joins tokens that already existed), so the new
+    pairs it forms all rank after r, and the ranks merged here never go back."""
     while len(word) > 1:
+        # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
         if pair not in ranks:
             break
@@ -1328,12 +1343,15 @@ def gpt2_pretokenizer():
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
         's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
     in order: an English contraction (lower case only: "'S" is not one); an optional space
-    and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
-    and other symbols; white space up to the last one when a word follows (the word takes
-    it as its leading space: "Hello   world" is cut as "Hello", "  ", " world"); any other
-    white space. Python's re has no \\p{L} (letters)
-    or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
-    Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
+    and letters; an optional space and numbers (digits, but also "Ⅻ" or "½"); an optional
+    space and other symbols; a run of white space followed by no non-space, (?!\\S): so
+    when a non-space follows, the run stops one short and leaves its last space to the word
+    or symbol after it ("Hello   world" is cut as "Hello", "  ", " world"; "  <|" as " ",
+    " <|"); any other white space (a newline before a word: only a space can lead one).
+    Python's re has no \\p{L} (letters) or \\p{N} (numbers), and its \\s takes in the four
+    separator controls U+001C to U+001F, which GPT-2's white space leaves out. So we list
+    all three kinds from unicodedata's categories and str.isspace(), and write (?!\\S) as
+    "followed by no letter, number or other symbol"."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
@@ -1349,9 +1367,10 @@ def gpt2_pretokenizer():
 
 
 def bytes_to_unicode():
-    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
-    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
-    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
+    """GPT-2's stand-in character for each byte value, [256]: the 188 printable Latin-1
+    characters (bytes 33 to 126, 161 to 172, 174 to 255) stand for themselves; the other 68
+    (controls, the space, the no-break space 160 and the soft hyphen 173, both invisible)
+    get characters from U+0100 on, so that the space 32 is "Ġ" (U+0120), the newline 10 "Ċ"."""
     printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
     others = [b for b in range(256) if b not in printable]
     table = {b: chr(b) for b in printable}
@@ -1370,7 +1389,8 @@ class Vocabulary(list):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
         self.merges = [tuple(pair) for pair in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        # token -> id (two merges may spell the same string: the first id is used)
+        # token -> id (two merges may spell the same string, as ("a", "bc") and ("ab", "c")
+        # both spell "abc": the first id is used)
         self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
         self.byte_char = bytes_to_unicode() if byte_level else None
         self.cache = {}                     # word -> its ids: words repeat a lot
