@@ -1428,33 +1428,48 @@ class Vocabulary(list):
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
 # to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
-# two only the layout and the size:
-#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm.
-#   2. GELU instead of ReLU in the MLP.
-#   3. A bias (a learned constant) added after every matrix.
-#   4. No norm right after the embeddings, but a final LayerNorm before the output.
-#   5. The output layer is wte itself (tied): no separate lm_head.
-#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall.
-#   7. 1,024 positions, so a prompt plus what it writes is at most 1,024 tokens.
+# two only the layout and the size. Most are the habits of 2019 rather than necessities:
+#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
+#      standard then; RMSNorm (no mean, no bias) was later found to train as well for
+#      less work, and is what newer models (and Part I) use.
+#   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which trained
+#      slightly better in the models of the time (BERT, GPT); many newer ones still use it.
+#   3. A bias (a learned constant) added after every matrix, so an output can be shifted
+#      away from 0; newer models mostly drop them, finding they add little.
+#   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
+#      block normalises its own input (as in Part I), so the embeddings need no norm of
+#      their own; but the residual stream grows as blocks add to it, so it is normalised
+#      once more before the scores.
+#   5. The output layer is wte itself (tied): no separate lm_head. That saves 50,257 x 768
+#      = 38.6 million parameters, nearly a third of the model.
+#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall: on
+#      a GPU one big matrix product is faster than three small ones; here it is the same.
+#   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
+#      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. (Part I's attention_head works on plain
-# floats through Part II's fast path, which is why --gpt2 refuses --plain.)
+# plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
+# which accepts plain floats only through Part II's fast versions: Part I's own softmax
+# calls .data and .exp(), which floats lack. That is why --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
-# themselves, raw. Reading it runs no code, unlike a pickled PyTorch file; Part VI's
-# load_gpt2 checks every offset and shape before it reads a number. One twist: OpenAI's
-# matrices (its "Conv1D" layers) are stored [n_in][n_out], the transpose of Part I's
+# themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
+# which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
+# before it reads a number. One twist: OpenAI's matrices (in layers its code calls
+# "Conv1D", which are linear layers) are stored [n_in][n_out], the transpose of Part I's
 # [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
 # rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
-# that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
+# that way, against about 4 GB as Python floats in lists (a float object is 24 bytes, and
+# the list holds an 8-byte pointer to it).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)); on PyPy, whose JIT compiles
-# sum(map(mul, row, x)) into a machine-code loop, that is already fast. scripts/bench_gpt2.py measures a token against the time of those dot products
-# alone (the README has the figures): everything else costs a few percent.
+# about twice as fast as sum(map(mul, row, x)) (Part II's way: mul is operator.mul, so
+# map multiplies the pairs without a Python loop). PyPy compiles that line into a
+# machine-code loop as it runs (its JIT), so there it is already fast.
+# scripts/bench_gpt2.py measures a token against the time of those dot products alone
+# (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
 
 from array import array
@@ -1487,7 +1502,8 @@ def layer_norm(x, gain, bias, eps):
 def gelu(x):
     """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
     with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
-    of x * P(a standard normal is below x).   [n] -> [n]"""
+    of x * P(a standard normal is below x) (Hendrycks and Gimpel, 2016): sqrt(2/pi) and
+    0.044715 are the constants that make the curves match.   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1533,9 +1549,10 @@ def gpt2(token, pos, keys, values, w, config, attention_log=None):
         m = layer_norm(x, w[L + "ln_2.weight"], w[L + "ln_2.bias"], eps)
         m = gelu(affine(m, w[L + "mlp.c_fc.weight"], w[L + "mlp.c_fc.bias"]))      # [n_inner]
         x = [xi + yi for xi, yi in zip(x, affine(m, w[L + "mlp.c_proj.weight"], w[L + "mlp.c_proj.bias"]))]
-    # GPT-2 (4) again: a last LayerNorm; and (5): the scores are x's dot product with every
-    # token's embedding, so a token scores high when x looks like its vector.
+    # GPT-2 (4) again: a last LayerNorm.
     x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+    # GPT-2 (5): the scores are x's dot product with every token's embedding (wte, tied), so
+    # a token scores high when x looks like its vector.
     return [dot_product(row, x) for row in w["wte.weight"]]                  # [vocab_size]
 
 
@@ -1545,8 +1562,10 @@ def next_token(logits, temperature, top_k, rng):
     (so a long tail of unlikely tokens cannot, between them, be drawn now and then)."""
     if temperature == 0:
         return max(range(len(logits)), key=logits.__getitem__)
-    ids = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:top_k] if top_k else range(len(logits))
-    return ids[sample_token([logits[i] for i in ids], temperature, rng)]
+    ids = range(len(logits))                    # the candidates: every token,
+    if top_k:                                   # or only the top_k likeliest
+        ids = sorted(ids, key=logits.__getitem__, reverse=True)[:top_k]
+    return ids[sample_token([logits[i] for i in ids], temperature, rng)]   # a place in ids
 
 
 def generate(prompt_ids, length, w, config, temperature, top_k, rng):
@@ -1556,6 +1575,7 @@ def generate(prompt_ids, length, w, config, temperature, top_k, rng):
     the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
+    # Reading the prompt's last token gives the first choice; the last choice is never read.
     for pos in range(len(tokens) + length - 1):
         logits = gpt2(tokens[pos], pos, keys, values, w, config)
         if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
