@@ -1641,17 +1641,21 @@ def affix(name, kind, length):
 
 
 def is_correct(kind, x, answer, ended):
-    """Whether an answer (the texts of its tokens; ended: it finished with the end token)
-    is correct: the reward of V.4 (True counts 1, False 0)."""
+    """Whether an answer is correct: the reward of V.4 (True counts 1, False 0). answer is
+    the list of its tokens' texts, so len(answer) counts tokens, each of which must be one
+    letter; ended: it finished with the end token."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
 
 def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
-    those held out for evaluation: a share of each length's X held out of both kinds
-    (unseen), and of the X seen with both kinds, one kind held out (unseen combinations).
-    Returns (train, held_out), two sets of (kind, X)."""
+    those held out for evaluation. For each length of X (1, 2, 3 letters), in a random
+    order: the first `share` of the X (at least 2) are held out of both kinds (unseen: say
+    no fine-tuning request has X = "jo"); then of the other X, those both kinds can use,
+    a `share` have one kind, drawn at random, held out (an unseen combination: say "ending
+    with an" is held out, "starting with an" trained). Returns (train, held_out), two sets
+    of (kind, X)."""
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1672,7 +1676,7 @@ def evaluation_requests(held_out, count, rng):
     for kind in TASKS:
         for length in (1, 2, 3):
             pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
-            n = count // 3 + (length <= count % 3)
+            n = count // 3 + (length <= count % 3)    # the remainder to the shortest X (True is 1)
             chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
     return chosen
 
@@ -1684,29 +1688,35 @@ def evaluation_requests(held_out, count, rng):
 # opens the request, <|assistant|> the answer, <|end|> closes it. The model learns their
 # meaning from where they appear. Each new token needs a new row in wte (what it means as
 # input) and in lm_head (its score as output); the pretrained rows are kept, which is how
-# real chat models are made from base models. Two new rows start as copies of BOS's rows,
-# because the pretrained model already knows what BOS means: <|assistant|> reads like BOS
-# (a name begins after it) and <|end|> is predicted like BOS (the name ends here). The
-# other new rows start random. The model of names has no use for BOS itself any more, so
-# the chat vocabulary drops it (its rows live on in the two copies).
+# real chat models are made from base models. Two of the new rows start as copies of BOS's
+# rows, <|assistant|>'s in wte and <|end|>'s in lm_head, because the pretrained model
+# already knows what BOS means: <|assistant|> reads like BOS (a name begins after it) and
+# <|end|> is predicted like BOS (the name ends here). The other new rows start random.
+# The model of names has no use for BOS itself any more, so the chat vocabulary drops it
+# (its rows live on in the two copies).
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
 # a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
 # X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
 # for "starting with", from the right for "ending with". So every prompt has 8 tokens,
-# and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
-# from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
-# writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
-# is <|assistant|>. Why a fixed distance helps: a position embedding (wpe) names an
-# absolute position, so "the letter 5 back" is one fixed thing to learn at every position,
-# while "the letter just after the request, wherever it ended" is a different thing for
-# each length of X. With the slots, a small model learns to copy in a few hundred steps.
+# and the letter of X that the next token needs is always 5 tokens back from the token
+# being read: "emma" copies e and m from 5 back, then writes on where the slots are empty;
+# a 5-letter name ending with "son" writes 2 letters of its own over the 2 pads, then
+# copies s, o and n, and ends when 5 back is <|assistant|>. (Fine-tuning shows only
+# 5-letter names for "ending with", V.3, so that the answer's last letters sit under X.)
+# Why a fixed distance helps: the model knows where it is only from wpe, which names
+# absolute positions. With every prompt 8 tokens long, reading position 7 always copies
+# from position 2, reading 8 from 3, and so on: the same pair of positions in every
+# conversation, learned once. Without the slots, where the request ends, and so where
+# the copying starts, would move with the length of X: a different thing to learn for
+# each length. With the slots, a small model learns to copy in a few hundred steps.
 # Without them, a 2-layer model fine-tuned on 2,000 conversations passed 21% and 0% of
 # the held-out requests (starting with, ending with); with them, the same model and data
 # passed 92% and 70% (an experiment made while designing this part; the command line's
 # pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
 # with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
-# Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
+# Rendered, with the loss mask V.3 uses (1 under each token the loss counts, the answer's;
+# V.3 says why):
 #
 #     a name starting with em -> emma
 #     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
@@ -1729,7 +1739,8 @@ def chat_vocab(chars):
 def add_chat_tokens(params, chars, chat_chars, config, rng):
     """The pretrained parameters with a row in wte and lm_head for each new token: copies of
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
-    BOS's own rows (the last) are dropped. The matrices are new; the rows are shared."""
+    BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
+    rows in them are the same Values: fine-tuning the chat model changes params too."""
     bos = len(chars)
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
@@ -1807,8 +1818,8 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    prompt = prompt_for(ids, chat_chars)
-    if len(prompt) >= config.block_size:
+    prompt = prompt_for(ids, chat_chars)    # <|user|>, ids (padded to 6), <|assistant|>
+    if len(prompt) >= config.block_size:    # so at most block_size - 3 ids leave room to answer
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
                        f"context of {config.block_size} with room for an answer")
     return prompt
@@ -1833,7 +1844,7 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
     prompt = prompt_for(encode_text(request_for(kind, x), chat_chars), chat_chars)
     end = chat_chars.index(END)
     ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, end)]
-    ended = ids[-1:] == [end]
+    ended = ids[-1:] == [end]          # the last token is <|end|> (ids[-1:] is [] if ids is)
     texts = [chat_chars[t] for t in (ids[:-1] if ended else ids)]
     return prompt, ids, texts, ended, is_correct(kind, x, texts, ended)
 
@@ -1863,10 +1874,12 @@ def sft_answers(names, requests, config):
         for kind in TASKS:
             for k in (1, 2, 3):
                 x = affix(name, kind, k)
-                # The whole conversation must fit the context: <|user|>, the request's
-                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens
-                # for len(name) + 8 predictions: names of at most 8 letters at block_size 16.
-                if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
+                # The whole conversation must fit the context: <|user|>, the request's 6
+                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens.
+                # The last is predicted but never read, so they take len(name) + 8 positions:
+                # names of at most 8 letters at block_size 16.
+                fits = len(name) + REQUEST_TOKENS + 2 <= config.block_size
+                if (len(name) > k and (kind, x) in requests and fits
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
                     found[kind].append((x, name))
     return found
@@ -1894,7 +1907,9 @@ def answer_losses(tokens, mask, params, config):
 
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
-    the parameters' .grad, and return its number. With FAST, backward walks the tape (II.2)."""
+    the parameters' .grad, and return its number. With FAST, the nodes are recorded on a
+    list, Value.tape, as they are made, and backward_along walks it backwards instead of
+    sorting the graph: the same gradients, sooner (Part II.2)."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -1923,8 +1938,13 @@ def sft_steps(params, config, examples, num_steps, batch):
     """Fine-tune on `batch` conversations per step (examples(step, b) gives one); yields
     each step's mean answer loss. One conversation's graph at a time, as train() does."""
     def add_step_gradient(step):
-        return sum(backpropagate(lambda: mean(answer_losses(*examples(step, b), params, config)) * (1 / batch))
-                   for b in range(batch))
+        total = 0
+        for b in range(batch):
+            tokens, mask = examples(step, b)
+            # this conversation's mean answer loss, divided by batch: summed, the batch's mean
+            total += backpropagate(lambda: mean(answer_losses(tokens, mask, params, config))
+                                   * (1 / batch))
+        return total
     return optimise(params, config, num_steps, add_step_gradient)
 
 
@@ -1938,9 +1958,17 @@ def sft_steps(params, config, examples, num_steps, batch):
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form (no clipping of the update, no KL penalty): the advantage of an answer is its reward minus the group's mean,
-# divided by the group's spread, so that only how an answer compares with its siblings
-# counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
+# on maths problems, in its simplest form: one update per group of answers, so none of
+# the clipping that stops several updates on the same answers from going too far, and no
+# KL penalty (see the end of this section). The advantage of an answer is its reward minus
+# the group's mean, so that only how it compares with its siblings counts, divided by the
+# group's spread, so that every group pushes on the same scale: a lone success is pushed
+# hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38; with four
+# right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all
+# are right (or all wrong) teaches nothing and costs no gradient.
+#
+# RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
+# that V.5 stays a test of requests the model has never trained on.
 #
 # The loss whose gradient does the nudging is, over the n answers of a step,
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
@@ -1974,15 +2002,16 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses, written mean * count so that
-    # it is one fused node (Part II's fast_mean) rather than a chain of additions.
+    # -log p(answer) is the sum of the answer's token losses. It is written mean * count
+    # because mean() is one node with FAST (Part II's fast_mean), a sum a chain of additions.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
 
 def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
     """GRPO: each step draws a group of answers to each of `requests(step)` (a list of
-    (kind, X)), grades them and adds the gradient of L; yields the step's mean reward."""
+    (kind, X), from the fine-tuning requests), grades them and adds the gradient of L;
+    yields the step's mean reward."""
     def add_step_gradient(step):
         weights = inference_weights(params)
         groups = [answer_group(weights, config, chat_chars, kind, x, rng, group_size)
@@ -2003,9 +2032,9 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # sampled at the chat's own temperature (0.5, as for names), so that it measures the
 # assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
-# card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
-# 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
-# minutes on CPython.
+# report card (the table the command line prints at the end) reads: pretrained 0% and 0%
+# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 98.3%. The
+# whole run takes about 30 s of CPU on PyPy and two minutes on CPython.
 # ---------------------------------------------------------------------------------------
 
 def pass_rates(weights, config, chat_chars, requests, rng, temperature):
