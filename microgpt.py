@@ -1291,7 +1291,8 @@ def bpe(word, ranks):
     learned earliest (the lowest rank). ranks: {(left, right): rank}. This is the same as
     replaying every merge in learned order: the token that merge r makes can only be part
     of a merge learned after r (a merge joins tokens that already existed), so the new
-    pairs it forms all rank after r, and the ranks merged here never go back."""
+    pairs it forms all rank after r, as do the pairs already there (r was the lowest):
+    the ranks merged here only go up."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1432,8 +1433,8 @@ class Vocabulary(list):
 #   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
 #      standard then; RMSNorm (no mean, no bias) was later found to train as well for
 #      less work, and is what newer models (and Part I) use.
-#   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which trained
-#      slightly better in the models of the time (BERT, GPT); many newer ones still use it.
+#   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which its
+#      authors found to train slightly better; BERT and the first GPT used it too.
 #   3. A bias (a learned constant) added after every matrix, so an output can be shifted
 #      away from 0; newer models mostly drop them, finding they add little.
 #   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
@@ -1443,7 +1444,7 @@ class Vocabulary(list):
 #   5. The output layer is wte itself (tied): no separate lm_head. That saves 50,257 x 768
 #      = 38.6 million parameters, nearly a third of the model.
 #   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall: on
-#      a GPU one big matrix product is faster than three small ones; here it is the same.
+#      a GPU one big matrix product is faster than three small ones; here it is the same work.
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
@@ -1565,7 +1566,8 @@ def next_token(logits, temperature, top_k, rng):
     ids = range(len(logits))                    # the candidates: every token,
     if top_k:                                   # or only the top_k likeliest
         ids = sorted(ids, key=logits.__getitem__, reverse=True)[:top_k]
-    return ids[sample_token([logits[i] for i in ids], temperature, rng)]   # a place in ids
+    # sample_token() returns a place in this list of candidates; ids[] turns it into a token
+    return ids[sample_token([logits[i] for i in ids], temperature, rng)]
 
 
 def generate(prompt_ids, length, w, config, temperature, top_k, rng):
@@ -1705,8 +1707,8 @@ def evaluation_requests(held_out, count, rng):
 # copies s, o and n, and ends when 5 back is <|assistant|>. (Fine-tuning shows only
 # 5-letter names for "ending with", V.3, so that the answer's last letters sit under X.)
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
-# absolute positions. With every prompt 8 tokens long, reading position 7 always copies
-# from position 2, reading 8 from 3, and so on: the same pair of positions in every
+# absolute positions. With every prompt 8 tokens long, reading position 7 always looks
+# at position 2, reading 8 at 3, and so on: the same pair of positions in every
 # conversation, learned once. Without the slots, where the request ends, and so where
 # the copying starts, would move with the length of X: a different thing to learn for
 # each length. With the slots, a small model learns to copy in a few hundred steps.
