@@ -1247,26 +1247,31 @@ def state_name(state, names):
 # on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
 # in the order they were learned, are the tokenizer: to encode a word, start from its
-# characters and keep merging the adjacent pair that was learned earliest, until no
-# learned pair is left. Decoding just joins the tokens' strings.
+# characters and replay the merges in that order, each wherever its pair occurs (bpe()
+# below does it by merging the earliest-learned pair left, which comes to the same).
+# Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
 # space), numbers, runs of other symbols and runs of white space, and merges never cross
 # those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
 # in " dog!"), and learning counts each distinct word once, with its frequency.
-# `python microgpt.py --bpe N` learns N merges in this way from its own training text: it
-# cuts the text into words with GPT-2's pre-tokenizer (below), starts from characters
-# rather than bytes, and then trains on the tokens it learned (Vocabulary). In names mode
-# the text is the training names, one at a time; in stream mode, the whole stream.
 #
 # Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
-# may or may not join. Its files are text, so each byte gets a visible character
-# (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
-# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the 256 one-byte
-# tokens (in vocab.json's order, which is not the byte's value: id 0 is "!", byte 33), a
-# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
-# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# may or may not join. GPT-2's tokenizer comes as two text files: vocab.json maps each
+# token to its id, and merges.txt lists the 50,000 merges in learned order, one a line,
+# its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
+# newline or a control byte is invisible, or would break a line of merges.txt in the
+# wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
+# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
+# order, which puts the 188 printable bytes first: so id 0 is "!", whose byte value is
+# 33. A merged token's id is 256 plus its merge's rank (its line in merges.txt), and
+# 50256 is <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+#
+# Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
+# (in names mode the names, one at a time; in stream mode the whole stream), cut into
+# words by GPT-2's pre-tokenizer below but starting from characters rather than bytes,
+# and then trains Part I's model on those tokens instead of single characters.
 # ---------------------------------------------------------------------------------------
 
 import collections
@@ -1298,6 +1303,13 @@ def learn_merges(words, num_merges, progress=None):
     the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
+    # pairs[p] is how often p occurs over all the words; holders[p] the words that have held
+    # p. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count
+    # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
+    # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
+    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps
+    # it), so the loop stops at `most < 1`. A word in holders[p] may no longer hold p (it
+    # was merged away since): for that word, taking out and counting again cancel out.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1327,9 +1339,13 @@ def learn_merges(words, num_merges, progress=None):
 
 def bpe(word, ranks):
     """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
-    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
-    tokens learned before it, so this is the same as applying every merge in learned order."""
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. This is the same as
+    replaying every merge in learned order: the token that merge r makes can only be part
+    of a merge learned after r (a merge joins tokens that already existed), so the new
+    pairs it forms all rank after r, as do the pairs already there (r was the lowest):
+    the ranks merged here only go up."""
     while len(word) > 1:
+        # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
         if pair not in ranks:
             break
@@ -1379,12 +1395,15 @@ def gpt2_pretokenizer():
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
         's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
     in order: an English contraction (lower case only: "'S" is not one); an optional space
-    and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
-    and other symbols; white space up to the last one when a word follows (the word takes
-    it as its leading space: "Hello   world" is cut as "Hello", "  ", " world"); any other
-    white space. Python's re has no \\p{L} (letters)
-    or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
-    Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
+    and letters; an optional space and numbers (digits, but also "Ⅻ" or "½"); an optional
+    space and other symbols; a run of white space followed by no non-space, (?!\\S): so
+    when a non-space follows, the run stops one short and leaves its last space to the word
+    or symbol after it ("Hello   world" is cut as "Hello", "  ", " world"; "  <|" as " ",
+    " <|"); any other white space (a newline before a word: only a space can lead one).
+    Python's re has no \\p{L} (letters) or \\p{N} (numbers), and its \\s takes in the four
+    separator controls U+001C to U+001F, which GPT-2's white space leaves out. So we list
+    all three kinds from unicodedata's categories and str.isspace(), and write (?!\\S) as
+    "followed by no letter, number or other symbol"."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
@@ -1400,9 +1419,10 @@ def gpt2_pretokenizer():
 
 
 def bytes_to_unicode():
-    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
-    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
-    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
+    """GPT-2's stand-in character for each byte value, [256]: the 188 printable Latin-1
+    characters (bytes 33 to 126, 161 to 172, 174 to 255) stand for themselves; the other 68
+    (controls, the space, the no-break space 160 and the soft hyphen 173, both invisible)
+    get characters from U+0100 on, so that the space 32 is "Ġ" (U+0120), the newline 10 "Ċ"."""
     printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
     others = [b for b in range(256) if b not in printable]
     table = {b: chr(b) for b in printable}
@@ -1421,7 +1441,8 @@ class Vocabulary(list):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
         self.merges = [tuple(pair) for pair in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        # token -> id (two merges may spell the same string: the first id is used)
+        # token -> id (two merges may spell the same string, as ("a", "bc") and ("ab", "c")
+        # both spell "abc": the first id is used)
         self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
         self.byte_char = bytes_to_unicode() if byte_level else None
         self.cache = {}                     # word -> its ids: words repeat a lot
@@ -1429,8 +1450,9 @@ class Vocabulary(list):
     def encode(self, text):
         """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
         each distinct word once. Special tokens never come out of a text: the text
-        "<|endoftext|>" is the 6 ordinary tokens it is made of, as in Hugging Face's
-        tokenizer and tiktoken's encode_ordinary; only a program puts GPT2_EOT in a sequence."""
+        "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
+        91, 437, 1659, 5239, 91, 29), as in Hugging Face's tokenizer and tiktoken's
+        encode_ordinary; only a program puts GPT2_EOT in a sequence."""
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
@@ -1458,33 +1480,48 @@ class Vocabulary(list):
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
 # to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
-# two only the layout and the size:
-#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm.
-#   2. GELU instead of ReLU in the MLP.
-#   3. A bias (a learned constant) added after every matrix.
-#   4. No norm right after the embeddings, but a final LayerNorm before the output.
-#   5. The output layer is wte itself (tied): no separate lm_head.
-#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall.
-#   7. 1,024 positions, so a prompt plus what it writes is at most 1,024 tokens.
+# two only the layout and the size. Most are the habits of 2019 rather than necessities:
+#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
+#      standard then; RMSNorm (no mean, no bias) was later found to train as well for
+#      less work, and is what newer models (and Part I) use.
+#   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which its
+#      authors found to train slightly better; BERT and the first GPT used it too.
+#   3. A bias (a learned constant) added after every matrix, so an output can be shifted
+#      away from 0; newer models mostly drop them, finding they add little.
+#   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
+#      block normalises its own input (as in Part I), so the embeddings need no norm of
+#      their own; but the residual stream grows as blocks add to it, so it is normalised
+#      once more before the scores.
+#   5. The output layer is wte itself (tied): no separate lm_head. That saves 50,257 x 768
+#      = 38.6 million parameters, nearly a third of the model.
+#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall: on
+#      a GPU one big matrix product is faster than three small ones; here it is the same work.
+#   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
+#      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. (Part I's attention_head works on plain
-# floats through Part II's fast path, which is why --gpt2 refuses --plain.)
+# plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
+# which accepts plain floats only through Part II's fast versions: Part I's own softmax
+# calls .data and .exp(), which floats lack. That is why --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
-# themselves, raw. Reading it runs no code, unlike a pickled PyTorch file; Part VI's
-# load_gpt2 checks every offset and shape before it reads a number. One twist: OpenAI's
-# matrices (its "Conv1D" layers) are stored [n_in][n_out], the transpose of Part I's
+# themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
+# which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
+# before it reads a number. One twist: OpenAI's matrices (in layers its code calls
+# "Conv1D", which are linear layers) are stored [n_in][n_out], the transpose of Part I's
 # [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
 # rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
-# that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
+# that way, against about 4 GB as Python floats in lists (a float object is 24 bytes, and
+# the list holds an 8-byte pointer to it).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)); on PyPy, whose JIT compiles
-# sum(map(mul, row, x)) into a machine-code loop, that is already fast. scripts/bench_gpt2.py measures a token against the time of those dot products
-# alone (the README has the figures): everything else costs a few percent.
+# about twice as fast as sum(map(mul, row, x)) (Part II's way: mul is operator.mul, so
+# map multiplies the pairs without a Python loop). PyPy compiles that line into a
+# machine-code loop as it runs (its JIT), so there it is already fast.
+# scripts/bench_gpt2.py measures a token against the time of those dot products alone
+# (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
 
 from array import array
@@ -1517,7 +1554,8 @@ def layer_norm(x, gain, bias, eps):
 def gelu(x):
     """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
     with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
-    of x * P(a standard normal is below x).   [n] -> [n]"""
+    of x * P(a standard normal is below x) (Hendrycks and Gimpel, 2016): sqrt(2/pi) and
+    0.044715 are the constants that make the curves match.   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1563,9 +1601,10 @@ def gpt2(token, pos, keys, values, w, config, attention_log=None):
         m = layer_norm(x, w[L + "ln_2.weight"], w[L + "ln_2.bias"], eps)
         m = gelu(affine(m, w[L + "mlp.c_fc.weight"], w[L + "mlp.c_fc.bias"]))      # [n_inner]
         x = [xi + yi for xi, yi in zip(x, affine(m, w[L + "mlp.c_proj.weight"], w[L + "mlp.c_proj.bias"]))]
-    # GPT-2 (4) again: a last LayerNorm; and (5): the scores are x's dot product with every
-    # token's embedding, so a token scores high when x looks like its vector.
+    # GPT-2 (4) again: a last LayerNorm.
     x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+    # GPT-2 (5): the scores are x's dot product with every token's embedding (wte, tied), so
+    # a token scores high when x looks like its vector.
     return [dot_product(row, x) for row in w["wte.weight"]]                  # [vocab_size]
 
 
@@ -1575,7 +1614,10 @@ def next_token(logits, temperature, top_k, rng):
     (so a long tail of unlikely tokens cannot, between them, be drawn now and then)."""
     if temperature == 0:
         return max(range(len(logits)), key=logits.__getitem__)
-    ids = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:top_k] if top_k else range(len(logits))
+    ids = range(len(logits))                    # the candidates: every token,
+    if top_k:                                   # or only the top_k likeliest
+        ids = sorted(ids, key=logits.__getitem__, reverse=True)[:top_k]
+    # sample_token() returns a place in this list of candidates; ids[] turns it into a token
     return ids[sample_token([logits[i] for i in ids], temperature, rng)]
 
 
@@ -1586,6 +1628,7 @@ def generate(prompt_ids, length, w, config, temperature, top_k, rng):
     the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
+    # Reading the prompt's last token gives the first choice; the last choice is never read.
     for pos in range(len(tokens) + length - 1):
         logits = gpt2(tokens[pos], pos, keys, values, w, config)
         if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
@@ -1651,17 +1694,21 @@ def affix(name, kind, length):
 
 
 def is_correct(kind, x, answer, ended):
-    """Whether an answer (the texts of its tokens; ended: it finished with the end token)
-    is correct: the reward of V.4 (True counts 1, False 0)."""
+    """Whether an answer is correct: the reward of V.4 (True counts 1, False 0). answer is
+    the list of its tokens' texts, so len(answer) counts tokens, each of which must be one
+    letter; ended: it finished with the end token."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
 
 def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
-    those held out for evaluation: a share of each length's X held out of both kinds
-    (unseen), and of the X seen with both kinds, one kind held out (unseen combinations).
-    Returns (train, held_out), two sets of (kind, X)."""
+    those held out for evaluation. For each length of X (1, 2, 3 letters), in a random
+    order: the first `share` of the X (at least 2) are held out of both kinds (unseen: say
+    no fine-tuning request has X = "jo"); then of the other X, those both kinds can use,
+    a `share` have one kind, drawn at random, held out (an unseen combination: say "ending
+    with an" is held out, "starting with an" trained). Returns (train, held_out), two sets
+    of (kind, X)."""
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1682,7 +1729,7 @@ def evaluation_requests(held_out, count, rng):
     for kind in TASKS:
         for length in (1, 2, 3):
             pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
-            n = count // 3 + (length <= count % 3)
+            n = count // 3 + (length <= count % 3)    # the remainder to the shortest X (True is 1)
             chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
     return chosen
 
@@ -1694,29 +1741,35 @@ def evaluation_requests(held_out, count, rng):
 # opens the request, <|assistant|> the answer, <|end|> closes it. The model learns their
 # meaning from where they appear. Each new token needs a new row in wte (what it means as
 # input) and in lm_head (its score as output); the pretrained rows are kept, which is how
-# real chat models are made from base models. Two new rows start as copies of BOS's rows,
-# because the pretrained model already knows what BOS means: <|assistant|> reads like BOS
-# (a name begins after it) and <|end|> is predicted like BOS (the name ends here). The
-# other new rows start random. The model of names has no use for BOS itself any more, so
-# the chat vocabulary drops it (its rows live on in the two copies).
+# real chat models are made from base models. Two of the new rows start as copies of BOS's
+# rows, <|assistant|>'s in wte and <|end|>'s in lm_head, because the pretrained model
+# already knows what BOS means: <|assistant|> reads like BOS (a name begins after it) and
+# <|end|> is predicted like BOS (the name ends here). The other new rows start random.
+# The model of names has no use for BOS itself any more, so the chat vocabulary drops it
+# (its rows live on in the two copies).
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
 # a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
 # X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
 # for "starting with", from the right for "ending with". So every prompt has 8 tokens,
-# and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
-# from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
-# writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
-# is <|assistant|>. Why a fixed distance helps: a position embedding (wpe) names an
-# absolute position, so "the letter 5 back" is one fixed thing to learn at every position,
-# while "the letter just after the request, wherever it ended" is a different thing for
-# each length of X. With the slots, a small model learns to copy in a few hundred steps.
+# and the letter of X that the next token needs is always 5 tokens back from the token
+# being read: "emma" copies e and m from 5 back, then writes on where the slots are empty;
+# a 5-letter name ending with "son" writes 2 letters of its own over the 2 pads, then
+# copies s, o and n, and ends when 5 back is <|assistant|>. (Fine-tuning shows only
+# 5-letter names for "ending with", V.3, so that the answer's last letters sit under X.)
+# Why a fixed distance helps: the model knows where it is only from wpe, which names
+# absolute positions. With every prompt 8 tokens long, reading position 7 always looks
+# at position 2, reading 8 at 3, and so on: the same pair of positions in every
+# conversation, learned once. Without the slots, where the request ends, and so where
+# the copying starts, would move with the length of X: a different thing to learn for
+# each length. With the slots, a small model learns to copy in a few hundred steps.
 # Without them, a 2-layer model fine-tuned on 2,000 conversations passed 21% and 0% of
 # the held-out requests (starting with, ending with); with them, the same model and data
 # passed 92% and 70% (an experiment made while designing this part; the command line's
 # pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
 # with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
-# Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
+# Rendered, with the loss mask V.3 uses (1 under each token the loss counts, the answer's;
+# V.3 says why):
 #
 #     a name starting with em -> emma
 #     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
@@ -1739,7 +1792,8 @@ def chat_vocab(chars):
 def add_chat_tokens(params, chars, chat_chars, config, rng):
     """The pretrained parameters with a row in wte and lm_head for each new token: copies of
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
-    BOS's own rows (the last) are dropped. The matrices are new; the rows are shared."""
+    BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
+    rows in them are the same Values: fine-tuning the chat model changes params too."""
     bos = len(chars)
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
@@ -1817,8 +1871,8 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    prompt = prompt_for(ids, chat_chars)
-    if len(prompt) >= config.block_size:
+    prompt = prompt_for(ids, chat_chars)    # <|user|>, ids (padded to 6), <|assistant|>
+    if len(prompt) >= config.block_size:    # so at most block_size - 3 ids leave room to answer
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
                        f"context of {config.block_size} with room for an answer")
     return prompt
@@ -1843,7 +1897,7 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
     prompt = prompt_for(encode_text(request_for(kind, x), chat_chars), chat_chars)
     end = chat_chars.index(END)
     ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, end)]
-    ended = ids[-1:] == [end]
+    ended = ids[-1:] == [end]          # the last token is <|end|> (ids[-1:] is [] if ids is)
     texts = [chat_chars[t] for t in (ids[:-1] if ended else ids)]
     return prompt, ids, texts, ended, is_correct(kind, x, texts, ended)
 
@@ -1873,10 +1927,12 @@ def sft_answers(names, requests, config):
         for kind in TASKS:
             for k in (1, 2, 3):
                 x = affix(name, kind, k)
-                # The whole conversation must fit the context: <|user|>, the request's
-                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens
-                # for len(name) + 8 predictions: names of at most 8 letters at block_size 16.
-                if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
+                # The whole conversation must fit the context: <|user|>, the request's 6
+                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens.
+                # The last is predicted but never read, so they take len(name) + 8 positions:
+                # names of at most 8 letters at block_size 16.
+                fits = len(name) + REQUEST_TOKENS + 2 <= config.block_size
+                if (len(name) > k and (kind, x) in requests and fits
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
                     found[kind].append((x, name))
     return found
@@ -1904,7 +1960,9 @@ def answer_losses(tokens, mask, params, config):
 
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
-    the parameters' .grad, and return its number. With FAST, backward walks the tape (II.2)."""
+    the parameters' .grad, and return its number. With FAST, the nodes are recorded on a
+    list, Value.tape, as they are made, and backward_along walks it backwards instead of
+    sorting the graph: the same gradients, sooner (Part II.2)."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -1933,8 +1991,13 @@ def sft_steps(params, config, examples, num_steps, batch):
     """Fine-tune on `batch` conversations per step (examples(step, b) gives one); yields
     each step's mean answer loss. One conversation's graph at a time, as train() does."""
     def add_step_gradient(step):
-        return sum(backpropagate(lambda: mean(answer_losses(*examples(step, b), params, config)) * (1 / batch))
-                   for b in range(batch))
+        total = 0
+        for b in range(batch):
+            tokens, mask = examples(step, b)
+            # this conversation's mean answer loss, divided by batch: summed, the batch's mean
+            total += backpropagate(lambda: mean(answer_losses(tokens, mask, params, config))
+                                   * (1 / batch))
+        return total
     return optimise(params, config, num_steps, add_step_gradient)
 
 
@@ -1948,9 +2011,17 @@ def sft_steps(params, config, examples, num_steps, batch):
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form (no clipping of the update, no KL penalty): the advantage of an answer is its reward minus the group's mean,
-# divided by the group's spread, so that only how an answer compares with its siblings
-# counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
+# on maths problems, in its simplest form: one update per group of answers, so none of
+# the clipping that stops several updates on the same answers from going too far, and no
+# KL penalty (see the end of this section). The advantage of an answer is its reward minus
+# the group's mean, so that only how it compares with its siblings counts, divided by the
+# group's spread, so that every group pushes on the same scale: a lone success is pushed
+# hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38; with four
+# right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all
+# are right (or all wrong) teaches nothing and costs no gradient.
+#
+# RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
+# that V.5 stays a test of requests the model has never trained on.
 #
 # The loss whose gradient does the nudging is, over the n answers of a step,
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
@@ -1984,15 +2055,16 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses, written mean * count so that
-    # it is one fused node (Part II's fast_mean) rather than a chain of additions.
+    # -log p(answer) is the sum of the answer's token losses. It is written mean * count
+    # because mean() is one node with FAST (Part II's fast_mean), a sum a chain of additions.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
 
 def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
     """GRPO: each step draws a group of answers to each of `requests(step)` (a list of
-    (kind, X)), grades them and adds the gradient of L; yields the step's mean reward."""
+    (kind, X), from the fine-tuning requests), grades them and adds the gradient of L;
+    yields the step's mean reward."""
     def add_step_gradient(step):
         weights = inference_weights(params)
         groups = [answer_group(weights, config, chat_chars, kind, x, rng, group_size)
@@ -2013,9 +2085,9 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # sampled at the chat's own temperature (0.5, as for names), so that it measures the
 # assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
-# card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
-# 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
-# minutes on CPython.
+# report card (the table the command line prints at the end) reads: pretrained 0% and 0%
+# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 98.3%. The
+# whole run takes about 30 s of CPU on PyPy and two minutes on CPython.
 # ---------------------------------------------------------------------------------------
 
 def pass_rates(weights, config, chat_chars, requests, rng, temperature):
