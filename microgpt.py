@@ -302,9 +302,10 @@ class Value:
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
-        # dL/dx = 8. Visit in the order L, u, v instead: L gives u 1 and v 1; u, holding only
-        # that 1, hands x 2 * 1 = 2; then v gives u its 3, but u has already passed on its
-        # gradient, so that 3 never reaches x, and x ends with 2 instead of 8.
+        # dL/dx = 8. The right order here is L, v, u. Visit in the order L, u, v instead:
+        # L gives u 1 and v 1; u, holding only that 1, hands x 2 * 1 = 2; then v gives u its
+        # 3, but u has already passed on its gradient, so that 3 never reaches x, and x ends
+        # with 2 instead of 8.
         # A topological order lists every node after all of the nodes it was computed from;
         # we visit the nodes in its reverse, so that every node comes before its children.
         # The order leaves out the leaves (parameters, inputs): they have no children to pass
@@ -494,9 +495,10 @@ def attention_weights(q, ks):
     """How much the current position attends to each position so far:
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
     # Why divide by sqrt(head_dim): if q and k hold d numbers with random signs, q . k is a
-    # sum of d products that partly cancel, so it grows like sqrt(d) times one product (the
-    # variance of a sum of independent terms, its average squared size, is the sum of
-    # theirs: d times one product's, so the typical size is sqrt(d) times one product's).
+    # sum of d products that partly cancel, so it grows like sqrt(d) times one product, not
+    # d times. (Statistics' reason: the variance of a number, its average squared size, adds
+    # up over independent terms. The sum's variance is d times one product's, so its
+    # typical size, the square root of that, is sqrt(d) times one product's.)
     # Dividing by sqrt(d) makes the scores' size independent of the head size. Otherwise a
     # bigger head would make the scores far apart, and softmax would give nearly all the
     # weight to the single best score and almost none to the rest (and almost no gradient:
@@ -692,11 +694,13 @@ def mean_token_loss(sequences, weights, config):
     weights: the parameters as they are, or the same numbers as plain floats, which is
     faster and what inference_weights() (section 7) gives; float() reads a number from both.
     It is not the same kind of number as the smoothed training loss the command line prints
-    beside it: that one is a mean per document (a short name's few tokens count as much as a
-    long name's many, so each short-name token weighs more), over 100 steps during which the
-    weights kept changing, each measured on a training document just before the step that
-    learns from it. This one is per token, so that every held-out character counts the same,
-    with the final weights."""
+    beside it. That one and this one differ in four ways:
+      - a mean per document (so a short name's few tokens weigh as much, together, as a long
+        name's many), against a mean per token (every held-out character counts the same);
+      - over 100 steps during which the weights kept changing, against the final weights;
+      - each measured just before the step that learns from its document, against after all
+        training;
+      - on training documents, against held-out ones."""
     losses = [float(loss) for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
     return sum(losses) / len(losses)
 
@@ -890,8 +894,8 @@ def fast_mlp(x, w1, w2):
     Where a unit is on, ReLU's slope is 1, so the node's local derivatives are those of
     linear(). Where it is off (its sum is not positive) it outputs 0 and ReLU's slope is 0:
     it adds nothing to the second layer's sums, no gradient reaches its inputs through it,
-    and w2's weights for it would get gradient (their local derivative, the unit's output)
-    times 0. So it gets no node, the second layer skips it, and no number changes. About
+    and w2's weights for it get no gradient either: their local derivative is the unit's
+    output, which is 0. So it gets no node, the second layer skips it, and no number changes. About
     half of the 64 units are off at the start of the default run and most later (17% on
     over steps 500 to 999). Measured: with every unit in the graph, a step of the first 200
     took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
@@ -1149,9 +1153,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes. (From the second layer on, the keys and values also depend on the token that
+    # changes. Also, from the second layer on, the keys and values depend on the token that
     # just fell out of the window: in the first layer every later position attended to it,
-    # so what it passed on is mixed into their vectors.)
+    # so its value is mixed into their first layer's output, and the second layer computes
+    # its keys and values from that output.
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
@@ -1166,8 +1171,8 @@ def markov_chain(weights, config, vocab_size):
     """Every full context (a tuple of block_size token ids) with its next-token
     probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,).
     The probabilities are the model's own, at temperature 1; sampling at another
-    temperature reshapes each row the same way. The first block_size - 1 tokens of a
-    text, before the window is full, are not among these states."""
+    temperature reshapes each row the same way. The predictions made while the window is
+    not yet full (for the first block_size - 1 tokens of a text) come from no state here."""
     chain = []
     for state in itertools.product(range(vocab_size), repeat=config.block_size):
         logits = logits_at_every_position(list(state), weights, config)[-1]
