@@ -331,7 +331,8 @@ class Value:
         # children, so it comes back only after they are all placed (the table below shows
         # it). Each entry is (node, children_placed):
         #   (node, False) means "expand node": unless it was expanded before, push a reminder
-        #       (node, True), then (child, False) for each child above it. The stack gives
+        #       (node, True), then (child, False) above it for each child that has children
+        #       of its own and was not expanded yet. The stack gives
         #       back the children, and all that they push in turn, before the reminder.
         #   (node, True), the reminder, comes back only when all of that is done: every
         #       child is in the order, so node can follow them.
@@ -524,7 +525,7 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     earlier position (values likewise). So gpt() must be called for positions 0, 1, 2, ... in
     order, starting from empty lists. This call appends its own, so the next position can
     attend to this one, and nothing is computed twice. attention_log, if given (for looking
-    inside, Part III), collects each head's attention weights, computed again for it."""
+    inside, Part III), collects each head's attention weights (computed a second time, just for the log)."""
     hd = config.n_embd // config.n_head                 # the head size, head_dim
     # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
@@ -556,7 +557,8 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
                 attention_log.append(attention_weights(q_h, ks))
         x = linear(heads, params[f"layer{i}.attn_wo"])  # [n_embd]: mixes the heads' outputs
         # The residual connection adds the block's output to its input, so each block only
-        # has to learn a correction, and gradients flow straight back through the sum.
+        # has to learn a correction, and gradients flow straight back through the sum (its
+        # local derivatives are 1), so even the first blocks of a deep stack learn.
         x = [a + b for a, b in zip(x, residual)]
         # MLP block: think about what was gathered, one position at a time.
         residual = x
@@ -680,8 +682,9 @@ def train(params, config, batch_for_step, num_steps, adam=None):
         batch = batch_for_step(step)
         loss = 0.0
         # The gradient of the batch's mean loss is the mean of the documents' gradients, so
-        # each document adds its share to p.grad in turn, and its graph is freed before the
-        # next one is built: memory holds one document's graph, whatever the batch size.
+        # each document adds its share to p.grad in turn, and its graph is freed (nothing
+        # refers to it once add_gradient returns) before the next one is built: memory holds
+        # one document's graph, whatever the batch size.
         for tokens in batch:
             loss += add_gradient(tokens, params, config, 1 / len(batch))
         adam_update(flat, m, v, step, num_steps, config)
@@ -831,7 +834,8 @@ def dot(a, b, scale=1.0):
     d/d a[i] = scale * b[i]   and   d/d b[i] = scale * a[i]."""
     ad = [v.data for v in a]
     bd = [v.data for v in b]
-    # a + b and the second argument join lists: the children, then their local derivatives.
+    # a and b are lists, so a + b joins them: the node's children. The third argument joins
+    # their local derivatives in the same order: b's numbers for a's Values, then a's for b's.
     return Value(sum(map(mul, ad, bd)) * scale, a + b,
                  [x * scale for x in bd] + [x * scale for x in ad])
 
@@ -1091,8 +1095,8 @@ def weights_of(params):
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
 # where it is now, its state), and its states are the possible windows. For a tiny
 # vocabulary and context we can list every state, its next-token probabilities, and the
-# state each token leads to. (There are vocab_size ** block_size states, 27**16 with
-# the defaults, so the command line lists them only when there are at most 256 states.)
+# state each token leads to. (There are vocab_size ** block_size states: names.txt as a
+# stream has 27 characters, the newline among them, so 27**16 with the defaults, and the command line lists them only when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
