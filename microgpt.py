@@ -327,17 +327,15 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). The trick: a reminder to place a node is pushed under its
-        # children, so it comes back only after they are all placed (the table below shows
-        # it). Each entry is (node, children_placed):
-        #   (node, False) means "expand node": unless it was expanded before, push a reminder
-        #       (node, True), then (child, False) above it for each child that has children
-        #       of its own and was not expanded yet. The stack gives
-        #       back the children, and all that they push in turn, before the reminder.
-        #   (node, True), the reminder, comes back only when all of that is done: every
-        #       child is in the order, so node can follow them.
-        # (If the stack is hard to follow, the recursive version above is the whole idea: the
-        # stack only does the same without recursion.)
+        # (last in, first out). Each node goes on the stack twice. First to be expanded: when
+        # it comes off, a reminder to place it in the order goes back on, and its children on
+        # top of the reminder. Since the stack gives back the newest entry first, the
+        # children (and all that they push in turn) come off before the reminder; when the
+        # reminder comes off, every child is placed, and the node can follow them. In the
+        # code an entry is (node, children_placed): False to expand, True for the reminder.
+        # Only children that have children of their own and were not expanded yet are pushed.
+        # (The recursive version above is the whole idea: the stack only does the same
+        # without recursion.)
         # For L = u + v with u = 2 * x, v = 3 * u (x a leaf, so never pushed), step by step
         # (the stack's top is on the right; each line pops the top entry):
         #     pop       what happens                      stack after          order
@@ -373,9 +371,10 @@ class Value:
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things (rows that start equal get equal gradients and stay equal;
-# with all zeros every vector in the model is zero, so every gradient has a zero factor
-# and none would move), small so that the first
-# predictions are close to uniform rather than confidently wrong.
+# all zeros would be worse still: lm_head's gradient is multiplied by the vector it reads,
+# which would be 0, and every other weight's gradient passes back through lm_head, which
+# would be 0, so nothing would ever move), small so that the first predictions are close
+# to uniform rather than confidently wrong.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
 # token (or per position): looking a token up gives the row the model uses for it, n_embd
@@ -1157,10 +1156,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes. Also, from the second layer on, the keys and values depend on the token that
-    # just fell out of the window: in the first layer every later position attended to it,
-    # so its value is mixed into their first layer's output, and the second layer computes
-    # its keys and values from that output.
+    # changes. That reason alone is enough. (A second one, for models of two layers or more:
+    # in the first layer every later position attended to the token that just fell out of
+    # the window, so its value is mixed into their first layer's output, from which the
+    # second layer computes its keys and values.)
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
