@@ -526,7 +526,8 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     attend to this one, and nothing is computed twice. attention_log, if given (for looking
     inside, Part III), collects each head's attention weights (computed a second time, just for the log)."""
     hd = config.n_embd // config.n_head                 # the head size, head_dim
-    # The token says what, the position says where; the sum carries both.
+    # The token says what, the position says where; the sum carries both (training shapes
+    # the two tables so that the sum can still be told apart: 16 numbers leave room).
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
     # Normalised here, this vector starts the residual stream (section 5's introduction) at
     # the same size for every token.
@@ -999,7 +1000,7 @@ def fast_add_gradient(tokens, params, config, weight):
     Value.tape = []
     try:
         loss = document_loss(tokens, params, config)
-        share = loss * weight
+        share = loss * weight                # inside, so that this node is on the tape too
     finally:
         tape, Value.tape = Value.tape, None     # keep the list, and stop recording
     backward_along(share, tape)
@@ -1022,9 +1023,10 @@ def backward_along(root, tape):
 # CPython frees an object as soon as nothing refers to it any more (reference counting).
 # Objects that refer to each other in a loop (a reference cycle) never reach that point,
 # so a second mechanism, the cycle collector, scans the objects from time to time to find
-# such loops. The graph has no reference cycles (a node points only at its children), so
-# CPython frees each document's graph by reference counting alone, as soon as the last
-# reference to it goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
+# such loops (by default, each time some hundreds of new objects have been made). The
+# graph has no reference cycles (a node points only at its children), so CPython frees
+# each document's graph by reference counting alone, as soon as the last reference to it
+# goes. The collector would only spend time scanning the thousands of new nodes, so
 # the command line (main(), Part VI) pauses it for the whole run. That changes no number,
 # so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
 # even more. PyPy has no reference counting and needs its collector to free the graphs,
