@@ -5539,6 +5539,11 @@ def samples_section(run, config, sample_probs, names_printed):
             + "</div>")
 
 
+# In the presentation view a figure marked "side" (the Markov chain) puts its legend and
+# caption in a column beside the picture on a landscape screen: a square picture under a
+# long caption would get half the screen's height. The picture is as tall as the screen less
+# the links and title above it (100px), and at most 60% of its width, which leaves the
+# caption a column of at least 14 words or so at 1024x768.
 REPORT_CSS = """
 body{font:17px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
 background:#fff;max-width:1240px;margin:0 auto;padding:12px 20px 40px}
