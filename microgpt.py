@@ -4946,6 +4946,7 @@ def chain_graph(chain, names):
     # it touches its neighbours. A name of several tokens (BPE, "110 110") is written one
     # token a line when that needs a smaller circle: a long line would need the widest one.
     lines = {state: [state_name(state, names)] for state, _ in chain}
+    # (the radius that fits: a little more than half the diagonal of the lines' box)
     fits = lambda rows: math.hypot(max(map(len, rows)) * font * CHAR_WIDTH, len(rows) * 1.15 * font) / 1.8
     if max(fits(name[0].split(" ")) for name in lines.values()) < max(map(fits, lines.values())):
         lines = {state: name[0].split(" ") for state, name in lines.items()}
@@ -4986,8 +4987,8 @@ def chain_graph(chain, names):
                 body.append(f'<path d="M{sx:.1f},{sy:.1f} C{lx - oy * 2 * node:.1f},{ly + ox * 2 * node:.1f} '
                             f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" '
                             f'{style}>{tip}</path>')
-                wanted.append((p, colour(t), [(lx + ox * d * font / FONT, ly + oy * d * font / FONT + font / 3, "middle")
-                                              for d in (14, 24, 34, 4)]))
+                wanted.append((p, colour(t), [(lx + ox * d, ly + oy * d + font / 3, "middle")
+                                              for d in (font, 1.6 * font, 2.3 * font, 0.3 * font)]))
                 continue
             # A curve bending to the right of its direction, so A->B and B->A do not overlap,
             # cut short at both ends so that the arrowhead touches the circle of the state.
@@ -5169,8 +5170,8 @@ def figure(title, picture, caption, key="", big="", side=False):
     presentation view shows one figure per screen (number_figures links them up), and `big`,
     if given, instead of the picture: the same drawn with larger text (PRESENT_FONT), for a
     picture that would otherwise shrink its text below what a room can read. side: on a
-    landscape screen the presentation view puts the legend and caption beside the picture
-    rather than under it, which leaves a square picture (the Markov chain) more room."""
+    landscape screen the presentation view puts the caption beside the picture rather than
+    under it, which leaves a square picture (the Markov chain) more room."""
     big = f'<div class="big">{big}</div>' if big else ""
     return (f'<figure class="slide{" side" * side}"><h3>{escape(title)}</h3>{big}{picture}{key}'
             f'<figcaption>{caption}</figcaption></figure>')
@@ -5503,8 +5504,8 @@ def chain_section(weights, config, names):
                    "probability, coloured by the token read, labelled with its probability"
                    + (f" ({missing} labels are left out where they would cover another; hover over an arrow for "
                       "its number)" if missing else "") + ". " + caption)
-        return (intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key, side=True)
-                + "</div>")
+        return (intro + '<div class="figures one">'
+                + figure("The Markov chain", picture, escape(caption), key, side=True) + "</div>")
     matrix = [probs for _, probs in chain]
     picture = heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
                        "state (the last tokens read)", "probability", "transition matrix")
@@ -5539,11 +5540,11 @@ def samples_section(run, config, sample_probs, names_printed):
             + "</div>")
 
 
-# In the presentation view a figure marked "side" (the Markov chain) puts its legend and
-# caption in a column beside the picture on a landscape screen: a square picture under a
-# long caption would get half the screen's height. The picture is as tall as the screen less
-# the links and title above it (100px), and at most 60% of its width, which leaves the
-# caption a column of at least 14 words or so at 1024x768.
+# In the presentation view a figure marked "side" (the Markov chain) puts its caption in a
+# column beside the picture on a landscape screen: a square picture under a long caption
+# would get half the screen's height. The legend goes above both, across the screen (a
+# vocabulary of 16 tokens makes a long one), and the picture is a square as tall as what is
+# left, but at most 60% of the screen's width, which leaves the caption room.
 REPORT_CSS = """
 body{font:17px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
 background:#fff;max-width:1240px;margin:0 auto;padding:12px 20px 40px}
@@ -5590,10 +5591,11 @@ display:flex;flex-direction:column;box-sizing:border-box}
 @media (max-width:1099px){.slide:target .predictions .g2{display:none}}
 @media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
-@media (min-aspect-ratio:1/1){.slide.side:target{display:grid;grid-template:auto auto auto 1fr/auto minmax(0,1fr);
-column-gap:28px} .slide.side:target>nav,.slide.side:target>h3{grid-column:1/-1}
-.slide.side:target>svg{grid-area:3/1/5/2;width:min(100vh - 100px,60vw);height:auto;max-width:none!important}
-.slide.side:target>.key{grid-area:3/2;margin-top:0} .slide.side:target>figcaption{grid-area:4/2;margin-top:0}}
+@media (min-aspect-ratio:1/1){.slide.side:target{display:grid;column-gap:28px;
+grid-template:auto auto auto minmax(0,1fr)/auto minmax(0,1fr)}
+.slide.side:target>nav,.slide.side:target>h3,.slide.side:target>.key{grid-column:1/-1}
+.slide.side:target>svg{grid-area:4/1;height:100%;width:auto;aspect-ratio:1;max-width:60vw!important}
+.slide.side:target>figcaption{grid-area:4/2;margin-top:0}}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
 .figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
