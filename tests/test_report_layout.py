@@ -24,6 +24,7 @@ CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", 
 CHROMEDRIVER = shutil.which("chromedriver")
 WIDTHS = (480, 800, 1280, 1920)
 BITS = "111101111011110" * 3
+WORDS = "then the hat ate the ant than the hen " * 8     # 6 characters, and 10 merges: 16 tokens
 
 # Every piece of text on the page with its box in page coordinates: SVG <text> elements
 # (with the box of the picture they are in, and their size in CSS pixels), and each line
@@ -84,11 +85,11 @@ def browser():
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
-    """Six pages, written once by the real command line: the default model of names with
+    """Seven pages, written once by the real command line: the default model of names with
     few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
-    (drawn as its transition matrix), and a chain of 16 states named by tokens of several
-    characters (--bpe)."""
+    (drawn as its transition matrix), a chain of 16 states named by tokens of several
+    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend."""
 
     @classmethod
     def setUpClass(cls):
@@ -101,8 +102,9 @@ class ReportLayoutTest(unittest.TestCase):
         bits = write_text(tmp, "bits.txt", BITS)
         ab = write_text(tmp, "ab.txt", "ab\nba\naab\nbba\nabab\nb\na\nbab\n")
         abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
+        words = write_text(tmp, "words.txt", WORDS)
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix",
-                                                                       "bpe")}
+                                                                       "bpe", "tokens")}
         results = run_many([
             ["--input", names, "--steps", "40", "--report", cls.paths["names"]],
             ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--block-size", "8", "--n-head", "2",
@@ -115,6 +117,8 @@ class ReportLayoutTest(unittest.TestCase):
              "--report", cls.paths["matrix"]],
             ["--input", bits, "--stream", "--bpe", "2", "--block-size", "2", "--steps", "15", "--batch", "all",
              "--n-embd", "8", "--n-head", "2", "--report", cls.paths["bpe"]],
+            ["--input", words, "--stream", "--bpe", "10", "--block-size", "1", "--steps", "15", "--n-embd", "8",
+             "--n-head", "2", "--num-samples", "0", "--report", cls.paths["tokens"]],
         ], tmp)
         cls.results = dict(zip(cls.paths, results))
         cls.driver, cls.profile = browser()
@@ -204,7 +208,7 @@ class ReportLayoutTest(unittest.TestCase):
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_each_slide_of_the_presentation_view_fits_a_projectors_screen_with_its_caption(self):
-        for key in ("names", "bits", "bpe"):
+        for key in ("names", "bits", "bpe", "tokens"):
             for width, height in ((1024, 768), (1280, 720)):
                 for slide in self.present(key, width, height):
                     with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
