@@ -5503,7 +5503,8 @@ def chain_section(weights, config, names):
         caption = (f"Each arrow is a move at least {CHAIN_MIN_PROBABILITY:.0%} likely, as wide as its "
                    "probability, coloured by the token read, labelled with its probability"
                    + (f" ({missing} labels are left out where they would cover another; hover over an arrow for "
-                      "its number)" if missing else "") + ". " + caption)
+                      "its number)" if missing > 1 else " (1 label is left out where it would cover another; hover "
+                      "over its arrow for its number)" if missing else "") + ". " + caption)
         return (intro + '<div class="figures one">'
                 + figure("The Markov chain", picture, escape(caption), key, side=True) + "</div>")
     matrix = [probs for _, probs in chain]
