@@ -16,13 +16,15 @@ prints what `python microgpt.py` prints (a test checks that), without the decora
     docs = split_documents(read_text("names.txt"))       # 1. the examples: one name per line
     chars = build_vocab("".join(docs))                    # 2. one token per letter, plus BOS
     train_docs, val_docs = train_val_split(docs, rng)     # 1. hold out 1,000 names to test on
+    train_seqs = [encode_document(d, chars) for d in train_docs]   # 2. [BOS, e, m, m, a, BOS]
+    val_seqs = [encode_document(d, chars) for d in val_docs]       #    as token ids
     params = init_params(config, len(chars) + 1, rng)     # 4. 4,192 random numbers
-    batch_for_step = document_batches(train_docs, chars, config.batch)  # 6. one name per step
+    batch_for_step = document_batches(train_seqs, config.batch)    # 6. one name per step
     for loss in train(params, config, batch_for_step, config.steps):  # 5, 3, 6. gpt(), backward(),
         print(f"loss {loss:.4f}")                         #    Adam; it yields each step's loss
     weights = inference_weights(params)                   # 7. the weights, for use without training
-    val_loss = mean_token_loss([encode_document(d, chars) for d in val_docs], weights, config)
-    print(f"validation loss: {val_loss:.4f}")             # 6. the loss on the held-out names
+    val_loss = mean_token_loss(val_seqs, weights, config) # 6. the loss on the held-out names
+    print(f"validation loss: {val_loss:.4f}")
     sample_rng = random.Random(config.seed + 1)           # 7. sampling has its own random stream
     for _ in range(config.num_samples):
         print(sample_document(weights, config, chars, sample_rng, config.temperature))
@@ -48,7 +50,7 @@ to floating-point rounding, about 1e-16, inside).
 """
 
 if __name__ == "__main__":
-    # Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
+    # Plumbing that has to come first (a learner can skip it). Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
     # again after it returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual
     # exit code (130, 143, 129), not with a traceback from whatever was being imported. (_signal
     # is the signal module's core, built in: importing `signal` itself takes long enough to be hit.)
@@ -67,12 +69,9 @@ if __name__ == "__main__":
     for _number in (2, 15, 1) if hasattr(_signal, "SIGHUP") else (2, 15):   # Windows has no SIGHUP
         _signal.signal(_number, quit_quietly)
 
-import json
 import math
 import random
-import sys
 from dataclasses import dataclass
-from operator import mul
 
 
 @dataclass      # writes Config's __init__ for us, taking each field below as an argument
@@ -85,7 +84,7 @@ class Config:
     With these defaults and the 27 tokens of names.txt, the model has 4,192 parameters (the
     matrices are named in section 4): wte 27 x 16 + wpe 16 x 16 + lm_head 27 x 16 = 1,120 for
     the embeddings and the output, and per layer 4 x 16 x 16 = 1,024 for attention plus
-    2 x 64 x 16 = 2,048 for the MLP."""
+    2 x 64 x 16 = 2,048 for the MLP (its hidden layer is 4 x n_embd = 64 wide)."""
     # the shape of the model (a checkpoint stores exactly these four)
     n_layer: int = 1        # how many transformer blocks are stacked
     n_embd: int = 16        # the width of every vector inside the model
@@ -106,12 +105,11 @@ class Config:
     length: int = 200       # characters to generate in continuous-text mode
 
 
-MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # the fields that fix the model's shape
-
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
 # (same numbers to rounding, about 14 times slower; `python microgpt.py --plain` does that,
-# and so lets a debugger step through the code of Part I). The switch covers Part II's
-# ideas 1, 2 and 4; the collector (idea 3) changes no arithmetic and is paused either way.
+# and so lets a debugger step through the code of Part I). The switch covers every idea of
+# Part II that computes differently; pausing CPython's cycle collector (II.3) changes no
+# arithmetic and happens either way.
 FAST = True
 
 
@@ -134,8 +132,8 @@ FAST = True
 # the Social Security Administration's counts; README.md says how it was made). We
 # shuffle them with the seed, so runs are reproducible, and hold some back: the validation
 # set (about 10%, but at most 1,000: so 1,000 of the names, about 3%). The model never
-# trains on those, so its loss on them tells us whether it learned the patterns of names
-# in general or merely memorised the ones it saw.
+# trains on those, so its loss on them (how badly it predicts them, section 6) tells us
+# whether it learned the patterns of names in general or merely memorised the ones it saw.
 # ---------------------------------------------------------------------------------------
 
 def read_text(path):
@@ -168,7 +166,9 @@ def train_val_split(docs, rng):
 # a document starts and, when the model predicts it, where it ends: "emma" is trained as
 # [BOS, e, m, m, a, BOS]. At the start it gives the model something to predict the first
 # letter from; at the end it is the target that teaches the model when a name stops. One
-# token can do both jobs, since a name ends exactly where the next one would begin. Real
+# token can do both jobs, since a name ends exactly where the next one would begin.
+# names.txt holds only the 26 lower-case letters, so a is 0, b is 1, ..., z is 25 and BOS
+# is 26: "emma" becomes [26, 4, 12, 12, 0, 26]. Real
 # GPTs use tokens of several characters, but the idea is the same. (Part III's stream mode
 # reads a text as one stream, with no BOS: its vocabulary is just len(chars) tokens.)
 # ---------------------------------------------------------------------------------------
@@ -180,8 +180,7 @@ def build_vocab(text):
 
 def encode(text, chars):
     """Characters to token ids."""
-    if getattr(chars, "merges", None):
-        return chars.encode(text)          # Part IV's tokens of several characters, if learned
+    if getattr(chars, "merges", None): return chars.encode(text)   # Part IV's longer tokens, if learned
     stoi = {ch: i for i, ch in enumerate(chars)}
     return [stoi[ch] for ch in text]
 
@@ -197,25 +196,16 @@ def encode_document(doc, chars):
     return [bos] + encode(doc, chars) + [bos]
 
 
-def encode_documents(docs, chars):
-    """encode_document for each of many documents, with the table from characters to ids built
-    once: built for every document, as encode() would, it costs as much as the vocabulary is
-    large, for every line (hours, for a big file of thousands of distinct characters)."""
-    if getattr(chars, "merges", None):
-        return [encode_document(doc, chars) for doc in docs]     # Part IV's tokens of several characters
-    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
-    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
-
-
 # ---------------------------------------------------------------------------------------
 # 3. Autograd
 #
 # Training means nudging every parameter in the direction that lowers the loss, so we need
-# the derivative of the loss with respect to each parameter. A Value holds one number and
-# remembers the Values it was computed from (its children: draw the graph with the loss at
-# the top and the parameters at the bottom; a Value used twice has two parents, so it is a
-# graph rather than a tree) together with the local derivative of itself with respect to
-# each child. backward() then applies the chain rule from the loss back to the parameters:
+# the derivative of the loss with respect to each parameter. A Value holds one number, the
+# Values it was computed from (its children), and the local derivative of itself with
+# respect to each child. The names come from drawing the graph with the loss at the top and
+# the parameters at the bottom: a Value's children (its inputs) sit below it, and the Values
+# computed from it (its parents) above. A Value used twice has two parents, so this is a
+# graph rather than a tree. backward() then applies the chain rule from the loss back to the parameters:
 # each node passes its gradient to its children, multiplied by the local derivative, and a
 # child used several times adds up what it gets.
 #
@@ -285,8 +275,8 @@ class Value:
     def __truediv__(self, other):
         return self * other ** -1
 
-    def __radd__(self, other):            # other + self: so sum(values), which starts
-        return self + other               # from 0 + v, works; it costs one node more
+    def __radd__(self, other):            # other + self: so sum(values), which starts from
+        return self + other               # 0 + v, works (that 0 + v is one node more)
 
     def __rsub__(self, other):
         return (-self) + other
@@ -305,15 +295,17 @@ class Value:
 
     def backward(self):
         """For every Value that this one depends on, add d(self)/d(that Value) to its .grad.
-        Gradients
-        add up over calls on separate graphs, so that a batch of documents can pass through
-        one at a time; Adam sets them back to 0 after each step (section 6). Call it once per
-        graph: a second call on the same graph would pass the inner nodes' gradients on again."""
+        Gradients add up over calls on separate graphs, so that a batch of documents can pass
+        through one at a time; Adam sets them back to 0 after each step (section 6). Call it
+        once per graph: a second call on the same graph would find the inner nodes' .grad
+        still holding the first call's gradients, and pass them on twice."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
-        # dL/dx = 8; but if u passed on its gradient right after L, it would hand x only
-        # 2 * 1 (from L), and the 3 that v sends u afterwards would never reach x.
+        # dL/dx = 8. The right order here is L, v, u. Visit in the order L, u, v instead:
+        # L gives u 1 and v 1; u, holding only that 1, hands x 2 * 1 = 2; then v gives u its
+        # 3, but u has already passed on its gradient, so that 3 never reaches x, and x ends
+        # with 2 instead of 8.
         # A topological order lists every node after all of the nodes it was computed from;
         # we visit the nodes in its reverse, so that every node comes before its children.
         # The order leaves out the leaves (parameters, inputs): they have no children to pass
@@ -332,11 +324,15 @@ class Value:
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
         # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
-        # about 270 nodes deep in the default model, but 882 with n_layer 4, and 1,462 with
+        # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
+        # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). Each entry is (node, children_placed):
+        # (last in, first out). The trick: a reminder to place a node is pushed under its
+        # children, so it comes back only after they are all placed (the table below shows
+        # it). Each entry is (node, children_placed):
         #   (node, False) means "expand node": unless it was expanded before, push a reminder
-        #       (node, True), then (child, False) for each child above it. The stack gives
+        #       (node, True), then (child, False) above it for each child that has children
+        #       of its own and was not expanded yet. The stack gives
         #       back the children, and all that they push in turn, before the reminder.
         #   (node, True), the reminder, comes back only when all of that is done: every
         #       child is in the order, so node can follow them.
@@ -352,6 +348,9 @@ class Value:
         #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
         #     (u, F)    u was expanded already: skip      (L,T)                u v
         #     (L, T)    reminder: place L                                      u v L
+        # u was pushed twice, by L and by v, because it was not yet visited either time it was
+        # pushed; the check when an entry is popped (`elif node not in visited`) skips the
+        # second copy.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_placed = stack.pop()
@@ -373,18 +372,23 @@ class Value:
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
-# rows learn different things, small so that the first predictions are close to uniform.
+# rows learn different things (rows that start equal get equal gradients and stay equal;
+# with all zeros every vector in the model is zero, so every gradient has a zero factor
+# and none would move), small so that the first
+# predictions are close to uniform rather than confidently wrong.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
 # token (or per position): looking a token up gives the row the model uses for it, n_embd
 # numbers it tunes in training. A projection is a matrix that turns one vector into
 # another (linear(), section 5): attention makes its query, key and value from the same
 # vector with three of them. An MLP (multi-layer perceptron) is the classic small neural
-# network: a projection to a wider vector, a non-linearity, a projection back.
+# network: a projection to a wider vector, a non-linearity (a function that is not a
+# weighted sum, here ReLU, section 5), a projection back.
 # ---------------------------------------------------------------------------------------
 
 def param_shapes(config, vocab_size):
-    """Name -> (rows, columns) of every weight matrix. There are no biases."""
+    """Name -> (rows, columns) of every weight matrix. There are no biases (constants added
+    after a matrix product, which most networks, GPT-2 among them, also learn: Part IV)."""
     e = config.n_embd
     shapes = {
         "wte": (vocab_size, e),                 # token embedding: one vector per token
@@ -392,13 +396,11 @@ def param_shapes(config, vocab_size):
         "lm_head": (vocab_size, e),             # turns the final vector into one score per token
     }
     for i in range(config.n_layer):
-        shapes[f"layer{i}.attn_wq"] = (e, e)    # query, key, value and output projections
-        shapes[f"layer{i}.attn_wk"] = (e, e)
-        shapes[f"layer{i}.attn_wv"] = (e, e)
-        shapes[f"layer{i}.attn_wo"] = (e, e)
+        for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo"):
+            shapes[f"layer{i}.{name}"] = (e, e)    # query, key, value and output projections
         # The MLP widens to 4 * n_embd and comes back: a convention of the original
         # Transformer and GPT-2, not a law. The wide middle gives each position room to
-        # compute many features at once; it holds most of the parameters.
+        # compute many intermediate numbers at once; it holds most of the parameters.
         shapes[f"layer{i}.mlp_fc1"] = (4 * e, e)
         shapes[f"layer{i}.mlp_fc2"] = (e, 4 * e)
     return shapes
@@ -427,12 +429,14 @@ def flatten(params):
 # attention_weights and attention_head):
 #   1. Project. From the current vector x, three projections make a query q (what this
 #      position looks for), a key k (what it offers) and a value v (what it passes on).
-#      Every earlier position made its own k and v the same way; the cache keeps them.
+#      Every earlier position made its own k and v the same way; the key/value cache
+#      (below) keeps them.
 #   2. Slice into heads. With n_embd 16 and 4 heads, head 0 uses numbers 0-3 of q, of
 #      every k and of every v, head 1 numbers 4-7, and so on: each head has a query and
 #      keys of its own, so each can look for something different.
 #   3. Score. Each head scores every position so far (this one too) by how well that
-#      position's key matches its query: a dot product, scaled (why: attention_weights).
+#      position's key matches its query: a dot product (q . k = sum_i q[i] * k[i], large
+#      when the two point the same way), scaled (why: attention_weights).
 #   4. Average. Softmax turns the scores into weights that sum to 1, and the head outputs
 #      the weighted average of those positions' values.
 #   5. Mix. The heads' outputs, side by side, go through one more projection, attn_wo:
@@ -471,7 +475,7 @@ def softmax(logits):
 
 def rmsnorm(x):
     """Rescale x to a root-mean-square of 1: x / sqrt(mean(x**2) + 1e-5).   [n] -> [n]
-    Keeps the numbers in a healthy range however many layers they pass through. The 1e-5
+    Keeps the numbers from growing or shrinking layer after layer. The 1e-5
     keeps it from dividing by zero when x is all zeros; otherwise it is too small to matter."""
     if FAST: return fast_rmsnorm(x)
     scale = (sum(xi * xi for xi in x) / len(x) + 1e-5) ** -0.5
@@ -480,7 +484,9 @@ def rmsnorm(x):
 
 def mlp(x, w1, w2):
     """The MLP block: widen, ReLU, narrow.   [n_embd] -> [4 * n_embd] -> [n_embd]
-    ReLU (max(0, y)) is the non-linearity that lets it compute more than weighted sums."""
+    ReLU (max(0, y)) is the non-linearity that lets it compute more than weighted sums:
+    without it, two linear layers in a row would be just one linear layer (one matrix,
+    their product)."""
     if FAST: return fast_mlp(x, w1, w2)
     hidden = [h.relu() for h in linear(x, w1)]
     return linear(hidden, w2)
@@ -490,10 +496,14 @@ def attention_weights(q, ks):
     """How much the current position attends to each position so far:
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
     # Why divide by sqrt(head_dim): if q and k hold d numbers with random signs, q . k is a
-    # sum of d products that partly cancel, so it grows like sqrt(d) times one product.
+    # sum of d products that partly cancel, so it grows like sqrt(d) times one product, not
+    # d times. (Statistics' reason: the variance of a number, its average squared size, adds
+    # up over independent terms. The sum's variance is d times one product's, so its
+    # typical size, the square root of that, is sqrt(d) times one product's.)
     # Dividing by sqrt(d) makes the scores' size independent of the head size. Otherwise a
     # bigger head would make the scores far apart, and softmax would give nearly all the
-    # weight to the single best score and almost none to the rest (and almost no gradient).
+    # weight to the single best score and almost none to the rest (and almost no gradient:
+    # a probability pinned near 0 or 1 barely moves when its score moves).
     scale = 1.0 / math.sqrt(len(q))
     return softmax([sum(qi * ki for qi, ki in zip(q, k)) * scale for k in ks])
 
@@ -515,18 +525,19 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     earlier position (values likewise). So gpt() must be called for positions 0, 1, 2, ... in
     order, starting from empty lists. This call appends its own, so the next position can
     attend to this one, and nothing is computed twice. attention_log, if given (for looking
-    inside, Part III), collects each head's attention weights, computed again for it."""
+    inside, Part III), collects each head's attention weights (computed a second time, just for the log)."""
     hd = config.n_embd // config.n_head                 # the head size, head_dim
     # The token says what, the position says where; the sum carries both.
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
     # Normalised here, this vector starts the residual stream (section 5's introduction) at
-    # the same size for every token. Each block normalises again what it reads, because
-    # the stream grows as blocks add to it; that norm shapes only the block's input, not the
-    # stream itself. (In the first block it changes almost nothing: x is already normalised.)
+    # the same size for every token.
     x = rmsnorm(x)
     for i in range(config.n_layer):
         # Attention block: gather information from earlier positions.
-        residual = x
+        residual = x        # the stream as it is, to add the block's output to below
+        # The stream grows as blocks add to it, so the block normalises what it reads: only
+        # this copy, not the stream. In the first block this changes almost nothing (x was
+        # just normalised); it is there because every block runs the same code.
         x = rmsnorm(x)
         q = linear(x, params[f"layer{i}.attn_wq"])      # [n_embd]: what this position looks for
         k = linear(x, params[f"layer{i}.attn_wk"])      # [n_embd]: what it offers to others
@@ -546,7 +557,8 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
                 attention_log.append(attention_weights(q_h, ks))
         x = linear(heads, params[f"layer{i}.attn_wo"])  # [n_embd]: mixes the heads' outputs
         # The residual connection adds the block's output to its input, so each block only
-        # has to learn a correction, and gradients flow straight back through the sum.
+        # has to learn a correction, and gradients flow straight back through the sum (its
+        # local derivatives are 1), so even the first blocks of a deep stack learn.
         x = [a + b for a, b in zip(x, residual)]
         # MLP block: think about what was gathered, one position at a time.
         residual = x
@@ -595,7 +607,7 @@ def sequence_losses(tokens, params, config):
     """The loss of predicting each of tokens[1:] from the tokens before it. The model sees at
     most block_size tokens, so a longer sequence is cut to its first block_size predictions.
     With block_size 16, names of up to 15 letters are trained in full; a 16-letter name
-    loses its closing BOS, and a longer one its last letters too: the model never learns
+    (18 tokens with its two BOS, so 17 predictions) loses its closing BOS, and a longer one its last letters too: the model never learns
     where such a name stops."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     n = min(config.block_size, len(tokens) - 1)
@@ -617,14 +629,13 @@ def add_gradient(tokens, params, config, weight=1.0):
     return loss.data
 
 
-def document_batches(docs, chars, batch):
-    """batch_for_step, the function train() calls to get a step's batch: step -> a list of
-    token sequences. For documents: the training documents in order, `batch` at a time
-    ("all": every one of them at every step); after the last one, it starts again from the
-    first, in the same order. The default 1000 steps of one name each see only 1,000 of the
-    28,910 training names: the model learns what names have in common from a small sample,
-    not the list by heart."""
-    seqs = encode_documents(docs, chars)
+def document_batches(seqs, batch):
+    """A function, batch_for_step, that train() calls to get a step's batch: step -> a list
+    of token sequences. For documents (seqs: each one encoded, as encode_document gives it):
+    the training documents in order, `batch` at a time ("all": every one of them at every
+    step); after the last one, it starts again from the first, in the same order. The
+    default 1000 steps of one name each see only 1,000 of the 28,910 training names: the
+    model learns what names have in common from a small sample, not the list by heart."""
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
     return lambda step: [seqs[(step * batch + b) % len(seqs)] for b in range(batch)]
@@ -636,13 +647,14 @@ def adam_update(flat_params, m, v, step, num_steps, config):
     has nothing to do with attention's values v). The step follows the average direction
     m, divided by sqrt(v), the gradient's typical size: so every parameter moves by about
     lr, whatever the scale of its own gradient, and less where its gradient keeps changing
-    sign."""
+    sign (then the signs cancel in m, but not in v, which averages squares)."""
     lr = config.lr * (1 - step / num_steps)          # decays linearly (lr / num_steps at the end)
     b1, b2 = config.beta1, config.beta2
-    # m and v start at 0, so early on they are too small. After t steps (t = step + 1) of a
-    # constant gradient g, m = (1 - b1) * (1 + b1 + ... + b1**(t-1)) * g = (1 - b1**t) * g:
-    # the weights of the average add up to 1 - b1**t, not 1. Dividing by that gives exactly
-    # g; the same argument with b2 holds for v, the average of g * g.
+    # m and v start at 0, so early on they are too small. With b1 = 0.85 and a gradient g
+    # that stays the same, m is 0.15 g after one step, 0.85 * 0.15 g + 0.15 g = 0.2775 g
+    # after two, 0.3859 g after three: (1 - 0.85**t) g after t steps (t = step + 1), as
+    # the sum (1 - b1) * (1 + b1 + ... + b1**(t-1)) is 1 - b1**t. Dividing m by 1 - b1**t
+    # gives exactly g; the same argument with b2 holds for v, the average of g * g.
     bias1 = 1 - b1 ** (step + 1)
     bias2 = 1 - b2 ** (step + 1)
     c1, c2, eps = 1 - b1, 1 - b2, config.eps         # looked up once, not once per parameter
@@ -660,7 +672,7 @@ def train(params, config, batch_for_step, num_steps, adam=None):
     gives the token sequences to learn from at that step. This is a generator (it says yield,
     not return): nothing runs until the caller loops over it, as in `for loss in train(...)`,
     and each turn of that loop runs one step. Adam starts fresh, unless `adam` gives its state
-    ({"m", "v", "step"}, kept up to date as training goes, so that Part VI can save it and
+    (a dict with keys "m", "v" and "step", kept up to date as training goes, so that Part VI can save it and
     go on later from that step)."""
     flat = flatten(params)
     # Adam's averages (adam_update), one per parameter, and the next step to take
@@ -670,8 +682,9 @@ def train(params, config, batch_for_step, num_steps, adam=None):
         batch = batch_for_step(step)
         loss = 0.0
         # The gradient of the batch's mean loss is the mean of the documents' gradients, so
-        # each document adds its share to p.grad in turn, and its graph is freed before the
-        # next one is built: memory holds one document's graph, whatever the batch size.
+        # each document adds its share to p.grad in turn, and its graph is freed (nothing
+        # refers to it once add_gradient returns) before the next one is built: memory holds
+        # one document's graph, whatever the batch size.
         for tokens in batch:
             loss += add_gradient(tokens, params, config, 1 / len(batch))
         adam_update(flat, m, v, step, num_steps, config)
@@ -684,9 +697,13 @@ def mean_token_loss(sequences, weights, config):
     weights: the parameters as they are, or the same numbers as plain floats, which is
     faster and what inference_weights() (section 7) gives; float() reads a number from both.
     It is not the same kind of number as the smoothed training loss the command line prints
-    beside it: that one is a mean per document (a short name's tokens weigh more), over 100
-    steps during which the weights kept changing, on the documents trained on. This one is
-    per token, so that every held-out character counts the same, with the final weights."""
+    beside it. That one and this one differ in four ways:
+      - a mean per document (so a short name's few tokens weigh as much, together, as a long
+        name's many), against a mean per token (every held-out character counts the same);
+      - over 100 steps during which the weights kept changing, against the final weights;
+      - each measured just before the step that learns from its document, against after all
+        training;
+      - on training documents, against held-out ones."""
     losses = [float(loss) for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
     return sum(losses) / len(losses)
 
@@ -753,25 +770,28 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # of Part I's. Four ideas, in sections II.1 to II.4 (numbered apart from Part I's 1 to 7):
 #
 #   1. Fused nodes: one graph node for a whole sum, softmax or loss, with its derivative
-#      worked out by hand, instead of one node per + and *.
+#      worked out by hand, instead of one node per + and *; and none at all for the MLP's
+#      switched-off units (those whose ReLU outputs 0).
 #   2. The tape: backward() walks a list of the nodes recorded as they were made, instead
 #      of searching the graph for an order.
 #   3. The collector switch: CPython's cycle collector is paused during training.
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
-# Only the time changes. Leaving out the MLP's switched-off units and pausing the
+# Only the time changes. Leaving out the switched-off units and pausing the
 # collector change no bit; the fused sums and the tape add the same terms in another
 # order, so results agree to floating-point rounding (about 1e-16), and the default run
 # prints exactly the same numbers either way. Together they make a training step 12 to 16
 # times faster than Part I alone on CPython 3.11 (6.5 to 8.7 ms against 90 to 110 ms; the
 # collector is paused in both, see II.3), 8 to 12 times on PyPy 3.9, and 25 to 28 times
-# faster than a textbook engine like micrograd's on CPython.
+# faster than a textbook engine like micrograd's on CPython (micrograd: Karpathy's earlier
+# tiny autograd, one node per + and *, as in Part I, with a recursive topological sort).
 #
 # Each section ends with two notes a first reading can skip. "Measured": what the idea
 # buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
 # the first 200 steps of the default run, on a shared 2-core machine; README.md has all
 # the figures). "Tested": where the tests check that it changes no number (each function
-# against its Part I version to 1e-9, and against central finite differences).
+# against its Part I version to 1e-9, and against central finite differences: the slope
+# (f(x + h) - f(x - h)) / 2h measured by nudging each input, no calculus involved).
 # =======================================================================================
 
 # ---------------------------------------------------------------------------------------
@@ -801,6 +821,9 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # FAST on and off (losses, gradients and weights to 1e-9).
 # ---------------------------------------------------------------------------------------
 
+from operator import mul
+
+
 def is_graph(vector):
     """True for a list of Values (build a graph), False for a list of plain floats."""
     return isinstance(vector[0], Value)
@@ -811,7 +834,8 @@ def dot(a, b, scale=1.0):
     d/d a[i] = scale * b[i]   and   d/d b[i] = scale * a[i]."""
     ad = [v.data for v in a]
     bd = [v.data for v in b]
-    # a + b and the second argument join lists: the children, then their local derivatives.
+    # a and b are lists, so a + b joins them: the node's children. The third argument joins
+    # their local derivatives in the same order: b's numbers for a's Values, then a's for b's.
     return Value(sum(map(mul, ad, bd)) * scale, a + b,
                  [x * scale for x in bd] + [x * scale for x in ad])
 
@@ -821,7 +845,8 @@ def fast_linear(x, w):
     if not is_graph(x):
         return [sum(map(mul, row, x)) for row in w]
     # dot(row, x) for every row, written out so that x's numbers are read once for all rows.
-    # row + x joins the two lists: the node's children, then xd + rd their local derivatives.
+    # row + x joins the two lists: the node's children, then xd + rd their local derivatives,
+    # crosswise: d(w . x)/d w[j] = x[j] and d(w . x)/d x[j] = w[j].
     xd = [xi.data for xi in x]
     out = []
     for row in w:
@@ -853,9 +878,11 @@ def fast_softmax(logits):
 
 
 def fast_rmsnorm(x):
-    """rmsnorm() with one node for the scale instead of 2n + 3.
+    """rmsnorm() with one node for the scale instead of 2n + 3 (n squares, n additions, the
+    division by n, the + 1e-5 and the ** -0.5).
     The scale is s = (m + 1e-5) ** -0.5 with m = sum_i x[i]**2 / n, so by the chain rule
-        d s / d x[i] = -0.5 * (m + 1e-5) ** -1.5 * (2 * x[i] / n) = -s**3 * x[i] / n."""
+        d s / d x[i] = -0.5 * (m + 1e-5) ** -1.5 * (2 * x[i] / n) = -s**3 * x[i] / n,
+    since (m + 1e-5) ** -1.5 is ((m + 1e-5) ** -0.5) ** 3 = s**3."""
     if not is_graph(x):
         scale = (sum(xi * xi for xi in x) / len(x) + 1e-5) ** -0.5
         return [xi * scale for xi in x]
@@ -871,8 +898,8 @@ def fast_mlp(x, w1, w2):
     Where a unit is on, ReLU's slope is 1, so the node's local derivatives are those of
     linear(). Where it is off (its sum is not positive) it outputs 0 and ReLU's slope is 0:
     it adds nothing to the second layer's sums, no gradient reaches its inputs through it,
-    and w2's weights for it would get gradient (their local derivative, the unit's output)
-    times 0. So it gets no node, the second layer skips it, and no number changes. About
+    and w2's weights for it get no gradient either: their local derivative is the unit's
+    output, which is 0. So it gets no node, the second layer skips it, and no number changes. About
     half of the 64 units are off at the start of the default run and most later (17% on
     over steps 500 to 999). Measured: with every unit in the graph, a step of the first 200
     took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
@@ -896,16 +923,21 @@ def fast_mlp(x, w1, w2):
 
 def fast_attention_head(q, ks, vs):
     """attention_head() with one node per score and one per output, instead of
-    2 * head_dim + 6 per position for the weights and 2 per position per output for the
-    weighted sum.
+    2 * head_dim + 6 per position for the weights (the dot product's head_dim * and head_dim
+    +, one * for the scale, softmax's five) and 2 per position per output for the weighted
+    sum (a * and a +).
     The scores are s[t] = q . k[t] / sqrt(d), each one dot() node. Each output,
     out[j] = sum_u p[u] * v[u][j] with p = softmax(s), is one node whose children are the
     scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t]. A score
-    s[t] moves out[j] through every weight p[u], and fast_softmax gives each of those:
-    d p[u] / d s[t] = p[u] * ([u == t] - p[t]). Adding the effects over u:
+    s[t] changes every weight p[u] (softmax divides by a sum over all scores), and each
+    p[u] changes out[j], so by the chain rule, adding up the paths through each p[u]:
+        d out[j] / d s[t] = sum_u (d out[j] / d p[u]) * (d p[u] / d s[t])
+    where d out[j] / d p[u] = v[u][j], and fast_softmax gave d p[u] / d s[t] =
+    p[u] * ([u == t] - p[t]). So
         d out[j] / d s[t] = sum_u v[u][j] * p[u] * ([u == t] - p[t])
-    The [u == t] part keeps only the term u = t: p[t] * v[t][j]. The - p[t] part is
-    -p[t] * sum_u p[u] * v[u][j], and that sum is out[j] itself. So
+                          = sum_u v[u][j] * p[u] * [u == t]  -  p[t] * sum_u v[u][j] * p[u]
+    In the first sum only the term u = t is not 0: it is v[t][j] * p[t]. The second sum
+    is out[j] itself. So
         d out[j] / d s[t] = p[t] * v[t][j] - p[t] * out[j] = p[t] * (v[t][j] - out[j]):
     raising a score pulls the output towards that position's value."""
     if not is_graph(q):
@@ -970,7 +1002,7 @@ def fast_add_gradient(tokens, params, config, weight):
         loss = document_loss(tokens, params, config)
         share = loss * weight
     finally:
-        tape, Value.tape = Value.tape, None
+        tape, Value.tape = Value.tape, None     # keep the list, and stop recording
     backward_along(share, tape)
     return loss.data
 
@@ -988,9 +1020,12 @@ def backward_along(root, tape):
 # ---------------------------------------------------------------------------------------
 # II.3 The collector switch
 #
-# The graph has no reference cycles (a node points only at its children), so CPython frees
-# each document's graph by reference counting alone, as soon as the last reference to it
-# goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
+# CPython frees an object as soon as nothing refers to it any more (reference counting).
+# Objects that refer to each other in a loop (a reference cycle) never reach that point,
+# so a second mechanism, the cycle collector, scans the objects from time to time to find
+# such loops. The graph has no reference cycles (a node points only at its children), so
+# CPython frees each document's graph by reference counting alone, as soon as the last
+# reference to it goes. Its cycle collector would only spend time scanning the thousands of new nodes, so
 # the command line (main(), Part VI) pauses it for the whole run. That changes no number,
 # so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
 # even more. PyPy has no reference counting and needs its collector to free the graphs,
@@ -1006,6 +1041,7 @@ def backward_along(root, tape):
 
 import contextlib
 import gc
+import sys
 
 
 @contextlib.contextmanager       # makes this generator usable as `with cycle_collector_paused():`
@@ -1052,13 +1088,15 @@ def weights_of(params):
 # Continuous text ("stream" mode). Instead of separate lines, the whole file is one stream
 # of characters, newlines included, with no BOS token: each step learns from a random window
 # of block_size + 1 characters, as in the classic demos that learn to write Shakespeare
-# (Karpathy's char-rnn and nanoGPT). Sampling slides the
-# window along, so the model always sees the last block_size characters and nothing older.
+# (Karpathy's char-rnn and nanoGPT). Sampling slides the window along, so the model always
+# sees the last block_size characters and nothing older.
 #
 # The Markov chain. Because of that window, the next token depends only on the last
-# block_size tokens: the model is a Markov chain whose states are the possible windows. For
-# a tiny vocabulary and context we can list every state, its next-token probabilities, and
-# the state each token leads to.
+# block_size tokens: the model is a Markov chain (a process whose next step depends only on
+# where it is now, its state), and its states are the possible windows. For a tiny
+# vocabulary and context we can list every state, its next-token probabilities, and the
+# state each token leads to. (There are vocab_size ** block_size states: names.txt as a
+# stream has 27 characters, the newline among them, so 27**16 with the defaults, and the command line lists them only when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
@@ -1094,7 +1132,11 @@ def window_batches(tokens, block_size, batch, rng):
 
 
 def stream_val_windows(tokens, block_size):
-    """Consecutive windows over a held-out stream, so every token is predicted once. (The
+    """Consecutive windows over a held-out stream, so every token is predicted once. Each
+    window holds block_size + 1 tokens and the next one starts block_size later, so
+    neighbours share one token: the last of one window (only a target there) is the first
+    of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
+    and 8-9. (The
     first tokens of each window are predicted from a short context, so this loss is a little
     higher than it would be if every token had a full window behind it.)"""
     return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)
@@ -1115,8 +1157,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes. (From the second layer on, the keys and values also depend on the token that
-    # just fell out of the window.)
+    # changes. Also, from the second layer on, the keys and values depend on the token that
+    # just fell out of the window: in the first layer every later position attended to it,
+    # so its value is mixed into their first layer's output, and the second layer computes
+    # its keys and values from that output.
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
@@ -1131,8 +1175,8 @@ def markov_chain(weights, config, vocab_size):
     """Every full context (a tuple of block_size token ids) with its next-token
     probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,).
     The probabilities are the model's own, at temperature 1; sampling at another
-    temperature reshapes each row the same way. The first block_size - 1 tokens of a
-    text, before the window is full, are not among these states."""
+    temperature reshapes each row the same way. The predictions made while the window is
+    not yet full (for the first block_size - 1 tokens of a text) come from no state here."""
     chain = []
     for state in itertools.product(range(vocab_size), repeat=config.block_size):
         logits = logits_at_every_position(list(state), weights, config)[-1]
@@ -1160,10 +1204,12 @@ def sparkline(values, width=60, ascii_only=False):
     levels = "_.-:=+*#" if ascii_only else "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
     n = len(values)
     width = min(width, n)
+    # Character i averages values i*n/width up to (i+1)*n/width: n values cut into `width`
+    # runs as equal as whole numbers allow.
     buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
     means = [sum(b) / len(b) for b in buckets]
     lo, hi = min(means), max(means)
-    span = (hi - lo) or 1.0
+    span = (hi - lo) or 1.0          # all equal: any span gives the lowest level to all
     return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
 
 
@@ -1171,8 +1217,10 @@ def label(token, chars):
     """A short printable name for a token."""
     if token == len(chars):
         return "<BOS>"
-    # Backslash escapes keep every label printable and distinct: "\\s" is a space, "\\n" a
-    # newline, also inside a token of several characters (Part IV), such as "\\sthe".
+    # Backslash escapes keep every label printable and distinct. As printed: a space is \s
+    # (two characters, a backslash and s), a backslash \\, a newline \n, a tab \t, another
+    # unprintable character \x07 or \u200b (Python's own escapes, from repr()); also inside
+    # a token of several characters (Part IV), such as \sthe.
     return "".join({" ": "\\s", "\\": "\\\\"}.get(ch, ch if ch.isprintable() else repr(ch)[1:-1])
                    for ch in chars[token])
 
@@ -1181,10 +1229,11 @@ def state_name(state, names):
     """A Markov chain state's name. names: every token's label (from label()), by token id.
     The state's labels are run together when every token is one character ("aab"), and
     separated by spaces when a token can be several characters (BPE), because "ab"+"a" and
-    "a"+"ba" are different states. (label() writes a space as the two characters \\s, so
-    an escape such as that one still counts as one character.)"""
+    "a"+"ba" are different states. (label() writes a space as two characters, a backslash
+    and s: such an escape still counts as one character.)"""
+    # The pattern matches exactly label()'s escapes: \s, \\, \n and the like, \x07, \u200b.
     one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
-        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)   # label()'s escapes
+        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)
     several = not all(one_char(name) for name in names)
     return (" " if several else "").join(names[t] for t in state)
 
@@ -1207,26 +1256,31 @@ def state_name(state, names):
 # on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
 # in the order they were learned, are the tokenizer: to encode a word, start from its
-# characters and keep merging the adjacent pair that was learned earliest, until no
-# learned pair is left. Decoding just joins the tokens' strings.
+# characters and replay the merges in that order, each wherever its pair occurs (bpe()
+# below does it by merging the earliest-learned pair left, which comes to the same).
+# Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
 # space), numbers, runs of other symbols and runs of white space, and merges never cross
 # those edges: a word is then encoded the same wherever it stands (" dog" in " dog." and
 # in " dog!"), and learning counts each distinct word once, with its frequency.
-# `python microgpt.py --bpe N` learns N merges in this way from its own training text: it
-# cuts the text into words with GPT-2's pre-tokenizer (below), starts from characters
-# rather than bytes, and then trains on the tokens it learned (Vocabulary). In names mode
-# the text is the training names, one at a time; in stream mode, the whole stream.
 #
 # Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
-# may or may not join. Its files are text, so each byte gets a visible character
-# (bytes_to_unicode: " the" is written "Ġthe"). vocab.json maps each token to its id;
-# merges.txt lists the 50,000 merges in learned order. Ids 0 to 255 are the 256 one-byte
-# tokens (in vocab.json's order, which is not the byte's value: id 0 is "!", byte 33), a
-# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
-# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# may or may not join. GPT-2's tokenizer comes as two text files: vocab.json maps each
+# token to its id, and merges.txt lists the 50,000 merges in learned order, one a line,
+# its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
+# newline or a control byte is invisible, or would break a line of merges.txt in the
+# wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
+# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
+# order, which puts the 188 printable bytes first: so id 0 is "!", whose byte value is
+# 33. A merged token's id is 256 plus its merge's rank (its line in merges.txt), and
+# 50256 is <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+#
+# Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
+# (in names mode the names, one at a time; in stream mode the whole stream), cut into
+# words by GPT-2's pre-tokenizer below but starting from characters rather than bytes,
+# and then trains Part I's model on those tokens instead of single characters.
 # ---------------------------------------------------------------------------------------
 
 import collections
@@ -1258,6 +1312,13 @@ def learn_merges(words, num_merges, progress=None):
     the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
+    # pairs[p] is how often p occurs over all the words; holders[p] the words that have held
+    # p. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count
+    # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
+    # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
+    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps
+    # it), so the loop stops at `most < 1`. A word in holders[p] may no longer hold p (it
+    # was merged away since): for that word, taking out and counting again cancel out.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1287,9 +1348,13 @@ def learn_merges(words, num_merges, progress=None):
 
 def bpe(word, ranks):
     """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
-    learned earliest (the lowest rank). ranks: {(left, right): rank}. A merge only joins
-    tokens learned before it, so this is the same as applying every merge in learned order."""
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. This is the same as
+    replaying every merge in learned order: the token that merge r makes can only be part
+    of a merge learned after r (a merge joins tokens that already existed), so the new
+    pairs it forms all rank after r, as do the pairs already there (r was the lowest):
+    the ranks merged here only go up."""
     while len(word) > 1:
+        # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
         if pair not in ranks:
             break
@@ -1339,12 +1404,15 @@ def gpt2_pretokenizer():
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
         's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
     in order: an English contraction (lower case only: "'S" is not one); an optional space
-    and letters; an optional space and digits (any number: Nd, Nl, No); an optional space
-    and other symbols; white space up to the last one when a word follows (the word takes
-    it as its leading space: "Hello   world" is cut as "Hello", "  ", " world"); any other
-    white space. Python's re has no \\p{L} (letters)
-    or \\p{N} (numbers), so we list them from unicodedata's categories. White space is
-    Unicode's White_Space, as in GPT-2: str.isspace() minus U+001C to U+001F."""
+    and letters; an optional space and numbers (digits, but also "Ⅻ" or "½"); an optional
+    space and other symbols; a run of white space followed by no non-space, (?!\\S): so
+    when a non-space follows, the run stops one short and leaves its last space to the word
+    or symbol after it ("Hello   world" is cut as "Hello", "  ", " world"; "  <|" as " ",
+    " <|"); any other white space (a newline before a word: only a space can lead one).
+    Python's re has no \\p{L} (letters) or \\p{N} (numbers), and its \\s takes in the four
+    separator controls U+001C to U+001F, which GPT-2's white space leaves out. So we list
+    all three kinds from unicodedata's categories and str.isspace(), and write (?!\\S) as
+    "followed by no letter, number or other symbol"."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
@@ -1360,9 +1428,10 @@ def gpt2_pretokenizer():
 
 
 def bytes_to_unicode():
-    """GPT-2's stand-in character for each byte value, [256]: a printable Latin-1 character
-    stands for itself; the other 68 (controls, the space, ...) get characters from U+0100
-    on, so that the space byte 32 is "Ġ" (U+0120) and the newline 10 is "Ċ"."""
+    """GPT-2's stand-in character for each byte value, [256]: the 188 printable Latin-1
+    characters (bytes 33 to 126, 161 to 172, 174 to 255) stand for themselves; the other 68
+    (controls, the space, the no-break space 160 and the soft hyphen 173, both invisible)
+    get characters from U+0100 on, so that the space 32 is "Ġ" (U+0120), the newline 10 "Ċ"."""
     printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
     others = [b for b in range(256) if b not in printable]
     table = {b: chr(b) for b in printable}
@@ -1381,7 +1450,8 @@ class Vocabulary(list):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
         self.merges = [tuple(pair) for pair in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        # token -> id (two merges may spell the same string: the first id is used)
+        # token -> id (two merges may spell the same string, as ("a", "bc") and ("ab", "c")
+        # both spell "abc": the first id is used)
         self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
         self.byte_char = bytes_to_unicode() if byte_level else None
         self.cache = {}                     # word -> its ids: words repeat a lot
@@ -1389,8 +1459,9 @@ class Vocabulary(list):
     def encode(self, text):
         """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
         each distinct word once. Special tokens never come out of a text: the text
-        "<|endoftext|>" is the 6 ordinary tokens it is made of, as in Hugging Face's
-        tokenizer and tiktoken's encode_ordinary; only a program puts GPT2_EOT in a sequence."""
+        "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
+        91, 437, 1659, 5239, 91, 29), as in Hugging Face's tokenizer and tiktoken's
+        encode_ordinary; only a program puts GPT2_EOT in a sequence."""
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
@@ -1418,33 +1489,48 @@ class Vocabulary(list):
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
 # to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
-# two only the layout and the size:
-#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm.
-#   2. GELU instead of ReLU in the MLP.
-#   3. A bias (a learned constant) added after every matrix.
-#   4. No norm right after the embeddings, but a final LayerNorm before the output.
-#   5. The output layer is wte itself (tied): no separate lm_head.
-#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall.
-#   7. 1,024 positions, so a prompt plus what it writes is at most 1,024 tokens.
+# two only the layout and the size. Most are the habits of 2019 rather than necessities:
+#   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
+#      standard then; RMSNorm (no mean, no bias) was later found to train as well for
+#      less work, and is what newer models (and Part I) use.
+#   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which its
+#      authors found to train slightly better; BERT and the first GPT used it too.
+#   3. A bias (a learned constant) added after every matrix, so an output can be shifted
+#      away from 0; newer models mostly drop them, finding they add little.
+#   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
+#      block normalises its own input (as in Part I), so the embeddings need no norm of
+#      their own; but the residual stream grows as blocks add to it, so it is normalised
+#      once more before the scores.
+#   5. The output layer is wte itself (tied): no separate lm_head. That saves 50,257 x 768
+#      = 38.6 million parameters, nearly a third of the model.
+#   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall: on
+#      a GPU one big matrix product is faster than three small ones; here it is the same work.
+#   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
+#      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. (Part I's attention_head works on plain
-# floats through Part II's fast path, which is why --gpt2 refuses --plain.)
+# plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
+# which accepts plain floats only through Part II's fast versions: Part I's own softmax
+# calls .data and .exp(), which floats lack. That is why --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
-# themselves, raw. Reading it runs no code, unlike a pickled PyTorch file; Part VI's
-# load_gpt2 checks every offset and shape before it reads a number. One twist: OpenAI's
-# matrices (its "Conv1D" layers) are stored [n_in][n_out], the transpose of Part I's
+# themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
+# which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
+# before it reads a number. One twist: OpenAI's matrices (in layers its code calls
+# "Conv1D", which are linear layers) are stored [n_in][n_out], the transpose of Part I's
 # [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
 # rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
-# that way, against about 4 GB as Python floats in lists (32 bytes each, with the pointer).
+# that way, against about 4 GB as Python floats in lists (a float object is 24 bytes, and
+# the list holds an 8-byte pointer to it).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)); on PyPy, whose JIT compiles
-# sum(map(mul, row, x)) into a machine-code loop, that is already fast. scripts/bench_gpt2.py measures a token against the time of those dot products
-# alone (the README has the figures): everything else costs a few percent.
+# about twice as fast as sum(map(mul, row, x)) (Part II's way: mul is operator.mul, so
+# map multiplies the pairs without a Python loop). PyPy compiles that line into a
+# machine-code loop as it runs (its JIT), so there it is already fast.
+# scripts/bench_gpt2.py measures a token against the time of those dot products alone
+# (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
 
 from array import array
@@ -1477,7 +1563,8 @@ def layer_norm(x, gain, bias, eps):
 def gelu(x):
     """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
     with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
-    of x * P(a standard normal is below x).   [n] -> [n]"""
+    of x * P(a standard normal is below x) (Hendrycks and Gimpel, 2016): sqrt(2/pi) and
+    0.044715 are the constants that make the curves match.   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1523,9 +1610,10 @@ def gpt2(token, pos, keys, values, w, config, attention_log=None):
         m = layer_norm(x, w[L + "ln_2.weight"], w[L + "ln_2.bias"], eps)
         m = gelu(affine(m, w[L + "mlp.c_fc.weight"], w[L + "mlp.c_fc.bias"]))      # [n_inner]
         x = [xi + yi for xi, yi in zip(x, affine(m, w[L + "mlp.c_proj.weight"], w[L + "mlp.c_proj.bias"]))]
-    # GPT-2 (4) again: a last LayerNorm; and (5): the scores are x's dot product with every
-    # token's embedding, so a token scores high when x looks like its vector.
+    # GPT-2 (4) again: a last LayerNorm.
     x = layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+    # GPT-2 (5): the scores are x's dot product with every token's embedding (wte, tied), so
+    # a token scores high when x looks like its vector.
     return [dot_product(row, x) for row in w["wte.weight"]]                  # [vocab_size]
 
 
@@ -1535,7 +1623,10 @@ def next_token(logits, temperature, top_k, rng):
     (so a long tail of unlikely tokens cannot, between them, be drawn now and then)."""
     if temperature == 0:
         return max(range(len(logits)), key=logits.__getitem__)
-    ids = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:top_k] if top_k else range(len(logits))
+    ids = range(len(logits))                    # the candidates: every token,
+    if top_k:                                   # or only the top_k likeliest
+        ids = sorted(ids, key=logits.__getitem__, reverse=True)[:top_k]
+    # sample_token() returns a place in this list of candidates; ids[] turns it into a token
     return ids[sample_token([logits[i] for i in ids], temperature, rng)]
 
 
@@ -1546,6 +1637,7 @@ def generate(prompt_ids, length, w, config, temperature, top_k, rng):
     the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
+    # Reading the prompt's last token gives the first choice; the last choice is never read.
     for pos in range(len(tokens) + length - 1):
         logits = gpt2(tokens[pos], pos, keys, values, w, config)
         if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
@@ -1611,17 +1703,21 @@ def affix(name, kind, length):
 
 
 def is_correct(kind, x, answer, ended):
-    """Whether an answer (the texts of its tokens; ended: it finished with the end token)
-    is correct: the reward of V.4 (True counts 1, False 0)."""
+    """Whether an answer is correct: the reward of V.4 (True counts 1, False 0). answer is
+    the list of its tokens' texts, so len(answer) counts tokens, each of which must be one
+    letter; ended: it finished with the end token."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
 
 def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
-    those held out for evaluation: a share of each length's X held out of both kinds
-    (unseen), and of the X seen with both kinds, one kind held out (unseen combinations).
-    Returns (train, held_out), two sets of (kind, X)."""
+    those held out for evaluation. For each length of X (1, 2, 3 letters), in a random
+    order: the first `share` of the X (at least 2) are held out of both kinds (unseen: say
+    no fine-tuning request has X = "jo"); then of the other X, those both kinds can use,
+    a `share` have one kind, drawn at random, held out (an unseen combination: say "ending
+    with an" is held out, "starting with an" trained). Returns (train, held_out), two sets
+    of (kind, X)."""
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1642,7 +1738,7 @@ def evaluation_requests(held_out, count, rng):
     for kind in TASKS:
         for length in (1, 2, 3):
             pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
-            n = count // 3 + (length <= count % 3)
+            n = count // 3 + (length <= count % 3)    # the remainder to the shortest X (True is 1)
             chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
     return chosen
 
@@ -1654,29 +1750,35 @@ def evaluation_requests(held_out, count, rng):
 # opens the request, <|assistant|> the answer, <|end|> closes it. The model learns their
 # meaning from where they appear. Each new token needs a new row in wte (what it means as
 # input) and in lm_head (its score as output); the pretrained rows are kept, which is how
-# real chat models are made from base models. Two new rows start as copies of BOS's rows,
-# because the pretrained model already knows what BOS means: <|assistant|> reads like BOS
-# (a name begins after it) and <|end|> is predicted like BOS (the name ends here). The
-# other new rows start random. The model of names has no use for BOS itself any more, so
-# the chat vocabulary drops it (its rows live on in the two copies).
+# real chat models are made from base models. Two of the new rows start as copies of BOS's
+# rows, <|assistant|>'s in wte and <|end|>'s in lm_head, because the pretrained model
+# already knows what BOS means: <|assistant|> reads like BOS (a name begins after it) and
+# <|end|> is predicted like BOS (the name ends here). The other new rows start random.
+# The model of names has no use for BOS itself any more, so the chat vocabulary drops it
+# (its rows live on in the two copies).
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
 # a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
 # X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
 # for "starting with", from the right for "ending with". So every prompt has 8 tokens,
-# and the letter of X that an answer needs is always 5 tokens back: "emma" copies e and m
-# from 5 back, then writes on where the slots are empty; a 5-letter name ending with "son"
-# writes 2 letters of its own over the 2 pads, then copies s, o and n, and ends when 5 back
-# is <|assistant|>. Why a fixed distance helps: a position embedding (wpe) names an
-# absolute position, so "the letter 5 back" is one fixed thing to learn at every position,
-# while "the letter just after the request, wherever it ended" is a different thing for
-# each length of X. With the slots, a small model learns to copy in a few hundred steps.
+# and the letter of X that the next token needs is always 5 tokens back from the token
+# being read: "emma" copies e and m from 5 back, then writes on where the slots are empty;
+# a 5-letter name ending with "son" writes 2 letters of its own over the 2 pads, then
+# copies s, o and n, and ends when 5 back is <|assistant|>. (Fine-tuning shows only
+# 5-letter names for "ending with", V.3, so that the answer's last letters sit under X.)
+# Why a fixed distance helps: the model knows where it is only from wpe, which names
+# absolute positions. With every prompt 8 tokens long, reading position 7 always looks
+# at position 2, reading 8 at 3, and so on: the same pair of positions in every
+# conversation, learned once. Without the slots, where the request ends, and so where
+# the copying starts, would move with the length of X: a different thing to learn for
+# each length. With the slots, a small model learns to copy in a few hundred steps.
 # Without them, a 2-layer model fine-tuned on 2,000 conversations passed 21% and 0% of
 # the held-out requests (starting with, ending with); with them, the same model and data
 # passed 92% and 70% (an experiment made while designing this part; the command line's
 # pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
 # with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
-# Rendered, with the loss mask of V.3 (1 under each token the loss counts: the answer's):
+# Rendered, with the loss mask V.3 uses (1 under each token the loss counts, the answer's;
+# V.3 says why):
 #
 #     a name starting with em -> emma
 #     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
@@ -1699,7 +1801,8 @@ def chat_vocab(chars):
 def add_chat_tokens(params, chars, chat_chars, config, rng):
     """The pretrained parameters with a row in wte and lm_head for each new token: copies of
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
-    BOS's own rows (the last) are dropped. The matrices are new; the rows are shared."""
+    BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
+    rows in them are the same Values: fine-tuning the chat model changes params too."""
     bos = len(chars)
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
@@ -1777,8 +1880,8 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    prompt = prompt_for(ids, chat_chars)
-    if len(prompt) >= config.block_size:
+    prompt = prompt_for(ids, chat_chars)    # <|user|>, ids (padded to 6), <|assistant|>
+    if len(prompt) >= config.block_size:    # so at most block_size - 3 ids leave room to answer
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
                        f"context of {config.block_size} with room for an answer")
     return prompt
@@ -1803,7 +1906,7 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
     prompt = prompt_for(encode_text(request_for(kind, x), chat_chars), chat_chars)
     end = chat_chars.index(END)
     ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, end)]
-    ended = ids[-1:] == [end]
+    ended = ids[-1:] == [end]          # the last token is <|end|> (ids[-1:] is [] if ids is)
     texts = [chat_chars[t] for t in (ids[:-1] if ended else ids)]
     return prompt, ids, texts, ended, is_correct(kind, x, texts, ended)
 
@@ -1833,10 +1936,12 @@ def sft_answers(names, requests, config):
         for kind in TASKS:
             for k in (1, 2, 3):
                 x = affix(name, kind, k)
-                # The whole conversation must fit the context: <|user|>, the request's
-                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens
-                # for len(name) + 8 predictions: names of at most 8 letters at block_size 16.
-                if (len(name) > k and (kind, x) in requests and len(name) + REQUEST_TOKENS + 3 <= config.block_size + 1
+                # The whole conversation must fit the context: <|user|>, the request's 6
+                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens.
+                # The last is predicted but never read, so they take len(name) + 8 positions:
+                # names of at most 8 letters at block_size 16.
+                fits = len(name) + REQUEST_TOKENS + 2 <= config.block_size
+                if (len(name) > k and (kind, x) in requests and fits
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
                     found[kind].append((x, name))
     return found
@@ -1864,7 +1969,9 @@ def answer_losses(tokens, mask, params, config):
 
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
-    the parameters' .grad, and return its number. With FAST, backward walks the tape (II.2)."""
+    the parameters' .grad, and return its number. With FAST, the nodes are recorded on a
+    list, Value.tape, as they are made, and backward_along walks it backwards instead of
+    sorting the graph: the same gradients, sooner (Part II.2)."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -1893,8 +2000,13 @@ def sft_steps(params, config, examples, num_steps, batch):
     """Fine-tune on `batch` conversations per step (examples(step, b) gives one); yields
     each step's mean answer loss. One conversation's graph at a time, as train() does."""
     def add_step_gradient(step):
-        return sum(backpropagate(lambda: mean(answer_losses(*examples(step, b), params, config)) * (1 / batch))
-                   for b in range(batch))
+        total = 0
+        for b in range(batch):
+            tokens, mask = examples(step, b)
+            # this conversation's mean answer loss, divided by batch: summed, the batch's mean
+            total += backpropagate(lambda: mean(answer_losses(tokens, mask, params, config))
+                                   * (1 / batch))
+        return total
     return optimise(params, config, num_steps, add_step_gradient)
 
 
@@ -1908,9 +2020,17 @@ def sft_steps(params, config, examples, num_steps, batch):
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form (no clipping of the update, no KL penalty): the advantage of an answer is its reward minus the group's mean,
-# divided by the group's spread, so that only how an answer compares with its siblings
-# counts; a group where all are right (or all wrong) teaches nothing and costs no gradient.
+# on maths problems, in its simplest form: one update per group of answers, so none of
+# the clipping that stops several updates on the same answers from going too far, and no
+# KL penalty (see the end of this section). The advantage of an answer is its reward minus
+# the group's mean, so that only how it compares with its siblings counts, divided by the
+# group's spread, so that every group pushes on the same scale: a lone success is pushed
+# hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38; with four
+# right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all
+# are right (or all wrong) teaches nothing and costs no gradient.
+#
+# RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
+# that V.5 stays a test of requests the model has never trained on.
 #
 # The loss whose gradient does the nudging is, over the n answers of a step,
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
@@ -1944,15 +2064,16 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses, written mean * count so that
-    # it is one fused node (Part II's fast_mean) rather than a chain of additions.
+    # -log p(answer) is the sum of the answer's token losses. It is written mean * count
+    # because mean() is one node with FAST (Part II's fast_mean), a sum a chain of additions.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
 
 def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
     """GRPO: each step draws a group of answers to each of `requests(step)` (a list of
-    (kind, X)), grades them and adds the gradient of L; yields the step's mean reward."""
+    (kind, X), from the fine-tuning requests), grades them and adds the gradient of L;
+    yields the step's mean reward."""
     def add_step_gradient(step):
         weights = inference_weights(params)
         groups = [answer_group(weights, config, chat_chars, kind, x, rng, group_size)
@@ -1973,9 +2094,9 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # sampled at the chat's own temperature (0.5, as for names), so that it measures the
 # assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
-# card reads: pretrained 0% and 0% (starting with, ending with), after SFT 88.3% and
-# 87.5%, after RL 97.5% and 98.3%. The whole run takes about 30 s of CPU on PyPy and two
-# minutes on CPython.
+# report card (the table the command line prints at the end) reads: pretrained 0% and 0%
+# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 98.3%. The
+# whole run takes about 30 s of CPU on PyPy and two minutes on CPython.
 # ---------------------------------------------------------------------------------------
 
 def pass_rates(weights, config, chat_chars, requests, rng, temperature):
@@ -2000,6 +2121,7 @@ def pass_rates(weights, config, chat_chars, requests, rng, temperature):
 import argparse
 import errno
 import hashlib
+import json
 import os
 import signal
 import site
@@ -2073,6 +2195,7 @@ def check_finite_scores(weights, config, why="the model's scores are not finite 
 # ---------------------------------------------------------------------------------------
 
 MAX_FILE_BYTES = 100 * 2**20   # the largest data file or checkpoint we read: 100 MiB
+MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "block_size")   # the fields that fix the model's shape
 
 
 def read_data_file(path, what="data file"):
@@ -3072,6 +3195,16 @@ class Progress:
         self.said = now
 
 
+def encode_documents(docs, chars):
+    """[encode_document(doc, chars) for doc in docs], with the table from characters to ids
+    built once: encode() builds it for every document, which costs as much as the vocabulary
+    is large, for every line (hours, for a big file of thousands of distinct characters)."""
+    if getattr(chars, "merges", None):
+        return [encode_document(doc, chars) for doc in docs]     # Part IV's tokens of several characters
+    bos, stoi = len(chars), {ch: i for i, ch in enumerate(chars)}
+    return [[bos] + [stoi[ch] for ch in doc] + [bos] for doc in docs]
+
+
 def with_progress(items, progress, every=1024):
     """The items, one by one, updating progress every `every` of them."""
     for i, item in enumerate(items):
@@ -3275,8 +3408,8 @@ def prepare_data(path, config, mode, chars, rng, bpe=0):
     print(f"data: {plural(len(docs), 'document')} from {shown_path(path)}; training on {len(train_docs):,}, "
           + (held_out or "too few to hold any out for validation"), flush=True)
     progress = Progress(f"encoding {path}", len(train_docs), "documents")
-    return (text, chars, document_batches(with_progress(train_docs, progress), chars, config.batch),
-            encode_documents(val_docs, chars))
+    return (text, chars, document_batches(encode_documents(with_progress(train_docs, progress), chars),
+                                          config.batch), encode_documents(val_docs, chars))
 
 
 def explain_tokens(text, chars, config, mode):

@@ -219,7 +219,7 @@ def main():
           f"({' '.join(sys.version.split())}) on {platform.machine()}, {os.cpu_count()} cores")
 
     config, chars, train_docs, params = setup()
-    batches = microgpt.document_batches(train_docs, chars, 1)
+    batches = microgpt.document_batches(microgpt.encode_documents(train_docs, chars), 1)
 
     # 1. Part I alone against all of Part II, both through microgpt.train.
     print(f"\n1. Part I alone vs Part II, {args.steps} steps each, alternating {args.chunk} at a time")

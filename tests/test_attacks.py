@@ -232,7 +232,7 @@ class TestFiniteScores(TempDirTestCase):
         config = microgpt.Config(n_embd=8, n_head=2, block_size=8, lr=1e160)
         chars = microgpt.build_vocab("".join(NAMES))
         params = microgpt.init_params(config, len(chars) + 1, random.Random(42))
-        batches = microgpt.document_batches(NAMES, chars, 1)
+        batches = microgpt.document_batches(microgpt.encode_documents(NAMES, chars), 1)
         list(microgpt.train(params, config, batches, 1))
         target = os.path.join(self.tmp, "n.json")
         microgpt.save_checkpoint(target, params, config, chars, "docs")

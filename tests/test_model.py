@@ -472,7 +472,8 @@ class TestTraining(unittest.TestCase):
         config = tiny_config(n_embd=8, block_size=8)
         params = fresh_params(config, seed=0, vocab_size=len(chars) + 1)
         with fast(True):
-            losses = list(microgpt.train(params, config, microgpt.document_batches(docs, chars, 1), 150))
+            losses = list(microgpt.train(params, config, microgpt.document_batches(
+                microgpt.encode_documents(docs, chars), 1), 150))
         self.assertEqual(len(losses), 150)
         first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
         self.assertLess(last, 0.6 * first, f"first {first:.3f}, last {last:.3f}")
@@ -481,10 +482,15 @@ class TestTraining(unittest.TestCase):
     def test_document_batches_cycle_through_the_documents_in_order(self):
         docs = ["ab", "c", "ba"]
         seqs = [microgpt.encode_document(d, CHARS) for d in docs]
-        batches = microgpt.document_batches(docs, CHARS, 2)
+        batches = microgpt.document_batches(seqs, 2)
         self.assertEqual(batches(0), [seqs[0], seqs[1]])
         self.assertEqual(batches(1), [seqs[2], seqs[0]])
-        self.assertEqual(microgpt.document_batches(docs, CHARS, "all")(5), seqs)
+        self.assertEqual(microgpt.document_batches(seqs, "all")(5), seqs)
+
+    def test_encode_documents_gives_what_encode_document_gives_for_each_document(self):
+        docs = ["ab", "c", "ba", "cab"]
+        self.assertEqual(microgpt.encode_documents(docs, CHARS),
+                         [microgpt.encode_document(d, CHARS) for d in docs])
 
 
 # --- 11. sampling ---------------------------------------------------------------------------------
