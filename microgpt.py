@@ -4761,6 +4761,8 @@ TOKEN_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#56b4e9", "#e69f00
 REPORT_MARK = '<meta name="generator" content="microgpt">'   # how we know a page is ours
 FONT = 15              # the smallest text in a picture, in the picture's own units
 PRESENT_FONT = 26      # the same in a heat map's copy for the presentation view (drawn smaller there)
+CHAIN_FONT = 20        # the Markov chain graph's text: one drawing serves the page and its slide, where it is
+                       # shown at about 0.95 of its size on a 1024x768 screen and must still be 18 px
 CHAR_WIDTH = 0.62      # a character's width, in font sizes (a little more than the usual fonts need)
 
 
@@ -5072,12 +5074,18 @@ def chain_graph(chain, names):
     an arrow for each move at least CHAIN_MIN_PROBABILITY likely, as wide as its probability
     and coloured by the token read (TOKEN_COLOURS), labelled with its probability where the
     label touches nothing else. Returns (svg, how many labels were left out)."""
-    n, size = len(chain), 640
+    n, size, font = len(chain), 640, CHAIN_FONT
     centre, radius = size / 2, size / 2 - 80
-    # A state's circle is wide enough for its name in full-size type (several-character
-    # tokens make long names), but never so wide that it touches its neighbours.
-    longest = max(len(state_name(state, names)) for state, _ in chain)
-    node = max(24.0, min(longest * FONT * CHAR_WIDTH / 1.7, 0.4 * 2 * radius * math.sin(math.pi / max(n, 2))))
+    # A state's circle is wide enough for its name in full-size type, but never so wide that
+    # it touches its neighbours. A name of several tokens (BPE, "110 110") is written one
+    # token a line when that needs a smaller circle: a long line would need the widest one.
+    lines = {state: [state_name(state, names)] for state, _ in chain}
+    # (the radius that fits: a little more than half the diagonal of the lines' box)
+    fits = lambda rows: math.hypot(max(map(len, rows)) * font * CHAR_WIDTH, len(rows) * 1.15 * font) / 1.8
+    if max(fits(name[0].split(" ")) for name in lines.values()) < max(map(fits, lines.values())):
+        lines = {state: name[0].split(" ") for state, name in lines.items()}
+    need = max(map(fits, lines.values()))
+    node = max(24.0, min(need, 0.4 * 2 * radius * math.sin(math.pi / max(n, 2))))
     radius -= 3 * (node - 24)                # a loop reaches 3 node radii out: keep it in the picture
     where = {}
     for i, state in enumerate(de_bruijn_order(len(names), len(chain[0][0]))):
@@ -5113,7 +5121,8 @@ def chain_graph(chain, names):
                 body.append(f'<path d="M{sx:.1f},{sy:.1f} C{lx - oy * 2 * node:.1f},{ly + ox * 2 * node:.1f} '
                             f'{lx + oy * 2 * node:.1f},{ly - ox * 2 * node:.1f} {ex:.1f},{ey:.1f}" '
                             f'{style}>{tip}</path>')
-                wanted.append((p, colour(t), [(lx + ox * d, ly + oy * d + 5, "middle") for d in (14, 24, 34, 4)]))
+                wanted.append((p, colour(t), [(lx + ox * d, ly + oy * d + font / 3, "middle")
+                                              for d in (font, 1.6 * font, 2.3 * font, 0.3 * font)]))
                 continue
             # A curve bending to the right of its direction, so A->B and B->A do not overlap,
             # cut short at both ends so that the arrowhead touches the circle of the state.
@@ -5127,24 +5136,32 @@ def chain_graph(chain, names):
             spots = []
             for s in (0.25, 0.35, 0.18, 0.45, 0.55, 0.65):
                 a, b, c = (1 - s) ** 2, 2 * s * (1 - s), s * s
-                spots.append((a * sx + b * mx + c * ex, a * sy + b * my + c * ey + 5, "middle"))
+                spots.append((a * sx + b * mx + c * ex, a * sy + b * my + c * ey + font / 3, "middle"))
             wanted.append((p, colour(t), spots))
     labels, missing = [], 0
     for p, ink, spots in sorted(wanted, key=lambda label: -label[0]):     # likelier moves choose first
         text = percent(p)
-        place = place_label(text, FONT, spots, taken, (0, 0, size, size))
+        place = place_label(text, font, spots, taken, (0, 0, size, size))
         if place:
-            labels.append(text_at(place[0], place[1], text, FONT, "middle", f' class="label mono" fill="{ink}"'))
+            labels.append(text_at(place[0], place[1], text, font, "middle", f' class="label mono" fill="{ink}"'))
         else:
             missing += 1
     for state, _ in chain:
         x, y = where[state]
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node:.1f}" fill="#fff" stroke="#333" '
                     'stroke-width="1.5"/>')
-        name = state_name(state, names)
-        body.append(text_at(x, y + 5, name, min(16.0, 1.7 * node / len(name) / CHAR_WIDTH), "middle",
-                            ' class="mono"'))
-    return svg(size, size, body + labels, f"the model as a Markov chain: {n} states", grow=1.25), missing
+        # A name too long for its circle gets smaller type. A name of several lines is one
+        # <text> (a <tspan> a line), so that its lines make one box.
+        em, rows = font * min(1.0, node / need), lines[state]
+        if len(rows) == 1:
+            body.append(text_at(x, y + em / 3, rows[0], round(em, 1), "middle", ' class="mono"'))
+        else:
+            body.append(f'<text x="{x:.1f}" y="{y + em / 3 - (len(rows) - 1) * 0.575 * em:.1f}" '
+                        f'font-size="{em:.1f}" text-anchor="middle" class="mono">'
+                        + "".join(f'<tspan x="{x:.1f}" dy="{"1.15em" if i else 0}">{escape(row)}</tspan>'
+                                  for i, row in enumerate(rows)) + "</text>")
+    # grow 1: the page shows its text at CHAIN_FONT at most, a little larger than the page's own
+    return svg(size, size, body + labels, f"the model as a Markov chain: {n} states", grow=1), missing
 
 
 def long_run_shares(chain):
@@ -5282,26 +5299,29 @@ def report_data(run):
     }
 
 
-def figure(title, picture, caption, key="", big=""):
+def figure(title, picture, caption, key="", big="", side=False):
     """One picture: its title, the picture, its legend and its caption (what to notice). The
     presentation view shows one figure per screen (number_figures links them up), and `big`,
     if given, instead of the picture: the same drawn with larger text (PRESENT_FONT), for a
-    picture that would otherwise shrink its text below what a room can read."""
+    picture that would otherwise shrink its text below what a room can read. side: on a
+    landscape screen the presentation view puts the caption beside the picture rather than
+    under it, which leaves a square picture (the Markov chain) more room."""
     big = f'<div class="big">{big}</div>' if big else ""
-    return (f'<figure class="slide"><h3>{escape(title)}</h3>{big}{picture}{key}'
+    return (f'<figure class="slide{" side" * side}"><h3>{escape(title)}</h3>{big}{picture}{key}'
             f'<figcaption>{caption}</figcaption></figure>')
 
 
 def number_figures(page):
     """Give every figure an id (fig-1, fig-2, ...) and, for the presentation view, links to
     the previous and the next one and back to the page."""
-    parts = page.split('<figure class="slide">')
+    parts = page.split('<figure class="slide')
     n = len(parts) - 1
     out = [parts[0]]
     for i, part in enumerate(parts[1:], start=1):
+        more, part = part.split(">", 1)              # the rest of the class attribute: '"' or ' side"'
         before = f'<a href="#fig-{i - 1}">&lsaquo; previous</a>' if i > 1 else "<span></span>"
         after = f'<a href="#fig-{i + 1}">next &rsaquo;</a>' if i < n else '<a href="#top">end</a>'
-        out.append(f'<figure class="slide" id="fig-{i}"><nav class="slidenav">{before}<span>{i} / {n}</span>'
+        out.append(f'<figure class="slide{more} id="fig-{i}"><nav class="slidenav">{before}<span>{i} / {n}</span>'
                    f'{after}<a href="#top">close</a></nav>{part}')
     return "".join(out)
 
@@ -5617,9 +5637,10 @@ def chain_section(weights, config, names):
         caption = (f"Each arrow is a move at least {CHAIN_MIN_PROBABILITY:.0%} likely, as wide as its "
                    "probability, coloured by the token read, labelled with its probability"
                    + (f" ({missing} labels are left out where they would cover another; hover over an arrow for "
-                      "its number)" if missing else "") + ". " + caption)
-        return (intro + '<div class="figures one">' + figure("The Markov chain", picture, escape(caption), key)
-                + "</div>")
+                      "its number)" if missing > 1 else " (1 label is left out where it would cover another; hover "
+                      "over its arrow for its number)" if missing else "") + ". " + caption)
+        return (intro + '<div class="figures one">'
+                + figure("The Markov chain", picture, escape(caption), key, side=True) + "</div>")
     matrix = [probs for _, probs in chain]
     picture = heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
                        "state (the last tokens read)", "probability", "transition matrix")
@@ -5654,6 +5675,11 @@ def samples_section(run, config, sample_probs, names_printed):
             + "</div>")
 
 
+# In the presentation view a figure marked "side" (the Markov chain) puts its caption in a
+# column beside the picture on a landscape screen: a square picture under a long caption
+# would get half the screen's height. The legend goes above both, across the screen (a
+# vocabulary of 16 tokens makes a long one), and the picture is a square as tall as what is
+# left, but at most 60% of the screen's width, which leaves the caption room.
 REPORT_CSS = """
 body{font:17px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
 background:#fff;max-width:1240px;margin:0 auto;padding:12px 20px 40px}
@@ -5700,6 +5726,11 @@ display:flex;flex-direction:column;box-sizing:border-box}
 @media (max-width:1099px){.slide:target .predictions .g2{display:none}}
 @media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
+@media (min-aspect-ratio:1/1){.slide.side:target{display:grid;column-gap:28px;
+grid-template:auto auto auto minmax(0,1fr)/auto minmax(0,1fr)}
+.slide.side:target>nav,.slide.side:target>h3,.slide.side:target>.key{grid-column:1/-1}
+.slide.side:target>svg{grid-area:4/1;height:100%;width:auto;aspect-ratio:1;max-width:60vw!important}
+.slide.side:target>figcaption{grid-area:4/2;margin-top:0}}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
 .figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
