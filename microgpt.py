@@ -5626,7 +5626,8 @@ def chain_section(weights, config, names):
     sure = sum(max(probs) >= 0.9 for _, probs in chain)
     caption = (f"In the long run the chain spends most of its time in "
                + ", ".join(f"{state_name_(chain[i][0])} ({shares[i]:.0%})" for i in top)
-               + f". {sure} of the {len(chain)} states are at least 90% sure of the next token.")
+               + f". {sure or 'None'} of the {len(chain)} states {'is' if sure == 1 else 'are'} at least 90% sure "
+               "of the next token.")
     intro = ("<h2>The model as a Markov chain</h2>\n<p class=\"note\">The model sees only the last "
              f"{config.block_size} tokens, so it is a Markov chain over those contexts (states): reading one more "
              "token moves it to the next state.</p>")
@@ -5642,11 +5643,16 @@ def chain_section(weights, config, names):
         return (intro + '<div class="figures one">'
                 + figure("The Markov chain", picture, escape(caption), key, side=True) + "</div>")
     matrix = [probs for _, probs in chain]
-    picture = heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1, "next token",
-                       "state (the last tokens read)", "probability", "transition matrix")
+    matrix_map = lambda font: heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1,
+                                       "next token", "state (the last tokens read)", "probability",
+                                       "transition matrix", font)
     caption = (f"With {len(chain)} states a graph would be a tangle, so here is the chain's transition "
                "matrix: a row for each state, its cells the probability of each next token. " + caption)
-    return intro + '<div class="figures one">' + figure("The transition matrix", picture, escape(caption)) + "</div>"
+    # A tall, narrow picture: on a slide, its caption goes beside it, and its text is drawn
+    # larger (fewer row labels), so that a room can read it.
+    return (intro + '<div class="figures one">'
+            + figure("The transition matrix", matrix_map(FONT), escape(caption), big=matrix_map(PRESENT_FONT),
+                     side=True) + "</div>")
 
 
 def samples_section(run, config, sample_probs, names_printed):
@@ -5730,6 +5736,8 @@ display:flex;flex-direction:column;box-sizing:border-box}
 grid-template:auto auto auto minmax(0,1fr)/auto minmax(0,1fr)}
 .slide.side:target>nav,.slide.side:target>h3,.slide.side:target>.key{grid-column:1/-1}
 .slide.side:target>svg{grid-area:4/1;height:100%;width:auto;aspect-ratio:1;max-width:60vw!important}
+.slide.side:target>.big{grid-area:4/1;min-height:0;width:auto;max-width:60vw!important}
+.slide.side:target>.big svg{height:100%;width:auto}
 .slide.side:target>figcaption{grid-area:4/2;margin-top:0}}
 @media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}

@@ -208,7 +208,7 @@ class ReportLayoutTest(unittest.TestCase):
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_each_slide_of_the_presentation_view_fits_a_projectors_screen_with_its_caption(self):
-        for key in ("names", "bits", "bpe", "tokens"):
+        for key in ("names", "bits", "bpe", "tokens", "matrix"):
             for width, height in ((1024, 768), (1280, 720)):
                 for slide in self.present(key, width, height):
                     with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
@@ -218,15 +218,17 @@ class ReportLayoutTest(unittest.TestCase):
                         self.assertLessEqual(slide["scrollWidth"], slide["clientWidth"])
 
     def test_text_in_the_presentation_view_is_at_least_18_px_on_a_1024x768_screen(self):
-        # every slide, the Markov chain graph's too (the bits and bpe pages have one)
+        # every slide, the Markov chain graph's too (the bits and bpe pages have one), and the
+        # transition matrix's (81 states, on the matrix page)
         titles = []
-        for key in ("names", "bits", "bpe"):
+        for key in ("names", "bits", "bpe", "matrix"):
             for slide in self.present(key, 1024, 768):
                 titles.append(slide["title"])
                 with self.subTest(page=key, slide=slide["title"]):
                     self.assertEqual(slide["html"], [])
                     self.assertEqual(slide["svg"], [])
         self.assertEqual(titles.count("The Markov chain"), 2)
+        self.assertEqual(titles.count("The transition matrix"), 1)
 
 
 # One slide of the presentation view as the browser lays it out (see present() above).
