@@ -1403,16 +1403,21 @@ def gpt2_pretokenizer():
     """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
         's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
-    in order: an English contraction (lower case only: "'S" is not one); an optional space
-    and letters; an optional space and numbers (digits, but also "Ⅻ" or "½"); an optional
-    space and other symbols; a run of white space followed by no non-space, (?!\\S): so
-    when a non-space follows, the run stops one short and leaves its last space to the word
-    or symbol after it ("Hello   world" is cut as "Hello", "  ", " world"; "  <|" as " ",
-    " <|"); any other white space (a newline before a word: only a space can lead one).
-    Python's re has no \\p{L} (letters) or \\p{N} (numbers), and its \\s takes in the four
-    separator controls U+001C to U+001F, which GPT-2's white space leaves out. So we list
-    all three kinds from unicodedata's categories and str.isspace(), and write (?!\\S) as
-    "followed by no letter, number or other symbol"."""
+    Each alternative is tried in order, and the first that matches takes the piece:
+        's|'t|...|'d     an English contraction, lower case only: "it's" -> "it", "'s"
+                         ("IT'S" -> "IT", "'", "S")
+         ?\\p{L}+        an optional space and letters: " dog"
+         ?\\p{N}+        an optional space and numbers, not only digits: " 42", " Ⅻ½"
+         ?[^\\s\\p{L}\\p{N}]+
+                         an optional space and other symbols: "!!", " <|"
+        \\s+(?!\\S)       white space, but if a non-space follows, not its last space, which
+                         goes with the word after it: "Hello   world" -> "Hello", "  ", " world"
+        \\s+             any other white space: the lone newline in "a\\nb" -> "a", "\\n", "b"
+                         (only a space, not a newline, can lead a word)
+    Python's re has no \\p{L} (letters) or \\p{N} (numbers). Its \\s also differs: it takes in
+    the four separator controls U+001C to U+001F, and GPT-2's white space does not. So we
+    list all three kinds ourselves, from unicodedata's categories and str.isspace(), and
+    write (?!\\S) as "followed by no letter, number or other symbol"."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
