@@ -1514,8 +1514,9 @@ class Vocabulary(list):
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
 # plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
-# which accepts plain floats only through Part II's fast versions: Part I's own softmax
-# calls .data and .exp(), which floats lack. That is why --gpt2 refuses --plain.
+# whose softmax works only on Values (it reads .data). With FAST on (the default), Part II
+# swaps in a version that also takes floats; --plain sets FAST = False and would break
+# that, so --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
