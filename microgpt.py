@@ -1639,11 +1639,13 @@ def next_token(logits, temperature, top_k, rng):
 def generate(prompt_ids, length, w, config, temperature, top_k, rng):
     """Read the prompt, then write `length` tokens, yielding each as soon as it is chosen.
     The prompt must hold at least one token: with none, the command line starts GPT-2 from
-    <|endoftext|>, as Part I starts from BOS. It also refuses a prompt plus length beyond
-    the 1,024 positions (GPT-2 (7))."""
+    <|endoftext|>, as Part I starts from BOS. The command line also refuses a prompt plus
+    length beyond the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
     # Reading the prompt's last token gives the first choice; the last choice is never read.
+    # So a 3-token prompt and length 2 read 4 positions: 0 and 1 (the next token is given),
+    # 2 (the prompt's last: choose the 1st token), 3 (the 1st token: choose the 2nd).
     for pos in range(len(tokens) + length - 1):
         logits = gpt2(tokens[pos], pos, keys, values, w, config)
         if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
