@@ -1722,10 +1722,10 @@ def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
     those held out for evaluation. For each length of X (1, 2, 3 letters), in a random
     order: the first `share` of the X (at least 2) are held out of both kinds (unseen: say
-    no fine-tuning request has X = "jo"); then of the other X, those both kinds can use,
-    a `share` have one kind, drawn at random, held out (an unseen combination: say "ending
-    with an" is held out, "starting with an" trained). Returns (train, held_out), two sets
-    of (kind, X)."""
+    no fine-tuning request has X = "jo"); then of the other X, those that both start some
+    name and end some name ("an" starts "anna" and ends "susan"), a `share` have one kind,
+    drawn at random, held out (an unseen combination: say "ending with an" is held out,
+    "starting with an" trained). Returns (train, held_out), two sets of (kind, X)."""
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1746,7 +1746,8 @@ def evaluation_requests(held_out, count, rng):
     for kind in TASKS:
         for length in (1, 2, 3):
             pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
-            n = count // 3 + (length <= count % 3)    # the remainder to the shortest X (True is 1)
+            # a third each; the remainder one apiece to the shortest X: count 10 gives 4, 3, 3
+            n = count // 3 + (length <= count % 3)        # (a comparison adds as 1 or 0)
             chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
     return chosen
 
