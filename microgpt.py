@@ -1771,10 +1771,17 @@ def evaluation_requests(held_out, count, rng):
 # X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
 # for "starting with", from the right for "ending with". So every prompt has 8 tokens,
 # and the letter of X that the next token needs is always 5 tokens back from the token
-# being read: "emma" copies e and m from 5 back, then writes on where the slots are empty;
-# a 5-letter name ending with "son" writes 2 letters of its own over the 2 pads, then
-# copies s, o and n, and ends when 5 back is <|assistant|>. (Fine-tuning shows only
-# 5-letter names for "ending with", V.3, so that the answer's last letters sit under X.)
+# being read. "emma" copies e and m from 5 back, then writes on where the slots are empty.
+# "a name ending with son -> jason" (rendered in full below) goes:
+#     position  reads           5 back holds      writes next
+#        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
+#        8      j               3: <|pad|>        a        (a letter of its own)
+#        9      a               4: s              s        (copied)
+#       10      s               5: o              o        (copied)
+#       11      o               6: n              n        (copied)
+#       12      n               7: <|assistant|>  <|end|>  (X is used up)
+# (Fine-tuning shows only 5-letter names for "ending with", V.3, so that the answer's last
+# letters sit under X.)
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
@@ -1787,7 +1794,8 @@ def evaluation_requests(held_out, count, rng):
 # pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
 # with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
 # Rendered, with the loss mask V.3 uses (1 under each token the loss counts, the answer's;
-# V.3 says why):
+# V.3 says why). The 1 sits under the token to be predicted: the loss for "j" is taken
+# while reading the position before it, <|assistant|>.
 #
 #     a name starting with em -> emma
 #     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
