@@ -1897,8 +1897,11 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    prompt = prompt_for(ids, chat_chars)    # <|user|>, ids (padded to 6), <|assistant|>
-    if len(prompt) >= config.block_size:    # so at most block_size - 3 ids leave room to answer
+    # <|user|>, ids (padded to 6; more than 6 get no pads), <|assistant|>: len(ids) + 2 tokens
+    # for a long request, which must stay under block_size to leave a position for the answer.
+    # So at most block_size - 3 ids fit.
+    prompt = prompt_for(ids, chat_chars)
+    if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
                        f"context of {config.block_size} with room for an answer")
     return prompt
