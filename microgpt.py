@@ -1271,8 +1271,9 @@ def state_name(state, names):
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
 # " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
 # order, which puts the 188 printable bytes first (bytes_to_unicode below lists them so):
-# id 0 is "!", whose byte value is 33. A merged token's id is 256 plus its merge's rank (its line in merges.txt), and
-# 50256 is <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# id 0 is "!", whose byte value is 33. A merged token's id is 256 plus its merge's rank
+# (its line in merges.txt), and 50256 is <|endoftext|>, the token GPT-2 saw between the
+# documents it was trained on.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), cut into
@@ -1493,8 +1494,9 @@ class Vocabulary(list):
 # OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
-# to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
-# two only the layout and the size. Most are the habits of 2019 rather than necessities:
+# to "GPT-2 (7):" below where it happens. The first five change what is computed (5: which
+# matrix scores the output); the last two only how the weights are stored (6) and how long
+# a text may be (7). Most are the habits of 2019 rather than necessities:
 #   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
 #      standard then; RMSNorm (no mean, no bias) was later found to train as well for
 #      less work, and is what newer models (and Part I) use.
@@ -1523,18 +1525,18 @@ class Vocabulary(list):
 # themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
 # which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
 # before it reads a number. One twist: OpenAI's matrices (in layers its code calls
-# "Conv1D", which are linear layers) are stored [n_in][n_out], the transpose of Part I's
-# [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
-# rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
-# that way, against about 4 GB as Python floats in lists (a float object is 24 bytes, and
-# the list holds an 8-byte pointer to it).
+# "Conv1D", only a name: they are plain linear layers) are stored [n_in][n_out], the
+# transpose of Part I's [n_out][n_in], so load_gpt2 transposes them on the way in. The
+# weights are kept as rows of 4-byte floats (array('f'), as the file stores them): 124M
+# parameters take 500 MB that way, against about 4 GB as Python floats in lists (a float
+# object is 24 bytes, and the list holds an 8-byte pointer to it).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)) (Part II's way: mul is operator.mul, so
-# map multiplies the pairs without a Python loop). PyPy compiles that line into a
-# machine-code loop as it runs (its JIT), so there it is already fast.
+# about twice as fast as sum(map(mul, row, x)), Part II's way (mul is operator.mul, so
+# map multiplies the pairs without a Python loop). PyPy, a Python that compiles busy loops
+# to machine code while it runs, makes that line fast already.
 # scripts/bench_gpt2.py measures a token against the time of those dot products alone
 # (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
@@ -1568,9 +1570,10 @@ def layer_norm(x, gain, bias, eps):
 
 def gelu(x):
     """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
-    with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
-    of x * P(a standard normal is below x) (Hendrycks and Gimpel, 2016): sqrt(2/pi) and
-    0.044715 are the constants that make the curves match.   [n] -> [n]"""
+    with a soft bend between (and a small dip below 0). Exactly, it is x times the share of
+    a bell curve (a standard normal) lying below x (Hendrycks and Gimpel, 2016); GPT-2 uses
+    this tanh approximation of it: sqrt(2/pi) and 0.044715 are the constants that make the
+    curves match.   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1958,8 +1961,8 @@ def sft_answers(names, requests, config):
                 x = affix(name, kind, k)
                 # The whole conversation must fit the context: <|user|>, the request's 6
                 # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens.
-                # The last is predicted but never read, so they take len(name) + 8 positions:
-                # names of at most 8 letters at block_size 16.
+                # The model reads every token but the last, <|end|>, which it only predicts:
+                # len(name) + 8 positions, so names of at most 8 letters at block_size 16.
                 fits = len(name) + REQUEST_TOKENS + 2 <= config.block_size
                 if (len(name) > k and (kind, x) in requests and fits
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
@@ -1989,9 +1992,8 @@ def answer_losses(tokens, mask, params, config):
 
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
-    the parameters' .grad, and return its number. With FAST, the nodes are recorded on a
-    list, Value.tape, as they are made, and backward_along walks it backwards instead of
-    sorting the graph: the same gradients, sooner (Part II.2)."""
+    the parameters' .grad, and return its number. With FAST, Part II.2's quicker backward
+    pass (Value.tape and backward_along) gives the same gradients, sooner."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -2040,14 +2042,17 @@ def sft_steps(params, config, examples, num_steps, batch):
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form: one update per group of answers, so none of
-# the clipping that stops several updates on the same answers from going too far, and no
-# KL penalty (see the end of this section). The advantage of an answer is its reward minus
-# the group's mean, so that only how it compares with its siblings counts, divided by the
-# group's spread, so that every group pushes on the same scale: a lone success is pushed
-# hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38; with four
-# right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all
-# are right (or all wrong) teaches nothing and costs no gradient.
+# on maths problems, in its simplest form: one update per group of answers, and no KL
+# penalty (a pull back towards the fine-tuned model; see the end of this section). Full
+# GRPO, like PPO, makes several updates on the same answers, so it clips: it limits how
+# far one update may move an answer's probability from where it was when the answer was
+# drawn. With one update, there is nothing to clip.
+# The advantage of an answer is its reward minus the group's mean, so that only how it
+# compares with its siblings counts, divided by the group's spread, so that every group
+# pushes on the same scale: a lone success is pushed hard. In a group of 8, one right
+# answer gets +2.65 and each wrong one -0.38; with four right, +1 and -1; with seven
+# right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
+# teaches nothing and costs no gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
@@ -2084,8 +2089,8 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses. It is written mean * count
-    # because mean() is one node with FAST (Part II's fast_mean), a sum a chain of additions.
+    # -log p(answer) is the sum of the answer's token losses. mean * count is that sum, but
+    # with FAST mean() makes one node (Part II's fast_mean), where sum() would make one per +.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
