@@ -1516,9 +1516,9 @@ class Vocabulary(list):
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
 # plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
-# whose softmax works only on Values (it reads .data). With FAST on (the default), Part II
-# swaps in a version that also takes floats; --plain sets FAST = False and would break
-# that, so --gpt2 refuses --plain.
+# which works only on Values (its softmax reads .data). With FAST on (the default), Part
+# II's fast_attention_head runs instead, and it also takes floats; --plain sets FAST =
+# False and would break that, so --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
