@@ -1258,7 +1258,8 @@ def state_name(state, names):
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
 # in the order they were learned, are the tokenizer: to encode a word, start from its
 # characters and replay the merges in that order, each wherever its pair occurs (bpe()
-# below does it by merging the earliest-learned pair left, which comes to the same).
+# below does it by merging, again and again, the earliest-learned pair still present in
+# the word, which comes to the same).
 # Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
@@ -1274,9 +1275,10 @@ def state_name(state, names):
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
 # " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
-# order, which puts the 188 printable bytes first: so id 0 is "!", whose byte value is
-# 33. A merged token's id is 256 plus its merge's rank (its line in merges.txt), and
-# 50256 is <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# order, which puts the 188 printable bytes first (bytes_to_unicode below lists them so):
+# id 0 is "!", whose byte value is 33. A merged token's id is 256 plus its merge's rank
+# (its line in merges.txt), and 50256 is <|endoftext|>, the token GPT-2 saw between the
+# documents it was trained on.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), cut into
@@ -1318,8 +1320,9 @@ def learn_merges(words, num_merges, progress=None):
     # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
     # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
     # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps
-    # it), so the loop stops at `most < 1`. A word in holders[p] may no longer hold p (it
-    # was merged away since): for that word, taking out and counting again cancel out.
+    # it), so the loop stops at `most < 1`. holders[] is never cleaned, so a word in
+    # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
+    # merge_pair then leaves the word unchanged, so the -= and += below cancel out.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1349,11 +1352,13 @@ def learn_merges(words, num_merges, progress=None):
 
 def bpe(word, ranks):
     """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
-    learned earliest (the lowest rank). ranks: {(left, right): rank}. This is the same as
-    replaying every merge in learned order: the token that merge r makes can only be part
-    of a merge learned after r (a merge joins tokens that already existed), so the new
-    pairs it forms all rank after r, as do the pairs already there (r was the lowest):
-    the ranks merged here only go up."""
+    learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
+    with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
+    places) -> b an ana (rank 1) -> ban ana (rank 2). The ranks merged only go up, so this
+    is the same as replaying every merge in learned order. Why they only go up: the token
+    that merge r makes can only be part of a merge learned after r (a merge joins tokens
+    that already existed), so the new pairs it forms all rank after r, as do the pairs
+    already there (r was the lowest)."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1404,16 +1409,21 @@ def gpt2_pretokenizer():
     """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
         's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
-    in order: an English contraction (lower case only: "'S" is not one); an optional space
-    and letters; an optional space and numbers (digits, but also "Ⅻ" or "½"); an optional
-    space and other symbols; a run of white space followed by no non-space, (?!\\S): so
-    when a non-space follows, the run stops one short and leaves its last space to the word
-    or symbol after it ("Hello   world" is cut as "Hello", "  ", " world"; "  <|" as " ",
-    " <|"); any other white space (a newline before a word: only a space can lead one).
-    Python's re has no \\p{L} (letters) or \\p{N} (numbers), and its \\s takes in the four
-    separator controls U+001C to U+001F, which GPT-2's white space leaves out. So we list
-    all three kinds from unicodedata's categories and str.isspace(), and write (?!\\S) as
-    "followed by no letter, number or other symbol"."""
+    Each alternative is tried in order, and the first that matches takes the piece:
+        's|'t|...|'d     an English contraction, lower case only: "it's" -> "it", "'s"
+                         ("IT'S" -> "IT", "'", "S")
+         ?\\p{L}+        an optional space and letters: " dog"
+         ?\\p{N}+        an optional space and numbers, not only digits: " 42", " Ⅻ½"
+         ?[^\\s\\p{L}\\p{N}]+
+                         an optional space and other symbols: "!!", " <|"
+        \\s+(?!\\S)       white space, but if a non-space follows, not its last space, which
+                         goes with the word after it: "Hello   world" -> "Hello", "  ", " world"
+        \\s+             any other white space: the lone newline in "a\\nb" -> "a", "\\n", "b"
+                         (only a space, not a newline, can lead a word)
+    Python's re has no \\p{L} (letters) or \\p{N} (numbers). Its \\s also differs: it takes in
+    the four separator controls U+001C to U+001F, and GPT-2's white space does not. So we
+    list all three kinds ourselves, from unicodedata's categories and str.isspace(), and
+    write (?!\\S) as "followed by no letter, number or other symbol"."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
@@ -1489,8 +1499,9 @@ class Vocabulary(list):
 # OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
-# to "GPT-2 (7):" below where it happens. The first five change the arithmetic; the last
-# two only the layout and the size. Most are the habits of 2019 rather than necessities:
+# to "GPT-2 (7):" below where it happens. The first five change what is computed (5: which
+# matrix scores the output); the last two only how the weights are stored (6) and how long
+# a text may be (7). Most are the habits of 2019 rather than necessities:
 #   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
 #      standard then; RMSNorm (no mean, no bias) was later found to train as well for
 #      less work, and is what newer models (and Part I) use.
@@ -1510,26 +1521,27 @@ class Vocabulary(list):
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
 # plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
-# which accepts plain floats only through Part II's fast versions: Part I's own softmax
-# calls .data and .exp(), which floats lack. That is why --gpt2 refuses --plain.
+# which works only on Values (its softmax reads .data). With FAST on (the default), Part
+# II's fast_attention_head runs instead, and it also takes floats; --plain sets FAST =
+# False and would break that, so --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
 # themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
 # which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
 # before it reads a number. One twist: OpenAI's matrices (in layers its code calls
-# "Conv1D", which are linear layers) are stored [n_in][n_out], the transpose of Part I's
-# [n_out][n_in], so load_gpt2 transposes them on the way in. The weights are kept as
-# rows of 4-byte floats (array('f'), as the file stores them): 124M parameters take 500 MB
-# that way, against about 4 GB as Python floats in lists (a float object is 24 bytes, and
-# the list holds an 8-byte pointer to it).
+# "Conv1D", only a name: they are plain linear layers) are stored [n_in][n_out], the
+# transpose of Part I's [n_out][n_in], so load_gpt2 transposes them on the way in. The
+# weights are kept as rows of 4-byte floats (array('f'), as the file stores them): 124M
+# parameters take 500 MB that way, against about 4 GB as Python floats in lists (a float
+# object is 24 bytes, and the list holds an 8-byte pointer to it).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)) (Part II's way: mul is operator.mul, so
-# map multiplies the pairs without a Python loop). PyPy compiles that line into a
-# machine-code loop as it runs (its JIT), so there it is already fast.
+# about twice as fast as sum(map(mul, row, x)), Part II's way (mul is operator.mul, so
+# map multiplies the pairs without a Python loop). PyPy, a Python that compiles busy loops
+# to machine code while it runs, makes that line fast already.
 # scripts/bench_gpt2.py measures a token against the time of those dot products alone
 # (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
@@ -1563,9 +1575,10 @@ def layer_norm(x, gain, bias, eps):
 
 def gelu(x):
     """GPT-2 (2): GELU, a smooth ReLU: about x for large x, about 0 for very negative x,
-    with a soft bend between (and a small dip below 0). GPT-2 uses this tanh approximation
-    of x * P(a standard normal is below x) (Hendrycks and Gimpel, 2016): sqrt(2/pi) and
-    0.044715 are the constants that make the curves match.   [n] -> [n]"""
+    with a soft bend between (and a small dip below 0). Exactly, it is x times the share of
+    a bell curve (a standard normal) lying below x (Hendrycks and Gimpel, 2016); GPT-2 uses
+    this tanh approximation of it: sqrt(2/pi) and 0.044715 are the constants that make the
+    curves match.   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1634,11 +1647,13 @@ def next_token(logits, temperature, top_k, rng):
 def generate(prompt_ids, length, w, config, temperature, top_k, rng):
     """Read the prompt, then write `length` tokens, yielding each as soon as it is chosen.
     The prompt must hold at least one token: with none, the command line starts GPT-2 from
-    <|endoftext|>, as Part I starts from BOS. It also refuses a prompt plus length beyond
-    the 1,024 positions (GPT-2 (7))."""
+    <|endoftext|>, as Part I starts from BOS. The command line also refuses a prompt plus
+    length beyond the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
     # Reading the prompt's last token gives the first choice; the last choice is never read.
+    # So a 3-token prompt and length 2 read 4 positions: 0 and 1 (the next token is given),
+    # 2 (the prompt's last: choose the 1st token), 3 (the 1st token: choose the 2nd).
     for pos in range(len(tokens) + length - 1):
         logits = gpt2(tokens[pos], pos, keys, values, w, config)
         if pos >= len(prompt_ids) - 1:       # the prompt's next tokens are given, then we choose
@@ -1715,10 +1730,10 @@ def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
     those held out for evaluation. For each length of X (1, 2, 3 letters), in a random
     order: the first `share` of the X (at least 2) are held out of both kinds (unseen: say
-    no fine-tuning request has X = "jo"); then of the other X, those both kinds can use,
-    a `share` have one kind, drawn at random, held out (an unseen combination: say "ending
-    with an" is held out, "starting with an" trained). Returns (train, held_out), two sets
-    of (kind, X)."""
+    no fine-tuning request has X = "jo"); then of the other X, those that both start some
+    name and end some name ("an" starts "anna" and ends "susan"), a `share` have one kind,
+    drawn at random, held out (an unseen combination: say "ending with an" is held out,
+    "starting with an" trained). Returns (train, held_out), two sets of (kind, X)."""
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1739,7 +1754,8 @@ def evaluation_requests(held_out, count, rng):
     for kind in TASKS:
         for length in (1, 2, 3):
             pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
-            n = count // 3 + (length <= count % 3)    # the remainder to the shortest X (True is 1)
+            # a third each; the remainder one apiece to the shortest X: count 10 gives 4, 3, 3
+            n = count // 3 + (length <= count % 3)        # (a comparison adds as 1 or 0)
             chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
     return chosen
 
@@ -1763,10 +1779,17 @@ def evaluation_requests(held_out, count, rng):
 # X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
 # for "starting with", from the right for "ending with". So every prompt has 8 tokens,
 # and the letter of X that the next token needs is always 5 tokens back from the token
-# being read: "emma" copies e and m from 5 back, then writes on where the slots are empty;
-# a 5-letter name ending with "son" writes 2 letters of its own over the 2 pads, then
-# copies s, o and n, and ends when 5 back is <|assistant|>. (Fine-tuning shows only
-# 5-letter names for "ending with", V.3, so that the answer's last letters sit under X.)
+# being read. "emma" copies e and m from 5 back, then writes on where the slots are empty.
+# "a name ending with son -> jason" (rendered in full below) goes:
+#     position  reads           5 back holds      writes next
+#        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
+#        8      j               3: <|pad|>        a        (a letter of its own)
+#        9      a               4: s              s        (copied)
+#       10      s               5: o              o        (copied)
+#       11      o               6: n              n        (copied)
+#       12      n               7: <|assistant|>  <|end|>  (X is used up)
+# (Fine-tuning shows only 5-letter names for "ending with", V.3, so that the answer's last
+# letters sit under X.)
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
@@ -1779,7 +1802,8 @@ def evaluation_requests(held_out, count, rng):
 # pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
 # with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
 # Rendered, with the loss mask V.3 uses (1 under each token the loss counts, the answer's;
-# V.3 says why):
+# V.3 says why). The 1 sits under the token to be predicted: the loss for "j" is taken
+# while reading the position before it, <|assistant|>.
 #
 #     a name starting with em -> emma
 #     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
@@ -1881,8 +1905,11 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    prompt = prompt_for(ids, chat_chars)    # <|user|>, ids (padded to 6), <|assistant|>
-    if len(prompt) >= config.block_size:    # so at most block_size - 3 ids leave room to answer
+    # <|user|>, ids (padded to 6; more than 6 get no pads), <|assistant|>: len(ids) + 2 tokens
+    # for a long request, which must stay under block_size to leave a position for the answer.
+    # So at most block_size - 3 ids fit.
+    prompt = prompt_for(ids, chat_chars)
+    if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
                        f"context of {config.block_size} with room for an answer")
     return prompt
@@ -1939,8 +1966,8 @@ def sft_answers(names, requests, config):
                 x = affix(name, kind, k)
                 # The whole conversation must fit the context: <|user|>, the request's 6
                 # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens.
-                # The last is predicted but never read, so they take len(name) + 8 positions:
-                # names of at most 8 letters at block_size 16.
+                # The model reads every token but the last, <|end|>, which it only predicts:
+                # len(name) + 8 positions, so names of at most 8 letters at block_size 16.
                 fits = len(name) + REQUEST_TOKENS + 2 <= config.block_size
                 if (len(name) > k and (kind, x) in requests and fits
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
@@ -1970,9 +1997,8 @@ def answer_losses(tokens, mask, params, config):
 
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
-    the parameters' .grad, and return its number. With FAST, the nodes are recorded on a
-    list, Value.tape, as they are made, and backward_along walks it backwards instead of
-    sorting the graph: the same gradients, sooner (Part II.2)."""
+    the parameters' .grad, and return its number. With FAST, Part II.2's quicker backward
+    pass (Value.tape and backward_along) gives the same gradients, sooner."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -2021,14 +2047,17 @@ def sft_steps(params, config, examples, num_steps, batch):
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form: one update per group of answers, so none of
-# the clipping that stops several updates on the same answers from going too far, and no
-# KL penalty (see the end of this section). The advantage of an answer is its reward minus
-# the group's mean, so that only how it compares with its siblings counts, divided by the
-# group's spread, so that every group pushes on the same scale: a lone success is pushed
-# hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38; with four
-# right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all
-# are right (or all wrong) teaches nothing and costs no gradient.
+# on maths problems, in its simplest form: one update per group of answers, and no KL
+# penalty (a pull back towards the fine-tuned model; see the end of this section). Full
+# GRPO, like PPO, makes several updates on the same answers, so it clips: it limits how
+# far one update may move an answer's probability from where it was when the answer was
+# drawn. With one update, there is nothing to clip.
+# The advantage of an answer is its reward minus the group's mean, so that only how it
+# compares with its siblings counts, divided by the group's spread, so that every group
+# pushes on the same scale: a lone success is pushed hard. In a group of 8, one right
+# answer gets +2.65 and each wrong one -0.38; with four right, +1 and -1; with seven
+# right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
+# teaches nothing and costs no gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
@@ -2065,8 +2094,8 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses. It is written mean * count
-    # because mean() is one node with FAST (Part II's fast_mean), a sum a chain of additions.
+    # -log p(answer) is the sum of the answer's token losses. mean * count is that sum, but
+    # with FAST mean() makes one node (Part II's fast_mean), where sum() would make one per +.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
