@@ -327,13 +327,14 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). Each node goes on the stack twice. First to be expanded: when
-        # it comes off, a reminder to place it in the order goes back on, and its children on
-        # top of the reminder. Since the stack gives back the newest entry first, the
-        # children (and all that they push in turn) come off before the reminder; when the
-        # reminder comes off, every child is placed, and the node can follow them. In the
-        # code an entry is (node, children_placed): False to expand, True for the reminder.
-        # Only children that have children of their own and were not expanded yet are pushed.
+        # (last in, first out). An entry is (node, children_placed):
+        #   (node, False) means "expand me": deal with my children first. When it is popped
+        #       (and node was not expanded before), it pushes (node, True), then above that
+        #       one entry (child, False) for each child that has children of its own and was
+        #       not expanded yet.
+        #   (node, True), the reminder, means "place me in the order". The stack gives back
+        #       the newest entry first, so the children's entries, and all that they push in
+        #       turn, come off before it: by the time it is popped, every child is placed.
         # (The recursive version above is the whole idea: the stack only does the same
         # without recursion.)
         # For L = u + v with u = 2 * x, v = 3 * u (x a leaf, so never pushed), step by step
@@ -371,9 +372,10 @@ class Value:
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things (rows that start equal get equal gradients and stay equal;
-# all zeros would be worse still: lm_head's gradient is multiplied by the vector it reads,
-# which would be 0, and every other weight's gradient passes back through lm_head, which
-# would be 0, so nothing would ever move), small so that the first predictions are close
+# all zeros would be worse still: the token and position vectors would be 0, so would be
+# every vector computed from them, and the last matrix, which turns the final vector into
+# scores, would get a gradient of 0 times its input and pass back 0 times its weights:
+# nothing would ever move), small so that the first predictions are close
 # to uniform rather than confidently wrong.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
@@ -1159,9 +1161,9 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
     # changes. That reason alone is enough. (A second one, for models of two layers or more:
-    # in the first layer every later position attended to the token that just fell out of
-    # the window, so its value is mixed into their first layer's output, from which the
-    # second layer computes its keys and values.)
+    # in the first layer, every position after the dropped token attended to it, so the
+    # dropped token's value is mixed into those positions' first-layer outputs, and the
+    # second layer computes its keys and values from those outputs.)
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
