@@ -50,10 +50,11 @@ to floating-point rounding, about 1e-16, inside).
 """
 
 if __name__ == "__main__":
-    # Plumbing that has to come first (a learner can skip it). Run as a program: until main() installs its own handlers (Part VI, "Stop signals"), and
-    # again after it returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual
-    # exit code (130, 143, 129), not with a traceback from whatever was being imported. (_signal
-    # is the signal module's core, built in: importing `signal` itself takes long enough to be hit.)
+    # Plumbing that has to come first (a learner can skip it). Run as a program: until main()
+    # installs its own handlers (Part VI, "Stop signals"), and again after it returns, a
+    # Ctrl-C or SIGTERM ends the run at once, quietly, with the usual exit code (130, 143,
+    # 129), not with a traceback from whatever was being imported. (_signal is the signal
+    # module's core, built in: importing `signal` itself takes long enough to be hit.)
     import _signal
     import os
     import sys
@@ -205,9 +206,9 @@ def encode_document(doc, chars):
 # respect to each child. The names come from drawing the graph with the loss at the top and
 # the parameters at the bottom: a Value's children (its inputs) sit below it, and the Values
 # computed from it (its parents) above. A Value used twice has two parents, so this is a
-# graph rather than a tree. backward() then applies the chain rule from the loss back to the parameters:
-# each node passes its gradient to its children, multiplied by the local derivative, and a
-# child used several times adds up what it gets.
+# graph rather than a tree. backward() then applies the chain rule from the loss back to
+# the parameters: each node passes its gradient to its children, multiplied by the local
+# derivative, and a child used several times adds up what it gets.
 #
 # Why add: if x is used twice, in u and in v, then nudging x by a tiny h moves u and v
 # both, and the loss moves by the sum of the two effects (for tiny changes, effects add
@@ -526,7 +527,8 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     earlier position (values likewise). So gpt() must be called for positions 0, 1, 2, ... in
     order, starting from empty lists. This call appends its own, so the next position can
     attend to this one, and nothing is computed twice. attention_log, if given (for looking
-    inside, Part III), collects each head's attention weights (computed a second time, just for the log)."""
+    inside, Part III), collects each head's attention weights (computed a second time, just
+    for the log)."""
     hd = config.n_embd // config.n_head                 # the head size, head_dim
     # The token says what, the position says where; the sum carries both (training shapes
     # the two tables so that the sum can still be told apart: 16 numbers leave room).
@@ -609,8 +611,8 @@ def sequence_losses(tokens, params, config):
     """The loss of predicting each of tokens[1:] from the tokens before it. The model sees at
     most block_size tokens, so a longer sequence is cut to its first block_size predictions.
     With block_size 16, names of up to 15 letters are trained in full; a 16-letter name
-    (18 tokens with its two BOS, so 17 predictions) loses its closing BOS, and a longer one its last letters too: the model never learns
-    where such a name stops."""
+    (18 tokens with its two BOS, so 17 predictions) loses its closing BOS, and a longer one
+    its last letters too: the model never learns where such a name stops."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     n = min(config.block_size, len(tokens) - 1)
     return [cross_entropy(gpt(tokens[pos], pos, keys, values, params, config), tokens[pos + 1])
@@ -674,8 +676,8 @@ def train(params, config, batch_for_step, num_steps, adam=None):
     gives the token sequences to learn from at that step. This is a generator (it says yield,
     not return): nothing runs until the caller loops over it, as in `for loss in train(...)`,
     and each turn of that loop runs one step. Adam starts fresh, unless `adam` gives its state
-    (a dict with keys "m", "v" and "step", kept up to date as training goes, so that Part VI can save it and
-    go on later from that step)."""
+    (a dict with keys "m", "v" and "step", kept up to date as training goes, so that Part VI
+    can save it and go on later from that step)."""
     flat = flatten(params)
     # Adam's averages (adam_update), one per parameter, and the next step to take
     adam = adam or {"m": [0.0] * len(flat), "v": [0.0] * len(flat), "step": 0}
@@ -1099,7 +1101,8 @@ def weights_of(params):
 # where it is now, its state), and its states are the possible windows. For a tiny
 # vocabulary and context we can list every state, its next-token probabilities, and the
 # state each token leads to. (There are vocab_size ** block_size states: names.txt as a
-# stream has 27 characters, the newline among them, so 27**16 with the defaults, and the command line lists them only when there are at most 256 states.)
+# stream has 27 characters, the newline among them, so 27**16 with the defaults, and the
+# command line lists them only when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
