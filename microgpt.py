@@ -328,18 +328,13 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). An entry is (node, children_placed):
-        #   (node, False) means "expand me": deal with my children first. When it is popped
-        #       (and node was not expanded before), it pushes (node, True), then above that
-        #       one entry (child, False) for each child that has children of its own and was
-        #       not expanded yet.
-        #   (node, True), the reminder, means "place me in the order". The stack gives back
-        #       the newest entry first, so the children's entries, and all that they push in
-        #       turn, come off before it: by the time it is popped, every child is placed.
-        # (The recursive version above is the whole idea: the stack only does the same
-        # without recursion.)
-        # For L = u + v with u = 2 * x, v = 3 * u (x a leaf, so never pushed), step by step
-        # (the stack's top is on the right; each line pops the top entry):
+        # (last in, first out). A node is pushed once to be expanded: when it comes off, a
+        # reminder to place it goes back on, and its children on top of the reminder. The
+        # stack gives back the newest entry first, so the children, and all that they push
+        # in turn, are placed before the reminder comes off again. Traced on L = u + v with
+        # u = 2 * x, v = 3 * u (x a leaf, never pushed); an entry is (node, children_placed),
+        # F to expand, T the reminder; the stack's top is on the right, and each line pops
+        # the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -348,9 +343,11 @@ class Value:
         #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
         #     (u, F)    u was expanded already: skip      (L,T)                u v
         #     (L, T)    reminder: place L                                      u v L
-        # u was pushed twice, by L and by v, because it was not yet visited either time it was
-        # pushed; the check when an entry is popped (`elif node not in visited`) skips the
-        # second copy.
+        # u was pushed to be expanded twice, by L and by v, because it was not yet expanded
+        # either time; the check when an entry is popped (`elif node not in visited`) skips
+        # the second copy. Only children that have children of their own are pushed. (The
+        # recursive version above is the whole idea: the stack does the same without
+        # recursion.)
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, children_placed = stack.pop()
@@ -372,12 +369,12 @@ class Value:
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
-# rows learn different things (rows that start equal get equal gradients and stay equal;
-# all zeros would be worse still: the token and position vectors would be 0, so would be
-# every vector computed from them, and the last matrix, which turns the final vector into
-# scores, would get a gradient of 0 times its input and pass back 0 times its weights:
-# nothing would ever move), small so that the first predictions are close
-# to uniform rather than confidently wrong.
+# rows learn different things (rows that start equal get equal gradients and stay equal),
+# small so that the first predictions are close to uniform rather than confidently wrong.
+# All zeros would be worse still: every vector in the model would be 0, including the
+# final one that the last matrix turns into scores. That matrix's gradient is (the
+# gradient arriving at the scores) times its input, which is 0; what it passes back is
+# that same arriving gradient times its weights, also 0. So nothing would ever move.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
 # token (or per position): looking a token up gives the row the model uses for it, n_embd
