@@ -332,7 +332,7 @@ class Value:
         # reminder to place it goes back on, and its children on top of the reminder. The
         # stack gives back the newest entry first, so the children, and all that they push
         # in turn, are placed before the reminder comes off again. Traced on L = u + v with
-        # u = 2 * x, v = 3 * u (x a leaf, never pushed); an entry is (node, children_placed),
+        # u = 2 * x, v = 3 * u (x a leaf, never pushed); an entry is (node, is_reminder),
         # F to expand, T the reminder; the stack's top is on the right, and each line pops
         # the top entry:
         #     pop       what happens                      stack after          order
@@ -350,8 +350,8 @@ class Value:
         # recursion.)
         order, visited, stack = [], set(), [(self, False)]
         while stack:
-            node, children_placed = stack.pop()
-            if children_placed:
+            node, is_reminder = stack.pop()
+            if is_reminder:                 # its children were placed before it came off
                 order.append(node)
             elif node not in visited:
                 visited.add(node)
@@ -371,10 +371,11 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things (rows that start equal get equal gradients and stay equal),
 # small so that the first predictions are close to uniform rather than confidently wrong.
-# All zeros would be worse still: every vector in the model would be 0, including the
-# final one that the last matrix turns into scores. That matrix's gradient is (the
-# gradient arriving at the scores) times its input, which is 0; what it passes back is
-# that same arriving gradient times its weights, also 0. So nothing would ever move.
+# All zeros would be worse still. Every vector in the model would be 0, including the final
+# one, which lm_head (the last matrix, section 5) turns into scores. By section 3's rule
+# for a product, d(w * x)/dw = x: lm_head's gradient is the gradient arriving at the
+# scores times that final vector, 0; and what it passes back is the arriving gradient
+# times lm_head's weights, 0 too. So nothing would ever move.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
 # token (or per position): looking a token up gives the row the model uses for it, n_embd
@@ -698,13 +699,13 @@ def mean_token_loss(sequences, weights, config):
     weights: the parameters as they are, or the same numbers as plain floats, which is
     faster and what inference_weights() (section 7) gives; float() reads a number from both.
     It is not the same kind of number as the smoothed training loss the command line prints
-    beside it. That one and this one differ in four ways:
-      - a mean per document (so a short name's few tokens weigh as much, together, as a long
-        name's many), against a mean per token (every held-out character counts the same);
-      - over 100 steps during which the weights kept changing, against the final weights;
-      - each measured just before the step that learns from its document, against after all
-        training;
-      - on training documents, against held-out ones."""
+    beside it. The two differ in four ways:
+      - averaging. Training: a mean of per-document means, so each document counts the same
+        and a short name's few tokens weigh more. Validation: every token counts the same.
+      - weights. Training: 100 steps' worth, changing all the while. Validation: the final.
+      - timing. Training: each loss measured just before the step that learns from it.
+        Validation: after all training.
+      - data. Training: training documents. Validation: held-out ones."""
     losses = [float(loss) for tokens in sequences for loss in sequence_losses(tokens, weights, config)]
     return sum(losses) / len(losses)
 
@@ -927,7 +928,9 @@ def fast_attention_head(q, ks, vs):
     2 * head_dim + 6 per position for the weights (the dot product's head_dim * and head_dim
     +, one * for the scale, softmax's five) and 2 per position per output for the weighted
     sum (a * and a +).
-    The scores are s[t] = q . k[t] / sqrt(d), each one dot() node. Each output,
+    The result first: d out[j] / d s[t] = p[t] * (v[t][j] - out[j]), so raising a score
+    pulls the output towards that position's value. The derivation (skip it if you like):
+    the scores are s[t] = q . k[t] / sqrt(d), each one dot() node. Each output,
     out[j] = sum_u p[u] * v[u][j] with p = softmax(s), is one node whose children are the
     scores and the v[t][j]. Its local derivatives: d out[j] / d v[t][j] = p[t]. A score
     s[t] changes every weight p[u] (softmax divides by a sum over all scores), and each
@@ -939,8 +942,7 @@ def fast_attention_head(q, ks, vs):
                           = sum_u v[u][j] * p[u] * [u == t]  -  p[t] * sum_u v[u][j] * p[u]
     In the first sum only the term u = t is not 0: it is v[t][j] * p[t]. The second sum
     is out[j] itself. So
-        d out[j] / d s[t] = p[t] * v[t][j] - p[t] * out[j] = p[t] * (v[t][j] - out[j]):
-    raising a score pulls the output towards that position's value."""
+        d out[j] / d s[t] = p[t] * v[t][j] - p[t] * out[j] = p[t] * (v[t][j] - out[j])."""
     if not is_graph(q):
         p = attention_weights(q, ks)
         return [sum(pt * v[j] for pt, v in zip(p, vs)) for j in range(len(q))]
@@ -1160,10 +1162,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes. That reason alone is enough. (A second one, for models of two layers or more:
-    # in the first layer, every position after the dropped token attended to it, so the
-    # dropped token's value is mixed into those positions' first-layer outputs, and the
-    # second layer computes its keys and values from those outputs.)
+    # changes. That reason alone is enough. A second one holds for models of two layers or
+    # more. After the first layer, every later position's output already contains some of
+    # the dropped token's value, since it attended to it. The second layer computes its
+    # keys and values from those outputs, so they change too.
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
