@@ -1261,7 +1261,7 @@ def state_name(state, names):
 # in the order they were learned, are the tokenizer: to encode a word, start from its
 # characters and replay the merges in that order, each wherever its pair occurs (bpe()
 # below does it by merging, again and again, the earliest-learned pair still present in
-# the word, which comes to the same).
+# the word, which comes to the same: bpe() says why).
 # Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
@@ -1276,11 +1276,11 @@ def state_name(state, names):
 # its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
-# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
-# order, which puts the 188 printable bytes first (bytes_to_unicode below lists them so):
-# id 0 is "!", whose byte value is 33. A merged token's id is 256 plus its merge's rank
-# (its line in merges.txt), and 50256 is <|endoftext|>, the token GPT-2 saw between the
-# documents it was trained on.
+# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens. vocab.json lists
+# the 188 printable bytes first, so id 0 is "!" (byte 33) and id 188 is "Ā" (byte 0);
+# bytes_to_unicode() below lists them by byte value instead. A merged token's id is 256
+# plus its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
+# GPT-2 saw between the documents it was trained on.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), cut into
@@ -1321,10 +1321,11 @@ def learn_merges(words, num_merges, progress=None):
     # p. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count
     # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
     # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
-    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps
-    # it), so the loop stops at `most < 1`. holders[] is never cleaned, so a word in
-    # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
-    # merge_pair then leaves the word unchanged, so the -= and += below cancel out.
+    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps a
+    # count that falls to 0), so the loop stops at `most < 1`. holders[] is never cleaned,
+    # so a word in holders[p] may no longer hold p (an earlier merge took it apart). That is
+    # harmless: merge_pair returns such a word unchanged, so its pairs are subtracted below
+    # and then added back, and the counts stay the same.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1357,10 +1358,12 @@ def bpe(word, ranks):
     learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
     with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
     places) -> b an ana (rank 1) -> ban ana (rank 2). The ranks merged only go up, so this
-    is the same as replaying every merge in learned order. Why they only go up: the token
-    that merge r makes can only be part of a merge learned after r (a merge joins tokens
-    that already existed), so the new pairs it forms all rank after r, as do the pairs
-    already there (r was the lowest)."""
+    is the same as replaying every merge in learned order. Why they only go up, after
+    merging every copy of the pair of rank r:
+      (a) each new pair holds the new token, and a merge that uses a token was learned
+          after the merge that made it: so the new pairs rank after r;
+      (b) the pairs already there ranked r or more (r was the lowest), and no copy of r
+          is left, so they rank after r too."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
