@@ -1525,10 +1525,10 @@ class Vocabulary(list):
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
-# which works only on Values (its softmax reads .data). With FAST on (the default), Part
-# II's fast_attention_head runs instead, and it also takes floats; --plain sets FAST =
-# False and would break that, so --gpt2 refuses --plain.
+# plain floats and the key/value cache of Part I. gpt2() calls attention_head. Its plain
+# version (Part I) needs Values: its softmax reads .data. With FAST on (the default), Part
+# II's fast_attention_head runs instead, and it takes floats as well as Values. --plain
+# sets FAST = False, so --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -1733,12 +1733,14 @@ def is_correct(kind, x, answer, ended):
 
 def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
-    those held out for evaluation. For each length of X (1, 2, 3 letters), in a random
-    order: the first `share` of the X (at least 2) are held out of both kinds (unseen: say
-    no fine-tuning request has X = "jo"); then of the other X, those that both start some
-    name and end some name ("an" starts "anna" and ends "susan"), a `share` have one kind,
-    drawn at random, held out (an unseen combination: say "ending with an" is held out,
-    "starting with an" trained). Returns (train, held_out), two sets of (kind, X)."""
+    those held out for evaluation. For each length of X (1, 2, 3 letters), the X are
+    shuffled, and two kinds of request are held out:
+      - unseen X: the first `share` of the X (at least 2) are held out with both kinds.
+        Say X = "jo": no fine-tuning request has "jo".
+      - unseen combinations: of the other X, those that both start and end some name
+        ("an" starts "anna" and ends "susan"), a `share` have one kind, drawn at random,
+        held out. Say "ending with an" is held out, while "starting with an" is trained.
+    Returns (train, held_out), two sets of (kind, X)."""
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1793,8 +1795,9 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5: o              o        (copied)
 #       11      o               6: n              n        (copied)
 #       12      n               7: <|assistant|>  <|end|>  (X is used up)
-# (Fine-tuning shows only 5-letter names for "ending with", V.3, so that the answer's last
-# letters sit under X.)
+# X's last letter is always in slot 6, so it is copied while reading position 11, as the
+# answer's 5th letter. It ends the answer only if the answer has 5 letters. So fine-tuning
+# (V.3) shows only 5-letter names for "ending with", and the model learns to answer it so.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
