@@ -1800,7 +1800,7 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5: o              o        (copied)
 #       11      o               6: n              n        (copied)
 #       12      n               7: <|assistant|>  <|end|>  (X is used up)
-# X's last letter is always in slot 6, so it is copied while reading position 11, as the
+# X's last letter is always at position 6, so it is copied while reading position 11, as the
 # answer's 5th letter. It ends the answer only if the answer has 5 letters. So fine-tuning
 # (V.3) shows only 5-letter names for "ending with", and the model learns to answer it so.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
@@ -2084,8 +2084,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 # -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
 # likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
-# they come from p itself: L's gradient is an average over samples of p, and samples from
-# a sharpened p would estimate something else.)
+# they come from p itself: L's gradient estimates how the expected reward under p changes
+# by averaging over answers drawn from p. Answers from a sharpened p would estimate
+# something else.)
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
