@@ -1263,7 +1263,7 @@ def state_name(state, names):
 # in the order they were learned, are the tokenizer: to encode a word, start from its
 # characters and replay the merges in that order, each wherever its pair occurs (bpe()
 # below does it by merging, again and again, the earliest-learned pair still present in
-# the word, which comes to the same).
+# the word, which comes to the same: bpe() says why).
 # Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
@@ -1278,11 +1278,11 @@ def state_name(state, names):
 # its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
-# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
-# order, which puts the 188 printable bytes first (bytes_to_unicode below lists them so):
-# id 0 is "!", whose byte value is 33. A merged token's id is 256 plus its merge's rank
-# (its line in merges.txt), and 50256 is <|endoftext|>, the token GPT-2 saw between the
-# documents it was trained on.
+# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens. vocab.json lists
+# the 188 printable bytes first, so id 0 is "!" (byte 33) and id 188 is "Ā" (byte 0);
+# bytes_to_unicode() below lists them by byte value instead. A merged token's id is 256
+# plus its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
+# GPT-2 saw between the documents it was trained on.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), cut into
@@ -1323,10 +1323,11 @@ def learn_merges(words, num_merges, progress=None):
     # p. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count
     # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
     # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
-    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps
-    # it), so the loop stops at `most < 1`. holders[] is never cleaned, so a word in
-    # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
-    # merge_pair then leaves the word unchanged, so the -= and += below cancel out.
+    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps a
+    # count that falls to 0), so the loop stops at `most < 1`. holders[] is never cleaned,
+    # so a word in holders[p] may no longer hold p (an earlier merge took it apart). That is
+    # harmless: merge_pair returns such a word unchanged, so its pairs are subtracted below
+    # and then added back, and the counts stay the same.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1359,10 +1360,12 @@ def bpe(word, ranks):
     learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
     with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
     places) -> b an ana (rank 1) -> ban ana (rank 2). The ranks merged only go up, so this
-    is the same as replaying every merge in learned order. Why they only go up: the token
-    that merge r makes can only be part of a merge learned after r (a merge joins tokens
-    that already existed), so the new pairs it forms all rank after r, as do the pairs
-    already there (r was the lowest)."""
+    is the same as replaying every merge in learned order. Why they only go up, after
+    merging every copy of the pair of rank r:
+      (a) each new pair holds the new token, and a merge that uses a token was learned
+          after the merge that made it: so the new pairs rank after r;
+      (b) the pairs already there ranked r or more (r was the lowest), and no copy of r
+          is left, so they rank after r too."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1424,10 +1427,11 @@ def gpt2_pretokenizer():
                          goes with the word after it: "Hello   world" -> "Hello", "  ", " world"
         \\s+             any other white space: the lone newline in "a\\nb" -> "a", "\\n", "b"
                          (only a space, not a newline, can lead a word)
-    Python's re has no \\p{L} (letters) or \\p{N} (numbers). Its \\s also differs: it takes in
-    the four separator controls U+001C to U+001F, and GPT-2's white space does not. So we
-    list all three kinds ourselves, from unicodedata's categories and str.isspace(), and
-    write (?!\\S) as "followed by no letter, number or other symbol"."""
+    Python's re has no \\p{L} (letters) or \\p{N} (numbers). Its \\s also differs: Python
+    counts the four separator controls U+001C to U+001F as white space, GPT-2 does not. So
+    we list all three kinds ourselves, from unicodedata's categories and str.isspace().
+    (?!\\S) means "not followed by a non-space"; we write it as "followed by no letter,
+    number or other symbol"."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
@@ -1465,8 +1469,8 @@ class Vocabulary(list):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
         self.merges = [tuple(pair) for pair in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        # token -> id (two merges may spell the same string, as ("a", "bc") and ("ab", "c")
-        # both spell "abc": the first id is used)
+        # token -> id. Two merges may spell the same string, as ("a", "bc") and ("ab", "c")
+        # both spell "abc". Going backwards, the first id is written last, so it wins.
         self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
         self.byte_char = bytes_to_unicode() if byte_level else None
         self.cache = {}                     # word -> its ids: words repeat a lot
@@ -1475,8 +1479,9 @@ class Vocabulary(list):
         """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
         each distinct word once. Special tokens never come out of a text: the text
         "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
-        91, 437, 1659, 5239, 91, 29), as in Hugging Face's tokenizer and tiktoken's
-        encode_ordinary; only a program puts GPT2_EOT in a sequence."""
+        91, 437, 1659, 5239, 91, 29; GPT-2 learned no merge for "<|"), as in Hugging Face's
+        tokenizer and tiktoken's encode_ordinary. Only a program puts GPT2_EOT in a
+        sequence, so a text cannot forge the separator between documents."""
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
@@ -1503,14 +1508,15 @@ class Vocabulary(list):
 # OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
-# to "GPT-2 (7):" below where it happens. The first five change what is computed (5: which
-# matrix scores the output); the last two only how the weights are stored (6) and how long
-# a text may be (7). Most are the habits of 2019 rather than necessities:
+# to "GPT-2 (7):" below where it happens. The first five change what is computed (5
+# changes which matrix turns the last vector into scores); the last two only how the
+# weights are stored (6) and how long a text may be (7). Most are the habits of 2019
+# rather than necessities:
 #   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
 #      standard then; RMSNorm (no mean, no bias) was later found to train as well for
 #      less work, and is what newer models (and Part I) use.
-#   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which its
-#      authors found to train slightly better; BERT and the first GPT used it too.
+#   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which GELU's
+#      authors (2016) found to train slightly better; BERT and the first GPT used it too.
 #   3. A bias (a learned constant) added after every matrix, so an output can be shifted
 #      away from 0; newer models mostly drop them, finding they add little.
 #   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
@@ -1524,17 +1530,17 @@ class Vocabulary(list):
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() reuses Part I's attention_head,
-# which works only on Values (its softmax reads .data). With FAST on (the default), Part
-# II's fast_attention_head runs instead, and it also takes floats; --plain sets FAST =
-# False and would break that, so --gpt2 refuses --plain.
+# plain floats and the key/value cache of Part I. gpt2() calls attention_head. Its plain
+# version (Part I) needs Values: its softmax reads .data. With FAST on (the default), Part
+# II's fast_attention_head runs instead, and it takes floats as well as Values. --plain
+# sets FAST = False, so --gpt2 refuses --plain.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
 # themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
 # which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
 # before it reads a number. One twist: OpenAI's matrices (in layers its code calls
-# "Conv1D", only a name: they are plain linear layers) are stored [n_in][n_out], the
+# "Conv1D", though they are plain linear layers) are stored [n_in][n_out], the
 # transpose of Part I's [n_out][n_in], so load_gpt2 transposes them on the way in. The
 # weights are kept as rows of 4-byte floats (array('f'), as the file stores them): 124M
 # parameters take 500 MB that way, against about 4 GB as Python floats in lists (a float
@@ -1545,7 +1551,7 @@ class Vocabulary(list):
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
 # about twice as fast as sum(map(mul, row, x)), Part II's way (mul is operator.mul, so
 # map multiplies the pairs without a Python loop). PyPy, a Python that compiles busy loops
-# to machine code while it runs, makes that line fast already.
+# to machine code while it runs, makes sum(map(mul, row, x)) fast already.
 # scripts/bench_gpt2.py measures a token against the time of those dot products alone
 # (the README has the figures): everything else costs a few percent.
 # ---------------------------------------------------------------------------------------
@@ -1732,12 +1738,14 @@ def is_correct(kind, x, answer, ended):
 
 def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
-    those held out for evaluation. For each length of X (1, 2, 3 letters), in a random
-    order: the first `share` of the X (at least 2) are held out of both kinds (unseen: say
-    no fine-tuning request has X = "jo"); then of the other X, those that both start some
-    name and end some name ("an" starts "anna" and ends "susan"), a `share` have one kind,
-    drawn at random, held out (an unseen combination: say "ending with an" is held out,
-    "starting with an" trained). Returns (train, held_out), two sets of (kind, X)."""
+    those held out for evaluation. For each length of X (1, 2, 3 letters), the X are
+    shuffled, and two kinds of request are held out:
+      - unseen X: the first `share` of the X (at least 2) are held out with both kinds.
+        Say X = "jo": no fine-tuning request has "jo".
+      - unseen combinations: of the other X, those that both start and end some name
+        ("an" starts "anna" and ends "susan"), a `share` have one kind, drawn at random,
+        held out. Say "ending with an" is held out, while "starting with an" is trained.
+    Returns (train, held_out), two sets of (kind, X)."""
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1758,7 +1766,8 @@ def evaluation_requests(held_out, count, rng):
     for kind in TASKS:
         for length in (1, 2, 3):
             pool = sorted(x for k, x in held_out if k == kind and len(x) == length)
-            # a third each; the remainder one apiece to the shortest X: count 10 gives 4, 3, 3
+            # count // 3 each, and the remainder, count % 3, gives one more each to the
+            # shortest X: count 10 gives 4, 3, 3 and count 11 gives 4, 4, 3
             n = count // 3 + (length <= count % 3)        # (a comparison adds as 1 or 0)
             chosen += [(kind, rng.choice(pool)) for _ in range(n)] if pool else []
     return chosen
@@ -1781,9 +1790,10 @@ def evaluation_requests(held_out, count, rng):
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
 # a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
 # X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
-# for "starting with", from the right for "ending with". So every prompt has 8 tokens,
-# and the letter of X that the next token needs is always 5 tokens back from the token
-# being read. "emma" copies e and m from 5 back, then writes on where the slots are empty.
+# for "starting with", from the right for "ending with". So every prompt has 8 tokens
+# (<|user|>, the phrase, the 5 slots, <|assistant|>), and the letter of X that the next
+# token needs is always 5 tokens back from the token being read. "emma" copies e and m
+# from 5 back, then writes on where the slots are empty.
 # "a name ending with son -> jason" (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
@@ -1792,8 +1802,9 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5: o              o        (copied)
 #       11      o               6: n              n        (copied)
 #       12      n               7: <|assistant|>  <|end|>  (X is used up)
-# (Fine-tuning shows only 5-letter names for "ending with", V.3, so that the answer's last
-# letters sit under X.)
+# X's last letter is always at position 6, so it is copied while reading position 11, as the
+# answer's 5th letter. It ends the answer only if the answer has 5 letters. So fine-tuning
+# (V.3) shows only 5-letter names for "ending with", and the model learns to answer it so.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
@@ -1806,8 +1817,8 @@ def evaluation_requests(held_out, count, rng):
 # pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
 # with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
 # Rendered, with the loss mask V.3 uses (1 under each token the loss counts, the answer's;
-# V.3 says why). The 1 sits under the token to be predicted: the loss for "j" is taken
-# while reading the position before it, <|assistant|>.
+# V.3 says why). The 1 sits under the token that is predicted, not under the one read
+# when predicting it: the loss for "j" is taken while reading <|assistant|>.
 #
 #     a name starting with em -> emma
 #     <|user|> "a name starting with " e m <|pad|> <|pad|> <|pad|> <|assistant|> e m m a <|end|>
@@ -1884,8 +1895,9 @@ def prompt_for(request_ids, chat_chars):
 
 def generate_answer(weights, config, prompt, rng, temperature, end_id):
     """The assistant's answer to a rendered prompt (ending with <|assistant|>), token by
-    token: yields (token, probabilities at temperature 1) until it draws end_id or the
-    context is full. Temperature 0 takes the likeliest token every time."""
+    token: yields (token, probabilities) until it draws end_id or the context is full.
+    The probabilities are at temperature 1, the model's own, whatever temperature
+    the sampling uses. Temperature 0 takes the likeliest token every time."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt)
     for pos in range(config.block_size):
@@ -1909,9 +1921,10 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    # <|user|>, ids (padded to 6; more than 6 get no pads), <|assistant|>: len(ids) + 2 tokens
-    # for a long request, which must stay under block_size to leave a position for the answer.
-    # So at most block_size - 3 ids fit.
+    # <|user|>, ids, <|assistant|>. The ids are padded to 6, but a typed request may be longer
+    # (a phrase and 7 letters is 8 ids) and gets no pads: then the prompt is len(ids) + 2
+    # tokens, which must stay under block_size to leave a position for the answer. So at
+    # most block_size - 3 ids fit.
     prompt = prompt_for(ids, chat_chars)
     if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
@@ -2002,7 +2015,8 @@ def answer_losses(tokens, mask, params, config):
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
     the parameters' .grad, and return its number. With FAST, Part II.2's quicker backward
-    pass (Value.tape and backward_along) gives the same gradients, sooner."""
+    pass gives the same gradients, sooner: Value.tape records the nodes as they are made,
+    and backward_along() walks that list backwards."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -2053,9 +2067,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
 # on maths problems, in its simplest form: one update per group of answers, and no KL
 # penalty (a pull back towards the fine-tuned model; see the end of this section). Full
-# GRPO, like PPO, makes several updates on the same answers, so it clips: it limits how
-# far one update may move an answer's probability from where it was when the answer was
-# drawn. With one update, there is nothing to clip.
+# GRPO, like PPO (the older RL method it simplifies), makes several updates on the same
+# answers, so it clips: it limits how far one update may move an answer's probability
+# from where it was when the answer was drawn. With one update, there is nothing to clip.
 # The advantage of an answer is its reward minus the group's mean, so that only how it
 # compares with its siblings counts, divided by the group's spread, so that every group
 # pushes on the same scale: a lone success is pushed hard. In a group of 8, one right
@@ -2072,12 +2086,15 @@ def sft_steps(params, config, examples, num_steps, batch):
 # -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
 # likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
-# they come from the very distribution p whose gradient is taken.)
+# they come from p itself: L's gradient estimates how the expected reward under p changes
+# by averaging over answers drawn from p. Answers from a sharpened p would estimate
+# something else.)
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
-# produce ("arson", "uryry"): reward hacking, in miniature. Real pipelines hold the model
-# near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
+# produce, names or not ("arson", "uryry"): reward hacking, in miniature. Real pipelines
+# hold the model near its fine-tuned self (a KL penalty) or reward with a learned judge of
+# quality.
 # ---------------------------------------------------------------------------------------
 
 def advantages(rewards):
@@ -2098,8 +2115,9 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses. mean * count is that sum, but
-    # with FAST mean() makes one node (Part II's fast_mean), where sum() would make one per +.
+    # -log p(answer) is the sum of the answer's token losses, written as mean * count: the
+    # same number, but with FAST, mean() is one node (Part II's fast_mean), and sum() would
+    # make one node per +.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
