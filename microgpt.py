@@ -328,10 +328,10 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). A node is pushed once to be expanded: when it comes off, a
+        # (last in, first out). A node is expanded once: when it comes off the stack, a
         # reminder to place it goes back on, and its children on top of the reminder. The
-        # stack gives back the newest entry first, so the children, and all that they push
-        # in turn, are placed before the reminder comes off again. Traced on L = u + v with
+        # reminder lies beneath everything its children push, and the stack gives back the
+        # newest entry first, so the node is placed after all of them. Traced on L = u + v with
         # u = 2 * x, v = 3 * u (x a leaf, never pushed); an entry is (node, is_reminder),
         # F to expand, T the reminder; the stack's top is on the right, and each line pops
         # the top entry:
@@ -372,7 +372,9 @@ class Value:
 # rows learn different things (rows that start equal get equal gradients and stay equal),
 # small so that the first predictions are close to uniform rather than confidently wrong.
 # All zeros would be worse still. Every vector in the model would be 0, including the final
-# one, which lm_head (the last matrix, section 5) turns into scores. By section 3's rule
+# one, which lm_head (the last matrix, section 5) turns into scores: the model only adds,
+# multiplies and rescales, and has no constants of its own (no biases), so zero embeddings
+# give zero vectors all the way up. By section 3's rule
 # for a product, d(w * x)/dw = x: lm_head's gradient is the gradient arriving at the
 # scores times that final vector, 0; and what it passes back is the arriving gradient
 # times lm_head's weights, 0 too. So nothing would ever move.
