@@ -328,13 +328,13 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). A node is expanded once: when it comes off the stack, a
-        # reminder to place it goes back on, and its children on top of the reminder. The
-        # reminder lies beneath everything its children push, and the stack gives back the
-        # newest entry first, so the node is placed after all of them. Traced on L = u + v with
-        # u = 2 * x, v = 3 * u (x a leaf, never pushed); an entry is (node, is_reminder),
-        # F to expand, T the reminder; the stack's top is on the right, and each line pops
-        # the top entry:
+        # (last in, first out), of entries of two kinds. (n, False) says "expand n": when it
+        # is popped, it pushes (n, True), and then (child, False) for each of n's children.
+        # (n, True) is a reminder: "place n in the order". The reminder lies beneath all
+        # that n's children push, and the stack gives back the newest entry first, so n is
+        # placed after all of them. Follow it in the table, for L = u + v with u = 2 * x,
+        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each line
+        # pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -371,13 +371,13 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things (rows that start equal get equal gradients and stay equal),
 # small so that the first predictions are close to uniform rather than confidently wrong.
-# All zeros would be worse still. Every vector in the model would be 0, including the final
-# one, which lm_head (the last matrix, section 5) turns into scores: the model only adds,
-# multiplies and rescales, and has no constants of its own (no biases), so zero embeddings
-# give zero vectors all the way up. By section 3's rule
-# for a product, d(w * x)/dw = x: lm_head's gradient is the gradient arriving at the
-# scores times that final vector, 0; and what it passes back is the arriving gradient
-# times lm_head's weights, 0 too. So nothing would ever move.
+# All zeros would be worse still, for three reasons in a row. The embeddings would be 0,
+# and so would every vector computed from them (the model only adds, multiplies and
+# rescales, with no constants of its own, and rmsnorm(0) is 0), the final one included.
+# lm_head, the last matrix, turns that final vector into scores, so its gradient is that
+# vector, 0, times the gradient arriving at the scores (section 3: d(w * x)/dw = x). And
+# every other parameter gets its gradient through lm_head, passed back times lm_head's
+# weights, which are 0. So nothing would ever move.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
 # token (or per position): looking a token up gives the row the model uses for it, n_embd
@@ -1481,9 +1481,10 @@ class Vocabulary(list):
         """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
         each distinct word once. Special tokens never come out of a text: the text
         "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
-        91, 437, 1659, 5239, 91, 29; GPT-2 learned no merge for "<|"), as in Hugging Face's
-        tokenizer and tiktoken's encode_ordinary. Only a program puts GPT2_EOT in a
-        sequence, so a text cannot forge the separator between documents."""
+        91, 437, 1659, 5239, 91, 29; GPT-2 learned no merge for "<|"), as tiktoken's
+        encode_ordinary gives them. Only a program puts GPT2_EOT in a sequence, so a text
+        cannot forge the separator between documents. (Hugging Face's tokenizer, by default,
+        does turn that text into 50256.)"""
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)

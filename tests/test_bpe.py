@@ -3,6 +3,7 @@ against tiktoken with GPT-2's own ranks where those are at hand) and microgpt's 
 BPE (checked against hand computations)."""
 import base64
 import functools
+import importlib.util
 import json
 import os
 import random
@@ -152,6 +153,23 @@ class TinyTokenizerTest(unittest.TestCase):
         ids = self.tok.encode("<|endoftext|>")
         self.assertNotIn(self.vocab["<|endoftext|>"], ids)
         self.assertEqual(self.tok.decode_bytes(ids), b"<|endoftext|>")
+
+    @unittest.skipUnless(importlib.util.find_spec("transformers"),
+                         "needs transformers (a test-only package): pip install transformers")
+    def test_the_same_ids_as_hugging_face_whose_default_alone_makes_the_text_endoftext_special(self):
+        from transformers import GPT2Tokenizer
+        reference = GPT2Tokenizer(os.path.join(self.dir, "vocab.json"), os.path.join(self.dir, "merges.txt"))
+        eot = self.vocab["<|endoftext|>"]
+        # What microgpt.py and README.md say: by default Hugging Face's tokenizer turns the text
+        # "<|endoftext|>" into the special token; microgpt never does (as tiktoken's encode_ordinary).
+        self.assertEqual(reference.encode("<|endoftext|>"), [eot])
+        self.assertNotIn(eot, self.tok.encode("<|endoftext|>"))
+        # Told to treat special tokens' text as text, it agrees with microgpt on every text.
+        reference = GPT2Tokenizer(os.path.join(self.dir, "vocab.json"), os.path.join(self.dir, "merges.txt"),
+                                  split_special_tokens=True)
+        for text in hostile_texts():
+            with self.subTest(text=text[:40]):
+                self.assertEqual(self.tok.encode(text), reference.encode(text))
 
     def test_hostile_text_decodes_back_to_its_exact_bytes(self):
         for text in hostile_texts():
