@@ -1164,10 +1164,11 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes. That reason alone is enough. A second one holds for models of two layers or
-    # more. After the first layer, every later position's output already contains some of
-    # the dropped token's value, since it attended to it. The second layer computes its
-    # keys and values from those outputs, so they change too.
+    # changes. That reason alone is enough. (A second one, with two layers or more: call the
+    # oldest token, the one that slides out of the window, the dropped token. Even if
+    # positions did not shift, the second layer's keys and values for the tokens kept were
+    # computed from first-layer outputs that attended to the dropped token; without it,
+    # they change too.)
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
