@@ -328,13 +328,14 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out), of entries of two kinds. (n, False) says "expand n": when it
-        # is popped, it pushes (n, True), and then (child, False) for each of n's children.
-        # (n, True) is a reminder: "place n in the order". The reminder lies beneath all
-        # that n's children push, and the stack gives back the newest entry first, so n is
-        # placed after all of them. Follow it in the table, for L = u + v with u = 2 * x,
-        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each line
-        # pops the top entry:
+        # (last in, first out): build() unrolled. An entry (n, False) stands for the call
+        # build(n): when it is popped, it pushes (n, True), then (child, False) for each of
+        # n's children, the calls build(child). An entry (n, True) stands for the line
+        # order.append(node) that runs after those calls return: it lies beneath all that
+        # they push, and the stack gives back the newest entry first, so it comes off last.
+        # The table follows it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never
+        # pushed). F is an expand entry, T a reminder; the stack's top is on the right, and
+        # each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -371,13 +372,15 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things (rows that start equal get equal gradients and stay equal),
 # small so that the first predictions are close to uniform rather than confidently wrong.
-# All zeros would be worse still, for three reasons in a row. The embeddings would be 0,
-# and so would every vector computed from them (the model only adds, multiplies and
-# rescales, with no constants of its own, and rmsnorm(0) is 0), the final one included.
-# lm_head, the last matrix, turns that final vector into scores, so its gradient is that
-# vector, 0, times the gradient arriving at the scores (section 3: d(w * x)/dw = x). And
-# every other parameter gets its gradient through lm_head, passed back times lm_head's
-# weights, which are 0. So nothing would ever move.
+# All zeros would be worse still, by a chain of three steps:
+#   (1) every vector would be 0: the embeddings, and all computed from them (the model
+#       only adds, multiplies and rescales, with no constants of its own; rmsnorm(0) is 0);
+#   (2) so lm_head, the last matrix, which turns the final vector into scores, gets a
+#       gradient of 0: its gradient is that vector times the gradient arriving at the
+#       scores (section 3: d(w * x)/dw = x);
+#   (3) and every other parameter gets its gradient through lm_head, times lm_head's
+#       weights, which are 0.
+# So nothing would ever move.
 #
 # Three words used from here on. An embedding is a table with one learned vector per
 # token (or per position): looking a token up gives the row the model uses for it, n_embd
@@ -1164,11 +1167,9 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes. That reason alone is enough. (A second one, with two layers or more: call the
-    # oldest token, the one that slides out of the window, the dropped token. Even if
-    # positions did not shift, the second layer's keys and values for the tokens kept were
-    # computed from first-layer outputs that attended to the dropped token; without it,
-    # they change too.)
+    # changes. That reason alone is enough. (With two layers or more there is a second: a
+    # kept token's second-layer key was computed from a first-layer output that attended to
+    # the oldest token, the one that slid out of the window, so it still carries that token.)
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
