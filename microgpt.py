@@ -1263,9 +1263,8 @@ def state_name(state, names):
 # on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
 # in the order they were learned, are the tokenizer: to encode a word, start from its
-# characters and replay the merges in that order, each wherever its pair occurs (bpe()
-# below does it by merging, again and again, the earliest-learned pair still present in
-# the word, which comes to the same: bpe() says why).
+# characters and replay the merges in that order, each wherever its pair occurs. (bpe()
+# below does the same another way; its docstring shows the two agree.)
 # Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
@@ -1280,16 +1279,17 @@ def state_name(state, names):
 # its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
-# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens. vocab.json lists
-# the 188 printable bytes first, so id 0 is "!" (byte 33) and id 188 is "Ā" (byte 0);
-# bytes_to_unicode() below lists them by byte value instead. A merged token's id is 256
+# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
+# order, which the program follows (Part VI reads it): the 188 printable bytes first, so
+# id 0 is "!" (byte 33), "<" (byte 60) is 27 and "Ā" (byte 0) is 188. (bytes_to_unicode()
+# below lists the stand-ins by byte value instead.) A merged token's id is 256
 # plus its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
 # GPT-2 saw between the documents it was trained on.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
-# (in names mode the names, one at a time; in stream mode the whole stream), cut into
-# words by GPT-2's pre-tokenizer below but starting from characters rather than bytes,
-# and then trains Part I's model on those tokens instead of single characters.
+# (in names mode the names, one at a time; in stream mode the whole stream), and then
+# trains Part I's model on those tokens instead of single characters. The text is cut
+# into words as GPT-2 does (below), but each word starts as characters, not bytes.
 # ---------------------------------------------------------------------------------------
 
 import collections
@@ -1326,10 +1326,12 @@ def learn_merges(words, num_merges, progress=None):
     # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
     # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
     # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps a
-    # count that falls to 0), so the loop stops at `most < 1`. holders[] is never cleaned,
-    # so a word in holders[p] may no longer hold p (an earlier merge took it apart). That is
-    # harmless: merge_pair returns such a word unchanged, so its pairs are subtracted below
-    # and then added back, and the counts stay the same.
+    # count that falls to 0), so the loop stops at `most < 1`.
+    # Each round, for each word in holders[best]: subtract its pairs' counts, merge, add the
+    # new pairs' counts. So pairs[best] falls to 0, and is deleted. holders[] is never
+    # cleaned, so a word in holders[p] may no longer hold p (an earlier merge took it
+    # apart). That is harmless: merging leaves such a word unchanged, so the same counts
+    # are subtracted and added back.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1367,7 +1369,8 @@ def bpe(word, ranks):
       (a) each new pair holds the new token, and a merge that uses a token was learned
           after the merge that made it: so the new pairs rank after r;
       (b) the pairs already there ranked r or more (r was the lowest), and no copy of r
-          is left, so they rank after r too."""
+          is left (merge_pair goes left to right, so even "aaa" with (a, a) becomes
+          [aa, a], which holds no (a, a)): so they rank after r too."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
