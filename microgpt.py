@@ -1536,10 +1536,8 @@ class Vocabulary(list):
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() calls attention_head. Its plain
-# version (Part I) needs Values: its softmax reads .data. With FAST on (the default), Part
-# II's fast_attention_head runs instead, and it takes floats as well as Values. --plain
-# sets FAST = False, so --gpt2 refuses --plain.
+# plain floats and the key/value cache of Part I. gpt2() reuses attention_head: for GPT-2
+# FAST is always on, so Part II's fast version runs, and it accepts plain floats.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -1555,11 +1553,9 @@ class Vocabulary(list):
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)), Part II's way (mul is operator.mul, so
-# map multiplies the pairs without a Python loop). PyPy, a Python that compiles busy loops
-# to machine code while it runs, makes sum(map(mul, row, x)) fast already.
-# scripts/bench_gpt2.py measures a token against the time of those dot products alone
-# (the README has the figures): everything else costs a few percent.
+# about twice as fast as sum(map(mul, row, x)), Part II's way. PyPy, a Python that
+# compiles busy loops to machine code while it runs, makes sum(map(mul, row, x)) fast
+# already. Everything else in a token costs a few percent.
 # ---------------------------------------------------------------------------------------
 
 from array import array
