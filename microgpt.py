@@ -1796,7 +1796,11 @@ def evaluation_requests(held_out, count, rng):
 # (<|user|>, the phrase, the 5 slots, <|assistant|>), and the letter of X that the next
 # token needs is always 5 tokens back from the token being read. "emma" copies e and m
 # from 5 back, then writes on where the slots are empty.
-# "a name ending with son -> jason" (rendered in full below) goes:
+# Since the copying happens at fixed positions, an "ending with" answer must be exactly 5
+# letters long: X's last letter is always at position 6, so it is copied as the answer's
+# 5th letter, and it must be the last. So fine-tuning (V.3) shows only 5-letter names for
+# "ending with", and the model learns to answer it so. "a name ending with son -> jason"
+# (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -1804,9 +1808,6 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5: o              o        (copied)
 #       11      o               6: n              n        (copied)
 #       12      n               7: <|assistant|>  <|end|>  (X is used up)
-# X's last letter is always at position 6, so it is copied while reading position 11, as the
-# answer's 5th letter. It ends the answer only if the answer has 5 letters. So fine-tuning
-# (V.3) shows only 5-letter names for "ending with", and the model learns to answer it so.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
