@@ -2051,7 +2051,7 @@ def sft_steps(params, config, examples, num_steps, batch):
         total = 0
         for b in range(batch):
             tokens, mask = examples(step, b)
-            # this conversation's mean answer loss, divided by batch: summed, the batch's mean
+            # divided by batch, so that the total over the batch is the batch's mean loss
             total += backpropagate(lambda: mean(answer_losses(tokens, mask, params, config))
                                    * (1 / batch))
         return total
@@ -2068,14 +2068,14 @@ def sft_steps(params, config, examples, num_steps, batch):
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form: one update per group of answers, and no KL
-# penalty (a pull back towards the fine-tuned model; see the end of this section). Full
-# GRPO, like PPO (the older RL method it simplifies), makes several updates on the same
-# answers, so it clips: it limits how far one update may move an answer's probability
-# from where it was when the answer was drawn. With one update, there is nothing to clip.
+# on maths problems, in its simplest form. Real GRPO takes several steps on the same
+# answers, and limits how far each step may move their probabilities (clipping). We take
+# one step, so there is nothing to limit. Nor do we hold the model near its fine-tuned
+# self (a KL penalty): see reward hacking below.
 # The advantage of an answer is its reward minus the group's mean, so that only how it
-# compares with its siblings counts, divided by the group's spread, so that every group
-# pushes on the same scale: a lone success is pushed hard. In a group of 8, one right
+# compares with its siblings counts, divided by the group's spread (the standard
+# deviation of its rewards), so that every group pushes on the same scale: a lone success
+# is pushed hard. In a group of 8, one right
 # answer gets +2.65 and each wrong one -0.38; with four right, +1 and -1; with seven
 # right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
 # teaches nothing and costs no gradient.
@@ -2088,10 +2088,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 # where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
 # -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
-# likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
-# they come from p itself: L's gradient estimates how the expected reward under p changes
-# by averaging over answers drawn from p. Answers from a sharpened p would estimate
-# something else.)
+# likelier, a negative one less likely. The answers are drawn at temperature 1, so that
+# they come from p itself. The expected reward is E[R] = sum_a p(a) R(a), over all answers
+# a, so (as grad p = p grad log p)
+#     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
+# the average, over answers a drawn from p, of R(a) grad log p(a). Answers drawn from a
+# sharpened p would average something else.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
@@ -2118,9 +2120,8 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses, written as mean * count: the
-    # same number, but with FAST, mean() is one node (Part II's fast_mean), and sum() would
-    # make one node per +.
+    # -log p(answer) is the sum of the answer's token losses, written as mean * count:
+    # the same number, in fewer graph nodes.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
