@@ -1418,25 +1418,26 @@ def one_of(ranges):
 
 @functools.lru_cache(maxsize=None)     # built once, when first needed (it takes about 0.4 s)
 def gpt2_pretokenizer():
-    """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
+    r"""GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
-        's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
+        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
     Each alternative is tried in order, and the first that matches takes the piece:
         's|'t|...|'d     an English contraction, lower case only: "it's" -> "it", "'s"
                          ("IT'S" -> "IT", "'", "S")
-         ?\\p{L}+        an optional space and letters: " dog"
-         ?\\p{N}+        an optional space and numbers, not only digits: " 42", " Ⅻ½"
-         ?[^\\s\\p{L}\\p{N}]+
+         ?\p{L}+         an optional space and letters: " dog"
+         ?\p{N}+         an optional space and numbers, not only digits: " 42", " Ⅻ½"
+         ?[^\s\p{L}\p{N}]+
                          an optional space and other symbols: "!!", " <|"
-        \\s+(?!\\S)       white space, but if a non-space follows, not its last space, which
-                         goes with the word after it: "Hello   world" -> "Hello", "  ", " world"
-        \\s+             any other white space: the lone newline in "a\\nb" -> "a", "\\n", "b"
+        \s+(?!\S)        white space, leaving out the last space before a non-space, which
+                         goes with it: "Hello   world" -> "Hello", "  ", " world"
+        \s+              any other white space: the lone newline in "a\nb" -> "a", "\n", "b"
                          (only a space, not a newline, can lead a word)
-    Python's re has no \\p{L} (letters) or \\p{N} (numbers). Its \\s also differs: Python
+    Python's re has no \p{L} (letters) or \p{N} (numbers). Its \s also differs: Python
     counts the four separator controls U+001C to U+001F as white space, GPT-2 does not. So
     we list all three kinds ourselves, from unicodedata's categories and str.isspace().
-    (?!\\S) means "not followed by a non-space"; we write it as "followed by no letter,
-    number or other symbol"."""
+    (?!\S) means "the next character is not a non-space": it is white space, or the text
+    ends. We write it as "the next character is not a letter, number or other symbol",
+    which is the same, as every character is one of the four kinds."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
