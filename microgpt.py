@@ -1476,7 +1476,8 @@ class Vocabulary(list):
         self.merges = [tuple(pair) for pair in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         # token -> id. Two merges may spell the same string, as ("a", "bc") and ("ab", "c")
-        # both spell "abc". Going backwards, the first id is written last, so it wins.
+        # both spell "abc". The first id wins: the dict is built from the last id to the
+        # first, so the first is written last.
         self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
         self.byte_char = bytes_to_unicode() if byte_level else None
         self.cache = {}                     # word -> its ids: words repeat a lot
@@ -1490,10 +1491,11 @@ class Vocabulary(list):
         cannot forge the separator between documents. (Hugging Face's tokenizer, by default,
         does turn that text into 50256.)"""
         words = gpt2_pretokenizer().findall(text)
-        for word in set(words).difference(self.cache):
+        for word in set(words).difference(self.cache):      # the distinct words not yet cached
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
             pieces = bpe(start, self.ranks) if len(start) < 1000 else long_word_bpe(start, self.ranks)
             self.cache[word] = [self.ids[token] for token in pieces]
+        # each word's ids from the cache, in the text's order, joined into one list
         ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, words)))
         if len(self.cache) > 100000:
             self.cache.clear()              # a bound on memory, after a text of many distinct words
@@ -1515,7 +1517,7 @@ class Vocabulary(list):
 # OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
-# to "GPT-2 (7):" below where it happens. The first five change what is computed (5
+# to "GPT-2 (7):" below where it happens. The first five change what is computed (item 5
 # changes which matrix turns the last vector into scores); the last two only how the
 # weights are stored (6) and how long a text may be (7). Most are the habits of 2019
 # rather than necessities:
