@@ -1710,8 +1710,8 @@ def gpt2_explain(tokens, w, config):
 # Requests in a small, fixed English, each answered with one name: "a name starting with
 # X" and "a name ending with X", X being 1 to 3 letters. An answer is correct when it
 # satisfies the request, is made of letters only, is longer than X (echoing "em" is not a
-# name starting with "em"), and ends properly (with the end-of-answer token, within the
-# context). Code can check that, so no person has to grade answers: that is what makes
+# name starting with "em"), and ends: the model writes a token that means "answer over"
+# (V.2) before the context is full. Code can check that, so no person has to grade answers: that is what makes
 # reinforcement learning (V.4) possible.
 #
 # To measure whether the model learned the task or only the requests it trained on, some
@@ -1735,8 +1735,9 @@ def affix(name, kind, length):
 
 def is_correct(kind, x, answer, ended):
     """Whether an answer is correct: the reward of V.4 (True counts 1, False 0). answer is
-    the list of its tokens' texts, so len(answer) counts tokens, each of which must be one
-    letter; ended: it finished with the end token."""
+    the list of its tokens' texts, so len(answer) counts tokens. Each must be one letter:
+    the vocabulary also holds the request's phrases and the chat's special tokens (V.2),
+    and the model might write one. ended: it finished with the end token."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
@@ -1751,6 +1752,7 @@ def split_requests(names, rng, share=0.15):
         ("an" starts "anna" and ends "susan"), a `share` have one kind, drawn at random,
         held out. Say "ending with an" is held out, while "starting with an" is trained.
     Returns (train, held_out), two sets of (kind, X)."""
+    # found: every (kind, X) with X of 1 to 3 letters that starts (or ends) a longer name
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1849,11 +1851,11 @@ def add_chat_tokens(params, chars, chat_chars, config, rng):
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
     BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
     rows in them are the same Values: fine-tuning the chat model changes params too."""
-    bos = len(chars)
+    bos = len(chars)            # BOS's id; the first new token takes it, as BOS is dropped
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
                [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
-               for t in chat_chars[bos:]]
+               for t in chat_chars[bos:]]                  # the new tokens
         return matrix[:bos] + new
     chat = dict(params)
     chat["wte"], chat["lm_head"] = rows(params["wte"], ASSISTANT), rows(params["lm_head"], END)
@@ -1896,7 +1898,7 @@ def parse(tokens, chat_chars):
 
 def prompt_for(request_ids, chat_chars):
     """The tokens the assistant continues: the rendered request up to <|assistant|>."""
-    return render(request_ids, [], chat_chars)[0][:-1]
+    return render(request_ids, [], chat_chars)[0][:-1]     # [:-1]: without render's <|end|>
 
 
 def generate_answer(weights, config, prompt, rng, temperature, end_id):
@@ -1927,10 +1929,10 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    # <|user|>, ids, <|assistant|>. The ids are padded to 6, but a typed request may be longer
-    # (a phrase and 7 letters is 8 ids) and gets no pads: then the prompt is len(ids) + 2
-    # tokens, which must stay under block_size to leave a position for the answer. So at
-    # most block_size - 3 ids fit.
+    # The prompt is <|user|>, the ids, <|assistant|>. The ids are padded to 6, but a typed
+    # request may be longer (a phrase and 7 letters is 8 ids) and gets no pads. Then the
+    # prompt is len(ids) + 2 tokens, and at most block_size - 1, to leave a position for
+    # the answer: so at most block_size - 3 ids fit.
     prompt = prompt_for(ids, chat_chars)
     if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
@@ -1970,8 +1972,7 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 # is given at inference, never written by the model, so predicting it would be wasted
 # effort: the model would spend its few parameters learning which requests we happen to
 # make, and that loss would drown the one we care about. With the mask, the request is
-# read but never predicted (tests/test_chat.py checks that the loss is the mean of Part I's
-# losses at the answer's positions and nothing else). The examples are made from the names:
+# read but never predicted. The examples are made from the names:
 # "jason" gives "a name starting with ja" -> "jason" and "a name ending with son" ->
 # "jason" (for "ending with", only names of 5 letters, to fill the slots: V.2). Only
 # requests not held out are used.
@@ -2021,8 +2022,7 @@ def answer_losses(tokens, mask, params, config):
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
     the parameters' .grad, and return its number. With FAST, Part II.2's quicker backward
-    pass gives the same gradients, sooner: Value.tape records the nodes as they are made,
-    and backward_along() walks that list backwards."""
+    pass (the tape) gives the same gradients, sooner."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
