@@ -1711,8 +1711,8 @@ def gpt2_explain(tokens, w, config):
 # X" and "a name ending with X", X being 1 to 3 letters. An answer is correct when it
 # satisfies the request, is made of letters only, is longer than X (echoing "em" is not a
 # name starting with "em"), and ends: the model writes a token that means "answer over"
-# (V.2) before the context is full. Code can check that, so no person has to grade answers: that is what makes
-# reinforcement learning (V.4) possible.
+# (V.2) before the context is full. Code can check that, so no person has to grade
+# answers: that is what makes reinforcement learning (V.4) possible.
 #
 # To measure whether the model learned the task or only the requests it trained on, some
 # requests are held out of fine-tuning: some X never appear in any fine-tuning request
