@@ -2078,9 +2078,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 # The advantage of an answer is its reward minus the group's mean, so that only how it
 # compares with its siblings counts, divided by the group's spread (the standard
 # deviation of its rewards), so that every group pushes on the same scale: a lone success
-# is pushed hard. In a group of 8, one right
-# answer gets +2.65 and each wrong one -0.38; with four right, +1 and -1; with seven
-# right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
+# is pushed hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38;
+# with four right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
 # teaches nothing and costs no gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
@@ -2091,12 +2090,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 # where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
 # -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
-# likelier, a negative one less likely. The answers are drawn at temperature 1, so that
-# they come from p itself. The expected reward is E[R] = sum_a p(a) R(a), over all answers
-# a, so (as grad p = p grad log p)
+# likelier, a negative one less likely. The answers are drawn at temperature 1, from p
+# itself, because only then does L's gradient follow the expected reward. That is
+# E[R] = sum_a p(a) R(a), over all answers a, so (as grad p = p grad log p)
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
-# the average, over answers a drawn from p, of R(a) grad log p(a). Answers drawn from a
-# sharpened p would average something else.
+# the average, over answers a drawn from p, of R(a) grad log p(a): L's form, with the
+# advantage standing in for R. Answers drawn from a sharpened p would average something
+# else.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
