@@ -1265,9 +1265,8 @@ def state_name(state, names):
 # on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
 # in the order they were learned, are the tokenizer: to encode a word, start from its
-# characters and replay the merges in that order, each wherever its pair occurs (bpe()
-# below does it by merging, again and again, the earliest-learned pair still present in
-# the word, which comes to the same: bpe() says why).
+# characters and replay the merges in that order, each wherever its pair occurs. (bpe()
+# below does the same another way; its docstring shows the two agree.)
 # Decoding just joins the tokens' strings.
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
@@ -1282,16 +1281,17 @@ def state_name(state, names):
 # its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
-# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens. vocab.json lists
-# the 188 printable bytes first, so id 0 is "!" (byte 33) and id 188 is "Ā" (byte 0);
-# bytes_to_unicode() below lists them by byte value instead. A merged token's id is 256
+# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
+# order, which the program follows (Part VI reads it): the 188 printable bytes first, so
+# id 0 is "!" (byte 33), "<" (byte 60) is 27 and "Ā" (byte 0) is 188. (bytes_to_unicode()
+# below lists the stand-ins by byte value instead.) A merged token's id is 256
 # plus its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
 # GPT-2 saw between the documents it was trained on.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
-# (in names mode the names, one at a time; in stream mode the whole stream), cut into
-# words by GPT-2's pre-tokenizer below but starting from characters rather than bytes,
-# and then trains Part I's model on those tokens instead of single characters.
+# (in names mode the names, one at a time; in stream mode the whole stream), and then
+# trains Part I's model on those tokens instead of single characters. The text is cut
+# into words as GPT-2 does (below), but each word starts as characters, not bytes.
 # ---------------------------------------------------------------------------------------
 
 import collections
@@ -1328,10 +1328,12 @@ def learn_merges(words, num_merges, progress=None):
     # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
     # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
     # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps a
-    # count that falls to 0), so the loop stops at `most < 1`. holders[] is never cleaned,
-    # so a word in holders[p] may no longer hold p (an earlier merge took it apart). That is
-    # harmless: merge_pair returns such a word unchanged, so its pairs are subtracted below
-    # and then added back, and the counts stay the same.
+    # count that falls to 0), so the loop stops at `most < 1`.
+    # Each round, for each word in holders[best]: subtract its pairs' counts, merge, add the
+    # new pairs' counts. So pairs[best] falls to 0, and is deleted. holders[] is never
+    # cleaned, so a word in holders[p] may no longer hold p (an earlier merge took it
+    # apart). That is harmless: merging leaves such a word unchanged, so the same counts
+    # are subtracted and added back.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1369,7 +1371,8 @@ def bpe(word, ranks):
       (a) each new pair holds the new token, and a merge that uses a token was learned
           after the merge that made it: so the new pairs rank after r;
       (b) the pairs already there ranked r or more (r was the lowest), and no copy of r
-          is left, so they rank after r too."""
+          is left (merge_pair goes left to right, so even "aaa" with (a, a) becomes
+          [aa, a], which holds no (a, a)): so they rank after r too."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1417,25 +1420,26 @@ def one_of(ranges):
 
 @functools.lru_cache(maxsize=None)     # built once, when first needed (it takes about 0.4 s)
 def gpt2_pretokenizer():
-    """GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
+    r"""GPT-2's pre-tokenizer, as a compiled regular expression whose findall() cuts a text
     into the pieces that BPE then encodes one at a time. GPT-2 wrote it as
-        's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
+        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
     Each alternative is tried in order, and the first that matches takes the piece:
         's|'t|...|'d     an English contraction, lower case only: "it's" -> "it", "'s"
                          ("IT'S" -> "IT", "'", "S")
-         ?\\p{L}+        an optional space and letters: " dog"
-         ?\\p{N}+        an optional space and numbers, not only digits: " 42", " Ⅻ½"
-         ?[^\\s\\p{L}\\p{N}]+
+         ?\p{L}+         an optional space and letters: " dog"
+         ?\p{N}+         an optional space and numbers, not only digits: " 42", " Ⅻ½"
+         ?[^\s\p{L}\p{N}]+
                          an optional space and other symbols: "!!", " <|"
-        \\s+(?!\\S)       white space, but if a non-space follows, not its last space, which
-                         goes with the word after it: "Hello   world" -> "Hello", "  ", " world"
-        \\s+             any other white space: the lone newline in "a\\nb" -> "a", "\\n", "b"
+        \s+(?!\S)        white space, leaving out the last space before a non-space, which
+                         goes with it: "Hello   world" -> "Hello", "  ", " world"
+        \s+              any other white space: the lone newline in "a\nb" -> "a", "\n", "b"
                          (only a space, not a newline, can lead a word)
-    Python's re has no \\p{L} (letters) or \\p{N} (numbers). Its \\s also differs: Python
+    Python's re has no \p{L} (letters) or \p{N} (numbers). Its \s also differs: Python
     counts the four separator controls U+001C to U+001F as white space, GPT-2 does not. So
     we list all three kinds ourselves, from unicodedata's categories and str.isspace().
-    (?!\\S) means "not followed by a non-space"; we write it as "followed by no letter,
-    number or other symbol"."""
+    (?!\S) means "the next character is not a non-space": it is white space, or the text
+    ends. We write it as "the next character is not a letter, number or other symbol",
+    which is the same, as every character is one of the four kinds."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
@@ -1474,7 +1478,8 @@ class Vocabulary(list):
         self.merges = [tuple(pair) for pair in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         # token -> id. Two merges may spell the same string, as ("a", "bc") and ("ab", "c")
-        # both spell "abc". Going backwards, the first id is written last, so it wins.
+        # both spell "abc". The first id wins: the dict is built from the last id to the
+        # first, so the first is written last.
         self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
         self.byte_char = bytes_to_unicode() if byte_level else None
         self.cache = {}                     # word -> its ids: words repeat a lot
@@ -1488,10 +1493,11 @@ class Vocabulary(list):
         cannot forge the separator between documents. (Hugging Face's tokenizer, by default,
         does turn that text into 50256.)"""
         words = gpt2_pretokenizer().findall(text)
-        for word in set(words).difference(self.cache):
+        for word in set(words).difference(self.cache):      # the distinct words not yet cached
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
             pieces = bpe(start, self.ranks) if len(start) < 1000 else long_word_bpe(start, self.ranks)
             self.cache[word] = [self.ids[token] for token in pieces]
+        # each word's ids from the cache, in the text's order, joined into one list
         ids = list(itertools.chain.from_iterable(map(self.cache.__getitem__, words)))
         if len(self.cache) > 100000:
             self.cache.clear()              # a bound on memory, after a text of many distinct words
@@ -1513,7 +1519,7 @@ class Vocabulary(list):
 # OpenAI's GPT-2 (2019) is the model Part I simplified. Its smallest size has 124 million
 # parameters instead of 4,192 (12 layers, n_embd 768, 12 heads, 50,257 tokens, 1,024
 # positions), but its forward pass is gpt() with seven changes, each marked "GPT-2 (1):"
-# to "GPT-2 (7):" below where it happens. The first five change what is computed (5
+# to "GPT-2 (7):" below where it happens. The first five change what is computed (item 5
 # changes which matrix turns the last vector into scores); the last two only how the
 # weights are stored (6) and how long a text may be (7). Most are the habits of 2019
 # rather than necessities:
@@ -1535,10 +1541,8 @@ class Vocabulary(list):
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() calls attention_head. Its plain
-# version (Part I) needs Values: its softmax reads .data. With FAST on (the default), Part
-# II's fast_attention_head runs instead, and it takes floats as well as Values. --plain
-# sets FAST = False, so --gpt2 refuses --plain.
+# plain floats and the key/value cache of Part I. gpt2() reuses attention_head: for GPT-2
+# FAST is always on, so Part II's fast version runs, and it accepts plain floats.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -1554,11 +1558,9 @@ class Vocabulary(list):
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
 # dot_product() below is the whole speed story. math.sumprod (Python 3.12+) does it in C,
-# about twice as fast as sum(map(mul, row, x)), Part II's way (mul is operator.mul, so
-# map multiplies the pairs without a Python loop). PyPy, a Python that compiles busy loops
-# to machine code while it runs, makes sum(map(mul, row, x)) fast already.
-# scripts/bench_gpt2.py measures a token against the time of those dot products alone
-# (the README has the figures): everything else costs a few percent.
+# about twice as fast as sum(map(mul, row, x)), Part II's way. PyPy, a Python that
+# compiles busy loops to machine code while it runs, makes sum(map(mul, row, x)) fast
+# already. Everything else in a token costs a few percent.
 # ---------------------------------------------------------------------------------------
 
 from array import array
@@ -1710,9 +1712,9 @@ def gpt2_explain(tokens, w, config):
 # Requests in a small, fixed English, each answered with one name: "a name starting with
 # X" and "a name ending with X", X being 1 to 3 letters. An answer is correct when it
 # satisfies the request, is made of letters only, is longer than X (echoing "em" is not a
-# name starting with "em"), and ends properly (with the end-of-answer token, within the
-# context). Code can check that, so no person has to grade answers: that is what makes
-# reinforcement learning (V.4) possible.
+# name starting with "em"), and ends: the model writes a token that means "answer over"
+# (V.2) before the context is full. Code can check that, so no person has to grade
+# answers: that is what makes reinforcement learning (V.4) possible.
 #
 # To measure whether the model learned the task or only the requests it trained on, some
 # requests are held out of fine-tuning: some X never appear in any fine-tuning request
@@ -1735,8 +1737,9 @@ def affix(name, kind, length):
 
 def is_correct(kind, x, answer, ended):
     """Whether an answer is correct: the reward of V.4 (True counts 1, False 0). answer is
-    the list of its tokens' texts, so len(answer) counts tokens, each of which must be one
-    letter; ended: it finished with the end token."""
+    the list of its tokens' texts, so len(answer) counts tokens. Each must be one letter:
+    the vocabulary also holds the request's phrases and the chat's special tokens (V.2),
+    and the model might write one. ended: it finished with the end token."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
@@ -1751,6 +1754,7 @@ def split_requests(names, rng, share=0.15):
         ("an" starts "anna" and ends "susan"), a `share` have one kind, drawn at random,
         held out. Say "ending with an" is held out, while "starting with an" is trained.
     Returns (train, held_out), two sets of (kind, X)."""
+    # found: every (kind, X) with X of 1 to 3 letters that starts (or ends) a longer name
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
     xs = sorted({x for _, x in found})
     held = set()
@@ -1799,7 +1803,11 @@ def evaluation_requests(held_out, count, rng):
 # (<|user|>, the phrase, the 5 slots, <|assistant|>), and the letter of X that the next
 # token needs is always 5 tokens back from the token being read. "emma" copies e and m
 # from 5 back, then writes on where the slots are empty.
-# "a name ending with son -> jason" (rendered in full below) goes:
+# Since the copying happens at fixed positions, an "ending with" answer must be exactly 5
+# letters long: X's last letter is always at position 6, so it is copied as the answer's
+# 5th letter, and it must be the last. So fine-tuning (V.3) shows only 5-letter names for
+# "ending with", and the model learns to answer it so. "a name ending with son -> jason"
+# (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -1807,9 +1815,6 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5: o              o        (copied)
 #       11      o               6: n              n        (copied)
 #       12      n               7: <|assistant|>  <|end|>  (X is used up)
-# X's last letter is always at position 6, so it is copied while reading position 11, as the
-# answer's 5th letter. It ends the answer only if the answer has 5 letters. So fine-tuning
-# (V.3) shows only 5-letter names for "ending with", and the model learns to answer it so.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
@@ -1848,11 +1853,11 @@ def add_chat_tokens(params, chars, chat_chars, config, rng):
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
     BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
     rows in them are the same Values: fine-tuning the chat model changes params too."""
-    bos = len(chars)
+    bos = len(chars)            # BOS's id; the first new token takes it, as BOS is dropped
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
                [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
-               for t in chat_chars[bos:]]
+               for t in chat_chars[bos:]]                  # the new tokens
         return matrix[:bos] + new
     chat = dict(params)
     chat["wte"], chat["lm_head"] = rows(params["wte"], ASSISTANT), rows(params["lm_head"], END)
@@ -1895,7 +1900,7 @@ def parse(tokens, chat_chars):
 
 def prompt_for(request_ids, chat_chars):
     """The tokens the assistant continues: the rendered request up to <|assistant|>."""
-    return render(request_ids, [], chat_chars)[0][:-1]
+    return render(request_ids, [], chat_chars)[0][:-1]     # [:-1]: without render's <|end|>
 
 
 def generate_answer(weights, config, prompt, rng, temperature, end_id):
@@ -1926,10 +1931,10 @@ def chat_prompt(request, config, chat_chars):
         phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
         raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
                        f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    # <|user|>, ids, <|assistant|>. The ids are padded to 6, but a typed request may be longer
-    # (a phrase and 7 letters is 8 ids) and gets no pads: then the prompt is len(ids) + 2
-    # tokens, which must stay under block_size to leave a position for the answer. So at
-    # most block_size - 3 ids fit.
+    # The prompt is <|user|>, the ids, <|assistant|>. The ids are padded to 6, but a typed
+    # request may be longer (a phrase and 7 letters is 8 ids) and gets no pads. Then the
+    # prompt is len(ids) + 2 tokens, and at most block_size - 1, to leave a position for
+    # the answer: so at most block_size - 3 ids fit.
     prompt = prompt_for(ids, chat_chars)
     if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
@@ -1969,8 +1974,7 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 # is given at inference, never written by the model, so predicting it would be wasted
 # effort: the model would spend its few parameters learning which requests we happen to
 # make, and that loss would drown the one we care about. With the mask, the request is
-# read but never predicted (tests/test_chat.py checks that the loss is the mean of Part I's
-# losses at the answer's positions and nothing else). The examples are made from the names:
+# read but never predicted. The examples are made from the names:
 # "jason" gives "a name starting with ja" -> "jason" and "a name ending with son" ->
 # "jason" (for "ending with", only names of 5 letters, to fill the slots: V.2). Only
 # requests not held out are used.
@@ -2020,8 +2024,7 @@ def answer_losses(tokens, mask, params, config):
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
     the parameters' .grad, and return its number. With FAST, Part II.2's quicker backward
-    pass gives the same gradients, sooner: Value.tape records the nodes as they are made,
-    and backward_along() walks that list backwards."""
+    pass (the tape) gives the same gradients, sooner."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -2053,7 +2056,7 @@ def sft_steps(params, config, examples, num_steps, batch):
         total = 0
         for b in range(batch):
             tokens, mask = examples(step, b)
-            # this conversation's mean answer loss, divided by batch: summed, the batch's mean
+            # divided by batch, so that the total over the batch is the batch's mean loss
             total += backpropagate(lambda: mean(answer_losses(tokens, mask, params, config))
                                    * (1 / batch))
         return total
@@ -2070,17 +2073,16 @@ def sft_steps(params, config, examples, num_steps, batch):
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form: one update per group of answers, and no KL
-# penalty (a pull back towards the fine-tuned model; see the end of this section). Full
-# GRPO, like PPO (the older RL method it simplifies), makes several updates on the same
-# answers, so it clips: it limits how far one update may move an answer's probability
-# from where it was when the answer was drawn. With one update, there is nothing to clip.
+# on maths problems, in its simplest form. Real GRPO takes several steps on the same
+# answers, and limits how far each step may move their probabilities (clipping). We take
+# one step, so there is nothing to limit. Nor do we hold the model near its fine-tuned
+# self (a KL penalty): see reward hacking below.
 # The advantage of an answer is its reward minus the group's mean, so that only how it
-# compares with its siblings counts, divided by the group's spread, so that every group
-# pushes on the same scale: a lone success is pushed hard. In a group of 8, one right
-# answer gets +2.65 and each wrong one -0.38; with four right, +1 and -1; with seven
-# right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
-# teaches nothing and costs no gradient.
+# compares with its siblings counts, divided by the group's spread (the standard
+# deviation of its rewards), so that every group pushes on the same scale: a lone success
+# is pushed hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38;
+# with four right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A
+# group where all are right (or all wrong) teaches nothing and costs no gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
@@ -2090,10 +2092,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 # where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
 # -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
-# likelier, a negative one less likely. (The answers are drawn at temperature 1, so that
-# they come from p itself: L's gradient estimates how the expected reward under p changes
-# by averaging over answers drawn from p. Answers from a sharpened p would estimate
-# something else.)
+# likelier, a negative one less likely. The answers are drawn at temperature 1, from p
+# itself, because only then does L's gradient follow the expected reward. That is
+# E[R] = sum_a p(a) R(a), over all answers a, so (as grad p = p grad log p)
+#     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
+# the average, over answers a drawn from p, of R(a) grad log p(a): L's form, with the
+# advantage standing in for R. Answers drawn from a sharpened p would average something
+# else.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
@@ -2120,9 +2125,8 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
-    # -log p(answer) is the sum of the answer's token losses, written as mean * count: the
-    # same number, but with FAST, mean() is one node (Part II's fast_mean), and sum() would
-    # make one node per +.
+    # -log p(answer) is the sum of the answer's token losses, written as mean * count:
+    # the same number, in fewer graph nodes.
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
