@@ -333,7 +333,9 @@ class Value:
         # n's children, the calls build(child). An entry (n, True) stands for the line
         # order.append(node) that runs after those calls return: it lies beneath all that
         # they push, and the stack gives back the newest entry first, so it comes off last.
-        # The table follows it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never
+        # (Children pushed in the order u, v come off as v, u: the stack expands them in the
+        # opposite order to build(), which changes nothing that matters, since any order
+        # with every node after its children will do.) The table follows it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never
         # pushed). F is an expand entry, T a reminder; the stack's top is on the right, and
         # each line pops the top entry:
         #     pop       what happens                      stack after          order
@@ -374,10 +376,12 @@ class Value:
 # small so that the first predictions are close to uniform rather than confidently wrong.
 # All zeros would be worse still, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
-#       only adds, multiplies and rescales, with no constants of its own; rmsnorm(0) is 0);
+#       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
+#       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
 #   (2) so lm_head, the last matrix, which turns the final vector into scores, gets a
 #       gradient of 0: its gradient is that vector times the gradient arriving at the
-#       scores (section 3: d(w * x)/dw = x);
+#       scores (section 3: d(w * x)/dw = x), and that arriving gradient is not 0, but
+#       times a vector of zeros it is;
 #   (3) and every other parameter gets its gradient through lm_head, times lm_head's
 #       weights, which are 0.
 # So nothing would ever move.
@@ -1115,7 +1119,6 @@ def weights_of(params):
 # =======================================================================================
 
 import itertools
-import re
 
 # Continuous text
 
@@ -1167,9 +1170,9 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
     # Why the whole window is run again for every new token, instead of reusing the key/value
     # cache as sample_document does: once the window slides, every token in it sits one
     # position earlier, so its position embedding, and with it every cached key and value,
-    # changes. That reason alone is enough. (With two layers or more there is a second: a
-    # kept token's second-layer key was computed from a first-layer output that attended to
-    # the oldest token, the one that slid out of the window, so it still carries that token.)
+    # changes. That reason alone is enough. With two layers or more there is a second. Say
+    # the window [a b c d] becomes [b c d e]. b's second-layer key was computed from b's
+    # first-layer output, which attended to a; a is gone now, so that key is stale too.
     window = list(start_tokens)[-config.block_size:]
     for _ in range(length):
         logits = logits_at_every_position(window, weights, config)[-1]
@@ -1206,45 +1209,6 @@ def explain(tokens, weights, config):
         attention = log[pos * heads:(pos + 1) * heads]
         rows.append(([float(p) for p in softmax(l)], [[float(w) for w in head] for head in attention]))
     return rows
-
-
-def sparkline(values, width=60, ascii_only=False):
-    """A row of characters whose heights follow the values (averaged down to `width`)."""
-    levels = "_.-:=+*#" if ascii_only else "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
-    n = len(values)
-    width = min(width, n)
-    # Character i averages values i*n/width up to (i+1)*n/width: n values cut into `width`
-    # runs as equal as whole numbers allow.
-    buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
-    means = [sum(b) / len(b) for b in buckets]
-    lo, hi = min(means), max(means)
-    span = (hi - lo) or 1.0          # all equal: any span gives the lowest level to all
-    return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
-
-
-def label(token, chars):
-    """A short printable name for a token."""
-    if token == len(chars):
-        return "<BOS>"
-    # Backslash escapes keep every label printable and distinct. As printed: a space is \s
-    # (two characters, a backslash and s), a backslash \\, a newline \n, a tab \t, another
-    # unprintable character \x07 or \u200b (Python's own escapes, from repr()); also inside
-    # a token of several characters (Part IV), such as \sthe.
-    return "".join({" ": "\\s", "\\": "\\\\"}.get(ch, ch if ch.isprintable() else repr(ch)[1:-1])
-                   for ch in chars[token])
-
-
-def state_name(state, names):
-    """A Markov chain state's name. names: every token's label (from label()), by token id.
-    The state's labels are run together when every token is one character ("aab"), and
-    separated by spaces when a token can be several characters (BPE), because "ab"+"a" and
-    "a"+"ba" are different states. (label() writes a space as two characters, a backslash
-    and s: such an escape still counts as one character.)"""
-    # The pattern matches exactly label()'s escapes: \s, \\, \n and the like, \x07, \u200b.
-    one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
-        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)
-    several = not all(one_char(name) for name in names)
-    return (" " if several else "").join(names[t] for t in state)
 
 
 # =======================================================================================
@@ -1297,6 +1261,7 @@ def state_name(state, names):
 import collections
 import functools
 import heapq
+import re
 import unicodedata
 
 GPT2_EOT = 50256    # <|endoftext|>
@@ -3293,6 +3258,48 @@ def print_progress(step, num_steps, loss, smoothed, started, interactive, first=
     else:
         print(line, flush=True)
     return now
+
+
+# How tokens, states and a loss curve are shown as text: display helpers for the command
+# line and the page, not part of any lesson.
+
+def sparkline(values, width=60, ascii_only=False):
+    """A row of characters whose heights follow the values (averaged down to `width`)."""
+    levels = "_.-:=+*#" if ascii_only else "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
+    n = len(values)
+    width = min(width, n)
+    # Character i averages values i*n/width up to (i+1)*n/width: n values cut into `width`
+    # runs as equal as whole numbers allow.
+    buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
+    means = [sum(b) / len(b) for b in buckets]
+    lo, hi = min(means), max(means)
+    span = (hi - lo) or 1.0          # all equal: any span gives the lowest level to all
+    return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
+
+
+def label(token, chars):
+    """A short printable name for a token."""
+    if token == len(chars):
+        return "<BOS>"
+    # Backslash escapes keep every label printable and distinct. As printed: a space is \s
+    # (two characters, a backslash and s), a backslash \\, a newline \n, a tab \t, another
+    # unprintable character \x07 or \u200b (Python's own escapes, from repr()); also inside
+    # a token of several characters (Part IV), such as \sthe.
+    return "".join({" ": "\\s", "\\": "\\\\"}.get(ch, ch if ch.isprintable() else repr(ch)[1:-1])
+                   for ch in chars[token])
+
+
+def state_name(state, names):
+    """A Markov chain state's name. names: every token's label (from label()), by token id.
+    The state's labels are run together when every token is one character ("aab"), and
+    separated by spaces when a token can be several characters (BPE), because "ab"+"a" and
+    "a"+"ba" are different states. (label() writes a space as two characters, a backslash
+    and s: such an escape still counts as one character.)"""
+    # The pattern matches exactly label()'s escapes: \s, \\, \n and the like, \x07, \u200b.
+    one_char = lambda name: len(name) == 1 or name == "<BOS>" or re.fullmatch(
+        r"\\(s|\\|[a-z]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", name)
+    several = not all(one_char(name) for name in names)
+    return (" " if several else "").join(names[t] for t in state)
 
 
 # Moves of the Markov chain less likely than this are left out of its pictures, on the
