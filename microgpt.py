@@ -328,16 +328,15 @@ class Value:
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
         # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out): build() unrolled. An entry (n, False) stands for the call
-        # build(n): when it is popped, it pushes (n, True), then (child, False) for each of
-        # n's children, the calls build(child). An entry (n, True) stands for the line
-        # order.append(node) that runs after those calls return: it lies beneath all that
-        # they push, and the stack gives back the newest entry first, so it comes off last.
-        # (Children pushed in the order u, v come off as v, u: the stack expands them in the
-        # opposite order to build(), which changes nothing that matters, since any order
-        # with every node after its children will do.) The table follows it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never
-        # pushed). F is an expand entry, T a reminder; the stack's top is on the right, and
-        # each line pops the top entry:
+        # (last in, first out). The rule: popping an expand entry (n, F) pushes a reminder
+        # (n, T) and, on top of it, an expand entry for each child. A reminder therefore
+        # comes off only after everything its children pushed, and popping it places n in
+        # the order: after all of its children. (That is build() above, unrolled: (n, F) is
+        # the call build(n), and (n, T) the line order.append(node) after its calls return.
+        # The stack takes the children in the opposite order, v before u below, which does
+        # not matter: any order with every node after its children will do.) The table
+        # follows it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never pushed); the
+        # stack's top is on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -400,8 +399,8 @@ def param_shapes(config, vocab_size):
     after a matrix product, which most networks, GPT-2 among them, also learn: Part IV)."""
     e = config.n_embd
     shapes = {
-        "wte": (vocab_size, e),                 # token embedding: one vector per token
-        "wpe": (config.block_size, e),          # position embedding: one vector per position
+        "wte": (vocab_size, e),                 # weights, token embedding: one vector per token
+        "wpe": (config.block_size, e),          # weights, position embedding: one per position
         "lm_head": (vocab_size, e),             # turns the final vector into one score per token
     }
     for i in range(config.n_layer):
@@ -910,10 +909,10 @@ def fast_mlp(x, w1, w2):
     linear(). Where it is off (its sum is not positive) it outputs 0 and ReLU's slope is 0:
     it adds nothing to the second layer's sums, no gradient reaches its inputs through it,
     and w2's weights for it get no gradient either: their local derivative is the unit's
-    output, which is 0. So it gets no node, the second layer skips it, and no number changes. About
-    half of the 64 units are off at the start of the default run and most later (17% on
-    over steps 500 to 999). Measured: with every unit in the graph, a step of the first 200
-    took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
+    output, which is 0. So it gets no node, the second layer skips it, and no number
+    changes. About half of the 64 units are off at the start of the default run and most
+    later (17% of them on over steps 500 to 999). Measured: with every unit in the graph, a
+    step of the first 200 took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
     if not is_graph(x):
         hidden = [h if h > 0 else 0.0 for h in fast_linear(x, w1)]
         return fast_linear(hidden, w2)
@@ -1100,9 +1099,10 @@ def weights_of(params):
 #
 # Continuous text ("stream" mode). Instead of separate lines, the whole file is one stream
 # of characters, newlines included, with no BOS token: each step learns from a random window
-# of block_size + 1 characters, as in the classic demos that learn to write Shakespeare
-# (Karpathy's char-rnn and nanoGPT). Sampling slides the window along, so the model always
-# sees the last block_size characters and nothing older.
+# of block_size + 1 characters (block_size inputs, each with the next one as its target), as
+# in the classic demos that learn to write Shakespeare (Karpathy's char-rnn and nanoGPT).
+# Sampling slides the window along, so the model always sees the last block_size characters
+# and nothing older.
 #
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
