@@ -327,11 +327,13 @@ class Value:
         # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
-        # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). The rule: popping an expand entry (n, F) pushes a reminder
-        # (n, T) and, on top of it, an expand entry for each child. A reminder therefore
-        # comes off only after everything its children pushed, and popping it places n in
-        # the order: after all of its children. (That is build() above, unrolled: (n, F) is
+        # n_embd 64 and 2 layers (a wider model is deeper too: each of linear()'s sums is a
+        # chain of + nodes, one per input): so we do the same with a to-do list of our own, a
+        # stack (last in, first out), whose entries are (node, is_reminder), F or T below.
+        # The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of
+        # it, an expand entry for each child. A reminder therefore comes off only after
+        # everything its children pushed, and popping it places n in the order: after all of
+        # its children. (That is build() above, unrolled: (n, F) is
         # the call build(n), and (n, T) the line order.append(node) after its calls return.
         # The stack takes the children in the opposite order, v before u below, which does
         # not matter: any order with every node after its children will do.) The table
@@ -866,8 +868,9 @@ def fast_linear(x, w):
 
 
 def fast_softmax(logits):
-    """softmax() with one node per output instead of five per input (l - m, exp, the sum's
-    +, and e / total, which is e * total**-1: two nodes, total**-1 made anew for each e).
+    """softmax() with one node per output instead of five per input: l - m, exp, the sum's
+    +, total**-1 and e * total**-1 (e / total is e * total**-1, and total**-1 is made anew
+    for each e).
     Its derivatives, with e[i] = exp(l[i]), S = sum_j e[j] and p[i] = e[i] / S. Moving l[j]
     moves e[j] by as much as e[j] itself (the derivative of exp is exp), and so S too.
       j == i: both the top and the bottom of e[i] / S move, and the quotient rule gives
@@ -910,8 +913,8 @@ def fast_mlp(x, w1, w2):
     it adds nothing to the second layer's sums, no gradient reaches its inputs through it,
     and w2's weights for it get no gradient either: their local derivative is the unit's
     output, which is 0. So it gets no node, the second layer skips it, and no number
-    changes. About half of the 64 units are off at the start of the default run and most
-    later (17% of them on over steps 500 to 999). Measured: with every unit in the graph, a
+    changes. About half of the 64 units are off at the start of the default run, and more
+    later: over steps 500 to 999 only 17% of them are on. Measured: with every unit in the graph, a
     step of the first 200 took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
     if not is_graph(x):
         hidden = [h if h > 0 else 0.0 for h in fast_linear(x, w1)]
@@ -1149,11 +1152,10 @@ def stream_val_windows(tokens, block_size):
     window holds block_size + 1 tokens and the next one starts block_size later, so
     neighbours share one token: the last of one window (only a target there) is the first
     of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
-    and 8-9. (The
-    first tokens of each window are predicted from a short context, so this loss is a little
-    higher than it would be if every token had a full window behind it.)"""
-    return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)
-            if len(tokens[s:s + block_size + 1]) > 1]
+    and 8-9 (a window starts at most 2 tokens before the end, so it always holds a
+    prediction). The first tokens of each window are predicted from a short context, so this
+    loss is a little higher than it would be if every token had a full window behind it."""
+    return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)]
 
 
 def logits_at_every_position(tokens, weights, config, attention_log=None):
