@@ -1245,12 +1245,13 @@ def explain(tokens, weights, config):
 # its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
-# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
-# order, which the program follows (Part VI reads it): the 188 printable bytes first, so
-# id 0 is "!" (byte 33), "<" (byte 60) is 27 and "Ā" (byte 0) is 188. (bytes_to_unicode()
-# below lists the stand-ins by byte value instead.) A merged token's id is 256
-# plus its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
-# GPT-2 saw between the documents it was trained on.
+# " the" is written "Ġthe"). 188 of the 256 bytes are printable and stand for
+# themselves; the other 68 get stand-ins. Ids 0 to 255 are the one-byte tokens, in
+# vocab.json's order (Part VI reads it): the 188 printable bytes first, by byte value, so
+# "!" (byte 33) is id 0 and "<" (byte 60) is id 27; then the other 68, so "Ā" (byte 0) is
+# id 188. (bytes_to_unicode() below lists the stand-ins by byte value, not by id.) A
+# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
+# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), and then
@@ -1330,14 +1331,16 @@ def bpe(word, ranks):
     """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
     learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
     with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
-    places) -> b an ana (rank 1) -> ban ana (rank 2). The ranks merged only go up, so this
-    is the same as replaying every merge in learned order. Why they only go up, after
-    merging every copy of the pair of rank r:
-      (a) each new pair holds the new token, and a merge that uses a token was learned
-          after the merge that made it: so the new pairs rank after r;
-      (b) the pairs already there ranked r or more (r was the lowest), and no copy of r
-          is left (merge_pair goes left to right, so even "aaa" with (a, a) becomes
-          [aa, a], which holds no (a, a)): so they rank after r too."""
+    places) -> b an ana (rank 1) -> ban ana (rank 2). This gives the same tokens as
+    replaying all the merges in learned order, because the ranks merged only go up: so
+    when bpe merges rank r, no merge before r has anything left to act on, and a replay
+    would reach r next. Why they only go up: after every copy of the pair of rank r is
+    merged, every pair left ranks after r.
+      (a) A new pair holds the new token, and a merge can use a token only if it was
+          learned after the merge that made the token: so it ranks after r.
+      (b) An old pair ranked r or more (r was the lowest), and no copy of r is left
+          (merge_pair goes left to right, so even "aaa" with (a, a) becomes [aa, a],
+          which holds no (a, a)): so it ranks after r too."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
