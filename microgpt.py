@@ -1398,16 +1398,18 @@ def gpt2_pretokenizer():
          ?\p{N}+         an optional space and numbers, not only digits: " 42", " Ⅻ½"
          ?[^\s\p{L}\p{N}]+
                          an optional space and other symbols: "!!", " <|"
-        \s+(?!\S)        white space, leaving out the last space before a non-space, which
-                         goes with it: "Hello   world" -> "Hello", "  ", " world"
+        \s+(?!\S)        white space that is followed by white space or the end. Before a
+                         word, the lookahead fails after the last space, so the regex gives
+                         that space back (backtracks) and the word takes it:
+                         "Hello   world" -> "Hello", "  ", " world"
         \s+              any other white space: the lone newline in "a\nb" -> "a", "\n", "b"
-                         (only a space, not a newline, can lead a word)
+                         (the word patterns above take only a space, never a newline)
     Python's re has no \p{L} (letters) or \p{N} (numbers). Its \s also differs: Python
     counts the four separator controls U+001C to U+001F as white space, GPT-2 does not. So
     we list all three kinds ourselves, from unicodedata's categories and str.isspace().
-    (?!\S) means "the next character is not a non-space": it is white space, or the text
-    ends. We write it as "the next character is not a letter, number or other symbol",
-    which is the same, as every character is one of the four kinds."""
+    (?!\S) is a lookahead: it checks, without taking it, that the next character is white
+    space, or that the text ends. We write it as "the next character is not a letter,
+    number or other symbol", which is the same, as every character is one of the four kinds."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
