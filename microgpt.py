@@ -1768,16 +1768,18 @@ def evaluation_requests(held_out, count, rng):
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
 # a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
-# X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
-# for "starting with", from the right for "ending with". So every prompt has 8 tokens
-# (<|user|>, the phrase, the 5 slots, <|assistant|>), and the letter of X that the next
-# token needs is always 5 tokens back from the token being read. "emma" copies e and m
-# from 5 back, then writes on where the slots are empty.
+# X's letters go into five slots. For "starting with" the letters fill the slots from the
+# left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for "ending with" from the
+# right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
+# 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. The letter of X that the
+# next token needs is always 5 tokens back from the token being read. "emma" copies e and
+# m from 5 back, then writes on where the slots are empty.
 # Since the copying happens at fixed positions, an "ending with" answer must be exactly 5
-# letters long: X's last letter is always at position 6, so it is copied as the answer's
-# 5th letter, and it must be the last. So fine-tuning (V.3) shows only 5-letter names for
-# "ending with", and the model learns to answer it so. "a name ending with son -> jason"
-# (rendered in full below) goes:
+# letters long. X's last letter is always at position 6, the last slot. The answer's 5th letter is written
+# while reading position 11, which looks back at 11 - 5 = 6, so X's last letter is copied
+# as the 5th letter, and it must be the answer's last. So fine-tuning (V.3) shows only
+# 5-letter names for "ending with", and the model learns to answer it so. "a name ending
+# with son -> jason" (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -1823,7 +1825,7 @@ def add_chat_tokens(params, chars, chat_chars, config, rng):
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
     BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
     rows in them are the same Values: fine-tuning the chat model changes params too."""
-    bos = len(chars)            # BOS's id; the first new token takes it, as BOS is dropped
+    bos = len(chars)            # BOS's id; <|user|>, the first new token, takes it over
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
                [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
