@@ -1775,11 +1775,11 @@ def evaluation_requests(held_out, count, rng):
 # next token needs is always 5 tokens back from the token being read. "emma" copies e and
 # m from 5 back, then writes on where the slots are empty.
 # Since the copying happens at fixed positions, an "ending with" answer must be exactly 5
-# letters long. X's last letter is always at position 6, the last slot. The answer's 5th letter is written
-# while reading position 11, which looks back at 11 - 5 = 6, so X's last letter is copied
-# as the 5th letter, and it must be the answer's last. So fine-tuning (V.3) shows only
-# 5-letter names for "ending with", and the model learns to answer it so. "a name ending
-# with son -> jason" (rendered in full below) goes:
+# letters long. X's last letter is always at position 6, the last slot. The answer's 5th
+# letter is written while reading position 11, which looks back at 11 - 5 = 6, so X's
+# last letter is copied as the 5th letter, and it must be the answer's last. So
+# fine-tuning (V.3) shows only 5-letter names for "ending with", and the model learns to
+# answer it so. "a name ending with son -> jason" (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
