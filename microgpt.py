@@ -2046,8 +2046,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
 # on maths problems, in its simplest form. Real GRPO takes several steps on the same
-# answers, and limits how far each step may move their probabilities (clipping). We take
-# one step, so there is nothing to limit. Nor do we hold the model near its fine-tuned
+# answers, and limits how far each step may move their probabilities (clipping): the ratio
+# of an answer's probability now to its probability when it was drawn. We take one step,
+# on answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold the model near its fine-tuned
 # self (a KL penalty): see reward hacking below.
 # The advantage of an answer is its reward minus the group's mean, so that only how it
 # compares with its siblings counts, divided by the group's spread (the standard
@@ -2068,9 +2069,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 # itself, because only then does L's gradient follow the expected reward. That is
 # E[R] = sum_a p(a) R(a), over all answers a, so (as grad p = p grad log p)
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
-# the average, over answers a drawn from p, of R(a) grad log p(a): L's form, with the
-# advantage standing in for R. Answers drawn from a sharpened p would average something
-# else.
+# the average, over answers a drawn from p, of R(a) grad log p(a): L's form. Answers
+# drawn from a sharpened p would average something else. The advantage may stand in for
+# R. Subtracting a baseline b that does not depend on the answer drawn changes nothing on
+# average, as sum_a p(a) b grad log p(a) = b grad sum_a p(a) = b grad 1 = 0; it only makes
+# the estimate less noisy. The group's mean serves as b (it holds the answer's own reward
+# too, a small bias GRPO accepts). Dividing by the spread does change the average: it
+# weights each request by 1/spread, so hard and easy requests push alike.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
