@@ -1289,12 +1289,13 @@ def learn_merges(words, num_merges, progress=None):
     the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
-    # pairs[p] is how often p occurs over all the words; holders[p] the words that have held
-    # p. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count
-    # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
-    # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
-    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps a
-    # count that falls to 0), so the loop stops at `most < 1`.
+    # pairs[p] is how often p occurs over all the words; holders[p] the words that hold p,
+    # or held it once (holders is never cleaned, see below). Traced on "ana", "ana",
+    # "an": the words are [a, n, a] (count 2) and [a, n] (count 1), pairs {(a, n): 3,
+    # (n, a): 2}. Merge 1 is (a, n): both words hold it, and each takes out its pairs,
+    # merges and counts again: [an, a] and [an], pairs {(n, a): 0, (an, a): 2}. Merge 2 is
+    # (an, a). Only (n, a) is left, with count 0 (a Counter keeps a count that falls to 0),
+    # so the loop stops at `most < 1`.
     # Each round, for each word in holders[best]: subtract its pairs' counts, merge, add the
     # new pairs' counts. So pairs[best] falls to 0, and is deleted. holders[] is never
     # cleaned, so a word in holders[p] may no longer hold p (an earlier merge took it
@@ -1494,12 +1495,13 @@ class Vocabulary(list):
 # weights are stored (6) and how long a text may be (7). Most are the habits of 2019
 # rather than necessities:
 #   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
-#      standard then; RMSNorm (no mean, no bias) was later found to train as well for
-#      less work, and is what newer models (and Part I) use.
+#      standard then; RMSNorm (no mean subtracted, no bias; Part I's has no gain either)
+#      was later found to train as well for less work, and is what newer models use.
 #   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which GELU's
 #      authors (2016) found to train slightly better; BERT and the first GPT used it too.
-#   3. A bias (a learned constant) added after every matrix, so an output can be shifted
-#      away from 0; newer models mostly drop them, finding they add little.
+#   3. A bias (a learned constant) added after every matrix inside the blocks, so an
+#      output can be shifted away from 0 (the output scores, from wte, have none); newer
+#      models mostly drop them, finding they add little.
 #   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
 #      block normalises its own input (as in Part I), so the embeddings need no norm of
 #      their own; but the residual stream grows as blocks add to it, so it is normalised
@@ -1565,7 +1567,7 @@ def gelu(x):
     with a soft bend between (and a small dip below 0). Exactly, it is x times the share of
     a bell curve (a standard normal) lying below x (Hendrycks and Gimpel, 2016); GPT-2 uses
     this tanh approximation of it: sqrt(2/pi) and 0.044715 are the constants that make the
-    curves match.   [n] -> [n]"""
+    curves match (chosen so the approximation stays within 0.001 of exact GELU).   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1638,7 +1640,8 @@ def generate(prompt_ids, length, w, config, temperature, top_k, rng):
     length beyond the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
-    # Reading the prompt's last token gives the first choice; the last choice is never read.
+    # Reading the prompt's last token gives the first choice; the last token chosen is never
+    # read, as nothing comes after it.
     # So a 3-token prompt and length 2 read 4 positions: 0 and 1 (the next token is given),
     # 2 (the prompt's last: choose the 1st token), 3 (the 1st token: choose the 2nd).
     for pos in range(len(tokens) + length - 1):
@@ -1721,8 +1724,8 @@ def split_requests(names, rng, share=0.15):
       - unseen X: the first `share` of the X (at least 2) are held out with both kinds.
         Say X = "jo": no fine-tuning request has "jo".
       - unseen combinations: of the other X, those that both start and end some name
-        ("an" starts "anna" and ends "susan"), a `share` have one kind, drawn at random,
-        held out. Say "ending with an" is held out, while "starting with an" is trained.
+        ("an" starts "anna" and ends "susan"), a `share` are held out with one kind only,
+        drawn at random. Say "ending with an" is held out, while "starting with an" is trained.
     Returns (train, held_out), two sets of (kind, X)."""
     # found: every (kind, X) with X of 1 to 3 letters that starts (or ends) a longer name
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
@@ -2103,7 +2106,7 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
     # -log p(answer) is the sum of the answer's token losses, written as mean * count:
-    # the same number, in fewer graph nodes.
+    # the same number, in fewer graph nodes than a chain of + (with FAST, mean is one node).
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
@@ -2129,8 +2132,8 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # V.5 Evaluation
 #
 # After every stage: the share of held-out requests (V.1) answered correctly, per kind,
-# sampled at the chat's own temperature (0.5, as for names), so that it measures the
-# assistant people talk to.
+# sampled at the chat's own temperature (0.5, Config's default, as for names), so that it
+# measures the assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
 # report card (the table the command line prints at the end) reads: pretrained 0% and 0%
 # (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 98.3%. The
