@@ -1459,7 +1459,8 @@ class Vocabulary(list):
         """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
         each distinct word once. Special tokens never come out of a text: the text
         "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
-        91, 437, 1659, 5239, 91, 29; GPT-2 learned no merge for "<|"), as tiktoken's
+        91, 437, 1659, 5239, 91, 29: the pre-tokenizer cuts it into "<|", "endoftext" and
+        "|>", and GPT-2 learned no merge for "<|" or "|>"), as tiktoken's
         encode_ordinary gives them. Only a program puts GPT2_EOT in a sequence, so a text
         cannot forge the separator between documents. (Hugging Face's tokenizer, by default,
         does turn that text into 50256.)"""
@@ -1513,17 +1514,18 @@ class Vocabulary(list):
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() reuses attention_head: for GPT-2
-# FAST is always on, so Part II's fast version runs, and it accepts plain floats.
+# plain floats and the key/value cache of Part I. gpt2() reuses attention_head; for GPT-2
+# the flag FAST is always on, so it runs Part II's version of attention_head, which works
+# on plain floats as well as on Values.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
 # themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
 # which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
 # before it reads a number. One twist: OpenAI's matrices (in layers its code calls
-# "Conv1D", though they are plain linear layers) are stored [n_in][n_out], the
-# transpose of Part I's [n_out][n_in], so load_gpt2 transposes them on the way in. The
-# weights are kept as rows of 4-byte floats (array('f'), as the file stores them): 124M
+# "Conv1D", a convolution of width 1, which is a plain matrix product) are stored
+# [n_in][n_out], the transpose of Part I's [n_out][n_in], so load_gpt2 transposes them
+# on the way in. The weights are kept as rows of 4-byte floats (array('f'), as the file stores them): 124M
 # parameters take 500 MB that way, against about 4 GB as Python floats in lists (a float
 # object is 24 bytes, and the list holds an 8-byte pointer to it).
 #
@@ -1998,8 +2000,9 @@ def answer_losses(tokens, mask, params, config):
 
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
-    the parameters' .grad, and return its number. With FAST, Part II.2's quicker backward
-    pass (the tape) gives the same gradients, sooner."""
+    the parameters' .grad, and return its number. With FAST, the nodes are recorded in
+    Value.tape as they are made (Part II.2), and backward runs along that list with no
+    search for an order: the same gradients, sooner."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
