@@ -1525,9 +1525,9 @@ class Vocabulary(list):
 # before it reads a number. One twist: OpenAI's matrices (in layers its code calls
 # "Conv1D", a convolution of width 1, which is a plain matrix product) are stored
 # [n_in][n_out], the transpose of Part I's [n_out][n_in], so load_gpt2 transposes them
-# on the way in. The weights are kept as rows of 4-byte floats (array('f'), as the file stores them): 124M
-# parameters take 500 MB that way, against about 4 GB as Python floats in lists (a float
-# object is 24 bytes, and the list holds an 8-byte pointer to it).
+# on the way in. The weights are kept as rows of 4-byte floats (array('f'), as the file
+# stores them): 124M parameters take 500 MB that way, against about 4 GB as Python floats
+# in lists (a float object is 24 bytes, and the list holds an 8-byte pointer to it).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
