@@ -2054,8 +2054,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 # on maths problems, in its simplest form. Real GRPO takes several steps on the same
 # answers, and limits how far each step may move their probabilities (clipping): the ratio
 # of an answer's probability now to its probability when it was drawn. We take one step,
-# on answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold the model near its fine-tuned
-# self (a KL penalty): see reward hacking below.
+# on answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold
+# the model near its fine-tuned self (a KL penalty): see reward hacking below.
 # The advantage of an answer is its reward minus the group's mean, so that only how it
 # compares with its siblings counts, divided by the group's spread (the standard
 # deviation of its rewards), so that every group pushes on the same scale: a lone success
