@@ -381,8 +381,8 @@ class Value:
 #       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
 #   (2) so lm_head, the last matrix, which turns the final vector into scores, gets a
 #       gradient of 0: its gradient is that vector times the gradient arriving at the
-#       scores (section 3: d(w * x)/dw = x), and that arriving gradient is not 0, but
-#       times a vector of zeros it is;
+#       scores (section 3: d(w * x)/dw = x): that arriving gradient is not 0, but times
+#       a vector of zeros it gives 0;
 #   (3) and every other parameter gets its gradient through lm_head, times lm_head's
 #       weights, which are 0.
 # So nothing would ever move.
@@ -1152,8 +1152,8 @@ def stream_val_windows(tokens, block_size):
     window holds block_size + 1 tokens and the next one starts block_size later, so
     neighbours share one token: the last of one window (only a target there) is the first
     of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
-    and 8-9 (a window starts at most 2 tokens before the end, so it always holds a
-    prediction). The first tokens of each window are predicted from a short context, so this
+    and 8-9 (the last window starts no later than the second-to-last token, so it holds at
+    least one input and its target). The first tokens of each window are predicted from a short context, so this
     loss is a little higher than it would be if every token had a full window behind it."""
     return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)]
 
