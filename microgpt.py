@@ -1248,12 +1248,15 @@ def explain(tokens, weights, config):
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
 # " the" is written "Ġthe"). 188 of the 256 bytes are printable and stand for
-# themselves; the other 68 get stand-ins. Ids 0 to 255 are the one-byte tokens, in
-# vocab.json's order (Part VI reads it): the 188 printable bytes first, by byte value, so
-# "!" (byte 33) is id 0 and "<" (byte 60) is id 27; then the other 68, so "Ā" (byte 0) is
-# id 188. (bytes_to_unicode() below lists the stand-ins by byte value, not by id.) A
-# merged token's id is 256 plus its merge's rank (its line in merges.txt), and 50256 is
-# <|endoftext|>, the token GPT-2 saw between the documents it was trained on.
+# themselves; the other 68 get stand-ins. So a one-byte token has three faces, which are
+# easy to mix up: its byte value, its stand-in, and its id, vocab.json's number for it:
+#     byte    stand-in   id
+#      33     !            0      (vocab.json lists the 188 printable bytes first,
+#      60     <           27       by byte value,
+#       0     Ā          188       then the other 68)
+#      32     Ġ          220
+# A merged token's id is 256 plus its merge's rank (its place in merges.txt, counting
+# from 0), and 50256 is <|endoftext|>, the token GPT-2 saw between its training documents.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), and then
@@ -1340,7 +1343,9 @@ def bpe(word, ranks):
     would reach r next. Why they only go up: after every copy of the pair of rank r is
     merged, every pair left ranks after r.
       (a) A new pair holds the new token, and a merge can use a token only if it was
-          learned after the merge that made the token: so it ranks after r.
+          learned after the merge that made the token: so it ranks after r. (Each token
+          is made by one merge: learn_merges never learns a second way to spell a token
+          it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
       (b) An old pair ranked r or more (r was the lowest), and no copy of r is left
           (merge_pair goes left to right, so even "aaa" with (a, a) becomes [aa, a],
           which holds no (a, a)): so it ranks after r too."""
@@ -1781,12 +1786,11 @@ def evaluation_requests(held_out, count, rng):
 # 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. The letter of X that the
 # next token needs is always 5 tokens back from the token being read. "emma" copies e and
 # m from 5 back, then writes on where the slots are empty.
-# Since the copying happens at fixed positions, an "ending with" answer must be exactly 5
-# letters long. X's last letter is always at position 6, the last slot. The answer's 5th
-# letter is written while reading position 11, which looks back at 11 - 5 = 6, so X's
-# last letter is copied as the 5th letter, and it must be the answer's last. So
-# fine-tuning (V.3) shows only 5-letter names for "ending with", and the model learns to
-# answer it so. "a name ending with son -> jason" (rendered in full below) goes:
+# The answer's k-th letter is written while reading position 6 + k (the 1st while
+# reading <|assistant|> at 7), and that position looks back at 1 + k. X's last letter is
+# always in the last slot, position 6, so it is copied as the 5th letter: with this
+# copying scheme, an "ending with" answer must be exactly 5 letters long. So fine-tuning
+# (V.3) shows only 5-letter names for "ending with", and the model learns to answer so. "a name ending with son -> jason" (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -2052,8 +2056,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 # its better answers and away from its worse ones. No example answer is needed, only the
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
-# show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form. Real GRPO takes several steps on the same
+# show. This is GRPO (Group Relative Policy Optimisation) in its simplest form, close to
+# what Karpathy's nanochat uses on maths problems (nanochat only subtracts the mean; we
+# also divide by the spread, as GRPO's paper does). Real GRPO takes several steps on the same
 # answers, and limits how far each step may move their probabilities (clipping): the ratio
 # of an answer's probability now to its probability when it was drawn. We take one step,
 # on answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold
@@ -2078,12 +2083,14 @@ def sft_steps(params, config, examples, num_steps, batch):
 # E[R] = sum_a p(a) R(a), over all answers a, so (as grad p = p grad log p)
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
 # the average, over answers a drawn from p, of R(a) grad log p(a): L's form. Answers
-# drawn from a sharpened p would average something else. The advantage may stand in for
-# R. Subtracting a baseline b that does not depend on the answer drawn changes nothing on
-# average, as sum_a p(a) b grad log p(a) = b grad sum_a p(a) = b grad 1 = 0; it only makes
-# the estimate less noisy. The group's mean serves as b (it holds the answer's own reward
-# too, a small bias GRPO accepts). Dividing by the spread does change the average: it
-# weights each request by 1/spread, so hard and easy requests push alike.
+# drawn from a sharpened p would average something else. L has a minus sign, so going
+# down L's gradient (what Adam does) goes up E[R]. The advantage stands in for R:
+#   - subtracting the group's mean b changes nothing on average, since for any b that
+#     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
+#     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
+#     answer's own reward too: a small bias, which GRPO accepts);
+#   - dividing by the spread does change the average: it weights each request by
+#     1/spread, so hard and easy requests push alike.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
