@@ -4394,9 +4394,10 @@ def run_chat(args, stop):
                            "(or to resuming an SFT stage)")
         config, chat_chars, params, _, raw = loaded
         config.seed, config.temperature = args.seed, args.temperature
-        stopped = raw.get("stopped") if isinstance(raw.get("stopped"), dict) else None
+        stopped = raw.get("stopped") if isinstance(raw.get("stopped"), dict) else {}   # see save_stopped_stage
+        done, total = stopped.get("steps"), stopped.get("of")
         print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}"
-              + (f" (stopped after {stopped.get('steps')} of its {stopped.get('of')} steps)" if stopped else ""))
+              + (f" (stopped after {done} of its {total} steps)" if type(done) is int and type(total) is int else ""))
         if args.report:
             if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
                 raise BadInput(f"{args.load} has no report card: only the checkpoint of a finished pipeline's "
