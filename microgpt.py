@@ -1920,6 +1920,16 @@ def chat_reply(weights, config, chars, request, rng, temperature):
         yield chars[token], probs[token], [(chars[t], probs[t]) for t in top]
 
 
+def answer_probabilities(weights, config, prompt, answer_ids):
+    """The probability (at temperature 1) the model gives each token of a given answer to a
+    rendered prompt: what generate_answer reported while drawing that answer. The model reads
+    prompt and answer once (the last answer token is only predicted, never read), so an answer
+    drawn earlier is shaded again without drawing it anew (another draw may differ)."""
+    tokens = (list(prompt) + list(answer_ids))[:config.block_size]
+    logits = logits_at_every_position(tokens, weights, config)
+    return [float(softmax(logits[len(prompt) - 1 + i])[t]) for i, t in enumerate(answer_ids)]
+
+
 def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
     """The assistant's answer to (kind, X): (prompt, answer's token ids, their texts without
     <|end|>, whether it ended, and whether it is correct)."""
@@ -5886,6 +5896,20 @@ def report_page(run):
     return number_figures("\n".join(out))
 
 
+def card_answer_ids(answer, chat_chars):
+    """An answer kept on the card (its tokens' texts, joined) back to token ids, taking the
+    longest token that matches at each point; ValueError if some part matches none."""
+    tokens = sorted(chat_chars, key=len, reverse=True)
+    ids, i = [], 0
+    while i < len(answer):
+        match = next((t for t in tokens if answer.startswith(t, i)), None)
+        if match is None:
+            raise ValueError(f"{answer!r} is not made of the model's tokens")
+        ids.append(chat_chars.index(match))
+        i += len(match)
+    return ids
+
+
 def chat_report_page(card, plan, config, chat_chars, weights):
     """--report with --chat: the report card, each stage's curve, and the assistant's
     answers to a few held-out requests, each token shaded by its probability."""
@@ -5921,19 +5945,24 @@ def chat_report_page(card, plan, config, chat_chars, weights):
             out.append(f"<figure><h3>{escape(row['stage'])}</h3>{chart}"
                        f"{chart_key([(f'border-top:3px solid {colour}', what)])}</figure>")
     out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
-               "answers to held-out requests: each token on the colour of the probability the model gave it "
-               "(dark for a surprise, yellow for a sure thing); hovering shows it.</p>")
+               "answers to held-out requests, the example conversations the terminal prints under the card "
+               f"(drawn during the {escape(card[-1]['stage'])} stage's evaluation, at temperature "
+               f"{config.temperature}): each token on the colour of the probability the model gave it (dark for "
+               "a surprise, yellow for a sure thing); hovering shows it. Asked again, the assistant draws "
+               "afresh and may answer otherwise.</p>")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                    "colour legend", grow=1.2))
-    rng = random.Random(config.seed + 1)
     out.append("<table>")
-    for request, _, _ in card[-1]["answers"]:
-        reply = list(chat_reply(weights, config, chat_chars, request, rng, config.temperature))
-        shaded = shaded_text([piece for piece, _, _ in reply], [p for _, p, _ in reply])
-        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td></tr>')
+    for request, answer, correct in card[-1]["answers"]:
+        ids = card_answer_ids(answer, chat_chars)
+        prompt = prompt_for(encode_text(request, chat_chars), chat_chars)
+        shaded = (shaded_text([chat_chars[t] for t in ids], answer_probabilities(weights, config, prompt, ids))
+                  if ids else "<i>(nothing)</i>")
+        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td>'
+                   f'<td>{"right" if correct else "wrong"}</td></tr>')
     out.append("</table>")
-    for row in card:
+    for row in card[:-1]:                    # the last stage's answers are the table above
         out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3><table>" + "".join(
             f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
             f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table>")

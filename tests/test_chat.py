@@ -13,6 +13,7 @@ import microgpt
 
 import argparse
 import contextlib
+import html
 import io
 import json
 import math
@@ -216,6 +217,34 @@ class PipelineTest(TempDirTestCase):
         self.assertIn('style="background:', page)                     # answers shaded by probability
         data = re.search(r'<script type="application/json" id="microgpt-data">(.*?)</script>', page, re.S)
         self.assertEqual(json.loads(data.group(1))[-1]["stage"], "RL")
+
+    def test_the_report_pages_shaded_answers_are_the_terminals_example_conversations(self):
+        # The page drew its answers afresh (another rng), so it showed other answers than the
+        # terminal's card for the same requests.
+        config, chat_chars, params, card, _ = self.shared
+        weights = microgpt.weights_of(params)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            microgpt.print_card(card, microgpt.ChatPlan(**TINY_PLAN))
+        printed = out.getvalue().split("example conversations")[1].splitlines()[1:]
+        terminal = [re.match(r"  (.*?) +-> (.*?) +(right|wrong)$", line).groups() for line in printed]
+        page = microgpt.chat_report_page(card, microgpt.ChatPlan(**TINY_PLAN), config, chat_chars, weights)
+        table = page.split("Answers, shaded by probability")[1].split("</table>")[0]
+        rows = re.findall(r'<tr><td class="mono">(.*?)</td><td class="sample">(.*?)</td><td>(right|wrong)</td>',
+                          table)
+        self.assertEqual(len(rows), len(terminal))
+        self.assertGreater(len(rows), 1)
+        for (request, shaded, verdict), (asked, answer, said) in zip(rows, terminal):
+            with self.subTest(request=request):
+                pieces = re.findall(r'<span style="background:[^"]*" title="([\d.]+)">(.*?)</span>', shaded)
+                shown = "".join(html.unescape(text) for _, text in pieces) or "(nothing)"
+                self.assertEqual((html.unescape(request), shown, verdict), (asked, answer, said))
+                # each token shaded by the probability the model gives it there, as explain() computes it
+                prompt = microgpt.prompt_for(microgpt.encode_text(asked, chat_chars), chat_chars)
+                tokens = prompt + [chat_chars.index(html.unescape(t)) for _, t in pieces]
+                rows_explained = microgpt.explain(tokens[:config.block_size], weights, config)
+                for i, (p, text) in enumerate(pieces):
+                    expected = rows_explained[len(prompt) - 1 + i][0][chat_chars.index(html.unescape(text))]
+                    self.assertEqual(p, f"{expected:.3f}")
 
     def test_the_same_seed_gives_the_same_report_card_and_weights(self):
         first = self.shared                    # saved its stages too: saving changes nothing
