@@ -1889,17 +1889,22 @@ def generate_answer(weights, config, prompt, rng, temperature, end_id):
 
 
 def chat_prompt(request, config, chat_chars):
-    """The rendered prompt for a request's text, or BadInput saying why there is none."""
+    """The rendered prompt for a request's text, or BadInput saying why there is none. Only
+    the two requests of V.1 are answered: other text ("hello") would still encode to letters,
+    and the model would write letters back as if it had understood."""
     ids = encode_text(request, chat_chars)
+    phrases = [t for t in chat_chars if len(t) > 1 and t not in SPECIAL]
     if ids is None:
         unknown = sorted(set(request) - set("".join(t for t in chat_chars if t not in SPECIAL)))
-        phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
-        raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
-                       f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    # The prompt is <|user|>, the ids, <|assistant|>. The ids are padded to 6, but a typed
-    # request may be longer (a phrase and 7 letters is 8 ids) and gets no pads. Then the
-    # prompt is len(ids) + 2 tokens, and at most block_size - 1, to leave a position for
-    # the answer: so at most block_size - 3 ids fit.
+        if unknown:
+            raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)))
+    x = [chat_chars[t] for t in (ids or [])[1:]]
+    if not ids or chat_chars[ids[0]] not in phrases or not 1 <= len(x) <= 3 or not all(
+            len(t) == 1 and t.isalpha() for t in x):
+        raise BadInput("the assistant understands only " + " and ".join(f"'{t}X'" for t in phrases)
+                       + f", X being 1 to 3 letters; not {request!r}")
+    # The prompt is <|user|>, the phrase, X in its slots, <|assistant|>: 8 tokens, and at
+    # most block_size - 1, to leave a position for the answer.
     prompt = prompt_for(ids, chat_chars)
     if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
@@ -4243,7 +4248,7 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
         sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"\nchat: type a request such as 'a name starting with em' or 'a name ending with son' "
+        print("\nchat: ask for 'a name starting with X' or 'a name ending with X', X being 1 to 3 letters "
               "(Ctrl-D to quit)")
     rng = random.Random(seed + 1)
     while not output_lost():
@@ -6366,8 +6371,9 @@ button { font: inherit; padding: .35em 1em; }
 </style></head>
 <body>
 <h1>microgpt chat</h1>
-<p class="hint">Ask for a name, for example <code>a name starting with m</code> or
-<code>a name ending with ia</code>. Each letter of an answer is shaded by the probability the
+<p class="hint">The assistant understands two requests, <code>a name starting with X</code> and
+<code>a name ending with X</code>, X being 1 to 3 letters: for example <code>a name starting with m</code>
+or <code>a name ending with ia</code>. Anything else gets a note saying so. Each letter of an answer is shaded by the probability the
 model gave it; point at one to see what else the model considered.</p>
 <div id="log" aria-live="polite"></div>
 <form id="ask"><input id="request" maxlength="200" autocomplete="off" required autofocus

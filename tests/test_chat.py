@@ -303,6 +303,23 @@ class TerminalChatTest(TempDirTestCase):
         self.assertIn("'A'", lines[asked[1] + 1])
         self.assertEqual(result.stderr, "")
 
+    def test_terminal_chat_says_what_it_understands_instead_of_answering_other_text(self):
+        # "hello" was answered with letters ("elloh"), as if the model had understood it.
+        params, chat_chars = tiny_chat_model()
+        path = os.path.join(self.tmp, "chat.json")
+        microgpt.save_checkpoint(path, params, TINY, chat_chars, "chat", {"stage": "RL"})
+        requests = ["hello", "a name starting with emma", "a name", "a name ending with", "em",
+                    "a name starting with em"]
+        result = run_main(["--load", path, "--chat"], self.tmp, stdin="\n".join(requests) + "\n")
+        assert_ok(self, result)
+        lines = result.stdout.splitlines()
+        replies = [lines[lines.index("> " + request) + 1] for request in requests]
+        for request, reply in zip(requests[:-1], replies):
+            with self.subTest(request=request):
+                self.assertEqual(reply, "(cannot answer: the assistant understands only 'a name starting with X' "
+                                        f"and 'a name ending with X', X being 1 to 3 letters; not {request!r})")
+        self.assertFalse(replies[-1].startswith("(cannot answer"), replies[-1])
+
     def test_a_chat_model_without_chat_and_bad_chat_options_are_refused(self):
         params, chat_chars = tiny_chat_model()
         path = os.path.join(self.tmp, "chat.json")
