@@ -5927,28 +5927,37 @@ def chat_report_page(card, plan, config, chat_chars, weights):
     out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
            f'<title>microgpt: the assistant</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
-           '<h1>From names to an assistant: the report card</h1>',
+           '<h1 id="top">From names to an assistant: the report card</h1>'
+           '<p class="present"><a href="#fig-1">Present: one picture per screen</a> (large type, for a projector; '
+           '"next" goes on, "close" comes back here)</p>',
            f'<p class="note">Pass rate: the share of {plan.eval_requests} held-out requests of each kind '
            f'(never fine-tuned on) answered correctly, sampled at temperature {config.temperature}. '
            f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.</p>',
-           "<table><tr><th>stage</th><th>steps</th><th>loss</th>"
-           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds) + f"<th>the loss is</th></tr>{rows}</table>",
-           "<h2>Each stage's curve</h2><div class=\"figures\">"]
-    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac"), "SFT": ("answer loss", "#e08214"),
-              "RL": ("mean reward of the step's answers", "#1f9e89")}
+           '<div class="scroll"><table><tr><th>stage</th><th>steps</th><th>loss</th>'
+           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds)
+           + f"<th>the loss is</th></tr>{rows}</table></div>",
+           "<h2>Each stage's curve</h2><div class=\"figures one\">"]
+    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac",
+                             "The names model's training loss (at each step, the mean of the last 100 steps)"),
+              "SFT": ("answer loss", "#e08214", f"Each step's mean loss on the answers' tokens only (the mask of "
+                                                f"V.2) of its {plan.sft_batch} conversations"),
+              "RL": ("mean reward of the step's answers", "#1f9e89", f"Each step's mean reward: the share of its "
+                     f"{plan.rl_requests} x {plan.rl_group} answers that were correct")}
     for row in card:
         curve = row.get("curve") or []
         if curve:
-            what, colour = labels[row["stage"]]
+            what, colour, meaning = labels[row["stage"]]
             lo, hi = min(curve), max(curve)
             n = len(curve)
             points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, n // 1000)]
             ticks = [(t, f"{t:g}") for t in nice_ticks(0, n, 6) if t == int(t)]
-            chart = line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
-                               (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
-                               f"{row['stage']}: {what}")
-            out.append(f"<figure><h3>{escape(row['stage'])}</h3>{chart}"
-                       f"{chart_key([(f'border-top:3px solid {colour}', what)])}</figure>")
+            chart, big = (line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
+                                     (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
+                                     f"{row['stage']}: {what}", font=font) for font in (FONT + 2, PRESENT_FONT - 2))
+            caption = (f"{meaning}, over {n:,} step{'s' * (n > 1)}: {curve[0]:.4g} at the first, "
+                       f"{curve[-1]:.4g} at the last.")
+            out.append(figure(row["stage"], chart, escape(caption),
+                              chart_key([(f"border-top:3px solid {colour}", what)]), big))
     out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
                "answers to held-out requests, the example conversations the terminal prints under the card "
                f"(drawn during the {escape(card[-1]['stage'])} stage's evaluation, at temperature "
@@ -5958,7 +5967,7 @@ def chat_report_page(card, plan, config, chat_chars, weights):
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                    "colour legend", grow=1.2))
-    out.append("<table>")
+    out.append('<div class="scroll"><table>')
     for request, answer, correct in card[-1]["answers"]:
         ids = card_answer_ids(answer, chat_chars)
         prompt = prompt_for(encode_text(request, chat_chars), chat_chars)
@@ -5966,14 +5975,15 @@ def chat_report_page(card, plan, config, chat_chars, weights):
                   if ids else "<i>(nothing)</i>")
         out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td>'
                    f'<td>{"right" if correct else "wrong"}</td></tr>')
-    out.append("</table>")
+    out.append("</table></div>")
     for row in card[:-1]:                    # the last stage's answers are the table above
-        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3><table>" + "".join(
-            f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
-            f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table>")
+        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3>"
+                   '<div class="scroll"><table>' + "".join(
+                       f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
+                       f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table></div>")
     blob = json.dumps(card).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
-    return "\n".join(out)
+    return number_figures("\n".join(out))
 
 
 def is_microgpt_report(path):

@@ -213,7 +213,9 @@ class PipelineTest(TempDirTestCase):
             self.assertIn(f"<td>{row['stage']}</td>", page)
             for rate in row["pass_rates"].values():
                 self.assertIn(f"<td>{rate:.1%}</td>", page)
-        self.assertEqual(page.count("<svg"), 1 + sum(1 for row in card if row.get("curve")))   # legend + curves
+        curves = sum(1 for row in card if row.get("curve"))
+        self.assertEqual(page.count("<svg"), 1 + 2 * curves)    # the legend, and each curve twice: the page's
+        self.assertEqual(page.count('<div class="big">'), curves)     # and the presentation view's copy
         self.assertIn('style="background:', page)                     # answers shaded by probability
         data = re.search(r'<script type="application/json" id="microgpt-data">(.*?)</script>', page, re.S)
         self.assertEqual(json.loads(data.group(1))[-1]["stage"], "RL")
