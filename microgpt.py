@@ -5916,8 +5916,9 @@ def card_answer_ids(answer, chat_chars):
 
 
 def chat_report_page(card, plan, config, chat_chars, weights):
-    """--report with --chat: the report card, each stage's curve, and the assistant's
-    answers to a few held-out requests, each token shaded by its probability."""
+    """--report with --chat: the report card, each stage's curve (a figure each, for the
+    presentation view), and the card's answers to a few held-out requests, the ones the
+    terminal prints under the card, each token shaded by its probability."""
     kinds = list(TASKS)
     rows = "".join(
         f"<tr><td>{escape(row['stage'])}</td><td>{row.get('steps', 0):,}</td>"
