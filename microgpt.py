@@ -6410,9 +6410,10 @@ button { font: inherit; padding: .35em 1em; }
 <body>
 <h1>microgpt chat</h1>
 <p class="hint">The assistant understands two requests, <code>a name starting with X</code> and
-<code>a name ending with X</code>, X being 1 to 3 letters: for example <code>a name starting with m</code>
-or <code>a name ending with ia</code>. Anything else gets a note saying so. Each letter of an answer is shaded by the probability the
-model gave it; point at one to see what else the model considered.</p>
+<code>a name ending with X</code>, X being 1 to 3 letters: for example
+<code>a name starting with m</code> or <code>a name ending with ia</code>. Anything else gets a
+note saying so. Each letter of an answer is shaded by the probability the model gave it; point
+at one to see what else the model considered.</p>
 <div id="log" aria-live="polite"></div>
 <form id="ask"><input id="request" maxlength="200" autocomplete="off" required autofocus
  placeholder="a name starting with m" aria-label="your request"><button id="send">Send</button></form>

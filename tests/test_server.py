@@ -294,7 +294,8 @@ class TestChatServerLimits(unittest.TestCase):
             conn.request("POST", "/api/chat", json.dumps({"request": "a name starting with m", "seed": seed}), JSON)
             response = conn.getresponse()
             response.readline()                      # the first token: the one slot is taken
-            status, headers, body = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a"}), JSON)
+            status, headers, body = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a"}),
+                                                 JSON)
             self.assertEqual(status, 503)
             self.assertEqual(headers["Retry-After"], "1")
             for _ in range(microgpt.MAX_ANSWER_TOKENS):
@@ -304,7 +305,8 @@ class TestChatServerLimits(unittest.TestCase):
             self.assertTrue(paced.finished.wait(WAIT))
             for _ in range(microgpt.MAX_ANSWER_TOKENS):
                 paced.go.release()
-            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a", "seed": 1}), JSON)
+            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a", "seed": 1}),
+                                       JSON)
             self.assertEqual(status, 200)
 
     def test_a_client_that_leaves_mid_answer_stops_the_generation(self):
@@ -334,7 +336,8 @@ class TestChatServerLimits(unittest.TestCase):
             # The one slot is free again.
             for _ in range(microgpt.MAX_ANSWER_TOKENS):
                 paced.go.release()
-            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a", "seed": 1}), JSON)
+            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a", "seed": 1}),
+                                       JSON)
             self.assertEqual(status, 200)
 
 
