@@ -1907,17 +1907,22 @@ def generate_answer(weights, config, prompt, rng, temperature, end_id):
 
 
 def chat_prompt(request, config, chat_chars):
-    """The rendered prompt for a request's text, or BadInput saying why there is none."""
+    """The rendered prompt for a request's text, or BadInput saying why there is none. Only
+    the two requests of V.1 are answered: other text ("hello") would still encode to letters,
+    and the model would write letters back as if it had understood."""
     ids = encode_text(request, chat_chars)
+    phrases = [t for t in chat_chars if len(t) > 1 and t not in SPECIAL]
     if ids is None:
         unknown = sorted(set(request) - set("".join(t for t in chat_chars if t not in SPECIAL)))
-        phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
-        raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
-                       f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    # The prompt is <|user|>, the ids, <|assistant|>. The ids are padded to 6, but a typed
-    # request may be longer (a phrase and 7 letters is 8 ids) and gets no pads. Then the
-    # prompt is len(ids) + 2 tokens, and at most block_size - 1, to leave a position for
-    # the answer: so at most block_size - 3 ids fit.
+        if unknown:
+            raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)))
+    x = [chat_chars[t] for t in (ids or [])[1:]]
+    if not ids or chat_chars[ids[0]] not in phrases or not 1 <= len(x) <= 3 or not all(
+            len(t) == 1 and t.isalpha() for t in x):
+        raise BadInput("the assistant understands only " + " and ".join(f"'{t}X'" for t in phrases)
+                       + f", X being 1 to 3 letters; not {request!r}")
+    # The prompt is <|user|>, the phrase, X in its slots, <|assistant|>: 8 tokens, and at
+    # most block_size - 1, to leave a position for the answer.
     prompt = prompt_for(ids, chat_chars)
     if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
@@ -1936,6 +1941,16 @@ def chat_reply(weights, config, chars, request, rng, temperature):
             return
         top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
         yield chars[token], probs[token], [(chars[t], probs[t]) for t in top]
+
+
+def answer_probabilities(weights, config, prompt, answer_ids):
+    """The probability (at temperature 1) the model gives each token of a given answer to a
+    rendered prompt: what generate_answer reported while drawing that answer. The model reads
+    prompt and answer once (the last answer token is only predicted, never read), so an answer
+    drawn earlier is shaded again without drawing it anew (another draw may differ)."""
+    tokens = (list(prompt) + list(answer_ids))[:config.block_size]
+    logits = logits_at_every_position(tokens, weights, config)
+    return [float(softmax(logits[len(prompt) - 1 + i])[t]) for i, t in enumerate(answer_ids)]
 
 
 def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
@@ -4318,7 +4333,7 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
         sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"\nchat: type a request such as 'a name starting with em' or 'a name ending with son' "
+        print("\nchat: ask for 'a name starting with X' or 'a name ending with X', X being 1 to 3 letters "
               "(Ctrl-D to quit)")
     rng = random.Random(seed + 1)
     while not output_lost():
@@ -5992,9 +6007,24 @@ def report_page(run):
     return number_figures("\n".join(out))
 
 
+def card_answer_ids(answer, chat_chars):
+    """An answer kept on the card (its tokens' texts, joined) back to token ids, taking the
+    longest token that matches at each point; ValueError if some part matches none."""
+    tokens = sorted(chat_chars, key=len, reverse=True)
+    ids, i = [], 0
+    while i < len(answer):
+        match = next((t for t in tokens if answer.startswith(t, i)), None)
+        if match is None:
+            raise ValueError(f"{answer!r} is not made of the model's tokens")
+        ids.append(chat_chars.index(match))
+        i += len(match)
+    return ids
+
+
 def chat_report_page(card, plan, config, chat_chars, weights):
-    """--report with --chat: the report card, each stage's curve, and the assistant's
-    answers to a few held-out requests, each token shaded by its probability."""
+    """--report with --chat: the report card, each stage's curve (a figure each, for the
+    presentation view), and the card's answers to a few held-out requests, the ones the
+    terminal prints under the card, each token shaded by its probability."""
     kinds = list(TASKS)
     rows = "".join(
         f"<tr><td>{escape(row['stage'])}</td><td>{row.get('steps', 0):,}</td>"
@@ -6004,48 +6034,63 @@ def chat_report_page(card, plan, config, chat_chars, weights):
     out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
            f'<title>microgpt: the assistant</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
-           '<h1>From names to an assistant: the report card</h1>',
+           '<h1 id="top">From names to an assistant: the report card</h1>'
+           '<p class="present"><a href="#fig-1">Present: one picture per screen</a> (large type, for a projector; '
+           '"next" goes on, "close" comes back here)</p>',
            f'<p class="note">Pass rate: the share of {plan.eval_requests} held-out requests of each kind '
            f'(never fine-tuned on) answered correctly, sampled at temperature {config.temperature}. '
            f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.</p>',
-           "<table><tr><th>stage</th><th>steps</th><th>loss</th>"
-           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds) + f"<th>the loss is</th></tr>{rows}</table>",
-           "<h2>Each stage's curve</h2><div class=\"figures\">"]
-    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac"), "SFT": ("answer loss", "#e08214"),
-              "RL": ("mean reward of the step's answers", "#1f9e89")}
+           '<div class="scroll"><table><tr><th>stage</th><th>steps</th><th>loss</th>'
+           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds)
+           + f"<th>the loss is</th></tr>{rows}</table></div>",
+           "<h2>Each stage's curve</h2><div class=\"figures one\">"]
+    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac",
+                             "The names model's training loss (at each step, the mean of the last 100 steps)"),
+              "SFT": ("answer loss", "#e08214", f"Each step's mean loss on the answers' tokens only (the mask of "
+                                                f"V.2) of its {plan.sft_batch} conversations"),
+              "RL": ("mean reward of the step's answers", "#1f9e89", f"Each step's mean reward: the share of its "
+                     f"{plan.rl_requests} x {plan.rl_group} answers that were correct")}
     for row in card:
         curve = row.get("curve") or []
         if curve:
-            what, colour = labels[row["stage"]]
+            what, colour, meaning = labels[row["stage"]]
             lo, hi = min(curve), max(curve)
             n = len(curve)
             points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, n // 1000)]
             ticks = [(t, f"{t:g}") for t in nice_ticks(0, n, 6) if t == int(t)]
-            chart = line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
-                               (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
-                               f"{row['stage']}: {what}")
-            out.append(f"<figure><h3>{escape(row['stage'])}</h3>{chart}"
-                       f"{chart_key([(f'border-top:3px solid {colour}', what)])}</figure>")
+            chart, big = (line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
+                                     (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
+                                     f"{row['stage']}: {what}", font=font) for font in (FONT + 2, PRESENT_FONT - 2))
+            caption = (f"{meaning}, over {n:,} step{'s' * (n > 1)}: {curve[0]:.4g} at the first, "
+                       f"{curve[-1]:.4g} at the last.")
+            out.append(figure(row["stage"], chart, escape(caption),
+                              chart_key([(f"border-top:3px solid {colour}", what)]), big))
     out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
-               "answers to held-out requests: each token on the colour of the probability the model gave it "
-               "(dark for a surprise, yellow for a sure thing); hovering shows it.</p>")
+               "answers to held-out requests, the example conversations the terminal prints under the card "
+               f"(drawn during the {escape(card[-1]['stage'])} stage's evaluation, at temperature "
+               f"{config.temperature}): each token on the colour of the probability the model gave it (dark for "
+               "a surprise, yellow for a sure thing); hovering shows it. Asked again, the assistant draws "
+               "afresh and may answer otherwise.</p>")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                    "colour legend", grow=1.2))
-    rng = random.Random(config.seed + 1)
-    out.append("<table>")
-    for request, _, _ in card[-1]["answers"]:
-        reply = list(chat_reply(weights, config, chat_chars, request, rng, config.temperature))
-        shaded = shaded_text([piece for piece, _, _ in reply], [p for _, p, _ in reply])
-        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td></tr>')
-    out.append("</table>")
-    for row in card:
-        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3><table>" + "".join(
-            f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
-            f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table>")
+    out.append('<div class="scroll"><table>')
+    for request, answer, correct in card[-1]["answers"]:
+        ids = card_answer_ids(answer, chat_chars)
+        prompt = prompt_for(encode_text(request, chat_chars), chat_chars)
+        shaded = (shaded_text([chat_chars[t] for t in ids], answer_probabilities(weights, config, prompt, ids))
+                  if ids else "<i>(nothing)</i>")
+        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td>'
+                   f'<td>{"right" if correct else "wrong"}</td></tr>')
+    out.append("</table></div>")
+    for row in card[:-1]:                    # the last stage's answers are the table above
+        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3>"
+                   '<div class="scroll"><table>' + "".join(
+                       f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
+                       f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table></div>")
     blob = json.dumps(card).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
-    return "\n".join(out)
+    return number_figures("\n".join(out))
 
 
 def is_microgpt_report(path):
@@ -6443,9 +6488,11 @@ button { font: inherit; padding: .35em 1em; }
 </style></head>
 <body>
 <h1>microgpt chat</h1>
-<p class="hint">Ask for a name, for example <code>a name starting with m</code> or
-<code>a name ending with ia</code>. Each letter of an answer is shaded by the probability the
-model gave it; point at one to see what else the model considered.</p>
+<p class="hint">The assistant understands two requests, <code>a name starting with X</code> and
+<code>a name ending with X</code>, X being 1 to 3 letters: for example
+<code>a name starting with m</code> or <code>a name ending with ia</code>. Anything else gets a
+note saying so. Each letter of an answer is shaded by the probability the model gave it; point
+at one to see what else the model considered.</p>
 <div id="log" aria-live="polite"></div>
 <form id="ask"><input id="request" maxlength="200" autocomplete="off" required autofocus
  placeholder="a name starting with m" aria-label="your request"><button id="send">Send</button></form>
