@@ -327,8 +327,9 @@ class Value:
         # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
-        # n_embd 64 and 2 layers (a wider model is deeper too: each of linear()'s sums is a
-        # chain of + nodes, one per input): so we do the same with a to-do list of our own, a
+        # n_embd 64 and 2 layers (a wider model is deeper too: sum() adds its terms one at a
+        # time, starting from 0, as __radd__ above says, so a sum over 64 inputs, as in
+        # section 5's linear(), is a chain of + nodes 64 deep): so we do the same with a to-do list of our own, a
         # stack (last in, first out), whose entries are (node, is_reminder), F or T below.
         # The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of
         # it, an expand entry for each child. A reminder therefore comes off only after
@@ -868,9 +869,9 @@ def fast_linear(x, w):
 
 
 def fast_softmax(logits):
-    """softmax() with one node per output instead of five per input: l - m, exp, the sum's
-    +, total**-1 and e * total**-1 (e / total is e * total**-1, and total**-1 is made anew
-    for each e).
+    """softmax() with one node per output instead of five per input. Part I's __truediv__
+    turns e / total into e * total**-1, so each division makes its own total**-1 node; the
+    five are l - m, exp, the sum's +, total**-1 and e * total**-1.
     Its derivatives, with e[i] = exp(l[i]), S = sum_j e[j] and p[i] = e[i] / S. Moving l[j]
     moves e[j] by as much as e[j] itself (the derivative of exp is exp), and so S too.
       j == i: both the top and the bottom of e[i] / S move, and the quotient rule gives
@@ -1152,8 +1153,8 @@ def stream_val_windows(tokens, block_size):
     window holds block_size + 1 tokens and the next one starts block_size later, so
     neighbours share one token: the last of one window (only a target there) is the first
     of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
-    and 8-9 (the last window starts no later than the second-to-last token, so it holds at
-    least one input and its target). The first tokens of each window are predicted from a short context, so this
+    and 8-9: windows start at 0, block_size, 2 * block_size, ... up to len(tokens) - 2, so
+    even the last holds one input and its target. The first tokens of each window are predicted from a short context, so this
     loss is a little higher than it would be if every token had a full window behind it."""
     return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)]
 
