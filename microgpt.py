@@ -1344,7 +1344,8 @@ def bpe(word, ranks):
     would reach r next. Why they only go up: after every copy of the pair of rank r is
     merged, every pair left ranks after r.
       (a) A new pair holds the new token, and a merge can use a token only if it was
-          learned after the merge that made the token: so it ranks after r. (Each token
+          learned after the merge that made the token (in banana, only (an, a), rank 1,
+          and (b, an), rank 2, use "an", which rank 0 made): so it ranks after r. (Each token
           is made by one merge: learn_merges never learns a second way to spell a token
           it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
       (b) An old pair ranked r or more (r was the lowest), and no copy of r is left
@@ -1456,8 +1457,9 @@ class Vocabulary(list):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
         self.merges = [tuple(pair) for pair in merges]
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        # token -> id. Two merges may spell the same string, as ("a", "bc") and ("ab", "c")
-        # both spell "abc". The first id wins: the dict is built from the last id to the
+        # token -> id. A guard for merge lists made by hand: two merges may spell the same
+        # string, as ("a", "bc") and ("ab", "c") both spell "abc" (learn_merges and GPT-2's
+        # file never do). The first id wins: the dict is built from the last id to the
         # first, so the first is written last.
         self.ids = {token: i for i, token in reversed(list(enumerate(self)))}
         self.byte_char = bytes_to_unicode() if byte_level else None
@@ -1789,9 +1791,10 @@ def evaluation_requests(held_out, count, rng):
 # m from 5 back, then writes on where the slots are empty.
 # The answer's k-th letter is written while reading position 6 + k (the 1st while
 # reading <|assistant|> at 7), and that position looks back at 1 + k. X's last letter is
-# always in the last slot, position 6, so it is copied as the 5th letter: with this
-# copying scheme, an "ending with" answer must be exactly 5 letters long. So fine-tuning
-# (V.3) shows only 5-letter names for "ending with", and the model learns to answer so. "a name ending with son -> jason" (rendered in full below) goes:
+# always in the last slot, position 6, so it is copied as the 5th letter: the copying
+# works only for 5-letter answers. So fine-tuning (V.3) shows only 5-letter names for
+# "ending with", and the model learns to answer so. "a name ending with son -> jason"
+# (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -1926,8 +1929,8 @@ def chat_prompt(request, config, chat_chars):
     # most block_size - 1, to leave a position for the answer.
     prompt = prompt_for(ids, chat_chars)
     if len(prompt) >= config.block_size:
-        raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
-                       f"context of {config.block_size} with room for an answer")
+        raise BadInput(f"a request takes {len(prompt)} tokens, so this model's context of "
+                       f"{config.block_size} leaves no room for an answer")
     return prompt
 
 
@@ -1947,8 +1950,9 @@ def chat_reply(weights, config, chars, request, rng, temperature):
 def answer_probabilities(weights, config, prompt, answer_ids):
     """The probability (at temperature 1) the model gives each token of a given answer to a
     rendered prompt: what generate_answer reported while drawing that answer. The model reads
-    prompt and answer once (the last answer token is only predicted, never read), so an answer
-    drawn earlier is shaded again without drawing it anew (another draw may differ)."""
+    prompt and answer once (the last answer token is only predicted, never read), so the
+    probabilities of an answer drawn earlier (which the report page colours each token by)
+    are found again without drawing it anew (another draw may differ)."""
     tokens = (list(prompt) + list(answer_ids))[:config.block_size]
     logits = logits_at_every_position(tokens, weights, config)
     return [float(softmax(logits[len(prompt) - 1 + i])[t]) for i, t in enumerate(answer_ids)]
@@ -2074,10 +2078,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
 # show. This is GRPO (Group Relative Policy Optimisation) in its simplest form, close to
 # what Karpathy's nanochat uses on maths problems (nanochat only subtracts the mean; we
-# also divide by the spread, as GRPO's paper does). Real GRPO takes several steps on the same
-# answers, and limits how far each step may move their probabilities (clipping): the ratio
-# of an answer's probability now to its probability when it was drawn. We take one step,
-# on answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold
+# also divide by the spread, as GRPO's paper does). Real GRPO takes several steps on the
+# same answers, so it limits (clips) the ratio of an answer's probability now to its
+# probability when it was drawn, so that no step moves it far. We take one step, on
+# answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold
 # the model near its fine-tuned self (a KL penalty): see reward hacking below.
 # The advantage of an answer is its reward minus the group's mean, so that only how it
 # compares with its siblings counts, divided by the group's spread (the standard
@@ -2106,7 +2110,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
 #   - dividing by the spread does change the average: it weights each request by
-#     1/spread, so hard and easy requests push alike.
+#     1/spread. A group with 1 or 7 right of 8 has spread 0.33, one with 4 right 0.5;
+#     without the division the half-right groups would push hardest.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
