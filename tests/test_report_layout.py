@@ -10,6 +10,8 @@ import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  
 
 from support import REPO, assert_ok, run_many, write_text  # noqa: E402
 
+import json
+import random
 import shutil
 import tempfile
 import unittest
@@ -82,6 +84,28 @@ def browser():
     return driver, profile
 
 
+def long_history(saved, path):
+    """A copy of the checkpoint `saved` whose history is like the default run's: 1,000 noisy
+    steps falling from 3.3 to 2.4, with a few spikes up and down, validation points on 25
+    held-out names at report_recorder's steps and the final validation loss on 1,000."""
+    with open(saved, encoding="utf-8") as f:
+        checkpoint = json.load(f)
+    rng, n = random.Random(0), 1000
+    losses = [2.4 + 0.9 * 0.995 ** i + rng.gauss(0, 0.25) for i in range(n)]
+    for i in (19, 262, 930):
+        losses[i] = 5.1
+    for i in (950, 970, 990):
+        losses[i] = 1.2
+    steps = sorted({0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 400, 600, 800, 1000})
+    val = [[s, 2.44 + 0.88 * 0.99 ** s] for s in steps]
+    snapshots = [{"step": s, "samples": ["anna", "mila", "jo", "kaya", "zed"]} for s in (0, 50, 200, 500, 1000)]
+    checkpoint["history"] = {"losses": losses, "val_points": val, "snapshots": snapshots, "val_subset": 25,
+                             "val_loss": 2.3667, "val_count": 1000}
+    checkpoint["training"]["steps"] = n
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(checkpoint, f)
+
+
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
@@ -89,7 +113,10 @@ class ReportLayoutTest(unittest.TestCase):
     few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
     (drawn as its transition matrix), a chain of 16 states named by tokens of several
-    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend."""
+    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend. And the
+    names model loaded from its checkpoint with a history as long as the default run's (1,000
+    steps, spikes above and below the chart, validation points and the final validation
+    loss): its loss slide has a caption as long as the default run's."""
 
     @classmethod
     def setUpClass(cls):
@@ -104,9 +131,9 @@ class ReportLayoutTest(unittest.TestCase):
         abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
         words = write_text(tmp, "words.txt", WORDS)
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix",
-                                                                       "bpe", "tokens")}
+                                                                       "bpe", "tokens", "long")}
         results = run_many([
-            ["--input", names, "--steps", "40", "--report", cls.paths["names"]],
+            ["--input", names, "--steps", "40", "--report", cls.paths["names"], "--save", "names.json"],
             ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--block-size", "8", "--n-head", "2",
              "--length", "60", "--report", cls.paths["stream"]],
             ["--input", bits, "--stream", "--block-size", "3", "--steps", "15", "--batch", "all", "--n-embd", "8",
@@ -120,6 +147,8 @@ class ReportLayoutTest(unittest.TestCase):
             ["--input", words, "--stream", "--bpe", "10", "--block-size", "1", "--steps", "15", "--n-embd", "8",
              "--n-head", "2", "--num-samples", "0", "--report", cls.paths["tokens"]],
         ], tmp)
+        long_history(os.path.join(tmp, "names.json"), os.path.join(tmp, "long.json"))
+        results += run_many([["--load", "long.json", "--report", cls.paths["long"]]], tmp)
         cls.results = dict(zip(cls.paths, results))
         cls.driver, cls.profile = browser()
         cls.measured = {}
@@ -208,7 +237,7 @@ class ReportLayoutTest(unittest.TestCase):
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_each_slide_of_the_presentation_view_fits_a_projectors_screen_with_its_caption(self):
-        for key in ("names", "bits", "bpe", "tokens", "matrix"):
+        for key in ("names", "long", "bits", "bpe", "tokens", "matrix"):
             for width, height in ((1024, 768), (1280, 720)):
                 for slide in self.present(key, width, height):
                     with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
@@ -221,7 +250,7 @@ class ReportLayoutTest(unittest.TestCase):
         # every slide, the Markov chain graph's too (the bits and bpe pages have one), and the
         # transition matrix's (81 states, on the matrix page)
         titles = []
-        for key in ("names", "bits", "bpe", "matrix"):
+        for key in ("names", "long", "bits", "bpe", "matrix"):
             for slide in self.present(key, 1024, 768):
                 titles.append(slide["title"])
                 with self.subTest(page=key, slide=slide["title"]):
