@@ -84,7 +84,7 @@ class ReportPageTest(unittest.TestCase):
         tmp = cls.tmp = cls._tmp.name
         names = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
         bits = write_text(tmp, "bits.txt", BITS)
-        keys = ("docs", "stream", "loaded", "remembered", "garbled", "closed", "cut")
+        keys = ("docs", "stream", "loaded", "remembered", "garbled", "closed", "cut", "saved")
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in keys}
         cls.ckpt = os.path.join(tmp, "docs.json")
         cls.dot = os.path.join(tmp, "chain.dot")
@@ -119,7 +119,7 @@ class ReportPageTest(unittest.TestCase):
                                  timeout=120) for command in cls.shell.values()] if os.name == "posix" else []
             # meanwhile, in this process: loading is not about the process
             for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
-                              ("garbled", cls.ckpts["garbled"])):
+                              ("garbled", cls.ckpts["garbled"]), ("saved", cls.ckpt)):
                 cls.results[key] = run_main(["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
             for key, job in zip(cls.shell, shell):
                 cls.results[key] = job.result()
@@ -152,12 +152,32 @@ class ReportPageTest(unittest.TestCase):
             self.assertIn("no loss curve", self.page("garbled"))
             self.assertEqual(page_data(self.page("garbled"))["losses"], [])
 
-    def test_a_loaded_model_with_saved_validation_points_states_the_last_one_in_the_run_table(self):
+    def test_a_loaded_model_with_only_validation_points_states_the_last_one_as_the_charts(self):
+        # an older checkpoint: its history keeps the chart's points, not the final validation loss
         step, loss = self.history["val_points"][-1]
         run_table = self.page("remembered").split("<h2>The run</h2>")[1].split("</table>")[0]
         self.assertNotIn("no validation loss", run_table)
-        self.assertIn(f"validation {loss:.4f} (the last saved, measured during training at step {step})", run_table)
+        self.assertIn(f"validation not kept by the checkpoint: {loss:.4f} at step {step:,} (the chart&#39;s last "
+                      "point)", run_table)
         self.assertIn("no validation loss", self.page("loaded"))        # a checkpoint without a history
+
+    def test_a_loaded_models_page_gives_the_validation_loss_its_training_run_printed(self):
+        printed = re.search(r"^validation loss: ([\d.]+) \(mean per token over ([\d,]+) held-out documents\)$",
+                            self.results["docs"].stdout, re.M)
+        self.assertIsNotNone(printed, self.results["docs"].stdout)
+        loss, count = printed.groups()
+        for key, how in (("docs", ";"), ("saved", " (as the run that saved the model printed it);")):
+            with self.subTest(page=key):
+                page = self.page(key)
+                run_table = page.split("<h2>The run</h2>")[1].split("</table>")[0]
+                self.assertIn(f"validation {loss} on {count} held-out names{how}", run_table)
+                caption = page.split("<h2>The loss curve</h2>")[1].split("</figcaption>")[0]
+                self.assertIn(f"On all {count} held-out names it is {loss} at the end", caption)
+                # the chart's points are on a subset, and the caption and legend say so
+                subset = re.search(r"validation loss on the same ([\d,]+) held-out names each time", page)
+                self.assertIsNotNone(subset)
+                self.assertIn(f"On the same {subset.group(1)} held-out names each time (orange)", caption)
+                self.assertAlmostEqual(page_data(page)["val_loss"], float(loss), delta=5e-5)
 
     @unittest.skipUnless(os.name == "posix", "uses a POSIX shell to close stdout and to pipe into head")
     def test_the_page_is_the_same_whether_stdout_is_read_closed_or_cut_short(self):
