@@ -5566,23 +5566,26 @@ def loss_section(run, vocab_size, what):
                      "steps before the end.")
     else:
         notes.append("Too few steps to smooth.")
-    line = [s for s in smooth if s is not None] or losses
-    if val:
-        gap = val[-1][1] - (line[-1] if half else average(losses[-m:]))
+    # The end of training against validation: the run's final validation loss on all the
+    # held-out data if it is known (a few held-out names wobble), else the chart's last point.
+    if run.get("val_count") and run["val_loss"] is not None:
+        said = (f"At the end the validation loss on all {plural(run['val_count'], 'held-out ' + what)} is "
+                f"{run['val_loss']:.4f}, as the run printed; it is ")
+        gap = run["val_loss"] - average(losses[-m:])
+    elif val:
         said = f"At step {val[-1][0]:,} the validation loss on those {what}s is {val[-1][1]:.2f}, "
+        gap = val[-1][1] - average(losses[-m:])
+    if val or run.get("val_count") and run["val_loss"] is not None:
         if abs(gap) <= 0.05:
             said += f"close to the training loss: what the model learned holds for {what}s it never saw."
         elif gap > 0:
             said += (f"{gap:.2f} above the training loss: the model does better on the {what}s it trained on "
                      "than on new ones (it is starting to learn them by heart).")
         else:
-            said += (f"{-gap:.2f} below the training loss: those held-out {what}s happen to be easier than the "
+            said += (f"{-gap:.2f} below the training loss: the held-out {what}s happen to be easier than the "
                      f"average training {what}. That is chance, not a problem.")
         notes.append(said)
-    if run.get("val_count") and run["val_loss"] is not None:
-        notes.append(f"On all {plural(run['val_count'], 'held-out ' + what)} it is {run['val_loss']:.4f} at the end, "
-                     "as the run printed.")
-    elif not val:
+    else:
         notes.append("There was too little data to hold any out for validation.")
     if above:
         worst = max(above, key=lambda point: point[1])
@@ -5955,7 +5958,7 @@ def report_page(run):
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; " if tail else "")
+             ("loss", (f"smoothed (mean of the last {plural(len(tail), 'step')}) {sum(tail) / len(tail):.4f}; " if tail else "")
               + validation_fact(run, what)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"

@@ -172,7 +172,8 @@ class ReportPageTest(unittest.TestCase):
                 run_table = page.split("<h2>The run</h2>")[1].split("</table>")[0]
                 self.assertIn(f"validation {loss} on {count} held-out names{how}", run_table)
                 caption = page.split("<h2>The loss curve</h2>")[1].split("</figcaption>")[0]
-                self.assertIn(f"On all {count} held-out names it is {loss} at the end", caption)
+                self.assertIn(f"At the end the validation loss on all {count} held-out names is {loss}, as the run "
+                              "printed", caption)
                 # the chart's points are on a subset, and the caption and legend say so
                 subset = re.search(r"validation loss on the same ([\d,]+) held-out names each time", page)
                 self.assertIsNotNone(subset)
@@ -456,6 +457,28 @@ class ReportUnitsTest(unittest.TestCase):
             self.assertLess(max(ticks), 4)                  # the y axis stops well below the spike
             self.assertIn('fill="#c00"', chart)              # a red triangle marks it
         self.assertIn("the highest, 5.10, at step 930", page)
+
+    def test_the_loss_caption_compares_like_with_like_and_holds_for_a_history_not_starting_at_step_0(self):
+        # a fine-tune's 200 steps whose checkpoint kept no earlier history: model steps 1,001 to 1,200
+        losses = [2.4 - 0.0005 * i + 0.1 * math.sin(i) for i in range(200)]
+        run = dict(self.synthetic_run(losses), first=1000, val_points=[(1000, 2.44), (1100, 2.40), (1200, 2.31)],
+                   val_loss=2.3602, val_count=1000, val_subset=25)
+        page = microgpt.report_page(run)
+        caption = page.split("<h2>The loss curve</h2>")[1].split("</figcaption>")[0]
+        self.assertIn("the loss fell from 2.44 at step 1,000 to 2.31 at step 1,200", caption)   # validation both
+        first, last = sum(losses[:100]) / 100, sum(losses[-100:]) / 100                     # training both
+        self.assertIn(f"the training loss from {first:.2f} (mean of the first 100 steps) to {last:.2f} "
+                      "(the last 100)", caption)
+        for untrue in ("logarithmic", "fast start", " 1 steps"):
+            self.assertNotIn(untrue, caption)
+        ticks = [t.text for chart in svgs(page) if "loss while training" in chart
+                 for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "middle"]
+        self.assertIn("1,200", ticks)
+        self.assertNotIn("0", ticks)                      # the axis starts where the history does
+        # and a run of one step says so in the singular
+        one = microgpt.report_page(dict(self.synthetic_run([3.3]), val_points=[(0, 3.3), (1, 3.2)]))
+        self.assertIn("the training loss from 3.30 (the first step) to 3.30 (the last)", one)
+        self.assertNotIn("1 steps", one.split("<th>loss</th>")[1].split("</figcaption>")[0])
 
     def test_legends_and_captions_follow_the_run_length_and_options(self):
         page = microgpt.report_page(self.synthetic_run([3.3 - 0.01 * i for i in range(50)], num_samples=0))
