@@ -5746,13 +5746,15 @@ def head_habit(head):
             f"it evenly would give {even:.0%}")
 
 
-def inside_section(example, names, what, n_head):
+def inside_section(example, names, what, n_head, heading=""):
     """One example (an entry of report_data's "examples"): its predictions as a table, then
-    one attention heat map per layer and head, each with a caption."""
+    one attention heat map per layer and head, each with a caption. heading: HTML that goes
+    before the table and stays on the same printed page (the section's heading and intro:
+    break-after:avoid alone does not keep them with a table in a grid)."""
     inputs, targets, rows = example["tokens"], example["targets"], example["probs"]
     shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in example["text"])
     scored = [(rows[pos][t], pos) for pos, t in enumerate(targets) if t is not None]
-    out = ['<div class="figures one">']
+    out = [f'<div class="keep">{heading}<div class="figures one">']
     caption = ""
     if scored:
         (p_hi, sure), (p_lo, worst) = max(scored), min(scored)
@@ -5767,7 +5769,7 @@ def inside_section(example, names, what, n_head):
         else:
             caption += f"Even the true token it expected least got {percent(p_lo)}."
     out.append(figure(f"Predictions for {shown}", prediction_table(example, names), escape(caption)))
-    out.append('</div><div class="figures">')
+    out.append('</div></div><div class="figures">')
     labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
     for i, layer in enumerate(example["attention"]):
         for h, head in enumerate(layer):
@@ -5892,7 +5894,8 @@ display:flex;flex-direction:column;box-sizing:border-box}
 .slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
 .slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
-@media (max-width:1099px){.slide:target .predictions .g2{display:none}}
+@media (max-width:1099px){.slide:target .predictions{font-size:21px} .slide:target .predictions td{padding-right:10px}}
+@media (max-width:999px){.slide:target .predictions .g2{display:none}}
 @media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media (min-aspect-ratio:1/1){.slide.side:target{display:grid;column-gap:28px;
@@ -5906,7 +5909,7 @@ grid-template:auto auto auto minmax(0,1fr)/auto minmax(0,1fr)}
 .slide.keyside:target>nav,.slide.keyside:target>h3,.slide.keyside:target>figcaption{grid-column:1/-1}
 .slide.keyside:target>.big{grid-area:3/1;min-height:0} .slide.keyside:target>.key{grid-area:3/2;align-self:center;
 flex-direction:column;max-width:30vw;gap:8px;font-size:18px;line-height:1.35}}
-@media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
+@media print{body{max-width:none;padding:0;font-size:11pt} h2,h3{break-after:avoid} .keep{break-inside:avoid} .present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
 .figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
@@ -5969,13 +5972,15 @@ def report_page(run):
     out.append(embeddings_section(weights, config, names, chars, mode, data_docs))         # 4. Embeddings
 
     # 5. Inside one name (or window)
-    out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
+    heading = (f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
                "the true next token with the probability the model gave it and its loss (-ln of that "
                "probability), and the model's likeliest guesses. Then, for each attention head, where each "
                "position looks: a row is a position reading, its cells the positions it attends to, itself "
                "included (later ones are blank: it cannot see them).</p>")
-    for example in data["examples"]:
-        out.append(inside_section(example, names, what, config.n_head))
+    if not data["examples"]:
+        out.append(heading)
+    for i, example in enumerate(data["examples"]):
+        out.append(inside_section(example, names, what, config.n_head, heading if i == 0 else ""))
     if run["samples"]:
         out.append(samples_section(run, config, data["sample_probs"], config.num_samples > 0))   # 6. Samples
     if mode == "stream" and vocab_size ** config.block_size <= 256:

@@ -245,6 +245,15 @@ class ReportLayoutTest(unittest.TestCase):
                         self.assertLessEqual(slide["caption"], height + 0.5)
                         self.assertLessEqual(slide["bottom"], height + 0.5)     # the picture too, beside it
                         self.assertLessEqual(slide["scrollWidth"], slide["clientWidth"])
+                        self.assertFalse(slide["tableCut"])                         # no table scrolls sideways
+
+    def test_the_presentation_views_predictions_show_3_guesses_at_1024_px_and_5_at_1440(self):
+        for width, height, guesses in ((1024, 768, 3), (1280, 720, 3), (1440, 900, 5)):
+            slides = [s for s in self.present("long", width, height) if s["title"].startswith("Predictions for")]
+            self.assertEqual(len(slides), 3)
+            for slide in slides:
+                with self.subTest(screen=f"{width}x{height}", slide=slide["title"]):
+                    self.assertEqual(slide["guesses"], guesses)
 
     def test_text_in_the_presentation_view_is_at_least_18_px_on_a_1024x768_screen(self):
         # every slide, the Markov chain graph's too (the bits and bpe pages have one), and the
@@ -279,7 +288,10 @@ for (let n = walker.nextNode(); n; n = walker.nextNode()) {
 return {title: fig.querySelector('h3').textContent, screen: [innerWidth, innerHeight],
         caption: fig.querySelector('figcaption').getBoundingClientRect().bottom,
         bottom: Math.max(...[...fig.children].map(child => child.getBoundingClientRect().bottom)),
-        scrollWidth: fig.scrollWidth, clientWidth: fig.clientWidth, svg: svg.slice(0, 10), html: html.slice(0, 10)};
+        scrollWidth: fig.scrollWidth, clientWidth: fig.clientWidth, svg: svg.slice(0, 10), html: html.slice(0, 10),
+        guesses: [...fig.querySelectorAll('.predictions th')].filter(th => /^guess/.test(th.textContent) &&
+                                                                      th.getClientRects().length).length,
+        tableCut: [...fig.querySelectorAll('.scroll')].some(box => box.scrollWidth > box.clientWidth + 0.5)};
 """
 
 
