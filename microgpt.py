@@ -5894,7 +5894,8 @@ display:flex;flex-direction:column;box-sizing:border-box}
 .slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
 .slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
-@media (max-width:1099px){.slide:target .predictions{font-size:21px} .slide:target .predictions td{padding-right:10px}}
+@media (max-width:1099px){.slide:target .predictions{font-size:21px} .slide:target .predictions td{padding-right:10px}
+.slide:target .predictions .bar{width:34px}}
 @media (max-width:999px){.slide:target .predictions .g2{display:none}}
 @media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}

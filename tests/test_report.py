@@ -480,6 +480,15 @@ class ReportUnitsTest(unittest.TestCase):
         self.assertIn("the training loss from 3.30 (the first step) to 3.30 (the last)", one)
         self.assertNotIn("1 steps", one.split("<th>loss</th>")[1].split("</figcaption>")[0])
 
+    def test_when_printed_the_inside_heading_and_intro_stay_on_the_page_of_the_first_table(self):
+        page = microgpt.report_page(self.synthetic_run([3.3 - 0.01 * i for i in range(50)]))
+        kept = re.search(r'<div class="keep">(.*?)</div></div>', page, re.S)
+        self.assertIsNotNone(kept)
+        self.assertTrue(kept.group(1).startswith("<h2>Inside one name</h2>"))
+        self.assertIn('<table class="predictions">', kept.group(1))
+        printed = page.split("@media print{")[1].split("</style>")[0]
+        self.assertIn(".keep{break-inside:avoid}", printed)
+
     def test_legends_and_captions_follow_the_run_length_and_options(self):
         page = microgpt.report_page(self.synthetic_run([3.3 - 0.01 * i for i in range(50)], num_samples=0))
         self.assertIn("mean of the 11 steps centred on each", page)      # a tenth of the run, not 100 steps
