@@ -3710,6 +3710,9 @@ def write_report(args, run):
         run["training"] = (f"{config.steps:,} step{'s' * (config.steps > 1)} (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
                            f"{run['seconds']:.1f} s" + (f", after {run['steps_before']:,} earlier steps"
                                                         if run["steps_before"] else ""))
+        shown = run["first"] + len(run["losses"])
+        if shown > config.steps:           # a fine-tuned model's history goes on from the runs before
+            run["training"] += f"; the loss curve shows all {shown:,} steps from step {run['first']:,}"
     else:
         data_path = args.load
         run["data"] = f"none: the model was loaded from {args.load}"
