@@ -327,11 +327,13 @@ class Value:
         # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
-        # n_embd 64 and 2 layers: so we do the same with a to-do list of our own, a stack
-        # (last in, first out). The rule: popping an expand entry (n, F) pushes a reminder
-        # (n, T) and, on top of it, an expand entry for each child. A reminder therefore
-        # comes off only after everything its children pushed, and popping it places n in
-        # the order: after all of its children. (That is build() above, unrolled: (n, F) is
+        # n_embd 64 and 2 layers (a wider model is deeper too: each of linear()'s sums is a
+        # chain of + nodes, one per input): so we do the same with a to-do list of our own, a
+        # stack (last in, first out), whose entries are (node, is_reminder), F or T below.
+        # The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of
+        # it, an expand entry for each child. A reminder therefore comes off only after
+        # everything its children pushed, and popping it places n in the order: after all of
+        # its children. (That is build() above, unrolled: (n, F) is
         # the call build(n), and (n, T) the line order.append(node) after its calls return.
         # The stack takes the children in the opposite order, v before u below, which does
         # not matter: any order with every node after its children will do.) The table
@@ -379,8 +381,8 @@ class Value:
 #       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
 #   (2) so lm_head, the last matrix, which turns the final vector into scores, gets a
 #       gradient of 0: its gradient is that vector times the gradient arriving at the
-#       scores (section 3: d(w * x)/dw = x), and that arriving gradient is not 0, but
-#       times a vector of zeros it is;
+#       scores (section 3: d(w * x)/dw = x): that arriving gradient is not 0, but times
+#       a vector of zeros it gives 0;
 #   (3) and every other parameter gets its gradient through lm_head, times lm_head's
 #       weights, which are 0.
 # So nothing would ever move.
@@ -866,8 +868,9 @@ def fast_linear(x, w):
 
 
 def fast_softmax(logits):
-    """softmax() with one node per output instead of five per input (l - m, exp, the sum's
-    +, and e / total, which is e * total**-1: two nodes, total**-1 made anew for each e).
+    """softmax() with one node per output instead of five per input: l - m, exp, the sum's
+    +, total**-1 and e * total**-1 (e / total is e * total**-1, and total**-1 is made anew
+    for each e).
     Its derivatives, with e[i] = exp(l[i]), S = sum_j e[j] and p[i] = e[i] / S. Moving l[j]
     moves e[j] by as much as e[j] itself (the derivative of exp is exp), and so S too.
       j == i: both the top and the bottom of e[i] / S move, and the quotient rule gives
@@ -910,8 +913,8 @@ def fast_mlp(x, w1, w2):
     it adds nothing to the second layer's sums, no gradient reaches its inputs through it,
     and w2's weights for it get no gradient either: their local derivative is the unit's
     output, which is 0. So it gets no node, the second layer skips it, and no number
-    changes. About half of the 64 units are off at the start of the default run and most
-    later (17% of them on over steps 500 to 999). Measured: with every unit in the graph, a
+    changes. About half of the 64 units are off at the start of the default run, and more
+    later: over steps 500 to 999 only 17% of them are on. Measured: with every unit in the graph, a
     step of the first 200 took 6% to 27% longer on CPython and 42% to 143% longer on PyPy."""
     if not is_graph(x):
         hidden = [h if h > 0 else 0.0 for h in fast_linear(x, w1)]
@@ -1149,11 +1152,10 @@ def stream_val_windows(tokens, block_size):
     window holds block_size + 1 tokens and the next one starts block_size later, so
     neighbours share one token: the last of one window (only a target there) is the first
     of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
-    and 8-9. (The
-    first tokens of each window are predicted from a short context, so this loss is a little
-    higher than it would be if every token had a full window behind it.)"""
-    return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)
-            if len(tokens[s:s + block_size + 1]) > 1]
+    and 8-9 (the last window starts no later than the second-to-last token, so it holds at
+    least one input and its target). The first tokens of each window are predicted from a short context, so this
+    loss is a little higher than it would be if every token had a full window behind it."""
+    return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)]
 
 
 def logits_at_every_position(tokens, weights, config, attention_log=None):
@@ -1245,12 +1247,16 @@ def explain(tokens, weights, config):
 # its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
 # newline or a control byte is invisible, or would break a line of merges.txt in the
 # wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
-# " the" is written "Ġthe"). Ids 0 to 255 are the 256 one-byte tokens, in vocab.json's
-# order, which the program follows (Part VI reads it): the 188 printable bytes first, so
-# id 0 is "!" (byte 33), "<" (byte 60) is 27 and "Ā" (byte 0) is 188. (bytes_to_unicode()
-# below lists the stand-ins by byte value instead.) A merged token's id is 256
-# plus its merge's rank (its line in merges.txt), and 50256 is <|endoftext|>, the token
-# GPT-2 saw between the documents it was trained on.
+# " the" is written "Ġthe"). 188 of the 256 bytes are printable and stand for
+# themselves; the other 68 get stand-ins. So a one-byte token has three faces, which are
+# easy to mix up: its byte value, its stand-in, and its id, vocab.json's number for it:
+#     byte    stand-in   id
+#      33     !            0      (vocab.json lists the 188 printable bytes first,
+#      60     <           27       by byte value,
+#       0     Ā          188       then the other 68)
+#      32     Ġ          220
+# A merged token's id is 256 plus its merge's rank (its place in merges.txt, counting
+# from 0), and 50256 is <|endoftext|>, the token GPT-2 saw between its training documents.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), and then
@@ -1288,12 +1294,13 @@ def learn_merges(words, num_merges, progress=None):
     the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
-    # pairs[p] is how often p occurs over all the words; holders[p] the words that have held
-    # p. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count
-    # 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and each
-    # takes out its pairs, merges and counts again: [an, a] and [an], pairs {(n, a): 0,
-    # (an, a): 2}. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter keeps a
-    # count that falls to 0), so the loop stops at `most < 1`.
+    # pairs[p] is how often p occurs over all the words; holders[p] the words that hold p,
+    # or held it once (holders is never cleaned, see below). Traced on "ana", "ana",
+    # "an": the words are [a, n, a] (count 2) and [a, n] (count 1), pairs {(a, n): 3,
+    # (n, a): 2}. Merge 1 is (a, n): both words hold it, and each takes out its pairs,
+    # merges and counts again: [an, a] and [an], pairs {(n, a): 0, (an, a): 2}. Merge 2 is
+    # (an, a). Only (n, a) is left, with count 0 (a Counter keeps a count that falls to 0),
+    # so the loop stops at `most < 1`.
     # Each round, for each word in holders[best]: subtract its pairs' counts, merge, add the
     # new pairs' counts. So pairs[best] falls to 0, and is deleted. holders[] is never
     # cleaned, so a word in holders[p] may no longer hold p (an earlier merge took it
@@ -1330,14 +1337,18 @@ def bpe(word, ranks):
     """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
     learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
     with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
-    places) -> b an ana (rank 1) -> ban ana (rank 2). The ranks merged only go up, so this
-    is the same as replaying every merge in learned order. Why they only go up, after
-    merging every copy of the pair of rank r:
-      (a) each new pair holds the new token, and a merge that uses a token was learned
-          after the merge that made it: so the new pairs rank after r;
-      (b) the pairs already there ranked r or more (r was the lowest), and no copy of r
-          is left (merge_pair goes left to right, so even "aaa" with (a, a) becomes
-          [aa, a], which holds no (a, a)): so they rank after r too."""
+    places) -> b an ana (rank 1) -> ban ana (rank 2). This gives the same tokens as
+    replaying all the merges in learned order, because the ranks merged only go up: so
+    when bpe merges rank r, no merge before r has anything left to act on, and a replay
+    would reach r next. Why they only go up: after every copy of the pair of rank r is
+    merged, every pair left ranks after r.
+      (a) A new pair holds the new token, and a merge can use a token only if it was
+          learned after the merge that made the token: so it ranks after r. (Each token
+          is made by one merge: learn_merges never learns a second way to spell a token
+          it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
+      (b) An old pair ranked r or more (r was the lowest), and no copy of r is left
+          (merge_pair goes left to right, so even "aaa" with (a, a) becomes [aa, a],
+          which holds no (a, a)): so it ranks after r too."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1395,16 +1406,18 @@ def gpt2_pretokenizer():
          ?\p{N}+         an optional space and numbers, not only digits: " 42", " Ⅻ½"
          ?[^\s\p{L}\p{N}]+
                          an optional space and other symbols: "!!", " <|"
-        \s+(?!\S)        white space, leaving out the last space before a non-space, which
-                         goes with it: "Hello   world" -> "Hello", "  ", " world"
+        \s+(?!\S)        white space that is followed by white space or the end. Before a
+                         word, the lookahead fails after the last space, so the regex gives
+                         that space back (backtracks) and the word takes it:
+                         "Hello   world" -> "Hello", "  ", " world"
         \s+              any other white space: the lone newline in "a\nb" -> "a", "\n", "b"
-                         (only a space, not a newline, can lead a word)
+                         (the word patterns above take only a space, never a newline)
     Python's re has no \p{L} (letters) or \p{N} (numbers). Its \s also differs: Python
     counts the four separator controls U+001C to U+001F as white space, GPT-2 does not. So
     we list all three kinds ourselves, from unicodedata's categories and str.isspace().
-    (?!\S) means "the next character is not a non-space": it is white space, or the text
-    ends. We write it as "the next character is not a letter, number or other symbol",
-    which is the same, as every character is one of the four kinds."""
+    (?!\S) is a lookahead: it checks, without taking it, that the next character is white
+    space, or that the text ends. We write it as "the next character is not a letter,
+    number or other symbol", which is the same, as every character is one of the four kinds."""
     kinds = {"L": [], "N": [], " ": [], "other": []}     # [(first, last)] code points of each
     for code in range(sys.maxunicode + 1):
         ch = chr(code)
@@ -1453,7 +1466,8 @@ class Vocabulary(list):
         """A text's token ids: GPT-2's pre-tokenizer cuts it into words, and bpe() encodes
         each distinct word once. Special tokens never come out of a text: the text
         "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
-        91, 437, 1659, 5239, 91, 29; GPT-2 learned no merge for "<|"), as tiktoken's
+        91, 437, 1659, 5239, 91, 29: the pre-tokenizer cuts it into "<|", "endoftext" and
+        "|>", and GPT-2 learned no merge for "<|" or "|>"), as tiktoken's
         encode_ordinary gives them. Only a program puts GPT2_EOT in a sequence, so a text
         cannot forge the separator between documents. (Hugging Face's tokenizer, by default,
         does turn that text into 50256.)"""
@@ -1489,12 +1503,13 @@ class Vocabulary(list):
 # weights are stored (6) and how long a text may be (7). Most are the habits of 2019
 # rather than necessities:
 #   1. LayerNorm, with a learned gain and bias, instead of RMSNorm. LayerNorm was the
-#      standard then; RMSNorm (no mean, no bias) was later found to train as well for
-#      less work, and is what newer models (and Part I) use.
+#      standard then; RMSNorm (no mean subtracted, no bias; Part I's has no gain either)
+#      was later found to train as well for less work, and is what newer models use.
 #   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which GELU's
 #      authors (2016) found to train slightly better; BERT and the first GPT used it too.
-#   3. A bias (a learned constant) added after every matrix, so an output can be shifted
-#      away from 0; newer models mostly drop them, finding they add little.
+#   3. A bias (a learned constant) added after every matrix inside the blocks, so an
+#      output can be shifted away from 0 (the output scores, from wte, have none); newer
+#      models mostly drop them, finding they add little.
 #   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
 #      block normalises its own input (as in Part I), so the embeddings need no norm of
 #      their own; but the residual stream grows as blocks add to it, so it is normalised
@@ -1506,19 +1521,20 @@ class Vocabulary(list):
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() reuses attention_head: for GPT-2
-# FAST is always on, so Part II's fast version runs, and it accepts plain floats.
+# plain floats and the key/value cache of Part I. gpt2() reuses attention_head; for GPT-2
+# the flag FAST is always on, so it runs Part II's version of attention_head, which works
+# on plain floats as well as on Values.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
 # themselves, raw. Reading it runs no code, unlike PyTorch's older .bin files (pickles,
 # which can run any code when loaded); Part VI's load_gpt2 checks every offset and shape
 # before it reads a number. One twist: OpenAI's matrices (in layers its code calls
-# "Conv1D", though they are plain linear layers) are stored [n_in][n_out], the
-# transpose of Part I's [n_out][n_in], so load_gpt2 transposes them on the way in. The
-# weights are kept as rows of 4-byte floats (array('f'), as the file stores them): 124M
-# parameters take 500 MB that way, against about 4 GB as Python floats in lists (a float
-# object is 24 bytes, and the list holds an 8-byte pointer to it).
+# "Conv1D", a convolution of width 1, which is a plain matrix product) are stored
+# [n_in][n_out], the transpose of Part I's [n_out][n_in], so load_gpt2 transposes them
+# on the way in. The weights are kept as rows of 4-byte floats (array('f'), as the file
+# stores them): 124M parameters take 500 MB that way, against about 4 GB as Python floats
+# in lists (a float object is 24 bytes, and the list holds an 8-byte pointer to it).
 #
 # Speed. A token costs about one multiply-add per parameter: 124 million. Nearly all of
 # them are in linear layers, each output one dot product of a weight row with x, so
@@ -1560,7 +1576,7 @@ def gelu(x):
     with a soft bend between (and a small dip below 0). Exactly, it is x times the share of
     a bell curve (a standard normal) lying below x (Hendrycks and Gimpel, 2016); GPT-2 uses
     this tanh approximation of it: sqrt(2/pi) and 0.044715 are the constants that make the
-    curves match.   [n] -> [n]"""
+    curves match (chosen so the approximation stays within 0.001 of exact GELU).   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1633,7 +1649,8 @@ def generate(prompt_ids, length, w, config, temperature, top_k, rng):
     length beyond the 1,024 positions (GPT-2 (7))."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
     tokens = list(prompt_ids)
-    # Reading the prompt's last token gives the first choice; the last choice is never read.
+    # Reading the prompt's last token gives the first choice; the last token chosen is never
+    # read, as nothing comes after it.
     # So a 3-token prompt and length 2 read 4 positions: 0 and 1 (the next token is given),
     # 2 (the prompt's last: choose the 1st token), 3 (the 1st token: choose the 2nd).
     for pos in range(len(tokens) + length - 1):
@@ -1716,8 +1733,8 @@ def split_requests(names, rng, share=0.15):
       - unseen X: the first `share` of the X (at least 2) are held out with both kinds.
         Say X = "jo": no fine-tuning request has "jo".
       - unseen combinations: of the other X, those that both start and end some name
-        ("an" starts "anna" and ends "susan"), a `share` have one kind, drawn at random,
-        held out. Say "ending with an" is held out, while "starting with an" is trained.
+        ("an" starts "anna" and ends "susan"), a `share` are held out with one kind only,
+        drawn at random. Say "ending with an" is held out, while "starting with an" is trained.
     Returns (train, held_out), two sets of (kind, X)."""
     # found: every (kind, X) with X of 1 to 3 letters that starts (or ends) a longer name
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
@@ -1763,16 +1780,17 @@ def evaluation_requests(held_out, count, rng):
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
 # a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
-# X's letters go into five slots, filled with <|pad|> where X has no letter: from the left
-# for "starting with", from the right for "ending with". So every prompt has 8 tokens
-# (<|user|>, the phrase, the 5 slots, <|assistant|>), and the letter of X that the next
-# token needs is always 5 tokens back from the token being read. "emma" copies e and m
-# from 5 back, then writes on where the slots are empty.
-# Since the copying happens at fixed positions, an "ending with" answer must be exactly 5
-# letters long: X's last letter is always at position 6, so it is copied as the answer's
-# 5th letter, and it must be the last. So fine-tuning (V.3) shows only 5-letter names for
-# "ending with", and the model learns to answer it so. "a name ending with son -> jason"
-# (rendered in full below) goes:
+# X's letters go into five slots. For "starting with" the letters fill the slots from the
+# left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for "ending with" from the
+# right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
+# 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. The letter of X that the
+# next token needs is always 5 tokens back from the token being read. "emma" copies e and
+# m from 5 back, then writes on where the slots are empty.
+# The answer's k-th letter is written while reading position 6 + k (the 1st while
+# reading <|assistant|> at 7), and that position looks back at 1 + k. X's last letter is
+# always in the last slot, position 6, so it is copied as the 5th letter: with this
+# copying scheme, an "ending with" answer must be exactly 5 letters long. So fine-tuning
+# (V.3) shows only 5-letter names for "ending with", and the model learns to answer so. "a name ending with son -> jason" (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -1818,7 +1836,7 @@ def add_chat_tokens(params, chars, chat_chars, config, rng):
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
     BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
     rows in them are the same Values: fine-tuning the chat model changes params too."""
-    bos = len(chars)            # BOS's id; the first new token takes it, as BOS is dropped
+    bos = len(chars)            # BOS's id; <|user|>, the first new token, takes it over
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
                [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
@@ -1889,17 +1907,22 @@ def generate_answer(weights, config, prompt, rng, temperature, end_id):
 
 
 def chat_prompt(request, config, chat_chars):
-    """The rendered prompt for a request's text, or BadInput saying why there is none."""
+    """The rendered prompt for a request's text, or BadInput saying why there is none. Only
+    the two requests of V.1 are answered: other text ("hello") would still encode to letters,
+    and the model would write letters back as if it had understood."""
     ids = encode_text(request, chat_chars)
+    phrases = [t for t in chat_chars if len(t) > 1 and t not in SPECIAL]
     if ids is None:
         unknown = sorted(set(request) - set("".join(t for t in chat_chars if t not in SPECIAL)))
-        phrases = ", ".join(repr(t) for t in chat_chars if len(t) > 1 and t not in SPECIAL)
-        raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)) if unknown else
-                       f"the model reads only single letters and the phrases {phrases}, not {request!r}")
-    # The prompt is <|user|>, the ids, <|assistant|>. The ids are padded to 6, but a typed
-    # request may be longer (a phrase and 7 letters is 8 ids) and gets no pads. Then the
-    # prompt is len(ids) + 2 tokens, and at most block_size - 1, to leave a position for
-    # the answer: so at most block_size - 3 ids fit.
+        if unknown:
+            raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)))
+    x = [chat_chars[t] for t in (ids or [])[1:]]
+    if not ids or chat_chars[ids[0]] not in phrases or not 1 <= len(x) <= 3 or not all(
+            len(t) == 1 and t.isalpha() for t in x):
+        raise BadInput("the assistant understands only " + " and ".join(f"'{t}X'" for t in phrases)
+                       + f", X being 1 to 3 letters; not {request!r}")
+    # The prompt is <|user|>, the phrase, X in its slots, <|assistant|>: 8 tokens, and at
+    # most block_size - 1, to leave a position for the answer.
     prompt = prompt_for(ids, chat_chars)
     if len(prompt) >= config.block_size:
         raise BadInput(f"the request is {len(ids)} tokens: at most {config.block_size - 3} fit in the "
@@ -1918,6 +1941,16 @@ def chat_reply(weights, config, chars, request, rng, temperature):
             return
         top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
         yield chars[token], probs[token], [(chars[t], probs[t]) for t in top]
+
+
+def answer_probabilities(weights, config, prompt, answer_ids):
+    """The probability (at temperature 1) the model gives each token of a given answer to a
+    rendered prompt: what generate_answer reported while drawing that answer. The model reads
+    prompt and answer once (the last answer token is only predicted, never read), so an answer
+    drawn earlier is shaded again without drawing it anew (another draw may differ)."""
+    tokens = (list(prompt) + list(answer_ids))[:config.block_size]
+    logits = logits_at_every_position(tokens, weights, config)
+    return [float(softmax(logits[len(prompt) - 1 + i])[t]) for i, t in enumerate(answer_ids)]
 
 
 def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
@@ -1988,8 +2021,9 @@ def answer_losses(tokens, mask, params, config):
 
 def backpropagate(compute_loss):
     """Build a graph with compute_loss() (it returns the loss, a Value), add its gradient to
-    the parameters' .grad, and return its number. With FAST, Part II.2's quicker backward
-    pass (the tape) gives the same gradients, sooner."""
+    the parameters' .grad, and return its number. With FAST, the nodes are recorded in
+    Value.tape as they are made (Part II.2), and backward runs along that list with no
+    search for an order: the same gradients, sooner."""
     if not FAST:
         loss = compute_loss()
         loss.backward()
@@ -2037,11 +2071,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 # its better answers and away from its worse ones. No example answer is needed, only the
 # check: the model learns from what it wrote itself, so it can fix the mistakes it really
 # makes (running on past the end, dropping a letter of X), which SFT's examples never
-# show. This is GRPO (Group Relative Policy Optimisation), as Karpathy's nanochat uses it
-# on maths problems, in its simplest form. Real GRPO takes several steps on the same
-# answers, and limits how far each step may move their probabilities (clipping). We take
-# one step, so there is nothing to limit. Nor do we hold the model near its fine-tuned
-# self (a KL penalty): see reward hacking below.
+# show. This is GRPO (Group Relative Policy Optimisation) in its simplest form, close to
+# what Karpathy's nanochat uses on maths problems (nanochat only subtracts the mean; we
+# also divide by the spread, as GRPO's paper does). Real GRPO takes several steps on the same
+# answers, and limits how far each step may move their probabilities (clipping): the ratio
+# of an answer's probability now to its probability when it was drawn. We take one step,
+# on answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold
+# the model near its fine-tuned self (a KL penalty): see reward hacking below.
 # The advantage of an answer is its reward minus the group's mean, so that only how it
 # compares with its siblings counts, divided by the group's spread (the standard
 # deviation of its rewards), so that every group pushes on the same scale: a lone success
@@ -2061,9 +2097,15 @@ def sft_steps(params, config, examples, num_steps, batch):
 # itself, because only then does L's gradient follow the expected reward. That is
 # E[R] = sum_a p(a) R(a), over all answers a, so (as grad p = p grad log p)
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
-# the average, over answers a drawn from p, of R(a) grad log p(a): L's form, with the
-# advantage standing in for R. Answers drawn from a sharpened p would average something
-# else.
+# the average, over answers a drawn from p, of R(a) grad log p(a): L's form. Answers
+# drawn from a sharpened p would average something else. L has a minus sign, so going
+# down L's gradient (what Adam does) goes up E[R]. The advantage stands in for R:
+#   - subtracting the group's mean b changes nothing on average, since for any b that
+#     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
+#     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
+#     answer's own reward too: a small bias, which GRPO accepts);
+#   - dividing by the spread does change the average: it weights each request by
+#     1/spread, so hard and easy requests push alike.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
@@ -2091,7 +2133,7 @@ def answer_group(weights, config, chat_chars, kind, x, rng, size):
 def policy_loss(tokens, mask, advantage, n, params, config):
     """One answer's share of L: (advantage / n) * (-log p(answer)), a Value."""
     # -log p(answer) is the sum of the answer's token losses, written as mean * count:
-    # the same number, in fewer graph nodes.
+    # the same number, in fewer graph nodes than a chain of + (with FAST, mean is one node).
     losses = answer_losses(tokens, mask, params, config)
     return mean(losses) * (len(losses) * advantage / n)
 
@@ -2117,8 +2159,8 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # V.5 Evaluation
 #
 # After every stage: the share of held-out requests (V.1) answered correctly, per kind,
-# sampled at the chat's own temperature (0.5, as for names), so that it measures the
-# assistant people talk to.
+# sampled at the chat's own temperature (0.5, Config's default, as for names), so that it
+# measures the assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
 # report card (the table the command line prints at the end) reads: pretrained 0% and 0%
 # (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 98.3%. The
@@ -4300,7 +4342,7 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
         sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"\nchat: type a request such as 'a name starting with em' or 'a name ending with son' "
+        print("\nchat: ask for 'a name starting with X' or 'a name ending with X', X being 1 to 3 letters "
               "(Ctrl-D to quit)")
     rng = random.Random(seed + 1)
     while not output_lost():
@@ -5999,9 +6041,24 @@ def report_page(run):
     return number_figures("\n".join(out))
 
 
+def card_answer_ids(answer, chat_chars):
+    """An answer kept on the card (its tokens' texts, joined) back to token ids, taking the
+    longest token that matches at each point; ValueError if some part matches none."""
+    tokens = sorted(chat_chars, key=len, reverse=True)
+    ids, i = [], 0
+    while i < len(answer):
+        match = next((t for t in tokens if answer.startswith(t, i)), None)
+        if match is None:
+            raise ValueError(f"{answer!r} is not made of the model's tokens")
+        ids.append(chat_chars.index(match))
+        i += len(match)
+    return ids
+
+
 def chat_report_page(card, plan, config, chat_chars, weights):
-    """--report with --chat: the report card, each stage's curve, and the assistant's
-    answers to a few held-out requests, each token shaded by its probability."""
+    """--report with --chat: the report card, each stage's curve (a figure each, for the
+    presentation view), and the card's answers to a few held-out requests, the ones the
+    terminal prints under the card, each token shaded by its probability."""
     kinds = list(TASKS)
     rows = "".join(
         f"<tr><td>{escape(row['stage'])}</td><td>{row.get('steps', 0):,}</td>"
@@ -6011,48 +6068,63 @@ def chat_report_page(card, plan, config, chat_chars, weights):
     out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
            f'<title>microgpt: the assistant</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
-           '<h1>From names to an assistant: the report card</h1>',
+           '<h1 id="top">From names to an assistant: the report card</h1>'
+           '<p class="present"><a href="#fig-1">Present: one picture per screen</a> (large type, for a projector; '
+           '"next" goes on, "close" comes back here)</p>',
            f'<p class="note">Pass rate: the share of {plan.eval_requests} held-out requests of each kind '
            f'(never fine-tuned on) answered correctly, sampled at temperature {config.temperature}. '
            f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.</p>',
-           "<table><tr><th>stage</th><th>steps</th><th>loss</th>"
-           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds) + f"<th>the loss is</th></tr>{rows}</table>",
-           "<h2>Each stage's curve</h2><div class=\"figures\">"]
-    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac"), "SFT": ("answer loss", "#e08214"),
-              "RL": ("mean reward of the step's answers", "#1f9e89")}
+           '<div class="scroll"><table><tr><th>stage</th><th>steps</th><th>loss</th>'
+           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds)
+           + f"<th>the loss is</th></tr>{rows}</table></div>",
+           "<h2>Each stage's curve</h2><div class=\"figures one\">"]
+    labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac",
+                             "The names model's training loss (at each step, the mean of the last 100 steps)"),
+              "SFT": ("answer loss", "#e08214", f"Each step's mean loss on the answers' tokens only (the mask of "
+                                                f"V.2) of its {plan.sft_batch} conversations"),
+              "RL": ("mean reward of the step's answers", "#1f9e89", f"Each step's mean reward: the share of its "
+                     f"{plan.rl_requests} x {plan.rl_group} answers that were correct")}
     for row in card:
         curve = row.get("curve") or []
         if curve:
-            what, colour = labels[row["stage"]]
+            what, colour, meaning = labels[row["stage"]]
             lo, hi = min(curve), max(curve)
             n = len(curve)
             points = [(i + 1, y) for i, y in enumerate(curve)][::max(1, n // 1000)]
             ticks = [(t, f"{t:g}") for t in nice_ticks(0, n, 6) if t == int(t)]
-            chart = line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
-                               (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
-                               f"{row['stage']}: {what}")
-            out.append(f"<figure><h3>{escape(row['stage'])}</h3>{chart}"
-                       f"{chart_key([(f'border-top:3px solid {colour}', what)])}</figure>")
+            chart, big = (line_chart([(points, colour, 2, 1, n < 60)], lambda s: s / n, ticks,
+                                     (lo - 0.05 * (hi - lo or 1), hi + 0.05 * (hi - lo or 1)), "step", what,
+                                     f"{row['stage']}: {what}", font=font) for font in (FONT + 2, PRESENT_FONT - 2))
+            caption = (f"{meaning}, over {n:,} step{'s' * (n > 1)}: {curve[0]:.4g} at the first, "
+                       f"{curve[-1]:.4g} at the last.")
+            out.append(figure(row["stage"], chart, escape(caption),
+                              chart_key([(f"border-top:3px solid {colour}", what)]), big))
     out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
-               "answers to held-out requests: each token on the colour of the probability the model gave it "
-               "(dark for a surprise, yellow for a sure thing); hovering shows it.</p>")
+               "answers to held-out requests, the example conversations the terminal prints under the card "
+               f"(drawn during the {escape(card[-1]['stage'])} stage's evaluation, at temperature "
+               f"{config.temperature}): each token on the colour of the probability the model gave it (dark for "
+               "a surprise, yellow for a sure thing); hovering shows it. Asked again, the assistant draws "
+               "afresh and may answer otherwise.</p>")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                    "colour legend", grow=1.2))
-    rng = random.Random(config.seed + 1)
-    out.append("<table>")
-    for request, _, _ in card[-1]["answers"]:
-        reply = list(chat_reply(weights, config, chat_chars, request, rng, config.temperature))
-        shaded = shaded_text([piece for piece, _, _ in reply], [p for _, p, _ in reply])
-        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td></tr>')
-    out.append("</table>")
-    for row in card:
-        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3><table>" + "".join(
-            f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
-            f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table>")
+    out.append('<div class="scroll"><table>')
+    for request, answer, correct in card[-1]["answers"]:
+        ids = card_answer_ids(answer, chat_chars)
+        prompt = prompt_for(encode_text(request, chat_chars), chat_chars)
+        shaded = (shaded_text([chat_chars[t] for t in ids], answer_probabilities(weights, config, prompt, ids))
+                  if ids else "<i>(nothing)</i>")
+        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td>'
+                   f'<td>{"right" if correct else "wrong"}</td></tr>')
+    out.append("</table></div>")
+    for row in card[:-1]:                    # the last stage's answers are the table above
+        out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3>"
+                   '<div class="scroll"><table>' + "".join(
+                       f'<tr><td class="mono">{escape(q)}</td><td class="mono">{escape(a or "(nothing)")}</td>'
+                       f'<td>{"right" if ok else "wrong"}</td></tr>' for q, a, ok in row["answers"]) + "</table></div>")
     blob = json.dumps(card).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     out.append(f'<script type="application/json" id="microgpt-data">{blob}</script>\n</body>\n</html>\n')
-    return "\n".join(out)
+    return number_figures("\n".join(out))
 
 
 def is_microgpt_report(path):
@@ -6450,9 +6522,11 @@ button { font: inherit; padding: .35em 1em; }
 </style></head>
 <body>
 <h1>microgpt chat</h1>
-<p class="hint">Ask for a name, for example <code>a name starting with m</code> or
-<code>a name ending with ia</code>. Each letter of an answer is shaded by the probability the
-model gave it; point at one to see what else the model considered.</p>
+<p class="hint">The assistant understands two requests, <code>a name starting with X</code> and
+<code>a name ending with X</code>, X being 1 to 3 letters: for example
+<code>a name starting with m</code> or <code>a name ending with ia</code>. Anything else gets a
+note saying so. Each letter of an answer is shaded by the probability the model gave it; point
+at one to see what else the model considered.</p>
 <div id="log" aria-live="polite"></div>
 <form id="ask"><input id="request" maxlength="200" autocomplete="off" required autofocus
  placeholder="a name starting with m" aria-label="your request"><button id="send">Send</button></form>

@@ -13,6 +13,7 @@ import microgpt
 
 import argparse
 import contextlib
+import html
 import io
 import json
 import math
@@ -212,10 +213,40 @@ class PipelineTest(TempDirTestCase):
             self.assertIn(f"<td>{row['stage']}</td>", page)
             for rate in row["pass_rates"].values():
                 self.assertIn(f"<td>{rate:.1%}</td>", page)
-        self.assertEqual(page.count("<svg"), 1 + sum(1 for row in card if row.get("curve")))   # legend + curves
+        curves = sum(1 for row in card if row.get("curve"))
+        self.assertEqual(page.count("<svg"), 1 + 2 * curves)    # the legend, and each curve twice: the page's
+        self.assertEqual(page.count('<div class="big">'), curves)     # and the presentation view's copy
         self.assertIn('style="background:', page)                     # answers shaded by probability
         data = re.search(r'<script type="application/json" id="microgpt-data">(.*?)</script>', page, re.S)
         self.assertEqual(json.loads(data.group(1))[-1]["stage"], "RL")
+
+    def test_the_report_pages_shaded_answers_are_the_terminals_example_conversations(self):
+        # The page drew its answers afresh (another rng), so it showed other answers than the
+        # terminal's card for the same requests.
+        config, chat_chars, params, card, _ = self.shared
+        weights = microgpt.weights_of(params)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            microgpt.print_card(card, microgpt.ChatPlan(**TINY_PLAN))
+        printed = out.getvalue().split("example conversations")[1].splitlines()[1:]
+        terminal = [re.match(r"  (.*?) +-> (.*?) +(right|wrong)$", line).groups() for line in printed]
+        page = microgpt.chat_report_page(card, microgpt.ChatPlan(**TINY_PLAN), config, chat_chars, weights)
+        table = page.split("Answers, shaded by probability")[1].split("</table>")[0]
+        rows = re.findall(r'<tr><td class="mono">(.*?)</td><td class="sample">(.*?)</td><td>(right|wrong)</td>',
+                          table)
+        self.assertEqual(len(rows), len(terminal))
+        self.assertGreater(len(rows), 1)
+        for (request, shaded, verdict), (asked, answer, said) in zip(rows, terminal):
+            with self.subTest(request=request):
+                pieces = re.findall(r'<span style="background:[^"]*" title="([\d.]+)">(.*?)</span>', shaded)
+                shown = "".join(html.unescape(text) for _, text in pieces) or "(nothing)"
+                self.assertEqual((html.unescape(request), shown, verdict), (asked, answer, said))
+                # each token shaded by the probability the model gives it there, as explain() computes it
+                prompt = microgpt.prompt_for(microgpt.encode_text(asked, chat_chars), chat_chars)
+                tokens = prompt + [chat_chars.index(html.unescape(t)) for _, t in pieces]
+                rows_explained = microgpt.explain(tokens[:config.block_size], weights, config)
+                for i, (p, text) in enumerate(pieces):
+                    expected = rows_explained[len(prompt) - 1 + i][0][chat_chars.index(html.unescape(text))]
+                    self.assertEqual(p, f"{expected:.3f}")
 
     def test_the_same_seed_gives_the_same_report_card_and_weights(self):
         first = self.shared                    # saved its stages too: saving changes nothing
@@ -273,6 +304,23 @@ class TerminalChatTest(TempDirTestCase):
         self.assertTrue(lines[asked[1] + 1].startswith("(cannot answer:"), lines[asked[1] + 1])
         self.assertIn("'A'", lines[asked[1] + 1])
         self.assertEqual(result.stderr, "")
+
+    def test_terminal_chat_says_what_it_understands_instead_of_answering_other_text(self):
+        # "hello" was answered with letters ("elloh"), as if the model had understood it.
+        params, chat_chars = tiny_chat_model()
+        path = os.path.join(self.tmp, "chat.json")
+        microgpt.save_checkpoint(path, params, TINY, chat_chars, "chat", {"stage": "RL"})
+        requests = ["hello", "a name starting with emma", "a name", "a name ending with", "em",
+                    "a name starting with em"]
+        result = run_main(["--load", path, "--chat"], self.tmp, stdin="\n".join(requests) + "\n")
+        assert_ok(self, result)
+        lines = result.stdout.splitlines()
+        replies = [lines[lines.index("> " + request) + 1] for request in requests]
+        for request, reply in zip(requests[:-1], replies):
+            with self.subTest(request=request):
+                self.assertEqual(reply, "(cannot answer: the assistant understands only 'a name starting with X' "
+                                        f"and 'a name ending with X', X being 1 to 3 letters; not {request!r})")
+        self.assertFalse(replies[-1].startswith("(cannot answer"), replies[-1])
 
     def test_a_chat_model_without_chat_and_bad_chat_options_are_refused(self):
         params, chat_chars = tiny_chat_model()

@@ -8,8 +8,14 @@ where selenium, chromium or chromedriver is missing.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import REPO, assert_ok, run_many, write_text  # noqa: E402
+from support import NAMES, REPO, assert_ok, run_many, write_text  # noqa: E402
+from test_chat import TINY_PLAN  # noqa: E402
 
+import microgpt
+
+import argparse
+import contextlib
+import io
 import json
 import random
 import shutil
@@ -109,14 +115,16 @@ def long_history(saved, path):
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
-    """Seven pages, written once by the real command line: the default model of names with
+    """Eight pages, written once by the real command line: the default model of names with
     few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
     (drawn as its transition matrix), a chain of 16 states named by tokens of several
-    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend. And the
+    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; the
     names model loaded from its checkpoint with a history as long as the default run's (1,000
     steps, spikes above and below the chart, validation points and the final validation
-    loss): its loss slide has a caption as long as the default run's."""
+    loss), whose loss slide has a caption as long as the default run's; and the report card
+    of --chat, from a tiny pipeline (tests/test_chat.py's) run in-process, since the command
+    line's pipeline takes minutes."""
 
     @classmethod
     def setUpClass(cls):
@@ -131,7 +139,7 @@ class ReportLayoutTest(unittest.TestCase):
         abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
         words = write_text(tmp, "words.txt", WORDS)
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix",
-                                                                       "bpe", "tokens", "long")}
+                                                                       "bpe", "tokens", "long", "chat")}
         results = run_many([
             ["--input", names, "--steps", "40", "--report", cls.paths["names"], "--save", "names.json"],
             ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--block-size", "8", "--n-head", "2",
@@ -150,6 +158,13 @@ class ReportLayoutTest(unittest.TestCase):
         long_history(os.path.join(tmp, "names.json"), os.path.join(tmp, "long.json"))
         results += run_many([["--load", "long.json", "--report", cls.paths["long"]]], tmp)
         cls.results = dict(zip(cls.paths, results))
+        chat_names = write_text(tmp, "chat-names.txt", "\n".join(NAMES) + "\n")
+        args = argparse.Namespace(load=None, input=chat_names, save=None, seed=42, temperature=0.5, report=None)
+        plan = microgpt.ChatPlan(**TINY_PLAN)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            config, chat_chars, params, card = microgpt.chat_pipeline(args, plan, microgpt.StopSignals())
+            microgpt.write_chat_report(cls.paths["chat"], card, plan, config, chat_chars, params)
+        cls.results["chat"] = argparse.Namespace(returncode=0, stdout=out.getvalue(), stderr="")
         cls.driver, cls.profile = browser()
         cls.measured = {}
 
@@ -237,7 +252,7 @@ class ReportLayoutTest(unittest.TestCase):
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_each_slide_of_the_presentation_view_fits_a_projectors_screen_with_its_caption(self):
-        for key in ("names", "long", "bits", "bpe", "tokens", "matrix"):
+        for key in ("names", "long", "bits", "bpe", "tokens", "matrix", "chat"):
             for width, height in ((1024, 768), (1280, 720)):
                 for slide in self.present(key, width, height):
                     with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
@@ -258,15 +273,16 @@ class ReportLayoutTest(unittest.TestCase):
     def test_text_in_the_presentation_view_is_at_least_18_px_on_a_1024x768_screen(self):
         # every slide, the Markov chain graph's too (the bits and bpe pages have one), and the
         # transition matrix's (81 states, on the matrix page)
-        titles = []
-        for key in ("names", "long", "bits", "bpe", "matrix"):
+        titles, chat_titles = [], []
+        for key in ("names", "long", "bits", "bpe", "matrix", "chat"):
             for slide in self.present(key, 1024, 768):
-                titles.append(slide["title"])
+                (chat_titles if key == "chat" else titles).append(slide["title"])
                 with self.subTest(page=key, slide=slide["title"]):
                     self.assertEqual(slide["html"], [])
                     self.assertEqual(slide["svg"], [])
         self.assertEqual(titles.count("The Markov chain"), 2)
         self.assertEqual(titles.count("The transition matrix"), 1)
+        self.assertEqual(chat_titles, ["pretrained", "SFT", "RL"])          # each stage's curve
 
 
 # One slide of the presentation view as the browser lays it out (see present() above).

@@ -248,6 +248,19 @@ class TestChatAPI(unittest.TestCase):
         self.assertEqual(status, 400)
         self.assertIn("\u00e9", lines[0]["error"])
 
+    def test_a_request_of_neither_kind_is_refused_with_400_saying_what_is_understood(self):
+        # {"request": "hello"} streamed an answer ("elloh") as if the model had understood.
+        for request in ("hello", "a name starting with emma", "a name ending with", "a name starting with m please"):
+            with self.subTest(request=request):
+                status, lines = self.served.chat({"request": request})
+                self.assertEqual(status, 400)
+                self.assertEqual(len(lines), 1)
+                self.assertIn("understands only 'a name starting with X' and 'a name ending with X'",
+                              lines[0]["error"])
+        status, lines = self.served.chat({"request": "a name ending with son"})
+        self.assertEqual(status, 200)
+        self.assertTrue(lines[-1]["done"])
+
     def test_unknown_paths_and_wrong_methods_get_404_and_405(self):
         self.assert_refused(*self.served.send("GET", "/names.txt"), 404)
         self.assert_refused(*self.served.send("GET", "/../microgpt.py"), 404)
@@ -281,7 +294,8 @@ class TestChatServerLimits(unittest.TestCase):
             conn.request("POST", "/api/chat", json.dumps({"request": "a name starting with m", "seed": seed}), JSON)
             response = conn.getresponse()
             response.readline()                      # the first token: the one slot is taken
-            status, headers, body = served.send("POST", "/api/chat", json.dumps({"request": "a"}), JSON)
+            status, headers, body = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a"}),
+                                                 JSON)
             self.assertEqual(status, 503)
             self.assertEqual(headers["Retry-After"], "1")
             for _ in range(microgpt.MAX_ANSWER_TOKENS):
@@ -291,7 +305,8 @@ class TestChatServerLimits(unittest.TestCase):
             self.assertTrue(paced.finished.wait(WAIT))
             for _ in range(microgpt.MAX_ANSWER_TOKENS):
                 paced.go.release()
-            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a", "seed": 1}), JSON)
+            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a", "seed": 1}),
+                                       JSON)
             self.assertEqual(status, 200)
 
     def test_a_client_that_leaves_mid_answer_stops_the_generation(self):
@@ -321,7 +336,8 @@ class TestChatServerLimits(unittest.TestCase):
             # The one slot is free again.
             for _ in range(microgpt.MAX_ANSWER_TOKENS):
                 paced.go.release()
-            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a", "seed": 1}), JSON)
+            status, _, _ = served.send("POST", "/api/chat", json.dumps({"request": "a name ending with a", "seed": 1}),
+                                       JSON)
             self.assertEqual(status, 200)
 
 
