@@ -192,7 +192,7 @@ class FineTuning(unittest.TestCase):
         for key in ("history", "optimizer", "rng", "run"):
             del old[key]
         write_text(cls.tmp, "old.json", json.dumps(old))
-        for name in ("tuned.json", "one.json", "good.json", "kept.json", "fresh.json"):
+        for name in ("tuned.json", "stopped.json", "one.json", "good.json", "kept.json", "fresh.json"):
             with open(os.path.join(cls.tmp, name), "wb") as f:
                 f.write(cls.base_bytes)
         tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
@@ -204,6 +204,11 @@ class FineTuning(unittest.TestCase):
             ["--load", "kept.json", "--save", "kept.json", "--lr", "3000"] + tune + ["1"],
             ["--load", "old.json", "--save", "old2.json"] + tune + ["10"],
             TINY + ["--save", "fresh.json", "--lr", "1000"] + tune + ["1"])])))
+        # the same fine-tuning as "tuned", stopped after its step 5 and resumed
+        cls.runs["stopped"], cls.runs["resumed"] = run_all([
+            (["--load", "stopped.json", "--save", "stopped.json"] + tune + ["20"], cls.tmp,
+             {"MICROGPT_STOP_AFTER_STEP": "5"}),
+            (["--resume", "stopped.json", "--num-samples", "0"], cls.tmp)])
 
     @classmethod
     def tearDownClass(cls):
@@ -245,6 +250,13 @@ class FineTuning(unittest.TestCase):
         self.assertEqual(data["val_loss"], tuned["val_loss"])
         self.assertIn(f"fell from {base['val_points'][0][1]:.2f} at step 0 to {tuned['val_points'][-1][1]:.2f} "
                       "at step 60", page)
+
+    def test_a_stopped_fine_tuning_resumes_to_the_same_model_and_whole_history(self):
+        self.assertEqual(self.runs["stopped"].returncode, 130, self.runs["stopped"].stderr)
+        assert_ok(self, self.runs["resumed"])
+        resumed = checkpoint(os.path.join(self.tmp, "stopped.json"))
+        self.assertEqual(resumed, checkpoint(os.path.join(self.tmp, "tuned.json")))
+        self.assertEqual(resumed["history"]["earlier"]["losses"], json.loads(self.base_bytes)["history"]["losses"])
 
     def test_fine_tuning_uses_the_learning_rate_of_the_stretched_line(self):
         # An independent computation of one fine-tuning step: Adam's update, written out here,
