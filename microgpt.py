@@ -5469,7 +5469,8 @@ def report_data(run):
         "format": "microgpt-report", "version": 1, "mode": run["mode"],
         "config": {key: getattr(config, key) for key in MODEL_SHAPE},
         "chars": chars, "bos": len(chars) if run["mode"] == "docs" else None,
-        "steps": len(run["losses"]), "first_step": run.get("first", 0), "losses": run["losses"], "val_loss": run["val_loss"],
+        "steps": len(run["losses"]), "first_step": run.get("first", 0), "losses": run["losses"],
+        "val_loss": run["val_loss"],
         "val_points": run["val_points"], "samples_during_training": run["snapshots"],
         "examples": examples, "samples": run["samples"],
         "sample_probs": [text_probabilities(s, weights, config, chars, run["mode"]) for s in run["samples"]],
@@ -5486,7 +5487,8 @@ def figure(title, picture, caption, key="", big="", side=False, key_beside=False
     puts the legend beside the picture instead, which leaves a long caption (the loss
     curve's) room under a wide picture."""
     big = f'<div class="big">{big}</div>' if big else ""
-    return (f'<figure class="slide{" side" * side}{" keyside" * key_beside}"><h3>{escape(title)}</h3>{big}{picture}{key}'
+    return (f'<figure class="slide{" side" * side}{" keyside" * key_beside}"><h3>{escape(title)}</h3>'
+            f'{big}{picture}{key}'
             f'<figcaption>{caption}</figcaption></figure>')
 
 
@@ -5934,7 +5936,8 @@ figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 .slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px;
 display:flex;flex-direction:column;box-sizing:border-box}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
-.slide:target>*{flex:none} .slide:target>svg,.slide:target>.big{flex:1 1 0;min-height:30vh;width:100%;max-width:none!important}
+.slide:target>*{flex:none}
+.slide:target>svg,.slide:target>.big{flex:1 1 0;min-height:30vh;width:100%;max-width:none!important}
 .slide:target>.big svg{height:100%;max-width:none!important}
 .slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
@@ -5955,7 +5958,8 @@ grid-template:auto auto auto minmax(0,1fr)/auto minmax(0,1fr)}
 .slide.keyside:target>nav,.slide.keyside:target>h3,.slide.keyside:target>figcaption{grid-column:1/-1}
 .slide.keyside:target>.big{grid-area:3/1;min-height:0} .slide.keyside:target>.key{grid-area:3/2;align-self:center;
 flex-direction:column;max-width:30vw;gap:8px;font-size:18px;line-height:1.35}}
-@media print{body{max-width:none;padding:0;font-size:11pt} h2,h3{break-after:avoid} .keep{break-inside:avoid} .present,.slidenav{display:none}
+@media print{body{max-width:none;padding:0;font-size:11pt} h2,h3{break-after:avoid} .keep{break-inside:avoid}
+.present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
 .figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
@@ -6007,7 +6011,8 @@ def report_page(run):
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last {plural(len(tail), 'step')}) {sum(tail) / len(tail):.4f}; " if tail else "")
+             ("loss", (f"smoothed (mean of the last {plural(len(tail), 'step')}) {sum(tail) / len(tail):.4f}; "
+                       if tail else "")
               + validation_fact(run, what)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"

@@ -196,7 +196,8 @@ class FineTuning(unittest.TestCase):
             with open(os.path.join(cls.tmp, name), "wb") as f:
                 f.write(cls.base_bytes)
         tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
-        cls.runs = dict(zip(("tuned", "page", "one", "good", "kept", "old2", "fresh"), run_all([(args, cls.tmp) for args in (
+        names_of_runs = ("tuned", "page", "one", "good", "kept", "old2", "fresh")
+        cls.runs = dict(zip(names_of_runs, run_all([(args, cls.tmp) for args in (
             ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["20"],
             ["--load", "tuned.json", "--num-samples", "0", "--report", "tuned.html"],
             ["--load", "one.json", "--save", "one.json"] + tune + ["1"],
