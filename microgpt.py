@@ -327,8 +327,9 @@ class Value:
         # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
         # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
         # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
-        # n_embd 64 and 2 layers (a wider model is deeper too: each of linear()'s sums is a
-        # chain of + nodes, one per input): so we do the same with a to-do list of our own, a
+        # n_embd 64 and 2 layers (a wider model is deeper too: sum() adds its terms one at a
+        # time, starting from 0, as __radd__ above says, so a sum over 64 inputs, as in
+        # section 5's linear(), is a chain of + nodes 64 deep): so we do the same with a to-do list of our own, a
         # stack (last in, first out), whose entries are (node, is_reminder), F or T below.
         # The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of
         # it, an expand entry for each child. A reminder therefore comes off only after
@@ -868,9 +869,9 @@ def fast_linear(x, w):
 
 
 def fast_softmax(logits):
-    """softmax() with one node per output instead of five per input: l - m, exp, the sum's
-    +, total**-1 and e * total**-1 (e / total is e * total**-1, and total**-1 is made anew
-    for each e).
+    """softmax() with one node per output instead of five per input. Part I's __truediv__
+    turns e / total into e * total**-1, so each division makes its own total**-1 node; the
+    five are l - m, exp, the sum's +, total**-1 and e * total**-1.
     Its derivatives, with e[i] = exp(l[i]), S = sum_j e[j] and p[i] = e[i] / S. Moving l[j]
     moves e[j] by as much as e[j] itself (the derivative of exp is exp), and so S too.
       j == i: both the top and the bottom of e[i] / S move, and the quotient rule gives
@@ -1152,8 +1153,8 @@ def stream_val_windows(tokens, block_size):
     window holds block_size + 1 tokens and the next one starts block_size later, so
     neighbours share one token: the last of one window (only a target there) is the first
     of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
-    and 8-9 (the last window starts no later than the second-to-last token, so it holds at
-    least one input and its target). The first tokens of each window are predicted from a short context, so this
+    and 8-9: windows start at 0, block_size, 2 * block_size, ... up to len(tokens) - 2, so
+    even the last holds one input and its target. The first tokens of each window are predicted from a short context, so this
     loss is a little higher than it would be if every token had a full window behind it."""
     return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)]
 
@@ -2687,9 +2688,13 @@ def resume_options(args):
     checkpoint = load_checkpoint(args.resume)
     ckpt, path = checkpoint[4], args.resume
     run = ckpt.get("run")
+    if checkpoint[3] == "chat":          # --chat's stages keep no run: the pipeline is not resumed step by step
+        then = " (or, with --save, goes on to its reinforcement learning)" if ckpt.get("stage") == "SFT" else ""
+        raise BadInput(f"{path} is a chat model, which --resume does not continue: --load {path} --chat talks "
+                       f"to it{then}")
     if run is None or any(key not in ckpt for key in ("optimizer", "rng", "history")):
-        raise BadInput(f"{path} holds no run to resume (it was saved by an older microgpt); "
-                       f"--load {path} --steps N trains it further")
+        raise BadInput(f"{path} holds no run to resume (it was saved by --chat's pretraining or by an older "
+                       f"microgpt); --load {path} --steps N trains it further")
     done = len(ckpt.get("history", {}).get("losses", []))
     if ckpt["optimizer"]["step"] != run["start"] + done and done < run["steps"]:   # edited by hand?
         raise BadInput(f"{path} does not add up: Adam's step is {ckpt['optimizer']['step']:,} but the run "
@@ -3657,7 +3662,8 @@ class StopSignals:
     """What Ctrl-C (SIGINT), SIGTERM (sent by kill, timeout, schedulers) and SIGHUP do. While
     `finishing` is set (from the start of training until the model is saved), the first one
     only asks the run to stop after the current step, so the model is whole when it is saved;
-    at any other time, and the second time, it stops at once (raising Stopped)."""
+    at any other time, and the second time, it stops at once (raising Stopped). While the
+    model is being saved, they are held (stop_signals_held) and handled once it is written."""
 
     def __init__(self):
         self.signum = None          # the first stop signal received, if any
@@ -3948,7 +3954,7 @@ def run(args, stop=None):
                 rescued = save_rescue_copy(params, config, chars, mode, extra)
                 raise BadInput(f"{e}; the trained model was saved to {rescued} instead") from None
             stop.finishing = False        # the model is safe: from now on a signal stops at once
-            print(f"saved the model to {args.save}")
+            say_saved(f"saved the model to {args.save}")
 
     record = {}                             # what --report needs to know about the run, and --save keeps
     # A resumed or fine-tuned model's history goes on: the runs before this one, in model steps.
@@ -3989,11 +3995,16 @@ def run(args, stop=None):
         check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
         check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
                             f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
-        if stop.signum is not None:
-            print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of {config.steps} "
-                  f"steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
-        save(len(smoothed))
-        stop.finishing = False
+        # One rule for saving: from the moment the run says it saves until the file is written,
+        # stop signals are held (judging and writing a model take seconds), so neither a second
+        # Ctrl-C after "saving to" nor a first one during a run's ordinary save can cut it;
+        # a signal held meanwhile is handled once the model is saved, and stops the run at once.
+        with stop_signals_held():
+            if stop.signum is not None:
+                print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of "
+                      f"{config.steps} steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
+            save(len(smoothed))
+            stop.finishing = False
         if stop.signum is not None:
             return 128 + stop.signum
         if val_seqs and (args.report or not output_lost()):    # the page needs it even if nobody reads
@@ -4073,6 +4084,14 @@ def output_lost():
     """Whether stdout can no longer be written (see GuardedOutput): work done only to be
     printed (validation, samples) then stops, instead of running on for nobody."""
     return getattr(sys.stdout, "error", None) is not None
+
+
+def say_saved(line):
+    """Print where a model was saved on stdout, and on stderr too if stdout is gone (as in
+    `--save m.json | head -1`): what was saved where must never be lost with the output."""
+    print(line, flush=True)
+    if output_lost():
+        print(line, file=sys.stderr)
 
 
 def main(argv=None):
@@ -4173,13 +4192,22 @@ def print_stage_progress(step, num_steps, value, what, started, interactive):
 
 
 def run_stage(steps, num_steps, what, stop):
-    """Run a stage's generator, printing progress; returns its values, one per step."""
+    """Run a stage's generator, printing progress; returns its values, one per step. After a
+    stop signal (which, with --save, only asks to stop: see run_chat) it ends after the
+    current step, or before the first if the signal came earlier."""
     values, started, interactive = [], time.perf_counter(), sys.stdout.isatty()
+    stop_at = os.environ.get("MICROGPT_STOP_AFTER_STEP")   # for the tests, as in train_with_progress
+    if stop.signum is not None:
+        return values
     for step, value in enumerate(steps, start=1):
         if not math.isfinite(value):
             raise BadInput(f"training diverged: the {what} became {value} at step {step}")
         values.append(value)
         print_stage_progress(step, num_steps, sum(values[-20:]) / len(values[-20:]), what, started, interactive)
+        if str(step) == stop_at:
+            interrupt_myself(stop)
+        if stop.signum is not None:
+            break
     return values
 
 
@@ -4210,13 +4238,16 @@ def pretrain_for_chat(args, plan, config, stop):
     params = init_params(config, len(chars) + 1, rng)
     started = time.process_time()
     smoothed, _ = train_with_progress(params, config, batches, stop)
+    if len(smoothed) < config.steps:                      # stopped: chat_pipeline saves it as it is
+        return chars, params, {"steps": len(smoothed)}
     val_loss = validation_loss(val_seqs, inference_weights(params), config) if val_seqs else None
     return chars, params, {"steps": config.steps, "loss": val_loss, "curve": smoothed,
                            "what": "validation loss on held-out names", "cpu": time.process_time() - started}
 
 
 def chat_pipeline(args, plan, stop, sft_model=None):
-    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card).
+    """Part V, stage by stage. Returns (config, chat vocabulary, params, the card), or None
+    if a stop signal ended it (the stage it was in is then saved as it is: save_stopped_stage).
     sft_model, if given, is a saved SFT stage, (config, chat vocabulary, params): then the
     pipeline resumes from it and runs only RL, exactly as the whole pipeline would have."""
     started = time.process_time()
@@ -4229,6 +4260,9 @@ def chat_pipeline(args, plan, stop, sft_model=None):
         chars, params, facts = pretrain_for_chat(args, plan, config, stop)
     paths = stage_paths(args.save) if args.save and not sft_model else {}
     card, seed = [], config.seed
+    if not args.load and facts["steps"] < plan.pretrain_steps:
+        return save_stopped_stage(stop, paths["pretrained"], facts["steps"], plan.pretrain_steps, "pretraining",
+                                  params, config, chars, "docs", {})
     if "pretrained" in paths and not args.load:
         save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
     # The task, and the pretrained model prompted in the chat format (it writes names, but
@@ -4248,7 +4282,10 @@ def chat_pipeline(args, plan, stop, sft_model=None):
         params = add_chat_tokens(params, chars, chat_chars, config, rng)
         evaluate_stage(card, "pretrained", inference_weights(params), config, chat_chars, requests, seed,
                        config.temperature, **facts)
-        sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
+        done = sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
+        if stop.signum is not None and done < plan.sft_steps:
+            return save_stopped_stage(stop, paths["SFT"], done, plan.sft_steps, "fine-tuning", params, config,
+                                      chat_chars, "chat", {"stage": "SFT"})
         if "SFT" in paths:
             save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
     print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
@@ -4258,6 +4295,9 @@ def chat_pipeline(args, plan, stop, sft_model=None):
     pool = sorted(train_requests)
     curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
                                plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
+    if stop.signum is not None and len(curve) < plan.rl_steps:
+        return save_stopped_stage(stop, args.save, len(curve), plan.rl_steps, "reinforcement learning", params,
+                                  config, chat_chars, "chat", {"stage": "RL"})
     evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
                    steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
                    what="mean reward of the last 10 steps", cpu=time.process_time() - before)
@@ -4266,7 +4306,8 @@ def chat_pipeline(args, plan, stop, sft_model=None):
 
 
 def sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests):
-    """Stage 2: fine-tune params in place, validate, evaluate, add the SFT row to the card."""
+    """Stage 2: fine-tune params in place, validate, evaluate, add the SFT row to the card.
+    Returns the number of steps it took (fewer if a stop signal ended it: then it stops there)."""
     seed = config.seed
     print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
     config.lr, before = plan.sft_lr, time.process_time()
@@ -4277,6 +4318,8 @@ def sft_stage(card, plan, stop, config, chat_chars, params, names, train_request
     examples = lambda step, b: sft_example(answers, chat_chars, sft_rng)
     curve = run_stage(sft_steps(params, config, examples, plan.sft_steps, plan.sft_batch), plan.sft_steps,
                       "answer loss", stop)
+    if len(curve) < plan.sft_steps:
+        return len(curve)
     val_rng = random.Random(seed + 14)
     held_out_answers = sft_answers(names, held_out, config)
     val = [sft_example(held_out_answers, chat_chars, val_rng) for _ in range(plan.sft_val)] if all(
@@ -4289,17 +4332,33 @@ def sft_stage(card, plan, stop, config, chat_chars, params, names, train_request
     evaluate_stage(card, "SFT", weights, config, chat_chars, requests, seed, config.temperature,
                    steps=plan.sft_steps, loss=val_loss, curve=curve, what="answer loss on held-out requests",
                    cpu=time.process_time() - before)
+    return len(curve)
 
 
 def save_chat_stage(path, params, config, chars, mode, extra):
-    """Save one stage's model; if that fails, to a new file of its own."""
-    try:
-        check_can_write(path, is_checkpoint, "microgpt checkpoint")
-        save_checkpoint(path, params, config, chars, mode, extra)
-    except BadInput as e:
-        rescued = save_rescue_copy(params, config, chars, mode, extra)
-        raise BadInput(f"{e}; the model was saved to {rescued} instead") from None
-    print(f"saved the {extra.get('stage', 'pretrained')} model to {path}")
+    """Save one stage's model; if that fails, to a new file of its own. Stop signals wait
+    until it is written, as a names run's save does (see run)."""
+    with stop_signals_held():
+        try:
+            check_can_write(path, is_checkpoint, "microgpt checkpoint")
+            save_checkpoint(path, params, config, chars, mode, extra)
+        except BadInput as e:
+            rescued = save_rescue_copy(params, config, chars, mode, extra)
+            raise BadInput(f"{e}; the model was saved to {rescued} instead") from None
+        say_saved(f"saved the {extra.get('stage', 'pretrained')} model to {path}")
+
+
+def save_stopped_stage(stop, path, done, total, what, params, config, chars, mode, extra):
+    """After a stop signal (--chat --save): save the model of the stage the pipeline was in, as
+    it is, to that stage's file, saying so; returns None, chat_pipeline's "stopped". The file
+    records how far its stage got ("stopped": steps done, of how many); --load goes on from it
+    to the next stage, as from a finished one."""
+    with stop_signals_held():
+        print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {done} of {total} steps of {what}; "
+              f"saving the model so far to {path} (its {what} is not finished)", file=sys.stderr)
+        save_chat_stage(path, params, config, chars, mode, dict(extra, stopped={"steps": done, "of": total}))
+        stop.finishing = False
+    return None
 
 
 def print_card(card, plan):
@@ -4391,15 +4450,25 @@ def run_chat(args, stop):
         raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
     plan = ChatPlan()
     loaded = load_checkpoint(args.load) if args.load else None
+    # With --save, from the start of training until the assistant is saved, a first stop
+    # signal only asks to stop after the current step: the stage it came in is then saved as
+    # it is, and the run exits with 130 (143, 129), as a names run does (see StopSignals).
     if loaded and loaded[3] == "chat" and loaded[4].get("stage") == "SFT" and args.save:
         # Resume: RL on the saved SFT stage, as the whole pipeline would have run it.
         check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
         if args.report:
             check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
-        config, chat_chars, params, card = chat_pipeline(args, plan, stop, loaded[:3])
+        stop.finishing = True
+        result = chat_pipeline(args, plan, stop, loaded[:3])
+        if result is None:
+            return 128 + stop.signum
+        config, chat_chars, params, card = result
         print_card(card, plan)
         save_chat_stage(args.save, params, config, chat_chars, "chat",
                         {"stage": "RL", "card": card, "plan": vars(plan)})
+        stop.finishing = False
+        if stop.signum is not None:
+            return 128 + stop.signum
         if args.report:
             write_chat_report(args.report, card, plan, config, chat_chars, params)
     elif loaded and loaded[3] == "chat":
@@ -4408,21 +4477,32 @@ def run_chat(args, stop):
                            "(or to resuming an SFT stage)")
         config, chat_chars, params, _, raw = loaded
         config.seed, config.temperature = args.seed, args.temperature
-        print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}")
+        stopped = raw.get("stopped") if isinstance(raw.get("stopped"), dict) else {}   # see save_stopped_stage
+        done, total = stopped.get("steps"), stopped.get("of")
+        print(f"model: the {raw.get('stage', 'chat')} stage's assistant from {args.load}"
+              + (f" (stopped after {done} of its {total} steps)" if type(done) is int and type(total) is int else ""))
         if args.report:
             if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
-                raise BadInput(f"{args.load} has no report card: only the final stage's checkpoint keeps one")
+                raise BadInput(f"{args.load} has no report card: only the checkpoint of a finished pipeline's "
+                               "last stage keeps one")
             write_chat_report(args.report, raw["card"], raw["plan"], config, chat_chars, params)
     else:
         for path in stage_paths(args.save).values() if args.save else ():
             check_can_write(path, is_checkpoint, "microgpt checkpoint")
         if args.report:
             check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
-        config, chat_chars, params, card = chat_pipeline(args, plan, stop)
+        stop.finishing = bool(args.save)
+        result = chat_pipeline(args, plan, stop)
+        if result is None:
+            return 128 + stop.signum
+        config, chat_chars, params, card = result
         print_card(card, plan)
         if args.save:
             save_chat_stage(args.save, params, config, chat_chars, "chat",
                             {"stage": "RL", "card": card, "plan": vars(plan)})
+            stop.finishing = False
+            if stop.signum is not None:
+                return 128 + stop.signum
         else:
             print("(not saved: add --save chat.json to keep the assistant, and its stages beside it)")
         if args.report:

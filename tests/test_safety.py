@@ -289,8 +289,9 @@ class TestImpossibleSizesAreRefusedUpFront(WithCheckpoint):
             result = subprocess.run([sys.executable, MICROGPT_PATH] + self.train + ["--save", target],
                                     cwd=self.tmp, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
         self.assertEqual(result.returncode, 2, result.stderr)
-        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
-        self.assertIn("could not write the output", result.stderr)
+        # the one error line, after the line that says where the model was saved (stdout being gone)
+        self.assertEqual(result.stderr.splitlines()[:-1], [f"saved the model to {target}"], result.stderr)
+        self.assertIn("could not write the output", result.stderr.splitlines()[-1])
         self.assertEqual(saved_steps(target), 2)
 
 
@@ -429,7 +430,8 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         child.wait_for("data:")
         child.proc.stdout.close()
         code, _, err = child.finish()
-        self.assertEqual((code, err), (0, ""))
+        # nothing on stderr but, if stdout was gone by then, where the model was saved
+        self.assertEqual((code, err.replace(f"saved the model to {self.ckpt}\n", "")), (0, ""))
         self.assertEqual(saved_steps(self.ckpt), 30)
 
     def test_a_run_started_with_stdout_closed_still_trains_and_saves(self):
@@ -437,7 +439,7 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "3",
                                  "--save", self.ckpt] + TINY, cwd=self.tmp, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: os.close(1), timeout=120)
-        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        self.assertEqual((result.returncode, result.stderr), (0, f"saved the model to {self.ckpt}\n"))
         self.assertEqual(saved_steps(self.ckpt), 3)
 
     def test_a_closed_pipe_ends_sampling_that_nobody_reads(self):
