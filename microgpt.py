@@ -2788,7 +2788,8 @@ SAVED_VAL_SUBSET = {"docs": 25, "stream": 12}
 
 def history_subset(history, report, mode):
     """How many held-out sequences the run's validation points use: as many as the run being
-    resumed used; else report_recorder's own choice with --report, SAVED_VAL_SUBSET without."""
+    resumed, or fine-tuned, used (one curve, one subset); else report_recorder's own choice
+    with --report, SAVED_VAL_SUBSET without."""
     if history:
         return history.get("val_subset") or SAVED_VAL_SUBSET[mode]
     return None if report else SAVED_VAL_SUBSET[mode]
@@ -2797,6 +2798,7 @@ def history_subset(history, report, mode):
 def remembered(record, adam, rng, run):
     """The keys a saved run adds to its checkpoint (see the top of this section)."""
     history = {key: record.get(key, []) for key in ("losses", "val_points", "snapshots", "val_subset")}
+    history.update({key: record[key] for key in ("val_loss", "val_count", "earlier") if record.get(key) is not None})
     version, internal, gauss = rng.getstate()
     return {"history": history, "optimizer": {"m": adam["m"], "v": adam["v"], "step": adam["step"]},
             "rng": [version, list(internal), gauss], "run": run}
@@ -3555,8 +3557,10 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
     """For --report: an on_step for train_with_progress that keeps every step's loss in
     record; the loss on a fixed subset of the held-out data at steps 0, 1, 2, 5, 10, 20, 50,
     ... (spread evenly on the page's logarithmic step axis) and at each fifth of the run; and
-    at five steps (0, 5%, 20%, 50%, the end) samples drawn with the final samples' seed.
-    Only --report and --save pay for this (--save keeps it in the checkpoint)."""
+    at five steps (0, 5%, 20%, 50%, the end) samples drawn with the final samples' seed. At
+    the last step it also measures the validation loss on all of val_seqs (val_loss, over
+    val_count sequences): the number the run prints, which the checkpoint keeps for the page
+    of the loaded model. Only --report and --save pay for this (--save keeps it)."""
     n = config.steps
     val_steps = {m * 10 ** e for e in range(13) for m in (1, 2, 5) if m * 10 ** e < n}
     val_steps |= {round(n * k / 5) for k in range(6)}
@@ -3576,6 +3580,8 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
                 val_loss = validation_loss(subset, weights, config)
                 if math.isfinite(val_loss):
                     record["val_points"].append((step, val_loss))
+            if step == n and val_seqs:
+                record.update(val_loss=validation_loss(val_seqs, weights, config), val_count=len(val_seqs))
             if step in sample_steps:
                 samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
                                        5 if mode == "docs" else 1, min(config.length, 80))
@@ -3586,27 +3592,71 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
     return on_step
 
 
-def remembered_history(raw):
-    """What a checkpoint remembers of the training that made it, in report_recorder's shapes
-    (losses, val_points, snapshots), for the page of a loaded model; {} when it keeps none,
-    or keeps it in a shape we do not know (the page then says there is no loss curve)."""
-    history = raw.get("history")
+def history_of(history):
+    """A checkpoint's "history" (or the "earlier" in it) in report_recorder's shapes; {} when it
+    keeps none, or keeps it in a shape we do not know (the page then says there is no loss
+    curve). Its steps count from the start of its run, or, with "first", are whole-model steps
+    whose first loss is step first + 1."""
     if not isinstance(history, dict):
         return {}
     losses, val, snaps = history.get("losses"), history.get("val_points", []), history.get("snapshots", [])
     number = lambda x: is_finite_number(x) and type(x) is not bool
     well_formed = (isinstance(losses, list) and losses and all(map(number, losses))
-                   and isinstance(val, list) and all(isinstance(v, list) and len(v) == 2 and type(v[0]) is int
-                                                     and number(v[1]) for v in val)
+                   and isinstance(val, list) and all(isinstance(v, (list, tuple)) and len(v) == 2
+                                                     and type(v[0]) is int and number(v[1]) for v in val)
                    and isinstance(snaps, list) and all(isinstance(s, dict) and type(s.get("step")) is int
                                                        and isinstance(s.get("samples"), list) and s["samples"]
                                                        and all(isinstance(x, str) for x in s["samples"])
                                                        for s in snaps))
     if not well_formed:
         return {}
-    subset = history.get("val_subset")
-    return {"losses": [float(x) for x in losses], "val_points": [(v[0], float(v[1])) for v in val],
-            "snapshots": snaps, "val_subset": subset if type(subset) is int else None}
+    count = lambda key: history.get(key) if type(history.get(key)) is int and history[key] >= 0 else None
+    out = {"losses": [float(x) for x in losses], "val_points": [(v[0], float(v[1])) for v in val],
+           "snapshots": [{"step": s["step"], "samples": list(s["samples"])} for s in snaps],
+           "val_subset": count("val_subset")}
+    if "first" in history:
+        out["first"] = count("first") or 0
+    if number(history.get("val_loss")) and count("val_count"):
+        out.update(val_loss=float(history["val_loss"]), val_count=history["val_count"])
+    return out
+
+
+def continued(earlier, own, first):
+    """One history from a run's own (its steps counted from its start, at the model's step
+    `first`) and the history of the runs before it (earlier, in model steps, or None): the
+    loss of every step, in order, and all the validation points and samples, in model steps
+    (first: the step before the first loss). A point the run measured at its start is the
+    earlier run's last: it is kept once."""
+    val = [(first + step, loss) for step, loss in own["val_points"]]
+    snaps = [dict(snap, step=first + snap["step"]) for snap in own["snapshots"]]
+    out = {"first": first, "losses": list(own["losses"]), "val_points": val, "snapshots": snaps,
+           "val_subset": own.get("val_subset")}
+    if earlier and earlier["first"] + len(earlier["losses"]) == first:
+        seen_val, seen_snap = {s for s, _ in earlier["val_points"]}, {s["step"] for s in earlier["snapshots"]}
+        out.update(first=earlier["first"], losses=earlier["losses"] + out["losses"],
+                   val_points=list(earlier["val_points"]) + [p for p in val if p[0] not in seen_val],
+                   snapshots=list(earlier["snapshots"]) + [s for s in snaps if s["step"] not in seen_snap])
+        if earlier.get("val_subset") != own.get("val_subset"):
+            out["val_subset"] = None          # points on different subsets: the page does not give one count
+    return out
+
+
+def remembered_history(raw):
+    """The whole history of a checkpoint's model, for the page of a loaded model and for a run
+    that goes on training it: its last run's (history_of), after the earlier runs' that the
+    checkpoint keeps, in model steps (see continued), with the validation loss the last run
+    printed (val_loss over val_count held-out sequences) if it kept it; {} if none."""
+    history = raw.get("history")
+    own = history_of(history)
+    if not own:
+        return {}
+    training = raw.get("training")
+    steps = training.get("steps") if isinstance(training, dict) else None
+    first = max(0, steps - len(own["losses"])) if type(steps) is int and 0 <= steps <= 10**18 else 0
+    earlier = history_of(history.get("earlier"))
+    out = continued(earlier if "first" in earlier else None, own, first)
+    out.update({key: own[key] for key in ("val_loss", "val_count") if key in own})
+    return out
 
 
 class Stopped(KeyboardInterrupt):
@@ -3713,6 +3763,9 @@ def write_report(args, run):
         run["training"] = (f"{config.steps:,} step{'s' * (config.steps > 1)} (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
                            f"{run['seconds']:.1f} s" + (f", after {run['steps_before']:,} earlier steps"
                                                         if run["steps_before"] else ""))
+        shown = run["first"] + len(run["losses"])
+        if shown > config.steps:           # a fine-tuned model's history goes on from the runs before
+            run["training"] += f"; the loss curve shows all {shown:,} steps from step {run['first']:,}"
     else:
         data_path = args.load
         run["data"] = f"none: the model was loaded from {args.load}"
@@ -3909,12 +3962,20 @@ def run(args, stop=None):
             say_saved(f"saved the model to {args.save}")
 
     record = {}                             # what --report needs to know about the run, and --save keeps
+    # A resumed or fine-tuned model's history goes on: the runs before this one, in model steps.
+    earlier = None
+    if config.steps > 0:
+        earlier = (history_of(history.get("earlier")) if history else remembered_history(raw)) or None
+        earlier = earlier if earlier and "first" in earlier else None
     # A run that only saves validates its history on fewer held-out sequences (see SAVED_VAL_SUBSET).
-    subset_size = history_subset(history if config.steps > 0 else None, args.report, mode)
+    subset_size = history_subset((history or earlier) if config.steps > 0 else None, args.report, mode)
     on_step = report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start, subset_size) \
         if args.report or args.save else None
     if config.steps > 0 and history:        # the run so far, as the run that was stopped recorded it
         record.update({key: list(history[key]) for key in ("losses", "val_points", "snapshots")})
+    if earlier:
+        record["earlier"] = {key: earlier[key] for key in ("first", "losses", "val_points", "snapshots",
+                                                           "val_subset")}
     if args.report and config.steps == 0:
         record.update(remembered_history(raw))     # a loaded model's training, if its checkpoint keeps it
     val_loss, seconds, started = None, 0.0, time.perf_counter()
@@ -3952,7 +4013,7 @@ def run(args, stop=None):
         if stop.signum is not None:
             return 128 + stop.signum
         if val_seqs and (args.report or not output_lost()):    # the page needs it even if nobody reads
-            val_loss = validation_loss(val_seqs, inference_weights(params), config)
+            val_loss = record.get("val_loss") or validation_loss(val_seqs, inference_weights(params), config)
             print(f"validation loss: {val_loss:.4f} "
                   f"(mean per token over {len(val_seqs):,} held-out {kind})")
             if getattr(chars, "merges", None):
@@ -3965,8 +4026,14 @@ def run(args, stop=None):
     if args.explain is not None and not output_lost():
         print_explanation(explain_inputs, explain_targets, weights, config, chars)
     if args.report:
+        record.setdefault("first", 0)
+        record.setdefault("val_loss", None)
+        record.setdefault("val_count", 0)
+        if config.steps > 0:                # the page shows the model's whole history, in model steps
+            record.update(continued(record.get("earlier"), record, steps_before), val_loss=val_loss,
+                          val_count=len(val_seqs))
         record.update(config=config, mode=mode, chars=chars, weights=weights, n_params=n_params, text=text,
-                      val_seqs=val_seqs, val_loss=val_loss, seconds=seconds, steps_before=steps_before,
+                      val_seqs=val_seqs, seconds=seconds, steps_before=steps_before,
                       prompt=prompt, stream_start=stream_start,
                       explain_io=(explain_inputs, explain_targets) if args.explain is not None else None)
         write_report(args, record)
@@ -5070,7 +5137,8 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     y_ticks = nice_ticks(y0, y1)
     widest = max(len(f"{t:g}") for t in y_ticks) * font * CHAR_WIDTH
     more = font - FONT - 2                      # larger text takes more room beside and under the axes
-    left, right, top, bottom = max(70, 40 + widest + more), 30, 12, 70 + 2 * more    # the y title, the numbers
+    left, top, bottom = max(70, 40 + widest + more), 12, 70 + 2 * more    # the y title, the numbers
+    right = max(30, len(x_ticks[-1][1]) * font * CHAR_WIDTH / 2 + 4) if x_ticks else 30   # the last tick's half
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def X(x):
@@ -5486,22 +5554,26 @@ def report_data(run):
         "format": "microgpt-report", "version": 1, "mode": run["mode"],
         "config": {key: getattr(config, key) for key in MODEL_SHAPE},
         "chars": chars, "bos": len(chars) if run["mode"] == "docs" else None,
-        "steps": len(run["losses"]), "losses": run["losses"], "val_loss": run["val_loss"],
+        "steps": len(run["losses"]), "first_step": run.get("first", 0), "losses": run["losses"],
+        "val_loss": run["val_loss"],
         "val_points": run["val_points"], "samples_during_training": run["snapshots"],
         "examples": examples, "samples": run["samples"],
         "sample_probs": [text_probabilities(s, weights, config, chars, run["mode"]) for s in run["samples"]],
     }
 
 
-def figure(title, picture, caption, key="", big="", side=False):
+def figure(title, picture, caption, key="", big="", side=False, key_beside=False):
     """One picture: its title, the picture, its legend and its caption (what to notice). The
     presentation view shows one figure per screen (number_figures links them up), and `big`,
     if given, instead of the picture: the same drawn with larger text (PRESENT_FONT), for a
     picture that would otherwise shrink its text below what a room can read. side: on a
     landscape screen the presentation view puts the caption beside the picture rather than
-    under it, which leaves a square picture (the Markov chain) more room."""
+    under it, which leaves a square picture (the Markov chain) more room. key_beside: there it
+    puts the legend beside the picture instead, which leaves a long caption (the loss
+    curve's) room under a wide picture."""
     big = f'<div class="big">{big}</div>' if big else ""
-    return (f'<figure class="slide{" side" * side}"><h3>{escape(title)}</h3>{big}{picture}{key}'
+    return (f'<figure class="slide{" side" * side}{" keyside" * key_beside}"><h3>{escape(title)}</h3>'
+            f'{big}{picture}{key}'
             f'<figcaption>{caption}</figcaption></figure>')
 
 
@@ -5542,8 +5614,10 @@ def quantile(ordered, q):
 
 def loss_section(run, vocab_size, what):
     """The loss curve (every step's loss, a smoothed line, the validation points and the
-    loss of uniform guessing) on a logarithmic step axis, with a caption on this run."""
-    losses, val, uniform = run["losses"], run["val_points"], math.log(vocab_size)
+    loss of uniform guessing) on a logarithmic step axis (a linear one for a history that
+    does not start at step 0), with a caption on this run. The steps are the model's: a
+    fine-tuned model's history goes on from the run before (see continued)."""
+    losses, val, uniform, first = run["losses"], run["val_points"], math.log(vocab_size), run.get("first", 0)
     if not losses:
         return ("<h2>The loss curve</h2>\n<p>This model was loaded and not trained in this run, and its checkpoint "
                 "keeps no record of its training, so there is no loss curve.</p>")
@@ -5559,77 +5633,104 @@ def loss_section(run, vocab_size, what):
     pad = 0.05 * (hi - lo) or 0.1
     y_range = (lo - pad, hi + pad)
     stride = max(1, n // 2000)                   # at most ~2000 points per line keeps the page small
-    raw = [(i + 1, loss) for i, loss in enumerate(losses) if i < 200 or i % stride == 0]
-    above = [(i + 1, loss) for i, loss in enumerate(losses) if loss > y_range[1]]
+    raw = [(first + i + 1, loss) for i, loss in enumerate(losses) if i < 200 or i % stride == 0]
+    above = [(first + i + 1, loss) for i, loss in enumerate(losses) if loss > y_range[1]]
     below = [loss for loss in losses if loss < y_range[0]]
-    ticks = [(0, "0")] + [(m * 10 ** e, f"{m * 10 ** e:,}") for e in range(13) for m in (1, 2, 5)
-                          if m * 10 ** e < n] + [(n, f"{n:,}")]
+    end_step, logarithmic = first + n, first == 0
+    if logarithmic:
+        ticks = [(0, "0")] + [(m * 10 ** e, f"{m * 10 ** e:,}") for e in range(13) for m in (1, 2, 5)
+                              if m * 10 ** e < n] + [(n, f"{n:,}")]
+        x_map, x_label = (lambda s: math.log1p(s) / math.log1p(n)), "training step (logarithmic scale)"
+    else:
+        ticks = [(t, f"{t:,}") for t in nice_ticks(first, end_step, 4)]
+        x_map, x_label = (lambda s: (s - first) / n), "training step"
     lines = [(raw, "#2166ac" if exact else "#888", 2.5 if exact else 1.2, 1 if exact else 0.5, False),
-             ([(i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
+             ([(first + i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
              (val, "#e08214", 2, 1, True)]
-    chart, big = (line_chart(lines, lambda s: math.log1p(s) / math.log1p(n), ticks, y_range,
-                             "training step (logarithmic scale)", "loss (nats per token)", "loss while training",
-                             [(uniform, "#000")], font=font) for font in (FONT + 2, PRESENT_FONT - 2))
+    chart = line_chart(lines, x_map, ticks, y_range, x_label, "loss (nats per token)", "loss while training",
+                       [(uniform, "#000")])
+    # The presentation view's copy: wider, so that its text stays large on a short slide.
+    big = line_chart(lines, x_map, ticks, y_range, x_label, "loss (nats per token)", "loss while training",
+                     [(uniform, "#000")], width=800, height=330, font=PRESENT_FONT)
     kind = run["batch"]
+    subset = (f"the same {plural(run['val_subset'], 'held-out ' + what)} each time" if run["val_subset"]
+              else f"held-out {what}s")
     key = [("border-top:4px solid #2166ac" if exact else "border-top:2px solid #999",
             f"each step's loss (on {kind})")]
     if half:
         key.append(("border-top:4px solid #2166ac", f"smoothed: mean of the {2 * half + 1} steps centred on each"))
     if val:
-        key.append(("background:#e08214;border-radius:50%;width:12px", f"validation loss ({run['val_subset'] or 'the'} "
-                                                            f"held-out {what}s)"))
+        key.append(("background:#e08214;border-radius:50%;width:12px", f"validation loss on {subset}"))
     key.append(("border-top:2px dashed #000", f"uniform guessing: ln {vocab_size} = {uniform:.2f}"))
     if above or below:
         key.append(("\u25b2", f"{len(above) + len(below)} step{'s' * (len(above) + len(below) > 1)} beyond the "
                               "edge of the chart"))
 
-    # What to notice, from this run's numbers.
-    tail = losses[-100:]
-    end = sum(tail) / len(tail)
-    start = val[0][1] if val and val[0][0] == 0 else losses[0]
-    notes = [f"The loss went from {start:.2f} at the start to {end:.2f} at the end (the mean of the last "
-             f"{len(tail)} steps; guessing uniformly gives {uniform:.2f})."]
-    line = [s for s in smooth if s is not None] or losses
-    if start > end:
-        k = next(i for i, s in enumerate(line + [end]) if s <= (start + end) / 2) + 1
-        notes.append(f"Half of that drop came in the first {min(k, n):,} steps ({min(k, n) / n:.0%} of the run): "
-                     "the step axis is logarithmic, so that each tenfold of steps (1 to 10, 10 to 100, ...) "
-                     "gets the same room and this fast start is not squeezed against the left edge.")
+    # What to notice, from this run's numbers, each compared with its like.
+    average = lambda xs: sum(xs) / len(xs)
+    m = max(1, min(100, n // 2))             # steps in each of the training loss's two means
+    first_m, last_m = ("the first step", "the last") if m == 1 else (f"mean of the first {m} steps", f"the last {m}")
+    notes = []
+    training = (f"the training loss from {average(losses[:m]):.2f} ({first_m}) to {average(losses[-m:]):.2f} "
+                f"({last_m})")
+    if len(val) >= 2:
+        notes.append(f"On {subset} (orange), the loss fell from {val[0][1]:.2f} at step {val[0][0]:,} to "
+                     f"{val[-1][1]:.2f} at step {val[-1][0]:,} (uniform guessing: {uniform:.2f}); {training}.")
+    else:
+        notes.append(f"The training loss went {training[18:]} (uniform guessing: {uniform:.2f}).")
+    axis = "The step axis is logarithmic: each tenfold of steps (1 to 10, 10 to 100, ...) gets the same room."
+    if len(val) >= 3 and val[0][0] == first and val[0][1] > val[-1][1]:
+        middle = (val[0][1] + val[-1][1]) / 2
+        k = next(step for step, loss in val if loss <= middle)
+        said = f"Half of that drop came by step {k:,} ({(k - first) / n:.0%} of the steps shown)"
+        if logarithmic and (k - first) / n <= 0.2:
+            said += (": the logarithmic step axis gives each tenfold of steps the same room, so this fast start "
+                     "is not squeezed against the left edge")
+            axis = ""
+        notes.append(said + ".")
+    if logarithmic and axis:
+        notes.append(axis)
     if exact:
         notes.append(f"Each step's loss is measured on {kind}, so it is exact and needs no smoothing.")
     elif half:
-        notes.append(f"The blue line averages the {2 * half + 1} steps centred on each step (fewer near the start), "
-                     f"so it does not lag behind the falling loss; it stops {half} steps before the end, where "
-                     f"the steps after are missing. The smoothed loss the run prints is the mean of the last "
-                     f"{min(100, n)} steps, which lags: early on it is above this line.")
+        notes.append(f"The blue line, the mean of the {2 * half + 1} steps centred on each, does not lag as the "
+                     f"run's printed smoothed loss (the mean of the last {min(100, n)} steps) does; it stops {half} "
+                     "steps before the end.")
     else:
         notes.append("Too few steps to smooth.")
-    if val:
-        gap = val[-1][1] - (line[-1] if half else end)
-        said = (f"At step {val[-1][0]:,} the validation loss is {val[-1][1]:.2f}, ")
+    # The end of training against validation: the run's final validation loss on all the
+    # held-out data if it is known (a few held-out names wobble), else the chart's last point.
+    if run.get("val_count") and run["val_loss"] is not None:
+        said = (f"At the end the validation loss on all {plural(run['val_count'], 'held-out ' + what)} is "
+                f"{run['val_loss']:.4f}, as the run printed; it is ")
+        gap = run["val_loss"] - average(losses[-m:])
+    elif val:
+        said = f"At step {val[-1][0]:,} the validation loss on those {what}s is {val[-1][1]:.2f}, "
+        gap = val[-1][1] - average(losses[-m:])
+    if val or run.get("val_count") and run["val_loss"] is not None:
         if abs(gap) <= 0.05:
             said += f"close to the training loss: what the model learned holds for {what}s it never saw."
         elif gap > 0:
             said += (f"{gap:.2f} above the training loss: the model does better on the {what}s it trained on "
                      "than on new ones (it is starting to learn them by heart).")
         else:
-            said += (f"{-gap:.2f} below the training loss: the {run['val_subset'] or ''} held-out {what}s "
-                     f"happen to be easier than the average training {what}. That is chance, not a problem.")
+            said += (f"{-gap:.2f} below the training loss: the held-out {what}s happen to be easier than the "
+                     f"average training {what}. That is chance, not a problem.")
         notes.append(said)
     else:
         notes.append("There was too little data to hold any out for validation.")
     if above:
         worst = max(above, key=lambda point: point[1])
-        notes.append(f"{len(above)} step{'s' * (len(above) > 1)} had a loss above the top of the chart (red "
-                     f"triangles; the highest, {worst[1]:.2f}, at step {worst[0]:,}): one hard {what} can do "
-                     "that, so the chart's range is set by the other steps"
-                     + (f", as it is at the bottom, below which {len(below)} easy one{'s' * (len(below) > 1)} fell."
-                        if below else "."))
+        notes.append(f"{plural(len(above), 'step')} had a loss above the chart (red triangles; the highest, "
+                     f"{worst[1]:.2f}, at step {worst[0]:,})" + (f" and {len(below):,} below it" if below else "")
+                     + f": one hard {what}{' (or easy one)' * bool(below)} can do that, so the other steps set "
+                     "the chart's range.")
     elif below:
-        notes.append(f"{len(below)} step{'s' * (len(below) > 1)} had a loss below the bottom of the chart (red "
-                     "triangles): the chart's range is set by the other steps.")
+        notes.append(f"{plural(len(below), 'step')} had a loss below the chart (red triangles): one easy {what} can "
+                     "do that, so the other steps set the chart's range.")
     return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
-            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big) + "</div>")
+            + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big,
+                     key_beside=True) + "</div>")
 
 
 REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
@@ -5777,13 +5878,15 @@ def head_habit(head):
             f"it evenly would give {even:.0%}")
 
 
-def inside_section(example, names, what, n_head):
+def inside_section(example, names, what, n_head, heading=""):
     """One example (an entry of report_data's "examples"): its predictions as a table, then
-    one attention heat map per layer and head, each with a caption."""
+    one attention heat map per layer and head, each with a caption. heading: HTML that goes
+    before the table and stays on the same printed page (the section's heading and intro:
+    break-after:avoid alone does not keep them with a table in a grid)."""
     inputs, targets, rows = example["tokens"], example["targets"], example["probs"]
     shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in example["text"])
     scored = [(rows[pos][t], pos) for pos, t in enumerate(targets) if t is not None]
-    out = ['<div class="figures one">']
+    out = [f'<div class="keep">{heading}<div class="figures one">']
     caption = ""
     if scored:
         (p_hi, sure), (p_lo, worst) = max(scored), min(scored)
@@ -5798,7 +5901,7 @@ def inside_section(example, names, what, n_head):
         else:
             caption += f"Even the true token it expected least got {percent(p_lo)}."
     out.append(figure(f"Predictions for {shown}", prediction_table(example, names), escape(caption)))
-    out.append('</div><div class="figures">')
+    out.append('</div></div><div class="figures">')
     labels = [f"{p} {names[t]}" for p, t in enumerate(inputs)]
     for i, layer in enumerate(example["attention"]):
         for h, head in enumerate(layer):
@@ -5918,12 +6021,15 @@ figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 .slide:target{position:fixed;inset:0;z-index:1;overflow:auto;background:#fff;margin:0;padding:8px 4vw;font-size:20px;
 display:flex;flex-direction:column;box-sizing:border-box}
 .slide:target h3{font-size:28px;margin:4px 0} .slide:target figcaption{font-size:20px;max-width:none}
-.slide:target>*{flex:none} .slide:target>svg,.slide:target>.big{flex:1 1 0;min-height:40vh;width:100%;max-width:none!important}
+.slide:target>*{flex:none}
+.slide:target>svg,.slide:target>.big{flex:1 1 0;min-height:30vh;width:100%;max-width:none!important}
 .slide:target>.big svg{height:100%;max-width:none!important}
 .slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
 .slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
-@media (max-width:1099px){.slide:target .predictions .g2{display:none}}
+@media (max-width:1099px){.slide:target .predictions{font-size:21px} .slide:target .predictions td{padding-right:10px}
+.slide:target .predictions .bar{width:34px}}
+@media (max-width:999px){.slide:target .predictions .g2{display:none}}
 @media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 @media (min-aspect-ratio:1/1){.slide.side:target{display:grid;column-gap:28px;
@@ -5932,22 +6038,31 @@ grid-template:auto auto auto minmax(0,1fr)/auto minmax(0,1fr)}
 .slide.side:target>svg{grid-area:4/1;height:100%;width:auto;aspect-ratio:1;max-width:60vw!important}
 .slide.side:target>.big{grid-area:4/1;min-height:0;width:auto;max-width:60vw!important}
 .slide.side:target>.big svg{height:100%;width:auto}
-.slide.side:target>figcaption{grid-area:4/2;margin-top:0}}
-@media print{body{max-width:none;padding:0;font-size:11pt} h2{break-after:avoid} .present,.slidenav{display:none}
+.slide.side:target>figcaption{grid-area:4/2;margin-top:0}
+.slide.keyside:target{display:grid;column-gap:24px;grid-template:auto auto minmax(30vh,1fr) auto/minmax(0,1fr) auto}
+.slide.keyside:target>nav,.slide.keyside:target>h3,.slide.keyside:target>figcaption{grid-column:1/-1}
+.slide.keyside:target>.big{grid-area:3/1;min-height:0} .slide.keyside:target>.key{grid-area:3/2;align-self:center;
+flex-direction:column;max-width:30vw;gap:8px;font-size:18px;line-height:1.35}}
+@media print{body{max-width:none;padding:0;font-size:11pt} h2,h3{break-after:avoid} .keep{break-inside:avoid}
+.present,.slidenav{display:none}
 figure,table,.sample{break-inside:avoid} .figures{grid-template-columns:repeat(2,minmax(0,1fr))}
 .figures.one{grid-template-columns:minmax(0,1fr)} figure{margin:0 0 14pt} figure>svg{max-width:16cm}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 
 
-def validation_fact(run):
-    """The run table's validation loss: this run's final one; for a loaded model, the last its
-    checkpoint saved during training (the loss chart draws those points too); or none."""
-    if run["val_loss"] is not None:
-        return f"validation {run['val_loss']:.4f}; "
+def validation_fact(run, what):
+    """The run table's validation loss: the one the run printed at its end, on all its held-out
+    sequences (a loaded model's checkpoint keeps it), or, if a checkpoint from an older microgpt
+    does not, the chart's last point, with the few held-out sequences it is measured on."""
+    if run["val_loss"] is not None and run.get("val_count"):
+        loaded = " (as the run that saved the model printed it)" if run["config"].steps == 0 else ""
+        return f"validation {run['val_loss']:.4f} on {plural(run['val_count'], 'held-out ' + what)}{loaded}; "
     if run["val_points"]:
         step, loss = run["val_points"][-1]
-        return f"validation {loss:.4f} (the last saved, measured during training at step {step}); "
+        on = f" on {plural(run['val_subset'], 'held-out ' + what)}" if run["val_subset"] else ""
+        return (f"validation not kept by the checkpoint: {loss:.4f}{on} at step {step:,} (the chart's last "
+                "point); ")
     return "no validation loss; "
 
 
@@ -5981,8 +6096,9 @@ def report_page(run):
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; " if tail else "")
-              + validation_fact(run)
+             ("loss", (f"smoothed (mean of the last {plural(len(tail), 'step')}) {sum(tail) / len(tail):.4f}; "
+                       if tail else "")
+              + validation_fact(run, what)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
                                                     for k, v in facts) + "</table>")
@@ -5992,13 +6108,15 @@ def report_page(run):
     out.append(embeddings_section(weights, config, names, chars, mode, data_docs))         # 4. Embeddings
 
     # 5. Inside one name (or window)
-    out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
+    heading = (f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
                "the true next token with the probability the model gave it and its loss (-ln of that "
                "probability), and the model's likeliest guesses. Then, for each attention head, where each "
                "position looks: a row is a position reading, its cells the positions it attends to, itself "
                "included (later ones are blank: it cannot see them).</p>")
-    for example in data["examples"]:
-        out.append(inside_section(example, names, what, config.n_head))
+    if not data["examples"]:
+        out.append(heading)
+    for i, example in enumerate(data["examples"]):
+        out.append(inside_section(example, names, what, config.n_head, heading if i == 0 else ""))
     if run["samples"]:
         out.append(samples_section(run, config, data["sample_probs"], config.num_samples > 0))   # 6. Samples
     if mode == "stream" and vocab_size ** config.block_size <= 256:

@@ -84,7 +84,7 @@ class ReportPageTest(unittest.TestCase):
         tmp = cls.tmp = cls._tmp.name
         names = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
         bits = write_text(tmp, "bits.txt", BITS)
-        keys = ("docs", "stream", "loaded", "remembered", "garbled", "closed", "cut")
+        keys = ("docs", "stream", "loaded", "remembered", "garbled", "closed", "cut", "saved")
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in keys}
         cls.ckpt = os.path.join(tmp, "docs.json")
         cls.dot = os.path.join(tmp, "chain.dot")
@@ -119,7 +119,7 @@ class ReportPageTest(unittest.TestCase):
                                  timeout=120) for command in cls.shell.values()] if os.name == "posix" else []
             # meanwhile, in this process: loading is not about the process
             for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
-                              ("garbled", cls.ckpts["garbled"])):
+                              ("garbled", cls.ckpts["garbled"]), ("saved", cls.ckpt)):
                 cls.results[key] = run_main(["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
             for key, job in zip(cls.shell, shell):
                 cls.results[key] = job.result()
@@ -152,12 +152,33 @@ class ReportPageTest(unittest.TestCase):
             self.assertIn("no loss curve", self.page("garbled"))
             self.assertEqual(page_data(self.page("garbled"))["losses"], [])
 
-    def test_a_loaded_model_with_saved_validation_points_states_the_last_one_in_the_run_table(self):
+    def test_a_loaded_model_with_only_validation_points_states_the_last_one_as_the_charts(self):
+        # an older checkpoint: its history keeps the chart's points, not the final validation loss
         step, loss = self.history["val_points"][-1]
         run_table = self.page("remembered").split("<h2>The run</h2>")[1].split("</table>")[0]
         self.assertNotIn("no validation loss", run_table)
-        self.assertIn(f"validation {loss:.4f} (the last saved, measured during training at step {step})", run_table)
+        self.assertIn(f"validation not kept by the checkpoint: {loss:.4f} at step {step:,} (the chart&#39;s last "
+                      "point)", run_table)
         self.assertIn("no validation loss", self.page("loaded"))        # a checkpoint without a history
+
+    def test_a_loaded_models_page_gives_the_validation_loss_its_training_run_printed(self):
+        printed = re.search(r"^validation loss: ([\d.]+) \(mean per token over ([\d,]+) held-out documents\)$",
+                            self.results["docs"].stdout, re.M)
+        self.assertIsNotNone(printed, self.results["docs"].stdout)
+        loss, count = printed.groups()
+        for key, how in (("docs", ";"), ("saved", " (as the run that saved the model printed it);")):
+            with self.subTest(page=key):
+                page = self.page(key)
+                run_table = page.split("<h2>The run</h2>")[1].split("</table>")[0]
+                self.assertIn(f"validation {loss} on {count} held-out names{how}", run_table)
+                caption = page.split("<h2>The loss curve</h2>")[1].split("</figcaption>")[0]
+                self.assertIn(f"At the end the validation loss on all {count} held-out names is {loss}, as the run "
+                              "printed", caption)
+                # the chart's points are on a subset, and the caption and legend say so
+                subset = re.search(r"validation loss on the same ([\d,]+) held-out names each time", page)
+                self.assertIsNotNone(subset)
+                self.assertIn(f"On the same {subset.group(1)} held-out names each time (orange)", caption)
+                self.assertAlmostEqual(page_data(page)["val_loss"], float(loss), delta=5e-5)
 
     @unittest.skipUnless(os.name == "posix", "uses a POSIX shell to close stdout and to pipe into head")
     def test_the_page_is_the_same_whether_stdout_is_read_closed_or_cut_short(self):
@@ -436,6 +457,37 @@ class ReportUnitsTest(unittest.TestCase):
             self.assertLess(max(ticks), 4)                  # the y axis stops well below the spike
             self.assertIn('fill="#c00"', chart)              # a red triangle marks it
         self.assertIn("the highest, 5.10, at step 930", page)
+
+    def test_the_loss_caption_compares_like_with_like_and_holds_for_a_history_not_starting_at_step_0(self):
+        # a fine-tune's 200 steps whose checkpoint kept no earlier history: model steps 1,001 to 1,200
+        losses = [2.4 - 0.0005 * i + 0.1 * math.sin(i) for i in range(200)]
+        run = dict(self.synthetic_run(losses), first=1000, val_points=[(1000, 2.44), (1100, 2.40), (1200, 2.31)],
+                   val_loss=2.3602, val_count=1000, val_subset=25)
+        page = microgpt.report_page(run)
+        caption = page.split("<h2>The loss curve</h2>")[1].split("</figcaption>")[0]
+        self.assertIn("the loss fell from 2.44 at step 1,000 to 2.31 at step 1,200", caption)   # validation both
+        first, last = sum(losses[:100]) / 100, sum(losses[-100:]) / 100                     # training both
+        self.assertIn(f"the training loss from {first:.2f} (mean of the first 100 steps) to {last:.2f} "
+                      "(the last 100)", caption)
+        for untrue in ("logarithmic", "fast start", " 1 steps"):
+            self.assertNotIn(untrue, caption)
+        ticks = [t.text for chart in svgs(page) if "loss while training" in chart
+                 for t in ET.fromstring(chart).iter("text") if t.get("text-anchor") == "middle"]
+        self.assertIn("1,200", ticks)
+        self.assertNotIn("0", ticks)                      # the axis starts where the history does
+        # and a run of one step says so in the singular
+        one = microgpt.report_page(dict(self.synthetic_run([3.3]), val_points=[(0, 3.3), (1, 3.2)]))
+        self.assertIn("the training loss from 3.30 (the first step) to 3.30 (the last)", one)
+        self.assertNotIn("1 steps", one.split("<th>loss</th>")[1].split("</figcaption>")[0])
+
+    def test_when_printed_the_inside_heading_and_intro_stay_on_the_page_of_the_first_table(self):
+        page = microgpt.report_page(self.synthetic_run([3.3 - 0.01 * i for i in range(50)]))
+        kept = re.search(r'<div class="keep">(.*?)</div></div>', page, re.S)
+        self.assertIsNotNone(kept)
+        self.assertTrue(kept.group(1).startswith("<h2>Inside one name</h2>"))
+        self.assertIn('<table class="predictions">', kept.group(1))
+        printed = page.split("@media print{")[1].split("</style>")[0]
+        self.assertIn(".keep{break-inside:avoid}", printed)
 
     def test_legends_and_captions_follow_the_run_length_and_options(self):
         page = microgpt.report_page(self.synthetic_run([3.3 - 0.01 * i for i in range(50)], num_samples=0))

@@ -16,6 +16,8 @@ import microgpt
 import argparse
 import contextlib
 import io
+import json
+import random
 import shutil
 import tempfile
 import unittest
@@ -88,6 +90,28 @@ def browser():
     return driver, profile
 
 
+def long_history(saved, path):
+    """A copy of the checkpoint `saved` whose history is like the default run's: 1,000 noisy
+    steps falling from 3.3 to 2.4, with a few spikes up and down, validation points on 25
+    held-out names at report_recorder's steps and the final validation loss on 1,000."""
+    with open(saved, encoding="utf-8") as f:
+        checkpoint = json.load(f)
+    rng, n = random.Random(0), 1000
+    losses = [2.4 + 0.9 * 0.995 ** i + rng.gauss(0, 0.25) for i in range(n)]
+    for i in (19, 262, 930):
+        losses[i] = 5.1
+    for i in (950, 970, 990):
+        losses[i] = 1.2
+    steps = sorted({0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 400, 600, 800, 1000})
+    val = [[s, 2.44 + 0.88 * 0.99 ** s] for s in steps]
+    snapshots = [{"step": s, "samples": ["anna", "mila", "jo", "kaya", "zed"]} for s in (0, 50, 200, 500, 1000)]
+    checkpoint["history"] = {"losses": losses, "val_points": val, "snapshots": snapshots, "val_subset": 25,
+                             "val_loss": 2.3667, "val_count": 1000}
+    checkpoint["training"]["steps"] = n
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(checkpoint, f)
+
+
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
@@ -95,9 +119,12 @@ class ReportLayoutTest(unittest.TestCase):
     few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
     (drawn as its transition matrix), a chain of 16 states named by tokens of several
-    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; and the
-    report card of --chat, from a tiny pipeline (tests/test_chat.py's) run in-process, since
-    the command line's pipeline takes minutes."""
+    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; the
+    names model loaded from its checkpoint with a history as long as the default run's (1,000
+    steps, spikes above and below the chart, validation points and the final validation
+    loss), whose loss slide has a caption as long as the default run's; and the report card
+    of --chat, from a tiny pipeline (tests/test_chat.py's) run in-process, since the command
+    line's pipeline takes minutes."""
 
     @classmethod
     def setUpClass(cls):
@@ -112,9 +139,9 @@ class ReportLayoutTest(unittest.TestCase):
         abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
         words = write_text(tmp, "words.txt", WORDS)
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix",
-                                                                       "bpe", "tokens", "chat")}
+                                                                       "bpe", "tokens", "long", "chat")}
         results = run_many([
-            ["--input", names, "--steps", "40", "--report", cls.paths["names"]],
+            ["--input", names, "--steps", "40", "--report", cls.paths["names"], "--save", "names.json"],
             ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--block-size", "8", "--n-head", "2",
              "--length", "60", "--report", cls.paths["stream"]],
             ["--input", bits, "--stream", "--block-size", "3", "--steps", "15", "--batch", "all", "--n-embd", "8",
@@ -128,6 +155,8 @@ class ReportLayoutTest(unittest.TestCase):
             ["--input", words, "--stream", "--bpe", "10", "--block-size", "1", "--steps", "15", "--n-embd", "8",
              "--n-head", "2", "--num-samples", "0", "--report", cls.paths["tokens"]],
         ], tmp)
+        long_history(os.path.join(tmp, "names.json"), os.path.join(tmp, "long.json"))
+        results += run_many([["--load", "long.json", "--report", cls.paths["long"]]], tmp)
         cls.results = dict(zip(cls.paths, results))
         chat_names = write_text(tmp, "chat-names.txt", "\n".join(NAMES) + "\n")
         args = argparse.Namespace(load=None, input=chat_names, save=None, seed=42, temperature=0.5, report=None)
@@ -223,7 +252,7 @@ class ReportLayoutTest(unittest.TestCase):
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_each_slide_of_the_presentation_view_fits_a_projectors_screen_with_its_caption(self):
-        for key in ("names", "bits", "bpe", "tokens", "matrix", "chat"):
+        for key in ("names", "long", "bits", "bpe", "tokens", "matrix", "chat"):
             for width, height in ((1024, 768), (1280, 720)):
                 for slide in self.present(key, width, height):
                     with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
@@ -231,12 +260,21 @@ class ReportLayoutTest(unittest.TestCase):
                         self.assertLessEqual(slide["caption"], height + 0.5)
                         self.assertLessEqual(slide["bottom"], height + 0.5)     # the picture too, beside it
                         self.assertLessEqual(slide["scrollWidth"], slide["clientWidth"])
+                        self.assertFalse(slide["tableCut"])                         # no table scrolls sideways
+
+    def test_the_presentation_views_predictions_show_3_guesses_at_1024_px_and_5_at_1440(self):
+        for width, height, guesses in ((1024, 768, 3), (1280, 720, 3), (1440, 900, 5)):
+            slides = [s for s in self.present("long", width, height) if s["title"].startswith("Predictions for")]
+            self.assertEqual(len(slides), 3)
+            for slide in slides:
+                with self.subTest(screen=f"{width}x{height}", slide=slide["title"]):
+                    self.assertEqual(slide["guesses"], guesses)
 
     def test_text_in_the_presentation_view_is_at_least_18_px_on_a_1024x768_screen(self):
         # every slide, the Markov chain graph's too (the bits and bpe pages have one), and the
         # transition matrix's (81 states, on the matrix page)
         titles, chat_titles = [], []
-        for key in ("names", "bits", "bpe", "matrix", "chat"):
+        for key in ("names", "long", "bits", "bpe", "matrix", "chat"):
             for slide in self.present(key, 1024, 768):
                 (chat_titles if key == "chat" else titles).append(slide["title"])
                 with self.subTest(page=key, slide=slide["title"]):
@@ -266,7 +304,10 @@ for (let n = walker.nextNode(); n; n = walker.nextNode()) {
 return {title: fig.querySelector('h3').textContent, screen: [innerWidth, innerHeight],
         caption: fig.querySelector('figcaption').getBoundingClientRect().bottom,
         bottom: Math.max(...[...fig.children].map(child => child.getBoundingClientRect().bottom)),
-        scrollWidth: fig.scrollWidth, clientWidth: fig.clientWidth, svg: svg.slice(0, 10), html: html.slice(0, 10)};
+        scrollWidth: fig.scrollWidth, clientWidth: fig.clientWidth, svg: svg.slice(0, 10), html: html.slice(0, 10),
+        guesses: [...fig.querySelectorAll('.predictions th')].filter(th => /^guess/.test(th.textContent) &&
+                                                                      th.getClientRects().length).length,
+        tableCut: [...fig.querySelectorAll('.scroll')].some(box => box.scrollWidth > box.clientWidth + 0.5)};
 """
 
 

@@ -192,17 +192,24 @@ class FineTuning(unittest.TestCase):
         for key in ("history", "optimizer", "rng", "run"):
             del old[key]
         write_text(cls.tmp, "old.json", json.dumps(old))
-        for name in ("tuned.json", "one.json", "good.json", "kept.json", "fresh.json"):
+        for name in ("tuned.json", "stopped.json", "one.json", "good.json", "kept.json", "fresh.json"):
             with open(os.path.join(cls.tmp, name), "wb") as f:
                 f.write(cls.base_bytes)
         tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
-        cls.runs = dict(zip(("tuned", "one", "good", "kept", "old2", "fresh"), run_all([(args, cls.tmp) for args in (
+        names_of_runs = ("tuned", "page", "one", "good", "kept", "old2", "fresh")
+        cls.runs = dict(zip(names_of_runs, run_all([(args, cls.tmp) for args in (
             ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["20"],
+            ["--load", "tuned.json", "--num-samples", "0", "--report", "tuned.html"],
             ["--load", "one.json", "--save", "one.json"] + tune + ["1"],
             ["--load", "good.json", "--save", "good.json", "--lr", "0.5"] + tune + ["1"],   # issue 16 row 2
             ["--load", "kept.json", "--save", "kept.json", "--lr", "3000"] + tune + ["1"],
             ["--load", "old.json", "--save", "old2.json"] + tune + ["10"],
             TINY + ["--save", "fresh.json", "--lr", "1000"] + tune + ["1"])])))
+        # the same fine-tuning as "tuned", stopped after its step 5 and resumed
+        cls.runs["stopped"], cls.runs["resumed"] = run_all([
+            (["--load", "stopped.json", "--save", "stopped.json"] + tune + ["20"], cls.tmp,
+             {"MICROGPT_STOP_AFTER_STEP": "5"}),
+            (["--resume", "stopped.json", "--num-samples", "0"], cls.tmp)])
 
     @classmethod
     def tearDownClass(cls):
@@ -220,7 +227,37 @@ class FineTuning(unittest.TestCase):
         self.assertEqual(saved["optimizer"]["step"], 60)
         self.assertEqual(saved["training"]["steps"], 60)
         self.assertEqual(saved["run"]["start"], 40)
-        self.assertEqual(len(saved["history"]["losses"]), 20)     # the history is this run's
+        self.assertEqual(len(saved["history"]["losses"]), 20)     # the history is this run's,
+        self.assertEqual(len(saved["history"]["earlier"]["losses"]), 40)   # after the runs' before it
+
+    def test_a_fine_tuned_models_history_goes_on_from_the_saved_runs(self):
+        # base: steps 1..40 of the model; tuned: 41..60. The page of the fine-tuned model
+        # shows all 60, with the validation points and samples of both runs, in model steps.
+        assert_ok(self, self.runs["page"])
+        base = json.loads(self.base_bytes)["history"]
+        tuned = checkpoint(os.path.join(self.tmp, "tuned.json"))["history"]
+        with open(os.path.join(self.tmp, "tuned.html"), encoding="utf-8") as f:
+            page = f.read()
+        data = json.loads(re.search(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S).group(1))
+        self.assertEqual(data["losses"], base["losses"] + tuned["losses"])
+        self.assertEqual(data["first_step"], 0)
+        # the fine-tuning run measured its step 0 (the model's step 40) on the same names as
+        # the base run's last point: the same number, drawn once
+        self.assertEqual(tuned["val_points"][0][1], base["val_points"][-1][1])
+        self.assertEqual(data["val_points"], base["val_points"] + [[40 + step, loss] for step, loss
+                                                                   in tuned["val_points"][1:]])
+        self.assertEqual([s["step"] for s in data["samples_during_training"]],
+                         [s["step"] for s in base["snapshots"]] + [40 + s["step"] for s in tuned["snapshots"][1:]])
+        self.assertEqual(data["val_loss"], tuned["val_loss"])
+        self.assertIn(f"fell from {base['val_points'][0][1]:.2f} at step 0 to {tuned['val_points'][-1][1]:.2f} "
+                      "at step 60", page)
+
+    def test_a_stopped_fine_tuning_resumes_to_the_same_model_and_whole_history(self):
+        self.assertEqual(self.runs["stopped"].returncode, 130, self.runs["stopped"].stderr)
+        assert_ok(self, self.runs["resumed"])
+        resumed = checkpoint(os.path.join(self.tmp, "stopped.json"))
+        self.assertEqual(resumed, checkpoint(os.path.join(self.tmp, "tuned.json")))
+        self.assertEqual(resumed["history"]["earlier"]["losses"], json.loads(self.base_bytes)["history"]["losses"])
 
     def test_fine_tuning_uses_the_learning_rate_of_the_stretched_line(self):
         # An independent computation of one fine-tuning step: Adam's update, written out here,
