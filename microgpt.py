@@ -324,22 +324,22 @@ class Value:
         #             visited.add(node)
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
-        # Python limits recursion to about 1,000 calls deep. The graph of a 6-letter name is
-        # about 270 nodes deep (its longest chain from the loss down to a parameter, which is
-        # how deep the calls nest) in the default model, but 882 with n_layer 4, and 1,462 with
-        # n_embd 64 and 2 layers (a wider model is deeper too: sum() adds its terms one at a
-        # time, starting from 0, as __radd__ above says, so a sum over 64 inputs, as in
-        # section 5's linear(), is a chain of + nodes 64 deep): so we do the same with a to-do list of our own, a
-        # stack (last in, first out), whose entries are (node, is_reminder), F or T below.
+        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper, so
+        # we do the same with a to-do list of our own: a stack (last in, first out), whose
+        # entries are (node, is_reminder), F or T below. (How deep: the graph of a 6-letter
+        # name is about 270 nodes deep, its longest chain from the loss down to a parameter,
+        # in the default model; 882 with n_layer 4; 1,462 with n_embd 64 and 2 layers. A
+        # wider model is deeper too: sum() adds its terms one at a time, starting from 0, so
+        # a sum over 64 inputs, as in section 5's linear(), is a chain of + nodes 64 deep.)
         # The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of
         # it, an expand entry for each child. A reminder therefore comes off only after
         # everything its children pushed, and popping it places n in the order: after all of
-        # its children. (That is build() above, unrolled: (n, F) is
-        # the call build(n), and (n, T) the line order.append(node) after its calls return.
-        # The stack takes the children in the opposite order, v before u below, which does
-        # not matter: any order with every node after its children will do.) The table
-        # follows it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never pushed); the
-        # stack's top is on the right, and each line pops the top entry:
+        # its children. (That is build() above, unrolled: (n, F) is the call build(n), and
+        # (n, T) the line order.append(node) after its calls return. The stack takes the
+        # children in the opposite order, v before u below, which does not matter: any order
+        # with every node after its children will do.) The table follows it for L = u + v
+        # with u = 2 * x, v = 3 * u (x a leaf, never pushed); the stack's top is on the
+        # right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -1306,7 +1306,9 @@ def learn_merges(words, num_merges, progress=None):
     # new pairs' counts. So pairs[best] falls to 0, and is deleted. holders[] is never
     # cleaned, so a word in holders[p] may no longer hold p (an earlier merge took it
     # apart). That is harmless: merging leaves such a word unchanged, so the same counts
-    # are subtracted and added back.
+    # are subtracted and added back. In the trace above, [an, a] is still listed under
+    # (n, a) after merge 1; were (n, a) merged, [an, a] would lose its pair (an, a) and
+    # get it back, and nothing would change.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1338,19 +1340,19 @@ def bpe(word, ranks):
     """Encode one word: while some adjacent pair of its tokens was learned, merge the pair
     learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
     with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
-    places) -> b an ana (rank 1) -> ban ana (rank 2). This gives the same tokens as
-    replaying all the merges in learned order, because the ranks merged only go up: so
-    when bpe merges rank r, no merge before r has anything left to act on, and a replay
-    would reach r next. Why they only go up: after every copy of the pair of rank r is
-    merged, every pair left ranks after r.
+    places) -> b an ana (rank 1) -> ban ana (rank 2): the ranks merged were 0, 1, 2.
+    Claim: the ranks bpe merges only ever go up. So when it merges rank r, no earlier merge
+    has anything left to act on, just as in a replay of all the merges in learned order,
+    which would reach r next: bpe gives the replay's tokens. Proof: once every copy of the
+    pair of rank r is merged, every pair left ranks after r.
       (a) A new pair holds the new token, and a merge can use a token only if it was
-          learned after the merge that made the token (in banana, only (an, a), rank 1,
-          and (b, an), rank 2, use "an", which rank 0 made): so it ranks after r. (Each token
-          is made by one merge: learn_merges never learns a second way to spell a token
-          it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
+          learned after the merge that made it (in banana, only (an, a), rank 1, and
+          (b, an), rank 2, use "an", which rank 0 made). (Each token is made by one merge:
+          learn_merges never learns a second way to spell a token it has, and GPT-2's
+          50,000 merges make 50,000 different tokens.)
       (b) An old pair ranked r or more (r was the lowest), and no copy of r is left
           (merge_pair goes left to right, so even "aaa" with (a, a) becomes [aa, a],
-          which holds no (a, a)): so it ranks after r too."""
+          which holds no (a, a))."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1409,9 +1411,11 @@ def gpt2_pretokenizer():
          ?[^\s\p{L}\p{N}]+
                          an optional space and other symbols: "!!", " <|"
         \s+(?!\S)        white space that is followed by white space or the end. Before a
-                         word, the lookahead fails after the last space, so the regex gives
-                         that space back (backtracks) and the word takes it:
-                         "Hello   world" -> "Hello", "  ", " world"
+                         word it keeps all the spaces but the last, which the word takes:
+                         "Hello   world" (three spaces) -> "Hello", "  ", " world". Step by
+                         step: \s+ takes the three spaces; the lookahead then sees "w", a
+                         non-space, and fails; so the regex gives back (backtracks) one
+                         space, and with two taken the lookahead sees a space, and passes.
         \s+              any other white space: the lone newline in "a\nb" -> "a", "\n", "b"
                          (the word patterns above take only a space, never a newline)
     Python's re has no \p{L} (letters) or \p{N} (numbers). Its \s also differs: Python
@@ -1788,7 +1792,9 @@ def evaluation_requests(held_out, count, rng):
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
 # 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. The letter of X that the
 # next token needs is always 5 tokens back from the token being read. "emma" copies e and
-# m from 5 back, then writes on where the slots are empty.
+# m from 5 back, then writes on where the slots are empty. Why five slots, when X has at
+# most 3 letters: with S slots an "ending with" answer is exactly S letters long (below),
+# and it must be longer than X, so S must be at least 4; five, as 5-letter names are many.
 # The answer's k-th letter is written while reading position 6 + k (the 1st while
 # reading <|assistant|> at 7), and that position looks back at 1 + k. X's last letter is
 # always in the last slot, position 6, so it is copied as the 5th letter: the copying
@@ -2099,8 +2105,11 @@ def sft_steps(params, config, examples, num_steps, batch):
 # -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
 # model's own answers, weighted by their advantage: a positive advantage makes an answer
 # likelier, a negative one less likely. The answers are drawn at temperature 1, from p
-# itself, because only then does L's gradient follow the expected reward. That is
-# E[R] = sum_a p(a) R(a), over all answers a, so (as grad p = p grad log p)
+# itself, because only then does L's gradient follow the expected reward. Here grad is the
+# gradient with respect to the parameters, and p(a) the probability of a whole answer a
+# (the product of its tokens' probabilities). The expected reward is
+# E[R] = sum_a p(a) R(a), over all answers a, so (as grad log p = grad p / p, the chain
+# rule, so grad p = p grad log p)
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
 # the average, over answers a drawn from p, of R(a) grad log p(a): L's form. Answers
 # drawn from a sharpened p would average something else. L has a minus sign, so going
@@ -2110,8 +2119,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
 #   - dividing by the spread does change the average: it weights each request by
-#     1/spread. A group with 1 or 7 right of 8 has spread 0.33, one with 4 right 0.5;
-#     without the division the half-right groups would push hardest.
+#     1/spread, which gives every mixed group's advantages a root-mean-square of 1. A
+#     group with 1 or 7 right of 8 has spread 0.33, one with 4 right 0.5, so the lopsided
+#     groups gain most (their summed |advantage| goes from 1.75 to 5.29, the half-right
+#     group's from 4 to 8).
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
