@@ -2411,6 +2411,17 @@ def check_can_write(path, is_ours, what):
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
 
 
+def file_identity(path):
+    """What is at `path` now: None if nothing, else which file it is and its version (device,
+    inode, time of change, size). A save compares this with what was there when the run
+    started, so that a file another program (or another run) put there meanwhile is kept."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size
+
+
 def same_file(a, b):
     """Whether two paths name the same file (through symlinks), whether or not it exists yet."""
     try:
@@ -3899,6 +3910,7 @@ def run(args, stop=None):
     if args.bpe < 0:
         raise BadInput(f"--bpe must be 0 (single characters) or more merges, not {args.bpe}")
     config, mode, checkpoint = settings(args)
+    save_was = file_identity(args.save) if args.save else None     # what --save would replace, if anything
     rng = random.Random(config.seed)
     chars, params, text, val_seqs, raw = None, None, None, [], {}
     if checkpoint:
@@ -3963,8 +3975,13 @@ def run(args, stop=None):
             if getattr(chars, "merges", None):
                 extra["merges"] = [list(pair) for pair in chars.merges]
             try:
-                # Again, right before writing: a file may have appeared there during training.
+                # Again, right before writing: a file may have appeared there during training,
+                # even a checkpoint (another run's, saving to the same name): it is kept.
                 check_can_write(args.save, is_checkpoint, "microgpt checkpoint")
+                now = file_identity(args.save)
+                if now != save_was:
+                    raise BadInput(f"{args.save} " + ("appeared" if save_was is None else "changed")
+                                   + " during training (another run saving there?), so it was kept")
                 save_checkpoint(args.save, params, config, chars, mode, extra)
             except BadInput as e:         # the trained model is not lost: it goes to a new file
                 rescued = save_rescue_copy(params, config, chars, mode, extra)

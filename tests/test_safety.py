@@ -595,6 +595,40 @@ class TestCasesFoundByTryingToBreakIt(WithCheckpoint):
         self.assertEqual(len(rescued), 1, os.listdir(self.tmp))
         self.assertEqual(saved_steps(os.path.join(self.tmp, rescued[0])), 3)
 
+    def test_a_checkpoint_that_another_run_saves_at_the_save_path_during_training_is_kept(self):
+        # Two runs saving to the same new name: the second to finish must not replace the first's model.
+        target = os.path.join(self.tmp, "same.json")
+        with open(self.ckpt, encoding="utf-8") as f:
+            other = f.read()
+        code, out, err = self.run_while_a_file_appears(self.training(3) + ["--save", target], target, other)
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("appeared during training", err)
+        with open(target, encoding="utf-8") as f:
+            self.assertEqual(f.read(), other)
+        rescued = [name for name in os.listdir(self.tmp) if name.startswith("microgpt-rescued-")]
+        self.assertEqual(len(rescued), 1, os.listdir(self.tmp))
+        self.assertEqual(saved_steps(os.path.join(self.tmp, rescued[0])), 3)
+
+    def test_a_checkpoint_at_the_save_path_that_changes_during_training_is_kept(self):
+        target = os.path.join(self.tmp, "mine.json")
+        shutil.copyfile(self.ckpt, target)
+        with open(self.ckpt, encoding="utf-8") as f:
+            changed = f.read().replace('"format": "microgpt", ', '"format": "microgpt", "note": "x", ', 1)
+        code, out, err = self.run_while_a_file_appears(self.training(3) + ["--save", target], target, changed)
+        self.assertEqual(code, 2, err)
+        self.assertIn("changed during training", err)
+        with open(target, encoding="utf-8") as f:
+            self.assertEqual(f.read(), changed)
+        self.assertEqual(len([n for n in os.listdir(self.tmp) if n.startswith("microgpt-rescued-")]), 1)
+
+    def test_a_fine_tuning_still_replaces_its_own_checkpoint(self):
+        result = run_main(["--input", self.names, "--load", self.ckpt, "--steps", "1", "--num-samples", "0",
+                           "--save", self.ckpt], self.tmp)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(saved_steps(self.ckpt), 3)
+        self.assertFalse([n for n in os.listdir(self.tmp) if n.startswith("microgpt-rescued-")])
+
     def test_a_file_that_appears_at_the_report_path_during_training_is_kept(self):
         target = os.path.join(self.tmp, "late.html")
         code, out, err = self.run_while_a_file_appears(self.training(3) + ["--report", target], target, "MINE")
