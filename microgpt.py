@@ -3696,10 +3696,15 @@ class StopSignals:
         self.signum = None          # the first stop signal received, if any
         self.finishing = False
         self.stopping = False       # Stopped has been raised: the run is on its way out
+        self.leaving = False        # main() is putting the old handlers back: raise nothing now
+        self.late = None            # a signal that came then: main() says it and exits as it asks
 
     def __call__(self, signum, frame):
         if self.stopping:           # more signals while stopping change nothing (a traceback
             return                  # from a second Stopped inside the first one's cleanup)
+        if self.leaving:            # a Stopped here would escape main() as a traceback
+            self.late = self.late or signum
+            return
         first = self.signum is None
         self.signum = self.signum or signum
         if not (first and self.finishing):
@@ -3718,6 +3723,32 @@ class StopSignals:
             except (AttributeError, ValueError, OSError):   # not on this platform, or not the main thread
                 pass
         return lambda: [signal.signal(number, handler) for number, handler in previous.items()]
+
+
+def exit_program(code):
+    """End the program with exit code `code`, and never be killed silently on the way out.
+    Python's own shutdown first puts back the default action of the stop signals and then
+    takes a while to free everything (the model's millions of objects): a second Ctrl-C in
+    that moment would kill the process without a word (exit status -2 to Python, 130 with no
+    message to a shell). So: print what is left while the top of the file's quit_quietly
+    still answers a signal, then hold the signals, say a signal that came meanwhile, as
+    quit_quietly does, and leave at once (os._exit: there is nothing left to tidy)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:             # a closed pipe: the lost output is no reason to wait
+            pass
+    numbers = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
+        pending = signal.sigpending() & numbers
+    except (AttributeError, ValueError, OSError):      # Windows: the usual shutdown
+        sys.exit(code)
+    if pending:
+        signum = min(pending)
+        os.write(2, f"\nmicrogpt: interrupted by {signal.Signals(signum).name}\n".encode())
+        code = 128 + signum
+    os._exit(code)
 
 
 def interrupt_myself(stop):
@@ -4157,9 +4188,13 @@ def main(argv=None):
         print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         code = 128 + signum
     finally:
+        stop.leaving = True
         restore_signals()
         sys.stdout, sys.stderr = out.stream, err.stream
         FAST = fast_before
+    if stop.late and not stop.stopping:   # a signal as main() ended (after a stopped run's save)
+        print(f"\nmicrogpt: interrupted by {signal.Signals(stop.late).name}", file=sys.stderr)
+        code = 128 + stop.late
     if out.error is not None and not isinstance(out.error, BrokenPipeError):
         # A reader that went away is no error (`| head` wants only the first lines); anything
         # else that kept the output from being written is, though the job itself went on.
@@ -6790,4 +6825,4 @@ def run_serve(args, stop):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_program(main())

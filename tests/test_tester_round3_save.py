@@ -1,0 +1,86 @@
+"""What a second tester found about saving and loading: a second Ctrl-C as a stopped run
+ends (the process killed by Python's own shutdown, or a traceback), --resume's refusal of
+another data file, and hand-edited histories that made the page print nonsense."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import unittest
+from unittest import mock
+
+from tests.support import (MICROGPT_PATH, TempDirTestCase, microgpt, run_main)
+
+TINY_NAMES = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--num-samples", "0"]
+SLOW = os.environ.get("MICROGPT_SLOW") == "1"
+
+
+@unittest.skipUnless(hasattr(signal, "pthread_sigmask") and os.name == "posix", "needs POSIX signals")
+class ASecondSignalAsTheRunEnds(TempDirTestCase):
+
+    def test_a_signal_while_main_puts_the_handlers_back_exits_130_with_one_line(self):
+        # The stopped run has saved and run() has returned 130; the second Ctrl-C comes while
+        # main() restores the handlers it replaced: it once escaped main() as a traceback.
+        install = microgpt.StopSignals.install
+
+        def install_with_a_late_signal(stop):
+            restore = install(stop)
+
+            def signal_then_restore():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):          # until the handler has run
+                    if getattr(stop, "late", None) or stop.stopping:
+                        break
+                    time.sleep(0.001)
+                return restore()
+            return signal_then_restore
+        args = ["--input", self.names, "--steps", "3", "--save", "m.json"] + TINY_NAMES
+        with mock.patch.object(microgpt.StopSignals, "install", install_with_a_late_signal), \
+                mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "1"}):
+            try:
+                result = run_main(args, self.tmp)
+            except KeyboardInterrupt as e:
+                self.fail(f"the signal escaped main(): {e!r}")
+        self.assertEqual(result.returncode, 130, result.stderr)
+        self.assertTrue(result.stderr.rstrip().endswith("microgpt: interrupted by SIGINT"), result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn("saved the model to m.json", result.stdout)
+
+    def test_a_signal_held_at_the_very_end_exits_130_with_one_line(self):
+        # Python's shutdown puts back the default action of SIGINT (a silent kill, -2) while it
+        # frees the model; exit_program leaves before that and says a signal that came.
+        code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); import microgpt; "
+                "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}); os.kill(os.getpid(), signal.SIGINT); "
+                "print('done', flush=True); microgpt.exit_program(0)")
+        result = subprocess.run([sys.executable, "-c", code, os.path.dirname(MICROGPT_PATH)],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 130, result.stderr)
+        self.assertEqual(result.stdout, "done\n")
+        self.assertEqual(result.stderr, "\nmicrogpt: interrupted by SIGINT\n")
+
+    @unittest.skipUnless(SLOW, "MICROGPT_SLOW=1: many real processes")
+    def test_a_second_ctrl_c_just_after_a_stopped_run_saved_always_exits_130(self):
+        # The tester's trials: a second SIGINT a few milliseconds after the stopped run's
+        # save killed the process by SIGINT (returncode -2) or showed a traceback.
+        rng = random.Random(1)
+        env = dict(os.environ, PYTHONIOENCODING="utf-8", MICROGPT_STOP_AFTER_STEP="2")
+        for trial in range(20):
+            with subprocess.Popen([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "5", "--save",
+                                   "m.json", "--num-samples", "0"], cwd=self.tmp, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, encoding="utf-8") as child:
+                for line in child.stdout:
+                    if "saved the model" in line:
+                        break
+                time.sleep(rng.uniform(0, 0.01))
+                child.send_signal(signal.SIGINT)
+                out, err = child.communicate(timeout=60)
+            with self.subTest(trial=trial):
+                self.assertEqual(child.returncode, 130, err)
+                self.assertNotIn("Traceback", err)
+                self.assertTrue(microgpt.is_checkpoint(os.path.join(self.tmp, "m.json")))
+
+
+if __name__ == "__main__":
+    unittest.main()
