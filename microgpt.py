@@ -2760,7 +2760,11 @@ def training_state(args, ckpt, params, rng, text):
     if not args.resume:
         return adam, None
     if data_digest(text) != ckpt["run"]["data_sha256"]:
-        raise BadInput(f"{args.input} is not the text the run in {args.resume} was trained on (it changed): "
+        # Say what is known: the file the run read has changed since, or this is another file.
+        trained_on = ckpt["run"]["input"]
+        how = ("it changed since" if same_file(args.input, trained_on)
+               else f"that was {trained_on}" + ("" if os.path.exists(trained_on) else ", no longer there"))
+        raise BadInput(f"{args.input} is not the text the run in {args.resume} was trained on ({how}): "
                        "the run cannot be continued as it was")
     rng.setstate(rng_state(ckpt["rng"]))
     return adam, ckpt["history"]

@@ -82,5 +82,34 @@ class ASecondSignalAsTheRunEnds(TempDirTestCase):
                 self.assertTrue(microgpt.is_checkpoint(os.path.join(self.tmp, "m.json")))
 
 
+def stopped_run(test, steps=4):
+    """A run of `steps` steps stopped after its first (a real SIGINT), saved to s.json."""
+    with mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "1"}):
+        result = run_main(["--input", test.names, "--steps", str(steps), "--save", "s.json"] + TINY_NAMES, test.tmp)
+    test.assertEqual(result.returncode, 130, result.stderr)
+    return os.path.join(test.tmp, "s.json")
+
+
+@unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
+class ResumeSaysWhichTextItWasTrainedOn(TempDirTestCase):
+
+    def test_another_data_file_is_named_as_another_not_as_changed(self):
+        stopped_run(self)
+        with open(os.path.join(self.tmp, "two.txt"), "w", encoding="utf-8") as f:
+            f.write("anna\nbob\n")
+        result = run_main(["--resume", "s.json", "--input", "two.txt"], self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertNotIn("changed", result.stderr)
+        self.assertIn(f"(that was {os.path.abspath(self.names)})", result.stderr)
+
+    def test_the_same_data_file_edited_since_is_said_to_have_changed(self):
+        stopped_run(self)
+        with open(self.names, "a", encoding="utf-8") as f:
+            f.write("emma\n")
+        result = run_main(["--resume", "s.json"], self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("(it changed since)", result.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
