@@ -2723,6 +2723,9 @@ def resume_options(args):
         raise BadInput(f"{path} holds no run to resume (it was saved by --chat's pretraining or by an older "
                        f"microgpt); --load {path} --steps N trains it further")
     done = len(ckpt.get("history", {}).get("losses", []))
+    if done and not history_of(ckpt["history"]):   # losses or points that no run records (see history_of)
+        raise BadInput(f"{path} does not add up: its history holds losses or validation points no run "
+                       f"records, so it cannot be resumed as it was; --load {path} --steps N trains it further")
     if ckpt["optimizer"]["step"] != run["start"] + done and done < run["steps"]:   # edited by hand?
         raise BadInput(f"{path} does not add up: Adam's step is {ckpt['optimizer']['step']:,} but the run "
                        f"started at {run['start']:,} and recorded {done:,} steps, so it cannot be resumed "
@@ -3642,9 +3645,23 @@ def history_of(history):
            "val_subset": count("val_subset")}
     if "first" in history:
         out["first"] = count("first") or 0
-    if number(history.get("val_loss")) and count("val_count"):
+    # A history edited by hand may not add up; then it is not drawn at all (a loss of -1e308
+    # would print as 309 digits): every loss from 0 to LARGEST_LOSS, and every point and
+    # sample at a step of the run (from its start, step `first`, to its last loss).
+    start = out.get("first", 0)
+    end = start + len(out["losses"])
+    sane = lambda loss: 0 <= loss <= LARGEST_LOSS
+    if not (all(map(sane, out["losses"])) and all(start <= step <= end and sane(loss) for step, loss in out["val_points"])
+            and all(start <= snap["step"] <= end for snap in out["snapshots"])):
+        return {}
+    if number(history.get("val_loss")) and sane(history["val_loss"]) and count("val_count"):
         out.update(val_loss=float(history["val_loss"]), val_count=history["val_count"])
     return out
+
+
+# No model has a mean loss per token above this (its probability of the right token would be
+# e**-1e6); a history that holds one was not written by a run.
+LARGEST_LOSS = 1e6
 
 
 def continued(earlier, own, first):
@@ -3678,7 +3695,16 @@ def remembered_history(raw):
         return {}
     training = raw.get("training")
     steps = training.get("steps") if isinstance(training, dict) else None
-    first = max(0, steps - len(own["losses"])) if type(steps) is int and 0 <= steps <= 10**18 else 0
+    done = len(own["losses"])
+    # The history must be one loss per step of the training the checkpoint records: no more
+    # than its model's steps, and, if it keeps its run, as many as Adam's updates in that run.
+    run, adam = raw.get("run"), raw.get("optimizer")
+    if (type(steps) is int and 0 <= steps < done
+            or isinstance(run, dict) and isinstance(adam, dict) and is_count(run.get("start"))
+            and is_count(run.get("steps")) and is_count(adam.get("step"))
+            and (adam["step"] != run["start"] + done or done > run["steps"])):
+        return {}
+    first = max(0, steps - done) if type(steps) is int and 0 <= steps <= 10**18 else 0
     earlier = history_of(history.get("earlier"))
     out = continued(earlier if "first" in earlier else None, own, first)
     out.update({key: own[key] for key in ("val_loss", "val_count") if key in own})

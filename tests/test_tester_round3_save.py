@@ -111,5 +111,76 @@ class ResumeSaysWhichTextItWasTrainedOn(TempDirTestCase):
         self.assertIn("(it changed since)", result.stderr)
 
 
+class AHistoryThatDoesNotAddUpIsNotDrawn(TempDirTestCase):
+    """Hand-edited histories: the page of the loaded model says it has no loss curve, as for
+    a checkpoint that keeps none, instead of drawing numbers no run recorded."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._home = TempDirTestCase()
+        cls._home.setUp()
+        result = run_main(["--input", cls._home.names, "--steps", "6", "--save", "m.json"] + TINY_NAMES, cls._home.tmp)
+        assert result.returncode == 0, result.stderr
+        with open(os.path.join(cls._home.tmp, "m.json"), encoding="utf-8") as f:
+            cls.saved = json.load(f)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._home.doCleanups()
+
+    def page_of(self, edit):
+        ckpt = json.loads(json.dumps(self.saved))
+        edit(ckpt["history"])
+        with open(os.path.join(self.tmp, "e.json"), "w", encoding="utf-8") as f:
+            json.dump(ckpt, f)
+        result = run_main(["--load", "e.json", "--report", "r.html", "--num-samples", "0"], self.tmp)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        with open(os.path.join(self.tmp, "r.html"), encoding="utf-8") as f:
+            return f.read()
+
+    def edited(self, edit):
+        ckpt = json.loads(json.dumps(self.saved))
+        edit(ckpt["history"])
+        return ckpt
+
+    def assert_absent(self, edit):
+        self.assertEqual(microgpt.remembered_history(self.edited(edit)), {})
+
+    def test_the_untouched_history_is_drawn(self):
+        self.assertEqual(len(microgpt.remembered_history(self.saved)["losses"]), 6)
+        self.assertNotIn("so there is no loss curve", self.page_of(lambda h: None))
+
+    def test_a_page_with_a_loss_of_minus_1e308_says_there_is_no_loss_curve(self):
+        page = self.page_of(lambda h: h["losses"].__setitem__(2, -1e308))
+        self.assertIn("so there is no loss curve", page)
+        self.assertNotIn("0" * 100, page)
+
+    def test_a_negative_or_huge_loss_makes_the_history_absent(self):
+        self.assert_absent(lambda h: h["losses"].__setitem__(2, -0.1))
+        self.assert_absent(lambda h: h["losses"].__setitem__(2, 1e300))
+
+    def test_fewer_losses_than_the_run_took_steps_make_the_history_absent(self):
+        self.assert_absent(lambda h: h.update(losses=h["losses"][:3]))
+        self.assert_absent(lambda h: h.update(losses=h["losses"] * 2))
+
+    def test_a_validation_point_or_sample_outside_the_run_makes_the_history_absent(self):
+        self.assert_absent(lambda h: h["val_points"].append([1000, 2.0]))
+        self.assert_absent(lambda h: h["val_points"].append([3, -0.5]))
+        self.assert_absent(lambda h: h["snapshots"].append({"step": 7, "samples": ["x"]}))
+
+    @unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
+    def test_resume_refuses_a_stopped_run_whose_history_holds_a_negative_loss(self):
+        path = stopped_run(self)
+        with open(path, encoding="utf-8") as f:
+            ckpt = json.load(f)
+        ckpt["history"]["losses"][0] = -1e308
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(ckpt, f)
+        result = run_main(["--resume", "s.json"], self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("does not add up", result.stderr)
+
 if __name__ == "__main__":
     unittest.main()
