@@ -3651,7 +3651,8 @@ def history_of(history):
     start = out.get("first", 0)
     end = start + len(out["losses"])
     sane = lambda loss: 0 <= loss <= LARGEST_LOSS
-    if not (all(map(sane, out["losses"])) and all(start <= step <= end and sane(loss) for step, loss in out["val_points"])
+    if not (all(map(sane, out["losses"]))
+            and all(start <= step <= end and sane(loss) for step, loss in out["val_points"])
             and all(start <= snap["step"] <= end for snap in out["snapshots"])):
         return {}
     if number(history.get("val_loss")) and sane(history["val_loss"]) and count("val_count"):
