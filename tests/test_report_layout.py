@@ -115,8 +115,10 @@ def long_history(saved, path):
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
-    """Eight pages, written once by the real command line: the default model of names with
-    few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
+    """Ten pages, written once by the real command line: the default model of names with
+    few steps, and that model loaded with a long --explain name (16 positions, as many as a
+    row of predictions and an attention map can have), a model of continuous text (its
+    examples and samples as long as the default stream run's), a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
     (drawn as its transition matrix), a chain of 16 states named by tokens of several
     characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; the
@@ -301,9 +303,10 @@ for (const t of fig.querySelectorAll('svg text')) {
   if (t.getBoundingClientRect().width === 0) continue;             // not shown (the page's own copy)
   const px = parseFloat(getComputedStyle(t).fontSize) * Math.min(frame.width / box.width, frame.height / box.height);
   if (small(px)) svg.push([t.textContent, Math.round(px * 10) / 10]);
-  const r = t.getBoundingClientRect();
-  if (r.left < frame.left - 0.5 || r.top < frame.top - 0.5 || r.right > frame.right + 0.5 || r.bottom > frame.bottom + 0.5) {
-    cut.push([t.textContent, [r.left, r.top, r.right, r.bottom].map(Math.round), [frame.left, frame.top, frame.right, frame.bottom].map(Math.round)]);
+  const r = t.getBoundingClientRect(), sides = (b) => [b.left, b.top, b.right, b.bottom].map(Math.round);
+  if (r.left < frame.left - 0.5 || r.top < frame.top - 0.5 || r.right > frame.right + 0.5 ||
+      r.bottom > frame.bottom + 0.5) {
+    cut.push([t.textContent, sides(r), sides(frame)]);      // outside its picture: cut off (a y title)
   }
 }
 const walker = document.createTreeWalker(fig, NodeFilter.SHOW_TEXT);
