@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import unittest
 from unittest import mock
 
-from tests.support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, microgpt, run_main,
-                           write_text)
+from tests.support import (MICROGPT_PATH, NAMES, REPO, TempDirTestCase, assert_ok, assert_refused, microgpt,
+                           run_main, write_text)
 from tests.test_chat import TINY, TINY_PLAN, tiny_chat_model
 
 TINY_NAMES = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
@@ -28,9 +29,34 @@ def run_stopped(args, cwd, step, stdin=""):
         return run_main(args, cwd, stdin=stdin)
 
 
+SLOW = bool(os.environ.get("MICROGPT_SLOW"))
+
+
 @unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
 class SecondSignalDuringSave(TempDirTestCase):
 
+    def test_a_second_ctrl_c_in_the_middle_of_the_save_waits_for_the_file_then_exits_130(self):
+        # In this process, with a tiny model: the second Ctrl-C arrives while the save judges
+        # the model it is about to replace, which the old code let cut the save short.
+        names = write_text(self.tmp, "names.txt", "".join(f"{n}\n" for n in NAMES))
+        assert_ok(self, run_main(["--input", names, "--steps", "1", "--save", "m.json", "--num-samples", "0"]
+                                 + TINY_NAMES, self.tmp))
+        judge = microgpt.judge_before_replacing
+
+        def judge_hit_by_a_second_ctrl_c(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)              # time for a handler to run, if the signal is not held
+            return judge(*args, **kwargs)
+        with mock.patch.object(microgpt, "judge_before_replacing", judge_hit_by_a_second_ctrl_c):
+            result = run_stopped(["--input", names, "--load", "m.json", "--steps", "5", "--save", "m.json",
+                                  "--num-samples", "0"], self.tmp, 2)
+        context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        self.assertEqual(result.returncode, 130, context)
+        self.assertIn("saved the model to m.json", result.stdout, context)
+        saved = microgpt.load_checkpoint(os.path.join(self.tmp, "m.json"))[4]
+        self.assertEqual(saved["training"]["steps"], 1 + 2, context)
+
+    @unittest.skipUnless(SLOW, "a real process and a default-size model: set MICROGPT_SLOW=1")
     def test_a_second_ctrl_c_after_saving_to_waits_for_the_file_then_exits_130(self):
         # An in-place fine-tune of a default-size model: replacing m.json first judges the
         # model on 200 held-out names (most of a second), the time a second Ctrl-C used to
