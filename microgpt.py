@@ -5827,10 +5827,10 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
         wte = wte[:REPORT_MAX_ROWS]
     wte_map = lambda font: heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension", "token", "weight",
                                     "wte: token embeddings", font)
-    # The presentation copy only for up to 2,048 cells (128 tokens of 16 dimensions): more
+    # The presentation copy only for up to 128 tokens and 2,048 cells (128 of 16 dimensions): more
     # would not be read one by one on a screen anyway, and would double a page that is already large.
     out.append(figure("wte: token embeddings", wte_map(FONT), escape(caption),
-                      big=wte_map(PRESENT_FONT) if len(wte) * len(wte[0]) <= 2048 else ""))
+                      big=wte_map(PRESENT_FONT) if len(wte) <= 128 and len(wte) * len(wte[0]) <= 2048 else ""))
     sizes = row_sizes(wpe)
     median = sorted(sizes)[len(sizes) // 2]
     pale = [p for p, s in enumerate(sizes) if s < 2 / 3 * median]
@@ -5859,7 +5859,7 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
     wpe_map = lambda font: heat_map(wpe, [str(p) for p in range(config.block_size)], dims, BLUE_ORANGE, -m, m,
                                     "dimension", "position", "weight", "wpe: position embeddings", font)
     out.append(figure("wpe: position embeddings", wpe_map(FONT), escape(caption),
-                      big=wpe_map(PRESENT_FONT) if len(wpe) * len(wpe[0]) <= 2048 else ""))
+                      big=wpe_map(PRESENT_FONT) if len(wpe) <= 128 and len(wpe) * len(wpe[0]) <= 2048 else ""))
     if config.n_embd >= 2 and len(wte) >= 3:
         mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
         total = sum(sum((x - mu) ** 2 for x, mu in zip(row, mean_row)) for row in wte) / len(wte)
@@ -5945,11 +5945,12 @@ def inside_section(example, names, what, n_head, heading=""):
         for h, head in enumerate(layer):
             matrix = [row + [None] * (len(inputs) - len(row)) for row in head]   # later positions: blank
             title = f"layer {i} head {h}" if len(example["attention"]) > 1 or n_head > 1 else "attention"
-            picture, big = (heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1, "looks at",
-                                     "position reading", "attention weight", title, font)
-                            for font in (FONT, PRESENT_FONT))     # big: the slide's copy (a long text shrinks)
-            out.append(figure(f"Attention: {title}", picture, escape(f"In {shown}, this head {head_habit(head)}."),
-                              big=big))
+            attention_map = lambda font: heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1,
+                                                  "looks at", "position reading", "attention weight", title, font)
+            # The slide's copy in larger type only for a long example: a short one's fits as it is.
+            out.append(figure(f"Attention: {title}", attention_map(FONT),
+                              escape(f"In {shown}, this head {head_habit(head)}."),
+                              big=attention_map(PRESENT_FONT) if len(inputs) > 10 else ""))
     return "\n".join(out) + "</div>"
 
 
