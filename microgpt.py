@@ -3772,7 +3772,7 @@ def write_report(args, run):
         held_out = f"{len(val_seqs):,} held-out {kind}s for validation" if val_seqs else "too few to hold any out"
         run["data"] = f"{data_path}: {size}, {held_out}"
         run["training"] = (f"{config.steps:,} step{'s' * (config.steps > 1)} (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
-                           f"{run['seconds']:.1f} s" + (f", after {run['steps_before']:,} earlier steps"
+                           f"{run['seconds']:.1f} s" + (f", after {plural(run['steps_before'], 'earlier step')}"
                                                         if run["steps_before"] else ""))
         shown = run["first"] + len(run["losses"])
         if shown > config.steps:           # a fine-tuned model's history goes on from the runs before

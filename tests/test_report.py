@@ -103,11 +103,12 @@ class ReportPageTest(unittest.TestCase):
         cls.history = {"losses": data["losses"], "val_points": data["val_points"],
                        "snapshots": data["samples_during_training"]}
         checkpoint.pop("history", None)          # a checkpoint that keeps no history, as older ones
+        forgetful = dict(checkpoint, training=dict(checkpoint["training"], steps=1))    # and says 1 step
         cls.ckpts = {key: os.path.join(tmp, f"{key}.json") for key in ("forgetful", "remembered", "garbled")}
         for key, history in (("forgetful", None), ("remembered", cls.history),
                              ("garbled", dict(cls.history, losses=["x", None]))):
             with open(cls.ckpts[key], "w", encoding="utf-8") as f:
-                json.dump(dict(checkpoint, history=history) if history else checkpoint, f)
+                json.dump(dict(checkpoint, history=history) if history else forgetful, f)
         # The same training as "docs", with the page written while stdout is closed, or cut
         # short by a reader that goes away after one line (a shell does the redirecting).
         docs = " ".join(shlex.quote(a) for a in [sys.executable, microgpt.__file__, "--input", names, "--steps", "30",
@@ -355,6 +356,7 @@ class ReportPageTest(unittest.TestCase):
         self.assertIsNone(data["val_loss"])
         self.assertNotIn("Loss while training", page)
         self.assertTrue(data["examples"])                                  # inside the samples instead
+        self.assertIn("none in this run (1 step before it was saved)", page)      # its checkpoint's count
 
 
 class ReportUnitsTest(unittest.TestCase):
