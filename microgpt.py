@@ -3845,7 +3845,7 @@ def write_report(args, run):
         held_out = f"{len(val_seqs):,} held-out {kind}s for validation" if val_seqs else "too few to hold any out"
         run["data"] = f"{data_path}: {size}, {held_out}"
         run["training"] = (f"{config.steps:,} step{'s' * (config.steps > 1)} (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
-                           f"{run['seconds']:.1f} s" + (f", after {run['steps_before']:,} earlier steps"
+                           f"{run['seconds']:.1f} s" + (f", after {plural(run['steps_before'], 'earlier step')}"
                                                         if run["steps_before"] else ""))
         shown = run["first"] + len(run["losses"])
         if shown > config.steps:           # a fine-tuned model's history goes on from the runs before
@@ -3853,7 +3853,7 @@ def write_report(args, run):
     else:
         data_path = args.load
         run["data"] = f"none: the model was loaded from {args.load}"
-        run["training"] = f"none in this run ({run['steps_before']:,} steps before it was saved)"
+        run["training"] = f"none in this run ({plural(run['steps_before'], 'step')} before it was saved)"
         if run["losses"]:
             run["training"] += ("; the loss curve and the samples during training below are from those steps, "
                                 "as the checkpoint remembers them")
@@ -5231,6 +5231,8 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     y_ticks = nice_ticks(y0, y1)
     widest = max(len(f"{t:g}") for t in y_ticks) * font * CHAR_WIDTH
     more = font - FONT - 2                      # larger text takes more room beside and under the axes
+    y_len = len(y_label) * font * CHAR_WIDTH
+    height = max(height, y_len + 8)             # room for the y title, written upwards
     left, top, bottom = max(70, 40 + widest + more), 12, 70 + 2 * more    # the y title, the numbers
     right = max(30, len(x_ticks[-1][1]) * font * CHAR_WIDTH / 2 + 4) if x_ticks else 30   # the last tick's half
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -5257,7 +5259,7 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
         body.append(text_at(X(x), top + plot_h + 8 + font, text, font, "middle"))
     body.append(f'<rect x="{left:.1f}" y="{top}" width="{plot_w:.1f}" height="{plot_h}" fill="none" stroke="#333"/>')
     body.append(text_at(left + plot_w / 2, height - 10, x_label, font, "middle"))
-    yc = top + plot_h / 2
+    yc = min(max(top + plot_h / 2, y_len / 2 + 4), height - y_len / 2 - 4)     # the y title inside the picture
     yx = 22 + 0.75 * more
     body.append(text_at(yx, yc, y_label, font, "middle", f' transform="rotate(-90 {yx:g} {yc:.1f})"'))
     for y, colour in hlines:
@@ -5279,13 +5281,15 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
     return svg(width, height, body, title, grow=1.35)
 
 
-def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title, font=FONT):
+def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title, font=FONT, keep=()):
     """A matrix as a grid of coloured cells: rows labelled on the left with y_title beside
     them, columns on top with x_title above, and a colour bar underneath. Labels that would
     touch are thinned out (every second one, or third...), and column labels longer than a
     cell is wide are written upwards. A cell that is None is left empty (attention to later
     positions, which the model cannot see). Hovering over a cell shows its number. font is
-    the size of its text: PRESENT_FONT for the presentation view, where it must fill less room."""
+    the size of its text: PRESENT_FONT for the presentation view, where it must fill less room.
+    keep: rows whose labels are shown first (the ones a caption names), the thinned-out rest
+    around them."""
     rows, cols = len(matrix), len(matrix[0])
     cell_w, cell_h = min(24.0, 300 / cols), max(4.0, min(24.0, 600 / rows))
     line = 1.25 * font
@@ -5294,6 +5298,10 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
     upwards = col_w + 4 > cell_w and line <= cell_w
     every_col = 1 if upwards else math.ceil((col_w + 6) / cell_w)
     every_row = math.ceil((line + 1) / cell_h)
+    labelled = []                                # rows far enough apart: those in keep first
+    for i in list(keep) + list(range(0, rows, every_row)) + list(range(rows)):
+        if all(abs(i - j) >= every_row for j in labelled):
+            labelled.append(i)
     left = 8 + line + 6 + row_w + 6
     grid_top = 6 + line + 6 + (col_w if upwards else line)
     grid_h, grid_w = rows * cell_h, cols * cell_w
@@ -5316,7 +5324,7 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
             else:
                 body.append(text_at(x, grid_top - 5, name, font, "middle", ' class="mono"'))
     for i, (name, row) in enumerate(zip(row_labels, matrix)):
-        if i % every_row == 0:
+        if i in labelled:
             body.append(text_at(left - 6, grid_top + (i + 0.5) * cell_h + 0.35 * font, name, font, "end",
                                 ' class="mono"'))
         for j, value in enumerate(row):
@@ -5549,7 +5557,8 @@ def prediction_table(example, names):
         return (f'<td class="guess{extra}"><span class="tok mono{kind}">{escape(names[t])}</span>'
                 f'<span class="bar"><span class="fill{kind}" style="width:{100 * p:.1f}%"></span></span>'
                 f'<span class="p">{percent(p)}</span></td>')
-    out = ['<div class="scroll"><table class="predictions"><tr><th>pos</th><th>reads</th><th>true next</th>'
+    long = ' long' * (len(rows) > 10)           # the presentation view packs a long example's rows closer
+    out = [f'<div class="scroll"><table class="predictions{long}"><tr><th>pos</th><th>reads</th><th>true next</th>'
            '<th>loss</th>' + "".join(f'<th class="g{j}">guess {j + 1}</th>' for j in range(k)) + "</tr>"]
     for pos, (probs, token, target) in enumerate(zip(rows, inputs, targets)):
         cells = [f"<td>{pos}</td>", f'<td class="mono">{escape(names[token])}</td>']
@@ -5767,11 +5776,14 @@ def loss_section(run, vocab_size, what):
     notes = []
     training = (f"the training loss from {average(losses[:m]):.2f} ({first_m}) to {average(losses[-m:]):.2f} "
                 f"({last_m})")
+    if n == 1:
+        training = f"the training loss of its one step was {losses[0]:.2f}"
     if len(val) >= 2:
         notes.append(f"On {subset} (orange), the loss fell from {val[0][1]:.2f} at step {val[0][0]:,} to "
                      f"{val[-1][1]:.2f} at step {val[-1][0]:,} (uniform guessing: {uniform:.2f}); {training}.")
     else:
-        notes.append(f"The training loss went {training[18:]} (uniform guessing: {uniform:.2f}).")
+        notes.append(f"The training loss went {training[18:]} (uniform guessing: {uniform:.2f})." if n > 1 else
+                     f"The training loss of its one step was {losses[0]:.2f} (uniform guessing: {uniform:.2f}).")
     axis = "The step axis is logarithmic: each tenfold of steps (1 to 10, 10 to 100, ...) gets the same room."
     if len(val) >= 3 and val[0][0] == first and val[0][1] > val[-1][1]:
         middle = (val[0][1] + val[-1][1]) / 2
@@ -5802,7 +5814,11 @@ def loss_section(run, vocab_size, what):
         said = f"At step {val[-1][0]:,} the validation loss on those {what}s is {val[-1][1]:.2f}, "
         gap = val[-1][1] - average(losses[-m:])
     if val or run.get("val_count") and run["val_loss"] is not None:
-        if abs(gap) <= 0.05:
+        if m < 50 and not exact:             # a mean of a few steps' losses, each on a few names: noise
+            said += (f"{abs(gap):.2f} {'above' if gap > 0 else 'below'} the training loss ("
+                     + (f"a mean of only {m} steps' losses" if m > 1 else "one step's loss")
+                     + f"): the run is too short to tell whether the model does better on the {what}s it trained on.")
+        elif abs(gap) <= 0.05:
             said += f"close to the training loss: what the model learned holds for {what}s it never saw."
         elif gap > 0:
             said += (f"{gap:.2f} above the training loss: the model does better on the {what}s it trained on "
@@ -5828,6 +5844,7 @@ def loss_section(run, vocab_size, what):
 
 
 REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
+FEW_STEPS = 100           # fewer steps than this leave the position embeddings mostly their random start
 
 
 def snapshots_section(run, mode, config, data_docs):
@@ -5853,7 +5870,7 @@ def snapshots_section(run, mode, config, data_docs):
         if data_docs:
             said += f" ({length(data_docs):.1f} in the data)"
             known = [s for s in last if s in set(data_docs)]
-            said += (f"; at the end {len(known)} of {len(last)} are {'names' if len(known) != 1 else 'a name'} "
+            said += (f"; at the end {len(known)} of {len(last)} {'are names' if len(known) != 1 else 'is a name'} "
                      f"from the data" + (f" ({', '.join(known)})" if known else "")
                      + (", the others are new." if len(known) < len(last) else "."))
         else:
@@ -5867,7 +5884,7 @@ def row_sizes(matrix):
     return [math.sqrt(sum(x * x for x in row) / len(row)) for row in matrix]
 
 
-def embeddings_section(weights, config, names, chars, mode, data_docs):
+def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
     """wte and wpe as heat maps on one colour scale, and the token embeddings on their top
     two principal components, each with a caption on what this run's numbers show."""
     # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
@@ -5893,29 +5910,39 @@ def embeddings_section(weights, config, names, chars, mode, data_docs):
         wte = wte[:REPORT_MAX_ROWS]
     wte_map = lambda font: heat_map(wte, names, dims, BLUE_ORANGE, -m, m, "dimension", "token", "weight",
                                     "wte: token embeddings", font)
-    # The presentation copy only for up to 64 rows: more would not be read one by one on a
-    # screen anyway, and would double a page that is already large.
+    # The presentation copy only for up to 128 tokens and 2,048 cells (128 of 16 dimensions): more
+    # would not be read one by one on a screen anyway, and would double a page that is already large.
     out.append(figure("wte: token embeddings", wte_map(FONT), escape(caption),
-                      big=wte_map(PRESENT_FONT) if len(wte) <= 64 else ""))
+                      big=wte_map(PRESENT_FONT) if len(wte) <= 128 and len(wte) * len(wte[0]) <= 2048 else ""))
     sizes = row_sizes(wpe)
     median = sorted(sizes)[len(sizes) // 2]
     pale = [p for p, s in enumerate(sizes) if s < 2 / 3 * median]
     if pale:
         caption = (f"Position{'s' * (len(pale) > 1)} {', '.join(map(str, pale))} stay{'s' * (len(pale) == 1)} "
                    "pale (small numbers, close to where training started)")
-        if mode == "docs" and data_docs and pale[0] > 0:
-            reach = sum(len(doc) >= pale[0] for doc in data_docs) / len(data_docs)
+        reach = (sum(len(doc) >= pale[0] for doc in data_docs) / len(data_docs)
+                 if mode == "docs" and data_docs and pale[0] > 0 else None)
+        if reach is not None and reach < 0.5 and steps >= FEW_STEPS:
             caption += (f": only {reach:.1%} of the names are long enough to reach position {pale[0]}, so "
                         "training seldom used them.")
+        elif steps < FEW_STEPS:
+            caption += (f"; but after only {plural(steps, 'step')} the run is too short to tell which positions "
+                        "training uses most.")
+        elif reach is not None:
+            caption += (f", though {reach:.1%} of the names are long enough to reach position {pale[0]}: "
+                        "rare use alone does not explain it.")
         else:
             caption += "."
+    elif steps < FEW_STEPS:
+        caption = (f"No position stays pale, but after only {plural(steps, 'step')} the run is too short to tell "
+                   "which positions training uses most.")
     else:
         caption = "No position stays pale: training used all of them" + (
             ", since every window fills the whole context." if mode == "stream" else ".")
     wpe_map = lambda font: heat_map(wpe, [str(p) for p in range(config.block_size)], dims, BLUE_ORANGE, -m, m,
                                     "dimension", "position", "weight", "wpe: position embeddings", font)
     out.append(figure("wpe: position embeddings", wpe_map(FONT), escape(caption),
-                      big=wpe_map(PRESENT_FONT) if len(wpe) <= 64 else ""))
+                      big=wpe_map(PRESENT_FONT) if len(wpe) <= 128 and len(wpe) * len(wpe[0]) <= 2048 else ""))
     if config.n_embd >= 2 and len(wte) >= 3:
         mean_row, ((v1, c1), (v2, c2)) = top_components(wte)
         total = sum(sum((x - mu) ** 2 for x, mu in zip(row, mean_row)) for row in wte) / len(wte)
@@ -6001,9 +6028,12 @@ def inside_section(example, names, what, n_head, heading=""):
         for h, head in enumerate(layer):
             matrix = [row + [None] * (len(inputs) - len(row)) for row in head]   # later positions: blank
             title = f"layer {i} head {h}" if len(example["attention"]) > 1 or n_head > 1 else "attention"
-            picture = heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1, "looks at",
-                               "position reading", "attention weight", title)
-            out.append(figure(f"Attention: {title}", picture, escape(f"In {shown}, this head {head_habit(head)}.")))
+            attention_map = lambda font: heat_map(matrix, labels, [names[t] for t in inputs], VIRIDIS, 0, 1,
+                                                  "looks at", "position reading", "attention weight", title, font)
+            # The slide's copy in larger type only for a long example: a short one's fits as it is.
+            out.append(figure(f"Attention: {title}", attention_map(FONT),
+                              escape(f"In {shown}, this head {head_habit(head)}."),
+                              big=attention_map(PRESENT_FONT) if len(inputs) > 10 else ""))
     return "\n".join(out) + "</div>"
 
 
@@ -6036,7 +6066,7 @@ def chain_section(weights, config, names):
     matrix = [probs for _, probs in chain]
     matrix_map = lambda font: heat_map(matrix, [state_name_(state) for state, _ in chain], names, VIRIDIS, 0, 1,
                                        "next token", "state (the last tokens read)", "probability",
-                                       "transition matrix", font)
+                                       "transition matrix", font, keep=top)      # the states the caption names
     caption = (f"With {len(chain)} states a graph would be a tangle, so here is the chain's transition "
                "matrix: a row for each state, its cells the probability of each next token. " + caption)
     # A tall, narrow picture: on a slide, its caption goes beside it, and its text is drawn
@@ -6120,6 +6150,8 @@ display:flex;flex-direction:column;box-sizing:border-box}
 .slide:target>.big svg{height:100%;max-width:none!important}
 .slide>.big,.slide:target>.big~svg{display:none} .slide:target>.big{display:block}
 .slide:target .key{font-size:20px} .slide:target .predictions{font-size:24px}
+.slide:target .predictions.long{font-size:20px;line-height:1.2} .slide:target .predictions.long td{padding:0 10px 0 0}
+.slide:target .samples{flex:0 1 auto;min-height:0;overflow:auto}
 .slide:target .samples .sample{font-size:30px} .slide:target .p{font-size:18px}
 @media (max-width:1099px){.slide:target .predictions{font-size:21px} .slide:target .predictions td{padding-right:10px}
 .slide:target .predictions .bar{width:34px}}
@@ -6190,8 +6222,8 @@ def report_page(run):
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last {plural(len(tail), 'step')}) {sum(tail) / len(tail):.4f}; "
-                       if tail else "")
+             ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; "
+                       if len(tail) > 1 else f"training (one step) {tail[0]:.4f}; " if tail else "")
               + validation_fact(run, what)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
     out.append("<h2>The run</h2>\n<table>" + "".join(f"<tr><th>{k}</th><td>{escape(v)}</td></tr>"
@@ -6199,7 +6231,8 @@ def report_page(run):
     out.append(loss_section(run, vocab_size, what))                                  # 2. The loss curve
     if run["snapshots"]:
         out.append(snapshots_section(run, mode, config, data_docs))                   # 3. As it learns
-    out.append(embeddings_section(weights, config, names, chars, mode, data_docs))         # 4. Embeddings
+    out.append(embeddings_section(weights, config, names, chars, mode, data_docs,
+                                  run.get("steps_before", 0) + config.steps))         # 4. Embeddings
 
     # 5. Inside one name (or window)
     heading = (f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "

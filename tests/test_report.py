@@ -103,11 +103,12 @@ class ReportPageTest(unittest.TestCase):
         cls.history = {"losses": data["losses"], "val_points": data["val_points"],
                        "snapshots": data["samples_during_training"]}
         checkpoint.pop("history", None)          # a checkpoint that keeps no history, as older ones
+        forgetful = dict(checkpoint, training=dict(checkpoint["training"], steps=1))    # and says 1 step
         cls.ckpts = {key: os.path.join(tmp, f"{key}.json") for key in ("forgetful", "remembered", "garbled")}
         for key, history in (("forgetful", None), ("remembered", cls.history),
                              ("garbled", dict(cls.history, losses=["x", None]))):
             with open(cls.ckpts[key], "w", encoding="utf-8") as f:
-                json.dump(dict(checkpoint, history=history) if history else checkpoint, f)
+                json.dump(dict(checkpoint, history=history) if history else forgetful, f)
         # The same training as "docs", with the page written while stdout is closed, or cut
         # short by a reader that goes away after one line (a shell does the redirecting).
         docs = " ".join(shlex.quote(a) for a in [sys.executable, microgpt.__file__, "--input", names, "--steps", "30",
@@ -355,6 +356,7 @@ class ReportPageTest(unittest.TestCase):
         self.assertIsNone(data["val_loss"])
         self.assertNotIn("Loss while training", page)
         self.assertTrue(data["examples"])                                  # inside the samples instead
+        self.assertIn("none in this run (1 step before it was saved)", page)      # its checkpoint's count
 
 
 class ReportUnitsTest(unittest.TestCase):
@@ -477,8 +479,50 @@ class ReportUnitsTest(unittest.TestCase):
         self.assertNotIn("0", ticks)                      # the axis starts where the history does
         # and a run of one step says so in the singular
         one = microgpt.report_page(dict(self.synthetic_run([3.3]), val_points=[(0, 3.3), (1, 3.2)]))
-        self.assertIn("the training loss from 3.30 (the first step) to 3.30 (the last)", one)
+        self.assertIn("the training loss of its one step was 3.30", one)
+        self.assertNotIn("(the first step) to", one)          # one step is not a first and a last
         self.assertNotIn("1 steps", one.split("<th>loss</th>")[1].split("</figcaption>")[0])
+        self.assertNotIn("mean of the last 1 step", one)
+        self.assertIn("training (one step) 3.3000", one)
+
+    def test_a_short_runs_captions_say_it_is_too_short_to_tell_instead_of_concluding(self):
+        # 7 steps of one name each: the training loss at the end is a mean of 3 names' losses,
+        # and the position embeddings have barely moved from their random start
+        names = "\n".join(["ann", "bob", "eve", "maximilian", "jo"] * 4) + "\n"
+        run = dict(self.synthetic_run([3.3, 3.2, 3.4, 3.1, 3.3, 3.2, 3.15]), val_loss=3.28, val_count=1000,
+                   text=names, config=microgpt.Config(steps=7))
+        page = microgpt.report_page(run)
+        loss = page.split("<h2>The loss curve</h2>")[1].split("</figcaption>")[0]
+        wpe = page.split("<h3>wpe: position embeddings</h3>")[1].split("</figcaption>")[0]
+        gap = 3.28 - sum(run["losses"][-3:]) / 3            # the last 3 steps against all the held-out names
+        self.assertIn(f"{gap:.2f} above the training loss (a mean of only 3 steps", loss)
+        self.assertIn("the run is too short to tell", loss)
+        self.assertNotIn("by heart", loss)
+        self.assertIn("after only 7 steps the run is too short to tell", wpe)
+        for untrue in ("seldom", "training used all of them"):
+            self.assertNotIn(untrue, wpe)
+
+    def test_the_samples_caption_says_is_for_one_name_from_the_data_and_are_for_more(self):
+        run = self.synthetic_run([3.3 - 0.01 * i for i in range(50)])
+        for known, verb in ((["anna"], "1 of 3 is a name"), (["anna", "bob"], "2 of 3 are names")):
+            run["snapshots"] = [{"step": 0, "samples": ["xq", "zz", "qq"]},
+                                {"step": 50, "samples": known + ["zzz"] * (3 - len(known))}]
+            notes = microgpt.snapshots_section(run, "docs", run["config"], ["anna", "bob", "cy"])
+            with self.subTest(known=known):
+                self.assertIn(f"at the end {verb} from the data", notes)
+
+    def test_the_transition_matrix_labels_the_rows_its_caption_names(self):
+        rows, labels, keep = [[0.5, 0.5]] * 81, [f"{i:04d}" for i in range(81)], [1, 40, 79]
+        for font in (microgpt.FONT, microgpt.PRESENT_FONT):
+            picture = microgpt.heat_map(rows, labels, ["0", "1"], microgpt.VIRIDIS, 0, 1, "next", "state", "p",
+                                        "matrix", font, keep=keep)
+            drawn = {t.text: float(t.get("y")) for t in ET.fromstring(picture).iter("text") if t.text in labels}
+            with self.subTest(font=font):
+                self.assertLess(len(drawn), 81)                       # thinned out, but
+                for i in keep:
+                    self.assertIn(labels[i], drawn)                   # never the rows the caption names
+                ys = sorted(drawn.values())
+                self.assertGreaterEqual(min(b - a for a, b in zip(ys, ys[1:])), font)     # none on another
 
     def test_when_printed_the_inside_heading_and_intro_stay_on_the_page_of_the_first_table(self):
         page = microgpt.report_page(self.synthetic_run([3.3 - 0.01 * i for i in range(50)]))

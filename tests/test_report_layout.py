@@ -115,8 +115,10 @@ def long_history(saved, path):
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
-    """Eight pages, written once by the real command line: the default model of names with
-    few steps, a model of continuous text, a vocabulary of 2 tokens (a Markov chain graph),
+    """Ten pages, written once by the real command line: the default model of names with
+    few steps, and that model loaded with a long --explain name (16 positions, as many as a
+    row of predictions and an attention map can have), a model of continuous text (its
+    examples and samples as long as the default stream run's), a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
     (drawn as its transition matrix), a chain of 16 states named by tokens of several
     characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; the
@@ -139,11 +141,11 @@ class ReportLayoutTest(unittest.TestCase):
         abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
         words = write_text(tmp, "words.txt", WORDS)
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix",
-                                                                       "bpe", "tokens", "long", "chat")}
+                                                                       "bpe", "tokens", "long", "explain", "chat")}
         results = run_many([
             ["--input", names, "--steps", "40", "--report", cls.paths["names"], "--save", "names.json"],
-            ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--block-size", "8", "--n-head", "2",
-             "--length", "60", "--report", cls.paths["stream"]],
+            ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--n-head", "2",
+             "--report", cls.paths["stream"]],                 # the default 16 positions and 200 characters
             ["--input", bits, "--stream", "--block-size", "3", "--steps", "15", "--batch", "all", "--n-embd", "8",
              "--n-head", "2",
              "--report", cls.paths["bits"]],
@@ -156,7 +158,9 @@ class ReportLayoutTest(unittest.TestCase):
              "--n-head", "2", "--num-samples", "0", "--report", cls.paths["tokens"]],
         ], tmp)
         long_history(os.path.join(tmp, "names.json"), os.path.join(tmp, "long.json"))
-        results += run_many([["--load", "long.json", "--report", cls.paths["long"]]], tmp)
+        results += run_many([["--load", "long.json", "--report", cls.paths["long"]],
+                             ["--load", "names.json", "--explain", "maximilianoxyz", "--report", cls.paths["explain"]]],
+                            tmp)
         cls.results = dict(zip(cls.paths, results))
         chat_names = write_text(tmp, "chat-names.txt", "\n".join(NAMES) + "\n")
         args = argparse.Namespace(load=None, input=chat_names, save=None, seed=42, temperature=0.5, report=None)
@@ -252,7 +256,7 @@ class ReportLayoutTest(unittest.TestCase):
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_each_slide_of_the_presentation_view_fits_a_projectors_screen_with_its_caption(self):
-        for key in ("names", "long", "bits", "bpe", "tokens", "matrix", "chat"):
+        for key in ("names", "stream", "long", "explain", "bits", "bpe", "tokens", "matrix", "chat"):
             for width, height in ((1024, 768), (1280, 720)):
                 for slide in self.present(key, width, height):
                     with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
@@ -261,6 +265,8 @@ class ReportLayoutTest(unittest.TestCase):
                         self.assertLessEqual(slide["bottom"], height + 0.5)     # the picture too, beside it
                         self.assertLessEqual(slide["scrollWidth"], slide["clientWidth"])
                         self.assertFalse(slide["tableCut"])                         # no table scrolls sideways
+                        self.assertEqual(slide["cut"], [])           # no text outside its picture (a y title)
+                        self.assertLessEqual(slide["scrollHeight"], slide["clientHeight"])     # nothing below
 
     def test_the_presentation_views_predictions_show_3_guesses_at_1024_px_and_5_at_1440(self):
         for width, height, guesses in ((1024, 768, 3), (1280, 720, 3), (1440, 900, 5)):
@@ -270,16 +276,19 @@ class ReportLayoutTest(unittest.TestCase):
                 with self.subTest(screen=f"{width}x{height}", slide=slide["title"]):
                     self.assertEqual(slide["guesses"], guesses)
 
-    def test_text_in_the_presentation_view_is_at_least_18_px_on_a_1024x768_screen(self):
-        # every slide, the Markov chain graph's too (the bits and bpe pages have one), and the
-        # transition matrix's (81 states, on the matrix page)
+    def test_text_in_the_presentation_view_is_at_least_18_px_on_a_1024x768_and_a_1280x720_screen(self):
+        # every slide, the Markov chain graph's too (the bits and bpe pages have one), the
+        # transition matrix's (81 states, on the matrix page), and the attention maps of a long
+        # example (16 positions: the stream page's windows, the explain page's name)
         titles, chat_titles = [], []
-        for key in ("names", "long", "bits", "bpe", "matrix", "chat"):
-            for slide in self.present(key, 1024, 768):
-                (chat_titles if key == "chat" else titles).append(slide["title"])
-                with self.subTest(page=key, slide=slide["title"]):
-                    self.assertEqual(slide["html"], [])
-                    self.assertEqual(slide["svg"], [])
+        for key in ("names", "stream", "long", "explain", "bits", "bpe", "matrix", "chat"):
+            for width, height in ((1024, 768), (1280, 720)):
+                for slide in self.present(key, width, height):
+                    if width == 1024:
+                        (chat_titles if key == "chat" else titles).append(slide["title"])
+                    with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
+                        self.assertEqual(slide["html"], [])
+                        self.assertEqual(slide["svg"], [])
         self.assertEqual(titles.count("The Markov chain"), 2)
         self.assertEqual(titles.count("The transition matrix"), 1)
         self.assertEqual(chat_titles, ["pretrained", "SFT", "RL"])          # each stage's curve
@@ -288,12 +297,17 @@ class ReportLayoutTest(unittest.TestCase):
 # One slide of the presentation view as the browser lays it out (see present() above).
 PRESENT = """
 const fig = document.querySelector(location.hash), small = (px) => Math.round(px * 10) / 10 < 18;
-const svg = [], html = [];
+const svg = [], html = [], cut = [];
 for (const t of fig.querySelectorAll('svg text')) {
   const picture = t.ownerSVGElement, frame = picture.getBoundingClientRect(), box = picture.viewBox.baseVal;
   if (t.getBoundingClientRect().width === 0) continue;             // not shown (the page's own copy)
   const px = parseFloat(getComputedStyle(t).fontSize) * Math.min(frame.width / box.width, frame.height / box.height);
   if (small(px)) svg.push([t.textContent, Math.round(px * 10) / 10]);
+  const r = t.getBoundingClientRect(), sides = (b) => [b.left, b.top, b.right, b.bottom].map(Math.round);
+  if (r.left < frame.left - 0.5 || r.top < frame.top - 0.5 || r.right > frame.right + 0.5 ||
+      r.bottom > frame.bottom + 0.5) {
+    cut.push([t.textContent, sides(r), sides(frame)]);      // outside its picture: cut off (a y title)
+  }
 }
 const walker = document.createTreeWalker(fig, NodeFilter.SHOW_TEXT);
 for (let n = walker.nextNode(); n; n = walker.nextNode()) {
@@ -304,7 +318,8 @@ for (let n = walker.nextNode(); n; n = walker.nextNode()) {
 return {title: fig.querySelector('h3').textContent, screen: [innerWidth, innerHeight],
         caption: fig.querySelector('figcaption').getBoundingClientRect().bottom,
         bottom: Math.max(...[...fig.children].map(child => child.getBoundingClientRect().bottom)),
-        scrollWidth: fig.scrollWidth, clientWidth: fig.clientWidth, svg: svg.slice(0, 10), html: html.slice(0, 10),
+        scrollWidth: fig.scrollWidth, clientWidth: fig.clientWidth, scrollHeight: fig.scrollHeight,
+        clientHeight: fig.clientHeight, svg: svg.slice(0, 10), html: html.slice(0, 10), cut: cut.slice(0, 10),
         guesses: [...fig.querySelectorAll('.predictions th')].filter(th => /^guess/.test(th.textContent) &&
                                                                       th.getClientRects().length).length,
         tableCut: [...fig.querySelectorAll('.scroll')].some(box => box.scrollWidth > box.clientWidth + 0.5)};
