@@ -1253,9 +1253,9 @@ def explain(tokens, weights, config):
 # easy to mix up: its byte value, its stand-in, and its id, vocab.json's number for it:
 #     byte    stand-in   id
 #      33     !            0      (vocab.json lists the 188 printable bytes first,
-#      60     <           27       by byte value,
-#       0     Ā          188       then the other 68)
-#      32     Ġ          220
+#      60     <           27       by byte value: id = byte - 33 for these two;
+#       0     Ā          188       then the other 68, by byte value too, bytes 0 to
+#      32     Ġ          220       32 first: byte 32 is 188 + 32)
 # A merged token's id is 256 plus its merge's rank (its place in merges.txt, counting
 # from 0), and 50256 is <|endoftext|>, the token GPT-2 saw between its training documents.
 #
@@ -1517,9 +1517,9 @@ class Vocabulary(list):
 #   3. A bias (a learned constant) added after every matrix inside the blocks, so an
 #      output can be shifted away from 0 (the output scores, from wte, have none); newer
 #      models mostly drop them, finding they add little.
-#   4. No norm right after the embeddings, but a final LayerNorm before the output. Each
-#      block normalises its own input (as in Part I), so the embeddings need no norm of
-#      their own; but the residual stream grows as blocks add to it, so it is normalised
+#   4. No norm right after the embeddings (Part I's gpt() has one there), but a final
+#      LayerNorm before the output. Each block normalises its own input (as in Part I), so
+#      the embeddings need no norm of their own; but the residual stream grows as blocks add to it, so it is normalised
 #      once more before the scores.
 #   5. The output layer is wte itself (tied): no separate lm_head. That saves 50,257 x 768
 #      = 38.6 million parameters, nearly a third of the model.
@@ -1957,8 +1957,9 @@ def answer_probabilities(weights, config, prompt, answer_ids):
     """The probability (at temperature 1) the model gives each token of a given answer to a
     rendered prompt: what generate_answer reported while drawing that answer. The model reads
     prompt and answer once (the last answer token is only predicted, never read), so the
-    probabilities of an answer drawn earlier (which the report page colours each token by)
-    are found again without drawing it anew (another draw may differ)."""
+    probabilities of an answer drawn earlier (the --report page colours each token by its
+    probability, Part VI) are found again without drawing it anew (another draw may differ).
+    logits_at_every_position is Part III's: the model run over a whole sequence."""
     tokens = (list(prompt) + list(answer_ids))[:config.block_size]
     logits = logits_at_every_position(tokens, weights, config)
     return [float(softmax(logits[len(prompt) - 1 + i])[t]) for i, t in enumerate(answer_ids)]
@@ -2121,8 +2122,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 #   - dividing by the spread does change the average: it weights each request by
 #     1/spread, which gives every mixed group's advantages a root-mean-square of 1. A
 #     group with 1 or 7 right of 8 has spread 0.33, one with 4 right 0.5, so the lopsided
-#     groups gain most (their summed |advantage| goes from 1.75 to 5.29, the half-right
-#     group's from 4 to 8).
+#     groups gain most (their summed |advantage|, with the mean subtracted, goes from 1.75
+#     to 5.29 when also divided by the spread; the half-right group's from 4 to 8).
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
