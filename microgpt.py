@@ -299,7 +299,8 @@ class Value:
         Gradients add up over calls on separate graphs, so that a batch of documents can pass
         through one at a time; Adam sets them back to 0 after each step (section 6). Call it
         once per graph: a second call on the same graph would find the inner nodes' .grad
-        still holding the first call's gradients, and pass them on twice."""
+        still holding the first call's gradients and pass those on again with the new ones.
+        For x -> u = x * 2 -> L = u * 3, a first call gives x.grad 6; a second, 18, not 12."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
@@ -376,7 +377,9 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
 # rows learn different things (rows that start equal get equal gradients and stay equal),
 # small so that the first predictions are close to uniform rather than confidently wrong.
-# All zeros would be worse still, by a chain of three steps:
+# All zeros would be worse still. (gpt(), section 5, ends with scores = lm_head times the
+# final vector, and every step before only adds, multiplies or rescales.) A chain of three
+# steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
 #       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
@@ -1149,13 +1152,14 @@ def window_batches(tokens, block_size, batch, rng):
 
 
 def stream_val_windows(tokens, block_size):
-    """Consecutive windows over a held-out stream, so every token is predicted once. Each
-    window holds block_size + 1 tokens and the next one starts block_size later, so
-    neighbours share one token: the last of one window (only a target there) is the first
-    of the next (only an input). With block_size 4, tokens 0 to 9 give the windows 0-4, 4-8
-    and 8-9: windows start at 0, block_size, 2 * block_size, ... up to len(tokens) - 2, so
-    even the last holds one input and its target. The first tokens of each window are predicted from a short context, so this
-    loss is a little higher than it would be if every token had a full window behind it."""
+    """Consecutive windows over a held-out stream, so every token is predicted once:
+        tokens 0..9, block_size 4 -> [0 1 2 3 4] [4 5 6 7 8] [8 9]
+    Each window holds block_size + 1 tokens and the next starts block_size later, so
+    neighbours share one token: 4 is only a target in the first window above, only an
+    input in the second. Windows start up to len(tokens) - 2, so even the last holds one
+    input and its target. The first tokens of each window are predicted from a short
+    context, so this loss is a little higher than it would be with a full window behind
+    every token."""
     return [tokens[s:s + block_size + 1] for s in range(0, len(tokens) - 1, block_size)]
 
 
@@ -1519,8 +1523,8 @@ class Vocabulary(list):
 #      models mostly drop them, finding they add little.
 #   4. No norm right after the embeddings (Part I's gpt() has one there), but a final
 #      LayerNorm before the output. Each block normalises its own input (as in Part I), so
-#      the embeddings need no norm of their own; but the residual stream grows as blocks add to it, so it is normalised
-#      once more before the scores.
+#      the embeddings need no norm of their own; but the residual stream grows as blocks
+#      add to it, so it is normalised once more before the scores.
 #   5. The output layer is wte itself (tied): no separate lm_head. That saves 50,257 x 768
 #      = 38.6 million parameters, nearly a third of the model.
 #   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall: on
