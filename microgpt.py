@@ -45,16 +45,17 @@ The file has six parts:
 
 Part I is the lesson: every piece of the algorithm, each written once and plainly. A reader
 who stops at its end has seen all of it. Part II is the second lesson: how the same math is
-made fast, as real frameworks do it, with the same numbers (to the last printed digit;
-to floating-point rounding, about 1e-16, inside).
+made fast, as real frameworks do it, with the same numbers: every printed number is the
+same to the last digit, and the numbers inside agree to floating-point rounding (1e-16).
 """
 
 if __name__ == "__main__":
-    # Plumbing that has to come first (a learner can skip it). Run as a program: until main()
-    # installs its own handlers (Part VI, "Stop signals"), and again after it returns, a
-    # Ctrl-C or SIGTERM ends the run at once, quietly, with the usual exit code (130, 143,
-    # 129), not with a traceback from whatever was being imported. (_signal is the signal
-    # module's core, built in: importing `signal` itself takes long enough to be hit.)
+    # Plumbing that has to come first (a learner can skip it). Run as a program: until
+    # main() installs its own handlers (Part VI, "Stop signals"), and again after it
+    # returns, a Ctrl-C or SIGTERM ends the run at once, quietly, with the usual exit code
+    # (130, 143, 129), not with a traceback from whatever was being imported. (_signal is
+    # the signal module's core, built in: importing `signal` itself takes long enough for a
+    # Ctrl-C to arrive during it.)
     import _signal
     import os
     import sys
@@ -98,7 +99,7 @@ class Config:
     beta2: float = 0.99     # the same for its average of the squared gradient
     eps: float = 1e-8       # keeps Adam from dividing by zero
     init_std: float = 0.08  # the spread of the random initial weights
-    batch: int = 1          # documents (or windows of text, Part III) per step, or "all"
+    batch: int = 1          # documents (or text windows, Part III) per step: an int or "all"
     seed: int = 42
     # sampling
     temperature: float = 0.5
@@ -127,14 +128,15 @@ FAST = True
 # ---------------------------------------------------------------------------------------
 # 1. Dataset
 #
-# A language model learns from examples of text. Here each example ("document") is one
-# line of a text file: by default names.txt, which comes with this file and holds 29,910
-# first names, one per line (every name given to at least 5 babies in the US in 2017, from
-# the Social Security Administration's counts; README.md says how it was made). We
-# shuffle them with the seed, so runs are reproducible, and hold some back: the validation
-# set (about 10%, but at most 1,000: so 1,000 of the names, about 3%). The model never
-# trains on those, so its loss on them (how badly it predicts them, section 6) tells us
-# whether it learned the patterns of names in general or merely memorised the ones it saw.
+# A language model learns from examples of text. Here each example ("document") is one line
+# of a text file: by default names.txt, which comes with this file and holds 29,910 first
+# names, one per line (every name given to at least 5 babies in the US in 2017, from the
+# Social Security Administration's counts; README.md says how it was made). We shuffle them
+# with the seed, so runs are reproducible, and hold some back: the validation set (10% of
+# the names, but at most 1,000: names.txt has 29,910, so 1,000, about 3%, are held back).
+# The model never trains on those, so its loss on them (how badly it predicts them, section
+# 6) tells us whether it learned the patterns of names in general or merely memorised the
+# ones it saw.
 # ---------------------------------------------------------------------------------------
 
 def read_text(path):
@@ -167,11 +169,11 @@ def train_val_split(docs, rng):
 # a document starts and, when the model predicts it, where it ends: "emma" is trained as
 # [BOS, e, m, m, a, BOS]. At the start it gives the model something to predict the first
 # letter from; at the end it is the target that teaches the model when a name stops. One
-# token can do both jobs, since a name ends exactly where the next one would begin.
-# names.txt holds only the 26 lower-case letters, so a is 0, b is 1, ..., z is 25 and BOS
-# is 26: "emma" becomes [26, 4, 12, 12, 0, 26]. Real
-# GPTs use tokens of several characters, but the idea is the same. (Part III's stream mode
-# reads a text as one stream, with no BOS: its vocabulary is just len(chars) tokens.)
+# token can do both jobs because they never meet: the first BOS is only read, the last only
+# predicted. names.txt holds only the 26 lower-case letters, so a is 0, b is 1, ..., z is
+# 25 and BOS is 26: "emma" becomes [26, 4, 12, 12, 0, 26]. Real GPTs use tokens of several
+# characters, but the idea is the same. (Part III's stream mode reads a text as one stream,
+# with no BOS: its vocabulary is just len(chars) tokens.)
 # ---------------------------------------------------------------------------------------
 
 def build_vocab(text):
@@ -300,7 +302,10 @@ class Value:
         through one at a time; Adam sets them back to 0 after each step (section 6). Call it
         once per graph: a second call on the same graph would find the inner nodes' .grad
         still holding the first call's gradients and pass those on again with the new ones.
-        For x -> u = x * 2 -> L = u * 3, a first call gives x.grad 6; a second, 18, not 12."""
+        For x -> u = x * 2 -> L = u * 3, a first call gives u.grad 3 and x.grad 6. A second
+        call sets L.grad to 1 again, but u.grad still holds 3 and becomes 3 + 3 = 6, and all
+        6 is passed on: x gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 = 12 that
+        two correct gradients would add up to."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
@@ -310,8 +315,9 @@ class Value:
         # with 2 instead of 8.
         # A topological order lists every node after all of the nodes it was computed from;
         # we visit the nodes in its reverse, so that every node comes before its children.
-        # The order leaves out the leaves (parameters, inputs): they have no children to pass
-        # a gradient on to. They still get theirs: their parents add it to leaf.grad below.
+        # The order leaves out the leaves (the parameters, and any Value made from a plain
+        # number): they have no children to pass a gradient on to. They still get theirs:
+        # their parents add it to leaf.grad below.
         self.grad = 1.0
         for node in reversed(self.topological_order()):
             for child, local in zip(node._children, node._local_grads):
@@ -325,22 +331,23 @@ class Value:
         #             visited.add(node)
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
-        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper, so
-        # we do the same with a to-do list of our own: a stack (last in, first out), whose
-        # entries are (node, is_reminder), F or T below. (How deep: the graph of a 6-letter
-        # name is about 270 nodes deep, its longest chain from the loss down to a parameter,
-        # in the default model; 882 with n_layer 4; 1,462 with n_embd 64 and 2 layers. A
-        # wider model is deeper too: sum() adds its terms one at a time, starting from 0, so
-        # a sum over 64 inputs, as in section 5's linear(), is a chain of + nodes 64 deep.)
+        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper.
+        # (How deep: the graph of a 6-letter name is about 270 nodes deep, its longest chain
+        # from the loss down to a parameter, in the default model; 882 with n_layer 4; 1,462
+        # with n_embd 64 and 2 layers. A wider model is deeper too: sum() adds its terms one
+        # at a time, starting from 0, so a sum over 64 inputs, as in section 5's linear(), is
+        # a chain of + nodes 64 deep.) So we do the same with a to-do list of our own: a
+        # stack (last in, first out), whose entries are (node, is_reminder), F or T below.
         # The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of
         # it, an expand entry for each child. A reminder therefore comes off only after
-        # everything its children pushed, and popping it places n in the order: after all of
-        # its children. (That is build() above, unrolled: (n, F) is the call build(n), and
-        # (n, T) the line order.append(node) after its calls return. The stack takes the
-        # children in the opposite order, v before u below, which does not matter: any order
-        # with every node after its children will do.) The table follows it for L = u + v
-        # with u = 2 * x, v = 3 * u (x a leaf, never pushed); the stack's top is on the
-        # right, and each line pops the top entry:
+        # every entry pushed above it, that is, after all of its children (and theirs) are
+        # placed; popping it places n in the order: after all of its children. (That is
+        # build() above, unrolled: (n, F) is the call build(n), and (n, T) the line
+        # order.append(node) after its calls return. The stack takes the children in the
+        # opposite order, v before u below, which does not matter: any order with every node
+        # after its children will do.) The table follows it for L = u + v with u = 2 * x,
+        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each line
+        # pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -375,18 +382,17 @@ class Value:
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
-# rows learn different things (rows that start equal get equal gradients and stay equal),
-# small so that the first predictions are close to uniform rather than confidently wrong.
-# All zeros would be worse still. (gpt(), section 5, ends with scores = lm_head times the
-# final vector, and every step before only adds, multiplies or rescales.) A chain of three
-# steps:
+# rows learn different things (if every weight started at the same value, every row of a
+# matrix would get the same gradient and they would stay equal forever), small so that the
+# first predictions are close to uniform rather than confidently wrong. All zeros would be
+# worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
 #       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
 #   (2) so lm_head, the last matrix, which turns the final vector into scores, gets a
-#       gradient of 0: its gradient is that vector times the gradient arriving at the
-#       scores (section 3: d(w * x)/dw = x): that arriving gradient is not 0, but times
-#       a vector of zeros it gives 0;
+#       gradient of 0: its gradient is the final vector times the gradient arriving at
+#       the scores (d(w * x)/dw = x, section 3), and that arriving gradient is not 0, but
+#       the vector is, so the product is 0;
 #   (3) and every other parameter gets its gradient through lm_head, times lm_head's
 #       weights, which are 0.
 # So nothing would ever move.
@@ -511,8 +517,9 @@ def attention_weights(q, ks):
     softmax over t of q . k[t] / sqrt(head_dim).   q: [head_dim], ks: [t][head_dim] -> [t]"""
     # Why divide by sqrt(head_dim): if q and k hold d numbers with random signs, q . k is a
     # sum of d products that partly cancel, so it grows like sqrt(d) times one product, not
-    # d times. (Statistics' reason: the variance of a number, its average squared size, adds
-    # up over independent terms. The sum's variance is d times one product's, so its
+    # d times. (Statistics' reason: the variance of a random quantity, its average squared
+    # size, adds up over independent terms. The sum's variance is d times one product's, so
+    # its
     # typical size, the square root of that, is sqrt(d) times one product's.)
     # Dividing by sqrt(d) makes the scores' size independent of the head size. Otherwise a
     # bigger head would make the scores far apart, and softmax would give nearly all the
@@ -543,7 +550,8 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
     for the log)."""
     hd = config.n_embd // config.n_head                 # the head size, head_dim
     # The token says what, the position says where; the sum carries both (training shapes
-    # the two tables so that the sum can still be told apart: 16 numbers leave room).
+    # the two tables so that later layers can still read both the token and the position
+    # from the sum: 16 numbers leave room for that).
     x = [t + p for t, p in zip(params["wte"][token], params["wpe"][pos])]   # [n_embd]
     # Normalised here, this vector starts the residual stream (section 5's introduction) at
     # the same size for every token.
@@ -716,7 +724,8 @@ def mean_token_loss(sequences, weights, config):
     beside it. The two differ in four ways:
       - averaging. Training: a mean of per-document means, so each document counts the same
         and a short name's few tokens weigh more. Validation: every token counts the same.
-      - weights. Training: 100 steps' worth, changing all the while. Validation: the final.
+      - weights. Training: the smoothed loss mixes the last 100 steps, each measured with
+        that step's weights. Validation: the final weights only.
       - timing. Training: each loss measured just before the step that learns from it.
         Validation: after all training.
       - data. Training: training documents. Validation: held-out ones."""
@@ -790,14 +799,15 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #      switched-off units (those whose ReLU outputs 0).
 #   2. The tape: backward() walks a list of the nodes recorded as they were made, instead
 #      of searching the graph for an order.
-#   3. The collector switch: CPython's cycle collector is paused during training.
+#   3. The collector switch: CPython's cycle collector is paused for the whole run.
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
 # Only the time changes. Leaving out the switched-off units and pausing the
 # collector change no bit; the fused sums and the tape add the same terms in another
 # order, so results agree to floating-point rounding (about 1e-16), and the default run
 # prints exactly the same numbers either way. Together they make a training step 12 to 16
-# times faster than Part I alone on CPython 3.11 (6.5 to 8.7 ms against 90 to 110 ms; the
+# times faster than Part I alone on CPython 3.11 (ratios of runs measured pair by pair;
+# the steps took 6.5 to 8.7 ms against 90 to 110 ms; the
 # collector is paused in both, see II.3), 8 to 12 times on PyPy 3.9, and 25 to 28 times
 # faster than a textbook engine like micrograd's on CPython (micrograd: Karpathy's earlier
 # tiny autograd, one node per + and *, as in Part I, with a recursive topological sort).
@@ -875,8 +885,8 @@ def fast_softmax(logits):
     """softmax() with one node per output instead of five per input. Part I's __truediv__
     turns e / total into e * total**-1, so each division makes its own total**-1 node; the
     five are l - m, exp, the sum's +, total**-1 and e * total**-1.
-    Its derivatives, with e[i] = exp(l[i]), S = sum_j e[j] and p[i] = e[i] / S. Moving l[j]
-    moves e[j] by as much as e[j] itself (the derivative of exp is exp), and so S too.
+    Its derivatives, with e[i] = exp(l[i]), S = sum_j e[j] and p[i] = e[i] / S. The
+    derivative of exp is exp, so d e[j] / d l[j] = e[j], and S, which holds e[j], moves too.
       j == i: both the top and the bottom of e[i] / S move, and the quotient rule gives
               d p[i] / d l[i] = (e[i] * S - e[i] * e[i]) / S**2 = p[i] - p[i] * p[i].
       j != i: only the bottom moves: d p[i] / d l[j] = -e[i] * e[j] / S**2 = -p[i] * p[j].
@@ -1045,15 +1055,16 @@ def backward_along(root, tape):
 # graph has no reference cycles (a node points only at its children), so CPython frees
 # each document's graph by reference counting alone, as soon as the last reference to it
 # goes. The collector would only spend time scanning the thousands of new nodes, so
-# the command line (main(), Part VI) pauses it for the whole run. That changes no number,
+# the command line (main(), Part VI) pauses it for the whole run. On CPython that costs
+# nothing: with no loops there is nothing for it to find. It changes no number,
 # so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
 # even more. PyPy has no reference counting and needs its collector to free the graphs,
 # so there it stays on.
 #
 # Measured: Part I's validation took 32 ms per name with the collector paused and 94 to
-# 162 ms with it on. With FAST, whole 500-step runs took 3.5 s with it on against 3.0 s.
-# On PyPy, with it switched off, a default run took 5.9 s instead of 3.8 s and peaked at
-# 1.1 GiB of memory instead of 96 MiB.
+# 162 ms with it on. With FAST, whole 500-step runs took 3.5 s with it on against 3.0 s. On
+# PyPy, where it stays on, switching it off made a default run take 5.9 s instead of 3.8 s
+# and peak at 1.1 GiB of memory instead of 96 MiB.
 # Tested: tests/test_fast.py (TestCollectorSwitch): the collector is paused only inside
 # the block and always comes back.
 # ---------------------------------------------------------------------------------------
@@ -1122,7 +1133,8 @@ def weights_of(params):
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
 #
-# All of them run the model without a gradient, on weights from inference_weights().
+# The Markov chain and the microscope, and stream mode's sampling and validation, run the
+# model without a gradient, on weights from inference_weights().
 # =======================================================================================
 
 import itertools
@@ -1195,7 +1207,8 @@ def markov_chain(weights, config, vocab_size):
     probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,).
     The probabilities are the model's own, at temperature 1; sampling at another
     temperature reshapes each row the same way. The predictions made while the window is
-    not yet full (for the first block_size - 1 tokens of a text) come from no state here."""
+    not yet full (for the first block_size - 1 tokens of a text) are not covered by any
+    state in this list."""
     chain = []
     for state in itertools.product(range(vocab_size), repeat=config.block_size):
         logits = logits_at_every_position(list(state), weights, config)[-1]
@@ -1256,10 +1269,14 @@ def explain(tokens, weights, config):
 # themselves; the other 68 get stand-ins. So a one-byte token has three faces, which are
 # easy to mix up: its byte value, its stand-in, and its id, vocab.json's number for it:
 #     byte    stand-in   id
-#      33     !            0      (vocab.json lists the 188 printable bytes first,
-#      60     <           27       by byte value: id = byte - 33 for these two;
-#       0     Ā          188       then the other 68, by byte value too, bytes 0 to
-#      32     Ġ          220       32 first: byte 32 is 188 + 32)
+#      33     !            0
+#      60     <           27
+#       0     Ā          188
+#      32     Ġ          220
+# vocab.json gives ids 0 to 187 to the 188 printable bytes, in byte order, so bytes 33 to
+# 126 get id = byte - 33 ("!" 0, "<" 27). Ids 188 to 255 go to the other 68, in byte order
+# too, and bytes 0 to 32 come first among them: byte 0 is 188, and byte 32, the space, is
+# 188 + 32 = 220.
 # A merged token's id is 256 plus its merge's rank (its place in merges.txt, counting
 # from 0), and 50256 is <|endoftext|>, the token GPT-2 saw between its training documents.
 #
@@ -1303,7 +1320,8 @@ def learn_merges(words, num_merges, progress=None):
     # or held it once (holders is never cleaned, see below). Traced on "ana", "ana",
     # "an": the words are [a, n, a] (count 2) and [a, n] (count 1), pairs {(a, n): 3,
     # (n, a): 2}. Merge 1 is (a, n): both words hold it, and each takes out its pairs,
-    # merges and counts again: [an, a] and [an], pairs {(n, a): 0, (an, a): 2}. Merge 2 is
+    # merges and counts again: [an, a] and [an], pairs {(n, a): 0, (an, a): 2} ((a, n)
+    # itself, now at 0, is deleted, as said below). Merge 2 is
     # (an, a). Only (n, a) is left, with count 0 (a Counter keeps a count that falls to 0),
     # so the loop stops at `most < 1`.
     # Each round, for each word in holders[best]: subtract its pairs' counts, merge, add the
@@ -1345,18 +1363,21 @@ def bpe(word, ranks):
     learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
     with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
     places) -> b an ana (rank 1) -> ban ana (rank 2): the ranks merged were 0, 1, 2.
-    Claim: the ranks bpe merges only ever go up. So when it merges rank r, no earlier merge
-    has anything left to act on, just as in a replay of all the merges in learned order,
-    which would reach r next: bpe gives the replay's tokens. Proof: once every copy of the
-    pair of rank r is merged, every pair left ranks after r.
+    Claim: each merge bpe makes has a higher rank than the one before. That is why bpe
+    gives the same tokens as a replay of all the merges in learned order: when bpe merges
+    rank r, no pair of a lower rank is present, so the replay's merges between bpe's last
+    rank and r have found nothing to act on and changed nothing, and the replay does r's
+    merge next, on the same tokens. Proof of the claim: once every copy of the pair of rank
+    r is merged, every pair left ranks after r, for pairs are of two sorts.
       (a) A new pair holds the new token, and a merge can use a token only if it was
           learned after the merge that made it (in banana, only (an, a), rank 1, and
-          (b, an), rank 2, use "an", which rank 0 made). (Each token is made by one merge:
-          learn_merges never learns a second way to spell a token it has, and GPT-2's
-          50,000 merges make 50,000 different tokens.)
-      (b) An old pair ranked r or more (r was the lowest), and no copy of r is left
-          (merge_pair goes left to right, so even "aaa" with (a, a) becomes [aa, a],
-          which holds no (a, a))."""
+          (b, an), rank 2, use "an", which rank 0 made). This needs each token to be made
+          by one merge only, or a later merge could make it again: learn_merges never
+          learns a second way to spell a token it has, and GPT-2's 50,000 merges make
+          50,000 different tokens.
+      (b) A pair that was there before ranks r or more, since r was the lowest present,
+          and it is not r itself, for every copy of r was merged (merge_pair goes left to
+          right, so even "aaa" with (a, a) becomes [aa, a], which holds no (a, a))."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1394,8 +1415,9 @@ def long_word_bpe(word, ranks):
 
 def one_of(ranges):
     """A regular expression for one character in `ranges` ([(first, last)] code points).
-    (A speed detail, not part of the lesson: skip it.) Python's re tests a character against the ranges above U+FFFF one by one, which made
-    the pre-tokenizer 8 times slower: so they are tried only for a character up there."""
+    (A speed detail, not part of the lesson: skip it.) Python's re tests a character
+    against the ranges of code points beyond U+FFFF one by one, which made the
+    pre-tokenizer 8 times slower: so they are tried only for a character up there."""
     def chars(lo, hi):
         return "".join(f"\\U{max(a, lo):08x}-\\U{min(b, hi):08x}" for a, b in ranges if b >= lo and a <= hi)
     astral = chars(0x10000, sys.maxunicode)
@@ -1424,7 +1446,8 @@ def gpt2_pretokenizer():
                          (the word patterns above take only a space, never a newline)
     Python's re has no \p{L} (letters) or \p{N} (numbers). Its \s also differs: Python
     counts the four separator controls U+001C to U+001F as white space, GPT-2 does not. So
-    we list all three kinds ourselves, from unicodedata's categories and str.isspace().
+    we list the kinds ourselves (letters, numbers, white space, and everything else, the
+    other symbols), from unicodedata's categories and str.isspace().
     (?!\S) is a lookahead: it checks, without taking it, that the next character is white
     space, or that the text ends. We write it as "the next character is not a letter,
     number or other symbol", which is the same, as every character is one of the four kinds."""
@@ -1478,10 +1501,10 @@ class Vocabulary(list):
         each distinct word once. Special tokens never come out of a text: the text
         "<|endoftext|>" is 7 ordinary tokens, "<", "|", "end", "of", "text", "|", ">" (ids 27,
         91, 437, 1659, 5239, 91, 29: the pre-tokenizer cuts it into "<|", "endoftext" and
-        "|>", and GPT-2 learned no merge for "<|" or "|>"), as tiktoken's
-        encode_ordinary gives them. Only a program puts GPT2_EOT in a sequence, so a text
-        cannot forge the separator between documents. (Hugging Face's tokenizer, by default,
-        does turn that text into 50256.)"""
+        "|>", and GPT-2 learned no merge for "<|" or "|>"), as encode_ordinary gives them
+        in tiktoken, OpenAI's own tokenizer library. Only a program puts GPT2_EOT in a
+        sequence, so a text cannot forge the separator between documents. (The tokenizer of
+        Hugging Face's transformers library, by default, does turn that text into 50256.)"""
         words = gpt2_pretokenizer().findall(text)
         for word in set(words).difference(self.cache):      # the distinct words not yet cached
             start = [self.byte_char[b] for b in word.encode("utf-8")] if self.byte_char else list(word)
@@ -1533,8 +1556,9 @@ class Vocabulary(list):
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
 # plain floats and the key/value cache of Part I. gpt2() reuses attention_head; for GPT-2
-# the flag FAST is always on, so it runs Part II's version of attention_head, which works
-# on plain floats as well as on Values.
+# the flag FAST is always on (the command line refuses --plain with --gpt2), so it runs
+# Part II's version of attention_head, which works on plain floats as well as on Values:
+# Part I's softmax reads each score's .data and calls its .exp(), which a float has not.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -1643,7 +1667,8 @@ def gpt2(token, pos, keys, values, w, config, attention_log=None):
 def next_token(logits, temperature, top_k, rng):
     """The next token: the likeliest at temperature 0 (greedy: the same text every time);
     otherwise drawn as sample_token() draws, from the top_k likeliest only if top_k is set
-    (so a long tail of unlikely tokens cannot, between them, be drawn now and then)."""
+    (so that the many unlikely tokens, whose small probabilities add up, are never
+    drawn)."""
     if temperature == 0:
         return max(range(len(logits)), key=logits.__getitem__)
     ids = range(len(logits))                    # the candidates: every token,
@@ -1796,15 +1821,16 @@ def evaluation_requests(held_out, count, rng):
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
 # 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. The letter of X that the
 # next token needs is always 5 tokens back from the token being read. "emma" copies e and
-# m from 5 back, then writes on where the slots are empty. Why five slots, when X has at
-# most 3 letters: with S slots an "ending with" answer is exactly S letters long (below),
-# and it must be longer than X, so S must be at least 4; five, as 5-letter names are many.
-# The answer's k-th letter is written while reading position 6 + k (the 1st while
-# reading <|assistant|> at 7), and that position looks back at 1 + k. X's last letter is
-# always in the last slot, position 6, so it is copied as the 5th letter: the copying
-# works only for 5-letter answers. So fine-tuning (V.3) shows only 5-letter names for
-# "ending with", and the model learns to answer so. "a name ending with son -> jason"
-# (rendered in full below) goes:
+# m from 5 back, then writes on where the slots are empty. For "ending with", the answer's
+# length is fixed too. Its k-th letter is written while reading position 6 + k (the 1st
+# while reading <|assistant|> at 7), and that position looks back at 1 + k, slot k. X's
+# last letter is always in the last slot, position 6, so it is copied as the 5th letter;
+# an answer ending with X must end with that letter, so it ends at its 5th letter: every
+# "ending with" answer is exactly 5 letters long. So fine-tuning (V.3) shows only 5-letter
+# names for "ending with", and the model learns to answer so. Why five slots, when X has
+# at most 3 letters: the answer must be longer than X, so 4 slots would do; we take five
+# because 5-letter names are many. "a name ending with son -> jason" (rendered in full
+# below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -1820,9 +1846,9 @@ def evaluation_requests(held_out, count, rng):
 # each length. With the slots, a small model learns to copy in a few hundred steps.
 # Without them, a 2-layer model fine-tuned on 2,000 conversations passed 21% and 0% of
 # the held-out requests (starting with, ending with); with them, the same model and data
-# passed 92% and 70% (an experiment made while designing this part; the command line's
-# pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352 parameters
-# with the 32 tokens of the chat vocabulary, and reaches the figures of V.5).
+# passed 92% and 70%. (That was an experiment made while designing this part. The command
+# line's pipeline, ChatPlan in Part VI, uses 1 layer, n_embd 16 and 2 heads, 4,352
+# parameters with the 32 tokens of the chat vocabulary, and reaches the figures of V.5.)
 # Rendered, with the loss mask V.3 uses (1 under each token the loss counts, the answer's;
 # V.3 says why). The 1 sits under the token that is predicted, not under the one read
 # when predicting it: the loss for "j" is taken while reading <|assistant|>.
@@ -1987,11 +2013,11 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 # tokens, but count the loss only on the assistant's tokens (the mask of V.2). The request
 # is given at inference, never written by the model, so predicting it would be wasted
 # effort: the model would spend its few parameters learning which requests we happen to
-# make, and that loss would drown the one we care about. With the mask, the request is
-# read but never predicted. The examples are made from the names:
-# "jason" gives "a name starting with ja" -> "jason" and "a name ending with son" ->
-# "jason" (for "ending with", only names of 5 letters, to fill the slots: V.2). Only
-# requests not held out are used.
+# make, and that loss would drown the one we care about. With the mask, the request is read
+# but never predicted. The examples are made from the names: "jason" gives "a name starting
+# with ja" -> "jason" and "a name ending with son" -> "jason" (for "ending with", only names
+# of 5 letters, as X's last letter is copied as the 5th: V.2). Only requests not held out
+# are used.
 # ---------------------------------------------------------------------------------------
 
 def sft_answers(names, requests, config):
@@ -2116,18 +2142,21 @@ def sft_steps(params, config, examples, num_steps, batch):
 # E[R] = sum_a p(a) R(a), over all answers a, so (as grad log p = grad p / p, the chain
 # rule, so grad p = p grad log p)
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
-# the average, over answers a drawn from p, of R(a) grad log p(a): L's form. Answers
-# drawn from a sharpened p would average something else. L has a minus sign, so going
-# down L's gradient (what Adam does) goes up E[R]. The advantage stands in for R:
+# the average, over answers a drawn from p, of R(a) grad log p(a). -grad L is exactly such
+# an average over the drawn answers, with the advantage in place of R. Answers drawn from
+# a sharpened p would average something else. So going down L's gradient (what Adam does)
+# goes up E[R]. The advantage stands in for R:
 #   - subtracting the group's mean b changes nothing on average, since for any b that
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
-#   - dividing by the spread does change the average: it weights each request by
-#     1/spread, which gives every mixed group's advantages a root-mean-square of 1. A
-#     group with 1 or 7 right of 8 has spread 0.33, one with 4 right 0.5, so the lopsided
-#     groups gain most (their summed |advantage|, with the mean subtracted, goes from 1.75
-#     to 5.29 when also divided by the spread; the half-right group's from 4 to 8).
+#   - dividing by the spread does change the expected gradient: it is no longer exactly
+#     grad E[R] but a sum over requests, each weighted by 1/spread, which gives every
+#     group with both right and wrong answers advantages of root-mean-square 1. A group
+#     with 1 or 7 right of 8 has spread 0.33, one with 4 right 0.5, so the lopsided groups
+#     gain most: summed over a 1-of-8 group, |reward - mean| is 0.875 + 7 x 0.125 = 1.75,
+#     and 1.75 / 0.33 = 5.29 after dividing by the spread (threefold); over a 4-of-8 group,
+#     4, and 8 after (twofold).
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
