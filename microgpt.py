@@ -33,7 +33,7 @@ The file has six parts:
 
     Part I    The algorithm       1 Dataset, 2 Tokenizer, 3 Autograd, 4 Parameters,
                                   5 Model, 6 Training, 7 Sampling
-    Part II   Making it fast      the same numbers, about 14 times sooner on CPython
+    Part II   Making it fast      the same numbers, about 14 times faster on CPython
     Part III  Looking inside      text as one stream, the GPT seen as a Markov chain, and a
                                   per-position view of its predictions and its attention
     Part IV   From microgpt to GPT-2   tokens bigger than letters (byte-pair encoding),
@@ -331,23 +331,24 @@ class Value:
         #             visited.add(node)
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
-        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper.
-        # (How deep: the graph of a 6-letter name is about 270 nodes deep, its longest chain
-        # from the loss down to a parameter, in the default model; 882 with n_layer 4; 1,462
-        # with n_embd 64 and 2 layers. A wider model is deeper too: sum() adds its terms one
-        # at a time, starting from 0, so a sum over 64 inputs, as in section 5's linear(), is
-        # a chain of + nodes 64 deep.) So we do the same with a to-do list of our own: a
-        # stack (last in, first out), whose entries are (node, is_reminder), F or T below.
-        # The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of
-        # it, an expand entry for each child. A reminder therefore comes off only after
-        # every entry pushed above it, that is, after all of its children (and theirs) are
-        # placed; popping it places n in the order: after all of its children. (That is
-        # build() above, unrolled: (n, F) is the call build(n), and (n, T) the line
+        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper,
+        # so we do the same with a to-do list of our own. (How deep: the graph of a 6-letter
+        # name is about 260 nodes deep, its longest chain from the loss down to a parameter,
+        # in the default model; about 820 with n_layer 4; about 1,430 with n_embd 64 and 2
+        # layers. A wider model is deeper too: sum() adds its terms one at a time, starting
+        # from 0, so a sum over 64 inputs, as in section 5's linear(), is a chain of + nodes
+        # 64 deep.) The to-do list is a stack (last in, first out) whose entries are (node,
+        # is_reminder), written (n, F) or (n, T) below, for False and True: an expand entry
+        # or a reminder. The rule: popping an expand entry (n, F) pushes a reminder (n, T)
+        # and, on top of it, an expand entry for each child. A reminder therefore comes off
+        # only after every entry pushed above it, that is, after all of its children (and
+        # theirs) are placed; popping it places n in the order: after all of its children.
+        # (That is build() above, unrolled: (n, F) is the call build(n), and (n, T) the line
         # order.append(node) after its calls return. The stack takes the children in the
         # opposite order, v before u below, which does not matter: any order with every node
         # after its children will do.) The table follows it for L = u + v with u = 2 * x,
-        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each line
-        # pops the top entry:
+        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each
+        # line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -382,8 +383,9 @@ class Value:
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08): random so that different
-# rows learn different things (if every weight started at the same value, every row of a
-# matrix would get the same gradient and they would stay equal forever), small so that the
+# rows learn different things (if every weight started at the same value, the MLP's hidden
+# units would get the same gradients and stay equal forever, as would the n_embd numbers
+# of every vector: a wide model that computes like a model of width 1), small so that the
 # first predictions are close to uniform rather than confidently wrong. All zeros would be
 # worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
@@ -519,8 +521,7 @@ def attention_weights(q, ks):
     # sum of d products that partly cancel, so it grows like sqrt(d) times one product, not
     # d times. (Statistics' reason: the variance of a random quantity, its average squared
     # size, adds up over independent terms. The sum's variance is d times one product's, so
-    # its
-    # typical size, the square root of that, is sqrt(d) times one product's.)
+    # its typical size, the square root of that, is sqrt(d) times one product's.)
     # Dividing by sqrt(d) makes the scores' size independent of the head size. Otherwise a
     # bigger head would make the scores far apart, and softmax would give nearly all the
     # weight to the single best score and almost none to the rest (and almost no gradient:
@@ -806,11 +807,12 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # collector change no bit; the fused sums and the tape add the same terms in another
 # order, so results agree to floating-point rounding (about 1e-16), and the default run
 # prints exactly the same numbers either way. Together they make a training step 12 to 16
-# times faster than Part I alone on CPython 3.11 (ratios of runs measured pair by pair;
-# the steps took 6.5 to 8.7 ms against 90 to 110 ms; the
-# collector is paused in both, see II.3), 8 to 12 times on PyPy 3.9, and 25 to 28 times
-# faster than a textbook engine like micrograd's on CPython (micrograd: Karpathy's earlier
-# tiny autograd, one node per + and *, as in Part I, with a recursive topological sort).
+# times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9.
+# On CPython a step took 6.5 to 8.7 ms against Part I's 90 to 110 ms (the ratios are of
+# runs measured pair by pair, with the collector paused in both: II.3). They make it 25 to
+# 28 times faster than a textbook engine like micrograd's on CPython (micrograd:
+# Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a recursive
+# topological sort).
 #
 # Each section ends with two notes a first reading can skip. "Measured": what the idea
 # buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
@@ -1056,9 +1058,10 @@ def backward_along(root, tape):
 # each document's graph by reference counting alone, as soon as the last reference to it
 # goes. The collector would only spend time scanning the thousands of new nodes, so
 # the command line (main(), Part VI) pauses it for the whole run. On CPython that costs
-# nothing: with no loops there is nothing for it to find. It changes no number,
-# so it does so with FAST = False too, where the graphs have 29 times more nodes and gain
-# even more. PyPy has no reference counting and needs its collector to free the graphs,
+# nothing here: with no loops there is nothing for it to find (a loop made while it is
+# paused would stay in memory until it runs again). Pausing changes no number, so main()
+# pauses it with FAST = False too, where the graphs have 29 times more nodes and gain even
+# more. PyPy has no reference counting and needs its collector to free the graphs,
 # so there it stays on.
 #
 # Measured: Part I's validation took 32 ms per name with the collector paused and 94 to
@@ -1274,11 +1277,13 @@ def explain(tokens, weights, config):
 #       0     Ā          188
 #      32     Ġ          220
 # vocab.json gives ids 0 to 187 to the 188 printable bytes, in byte order, so bytes 33 to
-# 126 get id = byte - 33 ("!" 0, "<" 27). Ids 188 to 255 go to the other 68, in byte order
+# 126 get id = byte - 33 ("!" 0, "<" 27), and bytes 161 to 172 and 174 to 255 take ids 94
+# to 187. Ids 188 to 255 go to the other 68, in byte order
 # too, and bytes 0 to 32 come first among them: byte 0 is 188, and byte 32, the space, is
 # 188 + 32 = 220.
 # A merged token's id is 256 plus its merge's rank (its place in merges.txt, counting
-# from 0), and 50256 is <|endoftext|>, the token GPT-2 saw between its training documents.
+# from 0), so the 50,000 merges take ids 256 to 50255; the next, 50256, is <|endoftext|>,
+# the token GPT-2 saw between its training documents.
 #
 # Try it on names: `python microgpt.py --bpe N` learns N merges from the training text
 # (in names mode the names, one at a time; in stream mode the whole stream), and then
@@ -1317,20 +1322,18 @@ def learn_merges(words, num_merges, progress=None):
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     # pairs[p] is how often p occurs over all the words; holders[p] the words that hold p,
-    # or held it once (holders is never cleaned, see below). Traced on "ana", "ana",
-    # "an": the words are [a, n, a] (count 2) and [a, n] (count 1), pairs {(a, n): 3,
-    # (n, a): 2}. Merge 1 is (a, n): both words hold it, and each takes out its pairs,
-    # merges and counts again: [an, a] and [an], pairs {(n, a): 0, (an, a): 2} ((a, n)
-    # itself, now at 0, is deleted, as said below). Merge 2 is
-    # (an, a). Only (n, a) is left, with count 0 (a Counter keeps a count that falls to 0),
-    # so the loop stops at `most < 1`.
-    # Each round, for each word in holders[best]: subtract its pairs' counts, merge, add the
-    # new pairs' counts. So pairs[best] falls to 0, and is deleted. holders[] is never
-    # cleaned, so a word in holders[p] may no longer hold p (an earlier merge took it
-    # apart). That is harmless: merging leaves such a word unchanged, so the same counts
-    # are subtracted and added back. In the trace above, [an, a] is still listed under
-    # (n, a) after merge 1; were (n, a) merged, [an, a] would lose its pair (an, a) and
-    # get it back, and nothing would change.
+    # or held it once. Each round merges the most frequent pair, best: for each word in
+    # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. So
+    # pairs[best] falls to 0, and is deleted. holders is never cleaned, so a word in
+    # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
+    # merging leaves such a word unchanged, so the same counts are subtracted and added
+    # back. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n]
+    # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and
+    # each subtracts, merges and adds: [an, a] and [an], pairs {(n, a): 0, (an, a): 2},
+    # (a, n) deleted. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter
+    # keeps a count that falls to 0), so the loop stops at `most < 1`. [an, a] is still
+    # listed in holders[(n, a)] after merge 1; were (n, a) merged, [an, a] would lose its
+    # pair (an, a) and get it back, and nothing would change.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1363,21 +1366,24 @@ def bpe(word, ranks):
     learned earliest (the lowest rank). ranks: {(left, right): rank}. For example "banana"
     with ranks {(a, n): 0, (an, a): 1, (b, an): 2}: b a n a n a -> b an an a (rank 0, both
     places) -> b an ana (rank 1) -> ban ana (rank 2): the ranks merged were 0, 1, 2.
-    Claim: each merge bpe makes has a higher rank than the one before. That is why bpe
-    gives the same tokens as a replay of all the merges in learned order: when bpe merges
-    rank r, no pair of a lower rank is present, so the replay's merges between bpe's last
-    rank and r have found nothing to act on and changed nothing, and the replay does r's
-    merge next, on the same tokens. Proof of the claim: once every copy of the pair of rank
-    r is merged, every pair left ranks after r, for pairs are of two sorts.
-      (a) A new pair holds the new token, and a merge can use a token only if it was
-          learned after the merge that made it (in banana, only (an, a), rank 1, and
-          (b, an), rank 2, use "an", which rank 0 made). This needs each token to be made
-          by one merge only, or a later merge could make it again: learn_merges never
-          learns a second way to spell a token it has, and GPT-2's 50,000 merges make
-          50,000 different tokens.
-      (b) A pair that was there before ranks r or more, since r was the lowest present,
-          and it is not r itself, for every copy of r was merged (merge_pair goes left to
-          right, so even "aaa" with (a, a) becomes [aa, a], which holds no (a, a))."""
+    This gives the same tokens as the slow, obvious way: replaying all the merges in
+    learned order, each on the whole word. Why, in two steps.
+    First, the ranks bpe merges only go up (as in banana), for once every copy of the pair
+    of rank r is merged, every pair left ranks after r. A pair left is either new, holding
+    the token r just made, and a merge can use a token only if it was learned after the
+    merge that made it ("an" is made by rank 0 and used by ranks 1 and 2); or old, and
+    then it ranked r or more (r was the lowest present), and it is not r, for every copy
+    of r was merged (merge_pair goes left to right, so even "aaa" with (a, a) becomes
+    [aa, a], which holds no (a, a)). (The new-pair argument needs each token to be made
+    by one merge only: learn_merges never learns a second way to spell a token it has,
+    and GPT-2's 50,000 merges make 50,000 different tokens.)
+    Second, walk the replay and bpe side by side; both start from the same letters. Say
+    they hold the same tokens after bpe's merge of rank r', the replay having done every
+    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first
+    step), so the replay has yet to reach it, and the ranks between r' and r find no pair
+    on the way (none is present, or bpe would have taken it). So the replay merges r on
+    the same tokens, the same way, and they agree again. When bpe finds no learned pair,
+    the replay's remaining merges find none either."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1555,10 +1561,10 @@ class Vocabulary(list):
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() reuses attention_head; for GPT-2
-# the flag FAST is always on (the command line refuses --plain with --gpt2), so it runs
-# Part II's version of attention_head, which works on plain floats as well as on Values:
-# Part I's softmax reads each score's .data and calls its .exp(), which a float has not.
+# plain floats and the key/value cache of Part I. gpt2() reuses attention_head, and Part
+# I's version cannot take plain floats (its softmax reads each score's .data and calls
+# .exp()); Part II's can. So for GPT-2 the flag FAST is always on (the command line
+# refuses --plain with --gpt2), and Part II's attention_head is the one that runs.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -1821,16 +1827,17 @@ def evaluation_requests(held_out, count, rng):
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
 # 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. The letter of X that the
 # next token needs is always 5 tokens back from the token being read. "emma" copies e and
-# m from 5 back, then writes on where the slots are empty. For "ending with", the answer's
-# length is fixed too. Its k-th letter is written while reading position 6 + k (the 1st
-# while reading <|assistant|> at 7), and that position looks back at 1 + k, slot k. X's
-# last letter is always in the last slot, position 6, so it is copied as the 5th letter;
-# an answer ending with X must end with that letter, so it ends at its 5th letter: every
-# "ending with" answer is exactly 5 letters long. So fine-tuning (V.3) shows only 5-letter
-# names for "ending with", and the model learns to answer so. Why five slots, when X has
-# at most 3 letters: the answer must be longer than X, so 4 slots would do; we take five
-# because 5-letter names are many. "a name ending with son -> jason" (rendered in full
-# below) goes:
+# m from 5 back, then writes on where the slots are empty. For "ending with" we make a
+# choice, so that the copying lines up: every answer we show it is exactly 5 letters long
+# (fine-tuning, V.3, uses only 5-letter names for that kind; a longer name ending with X
+# would be correct too, but its last letters would not sit 5 back from X's). Number the
+# slots 1 to 5 (positions 2 to 6): the answer's k-th letter is written while reading
+# position 6 + k (the 1st while reading <|assistant|> at 7), which looks 5 back, at
+# slot k. X's last letter is always in slot 5, so it is copied as the 5th letter: the
+# last letter of a 5-letter answer. So the number of slots is the length of every "ending
+# with" answer. Why five, when X has at most 3 letters: the answer must be longer than X,
+# so 4 would do; we take five because 5-letter names are many. "a name ending with son ->
+# jason" (rendered in full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -2133,12 +2140,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 # The loss whose gradient does the nudging is, over the n answers of a step,
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
 # where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
-# -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the
-# model's own answers, weighted by their advantage: a positive advantage makes an answer
-# likelier, a negative one less likely. The answers are drawn at temperature 1, from p
-# itself, because only then does L's gradient follow the expected reward. Here grad is the
-# gradient with respect to the parameters, and p(a) the probability of a whole answer a
-# (the product of its tokens' probabilities). The expected reward is
+# -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the model's
+# own answers, weighted by their advantage: a positive advantage makes an answer likelier, a
+# negative one less likely. The answers are drawn at temperature 1, from p itself, because
+# only then does L's gradient follow the expected reward (derived next). Here grad is the
+# gradient with respect to the parameters, and p(a) the probability of a whole answer a (the
+# product of its tokens' probabilities). The expected reward is
 # E[R] = sum_a p(a) R(a), over all answers a, so (as grad log p = grad p / p, the chain
 # rule, so grad p = p grad log p)
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
@@ -2150,13 +2157,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
-#   - dividing by the spread does change the expected gradient: it is no longer exactly
-#     grad E[R] but a sum over requests, each weighted by 1/spread, which gives every
-#     group with both right and wrong answers advantages of root-mean-square 1. A group
-#     with 1 or 7 right of 8 has spread 0.33, one with 4 right 0.5, so the lopsided groups
-#     gain most: summed over a 1-of-8 group, |reward - mean| is 0.875 + 7 x 0.125 = 1.75,
-#     and 1.75 / 0.33 = 5.29 after dividing by the spread (threefold); over a 4-of-8 group,
-#     4, and 8 after (twofold).
+#   - dividing by the spread does change the expected gradient: each request's share of
+#     it (its group's grad E[R]) is multiplied by 1/spread, which gives every group with
+#     both right and wrong answers advantages of root-mean-square 1. The spread is smallest
+#     in lopsided groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a
+#     1-of-8 group is pushed 3 times as hard as with the mean subtracted alone, a 4-of-8
+#     group 2 times: a rare success counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
