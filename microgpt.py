@@ -1063,12 +1063,13 @@ def backward_along(root, tape):
 # pauses it with FAST = False too, where the graphs have 29 times more nodes and gain even
 # more. PyPy has no reference counting and needs its collector to free the graphs,
 # so there it stays on.
+#
 # Measured: Part I's validation took 32 ms per name with the collector paused and 94 to 162
-#ms with it on. With FAST the graphs are 29 times smaller and the gain is too small to see:
-#whole 500-step runs (final validation and samples included) took 9.3 s of CPU with it on
-#and 8.8 s paused, medians of 5 runs each, but the ratio of pairs run in turn was 1.00 (0.89
-#to 1.38: this machine's noise). On PyPy, where it stays on, switching it off made a default
-#run take 5.9 s instead of 3.8 s and peak at 1.1 GiB of memory instead of 96 MiB.
+# ms with it on. With FAST the graphs are 29 times smaller and the gain is too small to see:
+# whole 500-step runs (final validation and samples included) took 9.3 s of CPU with it on
+# and 8.8 s paused, medians of 5 runs each, but the ratio of pairs run in turn was 1.00
+# (0.89 to 1.38: this machine's noise). On PyPy, where it stays on, switching it off made a
+# default run take 5.9 s instead of 3.8 s and peak at 1.1 GiB of memory instead of 96 MiB.
 # Tested: tests/test_fast.py (TestCollectorSwitch): the collector is paused only inside
 # the block and always comes back.
 # ---------------------------------------------------------------------------------------
