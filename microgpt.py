@@ -331,24 +331,20 @@ class Value:
         #             visited.add(node)
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
-        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper,
-        # so we do the same with a to-do list of our own. (How deep: the graph of a 6-letter
-        # name is about 260 nodes deep, its longest chain from the loss down to a parameter,
-        # in the default model; about 820 with n_layer 4; about 1,430 with n_embd 64 and 2
-        # layers. A wider model is deeper too: sum() adds its terms one at a time, starting
-        # from 0, so a sum over 64 inputs, as in section 5's linear(), is a chain of + nodes
-        # 64 deep.) The to-do list is a stack (last in, first out) whose entries are (node,
-        # is_reminder), written (n, F) or (n, T) below, for False and True: an expand entry
-        # or a reminder. The rule: popping an expand entry (n, F) pushes a reminder (n, T)
-        # and, on top of it, an expand entry for each child. A reminder therefore comes off
-        # only after every entry pushed above it, that is, after all of its children (and
-        # theirs) are placed; popping it places n in the order: after all of its children.
-        # (That is build() above, unrolled: (n, F) is the call build(n), and (n, T) the line
-        # order.append(node) after its calls return. The stack takes the children in the
-        # opposite order, v before u below, which does not matter: any order with every node
-        # after its children will do.) The table follows it for L = u + v with u = 2 * x,
-        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each
-        # line pops the top entry:
+        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper
+        # (how deep: after the table), so we do the same with a to-do list of our own: a
+        # stack (last in, first out) whose entries are (node, is_reminder), written (n, F)
+        # or (n, T) below, for False and True: an expand entry or a reminder. The rule:
+        # popping an expand entry (n, F) pushes a reminder (n, T) and, on top of it, an
+        # expand entry for each child. Expanding a child later pushes its own entries on top
+        # too, above n's reminder, and so on down. So n's reminder comes off only after every
+        # node below n has been expanded and placed, and popping it places n in the order:
+        # after all of its children. (That is build() above, unrolled: (n, F) is the call
+        # build(n), and (n, T) the line order.append(node) after its calls return. The stack
+        # takes the children in the opposite order, v before u below, which does not
+        # matter: any order with every node after its children will do.) The table follows
+        # it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never pushed); the stack's
+        # top is on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -361,7 +357,11 @@ class Value:
         # either time; the check when an entry is popped (`elif node not in visited`) skips
         # the second copy. Only children that have children of their own are pushed. (The
         # recursive version above is the whole idea: the stack does the same without
-        # recursion.)
+        # recursion.) How deep a graph gets: a 6-letter name's is about 260 nodes deep (its
+        # longest chain from the loss down to a parameter) in the default model, about 820
+        # with n_layer 4, about 1,430 with n_embd 64 and 2 layers. A wider model is deeper
+        # too: sum() adds its terms one at a time, starting from 0, so a sum over 64 inputs,
+        # as in section 5's linear(), is a chain of + nodes 64 deep.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, is_reminder = stack.pop()
@@ -382,12 +382,13 @@ class Value:
 # The model's knowledge lives in lists of lists of Values (matrices), kept in a dict under
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
-# (a Gaussian with standard deviation config.init_std, 0.08): random so that different
-# rows learn different things (if every weight started at the same value, the MLP's hidden
-# units would get the same gradients and stay equal forever, as would the n_embd numbers
-# of every vector: a wide model that computes like a model of width 1), small so that the
-# first predictions are close to uniform rather than confidently wrong. All zeros would be
-# worse still: nothing would ever move, by a chain of three steps:
+# (a Gaussian with standard deviation config.init_std, 0.08): random so that different rows
+# learn different things (if every weight started at the same value, every number of every
+# vector would be equal too, each being the same weighted sum of equal numbers; each would
+# get the same gradient, and they would stay equal forever: a 16-wide model that computes
+# like a model of width 1), small so that the first predictions are close to uniform rather
+# than confidently wrong. All zeros would be worse still: nothing would ever move, by a
+# chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
 #       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
@@ -1333,9 +1334,10 @@ def learn_merges(words, num_merges, progress=None):
     # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and
     # each subtracts, merges and adds: [an, a] and [an], pairs {(n, a): 0, (an, a): 2},
     # (a, n) deleted. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter
-    # keeps a count that falls to 0), so the loop stops at `most < 1`. [an, a] is still
-    # listed in holders[(n, a)] after merge 1; were (n, a) merged, [an, a] would lose its
-    # pair (an, a) and get it back, and nothing would change.
+    # keeps a count that falls to 0), so the loop stops at `most < 1`. Between merge 1 and
+    # merge 2, [an, a] is still listed in holders[(n, a)] though it no longer holds (n, a);
+    # had (n, a) been merged then, [an, a] would subtract its one pair (an, a), stay as it
+    # is under merge_pair, and add (an, a) back: no count would change.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1370,15 +1372,18 @@ def bpe(word, ranks):
     places) -> b an ana (rank 1) -> ban ana (rank 2): the ranks merged were 0, 1, 2.
     This gives the same tokens as the slow, obvious way: replaying all the merges in
     learned order, each on the whole word. Why, in two steps.
-    First, the ranks bpe merges only go up (as in banana), for once every copy of the pair
-    of rank r is merged, every pair left ranks after r. A pair left is either new, holding
-    the token r just made, and a merge can use a token only if it was learned after the
-    merge that made it ("an" is made by rank 0 and used by ranks 1 and 2); or old, and
-    then it ranked r or more (r was the lowest present), and it is not r, for every copy
-    of r was merged (merge_pair goes left to right, so even "aaa" with (a, a) becomes
-    [aa, a], which holds no (a, a)). (The new-pair argument needs each token to be made
-    by one merge only: learn_merges never learns a second way to spell a token it has,
-    and GPT-2's 50,000 merges make 50,000 different tokens.)
+    First, the ranks bpe merges only go up (as in banana): once every copy of the pair of
+    rank r is merged, every pair left ranks after r. A pair left is new or old.
+      - A new pair holds the token r just made, and only a merge learned after r can use
+        that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
+        above r. (This needs each token to be made by one merge only: were "an" also made
+        by rank 9, a merge of rank 3 using "an" could follow rank 9, and the ranks would go
+        down. learn_merges never learns a second way to spell a token it has, and GPT-2's
+        50,000 merges make 50,000 different tokens.)
+      - An old pair was there before, so its rank was r or more (r was the lowest present),
+        and it is not r, for every copy of r was merged (merge_pair goes left to right, so
+        even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
+        above r too.
     Second, walk the replay and bpe side by side; both start from the same letters. Say
     they hold the same tokens after bpe's merge of rank r', the replay having done every
     rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first
@@ -1489,8 +1494,9 @@ class Vocabulary(list):
     """A BPE vocabulary: the list of token strings, as Part I's chars (the base characters,
     then one token per merge, in learned order, then any special tokens), with the merges
     that made it. Part I's encode() hands a text to Vocabulary.encode() when its vocabulary
-    has merges. byte_level: the base tokens are GPT-2's 256 bytes (bytes_to_unicode()), and
-    a word starts as the characters of its UTF-8 bytes rather than as its characters."""
+    has merges. byte_level: the base tokens are the stand-ins of GPT-2's 256 bytes
+    (bytes_to_unicode()), in vocab.json's order (the table at the top of IV.1), and a word
+    starts as the stand-ins of its UTF-8 bytes rather than as its characters."""
 
     def __init__(self, chars, merges, specials=(), byte_level=False):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
@@ -1827,19 +1833,21 @@ def evaluation_requests(held_out, count, rng):
 # X's letters go into five slots. For "starting with" the letters fill the slots from the
 # left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for "ending with" from the
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
-# 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. The letter of X that the
-# next token needs is always 5 tokens back from the token being read. "emma" copies e and
-# m from 5 back, then writes on where the slots are empty. For "ending with" we make a
-# choice, so that the copying lines up: every answer we show it is exactly 5 letters long
-# (fine-tuning, V.3, uses only 5-letter names for that kind; a longer name ending with X
-# would be correct too, but its last letters would not sit 5 back from X's). Number the
-# slots 1 to 5 (positions 2 to 6): the answer's k-th letter is written while reading
-# position 6 + k (the 1st while reading <|assistant|> at 7), which looks 5 back, at
-# slot k. X's last letter is always in slot 5, so it is copied as the 5th letter: the
-# last letter of a 5-letter answer. So the number of slots is the length of every "ending
-# with" answer. Why five, when X has at most 3 letters: the answer must be longer than X,
-# so 4 would do; we take five because 5-letter names are many. "a name ending with son ->
-# jason" (rendered in full below) goes:
+# 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number the slots 1 to 5
+# (positions 2 to 6). The answer's k-th letter is written while reading position 6 + k
+# (the 1st while reading <|assistant|> at 7), and 5 tokens back from there is slot k: the
+# letter of X that the answer needs is always 5 back from the token being read. For
+# "a name starting with em -> emma": reading <|assistant|> (7) it looks at slot 1, e, and
+# writes e; reading e (8), at slot 2, m, and writes m; reading m (9) it finds <|pad|> in
+# slot 3 and writes a letter of its own, a, and so on.
+# For "ending with", X's last letter is always in slot 5, so it is copied as the answer's
+# 5th letter, and that is its last letter only if the answer has exactly 5 letters. So for
+# that kind fine-tuning (V.3) shows only 5-letter names: a longer name ending with X would
+# be correct too, but X's letters would not sit 5 back from the letters they should
+# become. The number of slots is then the length of every "ending with" answer. Why five,
+# when X has at most 3 letters: the answer must be longer than X, so 4 would do; we take
+# five because 5-letter names are many. "a name ending with son -> jason" (rendered in
+# full below) goes:
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -2159,12 +2167,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
-#   - dividing by the spread does change the expected gradient: each request's share of
-#     it (its group's grad E[R]) is multiplied by 1/spread, which gives every group with
-#     both right and wrong answers advantages of root-mean-square 1. The spread is smallest
-#     in lopsided groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a
-#     1-of-8 group is pushed 3 times as hard as with the mean subtracted alone, a 4-of-8
-#     group 2 times: a rare success counts for more.
+#   - dividing by the spread does change the expected gradient: it multiplies each
+#     group's push by 1/spread (its expected size only roughly so, as the spread is
+#     measured on the same random answers), which gives every group with both right and
+#     wrong answers advantages of root-mean-square 1. The spread is smallest in lopsided
+#     groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is
+#     pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a
+#     rare success counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
