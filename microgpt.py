@@ -169,11 +169,12 @@ def train_val_split(docs, rng):
 # a document starts and, when the model predicts it, where it ends: "emma" is trained as
 # [BOS, e, m, m, a, BOS]. At the start it gives the model something to predict the first
 # letter from; at the end it is the target that teaches the model when a name stops. One
-# token can do both jobs because they never meet: the first BOS is only read, the last only
-# predicted. names.txt holds only the 26 lower-case letters, so a is 0, b is 1, ..., z is
-# 25 and BOS is 26: "emma" becomes [26, 4, 12, 12, 0, 26]. Real GPTs use tokens of several
-# characters, but the idea is the same. (Part III's stream mode reads a text as one stream,
-# with no BOS: its vocabulary is just len(chars) tokens.)
+# token can do both jobs because the roles never clash: as an input BOS always means "a name
+# starts here", as a target always "the name ends here". names.txt holds only the 26
+# lower-case letters, so a is 0, b is 1, ..., z is 25 and BOS is 26: "emma" becomes [26, 4,
+# 12, 12, 0, 26]. Real GPTs use tokens of several characters, but the idea is the same.
+# (Part III's stream mode reads a text as one stream, with no BOS: its vocabulary is just
+# len(chars) tokens.)
 # ---------------------------------------------------------------------------------------
 
 def build_vocab(text):
@@ -315,9 +316,9 @@ class Value:
         # with 2 instead of 8.
         # A topological order lists every node after all of the nodes it was computed from;
         # we visit the nodes in its reverse, so that every node comes before its children.
-        # The order leaves out the leaves (the parameters, and any Value made from a plain
-        # number): they have no children to pass a gradient on to. They still get theirs:
-        # their parents add it to leaf.grad below.
+        # The order leaves out the leaves (the parameters, and any Value created directly
+        # from a number, like Value(0.0)): they have no children to pass a gradient on to.
+        # They still get theirs: their parents add it to leaf.grad below.
         self.grad = 1.0
         for node in reversed(self.topological_order()):
             for child, local in zip(node._children, node._local_grads):
@@ -465,7 +466,8 @@ def flatten(params):
 #   5. Mix. The heads' outputs, side by side, go through one more projection, attn_wo:
 #      each head wrote only its own slice, and attn_wo lets every number draw on all heads.
 #
-# Each block (attention, then the MLP) adds its output to the vector it read, instead of
+# Each of a layer's two blocks (attention, then the MLP; together, one transformer block,
+# as Config's n_layer counts them) adds its output to the vector it read, instead of
 # replacing it: a residual connection. So x is a running sum, often called the residual
 # stream, that every block reads and adds a correction to.
 #
@@ -656,11 +658,11 @@ def add_gradient(tokens, params, config, weight=1.0):
 
 
 def document_batches(seqs, batch):
-    """A function, batch_for_step, that train() calls to get a step's batch: step -> a list
-    of token sequences. For documents (seqs: each one encoded, as encode_document gives it):
-    the training documents in order, `batch` at a time ("all": every one of them at every
-    step); after the last one, it starts again from the first, in the same order. The
-    default 1000 steps of one name each see only 1,000 of the 28,910 training names: the
+    """Returns a function, batch_for_step, that train() calls to get a step's batch: step ->
+    a list of token sequences. For documents (seqs: each one encoded, as encode_document
+    gives it): the training documents in order, `batch` at a time ("all": every one of them
+    at every step); after the last one, it starts again from the first, in the same order.
+    The default 1000 steps of one name each see only 1,000 of the 28,910 training names: the
     model learns what names have in common from a small sample, not the list by heart."""
     if batch == "all":
         return lambda step: seqs            # lambda makes a small function on the spot
@@ -808,9 +810,10 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # collector change no bit; the fused sums and the tape add the same terms in another
 # order, so results agree to floating-point rounding (about 1e-16), and the default run
 # prints exactly the same numbers either way. Together they make a training step 12 to 16
-# times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9.
-# On CPython a step took 6.5 to 8.7 ms against Part I's 90 to 110 ms (the ratios are of
-# runs measured pair by pair, with the collector paused in both: II.3). They make it 25 to
+# times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9
+# (ratios of runs measured pair by pair, with the collector paused in both, II.3; they are
+# narrower than dividing the ranges of times would suggest: on CPython a step took 6.5 to
+# 8.7 ms against Part I's 90 to 110 ms, as the machine's speed drifted). They make it 25 to
 # 28 times faster than a textbook engine like micrograd's on CPython (micrograd:
 # Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a recursive
 # topological sort).
@@ -1067,9 +1070,9 @@ def backward_along(root, tape):
 #
 # Measured: Part I's validation took 32 ms per name with the collector paused and 94 to 162
 # ms with it on. With FAST the graphs are 29 times smaller and the gain is too small to see:
-# whole 500-step runs (final validation and samples included) took 9.3 s of CPU with it on
-# and 8.8 s paused, medians of 5 runs each, but the ratio of pairs run in turn was 1.00
-# (0.89 to 1.38: this machine's noise). On PyPy, where it stays on, switching it off made a
+# in whole 500-step runs (final validation and samples included) the medians, 9.3 s of CPU
+# with it on and 8.8 s paused, differ by less than this machine's noise: pairs run in turn
+# had a ratio of 1.00 (0.89 to 1.38). On PyPy, where it stays on, switching it off made a
 # default run take 5.9 s instead of 3.8 s and peak at 1.1 GiB of memory instead of 96 MiB.
 # Tested: tests/test_fast.py (TestCollectorSwitch): the collector is paused only inside
 # the block and always comes back.
@@ -1130,8 +1133,9 @@ def weights_of(params):
 #
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
-# where it is now, its state), and its states are the possible windows. For a tiny
-# vocabulary and context we can list every state, its next-token probabilities, and the
+# where it is now, its state), and its states are the possible full windows (the first
+# block_size - 1 predictions of a text, made before the window is full, are left out). For a
+# tiny vocabulary and context we can list every state, its next-token probabilities, and the
 # state each token leads to. (There are vocab_size ** block_size states: names.txt as a
 # stream has 27 characters, the newline among them, so 27**16 with the defaults, and the
 # command line lists them only when there are at most 256 states.)
@@ -1210,10 +1214,10 @@ def sample_stream(weights, config, rng, temperature, start_tokens, length):
 
 def markov_chain(weights, config, vocab_size):
     """Every full context (a tuple of block_size token ids) with its next-token
-    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,).
-    The probabilities are the model's own, at temperature 1; sampling at another
-    temperature reshapes each row the same way. The predictions made while the window is
-    not yet full (for the first block_size - 1 tokens of a text) are not covered by any
+    probabilities: [(state, probs)]. Reading token t in state s leads to s[1:] + (t,). The
+    probabilities are the model's own, at temperature 1; sampling at another temperature
+    reshapes each state's probabilities the same way. The predictions made while the window
+    is not yet full (for the first block_size - 1 tokens of a text) are not covered by any
     state in this list."""
     chain = []
     for state in itertools.product(range(vocab_size), repeat=config.block_size):
@@ -1279,11 +1283,11 @@ def explain(tokens, weights, config):
 #      60     <           27
 #       0     Ā          188
 #      32     Ġ          220
-# vocab.json gives ids 0 to 187 to the 188 printable bytes, in byte order, so bytes 33 to
-# 126 get id = byte - 33 ("!" 0, "<" 27), and bytes 161 to 172 and 174 to 255 take ids 94
-# to 187. Ids 188 to 255 go to the other 68, in byte order
-# too, and bytes 0 to 32 come first among them: byte 0 is 188, and byte 32, the space, is
-# 188 + 32 = 220.
+# vocab.json gives ids 0 to 187 to the 188 printable bytes, in byte order: bytes 33 to 126
+# get ids 0 to 93 (id = byte - 33: "!" 0, "<" 27), and bytes 161 to 172 and 174 to 255 (12
+# + 82 = 94 bytes) get ids 94 to 187. The other 68 bytes (0 to 32, 127 to 160 and 173) get
+# the stand-ins U+0100, U+0101, ... and ids 188 to 255, again in byte order: byte 0 is Ā
+# and id 188, and byte 32, the space, is Ġ and id 220.
 # A merged token's id is 256 plus its merge's rank (its place in merges.txt, counting
 # from 0), so the 50,000 merges take ids 256 to 50255; the next, 50256, is <|endoftext|>,
 # the token GPT-2 saw between its training documents.
@@ -1386,7 +1390,7 @@ def bpe(word, ranks):
         above r too.
     Second, walk the replay and bpe side by side; both start from the same letters. Say
     they hold the same tokens after bpe's merge of rank r', the replay having done every
-    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first
+    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first part
     step), so the replay has yet to reach it, and the ranks between r' and r find no pair
     on the way (none is present, or bpe would have taken it). So the replay merges r on
     the same tokens, the same way, and they agree again. When bpe finds no learned pair,
@@ -1625,7 +1629,7 @@ def gelu(x):
     with a soft bend between (and a small dip below 0). Exactly, it is x times the share of
     a bell curve (a standard normal) lying below x (Hendrycks and Gimpel, 2016); GPT-2 uses
     this tanh approximation of it: sqrt(2/pi) and 0.044715 are the constants that make the
-    curves match (chosen so the approximation stays within 0.001 of exact GELU).   [n] -> [n]"""
+    curves match (the two stay within 0.0005 of each other).   [n] -> [n]"""
     c = math.sqrt(2 / math.pi)
     return [0.5 * v * (1 + math.tanh(c * (v + 0.044715 * v * v * v))) for v in x]
 
@@ -1732,7 +1736,7 @@ def gpt2_explain(tokens, w, config):
 #   V.3  fine-tune it on example conversations, with the loss on the answers only (SFT);
 #   V.4  let it practise: it answers, code checks the answers, and it learns from its own
 #        good and bad answers, with no example answer at all (reinforcement learning);
-#   V.5  measure after every stage how often it answers requests it has never seen.
+#   V.5  measure after every stage how often it answers unseen requests correctly.
 # Nothing here is new machinery: the same gpt(), the same autograd and the same Adam
 # (adam_update) as Part I, on the fast path of Part II. The command line runs it all with
 # `python microgpt.py --chat` (Part VI, "The assistant"), and prints the report card.
@@ -1780,7 +1784,8 @@ def split_requests(names, rng, share=0.15):
     """Every request (kind, X) some name answers, split into those fine-tuning may use and
     those held out for evaluation. For each length of X (1, 2, 3 letters), the X are
     shuffled, and two kinds of request are held out:
-      - unseen X: the first `share` of the X (at least 2) are held out with both kinds.
+      - unseen X: the first 15% (`share`) of the shuffled X, at least 2, are held out with
+        both kinds.
         Say X = "jo": no fine-tuning request has "jo".
       - unseen combinations: of the other X, those that both start and end some name
         ("an" starts "anna" and ends "susan"), a `share` are held out with one kind only,
@@ -1847,7 +1852,7 @@ def evaluation_requests(held_out, count, rng):
 # become. The number of slots is then the length of every "ending with" answer. Why five,
 # when X has at most 3 letters: the answer must be longer than X, so 4 would do; we take
 # five because 5-letter names are many. "a name ending with son -> jason" (rendered in
-# full below) goes:
+# full below) goes as follows ("5 back holds" gives that position, then its token):
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -2137,12 +2142,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 # probability when it was drawn, so that no step moves it far. We take one step, on
 # answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold
 # the model near its fine-tuned self (a KL penalty): see reward hacking below.
-# The advantage of an answer is its reward minus the group's mean, so that only how it
-# compares with its siblings counts, divided by the group's spread (the standard
-# deviation of its rewards), so that every group pushes on the same scale: a lone success
-# is pushed hard. In a group of 8, one right answer gets +2.65 and each wrong one -0.38;
-# with four right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A
-# group where all are right (or all wrong) teaches nothing and costs no gradient.
+# The advantage of an answer is (its reward - the group's mean) / the group's spread (the
+# standard deviation of its rewards). Subtracting the mean makes only how it compares with
+# its siblings count; dividing by the spread puts every group's push on the same scale, so a
+# lone success is pushed hard. In a group of 8, one right answer gets +2.65 and each wrong
+# one -0.38; with four right, +1 and -1; with seven right, +0.38 and -2.65 for the one
+# wrong. A group where all are right (or all wrong) teaches nothing and costs no gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
