@@ -23,6 +23,22 @@ sys.path.insert(0, REPO)
 import microgpt  # noqa: E402
 
 MICROGPT_PATH = os.path.join(REPO, "microgpt.py")
+
+# A new process compiles microgpt.py before it runs a line of it: about 0.1 s of CPU for
+# its 6,900 lines, a third of its start-up, and the suite starts about 30 processes. Python
+# keeps the compiled bytecode of an imported module, never of a script, so the tests start
+# the command line the way `python -m microgpt` does (runpy runs the module's file as
+# __main__, with sys.argv[0] its path): the same code, as the same program, from bytecode
+# that the first process writes to a scratch cache (PYTHONPYCACHEPREFIX, inherited by every
+# child) and the others read. `python microgpt.py` itself runs in .ci/run and in
+# test_safety's memory measurements (TestMemoryIsBoundedByOneDocument); test_attacks'
+# SIGINT-during-the-imports test runs the file as a script does, compiled from its text.
+MICROGPT_COMMAND = [sys.executable, "-c", "import runpy, sys; sys.path.insert(0, %r); "
+                    "runpy.run_module('microgpt', run_name='__main__', alter_sys=True)" % REPO]
+_PYCACHE = tempfile.mkdtemp(prefix="microgpt-tests-pycache-")
+atexit.register(shutil.rmtree, _PYCACHE, True)
+os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)      # which would keep the first child from writing it
 NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia", "evelyn", "abigail",
          "harper", "emily", "ella", "liam", "noah", "logan", "mason", "elijah", "oliver", "daniel"]
 WORKERS = max(2, min(4, os.cpu_count() or 1))     # command lines run side by side
@@ -41,10 +57,11 @@ def fast(flag):
 
 
 def run_cli(args, cwd, env_update=None, timeout=120):
-    """Run microgpt.py with the interpreter running the tests (CPython or PyPy)."""
+    """Run microgpt.py in a new process (MICROGPT_COMMAND), with the interpreter running the
+    tests (CPython or PyPy)."""
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
     env.update(env_update or {})
-    return subprocess.run([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd, env=env,
+    return subprocess.run(MICROGPT_COMMAND + [str(a) for a in args], cwd=cwd, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
@@ -121,6 +138,22 @@ def snapshot(directory):
             except OSError:
                 found[path] = "<unreadable>"
     return found
+
+
+# Fixtures in the background. The suite's CPU time is mostly this process running the
+# command line in-process, one test after another, while the machine's second core waits.
+# A class whose fixture is a few whole command lines (several training runs) can instead
+# have them run in new processes on a thread of their own, started when its module is
+# imported (unittest and pytest import every test module before running the first test),
+# so they run beside the tests of the modules before it; its setUpClass then waits for the
+# results. One thread for all of them: they share the second core.
+_background = ThreadPoolExecutor(max_workers=1)
+
+
+def in_background(build):
+    """Start build() now, on the background thread; returns a Future whose .result() waits
+    for build's return value (or raises its exception)."""
+    return _background.submit(build)
 
 
 def run_many(arg_lists, cwd, real=False):

@@ -12,7 +12,7 @@ import sys
 import unittest
 from unittest import mock
 
-from tests.support import MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, microgpt, run_main, write_text
+from tests.support import MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, microgpt, run_main, write_text
 from tests.test_chat import TINY as TINY_CHAT, tiny_chat_model
 from tests.test_gpt2 import write_model
 
@@ -152,7 +152,7 @@ class TestTerminalChat(TempDirTestCase):
         microgpt.save_checkpoint(self.model, params, TINY_CHAT, chat_chars, "chat", {"stage": "SFT"})
 
     def chat(self, **kwargs):
-        return subprocess.run([sys.executable, MICROGPT_PATH, "--load", self.model, "--chat"],
+        return subprocess.run(MICROGPT_COMMAND + ["--load", self.model, "--chat"],
                               capture_output=True, cwd=self.tmp, timeout=60, **kwargs)
 
     def test_a_chat_with_standard_input_closed_ends_as_at_end_of_input(self):

@@ -15,7 +15,7 @@ the run) unless the process is the point: signals, a child's peak memory.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
+from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
                      write_text)
 
 import microgpt  # noqa: E402
@@ -544,7 +544,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
         rng = random.Random(10)
         for trial in range(trials(1, 60)):
             delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02)]
-            child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
+            child = Background(MICROGPT_COMMAND + ["--input", self.names, "--steps", "1",
                                 "--num-samples", "100000000"] + TINY, self.tmp)
             child.wait_for("sample ")
             child.signal(signal.SIGINT, delays)
@@ -555,7 +555,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
         target = os.path.join(self.tmp, "model.json")
         for trial in range(trials(1, 30)):
             delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02), rng.uniform(0, 0.02)]
-            child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "100000",
+            child = Background(MICROGPT_COMMAND + ["--input", self.names, "--steps", "100000",
                                 "--num-samples", "0", "--save", target] + TINY, self.tmp)
             child.wait_for("step ")
             child.signal(signal.SIGINT, delays)
@@ -569,7 +569,7 @@ class TestSignalsAtAnyMoment(TempDirTestCase):
         rng = random.Random(12)
         for trial in range(trials(1, 20)):
             delay = rng.uniform(0, 0.03)
-            child = Background([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
+            child = Background(MICROGPT_COMMAND + ["--input", self.names, "--steps", "1",
                                 "--num-samples", "3"] + TINY, self.tmp)
             child.wait_for("sample  3")
             child.signal(signal.SIGINT, [delay, 0.001, 0.001])

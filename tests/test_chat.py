@@ -6,7 +6,7 @@ whole pipeline with its real defaults runs only with MICROGPT_SLOW=1.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
+from support import (MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
                      write_text)
 
 import microgpt
@@ -337,7 +337,7 @@ class WholePipelineTest(unittest.TestCase):
     def test_chat_with_defaults_trains_prints_the_card_saves_and_answers_correctly(self):
         with tempfile.TemporaryDirectory() as tmp:
             requests = "a name starting with em\na name ending with son\n"
-            result = subprocess.run([sys.executable, MICROGPT_PATH, "--chat", "--save", "chat.json"],
+            result = subprocess.run(MICROGPT_COMMAND + ["--chat", "--save", "chat.json"],
                                     input=requests, capture_output=True, text=True, encoding="utf-8", cwd=tmp,
                                     timeout=3600, env=dict(os.environ, PYTHONIOENCODING="utf-8"))
             assert_ok(self, result)

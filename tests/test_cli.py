@@ -7,7 +7,7 @@ models of a few hundred parameters trained for a few steps, so the whole file ru
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, NAMES, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
+from support import (MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
                      write_text)
 
 import microgpt
@@ -354,7 +354,7 @@ class CtrlCTest(TempDirTestCase):
     def test_ctrl_c_during_training_saves_a_loadable_checkpoint_and_exits_130(self):
         ckpt = os.path.join(self.tmp, "model.json")
         env = dict(os.environ, PYTHONIOENCODING="utf-8")
-        proc = subprocess.Popen([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "100000",
+        proc = subprocess.Popen(MICROGPT_COMMAND + ["--input", self.names, "--steps", "100000",
                                  "--num-samples", "0", "--save", ckpt] + TINY,
                                 cwd=self.tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, encoding="utf-8")

@@ -5,13 +5,14 @@ finite differences) and the whole model in test_model.py. Here: the tape, the co
 switch, plain-float inference, and the whole command line run on Part I alone (--plain).
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-from support import TempDirTestCase, assert_ok, fast, run_many, write_text  # noqa: E402
+from support import NAMES, TempDirTestCase, assert_ok, fast, in_background, run_many, write_text  # noqa: E402
 import microgpt
 
 import gc
 import json
 import random
 import re
+import tempfile
 import unittest
 
 Value = microgpt.Value
@@ -131,16 +132,29 @@ class TestPlainFloats(unittest.TestCase):
                     self.assertAlmostEqual(a, b, delta=1e-12)
 
 
-class TestPlainCommandLine(TempDirTestCase):
+def fast_and_plain_runs():
+    """TestPlainCommandLine's two runs, in new processes, in the background
+    (support.in_background): Part I alone is slow."""
+    home = tempfile.TemporaryDirectory()
+    names = write_text(home.name, "names.txt", "\n".join(NAMES) + "\n")
+    base = ["--input", names, "--steps", "2", "--batch", "2", "--n-embd", "8", "--n-head", "2",
+            "--block-size", "6", "--num-samples", "2", "--explain", "emma"]
+    return home, run_many([base + ["--save", "fast.json", "--report", "fast.html"],
+                           base + ["--plain", "--save", "plain.json", "--report", "plain.html"]], home.name, real=True)
+
+
+FAST_AND_PLAIN = in_background(fast_and_plain_runs)
+
+
+class TestPlainCommandLine(unittest.TestCase):
 
     def test_plain_runs_the_command_line_on_part_one_with_the_same_numbers(self):
         """`--plain` sets FAST = False: training, validation, sampling, the microscope, a saved
         checkpoint and the --report page all run on Part I alone, and print the same numbers
         to the 4 decimals shown (the same samples too); the page's numbers agree to 1e-9."""
-        base = ["--input", self.names, "--steps", "2", "--batch", "2", "--n-embd", "8", "--n-head", "2",
-                "--block-size", "6", "--num-samples", "2", "--explain", "emma"]
-        fast_run, plain_run = run_many([base + ["--save", "fast.json", "--report", "fast.html"],
-                                        base + ["--plain", "--save", "plain.json", "--report", "plain.html"]], self.tmp)
+        home, (fast_run, plain_run) = FAST_AND_PLAIN.result()
+        self.addCleanup(home.cleanup)
+        self.tmp = home.name
         for result in (fast_run, plain_run):
             assert_ok(self, result)
 

@@ -7,7 +7,8 @@ with the model's own functions.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import NAMES, TempDirTestCase, assert_ok, assert_refused, run_main, run_many, write_text  # noqa: E402
+from support import (MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, in_background, run_main,
+                     run_many, write_text)  # noqa: E402
 
 import microgpt
 
@@ -73,6 +74,55 @@ def parts(page):
     return parser
 
 
+def report_page_runs():
+    """ReportPageTest's runs, in new processes, in the background (support.in_background)."""
+    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    tmp = fixture["tmp"] = fixture["_tmp"].name
+    names = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
+    bits = write_text(tmp, "bits.txt", BITS)
+    keys = ("docs", "stream", "loaded", "remembered", "garbled", "closed", "cut", "saved")
+    paths = fixture["paths"] = {key: os.path.join(tmp, f"{key}.html") for key in keys}
+    ckpt = fixture["ckpt"] = os.path.join(tmp, "docs.json")
+    dot = fixture["dot"] = os.path.join(tmp, "chain.dot")
+    results = fixture["results"] = dict(zip(("docs", "stream"), run_many([
+        ["--input", names, "--steps", "30", "--num-samples", "4", "--report", paths["docs"], "--save", ckpt] + TINY,
+        ["--input", bits, "--stream", "--block-size", "3", "--n-layer", "2", "--n-embd", "8", "--n-head", "2",
+         "--steps", "4", "--batch", "all", "--num-samples", "0", "--report", paths["stream"], "--chain", dot],
+    ], tmp, real=True)))
+    # The saved model, loaded: as it is, and with a training history added to its
+    # checkpoint (the shape --save keeps it in), well-formed or not.
+    with open(ckpt, encoding="utf-8") as f:
+        checkpoint = json.load(f)
+    data = page_data(read(paths["docs"]))
+    history = fixture["history"] = {"losses": data["losses"], "val_points": data["val_points"],
+                                    "snapshots": data["samples_during_training"]}
+    checkpoint.pop("history", None)          # a checkpoint that keeps no history, as older ones
+    forgetful = dict(checkpoint, training=dict(checkpoint["training"], steps=1))    # and says 1 step
+    ckpts = fixture["ckpts"] = {key: os.path.join(tmp, f"{key}.json") for key in ("forgetful", "remembered", "garbled")}
+    for key, kept in (("forgetful", None), ("remembered", history), ("garbled", dict(history, losses=["x", None]))):
+        with open(ckpts[key], "w", encoding="utf-8") as f:
+            json.dump(dict(checkpoint, history=kept) if kept else forgetful, f)
+    # The same training as "docs", with the page written while stdout is closed, or cut
+    # short by a reader that goes away after one line (a shell does the redirecting).
+    docs = " ".join(shlex.quote(a) for a in MICROGPT_COMMAND + ["--input", names, "--steps", "30",
+                                                                "--num-samples", "4"] + TINY)
+    shell = fixture["shell"] = {"closed": f"{docs} --report {shlex.quote(paths['closed'])} >&-",
+                                "cut": f"{docs} --report {shlex.quote(paths['cut'])} | head -1"}
+    loads = [("loaded", ckpts["forgetful"]), ("remembered", ckpts["remembered"]), ("garbled", ckpts["garbled"]),
+             ("saved", ckpt)]
+    for (key, _), result in zip(loads, run_many([["--load", path, "--num-samples", "3", "--report", paths[key]]
+                                                 for key, path in loads], tmp, real=True)):
+        results[key] = result
+    if os.name == "posix":
+        for key, command in shell.items():
+            results[key] = subprocess.run(command, shell=True, cwd=tmp, capture_output=True, text=True, timeout=120)
+    fixture["pages"] = {key: read(path) for key, path in paths.items() if os.path.exists(path)}
+    return fixture
+
+
+REPORT_PAGES = in_background(report_page_runs)
+
+
 class ReportPageTest(unittest.TestCase):
     """One model of documents and one of continuous text, trained once for all the tests of
     this class, each writing a report and a checkpoint; then the saved model loaded and
@@ -80,51 +130,8 @@ class ReportPageTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls._tmp = tempfile.TemporaryDirectory()
-        tmp = cls.tmp = cls._tmp.name
-        names = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
-        bits = write_text(tmp, "bits.txt", BITS)
-        keys = ("docs", "stream", "loaded", "remembered", "garbled", "closed", "cut", "saved")
-        cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in keys}
-        cls.ckpt = os.path.join(tmp, "docs.json")
-        cls.dot = os.path.join(tmp, "chain.dot")
-        cls.results = dict(zip(("docs", "stream"), run_many([
-            ["--input", names, "--steps", "30", "--num-samples", "4", "--report", cls.paths["docs"],
-             "--save", cls.ckpt] + TINY,
-            ["--input", bits, "--stream", "--block-size", "3", "--n-layer", "2", "--n-embd", "8", "--n-head", "2",
-             "--steps", "4", "--batch", "all", "--num-samples", "0", "--report", cls.paths["stream"],
-             "--chain", cls.dot],
-        ], tmp)))
-        # The saved model, loaded: as it is, and with a training history added to its
-        # checkpoint (the shape --save keeps it in), well-formed or not.
-        with open(cls.ckpt, encoding="utf-8") as f:
-            checkpoint = json.load(f)
-        data = page_data(read(cls.paths["docs"]))
-        cls.history = {"losses": data["losses"], "val_points": data["val_points"],
-                       "snapshots": data["samples_during_training"]}
-        checkpoint.pop("history", None)          # a checkpoint that keeps no history, as older ones
-        forgetful = dict(checkpoint, training=dict(checkpoint["training"], steps=1))    # and says 1 step
-        cls.ckpts = {key: os.path.join(tmp, f"{key}.json") for key in ("forgetful", "remembered", "garbled")}
-        for key, history in (("forgetful", None), ("remembered", cls.history),
-                             ("garbled", dict(cls.history, losses=["x", None]))):
-            with open(cls.ckpts[key], "w", encoding="utf-8") as f:
-                json.dump(dict(checkpoint, history=history) if history else forgetful, f)
-        # The same training as "docs", with the page written while stdout is closed, or cut
-        # short by a reader that goes away after one line (a shell does the redirecting).
-        docs = " ".join(shlex.quote(a) for a in [sys.executable, microgpt.__file__, "--input", names, "--steps", "30",
-                                                 "--num-samples", "4"] + TINY)
-        cls.shell = {"closed": f"{docs} --report {shlex.quote(cls.paths['closed'])} >&-",
-                     "cut": f"{docs} --report {shlex.quote(cls.paths['cut'])} | head -1"}
-        with ThreadPoolExecutor(max_workers=5) as pool:
-            shell = [pool.submit(subprocess.run, command, shell=True, cwd=tmp, capture_output=True, text=True,
-                                 timeout=120) for command in cls.shell.values()] if os.name == "posix" else []
-            # meanwhile, in this process: loading is not about the process
-            for key, path in (("loaded", cls.ckpts["forgetful"]), ("remembered", cls.ckpts["remembered"]),
-                              ("garbled", cls.ckpts["garbled"]), ("saved", cls.ckpt)):
-                cls.results[key] = run_main(["--load", path, "--num-samples", "3", "--report", cls.paths[key]], tmp)
-            for key, job in zip(cls.shell, shell):
-                cls.results[key] = job.result()
-        cls.pages = {key: read(path) for key, path in cls.paths.items() if os.path.exists(path)}
+        for name, value in REPORT_PAGES.result().items():
+            setattr(cls, name, value)
 
     @classmethod
     def tearDownClass(cls):

@@ -15,7 +15,8 @@ import time
 import unittest
 from unittest import mock
 
-from tests.support import MICROGPT_PATH, REPO, assert_ok, assert_refused, microgpt, run_cli, run_main, write_text
+from tests.support import (MICROGPT_COMMAND, REPO, assert_ok, assert_refused, in_background, microgpt, run_cli,
+                           run_main, write_text)
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]   # a small model: the point is the bookkeeping
 STEPS = 8
@@ -44,13 +45,17 @@ def step_of(line):
     return int(match.group(1)) if match else None
 
 
-def run_all(commands):
-    """Command lines (args, cwd) or (args, cwd, env), each in this process (run_main), one
-    after another; env (MICROGPT_STOP_AFTER_STEP: the run sends itself a real SIGINT after
-    that step, which main()'s handler catches) is set for that run only. A Ctrl-C from
-    outside, to a real process, is test_cli's CtrlCTest (and SignalAtARandomMoment, slow)."""
+def run_all(commands, real=False):
+    """Command lines (args, cwd) or (args, cwd, env), each in this process (run_main), or with
+    real=True each in a new process (run_cli), one after another; env (MICROGPT_STOP_AFTER_STEP:
+    the run sends itself a real SIGINT after that step, which main()'s handler catches) is set
+    for that run only. A Ctrl-C from outside, to a real process, is test_cli's CtrlCTest (and
+    SignalAtARandomMoment, slow)."""
     results = []
     for args, cwd, *env in commands:
+        if real:
+            results.append(run_cli(args, cwd, env[0] if env else None))
+            continue
         with mock.patch.dict(os.environ, env[0] if env else {}):
             results.append(run_main(args, cwd))
     return results
@@ -61,38 +66,48 @@ def checkpoint(path):
         return json.load(f)
 
 
+def stop_and_resume_runs():
+    """StopAndResume's runs, in new processes, in the background (support.in_background)."""
+    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    tmp = fixture["tmp"] = fixture["_tmp"].name
+    write_text(tmp, "names.txt", "\n".join(names(120)) + "\n")
+    write_text(tmp, "text.txt", " ".join(names(120)) + "\n")
+    stops = fixture["stops"] = {"docs": random.randint(1, STEPS - 1), "stream": random.randint(1, STEPS - 1)}
+    modes = {"docs": ["--input", "names.txt", "--batch", "3", "--num-samples", "4"],
+             "stream": ["--input", "text.txt", "--stream", "--batch", "2", "--length", "60", "--num-samples", "3"]}
+    args = fixture["args"] = {mode: TINY + ["--steps", STEPS] + extra for mode, extra in modes.items()}
+    args["docs"] += ["--report", "page.html"]     # the page, in one of the modes
+    commands = []
+    for mode in modes:
+        # The stopped run has --report too, as the uninterrupted one (a run with --report
+        # validates its history on more documents), but never gets to write its page.
+        commands.append((args[mode] + ["--save", f"{mode}-whole.json"], tmp))
+        commands.append((args[mode] + ["--save", f"{mode}-stopped.json"], tmp,
+                         {"MICROGPT_STOP_AFTER_STEP": str(stops[mode])}))
+    results = run_all(commands, real=True)
+    fixture["whole"] = {"docs": results[0], "stream": results[2]}
+    fixture["stopped"] = {"docs": results[1], "stream": results[3]}
+    fixture["stopped_files"] = {mode: checkpoint(os.path.join(tmp, f"{mode}-stopped.json")) for mode in modes}
+    with open(os.path.join(tmp, "page.html"), encoding="utf-8") as f:
+        fixture["whole_page"] = f.read()
+    os.remove(os.path.join(tmp, "page.html"))
+    results = run_all([(["--resume", "docs-stopped.json", "--report", "page.html"], tmp),
+                       (["--resume", "stream-stopped.json"], tmp)], real=True)
+    fixture["resumed"] = dict(zip(modes, results))
+    return fixture
+
+
+STOP_AND_RESUME = in_background(stop_and_resume_runs)
+
+
 class StopAndResume(unittest.TestCase):
     """One run of STEPS steps, and the same run stopped by a SIGINT after a random step k and
     resumed: in names mode and in stream mode, with --batch > 1 and --report."""
 
     @classmethod
     def setUpClass(cls):
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.tmp = cls._tmp.name
-        write_text(cls.tmp, "names.txt", "\n".join(names(120)) + "\n")
-        write_text(cls.tmp, "text.txt", " ".join(names(120)) + "\n")
-        cls.stops = {"docs": random.randint(1, STEPS - 1), "stream": random.randint(1, STEPS - 1)}
-        modes = {"docs": ["--input", "names.txt", "--batch", "3", "--num-samples", "4"],
-                 "stream": ["--input", "text.txt", "--stream", "--batch", "2", "--length", "60", "--num-samples", "3"]}
-        cls.args = {mode: TINY + ["--steps", STEPS] + extra for mode, extra in modes.items()}
-        cls.args["docs"] += ["--report", "page.html"]     # the page, in one of the modes
-        commands = []
-        for mode in modes:
-            # The stopped run has --report too, as the uninterrupted one (a run with --report
-            # validates its history on more documents), but never gets to write its page.
-            commands.append((cls.args[mode] + ["--save", f"{mode}-whole.json"], cls.tmp))
-            commands.append((cls.args[mode] + ["--save", f"{mode}-stopped.json"], cls.tmp,
-                             {"MICROGPT_STOP_AFTER_STEP": str(cls.stops[mode])}))
-        results = run_all(commands)
-        cls.whole = {"docs": results[0], "stream": results[2]}
-        cls.stopped = {"docs": results[1], "stream": results[3]}
-        cls.stopped_files = {mode: checkpoint(os.path.join(cls.tmp, f"{mode}-stopped.json")) for mode in modes}
-        with open(os.path.join(cls.tmp, "page.html"), encoding="utf-8") as f:
-            cls.whole_page = f.read()
-        os.remove(os.path.join(cls.tmp, "page.html"))
-        results = run_all([(["--resume", "docs-stopped.json", "--report", "page.html"], cls.tmp),
-                           (["--resume", "stream-stopped.json"], cls.tmp)])
-        cls.resumed = dict(zip(modes, results))
+        for name, value in STOP_AND_RESUME.result().items():
+            setattr(cls, name, value)
 
     @classmethod
     def tearDownClass(cls):
@@ -155,7 +170,7 @@ class SignalAtARandomMoment(unittest.TestCase):
             whole = run_cli(args + ["--save", "whole.json"], tmp)
             assert_ok(self, whole)
             for attempt in range(5):
-                proc = subprocess.Popen([sys.executable, MICROGPT_PATH] + args + ["--save", "stopped.json"],
+                proc = subprocess.Popen(MICROGPT_COMMAND + args + ["--save", "stopped.json"],
                                         cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for line in proc.stdout:      # step 1 is printed (and flushed) after the first step
                     if line.startswith("step"):
@@ -174,6 +189,43 @@ class SignalAtARandomMoment(unittest.TestCase):
             self.assertEqual(without_timings(resumed.stdout)[-3:], without_timings(whole.stdout)[-3:])
 
 
+def fine_tuning_runs():
+    """FineTuning's runs, in new processes, in the background (support.in_background)."""
+    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    tmp = fixture["tmp"] = fixture["_tmp"].name
+    write_text(tmp, "names.txt", "\n".join(names(200)) + "\n")
+    fixture["base"] = run_cli(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "40",
+                                      "--save", "base.json"], tmp)
+    with open(os.path.join(tmp, "base.json"), "rb") as f:
+        base_bytes = fixture["base_bytes"] = f.read()
+    old = json.loads(base_bytes)
+    for key in ("history", "optimizer", "rng", "run"):
+        del old[key]
+    write_text(tmp, "old.json", json.dumps(old))
+    for name in ("tuned.json", "stopped.json", "one.json", "good.json", "kept.json", "fresh.json"):
+        with open(os.path.join(tmp, name), "wb") as f:
+            f.write(base_bytes)
+    tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
+    names_of_runs = ("tuned", "page", "one", "good", "kept", "old2", "fresh")
+    runs = fixture["runs"] = dict(zip(names_of_runs, run_all([(args, tmp) for args in (
+        ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["20"],
+        ["--load", "tuned.json", "--num-samples", "0", "--report", "tuned.html"],
+        ["--load", "one.json", "--save", "one.json"] + tune + ["1"],
+        ["--load", "good.json", "--save", "good.json", "--lr", "0.5"] + tune + ["1"],   # issue 16 row 2
+        ["--load", "kept.json", "--save", "kept.json", "--lr", "3000"] + tune + ["1"],
+        ["--load", "old.json", "--save", "old2.json"] + tune + ["10"],
+        TINY + ["--save", "fresh.json", "--lr", "1000"] + tune + ["1"])], real=True)))
+    # the same fine-tuning as "tuned", stopped after its step 5 and resumed
+    runs["stopped"], runs["resumed"] = run_all([
+        (["--load", "stopped.json", "--save", "stopped.json"] + tune + ["20"], tmp,
+         {"MICROGPT_STOP_AFTER_STEP": "5"}),
+        (["--resume", "stopped.json", "--num-samples", "0"], tmp)], real=True)
+    return fixture
+
+
+FINE_TUNING = in_background(fine_tuning_runs)
+
+
 class FineTuning(unittest.TestCase):
     """--load FILE --steps N: Adam goes on with its saved m and v and its step count, the
     learning rate goes on down its line (stretched to end N steps later), and a file that
@@ -181,35 +233,8 @@ class FineTuning(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.tmp = cls._tmp.name
-        write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
-        cls.base = run_main(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "40",
-                                   "--save", "base.json"], cls.tmp)
-        with open(os.path.join(cls.tmp, "base.json"), "rb") as f:
-            cls.base_bytes = f.read()
-        old = json.loads(cls.base_bytes)
-        for key in ("history", "optimizer", "rng", "run"):
-            del old[key]
-        write_text(cls.tmp, "old.json", json.dumps(old))
-        for name in ("tuned.json", "stopped.json", "one.json", "good.json", "kept.json", "fresh.json"):
-            with open(os.path.join(cls.tmp, name), "wb") as f:
-                f.write(cls.base_bytes)
-        tune = ["--num-samples", "0", "--input", "names.txt", "--steps"]
-        names_of_runs = ("tuned", "page", "one", "good", "kept", "old2", "fresh")
-        cls.runs = dict(zip(names_of_runs, run_all([(args, cls.tmp) for args in (
-            ["--load", "tuned.json", "--save", "tuned.json"] + tune + ["20"],
-            ["--load", "tuned.json", "--num-samples", "0", "--report", "tuned.html"],
-            ["--load", "one.json", "--save", "one.json"] + tune + ["1"],
-            ["--load", "good.json", "--save", "good.json", "--lr", "0.5"] + tune + ["1"],   # issue 16 row 2
-            ["--load", "kept.json", "--save", "kept.json", "--lr", "3000"] + tune + ["1"],
-            ["--load", "old.json", "--save", "old2.json"] + tune + ["10"],
-            TINY + ["--save", "fresh.json", "--lr", "1000"] + tune + ["1"])])))
-        # the same fine-tuning as "tuned", stopped after its step 5 and resumed
-        cls.runs["stopped"], cls.runs["resumed"] = run_all([
-            (["--load", "stopped.json", "--save", "stopped.json"] + tune + ["20"], cls.tmp,
-             {"MICROGPT_STOP_AFTER_STEP": "5"}),
-            (["--resume", "stopped.json", "--num-samples", "0"], cls.tmp)])
+        for name, value in FINE_TUNING.result().items():
+            setattr(cls, name, value)
 
     @classmethod
     def tearDownClass(cls):
@@ -353,21 +378,32 @@ class Greedy(unittest.TestCase):
             assert_refused(self, tmp, ["--temperature", "-1"], ["--temperature", "nan"])
 
 
+def loaded_model_sampling_runs():
+    """LoadedModelSampling's runs, in new processes, in the background (support.in_background)."""
+    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    tmp = fixture["tmp"] = fixture["_tmp"].name
+    write_text(tmp, "names.txt", "\n".join(names(200)) + "\n")
+    fixture["trained"] = run_cli(TINY + ["--input", "names.txt", "--steps", "10", "--seed", "7", "--save", "s.json",
+                                         "--num-samples", "4", "--temperature", "1.5"], tmp)
+    fixture["runs"] = run_all([(args, tmp) for args in (
+        ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5"],
+        ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5", "--seed", "42"],
+        ["--load", "s.json", "--temperature", "0", "--num-samples", "2", "--seed", "1"],
+        ["--load", "s.json", "--temperature", "0", "--num-samples", "2", "--seed", "2", "--report", "g.html"])],
+        real=True)
+    return fixture
+
+
+LOADED_MODEL_SAMPLING = in_background(loaded_model_sampling_runs)
+
+
 class LoadedModelSampling(unittest.TestCase):
     """A model trained with --seed 7 and loaded later: its samples, at a temperature and at 0."""
 
     @classmethod
     def setUpClass(cls):
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.tmp = cls._tmp.name
-        write_text(cls.tmp, "names.txt", "\n".join(names(200)) + "\n")
-        cls.trained = run_main(TINY + ["--input", "names.txt", "--steps", "10", "--seed", "7", "--save", "s.json",
-                                      "--num-samples", "4", "--temperature", "1.5"], cls.tmp)
-        cls.runs = run_all([(args, cls.tmp) for args in (
-            ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5"],
-            ["--load", "s.json", "--num-samples", "4", "--temperature", "1.5", "--seed", "42"],
-            ["--load", "s.json", "--temperature", "0", "--num-samples", "2", "--seed", "1"],
-            ["--load", "s.json", "--temperature", "0", "--num-samples", "2", "--seed", "2", "--report", "g.html"])])
+        for name, value in LOADED_MODEL_SAMPLING.result().items():
+            setattr(cls, name, value)
 
     @classmethod
     def tearDownClass(cls):

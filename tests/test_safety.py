@@ -13,7 +13,7 @@ Each class is one promise of README's "Bad input" section:
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_cli, run_main,  # noqa: E402
+from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_cli, run_main,  # noqa: E402
                      snapshot, trained_checkpoint, write_text)
 
 import microgpt
@@ -55,7 +55,7 @@ class Child:
 
     def __init__(self, args, cwd):
         env = dict(os.environ, PYTHONIOENCODING="utf-8")
-        self.proc = subprocess.Popen([sys.executable, MICROGPT_PATH] + [str(a) for a in args], cwd=cwd, env=env,
+        self.proc = subprocess.Popen(MICROGPT_COMMAND + [str(a) for a in args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
         self.watchdog = threading.Timer(120, self.proc.kill)
         self.watchdog.start()
@@ -263,7 +263,7 @@ class TestImpossibleSizesAreRefusedUpFront(WithCheckpoint):
             import resource
             resource.setrlimit(resource.RLIMIT_AS, (2 ** 30, 2 ** 30))
         # 6.3 million parameters: about 1.4 GB by the estimate, which fits the machine but not the limit
-        result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "1",
+        result = subprocess.run(MICROGPT_COMMAND + ["--input", self.names, "--steps", "1",
                                  "--n-embd", "256", "--n-layer", "8"], cwd=self.tmp, capture_output=True, text=True,
                                 preexec_fn=one_gib_address_space, timeout=120)
         self.assertEqual(result.returncode, 2, result.stderr)
@@ -286,7 +286,7 @@ class TestImpossibleSizesAreRefusedUpFront(WithCheckpoint):
     def test_stdout_that_cannot_be_written_is_one_line_and_the_model_is_still_saved(self):
         target = os.path.join(self.tmp, "saved.json")
         with open("/dev/full", "w") as full:
-            result = subprocess.run([sys.executable, MICROGPT_PATH] + self.train + ["--save", target],
+            result = subprocess.run(MICROGPT_COMMAND + self.train + ["--save", target],
                                     cwd=self.tmp, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
         self.assertEqual(result.returncode, 2, result.stderr)
         # the one error line, after the line that says where the model was saved (stdout being gone)
@@ -436,7 +436,7 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
 
     def test_a_run_started_with_stdout_closed_still_trains_and_saves(self):
         # as in `python microgpt.py --save model.json >&-`
-        result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "3",
+        result = subprocess.run(MICROGPT_COMMAND + ["--input", self.names, "--steps", "3",
                                  "--save", self.ckpt] + TINY, cwd=self.tmp, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: os.close(1), timeout=120)
         self.assertEqual((result.returncode, result.stderr), (0, f"saved the model to {self.ckpt}\n"))
@@ -640,7 +640,7 @@ class TestCasesFoundByTryingToBreakIt(WithCheckpoint):
     @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full")
     def test_bad_input_exits_2_even_when_the_error_cannot_be_shown(self):
         with open("/dev/full", "w") as full:
-            result = subprocess.run([sys.executable, MICROGPT_PATH, "--steps", "0"], cwd=self.tmp,
+            result = subprocess.run(MICROGPT_COMMAND + ["--steps", "0"], cwd=self.tmp,
                                     stdout=subprocess.DEVNULL, stderr=full)
         self.assertEqual(result.returncode, 2)
 

@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from tests.support import MICROGPT_PATH, microgpt, run_main, run_many
+from tests.support import MICROGPT_COMMAND, microgpt, run_main, run_many
 
 try:
     from selenium import webdriver
@@ -375,7 +375,7 @@ class TestServeCommand(unittest.TestCase):
     def start(self, *args):
         """Start `microgpt.py --load chat.json --serve --port 0 ARGS`; returns the process."""
         env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, MICROGPT_PATH, "--load", self.model, "--serve", "--port", "0"]
+        proc = subprocess.Popen(MICROGPT_COMMAND + ["--load", self.model, "--serve", "--port", "0"]
                                 + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         return proc
@@ -525,10 +525,10 @@ class TestChatInTheBrowser(unittest.TestCase):
     @unittest.skipUnless(os.environ.get("MICROGPT_SLOW"), "slow end-to-end check; CI sets MICROGPT_SLOW=1")
     def test_a_trained_assistant_answers_in_the_page_what_was_asked(self):
         model = os.path.join(self.tmp.name, "chat.json")
-        trained = subprocess.run([sys.executable, MICROGPT_PATH, "--chat", "--save", model], cwd=self.tmp.name,
+        trained = subprocess.run(MICROGPT_COMMAND + ["--chat", "--save", model], cwd=self.tmp.name,
                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=3600)
         self.assertEqual(trained.returncode, 0, trained.stderr)
-        server = subprocess.Popen([sys.executable, MICROGPT_PATH, "--load", model, "--serve", "--port", "0",
+        server = subprocess.Popen(MICROGPT_COMMAND + ["--load", model, "--serve", "--port", "0",
                                    "--temperature", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:

@@ -12,7 +12,7 @@ import time
 import unittest
 from unittest import mock
 
-from tests.support import (MICROGPT_PATH, NAMES, REPO, TempDirTestCase, assert_ok, assert_refused, microgpt,
+from tests.support import (MICROGPT_COMMAND, NAMES, REPO, TempDirTestCase, assert_ok, assert_refused, microgpt,
                            run_main, write_text)
 from tests.test_chat import TINY, TINY_PLAN, tiny_chat_model
 
@@ -69,7 +69,7 @@ class SecondSignalDuringSave(TempDirTestCase):
         assert_ok(self, run_main(["--input", "many.txt", "--steps", "1", "--save", "m.json", "--num-samples", "0"],
                                  self.tmp))
         env = dict(os.environ, PYTHONIOENCODING="utf-8", MICROGPT_STOP_AFTER_STEP="2")
-        with subprocess.Popen([sys.executable, MICROGPT_PATH, "--input", "many.txt", "--load", "m.json", "--steps",
+        with subprocess.Popen(MICROGPT_COMMAND + ["--input", "many.txt", "--load", "m.json", "--steps",
                                "5", "--save", "m.json", "--num-samples", "0"], cwd=self.tmp, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8") as child:
             stderr = []
@@ -144,7 +144,7 @@ class SavedLineWhenStdoutIsGone(TempDirTestCase):
         read_end, write_end = os.pipe()
         os.close(read_end)                       # as `| head -1` after its line: nobody reads
         try:
-            result = subprocess.run([sys.executable, MICROGPT_PATH, "--input", "names.txt", "--steps", "2", "--save",
+            result = subprocess.run(MICROGPT_COMMAND + ["--input", "names.txt", "--steps", "2", "--save",
                                      "p.json"] + TINY_NAMES, cwd=self.tmp, stdout=write_end, stderr=subprocess.PIPE,
                                     text=True, encoding="utf-8", timeout=60)
         finally:

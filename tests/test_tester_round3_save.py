@@ -11,7 +11,7 @@ import time
 import unittest
 from unittest import mock
 
-from tests.support import (MICROGPT_PATH, TempDirTestCase, microgpt, run_main)
+from tests.support import (MICROGPT_COMMAND, MICROGPT_PATH, TempDirTestCase, microgpt, run_main)
 
 TINY_NAMES = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--num-samples", "0"]
 SLOW = os.environ.get("MICROGPT_SLOW") == "1"
@@ -67,7 +67,7 @@ class ASecondSignalAsTheRunEnds(TempDirTestCase):
         rng = random.Random(1)
         env = dict(os.environ, PYTHONIOENCODING="utf-8", MICROGPT_STOP_AFTER_STEP="2")
         for trial in range(20):
-            with subprocess.Popen([sys.executable, MICROGPT_PATH, "--input", self.names, "--steps", "5", "--save",
+            with subprocess.Popen(MICROGPT_COMMAND + ["--input", self.names, "--steps", "5", "--save",
                                    "m.json", "--num-samples", "0"], cwd=self.tmp, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, encoding="utf-8") as child:
                 for line in child.stdout:
