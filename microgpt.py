@@ -4984,9 +4984,8 @@ def gpt2_folder(name_or_folder, files=GPT2_FILES):
         # MICROGPT_HUB_URL points elsewhere: a mirror, or the tests' local server.
         base = os.environ.get("MICROGPT_HUB_URL", "https://huggingface.co").rstrip("/")
         repo, size = HUB_MODELS[name_or_folder]
-        if "model.safetensors" not in missing:
-            size = "under 2 MB"
-        print(f"downloading {name_or_folder} (about {size}) from {base}/{repo} into {folder}", file=sys.stderr,
+        size = f"about {size}" if "model.safetensors" in missing else "its tokenizer, under 2 MB"
+        print(f"downloading {name_or_folder} ({size}) from {base}/{repo} into {folder}", file=sys.stderr,
               flush=True)
         try:
             os.makedirs(folder, exist_ok=True)

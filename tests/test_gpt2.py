@@ -456,6 +456,7 @@ class TestDownload(unittest.TestCase):
             result = run_main(["--gpt2", "gpt2", "--tokenize", text], self.cache)
         assert_ok(self, result)
         self.assertEqual(sorted(os.listdir(self.folder)), ["merges.txt", "vocab.json"])
+        self.assertIn("downloading gpt2 (its tokenizer, under 2 MB) from", result.stderr)
         tok = microgpt.read_gpt2_tokenizer(self.folder)
         self.assertEqual(result.stdout.split(), [str(i) for i in tok.encode("the cat")])
 
