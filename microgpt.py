@@ -3090,9 +3090,11 @@ LARGEST_COUNT = 10**12     # no size, step or sample count above this can be run
 
 
 def ascii_arg(text):
-    """The text of a number, refused unless written in ASCII: int() and float() also read
-    other scripts' digits ("--steps \u0661\u0660" would be 10), which nobody means on a command line."""
-    if not text.isascii():
+    """The text of a number, refused unless written in ASCII without underscores: int() and
+    float() also read other scripts' digits ("--steps \u0661\u0660" would be 10), which nobody
+    means on a command line, and Python's digit separator ("1_000"), which the message's rule
+    (the digits 0-9) does not allow."""
+    if not text.isascii() or "_" in text:
         raise argparse.ArgumentTypeError(f"must be written with the digits 0-9, not {text[:20]!r}")
     return text
 
@@ -3133,6 +3135,7 @@ def count_arg(text):
 def batch_arg(text):
     if text == "all":
         return text
+    ascii_arg(text)               # its own message: the rule for how a number is written
     try:
         return count_arg(text)
     except argparse.ArgumentTypeError:
@@ -6506,7 +6509,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 def port_arg(text):
     try:
-        value = int(text)
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a port number, not {text[:20]!r}") from None
     if not 0 <= value <= 65535:

@@ -20,6 +20,7 @@ from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, ass
 
 import microgpt  # noqa: E402
 
+import argparse  # noqa: E402
 import errno  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
@@ -394,6 +395,17 @@ class TestTextAsAPersonSeesIt(TempDirTestCase):
                                  ["--input", self.names, "--steps", "1", "--n-embd", "\uff11\uff16"])
         for result in results:
             self.assertIn("digits 0-9", result.stderr)
+
+    def test_numbers_with_underscores_are_refused_as_the_message_says(self):
+        # int("1_000") is 1000, but the rule the message gives is "the digits 0-9"
+        results = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1_0"],
+                                 ["--input", self.names, "--steps", "1", "--seed", "4_2"],
+                                 ["--input", self.names, "--steps", "1", "--lr", "0.0_1"],
+                                 ["--input", self.names, "--steps", "1", "--batch", "1_0"])
+        for result in results:
+            self.assertIn("must be written with the digits 0-9, not '", result.stderr)
+        with self.assertRaisesRegex(argparse.ArgumentTypeError, "digits 0-9"):
+            microgpt.port_arg("8_080")      # --port too (in this process: the old code would serve)
 
     def test_a_learning_rate_too_small_for_a_float_is_called_that(self):
         [small, large] = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1", "--lr", "1e-400"],
