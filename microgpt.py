@@ -4337,6 +4337,22 @@ def stage_paths(save):
     return {"pretrained": f"{root}-pretrained{ext or '.json'}", "SFT": f"{root}-sft{ext or '.json'}", "RL": save}
 
 
+def check_stage_paths(args):
+    """Refuse, before any training, a pipeline whose stage files (stage_paths, besides --save
+    itself) would be written over its other files: --report's page (written last, it would
+    then refuse to replace a checkpoint, after minutes of training), the data or the loaded
+    model. (The stage files' names differ from each other and from --save's by their ends.)"""
+    if not args.save:
+        return
+    paths = stage_paths(args.save)
+    options = [("--report", args.report), ("--input", args.input or default_data_path()), ("--load", args.load)]
+    for stage in ("pretrained", "SFT") if not args.load else ("SFT",):   # a loaded model is not saved again
+        for flag, other in options:
+            if other and same_file(paths[stage], other):
+                raise BadInput(f"{flag} {other} is the same file as {paths[stage]}, where --save {args.save} "
+                               f"puts the {stage} stage: choose another name")
+
+
 def print_stage_progress(step, num_steps, value, what, started, interactive):
     """A stage's progress line, like print_progress's: rewritten in place in a terminal."""
     every = max(1, num_steps // (100 if interactive else 10))
@@ -4645,6 +4661,7 @@ def run_chat(args, stop):
                                "last stage keeps one")
             write_chat_report(args.report, raw["card"], raw["plan"], config, chat_chars, params)
     else:
+        check_stage_paths(args)
         for path in stage_paths(args.save).values() if args.save else ():
             check_can_write(path, is_checkpoint, "microgpt checkpoint")
         if args.report:

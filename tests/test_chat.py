@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import tempfile
 import unittest
+from unittest import mock
 
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 TINY = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=16)
@@ -329,6 +330,24 @@ class TerminalChatTest(TempDirTestCase):
         assert_refused(self, self.tmp, ["--load", path], ["--chat", "--steps", "5"],
                        ["--load", path, "--chat", "--save", "other.json"], ["--chat", "--temperature", "-1"],
                        ["--chat", "--save", "x.json", "--report", "x.json"], ["--chat", "--load", "missing.json"])
+
+    def test_a_stage_file_of_save_that_is_another_file_of_the_run_is_refused_before_training(self):
+        # --save c.json also writes c-pretrained.json and c-sft.json: a --report, --input or
+        # --load of one of those names used to be found out only after minutes of training.
+        names = write_text(self.tmp, "c-sft.json", "\n".join(NAMES) + "\n")
+        model = os.path.join(self.tmp, "m-sft.json")
+        params = microgpt.init_params(TINY, len(microgpt.build_vocab("".join(NAMES))) + 1, random.Random(0))
+        microgpt.save_checkpoint(model, params, TINY, microgpt.build_vocab("".join(NAMES)), "docs")
+        cases = [["--chat", "--save", "c.json", "--report", "c-pretrained.json"],
+                 ["--chat", "--save", "c.json", "--report", "./c-sft.json"],
+                 ["--chat", "--save", "c", "--report", "c-sft.json"],
+                 ["--chat", "--save", "c.json", "--input", names],
+                 ["--chat", "--save", "m.json", "--load", model]]
+        with mock.patch.object(microgpt, "chat_pipeline", side_effect=AssertionError("the pipeline started")):
+            results = assert_refused(self, self.tmp, *cases)
+        for args, result in zip(cases, results):
+            stage = "pretrained" if "pretrained" in " ".join(args) else "SFT"
+            self.assertIn(f"puts the {stage} stage: choose another name", result.stderr)
 
 
 @unittest.skipUnless(os.environ.get("MICROGPT_SLOW"), "slow end-to-end check; CI sets MICROGPT_SLOW=1")
