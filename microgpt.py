@@ -3778,13 +3778,16 @@ class Stopped(KeyboardInterrupt):
 class StopSignals:
     """What Ctrl-C (SIGINT), SIGTERM (sent by kill, timeout, schedulers) and SIGHUP do. While
     `finishing` is set (from the start of training until the model is saved), the first one
-    only asks the run to stop after the current step, so the model is whole when it is saved;
-    at any other time, and the second time, it stops at once (raising Stopped). While the
-    model is being saved, they are held (stop_signals_held) and handled once it is written."""
+    only asks the run to stop after the current step (or, in a step of several documents,
+    before its next document: the step is then given up, see StoppableBatch), so the model is
+    whole when it is saved; at any other time, and the second time, it stops at once (raising
+    Stopped). While the model is being saved, they are held (stop_signals_held) and handled
+    once it is written."""
 
     def __init__(self):
         self.signum = None          # the first stop signal received, if any
         self.finishing = False
+        self.when = "after this step"   # when a first signal stops a run that is finishing
         self.stopping = False       # Stopped has been raised: the run is on its way out
         self.leaving = False        # main() is putting the old handlers back: raise nothing now
         self.late = None            # a signal that came then: main() says it and exits as it asks
@@ -3800,8 +3803,8 @@ class StopSignals:
         if not (first and self.finishing):
             self.stopping = True
             raise Stopped(signum)
-        # A step can be long (--batch all): say at once that the signal was heard.
-        print("\nmicrogpt: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+        # A document can be long (--block-size 1000): say at once that the signal was heard.
+        print(f"\nmicrogpt: stopping {self.when} (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
     def install(self):
         """Handle the stop signals this platform has; returns a function that undoes it."""
@@ -3852,7 +3855,8 @@ def interrupt_myself(stop):
 
 
 def train_with_progress(params, config, batches, stop, on_step=None, adam=None, earlier=()):
-    """Train, printing progress. Returns (smoothed losses, whether a stop signal ended it early).
+    """Train, printing progress. Returns (smoothed losses, how a stop signal ended it early:
+    False if none did, "after" a step, or "during" one, which was given up).
     on_step(step, loss), if given, is called before the first step (step 0, loss None) and
     after every step: --report uses it to record the run. adam: Adam's state to go on from
     (train()'s; a model that had steps before this run counts them, so the learning rate
@@ -3868,21 +3872,26 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
     if on_step and not first:
         on_step(0, None)
     started = said = time.perf_counter()
-    for step, loss in enumerate(train(params, config, batches, end, adam), start=first + 1):
-        if not math.isfinite(loss):
-            raise BadInput(f"training diverged: the loss became {loss} at step {step} "
-                           f"(try a smaller --lr than {config.lr}); nothing was saved")
-        losses.append(loss)
-        smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
-        said = print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first, said)
-        if on_step:                  # its time is not training time: leave it out of ms/step
-            before = time.perf_counter()
-            on_step(step, loss)
-            started += time.perf_counter() - before
-        if str(step) == stop_at:
-            interrupt_myself(stop)
-        if stop.signum is not None and step < config.steps:
-            return smoothed, True
+    try:
+        for step, loss in enumerate(train(params, config, batches, end, adam), start=first + 1):
+            if not math.isfinite(loss):
+                raise BadInput(f"training diverged: the loss became {loss} at step {step} "
+                               f"(try a smaller --lr than {config.lr}); nothing was saved")
+            losses.append(loss)
+            smoothed.append(sum(losses[-100:]) / len(losses[-100:]))   # one document is noisy
+            said = print_progress(step, config.steps, loss, smoothed[-1], started, interactive, first, said)
+            if on_step:                  # its time is not training time: leave it out of ms/step
+                before = time.perf_counter()
+                on_step(step, loss)
+                started += time.perf_counter() - before
+            if str(step) == stop_at:
+                interrupt_myself(stop)
+            if stop.signum is not None and step < config.steps:
+                return smoothed, "after"
+    except StepAbandoned:            # a stop signal in a long step: see StoppableBatch
+        for p in flatten(params):
+            p.grad = 0.0
+        return smoothed, "during"
     elapsed = time.perf_counter() - started
     done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
     print(f"trained {done} step{'s' * (first > 0 or config.steps != 1)} in {elapsed:.1f} s "
@@ -3956,26 +3965,50 @@ def check_not_wrecked(smoothed, vocab_size, lr, tokens=None):
                        f"try a smaller --lr than {lr}; nothing was saved")
 
 
-def counting_predictions(batch_for_step, config, counts):
-    """batch_for_step, also appending to counts how many predictions each step's batch holds."""
+class StepAbandoned(Exception):
+    """A stop signal came during a step of several documents: the step is given up."""
+
+
+def counting_predictions(batch_for_step, config, counts, stop, rng):
+    """batch_for_step, also appending to counts how many predictions each step's batch holds.
+    Each batch is a StoppableBatch, and counted.rng_state keeps rng's state from before the
+    step drew its windows (stream mode), to be put back if the step is given up."""
+    # For the tests: MICROGPT_STOP_DURING_STEP=k:d, a Ctrl-C after document d of step k.
+    step_doc = os.environ.get("MICROGPT_STOP_DURING_STEP", ":").split(":")
+
     def counted(step):
+        counted.rng_state = rng.getstate()
         batch = batch_for_step(step)
         counts.append(sum(min(config.block_size, len(tokens) - 1) for tokens in batch))
-        if len(batch) > 100:        # a long step (--batch all) says how far it has got, too
-            batch = BatchWithProgress(batch, Progress(f"step {step + 1}", len(batch), "sequences"))
-        return batch
+        # a long step (--batch all) says how far it has got, too
+        progress = Progress(f"step {step + 1}", len(batch), "sequences") if len(batch) > 100 else None
+        stop_after = int(step_doc[1]) if step_doc[0] == str(step + 1) else None
+        return StoppableBatch(batch, stop, progress, stop_after)
     return counted
 
 
-class BatchWithProgress(list):
-    """A step's batch that updates a Progress as train() goes through it."""
+class StoppableBatch(list):
+    """A step's batch that, as train() goes through it, updates a Progress (if given) and
+    gives the step up (raising StepAbandoned) before its next document once a stop signal has
+    come: a step of all 28,910 names takes minutes, too long to wait for under `timeout -k`
+    or `docker stop`. The step's gradient is then only partly summed, and Adam has not used
+    it: the model and Adam's state are still those after the step before (train_with_progress
+    clears the gradient). A step of one document is never given up: it is as long as the
+    wait for the next document would be."""
 
-    def __init__(self, batch, progress):
+    def __init__(self, batch, stop, progress=None, stop_after=None):
         super().__init__(batch)
-        self.progress = progress
+        self.stop, self.progress, self.stop_after = stop, progress, stop_after
 
     def __iter__(self):
-        return with_progress(super().__iter__(), self.progress, every=16)
+        for i, tokens in enumerate(super().__iter__()):
+            if i == self.stop_after:
+                interrupt_myself(self.stop)
+            if i > 0 and self.stop.signum is not None:
+                raise StepAbandoned(i)
+            if self.progress and i % 16 == 0:
+                self.progress.update(i)
+            yield tokens
 
 
 def validation_loss(sequences, weights, config):
@@ -4132,6 +4165,8 @@ def run(args, stop=None):
         kind = "windows" if mode == "stream" else "documents"
         # batches(0) is safe to call only for "all": random windows would use up the rng
         n = len(batches(0)) if config.batch == "all" else config.batch
+        if n > 1:
+            stop.when = "before the next document, giving up the step it is in"
         graph = graph_bytes(config, vocab_size, config.block_size)
         if n > 100 or n * graph > 2**28:          # a step of more than a few seconds (~10 ms per MB)
             # One graph at a time (train() frees each before building the next): the memory is
@@ -4140,12 +4175,21 @@ def run(args, stop=None):
                     if n > 1 else f"builds a graph of up to {format_bytes(graph)}")
             print(f"each step {what}: expect a wait for each progress line", flush=True)
         # From here until the model is saved, a first Ctrl-C or SIGTERM lets the current step
-        # finish; then the model is saved as soon as training ends, before anything else.
+        # finish, or gives it up if it has more documents to go (StoppableBatch); then the model
+        # is saved as soon as training ends, before anything else.
         stop.finishing = True
         predictions = []                    # per step: how many tokens its loss is a mean over
-        smoothed, interrupted = train_with_progress(params, config, counting_predictions(batches, config, predictions),
-                                                    stop, on_step, adam, history["losses"] if history else ())
+        counted = counting_predictions(batches, config, predictions, stop, rng)
+        smoothed, interrupted = train_with_progress(params, config, counted, stop, on_step, adam,
+                                                    history["losses"] if history else ())
         seconds = time.perf_counter() - started - record.get("snapshot_seconds", 0.0)
+        if interrupted == "during":         # the step given up: as if it had never begun
+            rng.setstate(counted.rng_state)
+            predictions.pop()
+            if not smoothed:
+                print(f"\ninterrupted by {signal.Signals(stop.signum).name} during step 1 of {config.steps}, "
+                      "before any step was finished: nothing to save", file=sys.stderr)
+                return 128 + stop.signum
         check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
         check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
                             f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
@@ -4154,7 +4198,11 @@ def run(args, stop=None):
         # Ctrl-C after "saving to" nor a first one during a run's ordinary save can cut it;
         # a signal held meanwhile is handled once the model is saved, and stops the run at once.
         with stop_signals_held():
-            if stop.signum is not None:
+            if interrupted == "during":
+                print(f"\ninterrupted by {signal.Signals(stop.signum).name} during step {len(smoothed) + 1} of "
+                      f"{config.steps}, which was given up" + (f"; saving the model after step {len(smoothed)} to "
+                                                               f"{args.save}" if args.save else ""), file=sys.stderr)
+            elif stop.signum is not None:
                 print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {len(smoothed)} of "
                       f"{config.steps} steps" + (f"; saving to {args.save}" if args.save else ""), file=sys.stderr)
             save(len(smoothed))

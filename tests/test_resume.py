@@ -161,6 +161,68 @@ class StopAndResume(unittest.TestCase):
         self.assertEqual([step for step, _ in pages[0]["val_points"]], [0, 1, 2, 3, 5, 6, 8])
 
 
+class StopInsideAStep(unittest.TestCase):
+    """A stop signal between two documents of a step of several (--batch > 1, or all): the
+    step is given up, and the model, Adam's state, the RNG (stream mode draws its windows with
+    it) and the history are saved as they were after the step before. In this process: the
+    run sends itself a real SIGINT after document d of step k (MICROGPT_STOP_DURING_STEP=k:d)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.tmp = tmp = cls._tmp.name
+        write_text(tmp, "names.txt", "\n".join(names(60)) + "\n")
+        write_text(tmp, "text.txt", " ".join(names(60)) + "\n")
+        cls.args = {"docs": TINY + ["--input", "names.txt", "--steps", "4", "--batch", "3", "--num-samples", "2"],
+                    "stream": TINY + ["--input", "text.txt", "--stream", "--steps", "4", "--batch", "3",
+                                      "--length", "30", "--num-samples", "1"]}
+        cls.whole, cls.stopped, cls.resumed = {}, {}, {}
+        for mode, args in cls.args.items():
+            cls.whole[mode] = run_main(args + ["--save", f"{mode}-whole.json"], tmp)
+            with mock.patch.dict(os.environ, {"MICROGPT_STOP_DURING_STEP": "3:1"}):
+                cls.stopped[mode] = run_main(args + ["--save", f"{mode}-stopped.json"], tmp)
+            cls.saved = getattr(cls, "saved", {})
+            cls.saved[mode] = checkpoint(os.path.join(tmp, f"{mode}-stopped.json"))
+            cls.resumed[mode] = run_main(["--resume", f"{mode}-stopped.json"], tmp)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def test_a_step_stopped_between_documents_is_given_up_and_the_step_before_is_saved(self):
+        for mode in self.args:
+            with self.subTest(mode=mode):
+                stopped = self.stopped[mode]
+                self.assertEqual(stopped.returncode, 130, stopped.stderr)
+                self.assertIn("interrupted by SIGINT during step 3 of 4, which was given up; saving the model "
+                              f"after step 2 to {mode}-stopped.json", stopped.stderr)
+                self.assertNotIn("step 3/4", stopped.stdout)
+                saved = self.saved[mode]
+                self.assertEqual(len(saved["history"]["losses"]), 2)
+                self.assertEqual(saved["optimizer"]["step"], 2)
+                self.assertEqual(saved["training"]["steps"], 2)
+
+    def test_the_resumed_run_ends_bit_for_bit_as_a_run_that_never_stopped(self):
+        for mode in self.args:
+            with self.subTest(mode=mode):
+                assert_ok(self, self.resumed[mode])
+                whole = checkpoint(os.path.join(self.tmp, f"{mode}-whole.json"))
+                resumed = checkpoint(os.path.join(self.tmp, f"{mode}-stopped.json"))
+                for key in ("state_dict", "optimizer", "rng", "history", "training", "run"):
+                    self.assertEqual(resumed[key], whole[key], f"{key} differs\n{self.stopped[mode].stderr}")
+                expected = [line for line in without_timings(self.whole[mode].stdout)
+                            if step_of(line) is None or step_of(line) > 2]
+                self.assertEqual(without_timings(self.resumed[mode].stdout), expected)
+
+    def test_a_stop_inside_the_first_step_saves_nothing_and_says_so(self):
+        with mock.patch.dict(os.environ, {"MICROGPT_STOP_DURING_STEP": "1:2"}):
+            result = run_main(self.args["stream"] + ["--save", "first.json"], self.tmp)
+        self.assertEqual(result.returncode, 130, result.stderr)
+        self.assertEqual(result.stderr.strip().splitlines()[-1], "interrupted by SIGINT during step 1 of 4, "
+                         "before any step was finished: nothing to save")
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "first.json")))
+
+
 class SignalAtARandomMoment(unittest.TestCase):
     @unittest.skipUnless(os.environ.get("MICROGPT_SLOW"), "slow end-to-end check; CI sets MICROGPT_SLOW=1")
     def test_a_run_stopped_by_sigterm_at_a_random_moment_resumes_to_the_same_model(self):

@@ -453,9 +453,11 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         self.assertEqual((code, err), (0, ""))
 
     def test_a_second_ctrl_c_stops_at_once_without_saving(self):
-        data = random_names(self.tmp, 150)             # --batch all: a step of 135 documents, about 0.5 s
-        child = Child(["--input", data, "--steps", "5", "--batch", "all", "--num-samples", "0",
-                       "--save", self.ckpt] + TINY, self.tmp)
+        # A step of one long window (a step of several documents would be given up at the
+        # next one, StoppableBatch): the first Ctrl-C waits for its end, about 0.5 s.
+        data = random_names(self.tmp, 150)
+        child = Child(["--input", data, "--stream", "--steps", "5", "--num-samples", "0",
+                       "--save", self.ckpt] + TINY + ["--block-size", "150"], self.tmp)
         child.wait_for("step 1/")
         child.proc.send_signal(signal.SIGINT)
         child.wait_for("microgpt: stopping after this step", stream="stderr")
