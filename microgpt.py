@@ -4004,7 +4004,7 @@ class StoppableBatch(list):
         for i, tokens in enumerate(super().__iter__()):
             if i == self.stop_after:
                 interrupt_myself(self.stop)
-            if i > 0 and self.stop.signum is not None:
+            if self.stop.signum is not None and len(self) > 1:
                 raise StepAbandoned(i)
             if self.progress and i % 16 == 0:
                 self.progress.update(i)
