@@ -466,10 +466,9 @@ def flatten(params):
 #   5. Mix. The heads' outputs, side by side, go through one more projection, attn_wo:
 #      each head wrote only its own slice, and attn_wo lets every number draw on all heads.
 #
-# Each of a layer's two blocks (attention, then the MLP; together, one transformer block,
-# as Config's n_layer counts them) adds its output to the vector it read, instead of
+# Attention and the MLP each add their output to the vector they read, instead of
 # replacing it: a residual connection. So x is a running sum, often called the residual
-# stream, that every block reads and adds a correction to.
+# stream, that each of them reads and adds a correction to.
 #
 # gpt() is called once per position, with that position's token; what it needs from the
 # earlier positions travels in the key/value cache. Training on "emma" makes five calls:
@@ -811,12 +810,10 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # order, so results agree to floating-point rounding (about 1e-16), and the default run
 # prints exactly the same numbers either way. Together they make a training step 12 to 16
 # times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9
-# (ratios of runs measured pair by pair, with the collector paused in both, II.3; they are
-# narrower than dividing the ranges of times would suggest: on CPython a step took 6.5 to
-# 8.7 ms against Part I's 90 to 110 ms, as the machine's speed drifted). They make it 25 to
-# 28 times faster than a textbook engine like micrograd's on CPython (micrograd:
-# Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a recursive
-# topological sort).
+# (each ratio from two runs timed side by side, with the collector paused in both: II.3).
+# They make it 25 to 28 times faster than a textbook engine like micrograd's on CPython
+# (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a
+# recursive topological sort).
 #
 # Each section ends with two notes a first reading can skip. "Measured": what the idea
 # buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
