@@ -1104,9 +1104,10 @@ def cycle_collector_paused():
 #
 # Measured: in the benchmark (500 names, 6 runs on CPython, 4 on PyPy) a forward pass was
 # 3.2 to 7.2 times faster than with the fused graph on CPython, 2.8 to 4.7 times on PyPy.
-# In a separate measurement, the validation loss over the 1,000 held-out names took 2.8 s
-# on floats against 8.1 s with the fused graph on CPython (0.8 s against 4.3 s on PyPy),
-# and 32 s on Part I's graph.
+# In a separate measurement, of one whole validation (1,000 held-out names, so the ratio
+# falls outside those ranges of single passes: 2.9 and 5.4 times), it took 2.8 s on floats
+# against 8.1 s with the fused graph on CPython (0.8 s against 4.3 s on PyPy), and 32 s on
+# Part I's graph.
 # Tested: tests/test_fast.py (TestPlainFloats): validation, the microscope and samples
 # agree with Part I.
 # ---------------------------------------------------------------------------------------
