@@ -1328,7 +1328,8 @@ def learn_merges(words, num_merges, progress=None):
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     # pairs[p] is how often p occurs over all the words; holders[p] the words that hold p,
     # or held it once. Each round merges the most frequent pair, best: for each word in
-    # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. So
+    # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. A merged
+    # word keeps no copy of best (merge_pair merges every copy, left to right), so
     # pairs[best] falls to 0, and is deleted. holders is never cleaned, so a word in
     # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
     # merging leaves such a word unchanged, so the same counts are subtracted and added
@@ -1378,9 +1379,9 @@ def bpe(word, ranks):
     rank r is merged, every pair left ranks after r. A pair left is new or old.
       - A new pair holds the token r just made, and only a merge learned after r can use
         that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
-        above r. (This needs each token to be made by one merge only: were "an" also made
-        by rank 9, a merge of rank 3 using "an" could follow rank 9, and the ranks would go
-        down. learn_merges never learns a second way to spell a token it has, and GPT-2's
+        above r. (This needs each token to be made by one merge only: were "abc" made by
+        (ab, c) at rank 2 and also by (a, bc) at rank 9, a merge of rank 3 using "abc"
+        could follow rank 9, and the ranks would go down. learn_merges never learns a second way to spell a token it has, and GPT-2's
         50,000 merges make 50,000 different tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
@@ -1388,7 +1389,7 @@ def bpe(word, ranks):
         above r too.
     Second, walk the replay and bpe side by side; both start from the same letters. Say
     they hold the same tokens after bpe's merge of rank r', the replay having done every
-    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first part
+    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first
     step), so the replay has yet to reach it, and the ranks between r' and r find no pair
     on the way (none is present, or bpe would have taken it). So the replay merges r on
     the same tokens, the same way, and they agree again. When bpe finds no learned pair,
@@ -2171,9 +2172,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
 #   - dividing by the spread does change the expected gradient: it multiplies each
-#     group's push by 1/spread (its expected size only roughly so, as the spread is
-#     measured on the same random answers), which gives every group with both right and
-#     wrong answers advantages of root-mean-square 1. The spread is smallest in lopsided
+#     group's push by 1/spread, which gives every group with both right and wrong answers
+#     advantages of root-mean-square 1. (The expected gradient is only roughly scaled so,
+#     as the spread is measured on the same random answers.) The spread is smallest in lopsided
 #     groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is
 #     pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a
 #     rare success counts for more.
