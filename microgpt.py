@@ -1381,8 +1381,9 @@ def bpe(word, ranks):
         that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
         above r. (This needs each token to be made by one merge only: were "abc" made by
         (ab, c) at rank 2 and also by (a, bc) at rank 9, a merge of rank 3 using "abc"
-        could follow rank 9, and the ranks would go down. learn_merges never learns a second way to spell a token it has, and GPT-2's
-        50,000 merges make 50,000 different tokens.)
+        could follow rank 9, and the ranks would go down. learn_merges never learns a
+        second way to spell a token it has, and GPT-2's 50,000 merges make 50,000
+        different tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -2174,10 +2175,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 #   - dividing by the spread does change the expected gradient: it multiplies each
 #     group's push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. (The expected gradient is only roughly scaled so,
-#     as the spread is measured on the same random answers.) The spread is smallest in lopsided
-#     groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is
-#     pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a
-#     rare success counts for more.
+#     as the spread is measured on the same random answers.) The spread is smallest in
+#     lopsided groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8
+#     group is pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2
+#     times: a rare success counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
