@@ -1844,7 +1844,8 @@ def evaluation_requests(held_out, count, rng):
 # letter of X that the answer needs is always 5 back from the token being read. For
 # "a name starting with em -> emma": reading <|assistant|> (7) it looks at slot 1, e, and
 # writes e; reading e (8), at slot 2, m, and writes m; reading m (9) it finds <|pad|> in
-# slot 3 and writes a letter of its own, a, and so on.
+# slot 3 and writes a letter of its own, the second m; reading that m (10) it finds
+# <|pad|> in slot 4 and writes a; reading a (11), <|pad|> in slot 5, and it writes <|end|>.
 # For "ending with", X's last letter is always in slot 5, so it is copied as the answer's
 # 5th letter, and that is its last letter only if the answer has exactly 5 letters. So for
 # that kind fine-tuning (V.3) shows only 5-letter names: a longer name ending with X would
