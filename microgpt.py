@@ -1337,10 +1337,9 @@ def learn_merges(words, num_merges, progress=None):
     # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and
     # each subtracts, merges and adds: [an, a] and [an], pairs {(n, a): 0, (an, a): 2},
     # (a, n) deleted. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter
-    # keeps a count that falls to 0), so the loop stops at `most < 1`. Between merge 1 and
-    # merge 2, [an, a] is still listed in holders[(n, a)] though it no longer holds (n, a);
-    # had (n, a) been merged then, [an, a] would subtract its one pair (an, a), stay as it
-    # is under merge_pair, and add (an, a) back: no count would change.
+    # keeps a count that falls to 0), so the loop stops at `most < 1`. After merge 1,
+    # [an, a] is still listed in holders[(n, a)] though it no longer holds (n, a): a stale
+    # entry, harmless as said above.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1379,11 +1378,11 @@ def bpe(word, ranks):
     rank r is merged, every pair left ranks after r. A pair left is new or old.
       - A new pair holds the token r just made, and only a merge learned after r can use
         that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
-        above r. (This needs each token to be made by one merge only: were "abc" made by
-        (ab, c) at rank 2 and also by (a, bc) at rank 9, a merge of rank 3 using "abc"
-        could follow rank 9, and the ranks would go down. learn_merges never learns a
-        second way to spell a token it has, and GPT-2's 50,000 merges make 50,000
-        different tokens.)
+        above r. (This needs each token to be made by one merge only. Say "abc" were made
+        by (ab, c) at rank 2 and by (a, bc) at rank 9: in a word spelled a, bc, "abc"
+        appears only when rank 9 is merged, and a merge of rank 3 that uses "abc" would
+        come after it, so the ranks would go down. learn_merges never learns a second way
+        to spell a token it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -2008,10 +2007,11 @@ def chat_reply(weights, config, chars, request, rng, temperature):
 
 def answer_probabilities(weights, config, prompt, answer_ids):
     """The probability (at temperature 1) the model gives each token of a given answer to a
-    rendered prompt: what generate_answer reported while drawing that answer. The model reads
-    prompt and answer once (the last answer token is only predicted, never read), so the
-    probabilities of an answer drawn earlier (the --report page colours each token by its
-    probability, Part VI) are found again without drawing it anew (another draw may differ).
+    rendered prompt: what generate_answer reported while drawing that answer. The model runs
+    once over prompt and answer (what it predicts after the last answer token goes unused),
+    so the probabilities of an answer drawn earlier (the --report page colours each token by
+    its probability, Part VI) are found again without drawing it anew (another draw may
+    differ).
     logits_at_every_position is Part III's: the model run over a whole sequence."""
     tokens = (list(prompt) + list(answer_ids))[:config.block_size]
     logits = logits_at_every_position(tokens, weights, config)
