@@ -383,13 +383,13 @@ class Value:
 # The model's knowledge lives in lists of lists of Values (matrices), kept in a dict under
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
-# (a Gaussian with standard deviation config.init_std, 0.08): random so that different rows
-# learn different things (if every weight started at the same value, every number of every
-# vector would be equal too, each being the same weighted sum of equal numbers; each would
-# get the same gradient, and they would stay equal forever: a 16-wide model that computes
-# like a model of width 1), small so that the first predictions are close to uniform rather
-# than confidently wrong. All zeros would be worse still: nothing would ever move, by a
-# chain of three steps:
+# (a Gaussian with standard deviation config.init_std, 0.08).
+# Small, so that the first predictions are close to uniform rather than confidently wrong.
+# Random, so that different rows learn different things. If every weight started at the
+# same value, every number of every vector would be equal too (each is the same weighted
+# sum of equal numbers); each would get the same gradient, and they would stay equal
+# forever: a 16-wide model that computes like a model of width 1.
+# All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
 #       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
@@ -2175,8 +2175,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     answer's own reward too: a small bias, which GRPO accepts);
 #   - dividing by the spread does change the expected gradient: it multiplies each
 #     group's push by 1/spread, which gives every group with both right and wrong answers
-#     advantages of root-mean-square 1. (The expected gradient is only roughly scaled so,
-#     as the spread is measured on the same random answers.) The spread is smallest in
+#     advantages of root-mean-square 1. (Only roughly a factor of the expected gradient:
+#     the spread is itself measured on the same random answers.) The spread is smallest in
 #     lopsided groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8
 #     group is pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2
 #     times: a rare success counts for more.
