@@ -1378,11 +1378,9 @@ def bpe(word, ranks):
     rank r is merged, every pair left ranks after r. A pair left is new or old.
       - A new pair holds the token r just made, and only a merge learned after r can use
         that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
-        above r. (This needs each token to be made by one merge only. Say "abc" were made
-        by (ab, c) at rank 2 and by (a, bc) at rank 9: in a word spelled a, bc, "abc"
-        appears only when rank 9 is merged, and a merge of rank 3 that uses "abc" would
-        come after it, so the ranks would go down. learn_merges never learns a second way
-        to spell a token it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
+        above r. (This needs each token to be made by one merge only, as it is:
+        learn_merges never learns a second way to spell a token it has, and GPT-2's
+        50,000 merges make 50,000 different tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -2173,13 +2171,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
-#   - dividing by the spread does change the expected gradient: it multiplies each
-#     group's push by 1/spread, which gives every group with both right and wrong answers
-#     advantages of root-mean-square 1. (Only roughly a factor of the expected gradient:
-#     the spread is itself measured on the same random answers.) The spread is smallest in
-#     lopsided groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8
-#     group is pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2
-#     times: a rare success counts for more.
+#   - dividing by the spread does change the expected gradient: it weights each group's
+#     push by 1/spread, which gives every group with both right and wrong answers
+#     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
+#     with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is pushed 3
+#     times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a rare
+#     success counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
