@@ -2175,8 +2175,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
 #     with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is pushed 3
-#     times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a rare
-#     success counts for more.
+#     times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a lone
+#     success (or a lone failure) counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
