@@ -334,8 +334,8 @@ class Value:
         #             order.append(node)        # after all of its children
         # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper
         # (how deep: after the table), so we do the same with a to-do list of our own: a
-        # stack (last in, first out) whose entries are (node, is_reminder), written (n, F)
-        # or (n, T) below, for False and True: an expand entry or a reminder. The rule:
+        # stack (last in, first out) whose entries are pairs (node, is_reminder): (n, F) below
+        # is (n, False), "expand n"; (n, T) is (n, True), "a reminder to place n". The rule:
         # popping an expand entry (n, F) pushes a reminder (n, T) and, on top of it, an
         # expand entry for each child. Expanding a child later pushes its own entries on top
         # too, above n's reminder, and so on down. So n's reminder comes off only after every
@@ -386,8 +386,8 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different rows learn different things. If every weight started at the
-# same value, every number of every vector would be equal too (each is the same weighted
-# sum of equal numbers); each would get the same gradient, and they would stay equal
+# same value, each of the model's n_embd-wide vectors would hold 16 equal numbers (each is
+# the same weighted sum of equal numbers); they would get equal gradients and stay equal
 # forever: a 16-wide model that computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
@@ -1106,8 +1106,9 @@ def cycle_collector_paused():
 # 3.2 to 7.2 times faster than with the fused graph on CPython, 2.8 to 4.7 times on PyPy.
 # Timed instead on one whole validation (the 1,000 held-out names), floats took 2.8 s
 # against 8.1 s with the fused graph on CPython (2.9 times faster), 0.8 s against 4.3 s on
-# PyPy (5.4 times), and Part I's graph 32 s. A whole validation is not a single forward
-# pass, measured in another session, so these ratios need not fall in the ranges above.
+# PyPy (5.4 times), and Part I's graph 32 s. These two ratios fall outside the ranges
+# above because they time a whole validation, not single forward passes, in another
+# session.
 # Tested: tests/test_fast.py (TestPlainFloats): validation, the microscope and samples
 # agree with Part I.
 # ---------------------------------------------------------------------------------------
