@@ -1106,9 +1106,9 @@ def cycle_collector_paused():
 # 3.2 to 7.2 times faster than with the fused graph on CPython, 2.8 to 4.7 times on PyPy.
 # Timed instead on one whole validation (the 1,000 held-out names), floats took 2.8 s
 # against 8.1 s with the fused graph on CPython (2.9 times faster), 0.8 s against 4.3 s on
-# PyPy (5.4 times), and Part I's graph 32 s. These two ratios fall outside the ranges
-# above because they time a whole validation, not single forward passes, in another
-# session.
+# PyPy (5.4 times), and Part I's graph 32 s. These are single timings from another
+# session, not pairs run in turn, and this machine's speed drifts by 20% and more: that is
+# why they can fall outside the benchmark's ranges.
 # Tested: tests/test_fast.py (TestPlainFloats): validation, the microscope and samples
 # agree with Part I.
 # ---------------------------------------------------------------------------------------
