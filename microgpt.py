@@ -3403,7 +3403,12 @@ def print_progress(step, num_steps, loss, smoothed, started, interactive, first=
 # line and the page, not part of any lesson.
 
 def sparkline(values, width=60, ascii_only=False):
-    """A row of characters whose heights follow the values (averaged down to `width`)."""
+    """A row of characters whose heights follow the values (averaged down to `width`). The
+    first and last characters draw the first and last values themselves, the numbers the
+    command line prints beside them, so the picture's ends agree with its labels. A spike
+    (a learning rate too high) would squash the rest flat against the bottom, where an end
+    three times the other could look lower than it: so the scale stops at twice the larger
+    end, and anything above that gets the top character."""
     levels = "_.-:=+*#" if ascii_only else "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
     n = len(values)
     width = min(width, n)
@@ -3411,9 +3416,13 @@ def sparkline(values, width=60, ascii_only=False):
     # runs as equal as whole numbers allow.
     buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
     means = [sum(b) / len(b) for b in buckets]
-    lo, hi = min(means), max(means)
+    ends = (values[0], values[-1])
+    lo, hi = min(means + list(ends)), max(means)
+    if max(ends) > 0:
+        hi = max(lo, min(hi, 2 * max(ends)))
+    means[0], means[-1] = ends
     span = (hi - lo) or 1.0          # all equal: any span gives the lowest level to all
-    return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
+    return "".join(levels[round((min(x, hi) - lo) / span * (len(levels) - 1))] for x in means)
 
 
 def label(token, chars):
@@ -3882,11 +3891,16 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
             return smoothed, True
     elapsed = time.perf_counter() - started
     done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
+    # With --batch all each step's loss is on all the data, exact: the last step's is the
+    # model's loss, and a mean with earlier steps' would only make it look worse than it is.
+    exact = config.batch == "all"
     print(f"trained {done} step{'s' * (first > 0 or config.steps != 1)} in {elapsed:.1f} s "
           f"({1000 * elapsed / (config.steps - first):.1f} ms/step); "
-          f"smoothed loss {smoothed[-1]:.4f}")
+          + (f"loss {losses[-1]:.4f} (the last step's, on all the data: nothing to smooth)" if exact
+             else f"smoothed loss {smoothed[-1]:.4f}"))
     ascii_only = not can_print("\u2581\u2588")
-    print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
+    curve = losses if exact else smoothed
+    print(f"loss curve: {curve[0]:.2f} {sparkline(curve, ascii_only=ascii_only)} {curve[-1]:.2f}")
     return smoothed, False
 
 
@@ -3914,6 +3928,9 @@ def write_report(args, run):
             run["training"] += ("; the loss curve and the samples during training below are from those steps, "
                                 "as the checkpoint remembers them")
     run["data_name"] = os.path.basename(data_path)
+    # The page says "names" only for the shipped names.txt; any other data (or a loaded model,
+    # whose data this run does not see) is "documents", as the terminal says: see sequence_word.
+    run["names_data"] = config.steps > 0 and mode == "docs" and same_file(data_path, default_data_path())
     run["batch"] = f"all {kind}s" if config.batch == "all" else f"{config.batch} {kind}" + "s" * (config.batch > 1)
     if config.steps == 0:
         run["batch"] = f"that step's {kind}s"      # how the saved model was trained is not remembered
@@ -3998,7 +4015,8 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
             return
         if mode == "docs":
             sample = sample_document(weights, config, chars, rng, config.temperature, prompt)
-            print(f"sample {i + 1:2d}: {visible(sample, keep='')}")
+            # An empty sample (the model wrote the end at once) says so, not a blank.
+            print(f"sample {i + 1:2d}: {visible(sample, keep='') or '(empty: it ended at once)'}")
         else:
             start = encode(prompt or stream_start, chars)
             print(visible(decode(start, chars)), end="", flush=True)
@@ -5827,7 +5845,7 @@ def loss_section(run, vocab_size, what):
 
     # What to notice, from this run's numbers, each compared with its like.
     average = lambda xs: sum(xs) / len(xs)
-    m = max(1, min(100, n // 2))             # steps in each of the training loss's two means
+    m = 1 if exact else max(1, min(100, n // 2))      # steps in each of the training loss's two means
     first_m, last_m = ("the first step", "the last") if m == 1 else (f"mean of the first {m} steps", f"the last {m}")
     notes = []
     training = (f"the training loss from {average(losses[:m]):.2f} ({first_m}) to {average(losses[-m:]):.2f} "
@@ -5926,8 +5944,9 @@ def snapshots_section(run, mode, config, data_docs):
         if data_docs:
             said += f" ({length(data_docs):.1f} in the data)"
             known = [s for s in last if s in set(data_docs)]
-            said += (f"; at the end {len(known)} of {len(last)} {'are names' if len(known) != 1 else 'is a name'} "
-                     f"from the data" + (f" ({', '.join(known)})" if known else "")
+            what = sequence_word(run)
+            said += (f"; at the end {len(known)} of {len(last)} "
+                     f"{f'are {what}s' if len(known) != 1 else f'is a {what}'} from the data" + (f" ({', '.join(known)})" if known else "")
                      + (", the others are new." if len(known) < len(last) else "."))
         else:
             said += "."
@@ -5940,9 +5959,10 @@ def row_sizes(matrix):
     return [math.sqrt(sum(x * x for x in row) / len(row)) for row in matrix]
 
 
-def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
+def embeddings_section(weights, config, names, chars, mode, data_docs, steps, what="document"):
     """wte and wpe as heat maps on one colour scale, and the token embeddings on their top
-    two principal components, each with a caption on what this run's numbers show."""
+    two principal components, each with a caption on what this run's numbers show. what: the
+    word for one training sequence (sequence_word)."""
     # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
     wte, wpe = ([[float(x) for x in row] for row in weights[key]] for key in ("wte", "wpe"))
     m = max(abs(x) for row in wte + wpe for x in row) or 1.0          # one scale for both maps
@@ -5979,13 +5999,13 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
         reach = (sum(len(doc) >= pale[0] for doc in data_docs) / len(data_docs)
                  if mode == "docs" and data_docs and pale[0] > 0 else None)
         if reach is not None and reach < 0.5 and steps >= FEW_STEPS:
-            caption += (f": only {reach:.1%} of the names are long enough to reach position {pale[0]}, so "
+            caption += (f": only {reach:.1%} of the {what}s are long enough to reach position {pale[0]}, so "
                         "training seldom used them.")
         elif steps < FEW_STEPS:
             caption += (f"; but after only {plural(steps, 'step')} the run is too short to tell which positions "
                         "training uses most.")
         elif reach is not None:
-            caption += (f", though {reach:.1%} of the names are long enough to reach position {pale[0]}: "
+            caption += (f", though {reach:.1%} of the {what}s are long enough to reach position {pale[0]}: "
                         "rare use alone does not explain it.")
         else:
             caption += "."
@@ -6007,7 +6027,7 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
         share = lambda v: f" ({v / total:.0%} of the variance)" if total else ""
         plot, missing = scatter_plot(points, names, "token embeddings, top two principal components",
                                      f"component 1{share(v1)}", f"component 2{share(v2)}")
-        caption = pca_caption(wte, points, names, "names" if mode == "docs" else "the text")
+        caption = pca_caption(wte, points, names, f"{what}s" if mode == "docs" else "the text")
         if missing:
             caption += (f" Where the points crowd, {len(missing)} label{'s are' if len(missing) > 1 else ' is'} "
                         "left out" + (f": {' '.join(sorted(missing))}." if len(missing) <= 20 else "."))
@@ -6036,10 +6056,15 @@ def pca_caption(wte, points, names, where):
     return said
 
 
+LEAN = 1.5     # a head "leans" towards a place only if it gives it this many times the even share
+
+
 def head_habit(head):
     """What one attention head does, as a phrase: where its positions put their attention,
     on average: on the token before, on their own token, or on the first one, compared with
-    what spreading it evenly would give. head: [position][earlier position] weights."""
+    what spreading it evenly would give. A place is named as the head's habit only if its
+    share is at least LEAN times the even one: 26% where even gives 26% is no habit at all.
+    head: [position][earlier position] weights."""
     rows = [row for row in head if len(row) >= 3] or [row for row in head if len(row) >= 2]
     if not rows:
         return "has only one position to look at"
@@ -6048,11 +6073,15 @@ def head_habit(head):
               "its own token": sum(row[-1] for row in rows) / len(rows),
               "the first token": sum(row[0] for row in rows) / len(rows)}
     place, share = max(places.items(), key=lambda item: item[1])
+    if share < LEAN * even:
+        return (f"favours none of the token before, its own token or the first token: each gets less than {LEAN} "
+                f"times the {even:.0%} that spreading its attention evenly would give (at most {share:.0%}, on "
+                f"{place})")
     if share >= 0.4:
         return (f"looks mostly at {place}: {share:.0%} of its attention on average, where spreading it evenly "
                 f"would give {even:.0%}")
-    return (f"spreads its attention out; it leans most towards {place}: {share:.0%} on average, where spreading "
-            f"it evenly would give {even:.0%}")
+    return (f"spreads its attention out, but leans towards {place}: {share:.0%} on average, at least {LEAN} times "
+            f"the {even:.0%} that spreading it evenly would give")
 
 
 def inside_section(example, names, what, n_head, heading=""):
@@ -6066,10 +6095,18 @@ def inside_section(example, names, what, n_head, heading=""):
     out = [f'<div class="keep">{heading}<div class="figures one">']
     caption = ""
     if scored:
-        (p_hi, sure), (p_lo, worst) = max(scored), min(scored)
-        guess = max(range(len(rows[worst])), key=rows[worst].__getitem__)
-        caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
-                   f"at {percent(p_hi)}. ")
+        likeliest = lambda pos: max(range(len(rows[pos])), key=rows[pos].__getitem__)
+        # A right guess: a position where the model's likeliest token is the true one.
+        right = [(p, pos) for p, pos in scored if likeliest(pos) == targets[pos]]
+        (p_hi, sure), (p_lo, worst) = max(right or scored), min(scored)
+        guess = likeliest(worst)
+        if right:
+            caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position "
+                       f"{sure}), at {percent(p_hi)}. ")
+        else:
+            caption = (f"It guessed no position right (its likeliest token was never the true one); the true token "
+                       f"it rated highest was {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
+                       f"at {percent(p_hi)}. ")
         if p_lo < 0.5:
             caption += (f"Its biggest surprise: {names[targets[worst]]} after {names[inputs[worst]]} "
                         f"(position {worst}), "
@@ -6248,6 +6285,15 @@ def validation_fact(run, what):
     return "no validation loss; "
 
 
+def sequence_word(run):
+    """What the page calls one of the run's training sequences: "window" in stream mode,
+    "name" when the run trained on the shipped names.txt (write_report sets names_data), else
+    "document", the word the terminal uses: the page cannot tell what your own lines are."""
+    if run["mode"] != "docs":
+        return "window"
+    return "name" if run.get("names_data") else "document"
+
+
 def report_page(run):
     """The whole page, as one string of HTML. run is a dict of what the run knows: the model
     (config, mode, chars, weights, n_params), the training record (losses: every step's;
@@ -6262,7 +6308,7 @@ def report_page(run):
     data = report_data(run)
     losses, uniform = run["losses"], math.log(vocab_size)
     data_docs = split_documents(run["text"]) if mode == "docs" and run.get("text") else []
-    what = "name" if mode == "docs" else "window"
+    what = sequence_word(run)
     out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
            f'<title>microgpt: {escape(run["data_name"])}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
@@ -6278,7 +6324,9 @@ def report_page(run):
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; "
+             ("loss", (f"training (the last step, on all the data: nothing to smooth) {tail[-1]:.4f}; "
+                       if tail and run["batch"].startswith("all ") else
+                       f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; "
                        if len(tail) > 1 else f"training (one step) {tail[0]:.4f}; " if tail else "")
               + validation_fact(run, what)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
@@ -6288,9 +6336,9 @@ def report_page(run):
     if run["snapshots"]:
         out.append(snapshots_section(run, mode, config, data_docs))                   # 3. As it learns
     out.append(embeddings_section(weights, config, names, chars, mode, data_docs,
-                                  run.get("steps_before", 0) + config.steps))         # 4. Embeddings
+                                  run.get("steps_before", 0) + config.steps, what))   # 4. Embeddings
 
-    # 5. Inside one name (or window)
+    # 5. Inside one name (or document, or window)
     heading = (f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
                "the true next token with the probability the model gave it and its loss (-ln of that "
                "probability), and the model's likeliest guesses. Then, for each attention head, where each "
