@@ -3908,10 +3908,14 @@ def write_report(args, run):
     """--report: describe the run in words, pick the final samples and the examples to look
     inside, and write the page (report_page) atomically."""
     config, mode, text, val_seqs = run["config"], run["mode"], run["text"], run["val_seqs"]
-    kind = "window" if mode == "stream" else "document"
+    # The page says "names" only for the shipped names.txt; any other data (or a loaded model,
+    # whose data this run does not see) is "documents", as the terminal says: see sequence_word.
+    run["names_data"] = (config.steps > 0 and mode == "docs"
+                         and same_file(args.input or default_data_path(), default_data_path()))
+    kind = sequence_word(run)
     if config.steps > 0:
         data_path = args.input or os.path.basename(default_data_path())   # no machine paths on the page
-        size = f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} documents"
+        size = f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} {kind}s"
         held_out = f"{len(val_seqs):,} held-out {kind}s for validation" if val_seqs else "too few to hold any out"
         run["data"] = f"{data_path}: {size}, {held_out}"
         run["training"] = (f"{config.steps:,} step{'s' * (config.steps > 1)} (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
@@ -3928,9 +3932,6 @@ def write_report(args, run):
             run["training"] += ("; the loss curve and the samples during training below are from those steps, "
                                 "as the checkpoint remembers them")
     run["data_name"] = os.path.basename(data_path)
-    # The page says "names" only for the shipped names.txt; any other data (or a loaded model,
-    # whose data this run does not see) is "documents", as the terminal says: see sequence_word.
-    run["names_data"] = config.steps > 0 and mode == "docs" and same_file(data_path, default_data_path())
     run["batch"] = f"all {kind}s" if config.batch == "all" else f"{config.batch} {kind}" + "s" * (config.batch > 1)
     if config.steps == 0:
         run["batch"] = f"that step's {kind}s"      # how the saved model was trained is not remembered
