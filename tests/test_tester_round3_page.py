@@ -11,8 +11,7 @@ import tempfile
 import unittest
 from unittest import mock
 
-from tests.support import run_main, write_text
-import microgpt
+from tests.support import in_background, microgpt, run_main, run_many, write_text
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--n-layer", "1"]
 LEVELS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
@@ -23,28 +22,35 @@ def visible_text(page):
     return html.unescape(re.sub(r"<[^>]+>", " ", page.split('<script type="application/json"')[0]))
 
 
+def two_pages():
+    """PageWordForOneDocument's two runs, in new processes, in the background
+    (support.in_background): one on lines of your own, one on the shipped names.txt by
+    default, run from another folder than the one it is in."""
+    home = tempfile.TemporaryDirectory()
+    lines = ["Print a line of text", "Read the Help topics", "Open a File", "Close it Again",
+             "Sort the List", "Join two Strings", "Split on Commas", "Format a Number"] * 4
+    own = write_text(home.name, "lines.txt", "\n".join(lines) + "\n")
+    runs = {"own": ["--input", own], "default": []}
+    results = run_many([TINY + extra + ["--steps", "2", "--num-samples", "2", "--report", key + ".html"]
+                        for key, extra in runs.items()], home.name, real=True)
+    return home, dict(zip(runs, results))
+
+
+TWO_PAGES = in_background(two_pages)
+
+
 class PageWordForOneDocument(unittest.TestCase):
     """Item 4: a page made from your own lines calls them documents, never names."""
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        lines = ["Print a line of text", "Read the Help topics", "Open a File", "Close it Again",
-                 "Sort the List", "Join two Strings", "Split on Commas", "Format a Number"] * 4
-        own = write_text(cls.tmp.name, "lines.txt", "\n".join(lines) + "\n")
+        home, results = TWO_PAGES.result()
+        cls.addClassCleanup(home.cleanup)
         cls.pages = {}
-        # the shipped names.txt, by default, run from another folder than the one it is in
-        for key, extra in (("own", ["--input", own]), ("default", [])):
-            report = os.path.join(cls.tmp.name, key + ".html")
-            result = run_main(TINY + extra + ["--steps", "2", "--num-samples", "2", "--report", report],
-                              cls.tmp.name)
+        for key, result in results.items():
             assert result.returncode == 0, result.stderr
-            with open(report, encoding="utf-8") as f:
+            with open(os.path.join(home.name, key + ".html"), encoding="utf-8") as f:
                 cls.pages[key] = visible_text(f.read())
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
 
     def test_a_page_of_your_own_lines_never_calls_them_names(self):
         page = self.pages["own"]
