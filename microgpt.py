@@ -5948,7 +5948,8 @@ def snapshots_section(run, mode, config, data_docs):
             known = [s for s in last if s in set(data_docs)]
             what = sequence_word(run)
             said += (f"; at the end {len(known)} of {len(last)} "
-                     f"{f'are {what}s' if len(known) != 1 else f'is a {what}'} from the data" + (f" ({', '.join(known)})" if known else "")
+                     + (f"are {what}s" if len(known) != 1 else f"is a {what}") + " from the data"
+                     + (f" ({', '.join(known)})" if known else "")
                      + (", the others are new." if len(known) < len(last) else "."))
         else:
             said += "."
