@@ -6507,8 +6507,9 @@ def gpt2_report_page(model, config, n_params, tokens, rows, tok):
 #
 # A server on 127.0.0.1 is still reachable by every web page the user opens, so it is
 # careful by default. It answers only requests addressed to localhost or 127.0.0.1 by their
-# Host header: a hostile page can make its own domain name resolve to 127.0.0.1 ("DNS
-# rebinding"), but its requests still carry its own name. It takes only JSON (which a page
+# Host header (listening for other machines, also to an IP address or this machine's own
+# name: see own_names): a hostile page can make its own domain name resolve to 127.0.0.1
+# ("DNS rebinding"), but its requests still carry its own name. It takes only JSON (which a page
 # from elsewhere cannot send without the browser first asking us, and we never say yes),
 # caps the size of a request, the length of an answer and the number of answers computed
 # at once, answers every mistake with a 4xx status and one line of JSON, and stops
