@@ -466,10 +466,9 @@ def flatten(params):
 #   5. Mix. The heads' outputs, side by side, go through one more projection, attn_wo:
 #      each head wrote only its own slice, and attn_wo lets every number draw on all heads.
 #
-# Each of a layer's two blocks (attention, then the MLP; together, one transformer block,
-# as Config's n_layer counts them) adds its output to the vector it read, instead of
+# Attention and the MLP each add their output to the vector they read, instead of
 # replacing it: a residual connection. So x is a running sum, often called the residual
-# stream, that every block reads and adds a correction to.
+# stream, that each of them reads and adds a correction to.
 #
 # gpt() is called once per position, with that position's token; what it needs from the
 # earlier positions travels in the key/value cache. Training on "emma" makes five calls:
@@ -811,12 +810,10 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 # order, so results agree to floating-point rounding (about 1e-16), and the default run
 # prints exactly the same numbers either way. Together they make a training step 12 to 16
 # times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9
-# (ratios of runs measured pair by pair, with the collector paused in both, II.3; they are
-# narrower than dividing the ranges of times would suggest: on CPython a step took 6.5 to
-# 8.7 ms against Part I's 90 to 110 ms, as the machine's speed drifted). They make it 25 to
-# 28 times faster than a textbook engine like micrograd's on CPython (micrograd:
-# Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a recursive
-# topological sort).
+# (each ratio from two runs timed side by side, with the collector paused in both: II.3).
+# They make it 25 to 28 times faster than a textbook engine like micrograd's on CPython
+# (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a
+# recursive topological sort).
 #
 # Each section ends with two notes a first reading can skip. "Measured": what the idea
 # buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
@@ -1107,9 +1104,10 @@ def cycle_collector_paused():
 #
 # Measured: in the benchmark (500 names, 6 runs on CPython, 4 on PyPy) a forward pass was
 # 3.2 to 7.2 times faster than with the fused graph on CPython, 2.8 to 4.7 times on PyPy.
-# In a separate measurement, the validation loss over the 1,000 held-out names took 2.8 s
-# on floats against 8.1 s with the fused graph on CPython (0.8 s against 4.3 s on PyPy),
-# and 32 s on Part I's graph.
+# In a separate measurement, of one whole validation (1,000 held-out names, so the ratio
+# falls outside those ranges of single passes: 2.9 and 5.4 times), it took 2.8 s on floats
+# against 8.1 s with the fused graph on CPython (0.8 s against 4.3 s on PyPy), and 32 s on
+# Part I's graph.
 # Tested: tests/test_fast.py (TestPlainFloats): validation, the microscope and samples
 # agree with Part I.
 # ---------------------------------------------------------------------------------------
@@ -1330,7 +1328,8 @@ def learn_merges(words, num_merges, progress=None):
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     # pairs[p] is how often p occurs over all the words; holders[p] the words that hold p,
     # or held it once. Each round merges the most frequent pair, best: for each word in
-    # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. So
+    # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. A merged
+    # word keeps no copy of best (merge_pair merges every copy, left to right), so
     # pairs[best] falls to 0, and is deleted. holders is never cleaned, so a word in
     # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
     # merging leaves such a word unchanged, so the same counts are subtracted and added
@@ -1380,17 +1379,18 @@ def bpe(word, ranks):
     rank r is merged, every pair left ranks after r. A pair left is new or old.
       - A new pair holds the token r just made, and only a merge learned after r can use
         that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
-        above r. (This needs each token to be made by one merge only: were "an" also made
-        by rank 9, a merge of rank 3 using "an" could follow rank 9, and the ranks would go
-        down. learn_merges never learns a second way to spell a token it has, and GPT-2's
-        50,000 merges make 50,000 different tokens.)
+        above r. (This needs each token to be made by one merge only: were "abc" made by
+        (ab, c) at rank 2 and also by (a, bc) at rank 9, a merge of rank 3 using "abc"
+        could follow rank 9, and the ranks would go down. learn_merges never learns a
+        second way to spell a token it has, and GPT-2's 50,000 merges make 50,000
+        different tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
         above r too.
     Second, walk the replay and bpe side by side; both start from the same letters. Say
     they hold the same tokens after bpe's merge of rank r', the replay having done every
-    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first part
+    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first
     step), so the replay has yet to reach it, and the ranks between r' and r find no pair
     on the way (none is present, or bpe would have taken it). So the replay merges r on
     the same tokens, the same way, and they agree again. When bpe finds no learned pair,
@@ -1844,7 +1844,8 @@ def evaluation_requests(held_out, count, rng):
 # letter of X that the answer needs is always 5 back from the token being read. For
 # "a name starting with em -> emma": reading <|assistant|> (7) it looks at slot 1, e, and
 # writes e; reading e (8), at slot 2, m, and writes m; reading m (9) it finds <|pad|> in
-# slot 3 and writes a letter of its own, a, and so on.
+# slot 3 and writes a letter of its own, the second m; reading that m (10) it finds
+# <|pad|> in slot 4 and writes a; reading a (11), <|pad|> in slot 5, and it writes <|end|>.
 # For "ending with", X's last letter is always in slot 5, so it is copied as the answer's
 # 5th letter, and that is its last letter only if the answer has exactly 5 letters. So for
 # that kind fine-tuning (V.3) shows only 5-letter names: a longer name ending with X would
@@ -2173,12 +2174,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
 #   - dividing by the spread does change the expected gradient: it multiplies each
-#     group's push by 1/spread (its expected size only roughly so, as the spread is
-#     measured on the same random answers), which gives every group with both right and
-#     wrong answers advantages of root-mean-square 1. The spread is smallest in lopsided
-#     groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is
-#     pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a
-#     rare success counts for more.
+#     group's push by 1/spread, which gives every group with both right and wrong answers
+#     advantages of root-mean-square 1. (The expected gradient is only roughly scaled so,
+#     as the spread is measured on the same random answers.) The spread is smallest in
+#     lopsided groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8
+#     group is pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2
+#     times: a rare success counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to

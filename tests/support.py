@@ -5,7 +5,10 @@ for a block of code.
 Speed: starting a new interpreter costs about 0.2 s of CPU, and the whole suite must run in
 at most 30 s on two cores, so the command line runs in this process (run_main) unless the
 real process is the point of the test: signals, exit codes seen by the shell, a closed
-stdout, memory peaks, resource limits (run_cli, Child in test_safety)."""
+stdout, memory peaks, resource limits (run_cli, Child in test_safety). The exception: a
+class whose fixture is several whole training runs has them run in new processes on a
+background thread (in_background), so that they use the second core while the tests
+before them run."""
 import atexit
 import contextlib
 import io
