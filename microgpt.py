@@ -334,8 +334,8 @@ class Value:
         #             order.append(node)        # after all of its children
         # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper
         # (how deep: after the table), so we do the same with a to-do list of our own: a
-        # stack (last in, first out) whose entries are (node, is_reminder), written (n, F)
-        # or (n, T) below, for False and True: an expand entry or a reminder. The rule:
+        # stack (last in, first out) whose entries are pairs (node, is_reminder): (n, F) below
+        # is (n, False), "expand n"; (n, T) is (n, True), "a reminder to place n". The rule:
         # popping an expand entry (n, F) pushes a reminder (n, T) and, on top of it, an
         # expand entry for each child. Expanding a child later pushes its own entries on top
         # too, above n's reminder, and so on down. So n's reminder comes off only after every
@@ -383,13 +383,13 @@ class Value:
 # The model's knowledge lives in lists of lists of Values (matrices), kept in a dict under
 # the names used in the GPT-2 literature. A matrix is a list of rows: one row per output,
 # one column per input, as linear() in section 5 expects. They start as small random numbers
-# (a Gaussian with standard deviation config.init_std, 0.08): random so that different rows
-# learn different things (if every weight started at the same value, every number of every
-# vector would be equal too, each being the same weighted sum of equal numbers; each would
-# get the same gradient, and they would stay equal forever: a 16-wide model that computes
-# like a model of width 1), small so that the first predictions are close to uniform rather
-# than confidently wrong. All zeros would be worse still: nothing would ever move, by a
-# chain of three steps:
+# (a Gaussian with standard deviation config.init_std, 0.08).
+# Small, so that the first predictions are close to uniform rather than confidently wrong.
+# Random, so that different rows learn different things. If every weight started at the
+# same value, each of the model's n_embd-wide vectors would hold 16 equal numbers (each is
+# the same weighted sum of equal numbers); they would get equal gradients and stay equal
+# forever: a 16-wide model that computes like a model of width 1.
+# All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
 #       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
@@ -1104,10 +1104,11 @@ def cycle_collector_paused():
 #
 # Measured: in the benchmark (500 names, 6 runs on CPython, 4 on PyPy) a forward pass was
 # 3.2 to 7.2 times faster than with the fused graph on CPython, 2.8 to 4.7 times on PyPy.
-# In a separate measurement, of one whole validation (1,000 held-out names, so the ratio
-# falls outside those ranges of single passes: 2.9 and 5.4 times), it took 2.8 s on floats
-# against 8.1 s with the fused graph on CPython (0.8 s against 4.3 s on PyPy), and 32 s on
-# Part I's graph.
+# Timed instead on one whole validation (the 1,000 held-out names), floats took 2.8 s
+# against 8.1 s with the fused graph on CPython (2.9 times faster), 0.8 s against 4.3 s on
+# PyPy (5.4 times), and Part I's graph 32 s. These are single timings from another
+# session, not pairs run in turn, and this machine's speed drifts by 20% and more: that is
+# why they can fall outside the benchmark's ranges.
 # Tested: tests/test_fast.py (TestPlainFloats): validation, the microscope and samples
 # agree with Part I.
 # ---------------------------------------------------------------------------------------
@@ -1337,10 +1338,9 @@ def learn_merges(words, num_merges, progress=None):
     # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and
     # each subtracts, merges and adds: [an, a] and [an], pairs {(n, a): 0, (an, a): 2},
     # (a, n) deleted. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter
-    # keeps a count that falls to 0), so the loop stops at `most < 1`. Between merge 1 and
-    # merge 2, [an, a] is still listed in holders[(n, a)] though it no longer holds (n, a);
-    # had (n, a) been merged then, [an, a] would subtract its one pair (an, a), stay as it
-    # is under merge_pair, and add (an, a) back: no count would change.
+    # keeps a count that falls to 0), so the loop stops at `most < 1`. After merge 1,
+    # [an, a] is still listed in holders[(n, a)] though it no longer holds (n, a): a stale
+    # entry, harmless as said above.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1379,11 +1379,9 @@ def bpe(word, ranks):
     rank r is merged, every pair left ranks after r. A pair left is new or old.
       - A new pair holds the token r just made, and only a merge learned after r can use
         that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
-        above r. (This needs each token to be made by one merge only: were "abc" made by
-        (ab, c) at rank 2 and also by (a, bc) at rank 9, a merge of rank 3 using "abc"
-        could follow rank 9, and the ranks would go down. learn_merges never learns a
-        second way to spell a token it has, and GPT-2's 50,000 merges make 50,000
-        different tokens.)
+        above r. (This needs each token to be made by one merge only, as it is:
+        learn_merges never learns a second way to spell a token it has, and GPT-2's
+        50,000 merges make 50,000 different tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -2008,10 +2006,11 @@ def chat_reply(weights, config, chars, request, rng, temperature):
 
 def answer_probabilities(weights, config, prompt, answer_ids):
     """The probability (at temperature 1) the model gives each token of a given answer to a
-    rendered prompt: what generate_answer reported while drawing that answer. The model reads
-    prompt and answer once (the last answer token is only predicted, never read), so the
-    probabilities of an answer drawn earlier (the --report page colours each token by its
-    probability, Part VI) are found again without drawing it anew (another draw may differ).
+    rendered prompt: what generate_answer reported while drawing that answer. The model runs
+    once over prompt and answer (what it predicts after the last answer token goes unused),
+    so the probabilities of an answer drawn earlier (the --report page colours each token by
+    its probability, Part VI) are found again without drawing it anew (another draw may
+    differ).
     logits_at_every_position is Part III's: the model run over a whole sequence."""
     tokens = (list(prompt) + list(answer_ids))[:config.block_size]
     logits = logits_at_every_position(tokens, weights, config)
@@ -2173,13 +2172,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
 #     answer's own reward too: a small bias, which GRPO accepts);
-#   - dividing by the spread does change the expected gradient: it multiplies each
-#     group's push by 1/spread, which gives every group with both right and wrong answers
-#     advantages of root-mean-square 1. (The expected gradient is only roughly scaled so,
-#     as the spread is measured on the same random answers.) The spread is smallest in
-#     lopsided groups: 0.33 with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8
-#     group is pushed 3 times as hard as with the mean subtracted alone, a 4-of-8 group 2
-#     times: a rare success counts for more.
+#   - dividing by the spread does change the expected gradient: it weights each group's
+#     push by 1/spread, which gives every group with both right and wrong answers
+#     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
+#     with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is pushed 3
+#     times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a lone
+#     success (or a lone failure) counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
