@@ -4566,6 +4566,24 @@ def write_chat_report(path, card, plan, config, chat_chars, params):
 CHAT_LINE_LIMIT = 100000     # characters of a request read at most: a pipe without newlines must not fill memory
 
 
+def as_the_model_reads(request, chat_chars):
+    """The request lower-cased if the model knows no capital letter (names.txt is lower
+    case; a phone capitalises the first letter), so "A name starting with M" is answered
+    as "a name starting with m". A model trained on mixed case keeps the case it was given."""
+    if any(ch.isupper() for token in chat_chars if token not in SPECIAL for ch in token):
+        return request
+    return request.lower()
+
+
+def line_editing():
+    """Arrow keys and history for input() at a terminal, where Python has readline (not on
+    Windows). Without it, an arrow key arrives as the characters of its escape sequence."""
+    try:
+        import readline  # noqa: F401  (importing it is all it takes)
+    except ImportError:
+        pass
+
+
 def terminal_chat(weights, config, chat_chars, seed, temperature):
     """Answer one request per line of standard input (a terminal or a pipe), streamed."""
     if sys.stdin is None:                         # started with standard input closed (<&-): nothing to read
@@ -4574,18 +4592,24 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
         sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
     interactive = sys.stdin.isatty()
     if interactive:
+        line_editing()
         print("\nchat: ask for 'a name starting with X' or 'a name ending with X', X being 1 to 3 letters "
               "(Ctrl-D to quit)")
     rng = random.Random(seed + 1)
     while not output_lost():
-        if interactive:
-            print("> ", end="", flush=True)
-        line = sys.stdin.readline(CHAT_LINE_LIMIT)
-        if not line:
-            break
-        request, too_long = line.strip(), len(line) == CHAT_LINE_LIMIT and not line.endswith("\n")
-        while line and not line.endswith("\n"):       # the rest of a line too long to answer: skipped
+        if interactive:                               # a line a person types: input() edits it
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            request, too_long = line.strip(), len(line) >= CHAT_LINE_LIMIT
+        else:
             line = sys.stdin.readline(CHAT_LINE_LIMIT)
+            if not line:
+                break
+            request, too_long = line.strip(), len(line) == CHAT_LINE_LIMIT and not line.endswith("\n")
+            while line and not line.endswith("\n"):   # the rest of a line too long to answer: skipped
+                line = sys.stdin.readline(CHAT_LINE_LIMIT)
         if not request:
             continue
         if not interactive:                           # the echo, like the answer, cannot move the cursor
@@ -4594,7 +4618,8 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
             print(f"(cannot answer: a request of more than {CHAT_LINE_LIMIT:,} characters)", flush=True)
             continue
         try:
-            for piece, _, _ in chat_reply(weights, config, chat_chars, request, rng, temperature):
+            for piece, _, _ in chat_reply(weights, config, chat_chars, as_the_model_reads(request, chat_chars),
+                                          rng, temperature):
                 print(piece, end="", flush=True)
             print()
         except BadInput as e:
@@ -6531,8 +6556,9 @@ def gpt2_report_page(model, config, n_params, tokens, rows, tok):
 #
 # A server on 127.0.0.1 is still reachable by every web page the user opens, so it is
 # careful by default. It answers only requests addressed to localhost or 127.0.0.1 by their
-# Host header: a hostile page can make its own domain name resolve to 127.0.0.1 ("DNS
-# rebinding"), but its requests still carry its own name. It takes only JSON (which a page
+# Host header (listening for other machines, also to an IP address or this machine's own
+# name: see own_names): a hostile page can make its own domain name resolve to 127.0.0.1
+# ("DNS rebinding"), but its requests still carry its own name. It takes only JSON (which a page
 # from elsewhere cannot send without the browser first asking us, and we never say yes),
 # caps the size of a request, the length of an answer and the number of answers computed
 # at once, answers every mistake with a 4xx status and one line of JSON, and stops
@@ -6552,6 +6578,11 @@ MAX_ANSWER_TOKENS = 64          # an answer stops here if the model has not ende
 MAX_GENERATIONS = 2             # answers computed at once (2 cores); more wait their turn (503)
 IDLE_SECONDS = 30               # a connection that sends or reads nothing for this long is dropped
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# How many connections the system holds while the server's thread has not yet accepted them.
+# socketserver's default, 5, is smaller than a class pressing Enter at once: about 20
+# requests together already had some connections reset before the server saw them.
+# Accepted, a request beyond MAX_GENERATIONS gets 503 with Retry-After, and the page retries.
+LISTEN_BACKLOG = 64
 
 
 def port_arg(text):
@@ -6572,11 +6603,50 @@ def is_loopback(host):
         return False
 
 
-def host_allowed(header, bound_host, port):
+def is_wildcard(host):
+    return host in ("0.0.0.0", "::", "")
+
+
+def lan_addresses():
+    """This machine's IPv4 addresses that others on its network may use, found without
+    sending a packet: the ones its own name resolves to (the hosts file, or the local
+    network's resolver), and the one the system would send from towards a private address
+    (connecting a UDP socket only chooses a route; nothing is sent)."""
+    found = []
+    try:
+        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+    except OSError:
+        pass
+    for private in ("10.254.254.254", "172.31.254.254", "192.168.254.254"):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((private, 9))
+                found.append(s.getsockname()[0])
+        except OSError:                   # no route there: no network, or not this kind
+            pass
+    addresses = {ipaddress.ip_address(a) for a in found}
+    return [str(a) for a in sorted(addresses) if not (a.is_loopback or a.is_unspecified or a.is_link_local)]
+
+
+def own_names(bound_host):
+    """The names, besides IP addresses, that a server listening on bound_host answers to.
+    Bound to a loopback address: localhost only. Bound to an address others can reach: also
+    this machine's name and that name + ".local", which students may type. That is safe
+    against DNS rebinding, because what that name points to is decided by this machine and
+    its local network (hosts file, local DNS, mDNS), never by a site on the internet, and
+    whoever controls the local network can reach the server directly anyway."""
+    if is_loopback(bound_host):
+        return ["localhost"]
+    name = socket.gethostname().lower().rstrip(".")      # the kernel's name: no lookup
+    short = name[:-len(".local")] if name.endswith(".local") else name
+    return list(dict.fromkeys(["localhost"] + ([short, short + ".local"] if short else [])))
+
+
+def host_allowed(header, bound_host, port, names=("localhost",)):
     """Whether a request's Host header (or the host of its Origin) names this server: one of
-    the loopback names with our port, or the address we were explicitly told to listen on.
-    Listening on every address (0.0.0.0), any IP address is accepted, but never a domain
-    name, which is what DNS rebinding needs."""
+    the loopback addresses or our own names (own_names) with our port, or the address we
+    were explicitly told to listen on. Listening on every address (0.0.0.0), any IP address
+    is accepted: an address is not a name, and DNS rebinding needs a name."""
     try:
         parts = urllib.parse.urlsplit("//" + header)
         name, given_port = parts.hostname, parts.port
@@ -6584,13 +6654,26 @@ def host_allowed(header, bound_host, port):
         return False
     if not name or (given_port or 80) != port or parts.username is not None or parts.path:
         return False
-    if name in LOOPBACK_NAMES or name == bound_host.lower():
+    if name in LOOPBACK_NAMES or name in names or name == bound_host.lower():
         return True
     try:
         ipaddress.ip_address(name)
     except ValueError:
         return False
-    return bound_host in ("0.0.0.0", "::", "")
+    return is_wildcard(bound_host)
+
+
+def accepted_hosts(bound_host, port, names):
+    """What host_allowed accepts, in words, for the 403 that refuses the rest (a loopback
+    name on a server that listens elsewhere is accepted too, but never arrives)."""
+    hosts = [f"{h}:{port}" for h in names]
+    if is_wildcard(bound_host):
+        return ", ".join(hosts) + f" or any IP address with :{port}"
+    if is_loopback(bound_host) and bound_host not in ("127.0.0.1", "localhost"):
+        hosts.append(f"127.0.0.1:{port}")
+    hosts.append((f"[{bound_host}]" if ":" in bound_host else "127.0.0.1" if bound_host == "localhost"
+                  else bound_host) + f":{port}")
+    return ", ".join(hosts[:-1]) + " or " + hosts[-1]
 
 
 class ChatServer(http.server.ThreadingHTTPServer):
@@ -6599,11 +6682,13 @@ class ChatServer(http.server.ThreadingHTTPServer):
     probability, alternatives) per token, as chat_reply does (Part V)."""
     daemon_threads = True        # an answer still being written never keeps the program from exiting
     block_on_close = False
+    request_queue_size = LISTEN_BACKLOG       # socketserver passes it to listen()
 
     def __init__(self, host, port, reply, info, temperature, seed, generations=MAX_GENERATIONS):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), ChatHandler)
         self.host, self.port = host, self.server_address[1]     # port 0 asks for any free port
+        self.names = own_names(host)
         self.reply, self.temperature = reply, temperature
         self.info = dict(info, limits={"body_bytes": MAX_BODY_BYTES, "request_chars": MAX_REQUEST_CHARS,
                                        "answer_tokens": MAX_ANSWER_TOKENS, "generations_at_once": generations})
@@ -6677,12 +6762,13 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
         one of our own names: see DNS rebinding above."""
         server = self.server
         host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
-        if not host_allowed(host, server.host, server.port):
-            self.send_json(403, {"error": f"this server answers only to Host: localhost:{server.port} "
-                                          f"or 127.0.0.1:{server.port}, not {host[:100]!r}"})
+        if not host_allowed(host, server.host, server.port, server.names):
+            self.send_json(403, {"error": f"this server answers only to Host: "
+                                          f"{accepted_hosts(server.host, server.port, server.names)}; "
+                                          f"not {host[:100]!r}"})
             return False
-        if origin is not None and not (origin.startswith("http://")
-                                       and host_allowed(origin[len("http://"):], server.host, server.port)):
+        if origin is not None and not (origin.startswith("http://") and host_allowed(
+                origin[len("http://"):], server.host, server.port, server.names)):
             self.send_json(403, {"error": f"requests from pages at {origin[:100]!r} are not accepted"})
             return False
         return True
@@ -6829,10 +6915,11 @@ h1 { font-size: 1.4em; margin: 0 0 .3em; }
 code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }
 #log { border: 1px solid #ccc; border-radius: 6px; padding: .4em 1em; min-height: 8em; }
 #log:empty::before { content: "Ask for a name below."; color: #999; }
-.turn { margin: .5em 0; }
+.turn { margin: .5em 0; overflow-wrap: anywhere; }   /* a long word wraps instead of widening the page */
 .who { font-weight: 600; display: inline-block; width: 5.5em; }
 .tok { font: 1.1em ui-monospace, Menlo, Consolas, monospace; padding: 1px 1px; border-radius: 2px; }
 .error { color: #b00020; }
+.note { color: #777; }
 form { display: flex; gap: .5em; margin-top: .8em; }
 input { flex: 1; font: inherit; padding: .35em .5em; }
 button { font: inherit; padding: .35em 1em; }
@@ -6850,7 +6937,8 @@ button { font: inherit; padding: .35em 1em; }
 note saying so. Each letter of an answer is shaded by the probability the model gave it; point
 at one to see what else the model considered.</p>
 <div id="log" aria-live="polite"></div>
-<form id="ask"><input id="request" maxlength="200" autocomplete="off" required autofocus
+<form id="ask"><input id="request" maxlength="200" autocomplete="off" autocapitalize="off" autocorrect="off"
+ spellcheck="false" required autofocus
  placeholder="a name starting with m" aria-label="your request"><button id="send">Send</button></form>
 <div class="legend" id="legend">probability: </div>
 <div id="tip" role="tooltip"></div>
@@ -6899,12 +6987,37 @@ function showTip(e) {
 const hideTip = () => { tip.style.display = "none"; };
 log.addEventListener("mouseover", showTip); log.addEventListener("focusin", showTip);
 log.addEventListener("mouseout", hideTip); log.addEventListener("focusout", hideTip);
+// A whole class may press Enter at once. The server computes a few answers at a time and
+// answers the others 503 with Retry-After (seconds): wait that long, plus up to as long
+// again at random so that the waiting pages do not all come back together, and ask again,
+// at most BUSY_RETRIES times. A request that got no answer at all (fetch rejects: the
+// connection was refused or reset) is sent once more, a second later.
+const BUSY_RETRIES = 10;
+const sleep = seconds => new Promise(done => setTimeout(done, 1000 * seconds));
+async function post(request, note) {
+  let resent = false;
+  for (let retries = 0; ; retries++) {
+    let res;
+    try {
+      res = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"},
+                                      body: JSON.stringify({request})});
+    } catch (err) {
+      if (resent) throw err;
+      resent = true; note.textContent = " waiting for the model..."; await sleep(1); continue;
+    }
+    const wait = parseFloat(res.headers.get("Retry-After"));
+    if (res.status !== 503 || !(wait >= 0) || retries >= BUSY_RETRIES) return res;
+    note.textContent = " waiting for the model...";
+    await sleep(Math.min(wait, 10) * (1 + Math.random()));
+  }
+}
 async function ask(request) {
   line("you", "user").textContent = request;
-  const answer = line("microgpt", "assistant");
+  const answer = line("microgpt", "assistant"), note = document.createElement("span");
+  note.className = "note"; answer.appendChild(note);
   try {
-    const res = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"},
-                                          body: JSON.stringify({request})});
+    const res = await post(request, note);
+    note.remove();
     if (!res.ok) {
       const e = await res.json().catch(() => ({error: res.status + " " + res.statusText}));
       throw new Error(e.error);
@@ -6924,6 +7037,7 @@ async function ask(request) {
       if (chunk.done && !done) throw new Error("the answer was cut off");
     }
   } catch (err) {
+    note.remove();
     const e = document.createElement("span");
     e.className = "error"; e.textContent = " " + err.message;
     answer.appendChild(e); answer.parentNode.dataset.done = "error";
@@ -6968,7 +7082,7 @@ def run_serve(args, stop):
     check_finite_scores(weights, config)
 
     def reply(request, rng, temperature):
-        return chat_reply(weights, config, chars, request, rng, temperature)
+        return chat_reply(weights, config, chars, as_the_model_reads(request, chars), rng, temperature)
     info = {"model": {key: getattr(config, key) for key in MODEL_SHAPE}, "vocabulary": len(chars),
             "temperature": temperature}
     host = args.host if args.host is not None else "127.0.0.1"
@@ -6982,8 +7096,13 @@ def run_serve(args, stop):
         if not is_loopback(host):
             print(f"microgpt: warning: listening on {host}: anyone who can reach this machine on port "
                   f"{server.port} can use this chat (no password, no encryption)", file=sys.stderr, flush=True)
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+        shown = "127.0.0.1" if is_wildcard(host) else f"[{host}]" if ":" in host else host
         print(f"serving the chat at http://{shown}:{server.port}/ (Ctrl-C stops it)", flush=True)
+        if is_wildcard(host):            # 127.0.0.1 is this machine's own: give students another
+            addresses = lan_addresses()
+            where = " or ".join(f"http://{a}:{server.port}/" for a in addresses) or \
+                f"http://ADDRESS:{server.port}/, ADDRESS being this machine's IP address (none found)"
+            print(f"on other machines of this network, open {where}", flush=True)
         # The cycle collector is paused for training's sake (Part II, II.3); a server runs
         # for days and makes cyclic garbage of its own (exceptions, sockets).
         gc.enable()
