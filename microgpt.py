@@ -3405,7 +3405,12 @@ def print_progress(step, num_steps, loss, smoothed, started, interactive, first=
 # line and the page, not part of any lesson.
 
 def sparkline(values, width=60, ascii_only=False):
-    """A row of characters whose heights follow the values (averaged down to `width`)."""
+    """A row of characters whose heights follow the values (averaged down to `width`). The
+    first and last characters draw the first and last values themselves, the numbers the
+    command line prints beside them, so the picture's ends agree with its labels. A spike
+    (a learning rate too high) would squash the rest flat against the bottom, where an end
+    three times the other could look lower than it: so the scale stops at twice the larger
+    end, and anything above that gets the top character."""
     levels = "_.-:=+*#" if ascii_only else "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
     n = len(values)
     width = min(width, n)
@@ -3413,9 +3418,13 @@ def sparkline(values, width=60, ascii_only=False):
     # runs as equal as whole numbers allow.
     buckets = [values[i * n // width:(i + 1) * n // width] for i in range(width)]
     means = [sum(b) / len(b) for b in buckets]
-    lo, hi = min(means), max(means)
+    ends = (values[0], values[-1])
+    lo, hi = min(means + list(ends)), max(means)
+    if max(ends) > 0:
+        hi = max(lo, min(hi, 2 * max(ends)))
+    means[0], means[-1] = ends
     span = (hi - lo) or 1.0          # all equal: any span gives the lowest level to all
-    return "".join(levels[round((x - lo) / span * (len(levels) - 1))] for x in means)
+    return "".join(levels[round((min(x, hi) - lo) / span * (len(levels) - 1))] for x in means)
 
 
 def label(token, chars):
@@ -3893,11 +3902,16 @@ def train_with_progress(params, config, batches, stop, on_step=None, adam=None, 
         return smoothed, "during"
     elapsed = time.perf_counter() - started
     done = f"{config.steps}" if not first else f"the last {config.steps - first} of {config.steps}"
+    # With --batch all each step's loss is on all the data, exact: the last step's is the
+    # model's loss, and a mean with earlier steps' would only make it look worse than it is.
+    exact = config.batch == "all"
     print(f"trained {done} step{'s' * (first > 0 or config.steps != 1)} in {elapsed:.1f} s "
           f"({1000 * elapsed / (config.steps - first):.1f} ms/step); "
-          f"smoothed loss {smoothed[-1]:.4f}")
+          + (f"loss {losses[-1]:.4f} (the last step's, on all the data: nothing to smooth)" if exact
+             else f"smoothed loss {smoothed[-1]:.4f}"))
     ascii_only = not can_print("\u2581\u2588")
-    print(f"loss curve: {smoothed[0]:.2f} {sparkline(smoothed, ascii_only=ascii_only)} {smoothed[-1]:.2f}")
+    curve = losses if exact else smoothed
+    print(f"loss curve: {curve[0]:.2f} {sparkline(curve, ascii_only=ascii_only)} {curve[-1]:.2f}")
     return smoothed, False
 
 
@@ -3905,10 +3919,14 @@ def write_report(args, run):
     """--report: describe the run in words, pick the final samples and the examples to look
     inside, and write the page (report_page) atomically."""
     config, mode, text, val_seqs = run["config"], run["mode"], run["text"], run["val_seqs"]
-    kind = "window" if mode == "stream" else "document"
+    # The page says "names" only for the shipped names.txt; any other data (or a loaded model,
+    # whose data this run does not see) is "documents", as the terminal says: see sequence_word.
+    run["names_data"] = (config.steps > 0 and mode == "docs"
+                         and same_file(args.input or default_data_path(), default_data_path()))
+    kind = sequence_word(run)
     if config.steps > 0:
         data_path = args.input or os.path.basename(default_data_path())   # no machine paths on the page
-        size = f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} documents"
+        size = f"{len(text):,} characters" if mode == "stream" else f"{len(split_documents(text)):,} {kind}s"
         held_out = f"{len(val_seqs):,} held-out {kind}s for validation" if val_seqs else "too few to hold any out"
         run["data"] = f"{data_path}: {size}, {held_out}"
         run["training"] = (f"{config.steps:,} step{'s' * (config.steps > 1)} (batch {config.batch}, lr {config.lr}, seed {config.seed}) in "
@@ -4033,7 +4051,8 @@ def print_samples(weights, config, chars, mode, prompt, stream_start):
             return
         if mode == "docs":
             sample = sample_document(weights, config, chars, rng, config.temperature, prompt)
-            print(f"sample {i + 1:2d}: {visible(sample, keep='')}")
+            # An empty sample (the model wrote the end at once) says so, not a blank.
+            print(f"sample {i + 1:2d}: {visible(sample, keep='') or '(empty: it ended at once)'}")
         else:
             start = encode(prompt or stream_start, chars)
             print(visible(decode(start, chars)), end="", flush=True)
@@ -4614,6 +4633,24 @@ def write_chat_report(path, card, plan, config, chat_chars, params):
 CHAT_LINE_LIMIT = 100000     # characters of a request read at most: a pipe without newlines must not fill memory
 
 
+def as_the_model_reads(request, chat_chars):
+    """The request lower-cased if the model knows no capital letter (names.txt is lower
+    case; a phone capitalises the first letter), so "A name starting with M" is answered
+    as "a name starting with m". A model trained on mixed case keeps the case it was given."""
+    if any(ch.isupper() for token in chat_chars if token not in SPECIAL for ch in token):
+        return request
+    return request.lower()
+
+
+def line_editing():
+    """Arrow keys and history for input() at a terminal, where Python has readline (not on
+    Windows). Without it, an arrow key arrives as the characters of its escape sequence."""
+    try:
+        import readline  # noqa: F401  (importing it is all it takes)
+    except ImportError:
+        pass
+
+
 def terminal_chat(weights, config, chat_chars, seed, temperature):
     """Answer one request per line of standard input (a terminal or a pipe), streamed."""
     if sys.stdin is None:                         # started with standard input closed (<&-): nothing to read
@@ -4622,18 +4659,24 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
         sys.stdin.reconfigure(errors="replace")   # undecodable bytes become U+FFFD: an unknown character
     interactive = sys.stdin.isatty()
     if interactive:
+        line_editing()
         print("\nchat: ask for 'a name starting with X' or 'a name ending with X', X being 1 to 3 letters "
               "(Ctrl-D to quit)")
     rng = random.Random(seed + 1)
     while not output_lost():
-        if interactive:
-            print("> ", end="", flush=True)
-        line = sys.stdin.readline(CHAT_LINE_LIMIT)
-        if not line:
-            break
-        request, too_long = line.strip(), len(line) == CHAT_LINE_LIMIT and not line.endswith("\n")
-        while line and not line.endswith("\n"):       # the rest of a line too long to answer: skipped
+        if interactive:                               # a line a person types: input() edits it
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            request, too_long = line.strip(), len(line) >= CHAT_LINE_LIMIT
+        else:
             line = sys.stdin.readline(CHAT_LINE_LIMIT)
+            if not line:
+                break
+            request, too_long = line.strip(), len(line) == CHAT_LINE_LIMIT and not line.endswith("\n")
+            while line and not line.endswith("\n"):   # the rest of a line too long to answer: skipped
+                line = sys.stdin.readline(CHAT_LINE_LIMIT)
         if not request:
             continue
         if not interactive:                           # the echo, like the answer, cannot move the cursor
@@ -4642,7 +4685,8 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
             print(f"(cannot answer: a request of more than {CHAT_LINE_LIMIT:,} characters)", flush=True)
             continue
         try:
-            for piece, _, _ in chat_reply(weights, config, chat_chars, request, rng, temperature):
+            for piece, _, _ in chat_reply(weights, config, chat_chars, as_the_model_reads(request, chat_chars),
+                                          rng, temperature):
                 print(piece, end="", flush=True)
             print()
         except BadInput as e:
@@ -5893,7 +5937,7 @@ def loss_section(run, vocab_size, what):
 
     # What to notice, from this run's numbers, each compared with its like.
     average = lambda xs: sum(xs) / len(xs)
-    m = max(1, min(100, n // 2))             # steps in each of the training loss's two means
+    m = 1 if exact else max(1, min(100, n // 2))      # steps in each of the training loss's two means
     first_m, last_m = ("the first step", "the last") if m == 1 else (f"mean of the first {m} steps", f"the last {m}")
     notes = []
     training = (f"the training loss from {average(losses[:m]):.2f} ({first_m}) to {average(losses[-m:]):.2f} "
@@ -5992,8 +6036,10 @@ def snapshots_section(run, mode, config, data_docs):
         if data_docs:
             said += f" ({length(data_docs):.1f} in the data)"
             known = [s for s in last if s in set(data_docs)]
-            said += (f"; at the end {len(known)} of {len(last)} {'are names' if len(known) != 1 else 'is a name'} "
-                     f"from the data" + (f" ({', '.join(known)})" if known else "")
+            what = sequence_word(run)
+            said += (f"; at the end {len(known)} of {len(last)} "
+                     + (f"are {what}s" if len(known) != 1 else f"is a {what}") + " from the data"
+                     + (f" ({', '.join(known)})" if known else "")
                      + (", the others are new." if len(known) < len(last) else "."))
         else:
             said += "."
@@ -6006,9 +6052,10 @@ def row_sizes(matrix):
     return [math.sqrt(sum(x * x for x in row) / len(row)) for row in matrix]
 
 
-def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
+def embeddings_section(weights, config, names, chars, mode, data_docs, steps, what="document"):
     """wte and wpe as heat maps on one colour scale, and the token embeddings on their top
-    two principal components, each with a caption on what this run's numbers show."""
+    two principal components, each with a caption on what this run's numbers show. what: the
+    word for one training sequence (sequence_word)."""
     # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
     wte, wpe = ([[float(x) for x in row] for row in weights[key]] for key in ("wte", "wpe"))
     m = max(abs(x) for row in wte + wpe for x in row) or 1.0          # one scale for both maps
@@ -6045,13 +6092,13 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
         reach = (sum(len(doc) >= pale[0] for doc in data_docs) / len(data_docs)
                  if mode == "docs" and data_docs and pale[0] > 0 else None)
         if reach is not None and reach < 0.5 and steps >= FEW_STEPS:
-            caption += (f": only {reach:.1%} of the names are long enough to reach position {pale[0]}, so "
+            caption += (f": only {reach:.1%} of the {what}s are long enough to reach position {pale[0]}, so "
                         "training seldom used them.")
         elif steps < FEW_STEPS:
             caption += (f"; but after only {plural(steps, 'step')} the run is too short to tell which positions "
                         "training uses most.")
         elif reach is not None:
-            caption += (f", though {reach:.1%} of the names are long enough to reach position {pale[0]}: "
+            caption += (f", though {reach:.1%} of the {what}s are long enough to reach position {pale[0]}: "
                         "rare use alone does not explain it.")
         else:
             caption += "."
@@ -6073,7 +6120,7 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps):
         share = lambda v: f" ({v / total:.0%} of the variance)" if total else ""
         plot, missing = scatter_plot(points, names, "token embeddings, top two principal components",
                                      f"component 1{share(v1)}", f"component 2{share(v2)}")
-        caption = pca_caption(wte, points, names, "names" if mode == "docs" else "the text")
+        caption = pca_caption(wte, points, names, f"{what}s" if mode == "docs" else "the text")
         if missing:
             caption += (f" Where the points crowd, {len(missing)} label{'s are' if len(missing) > 1 else ' is'} "
                         "left out" + (f": {' '.join(sorted(missing))}." if len(missing) <= 20 else "."))
@@ -6102,10 +6149,15 @@ def pca_caption(wte, points, names, where):
     return said
 
 
+LEAN = 1.5     # a head "leans" towards a place only if it gives it this many times the even share
+
+
 def head_habit(head):
     """What one attention head does, as a phrase: where its positions put their attention,
     on average: on the token before, on their own token, or on the first one, compared with
-    what spreading it evenly would give. head: [position][earlier position] weights."""
+    what spreading it evenly would give. A place is named as the head's habit only if its
+    share is at least LEAN times the even one: 26% where even gives 26% is no habit at all.
+    head: [position][earlier position] weights."""
     rows = [row for row in head if len(row) >= 3] or [row for row in head if len(row) >= 2]
     if not rows:
         return "has only one position to look at"
@@ -6114,11 +6166,15 @@ def head_habit(head):
               "its own token": sum(row[-1] for row in rows) / len(rows),
               "the first token": sum(row[0] for row in rows) / len(rows)}
     place, share = max(places.items(), key=lambda item: item[1])
+    if share < LEAN * even:
+        return (f"favours none of the token before, its own token or the first token: each gets less than {LEAN} "
+                f"times the {even:.0%} that spreading its attention evenly would give (at most {share:.0%}, on "
+                f"{place})")
     if share >= 0.4:
         return (f"looks mostly at {place}: {share:.0%} of its attention on average, where spreading it evenly "
                 f"would give {even:.0%}")
-    return (f"spreads its attention out; it leans most towards {place}: {share:.0%} on average, where spreading "
-            f"it evenly would give {even:.0%}")
+    return (f"spreads its attention out, but leans towards {place}: {share:.0%} on average, at least {LEAN} times "
+            f"the {even:.0%} that spreading it evenly would give")
 
 
 def inside_section(example, names, what, n_head, heading=""):
@@ -6132,10 +6188,18 @@ def inside_section(example, names, what, n_head, heading=""):
     out = [f'<div class="keep">{heading}<div class="figures one">']
     caption = ""
     if scored:
-        (p_hi, sure), (p_lo, worst) = max(scored), min(scored)
-        guess = max(range(len(rows[worst])), key=rows[worst].__getitem__)
-        caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
-                   f"at {percent(p_hi)}. ")
+        likeliest = lambda pos: max(range(len(rows[pos])), key=rows[pos].__getitem__)
+        # A right guess: a position where the model's likeliest token is the true one.
+        right = [(p, pos) for p, pos in scored if likeliest(pos) == targets[pos]]
+        (p_hi, sure), (p_lo, worst) = max(right or scored), min(scored)
+        guess = likeliest(worst)
+        if right:
+            caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position "
+                       f"{sure}), at {percent(p_hi)}. ")
+        else:
+            caption = (f"It guessed no position right (its likeliest token was never the true one); the true token "
+                       f"it rated highest was {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
+                       f"at {percent(p_hi)}. ")
         if p_lo < 0.5:
             caption += (f"Its biggest surprise: {names[targets[worst]]} after {names[inputs[worst]]} "
                         f"(position {worst}), "
@@ -6314,6 +6378,15 @@ def validation_fact(run, what):
     return "no validation loss; "
 
 
+def sequence_word(run):
+    """What the page calls one of the run's training sequences: "window" in stream mode,
+    "name" when the run trained on the shipped names.txt (write_report sets names_data), else
+    "document", the word the terminal uses: the page cannot tell what your own lines are."""
+    if run["mode"] != "docs":
+        return "window"
+    return "name" if run.get("names_data") else "document"
+
+
 def report_page(run):
     """The whole page, as one string of HTML. run is a dict of what the run knows: the model
     (config, mode, chars, weights, n_params), the training record (losses: every step's;
@@ -6328,7 +6401,7 @@ def report_page(run):
     data = report_data(run)
     losses, uniform = run["losses"], math.log(vocab_size)
     data_docs = split_documents(run["text"]) if mode == "docs" and run.get("text") else []
-    what = "name" if mode == "docs" else "window"
+    what = sequence_word(run)
     out = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n{REPORT_MARK}\n'
            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
            f'<title>microgpt: {escape(run["data_name"])}</title>\n<style>{REPORT_CSS}</style>\n</head>\n<body>\n'
@@ -6344,7 +6417,9 @@ def report_page(run):
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),
              ("interpreter", run["interpreter"]),
-             ("loss", (f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; "
+             ("loss", (f"training (the last step, on all the data: nothing to smooth) {tail[-1]:.4f}; "
+                       if tail and run["batch"].startswith("all ") else
+                       f"smoothed (mean of the last {len(tail)} steps) {sum(tail) / len(tail):.4f}; "
                        if len(tail) > 1 else f"training (one step) {tail[0]:.4f}; " if tail else "")
               + validation_fact(run, what)
               + f"uniform guessing ln {vocab_size} = {uniform:.4f}")]
@@ -6354,9 +6429,9 @@ def report_page(run):
     if run["snapshots"]:
         out.append(snapshots_section(run, mode, config, data_docs))                   # 3. As it learns
     out.append(embeddings_section(weights, config, names, chars, mode, data_docs,
-                                  run.get("steps_before", 0) + config.steps))         # 4. Embeddings
+                                  run.get("steps_before", 0) + config.steps, what))   # 4. Embeddings
 
-    # 5. Inside one name (or window)
+    # 5. Inside one name (or document, or window)
     heading = (f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
                "the true next token with the probability the model gave it and its loss (-ln of that "
                "probability), and the model's likeliest guesses. Then, for each attention head, where each "
@@ -6548,8 +6623,9 @@ def gpt2_report_page(model, config, n_params, tokens, rows, tok):
 #
 # A server on 127.0.0.1 is still reachable by every web page the user opens, so it is
 # careful by default. It answers only requests addressed to localhost or 127.0.0.1 by their
-# Host header: a hostile page can make its own domain name resolve to 127.0.0.1 ("DNS
-# rebinding"), but its requests still carry its own name. It takes only JSON (which a page
+# Host header (listening for other machines, also to an IP address or this machine's own
+# name: see own_names): a hostile page can make its own domain name resolve to 127.0.0.1
+# ("DNS rebinding"), but its requests still carry its own name. It takes only JSON (which a page
 # from elsewhere cannot send without the browser first asking us, and we never say yes),
 # caps the size of a request, the length of an answer and the number of answers computed
 # at once, answers every mistake with a 4xx status and one line of JSON, and stops
@@ -6569,6 +6645,11 @@ MAX_ANSWER_TOKENS = 64          # an answer stops here if the model has not ende
 MAX_GENERATIONS = 2             # answers computed at once (2 cores); more wait their turn (503)
 IDLE_SECONDS = 30               # a connection that sends or reads nothing for this long is dropped
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# How many connections the system holds while the server's thread has not yet accepted them.
+# socketserver's default, 5, is smaller than a class pressing Enter at once: about 20
+# requests together already had some connections reset before the server saw them.
+# Accepted, a request beyond MAX_GENERATIONS gets 503 with Retry-After, and the page retries.
+LISTEN_BACKLOG = 64
 
 
 def port_arg(text):
@@ -6589,11 +6670,50 @@ def is_loopback(host):
         return False
 
 
-def host_allowed(header, bound_host, port):
+def is_wildcard(host):
+    return host in ("0.0.0.0", "::", "")
+
+
+def lan_addresses():
+    """This machine's IPv4 addresses that others on its network may use, found without
+    sending a packet: the ones its own name resolves to (the hosts file, or the local
+    network's resolver), and the one the system would send from towards a private address
+    (connecting a UDP socket only chooses a route; nothing is sent)."""
+    found = []
+    try:
+        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+    except OSError:
+        pass
+    for private in ("10.254.254.254", "172.31.254.254", "192.168.254.254"):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((private, 9))
+                found.append(s.getsockname()[0])
+        except OSError:                   # no route there: no network, or not this kind
+            pass
+    addresses = {ipaddress.ip_address(a) for a in found}
+    return [str(a) for a in sorted(addresses) if not (a.is_loopback or a.is_unspecified or a.is_link_local)]
+
+
+def own_names(bound_host):
+    """The names, besides IP addresses, that a server listening on bound_host answers to.
+    Bound to a loopback address: localhost only. Bound to an address others can reach: also
+    this machine's name and that name + ".local", which students may type. That is safe
+    against DNS rebinding, because what that name points to is decided by this machine and
+    its local network (hosts file, local DNS, mDNS), never by a site on the internet, and
+    whoever controls the local network can reach the server directly anyway."""
+    if is_loopback(bound_host):
+        return ["localhost"]
+    name = socket.gethostname().lower().rstrip(".")      # the kernel's name: no lookup
+    short = name[:-len(".local")] if name.endswith(".local") else name
+    return list(dict.fromkeys(["localhost"] + ([short, short + ".local"] if short else [])))
+
+
+def host_allowed(header, bound_host, port, names=("localhost",)):
     """Whether a request's Host header (or the host of its Origin) names this server: one of
-    the loopback names with our port, or the address we were explicitly told to listen on.
-    Listening on every address (0.0.0.0), any IP address is accepted, but never a domain
-    name, which is what DNS rebinding needs."""
+    the loopback addresses or our own names (own_names) with our port, or the address we
+    were explicitly told to listen on. Listening on every address (0.0.0.0), any IP address
+    is accepted: an address is not a name, and DNS rebinding needs a name."""
     try:
         parts = urllib.parse.urlsplit("//" + header)
         name, given_port = parts.hostname, parts.port
@@ -6601,13 +6721,26 @@ def host_allowed(header, bound_host, port):
         return False
     if not name or (given_port or 80) != port or parts.username is not None or parts.path:
         return False
-    if name in LOOPBACK_NAMES or name == bound_host.lower():
+    if name in LOOPBACK_NAMES or name in names or name == bound_host.lower():
         return True
     try:
         ipaddress.ip_address(name)
     except ValueError:
         return False
-    return bound_host in ("0.0.0.0", "::", "")
+    return is_wildcard(bound_host)
+
+
+def accepted_hosts(bound_host, port, names):
+    """What host_allowed accepts, in words, for the 403 that refuses the rest (a loopback
+    name on a server that listens elsewhere is accepted too, but never arrives)."""
+    hosts = [f"{h}:{port}" for h in names]
+    if is_wildcard(bound_host):
+        return ", ".join(hosts) + f" or any IP address with :{port}"
+    if is_loopback(bound_host) and bound_host not in ("127.0.0.1", "localhost"):
+        hosts.append(f"127.0.0.1:{port}")
+    hosts.append((f"[{bound_host}]" if ":" in bound_host else "127.0.0.1" if bound_host == "localhost"
+                  else bound_host) + f":{port}")
+    return ", ".join(hosts[:-1]) + " or " + hosts[-1]
 
 
 class ChatServer(http.server.ThreadingHTTPServer):
@@ -6616,11 +6749,13 @@ class ChatServer(http.server.ThreadingHTTPServer):
     probability, alternatives) per token, as chat_reply does (Part V)."""
     daemon_threads = True        # an answer still being written never keeps the program from exiting
     block_on_close = False
+    request_queue_size = LISTEN_BACKLOG       # socketserver passes it to listen()
 
     def __init__(self, host, port, reply, info, temperature, seed, generations=MAX_GENERATIONS):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), ChatHandler)
         self.host, self.port = host, self.server_address[1]     # port 0 asks for any free port
+        self.names = own_names(host)
         self.reply, self.temperature = reply, temperature
         self.info = dict(info, limits={"body_bytes": MAX_BODY_BYTES, "request_chars": MAX_REQUEST_CHARS,
                                        "answer_tokens": MAX_ANSWER_TOKENS, "generations_at_once": generations})
@@ -6694,12 +6829,13 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
         one of our own names: see DNS rebinding above."""
         server = self.server
         host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
-        if not host_allowed(host, server.host, server.port):
-            self.send_json(403, {"error": f"this server answers only to Host: localhost:{server.port} "
-                                          f"or 127.0.0.1:{server.port}, not {host[:100]!r}"})
+        if not host_allowed(host, server.host, server.port, server.names):
+            self.send_json(403, {"error": f"this server answers only to Host: "
+                                          f"{accepted_hosts(server.host, server.port, server.names)}; "
+                                          f"not {host[:100]!r}"})
             return False
-        if origin is not None and not (origin.startswith("http://")
-                                       and host_allowed(origin[len("http://"):], server.host, server.port)):
+        if origin is not None and not (origin.startswith("http://") and host_allowed(
+                origin[len("http://"):], server.host, server.port, server.names)):
             self.send_json(403, {"error": f"requests from pages at {origin[:100]!r} are not accepted"})
             return False
         return True
@@ -6846,10 +6982,11 @@ h1 { font-size: 1.4em; margin: 0 0 .3em; }
 code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }
 #log { border: 1px solid #ccc; border-radius: 6px; padding: .4em 1em; min-height: 8em; }
 #log:empty::before { content: "Ask for a name below."; color: #999; }
-.turn { margin: .5em 0; }
+.turn { margin: .5em 0; overflow-wrap: anywhere; }   /* a long word wraps instead of widening the page */
 .who { font-weight: 600; display: inline-block; width: 5.5em; }
 .tok { font: 1.1em ui-monospace, Menlo, Consolas, monospace; padding: 1px 1px; border-radius: 2px; }
 .error { color: #b00020; }
+.note { color: #777; }
 form { display: flex; gap: .5em; margin-top: .8em; }
 input { flex: 1; font: inherit; padding: .35em .5em; }
 button { font: inherit; padding: .35em 1em; }
@@ -6867,7 +7004,8 @@ button { font: inherit; padding: .35em 1em; }
 note saying so. Each letter of an answer is shaded by the probability the model gave it; point
 at one to see what else the model considered.</p>
 <div id="log" aria-live="polite"></div>
-<form id="ask"><input id="request" maxlength="200" autocomplete="off" required autofocus
+<form id="ask"><input id="request" maxlength="200" autocomplete="off" autocapitalize="off" autocorrect="off"
+ spellcheck="false" required autofocus
  placeholder="a name starting with m" aria-label="your request"><button id="send">Send</button></form>
 <div class="legend" id="legend">probability: </div>
 <div id="tip" role="tooltip"></div>
@@ -6916,12 +7054,37 @@ function showTip(e) {
 const hideTip = () => { tip.style.display = "none"; };
 log.addEventListener("mouseover", showTip); log.addEventListener("focusin", showTip);
 log.addEventListener("mouseout", hideTip); log.addEventListener("focusout", hideTip);
+// A whole class may press Enter at once. The server computes a few answers at a time and
+// answers the others 503 with Retry-After (seconds): wait that long, plus up to as long
+// again at random so that the waiting pages do not all come back together, and ask again,
+// at most BUSY_RETRIES times. A request that got no answer at all (fetch rejects: the
+// connection was refused or reset) is sent once more, a second later.
+const BUSY_RETRIES = 10;
+const sleep = seconds => new Promise(done => setTimeout(done, 1000 * seconds));
+async function post(request, note) {
+  let resent = false;
+  for (let retries = 0; ; retries++) {
+    let res;
+    try {
+      res = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"},
+                                      body: JSON.stringify({request})});
+    } catch (err) {
+      if (resent) throw err;
+      resent = true; note.textContent = " waiting for the model..."; await sleep(1); continue;
+    }
+    const wait = parseFloat(res.headers.get("Retry-After"));
+    if (res.status !== 503 || !(wait >= 0) || retries >= BUSY_RETRIES) return res;
+    note.textContent = " waiting for the model...";
+    await sleep(Math.min(wait, 10) * (1 + Math.random()));
+  }
+}
 async function ask(request) {
   line("you", "user").textContent = request;
-  const answer = line("microgpt", "assistant");
+  const answer = line("microgpt", "assistant"), note = document.createElement("span");
+  note.className = "note"; answer.appendChild(note);
   try {
-    const res = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"},
-                                          body: JSON.stringify({request})});
+    const res = await post(request, note);
+    note.remove();
     if (!res.ok) {
       const e = await res.json().catch(() => ({error: res.status + " " + res.statusText}));
       throw new Error(e.error);
@@ -6941,6 +7104,7 @@ async function ask(request) {
       if (chunk.done && !done) throw new Error("the answer was cut off");
     }
   } catch (err) {
+    note.remove();
     const e = document.createElement("span");
     e.className = "error"; e.textContent = " " + err.message;
     answer.appendChild(e); answer.parentNode.dataset.done = "error";
@@ -6985,7 +7149,7 @@ def run_serve(args, stop):
     check_finite_scores(weights, config)
 
     def reply(request, rng, temperature):
-        return chat_reply(weights, config, chars, request, rng, temperature)
+        return chat_reply(weights, config, chars, as_the_model_reads(request, chars), rng, temperature)
     info = {"model": {key: getattr(config, key) for key in MODEL_SHAPE}, "vocabulary": len(chars),
             "temperature": temperature}
     host = args.host if args.host is not None else "127.0.0.1"
@@ -6999,8 +7163,13 @@ def run_serve(args, stop):
         if not is_loopback(host):
             print(f"microgpt: warning: listening on {host}: anyone who can reach this machine on port "
                   f"{server.port} can use this chat (no password, no encryption)", file=sys.stderr, flush=True)
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+        shown = "127.0.0.1" if is_wildcard(host) else f"[{host}]" if ":" in host else host
         print(f"serving the chat at http://{shown}:{server.port}/ (Ctrl-C stops it)", flush=True)
+        if is_wildcard(host):            # 127.0.0.1 is this machine's own: give students another
+            addresses = lan_addresses()
+            where = " or ".join(f"http://{a}:{server.port}/" for a in addresses) or \
+                f"http://ADDRESS:{server.port}/, ADDRESS being this machine's IP address (none found)"
+            print(f"on other machines of this network, open {where}", flush=True)
         # The cycle collector is paused for training's sake (Part II, II.3); a server runs
         # for days and makes cyclic garbage of its own (exceptions, sockets).
         gc.enable()

@@ -178,14 +178,14 @@ class ReportPageTest(unittest.TestCase):
             with self.subTest(page=key):
                 page = self.page(key)
                 run_table = page.split("<h2>The run</h2>")[1].split("</table>")[0]
-                self.assertIn(f"validation {loss} on {count} held-out names{how}", run_table)
+                self.assertIn(f"validation {loss} on {count} held-out documents{how}", run_table)
                 caption = page.split("<h2>The loss curve</h2>")[1].split("</figcaption>")[0]
-                self.assertIn(f"At the end the validation loss on all {count} held-out names is {loss}, as the run "
+                self.assertIn(f"At the end the validation loss on all {count} held-out documents is {loss}, as the run "
                               "printed", caption)
                 # the chart's points are on a subset, and the caption and legend say so
-                subset = re.search(r"validation loss on the same ([\d,]+) held-out names each time", page)
+                subset = re.search(r"validation loss on the same ([\d,]+) held-out documents each time", page)
                 self.assertIsNotNone(subset)
-                self.assertIn(f"On the same {subset.group(1)} held-out names each time (orange)", caption)
+                self.assertIn(f"On the same {subset.group(1)} held-out documents each time (orange)", caption)
                 self.assertAlmostEqual(page_data(page)["val_loss"], float(loss), delta=5e-5)
 
     @unittest.skipUnless(os.name == "posix", "uses a POSIX shell to close stdout and to pipe into head")
@@ -452,7 +452,7 @@ class ReportUnitsTest(unittest.TestCase):
                 "losses": losses, "val_loss": 2.5, "val_points": [(0, 3.3), (n, 2.5)], "val_subset": 200,
                 "snapshots": [], "data_name": "names.txt", "data": "names.txt", "training": f"{n} steps",
                 "batch": "1 document", "interpreter": "cpython", "examples": [([26, 0, 1], [0, 1, 26])],
-                "samples": ["ab", "ba"], "text": None}
+                "samples": ["ab", "ba"], "text": None, "names_data": True}     # as if of the shipped names.txt
 
     def test_one_spike_does_not_set_the_loss_charts_range_and_is_marked(self):
         losses = [3.3 - 0.001 * i + 0.2 * math.sin(i) for i in range(1000)]
