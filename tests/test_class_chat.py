@@ -40,6 +40,19 @@ def tiny_models(directory):
     return lower, mixed
 
 
+class WithTinyModels(unittest.TestCase):
+    """A class whose tests use tiny_models, made once for the class in its own directory."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.model, cls.mixed = tiny_models(cls.tmp.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+
 class TestAClassAtOnce(unittest.TestCase):
 
     def test_the_server_listens_with_a_backlog_for_a_class(self):
@@ -96,16 +109,7 @@ class TestAClassAtOnce(unittest.TestCase):
         self.assertTrue('res.headers.get("Retry-After")' in page and "waiting for the model..." in page)
 
 
-class TestTheAddressesAndTheHostCheck(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.model, cls.mixed = tiny_models(cls.tmp.name)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
+class TestTheAddressesAndTheHostCheck(WithTinyModels):
 
     def serve(self, host, addresses):
         """What `--serve --host HOST --port 0` prints when the machine's network addresses
@@ -197,16 +201,7 @@ class TestTheAddressesAndTheHostCheck(unittest.TestCase):
                 thread.join(WAIT)
 
 
-class TestCapitalLetters(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.model, cls.mixed = tiny_models(cls.tmp.name)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
+class TestCapitalLetters(WithTinyModels):
 
     def answer_lines(self, model, request):
         result = run_main(["--load", model, "--chat", "--seed", "3"], self.tmp.name, stdin=request + "\n")
