@@ -333,16 +333,18 @@ class Value:
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
         # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper
-        # (how deep: after the table), so we do the same with a to-do list of our own: a
-        # stack (last in, first out) whose entries are pairs (node, is_reminder): (n, F) below
-        # is (n, False), "expand n"; (n, T) is (n, True), "a reminder to place n". The rule:
-        # popping an expand entry (n, F) pushes a reminder (n, T) and, on top of it, an
-        # expand entry for each child. Expanding a child later pushes its own entries on top
-        # too, above n's reminder, and so on down. So n's reminder comes off only after every
-        # node below n has been expanded and placed, and popping it places n in the order:
-        # after all of its children. (That is build() above, unrolled: (n, F) is the call
-        # build(n), and (n, T) the line order.append(node) after its calls return. The stack
-        # takes the children in the opposite order, v before u below, which does not
+        # (how deep: after the table), so we do the same with a to-do list of our own. The
+        # idea in one line: put down a reminder to place n, then the work for its children
+        # on top of it; the reminder comes back only when all that work is done. The list is
+        # a stack (last in, first out) whose entries are pairs (node, is_reminder): (n, F)
+        # below is (n, False), "expand n"; (n, T) is (n, True), "a reminder to place n". The
+        # rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of it,
+        # an expand entry for each child. Expanding a child later pushes its own entries on
+        # top too, above n's reminder, and so on down. So n's reminder comes off only after
+        # every node below n has been expanded and placed, and popping it places n in the
+        # order: after all of its children. (That is build() above, unrolled: (n, F) is the
+        # call build(n), and (n, T) the line order.append(node) after its calls return. The
+        # stack takes the children in the opposite order, v before u below, which does not
         # matter: any order with every node after its children will do.) The table follows
         # it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never pushed); the stack's
         # top is on the right, and each line pops the top entry:
@@ -1375,24 +1377,25 @@ def bpe(word, ranks):
     places) -> b an ana (rank 1) -> ban ana (rank 2): the ranks merged were 0, 1, 2.
     This gives the same tokens as the slow, obvious way: replaying all the merges in
     learned order, each on the whole word. Why, in two steps.
-    First, the ranks bpe merges only go up (as in banana): once every copy of the pair of
-    rank r is merged, every pair left ranks after r. A pair left is new or old.
-      - A new pair holds the token r just made, and only a merge learned after r can use
-        that token ("an" is made by rank 0 and used by ranks 1 and 2): so its rank is
-        above r. (This needs each token to be made by one merge only, as it is:
-        learn_merges never learns a second way to spell a token it has, and GPT-2's
-        50,000 merges make 50,000 different tokens.)
+    First, the ranks of the pairs bpe merges only go up (as in banana): once every copy of
+    the pair of rank r is merged, every pair left ranks after r. A pair left is new or old.
+      - A new pair holds the token r just made. A merge can join only tokens that existed
+        when it was learned, so a merge that uses this token was learned after r ("an" is
+        made by rank 0 and used by ranks 1 and 2): its rank is above r. (This needs each
+        token to be made by one merge only, as it is: learn_merges never learns a second
+        way to spell a token it has, and GPT-2's 50,000 merges make 50,000 different
+        tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
         above r too.
-    Second, walk the replay and bpe side by side; both start from the same letters. Say
-    they hold the same tokens after bpe's merge of rank r', the replay having done every
-    rank up to r'. bpe next merges r, the lowest rank present. r is above r' (the first
-    step), so the replay has yet to reach it, and the ranks between r' and r find no pair
-    on the way (none is present, or bpe would have taken it). So the replay merges r on
-    the same tokens, the same way, and they agree again. When bpe finds no learned pair,
-    the replay's remaining merges find none either."""
+    Second, the replay keeps up with bpe, merge by merge (an induction). Both start from
+    the same letters. Say that after bpe merges rank r1, the replay has done every rank up
+    to r1 and holds the same tokens. bpe next merges r2, the lowest rank present, and r2
+    is above r1 (the first step). On its way from r1 to r2 the replay finds no pair (none
+    of those ranks is present, or bpe would have taken it), so it reaches r2 with bpe's
+    tokens and merges r2 the same way: they agree again. When bpe finds no learned pair, the
+    replay's remaining merges find none either."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -2006,11 +2009,10 @@ def chat_reply(weights, config, chars, request, rng, temperature):
 
 def answer_probabilities(weights, config, prompt, answer_ids):
     """The probability (at temperature 1) the model gives each token of a given answer to a
-    rendered prompt: what generate_answer reported while drawing that answer. The model runs
-    once over prompt and answer (what it predicts after the last answer token goes unused),
-    so the probabilities of an answer drawn earlier (the --report page colours each token by
-    its probability, Part VI) are found again without drawing it anew (another draw may
-    differ).
+    rendered prompt: what generate_answer reported while drawing that answer. The --report
+    page (Part VI) needs it: it colours each token of an answer drawn earlier by its
+    probability, and drawing again could give another answer. The model runs once over
+    prompt and answer; what it predicts after the last answer token goes unused.
     logits_at_every_position is Part III's: the model run over a whole sequence."""
     tokens = (list(prompt) + list(answer_ids))[:config.block_size]
     logits = logits_at_every_position(tokens, weights, config)
