@@ -318,7 +318,7 @@ class Value:
         # we visit the nodes in its reverse, so that every node comes before its children.
         # The order leaves out the leaves (the parameters, and any Value created directly
         # from a number, like Value(0.0)): they have no children to pass a gradient on to.
-        # They still get theirs: their parents add it to leaf.grad below.
+        # They still get theirs: their parents add it to their .grad (child.grad below).
         self.grad = 1.0
         for node in reversed(self.topological_order()):
             for child, local in zip(node._children, node._local_grads):
@@ -337,17 +337,18 @@ class Value:
         # idea in one line: put down a reminder to place n, then the work for its children
         # on top of it; the reminder comes back only when all that work is done. The list is
         # a stack (last in, first out) whose entries are pairs (node, is_reminder): (n, F)
-        # below is (n, False), "expand n"; (n, T) is (n, True), "a reminder to place n". The
-        # rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top of it,
-        # an expand entry for each child. Expanding a child later pushes its own entries on
-        # top too, above n's reminder, and so on down. So n's reminder comes off only after
-        # every node below n has been expanded and placed, and popping it places n in the
-        # order: after all of its children. (That is build() above, unrolled: (n, F) is the
-        # call build(n), and (n, T) the line order.append(node) after its calls return. The
-        # stack takes the children in the opposite order, v before u below, which does not
-        # matter: any order with every node after its children will do.) The table follows
-        # it for L = u + v with u = 2 * x, v = 3 * u (x a leaf, never pushed); the stack's
-        # top is on the right, and each line pops the top entry:
+        # in the table is (n, False), "expand n"; (n, T) is (n, True), "a reminder to place
+        # n". The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top
+        # of it, an expand entry for each child. When a child is expanded later, its own
+        # entries also go on top of n's reminder, and so do its children's. So n's reminder
+        # comes off only after all of n's children, and theirs, have been expanded and
+        # placed, and popping it places n in the order: after all of its children. (That is
+        # build() above, unrolled: (n, F) is the call build(n), and (n, T) the line
+        # order.append(node) after its calls return. The stack takes the children in the
+        # opposite order, v before u below, which does not matter: any order with every node
+        # after its children will do.) The table follows it for L = u + v with u = 2 * x,
+        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each
+        # line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -387,10 +388,10 @@ class Value:
 # one column per input, as linear() in section 5 expects. They start as small random numbers
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
-# Random, so that different rows learn different things. If every weight started at the
-# same value, each of the model's n_embd-wide vectors would hold 16 equal numbers (each is
-# the same weighted sum of equal numbers); they would get equal gradients and stay equal
-# forever: a 16-wide model that computes like a model of width 1.
+# Random, so that different parts of the model learn different things. If every weight
+# started at the same value, each of the model's n_embd-wide vectors would hold 16 equal
+# numbers (each is the same weighted sum of equal numbers); they would get equal gradients
+# and stay equal forever: a 16-wide model that computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
