@@ -2305,23 +2305,28 @@ def encode_with_progress(what, text, chars):
 
 
 def check_finite_scores(weights, config, why="the model's scores are not finite numbers: its weights "
-                                              "are too large to compute with"):
+                                              "are too large to compute with", should_stop=lambda: False):
     """Refuse (BadInput: why) a model whose scores are not finite numbers (its weights are so
     large that the arithmetic overflows), before it is asked to sample or explain anything.
     Every token, BOS included, is read at every position: sampling starts from BOS, and a
-    check of one token would pass a model that overflows on another."""
+    check of one token would pass a model that overflows on another. The check costs
+    vocab_size² (a minute for --bpe 8000), so should_stop() is asked between its windows: a
+    stopped run saves its model at once. Returns False if it stopped so, True if it checked all."""
     vocab_size, bs = len(weights["wte"]), config.block_size
     # Token ids from the last (BOS, for documents) round and round, block_size at a time.
     tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
     progress = Progress("checking the model's scores", len(tokens), "tokens")
     try:
         for start in range(0, len(tokens), bs):
+            if should_stop():
+                return False
             progress.update(start)
             rows = logits_at_every_position(tokens[start:start + bs], weights, config)
             if not all(math.isfinite(float(l)) for row in rows for l in row):
                 raise BadInput(why)
     except (OverflowError, ValueError):
         raise BadInput(why) from None
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -4212,8 +4217,15 @@ def run(args, stop=None):
                       "before any step was finished: nothing to save", file=sys.stderr)
                 return 128 + stop.signum
         check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
-        check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are no "
-                            f"longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved")
+        # The check can take a minute (a large --bpe vocabulary): a stop signal cuts it short and
+        # saves at once; --load checks the model again, so a model with overflowing scores is
+        # saved, never used.
+        stop.when = "now: the model's score check is cut short to save it"
+        if not check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are "
+                                   f"no longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved",
+                                   lambda: stop.signum is not None):
+            print("microgpt: the model's scores were not all checked (the run was stopped); --load checks "
+                  "them again", file=sys.stderr)
         # One rule for saving: from the moment the run says it saves until the file is written,
         # stop signals are held (judging and writing a model take seconds), so neither a second
         # Ctrl-C after "saving to" nor a first one during a run's ordinary save can cut it;
@@ -4229,6 +4241,11 @@ def run(args, stop=None):
             save(len(smoothed))
             stop.finishing = False
         if stop.signum is not None:
+            if args.report:                 # the page shows a whole run: it is drawn when the run is done
+                print(f"microgpt: the page {args.report} was not written (the run was stopped)" + (
+                      f"; `--resume {args.save} --report {args.report}` finishes the run and writes it, "
+                      f"`--load {args.save} --report {args.report}` draws the model as it is now"
+                      if args.save else ""), file=sys.stderr)
             return 128 + stop.signum
         if val_seqs and (args.report or not output_lost()):    # the page needs it even if nobody reads
             val_loss = record.get("val_loss") or validation_loss(val_seqs, inference_weights(params), config)
@@ -4503,9 +4520,16 @@ def chat_pipeline(args, plan, stop, sft_model=None):
         chars, params, facts = pretrain_for_chat(args, plan, config, stop)
     paths = stage_paths(args.save) if args.save and not sft_model else {}
     card, seed = [], config.seed
+
+    def redo_from(before):        # the options that run a stopped stage again, from the file before it
+        return " ".join((["--load", before] if before else []) + ["--chat", "--save", args.save]
+                        + (["--input", args.input] if args.input else [])
+                        + (["--seed", str(args.seed)] if args.seed != Config().seed else [])
+                        + (["--temperature", str(args.temperature)] if args.temperature != Config().temperature
+                           else []))
     if not args.load and facts["steps"] < plan.pretrain_steps:
         return save_stopped_stage(stop, paths["pretrained"], facts["steps"], plan.pretrain_steps, "pretraining",
-                                  params, config, chars, "docs", {})
+                                  params, config, chars, "docs", {}, redo_from(None))
     if "pretrained" in paths and not args.load:
         save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
     # The task, and the pretrained model prompted in the chat format (it writes names, but
@@ -4528,7 +4552,7 @@ def chat_pipeline(args, plan, stop, sft_model=None):
         done = sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
         if stop.signum is not None and done < plan.sft_steps:
             return save_stopped_stage(stop, paths["SFT"], done, plan.sft_steps, "fine-tuning", params, config,
-                                      chat_chars, "chat", {"stage": "SFT"})
+                                      chat_chars, "chat", {"stage": "SFT"}, redo_from(args.load or paths["pretrained"]))
         if "SFT" in paths:
             save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
     print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
@@ -4540,7 +4564,8 @@ def chat_pipeline(args, plan, stop, sft_model=None):
                                plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
     if stop.signum is not None and len(curve) < plan.rl_steps:
         return save_stopped_stage(stop, args.save, len(curve), plan.rl_steps, "reinforcement learning", params,
-                                  config, chat_chars, "chat", {"stage": "RL"})
+                                  config, chat_chars, "chat", {"stage": "RL"},
+                                  redo_from(args.load if sft_model else paths["SFT"]))
     evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
                    steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
                    what="mean reward of the last 10 steps", cpu=time.process_time() - before)
@@ -4591,16 +4616,18 @@ def save_chat_stage(path, params, config, chars, mode, extra):
         say_saved(f"saved the {extra.get('stage', 'pretrained')} model to {path}")
 
 
-def save_stopped_stage(stop, path, done, total, what, params, config, chars, mode, extra):
+def save_stopped_stage(stop, path, done, total, what, params, config, chars, mode, extra, redo):
     """After a stop signal (--chat --save): save the model of the stage the pipeline was in, as
     it is, to that stage's file, saying so; returns None, chat_pipeline's "stopped". The file
     records how far its stage got ("stopped": steps done, of how many); --load goes on from it
-    to the next stage, as from a finished one."""
+    to the next stage, as from a finished one. A stage cannot be resumed in its middle, so the
+    run also says how to redo it from its start (redo: the command line's options)."""
     with stop_signals_held():
         print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {done} of {total} steps of {what}; "
               f"saving the model so far to {path} (its {what} is not finished)", file=sys.stderr)
         save_chat_stage(path, params, config, chars, mode, dict(extra, stopped={"steps": done, "of": total}))
         stop.finishing = False
+    print(f"to redo the {what} from its start: python microgpt.py {redo}", file=sys.stderr)
     return None
 
 

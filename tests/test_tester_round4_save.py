@@ -1,0 +1,118 @@
+"""What a fourth tester found about stopping: a model lost to a second Ctrl-C during the
+score check after training, a stopped --report run that never said its page was not written,
+a stopped --chat stage with no word on how to redo it."""
+import functools
+import os
+import signal
+import unittest
+from unittest import mock
+
+from tests.support import TempDirTestCase, microgpt, run_main
+
+TINY_NAMES = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--num-samples", "0"]
+
+
+def signals_during_the_score_check(calls):
+    """A check_finite_scores that sends this process a SIGINT as it computes each of its
+    windows after the first, as a learner pressing Ctrl-C again and again would (a second one
+    once killed the run); `calls` counts the windows it computed."""
+    check, logits = microgpt.check_finite_scores, microgpt.logits_at_every_position
+
+    def window(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            os.kill(os.getpid(), signal.SIGINT)     # its handler runs before the next line
+        return logits(*args, **kwargs)
+
+    def checked(*args, **kwargs):
+        with mock.patch.object(microgpt, "logits_at_every_position", window):
+            return check(*args, **kwargs)
+    return checked
+
+
+@unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
+class AStopDuringTheScoreCheckSavesAtOnce(TempDirTestCase):
+
+    def test_ctrl_c_during_the_check_cuts_it_short_saves_and_exits_130(self):
+        calls = []
+        # --bpe 40: a vocabulary of about 60 tokens, so the check has several windows of 8
+        args = ["--input", self.names, "--steps", "2", "--bpe", "40", "--save", "m.json"] + TINY_NAMES
+        with mock.patch.object(microgpt, "check_finite_scores", signals_during_the_score_check(calls)):
+            result = run_main(args, self.tmp)
+        self.assertEqual(result.returncode, 130, result.stderr)
+        self.assertTrue(microgpt.is_checkpoint(os.path.join(self.tmp, "m.json")), result.stderr)
+        self.assertIn("saved the model to m.json", result.stdout)
+        self.assertEqual(len(calls), 2, "the check went on after the stop signal")
+        self.assertIn("microgpt: stopping now: the model's score check is cut short to save it", result.stderr)
+        self.assertIn("the model's scores were not all checked (the run was stopped); --load checks them again",
+                      result.stderr)
+        self.assertIn("interrupted by SIGINT after 2 of 2 steps; saving to m.json", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_a_model_saved_with_its_check_cut_short_is_checked_by_load(self):
+        calls = []
+        args = ["--input", self.names, "--steps", "2", "--bpe", "40", "--save", "m.json"] + TINY_NAMES
+        with mock.patch.object(microgpt, "check_finite_scores", signals_during_the_score_check(calls)):
+            run_main(args, self.tmp)
+        checked = []
+        check = microgpt.check_finite_scores
+        with mock.patch.object(microgpt, "check_finite_scores", lambda *a, **k: checked.append(check(*a, **k))):
+            result = run_main(["--load", "m.json", "--num-samples", "1"], self.tmp)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(checked, [True])
+
+
+@unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
+class AStoppedChatStageSaysHowToRedoIt(TempDirTestCase):
+
+    def test_a_stopped_sft_stage_names_the_pretrained_file_and_that_command_runs(self):
+        from tests.test_chat import TINY_PLAN
+        # 4 pretraining steps, so the stop after step 5 comes in SFT (6 steps), in the whole pipeline
+        plan = functools.partial(microgpt.ChatPlan, **dict(TINY_PLAN, pretrain_steps=4))
+        with mock.patch.object(microgpt, "ChatPlan", plan), \
+                mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "5"}):
+            stopped = run_main(["--chat", "--input", "names.txt", "--save", "c.json"], self.tmp)
+        self.assertEqual(stopped.returncode, 130, stopped.stderr)
+        self.assertIn("steps of fine-tuning; saving the model so far to c-sft.json", stopped.stderr)
+        hint = "to redo the fine-tuning from its start: python microgpt.py "
+        self.assertIn(hint + "--load c-pretrained.json --chat --save c.json --input names.txt\n", stopped.stderr)
+        options = stopped.stderr.split(hint)[1].splitlines()[0].split()
+        with mock.patch.object(microgpt, "ChatPlan", plan):
+            redone = run_main(options, self.tmp)
+        self.assertEqual(redone.returncode, 0, redone.stderr)
+        self.assertIn("--- stage 2", redone.stdout)
+        self.assertEqual(microgpt.load_checkpoint(os.path.join(self.tmp, "c-sft.json"))[4].get("stopped"), None)
+        self.assertIn("report card", redone.stdout)
+
+    def test_each_stopped_chat_stage_names_the_file_it_started_from_and_the_run_options(self):
+        from tests.test_chat import TINY_PLAN
+        plan = functools.partial(microgpt.ChatPlan, **TINY_PLAN)
+        options = ["--chat", "--input", "names.txt", "--save", "c.json", "--seed", "7"]
+        runs = ((["--chat"], 7, "pretraining", ""),        # stopped in pretraining (20 steps)
+                (["--load", "c-pretrained.json", "--chat"], 1, "fine-tuning", "--load c-pretrained.json "),
+                (["--load", "c-sft.json", "--chat"], 1, "reinforcement learning", "--load c-sft.json "))
+        for start, step, what, before in runs:
+            with self.subTest(what=what), mock.patch.object(microgpt, "ChatPlan", plan), \
+                    mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": str(step)}):
+                stopped = run_main(start + options[1:], self.tmp)
+                self.assertEqual(stopped.returncode, 130, stopped.stderr)
+                self.assertIn(f"steps of {what}; saving the model so far", stopped.stderr)
+                self.assertIn(f"to redo the {what} from its start: python microgpt.py {before}--chat --save c.json "
+                              "--input names.txt --seed 7\n", stopped.stderr)
+
+@unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
+class AStoppedReportRunSaysHowToMakeItsPage(TempDirTestCase):
+
+    def test_a_stopped_run_with_report_says_the_page_was_not_written_and_its_resume_writes_it(self):
+        args = ["--input", self.names, "--steps", "3", "--save", "s.json", "--report", "s.html"] + TINY_NAMES
+        with mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "1"}):
+            stopped = run_main(args, self.tmp)
+        self.assertEqual(stopped.returncode, 130, stopped.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "s.html")))
+        self.assertIn("microgpt: the page s.html was not written (the run was stopped); `--resume s.json --report "
+                      "s.html` finishes the run and writes it, `--load s.json --report s.html` draws the model as "
+                      "it is now\n", stopped.stderr)
+        resumed = run_main(["--resume", "s.json", "--report", "s.html"], self.tmp)
+        self.assertEqual(resumed.returncode, 0, resumed.stderr)
+        self.assertIn("wrote s.html", resumed.stdout)
+        self.assertTrue(microgpt.is_microgpt_report(os.path.join(self.tmp, "s.html")))
