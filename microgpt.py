@@ -6859,6 +6859,9 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
         one of our own names: see DNS rebinding above."""
         server = self.server
         host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+        if len(self.headers.get_all("Host", [])) > 1:     # which one would a proxy have routed by?
+            self.send_json(400, {"error": "send one Host header, not several"})
+            return False
         if not host_allowed(host, server.host, server.port, server.names):
             self.send_json(403, {"error": f"this server answers only to Host: "
                                           f"{accepted_hosts(server.host, server.port, server.names)}; "
@@ -6904,9 +6907,10 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
         unknown = sorted(set(body) - {"request", "temperature", "seed"})
         if unknown:
             return self.send_json(400, {"error": f"unknown fields {unknown}; known: request, temperature, seed"})
-        request, temperature = body["request"], body.get("temperature", self.server.temperature)
+        # White space around the request is dropped, as the page and the terminal drop it.
+        request, temperature = body["request"].strip(), body.get("temperature", self.server.temperature)
         seed = body.get("seed", None)
-        if not request.strip() or len(request) > MAX_REQUEST_CHARS:
+        if not request or len(request) > MAX_REQUEST_CHARS:
             return self.send_json(400, {"error": f"the request must have 1 to {MAX_REQUEST_CHARS} characters, "
                                                  f"not {len(request)}"})
         if type(temperature) not in (int, float) or not 0 <= temperature <= 10:

@@ -206,6 +206,26 @@ class TestChatAPI(unittest.TestCase):
             with self.subTest(host=host):
                 self.assertEqual(self.served.send("GET", "/", headers={"Host": host})[0], 200)
 
+    def test_two_host_headers_are_refused_with_400_even_if_the_first_is_ours(self):
+        port = self.served.port
+        for second in ("evil.example", f"127.0.0.1:{port}"):
+            with self.subTest(second=second):
+                reply = raw_exchange(port, f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: {second}\r\n"
+                                     "\r\n".encode())
+                head, _, body = reply.partition(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.0 400"), reply[:100])
+                self.assertEqual(len(body.splitlines()), 1, body)
+                self.assertIn("one Host header", json.loads(body)["error"])
+
+    def test_white_space_around_a_request_is_dropped_as_the_page_drops_it(self):
+        status, lines = self.served.chat({"request": "  a name ending with ly \n", "seed": 3})
+        self.assertEqual(status, 200, lines)
+        _, trimmed = self.served.chat({"request": "a name ending with ly", "seed": 3})
+        self.assertEqual(lines, trimmed)
+        status, lines = self.served.chat({"request": " \t\n"})
+        self.assertEqual(status, 400)
+        self.assertIn("1 to", lines[0]["error"])
+
     def test_a_request_from_a_page_elsewhere_is_refused(self):
         body = json.dumps({"request": "a name starting with m"})
         for origin in ("http://evil.example", "null", f"http://evil.example:{self.served.port}"):
