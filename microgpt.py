@@ -2309,9 +2309,10 @@ def check_finite_scores(weights, config, why="the model's scores are not finite 
     """Refuse (BadInput: why) a model whose scores are not finite numbers (its weights are so
     large that the arithmetic overflows), before it is asked to sample or explain anything.
     Every token, BOS included, is read at every position: sampling starts from BOS, and a
-    check of one token would pass a model that overflows on another. The check costs
-    vocab_size² (a minute for --bpe 8000), so should_stop() is asked between its windows: a
-    stopped run saves its model at once. Returns False if it stopped so, True if it checked all."""
+    check of one token would pass a model that overflows on another. Its cost grows as
+    vocab_size squared (a minute for --bpe 8000), so should_stop() is asked between its
+    windows: a stopped run saves its model at once. Returns True if it checked every token,
+    False if should_stop() cut it short."""
     vocab_size, bs = len(weights["wte"]), config.block_size
     # Token ids from the last (BOS, for documents) round and round, block_size at a time.
     tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
@@ -4217,9 +4218,9 @@ def run(args, stop=None):
                       "before any step was finished: nothing to save", file=sys.stderr)
                 return 128 + stop.signum
         check_not_wrecked(smoothed, vocab_size, config.lr, sum(predictions[-100:]))
-        # The check can take a minute (a large --bpe vocabulary): a stop signal cuts it short and
-        # saves at once; --load checks the model again, so a model with overflowing scores is
-        # saved, never used.
+        # The check can take a minute (a large --bpe vocabulary): a stop signal cuts it short, and
+        # the model is saved at once. That is safe: --load checks every model before using it, so
+        # one whose scores overflow may be saved but is never used.
         stop.when = "now: the model's score check is cut short to save it"
         if not check_finite_scores(inference_weights(params), config, "training wrecked the model: its scores are "
                                    f"no longer finite numbers; try a smaller --lr than {config.lr}; nothing was saved",
