@@ -3808,6 +3808,7 @@ class StopSignals:
         self.stopping = False       # Stopped has been raised: the run is on its way out
         self.leaving = False        # main() is putting the old handlers back: raise nothing now
         self.late = None            # a signal that came then: main() says it and exits as it asks
+        self.unwritten = None       # what main() says after a stop that left a page unwritten
 
     def __call__(self, signum, frame):
         if self.stopping:           # more signals while stopping change nothing (a traceback
@@ -4248,6 +4249,9 @@ def run(args, stop=None):
                       f"`--load {args.save} --report {args.report}` draws the model as it is now"
                       if args.save else ""), file=sys.stderr)
             return 128 + stop.signum
+        if args.report and args.save:       # a stop from now on (in validation, sampling) ends the run at once
+            stop.unwritten = (f"microgpt: the page {args.report} was not written (the run was stopped after saving "
+                              f"its model); `--load {args.save} --report {args.report}` writes it")
         if val_seqs and (args.report or not output_lost()):    # the page needs it even if nobody reads
             val_loss = record.get("val_loss") or validation_loss(val_seqs, inference_weights(params), config)
             print(f"validation loss: {val_loss:.4f} "
@@ -4273,6 +4277,7 @@ def run(args, stop=None):
                       prompt=prompt, stream_start=stream_start,
                       explain_io=(explain_inputs, explain_targets) if args.explain is not None else None)
         write_report(args, record)
+        stop.unwritten = None
     return 0
 
 
@@ -4363,6 +4368,8 @@ def main(argv=None):
         stop.stopping = True
         signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
         print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        if stop.unwritten:
+            print(stop.unwritten, file=sys.stderr)
         code = 128 + signum
     finally:
         stop.leaving = True

@@ -111,3 +111,22 @@ class AStoppedReportRunSaysHowToMakeItsPage(TempDirTestCase):
         self.assertEqual(resumed.returncode, 0, resumed.stderr)
         self.assertIn("wrote s.html", resumed.stdout)
         self.assertTrue(microgpt.is_microgpt_report(os.path.join(self.tmp, "s.html")))
+
+    def test_a_stop_after_the_save_says_load_writes_the_page(self):
+        # The model is saved; Ctrl-C during the samples ends the run at once, before the page.
+        samples = microgpt.print_samples
+
+        def interrupted(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            return samples(*args, **kwargs)
+        args = ["--input", self.names, "--steps", "2", "--save", "s.json", "--report", "s.html"] + TINY_NAMES
+        with mock.patch.object(microgpt, "print_samples", interrupted):
+            stopped = run_main(args, self.tmp)
+        self.assertEqual(stopped.returncode, 130, stopped.stderr)
+        self.assertIn("saved the model to s.json", stopped.stdout)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "s.html")))
+        self.assertIn("microgpt: interrupted by SIGINT\nmicrogpt: the page s.html was not written (the run was "
+                      "stopped after saving its model); `--load s.json --report s.html` writes it\n", stopped.stderr)
+        made = run_main(["--load", "s.json", "--report", "s.html", "--num-samples", "0"], self.tmp)
+        self.assertEqual(made.returncode, 0, made.stderr)
+        self.assertTrue(microgpt.is_microgpt_report(os.path.join(self.tmp, "s.html")))
