@@ -3796,8 +3796,9 @@ class StopSignals:
     """What Ctrl-C (SIGINT), SIGTERM (sent by kill, timeout, schedulers) and SIGHUP do. While
     `finishing` is set (from the start of training until the model is saved), the first one
     only asks the run to stop after the current step (or, in a step of several documents,
-    before its next document: the step is then given up, see StoppableBatch), so the model is
-    whole when it is saved; at any other time, and the second time, it stops at once (raising
+    before its next document: the step is then given up, see StoppableBatch; after the last
+    step, it cuts the check of the model's scores short), so the model is whole when it is
+    saved, and saved soon; at any other time, and the second time, it stops at once (raising
     Stopped). While the model is being saved, they are held (stop_signals_held) and handled
     once it is written."""
 
