@@ -3930,10 +3930,13 @@ def write_report(args, run):
     """--report: describe the run in words, pick the final samples and the examples to look
     inside, and write the page (report_page) atomically."""
     config, mode, text, val_seqs = run["config"], run["mode"], run["text"], run["val_seqs"]
-    # The page says "names" only for the shipped names.txt; any other data (or a loaded model,
-    # whose data this run does not see) is "documents", as the terminal says: see sequence_word.
-    run["names_data"] = (config.steps > 0 and mode == "docs"
-                         and same_file(args.input or default_data_path(), default_data_path()))
+    # The page says "names" only for the shipped names.txt (for a loaded model, if its checkpoint
+    # records that it was trained on it); any other data is "documents", as the terminal says:
+    # see sequence_word.
+    trained_on = run.get("trained_on") if config.steps == 0 else None
+    run["names_data"] = mode == "docs" and (
+        is_shipped_names(trained_on) if config.steps == 0
+        else same_file(args.input or default_data_path(), default_data_path()))
     kind = sequence_word(run)
     if config.steps > 0:
         data_path = args.input or os.path.basename(default_data_path())   # no machine paths on the page
@@ -3946,14 +3949,29 @@ def write_report(args, run):
         shown = run["first"] + len(run["losses"])
         if shown > config.steps:           # a fine-tuned model's history goes on from the runs before
             run["training"] += f"; the loss curve shows all {shown:,} steps from step {run['first']:,}"
+    elif trained_on:                       # what the checkpoint records: the file's path and SHA-256
+        data_path = os.path.basename(trained_on["input"])
+        size = ""
+        try:                               # the shipped names, counted (if they can be read)
+            size = f": {len(split_documents(read_text(default_data_path()))):,} names" + (
+                f", {run['val_count']:,} held-out names for validation" if run.get("val_count") else "")
+        except (OSError, UnicodeDecodeError):
+            size = ""
+        size = size if run["names_data"] else ""
+        run["data"] = (f"{data_path}{size} (as {os.path.basename(args.load)} records it, SHA-256 "
+                       f"{trained_on['data_sha256'][:12]}...): the model was loaded from {args.load}, "
+                       "not trained in this run")
     else:
         data_path = args.load
-        run["data"] = f"none: the model was loaded from {args.load}"
+        run["data"] = f"none: the model was loaded from {args.load}, whose checkpoint does not record its data"
+    if config.steps == 0:
         run["training"] = f"none in this run ({plural(run['steps_before'], 'step')} before it was saved)"
         if run["losses"]:
             run["training"] += ("; the loss curve and the samples during training below are from those steps, "
                                 "as the checkpoint remembers them")
     run["data_name"] = os.path.basename(data_path)
+    if trained_on:
+        run["data_name"] += f" (the model in {os.path.basename(args.load)})"
     run["batch"] = f"all {kind}s" if config.batch == "all" else f"{config.batch} {kind}" + "s" * (config.batch > 1)
     if config.steps == 0:
         run["batch"] = f"that step's {kind}s"      # how the saved model was trained is not remembered
@@ -3969,6 +3987,17 @@ def write_report(args, run):
     except OSError as e:
         raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
     print(f"wrote {args.report}")
+
+
+def is_shipped_names(trained_on):
+    """Whether a checkpoint's "run" (its data's path and SHA-256, or None) records the shipped
+    names.txt: the same text (by its SHA-256), or, if that cannot be read, the same path."""
+    if not trained_on:
+        return False
+    try:
+        return data_digest(read_text(default_data_path())) == trained_on["data_sha256"]
+    except (OSError, UnicodeDecodeError):
+        return same_file(trained_on["input"], default_data_path())
 
 
 WRECK_MIN_TOKENS = 100     # the fewest predictions the final smoothed loss must be over to judge it
@@ -4189,6 +4218,7 @@ def run(args, stop=None):
                                                            "val_subset")}
     if args.report and config.steps == 0:
         record.update(remembered_history(raw))     # a loaded model's training, if its checkpoint keeps it
+        record["trained_on"] = raw.get("run")      # and its data: path and SHA-256 (or None)
     val_loss, seconds, started = None, 0.0, time.perf_counter()
     if config.steps > 0:
         kind = "windows" if mode == "stream" else "documents"
@@ -4483,7 +4513,8 @@ def run_stage(steps, num_steps, what, stop):
 def evaluate_stage(card, stage, weights, config, chat_chars, requests, seed, temperature, **facts):
     """Evaluate a stage on the held-out requests, print its pass rates, add its row to the card."""
     rates, answers = pass_rates(weights, config, chat_chars, requests, random.Random(seed + 13), temperature)
-    print(f"{stage}: held-out pass rate " + ", ".join(f"{kind} {rate:.1%}" for kind, rate in rates.items()),
+    # Two kinds of request, not a trend: "88.3% on 'starting with X'", not "starting with 88.3%".
+    print(f"{stage}: held-out pass rate: " + ", ".join(f'{rate:.1%} on "{kind} X"' for kind, rate in rates.items()),
           flush=True)
     card.append(dict(facts, stage=stage, pass_rates=rates, answers=answers[:: max(1, len(answers) // 8)]))
 
@@ -4640,6 +4671,12 @@ def save_stopped_stage(stop, path, done, total, what, params, config, chars, mod
     return None
 
 
+# Under RL's answers, on the card and its page: "right" is the reward's word, not a judgment
+# of the name (Part V.4).
+REWARD_HACKING = ("RL's reward checks X, letters and the end, not whether the answer sounds like a name, "
+                  "so answers like these count as right: reward hacking, Part V.4")
+
+
 def print_card(card, plan):
     """The report card: a row per stage, its loss and its pass rate per kind."""
     kinds = list(TASKS)
@@ -4652,6 +4689,8 @@ def print_card(card, plan):
     print("\nexample conversations (after RL, held-out requests):")
     for request, answer, correct in card[-1]["answers"]:
         print(f"  {request:<26} -> {answer or '(nothing)':<14} {'right' if correct else 'wrong'}")
+    if card[-1]["stage"] == "RL":
+        print(f"  ({REWARD_HACKING})")
 
 
 def write_chat_report(path, card, plan, config, chat_chars, params):
@@ -6570,6 +6609,8 @@ def chat_report_page(card, plan, config, chat_chars, weights):
         out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td>'
                    f'<td>{"right" if correct else "wrong"}</td></tr>')
     out.append("</table></div>")
+    if card[-1]["stage"] == "RL":
+        out.append(f'<p class="note">{escape(REWARD_HACKING)}.</p>')
     for row in card[:-1]:                    # the last stage's answers are the table above
         out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3>"
                    '<div class="scroll"><table>' + "".join(

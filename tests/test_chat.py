@@ -228,7 +228,7 @@ class PipelineTest(TempDirTestCase):
         weights = microgpt.weights_of(params)
         with contextlib.redirect_stdout(io.StringIO()) as out:
             microgpt.print_card(card, microgpt.ChatPlan(**TINY_PLAN))
-        printed = out.getvalue().split("example conversations")[1].splitlines()[1:]
+        printed = [line for line in out.getvalue().split("example conversations")[1].splitlines()[1:] if " -> " in line]
         terminal = [re.match(r"  (.*?) +-> (.*?) +(right|wrong)$", line).groups() for line in printed]
         page = microgpt.chat_report_page(card, microgpt.ChatPlan(**TINY_PLAN), config, chat_chars, weights)
         table = page.split("Answers, shaded by probability")[1].split("</table>")[0]
@@ -248,6 +248,32 @@ class PipelineTest(TempDirTestCase):
                 for i, (p, text) in enumerate(pieces):
                     expected = rows_explained[len(prompt) - 1 + i][0][chat_chars.index(html.unescape(text))]
                     self.assertEqual(p, f"{expected:.3f}")
+
+    def test_each_stages_pass_rate_line_puts_each_rate_before_its_kind_of_request(self):
+        # "SFT: held-out pass rate starting with 88.3%, ending with 87.5%" read as a trend.
+        printed = self.shared[4]
+        for row in self.shared[3]:
+            with self.subTest(stage=row["stage"]):
+                rates = ", ".join(f'{row["pass_rates"][kind]:.1%} on "{kind} X"' for kind in microgpt.TASKS)
+                self.assertIn(f"\n{row['stage']}: held-out pass rate: {rates}\n", printed)
+                self.assertNotRegex(printed, rf"{row['stage']}: held-out pass rate starting with \d")
+
+    def test_the_card_and_its_page_say_under_rls_answers_that_the_reward_does_not_judge_names(self):
+        config, chat_chars, params, card, _ = self.shared
+        weights, plan = microgpt.weights_of(params), microgpt.ChatPlan(**TINY_PLAN)
+        for stages, shown in ((card, True), (card[:-1], False)):       # with RL, and ending with SFT
+            with self.subTest(last=stages[-1]["stage"]):
+                with contextlib.redirect_stdout(io.StringIO()) as out:
+                    microgpt.print_card(stages, plan)
+                terminal = out.getvalue().split("example conversations")[1]
+                page = microgpt.chat_report_page(stages, plan, config, chat_chars, weights)
+                answers = page.split("Answers, shaded by probability")[1].split("<h3>")[0]
+                for text in (terminal, html.unescape(answers)):
+                    said = [line for line in text.splitlines() if "not whether the answer sounds like a name" in line]
+                    self.assertEqual(len(said), 1 if shown else 0, text)
+                    if shown:
+                        self.assertIn("reward hacking", said[0])
+                        self.assertIn("count as right", said[0])
 
     def test_the_same_seed_gives_the_same_report_card_and_weights(self):
         first = self.shared                    # saved its stages too: saving changes nothing
