@@ -15,7 +15,7 @@ import unittest
 from unittest import mock
 
 from tests.support import MICROGPT_COMMAND, microgpt, run_main
-from tests.test_server import (CHROMEDRIVER, CHROMIUM, HAVE_SELENIUM, JSON, WAIT, PacedReply, Served,
+from tests.test_server import (WithBrowser, CHROMEDRIVER, CHROMIUM, HAVE_SELENIUM, JSON, WAIT, PacedReply, Served,
                                chat_model, headless_chromium, model_reply, port_of, save_chat_model)
 
 if HAVE_SELENIUM:
@@ -249,20 +249,7 @@ class TestCapitalLetters(WithTinyModels):
             self.assertIn(attribute, tag)
 
 
-@unittest.skipUnless(HAVE_SELENIUM, "selenium is not installed (pip install selenium)")
-@unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed "
-                     "(apt-get install chromium chromium-driver)")
-class TestTheChatPageForAClass(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.driver = headless_chromium(os.path.join(cls.tmp.name, "profile"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.driver.quit()
-        cls.tmp.cleanup()
+class TestTheChatPageForAClass(WithBrowser):
 
     def test_the_page_waits_out_a_busy_server_and_then_shows_the_answer(self):
         paced = PacedReply()

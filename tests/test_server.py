@@ -490,7 +490,8 @@ def ask_in_the_page(driver, port, request):
 @unittest.skipUnless(HAVE_SELENIUM, "selenium is not installed (pip install selenium)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed "
                      "(apt-get install chromium chromium-driver)")
-class TestChatInTheBrowser(unittest.TestCase):
+class WithBrowser(unittest.TestCase):
+    """A class whose tests drive one headless Chromium (self.driver), started for the class."""
 
     @classmethod
     def setUpClass(cls):
@@ -501,6 +502,9 @@ class TestChatInTheBrowser(unittest.TestCase):
     def tearDownClass(cls):
         cls.driver.quit()
         cls.tmp.cleanup()
+
+
+class TestChatInTheBrowser(WithBrowser):
 
     def test_the_page_shows_exactly_the_tokens_the_api_streams_with_alternatives_on_hover(self):
         with Served() as served:
