@@ -3658,14 +3658,19 @@ def explain_tokens(text, chars, config, mode):
     return inputs, targets
 
 
-def report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start, subset_size=None):
+def report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start, subset_size=None,
+                    should_stop=lambda: False):
     """For --report: an on_step for train_with_progress that keeps every step's loss in
     record; the loss on a fixed subset of the held-out data at steps 0, 1, 2, 5, 10, 20, 50,
     ... (spread evenly on the page's logarithmic step axis) and at each fifth of the run; and
     at five steps (0, 5%, 20%, 50%, the end) samples drawn with the final samples' seed. At
     the last step it also measures the validation loss on all of val_seqs (val_loss, over
     val_count sequences): the number the run prints, which the checkpoint keeps for the page
-    of the loaded model. Only --report and --save pay for this (--save keeps it)."""
+    of the loaded model. Only --report and --save pay for this (--save keeps it). That last
+    validation (seconds with a large vocabulary) is cut short if should_stop() turns true: the
+    run has all its steps, and a stop signal must save it, not wait (the page then gives no
+    validation loss). The points before it are never cut: a resumed run must record exactly
+    what an uninterrupted one does."""
     n = config.steps
     val_steps = {m * 10 ** e for e in range(13) for m in (1, 2, 5) if m * 10 ** e < n}
     val_steps |= {round(n * k / 5) for k in range(6)}
@@ -3686,7 +3691,9 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
                 if math.isfinite(val_loss):
                     record["val_points"].append((step, val_loss))
             if step == n and val_seqs:
-                record.update(val_loss=validation_loss(val_seqs, weights, config), val_count=len(val_seqs))
+                val_loss = validation_loss(val_seqs, weights, config, should_stop)
+                if val_loss is not None:
+                    record.update(val_loss=val_loss, val_count=len(val_seqs))
             if step in sample_steps:
                 samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
                                        5 if mode == "docs" else 1, min(config.length, 80))
@@ -4068,11 +4075,14 @@ class StoppableBatch(list):
             yield tokens
 
 
-def validation_loss(sequences, weights, config):
+def validation_loss(sequences, weights, config, should_stop=lambda: False):
     """mean_token_loss (the same number, summed in the same order), but saying how far it has
-    got every 10 seconds, so that a long validation is never silent."""
+    got every 10 seconds, so that a long validation is never silent. None if should_stop()
+    turns true before it is done (a stop signal: the run must save, not finish this)."""
     losses, progress = [], Progress("validating", len(sequences), "held-out sequences")
     for i, tokens in enumerate(sequences, start=1):
+        if should_stop():
+            return None
         losses.extend(float(loss) for loss in sequence_losses(tokens, weights, config))
         progress.update(i)
     return sum(losses) / len(losses)
@@ -4209,8 +4219,8 @@ def run(args, stop=None):
         earlier = earlier if earlier and "first" in earlier else None
     # A run that only saves validates its history on fewer held-out sequences (see SAVED_VAL_SUBSET).
     subset_size = history_subset((history or earlier) if config.steps > 0 else None, args.report, mode)
-    on_step = report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start, subset_size) \
-        if args.report or args.save else None
+    on_step = report_recorder(record, params, config, mode, chars, val_seqs, prompt, stream_start, subset_size,
+                              lambda: stop.signum is not None) if args.report or args.save else None
     if config.steps > 0 and history:        # the run so far, as the run that was stopped recorded it
         record.update({key: list(history[key]) for key in ("losses", "val_points", "snapshots")})
     if earlier:
@@ -4275,9 +4285,10 @@ def run(args, stop=None):
             stop.finishing = False
         if stop.signum is not None:
             if args.report:                 # the page shows a whole run: it is drawn when the run is done
+                resume = (f"`--resume {args.save} --report {args.report}` finishes the run and writes it, "
+                          if len(smoothed) < config.steps else "")      # a run with all its steps is done
                 print(f"microgpt: the page {args.report} was not written (the run was stopped)" + (
-                      f"; `--resume {args.save} --report {args.report}` finishes the run and writes it, "
-                      f"`--load {args.save} --report {args.report}` draws the model as it is now"
+                      f"; {resume}`--load {args.save} --report {args.report}` draws the model as it is now"
                       if args.save else ""), file=sys.stderr)
             return 128 + stop.signum
         if args.report and args.save:       # a stop from now on (in validation, sampling) ends the run at once

@@ -130,3 +130,39 @@ class AStoppedReportRunSaysHowToMakeItsPage(TempDirTestCase):
         made = run_main(["--load", "s.json", "--report", "s.html", "--num-samples", "0"], self.tmp)
         self.assertEqual(made.returncode, 0, made.stderr)
         self.assertTrue(microgpt.is_microgpt_report(os.path.join(self.tmp, "s.html")))
+
+
+@unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
+class AStopDuringTheLastValidationSavesAtOnce(TempDirTestCase):
+
+    def test_ctrl_c_during_the_last_steps_full_validation_cuts_it_short_and_saves(self):
+        # --save records the last step's validation on every held-out sequence (seconds with a
+        # large vocabulary); a first Ctrl-C there once waited for all of it, and a second lost
+        # the model. Here a SIGINT comes as the second held-out sequence of that validation is
+        # read: the validation stops at once, the model is saved, the run exits 130.
+        names = os.path.join(self.tmp, "many.txt")
+        with open(names, "w", encoding="utf-8") as f:
+            f.write("\n".join(f"{a}{b}{c}" for a in "abcde" for b in "aeiou" for c in "lmnrs") + "\n")
+        seen, validation = [], microgpt.validation_loss
+
+        def validating(sequences, weights, config, should_stop=None):
+            if should_stop is None:          # the validation points on a subset: not this one
+                return validation(sequences, weights, config)
+
+            def stop_on_the_second():
+                seen.append(1)
+                if len(seen) == 2:
+                    os.kill(os.getpid(), signal.SIGINT)   # its handler runs before the next line
+                return should_stop()
+            return validation(sequences, weights, config, stop_on_the_second)
+
+        args = ["--input", names, "--steps", "2", "--save", "m.json", "--report", "m.html"] + TINY_NAMES
+        with mock.patch.object(microgpt, "validation_loss", validating):
+            result = run_main(args, self.tmp)
+        self.assertEqual(result.returncode, 130, result.stderr)
+        self.assertEqual(len(seen), 2, "the validation went on after the stop signal")
+        self.assertIn("interrupted by SIGINT after 2 of 2 steps; saving to m.json", result.stderr)
+        self.assertTrue(microgpt.is_checkpoint(os.path.join(self.tmp, "m.json")), result.stderr)
+        self.assertNotIn("--resume", result.stderr)          # a run with all its steps is not resumed
+        self.assertIn("`--load m.json --report m.html` draws the model as it is now", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
