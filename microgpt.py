@@ -1273,10 +1273,10 @@ def explain(tokens, weights, config):
 # Bytes, not characters. GPT-2 starts from the 256 values of a byte and encodes a text's
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
 # may or may not join. GPT-2's tokenizer comes as two text files: vocab.json maps each
-# token to its id, and merges.txt lists the 50,000 merges in learned order, one a line,
-# its two halves separated by a space. A raw byte cannot stand in such a file: a space, a
-# newline or a control byte is invisible, or would break a line of merges.txt in the
-# wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
+# token to its id, and merges.txt lists the 50,000 merges in learned order, one a line
+# (after a first line that names its version), its two halves separated by a space. A
+# raw byte cannot stand in such a file: a space, a newline or a control byte is
+# invisible, or would break a line of merges.txt in the wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
 # " the" is written "Ġthe"). 188 of the 256 bytes are printable and stand for
 # themselves; the other 68 get stand-ins. So a one-byte token has three faces, which are
 # easy to mix up: its byte value, its stand-in, and its id, vocab.json's number for it:
@@ -1383,8 +1383,10 @@ def bpe(word, ranks):
       - A new pair holds the token r just made. A merge can join only tokens that existed
         when it was learned, so a merge that uses this token was learned after r ("an" is
         made by rank 0 and used by ranks 1 and 2): its rank is above r. (This needs each
-        token to be made by one merge only, as it is: learn_merges never learns a second
-        way to spell a token it has, and GPT-2's 50,000 merges make 50,000 different
+        token to be made by one merge only. Were a token made by two merges, the later one
+        could make it after bpe had passed the earlier, and a merge that uses it and ranks
+        between the two would then come after a higher rank. learn_merges never learns a
+        second way to spell a token it has, and GPT-2's 50,000 merges make 50,000 different
         tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
