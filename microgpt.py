@@ -1274,12 +1274,13 @@ def explain(tokens, weights, config):
 # UTF-8 bytes, so no text holds an unknown token: an emoji is a few bytes, which merges
 # may or may not join. GPT-2's tokenizer comes as two text files: vocab.json maps each
 # token to its id, and merges.txt lists the 50,000 merges in learned order, one a line
-# (after a first line that names its version), its two halves separated by a space. A
-# raw byte cannot stand in such a file: a space, a newline or a control byte is
-# invisible, or would break a line of merges.txt in the wrong place. So each byte is written as a visible stand-in character (bytes_to_unicode:
-# " the" is written "Ġthe"). 188 of the 256 bytes are printable and stand for
-# themselves; the other 68 get stand-ins. So a one-byte token has three faces, which are
-# easy to mix up: its byte value, its stand-in, and its id, vocab.json's number for it:
+# (after a first line that names its version), its two halves separated by a space. A raw
+# byte cannot stand in such a file: a space, a newline or a control byte is invisible, or
+# would break a line of merges.txt in the wrong place. So each byte is written as a visible
+# stand-in character (bytes_to_unicode: " the" is written "Ġthe"). 188 of the 256 bytes are
+# printable and stand for themselves; the other 68 get stand-ins. So a one-byte token has
+# three faces, which are easy to mix up: its byte value, its stand-in, and its id,
+# vocab.json's number for it:
 #     byte    stand-in   id
 #      33     !            0
 #      60     <           27
