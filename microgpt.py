@@ -603,10 +603,11 @@ def gpt(token, pos, keys, values, params, config, attention_log=None):
 #
 # The loss measures how surprised the model is by the real next token: the cross-entropy
 # -log p(next token). A model that guesses uniformly among the 27 tokens of names.txt (26
-# letters and BOS) has loss ln(27) = 3.30; one that always gives the right token probability
-# 1 has loss 0. Each step takes one document (or a batch), computes its mean loss over its
-# positions, gets every parameter's gradient with backward(), and moves each parameter a
-# little downhill.
+# letters and BOS) has loss ln(27) = 3.30, and that is about where training starts, as the
+# small random weights of section 4 make the first predictions nearly uniform; a model that
+# always gives the right token probability 1 has loss 0. Each step takes one document (or a
+# batch), computes its mean loss over its positions, gets every parameter's gradient with
+# backward(), and moves each parameter a little downhill.
 #
 # The simplest downhill move is plain gradient descent: for every parameter p,
 #     p.data -= lr * p.grad
@@ -1135,8 +1136,9 @@ def weights_of(params):
 #
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
-# where it is now, its state), and its states are the possible full windows (the first
-# block_size - 1 predictions of a text, made before the window is full, are left out). For a
+# where it is now, its state), and its states are the possible full windows. (The first
+# block_size - 1 predictions of a text are made before the window is full, so no state
+# of the chain covers them.) For a
 # tiny vocabulary and context we can list every state, its next-token probabilities, and the
 # state each token leads to. (There are vocab_size ** block_size states: names.txt as a
 # stream has 27 characters, the newline among them, so 27**16 with the defaults, and the
@@ -1341,8 +1343,10 @@ def learn_merges(words, num_merges, progress=None):
     # back. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n]
     # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and
     # each subtracts, merges and adds: [an, a] and [an], pairs {(n, a): 0, (an, a): 2},
-    # (a, n) deleted. Merge 2 is (an, a). Only (n, a) is left, with count 0 (a Counter
-    # keeps a count that falls to 0), so the loop stops at `most < 1`. After merge 1,
+    # (a, n) deleted. Merge 2 is (an, a): [an, a] becomes [ana], and (an, a) is deleted.
+    # Only (n, a) is left, with count 0: it fell to 0 at merge 1 without being the merged
+    # pair, so nothing deleted it (a Counter keeps a count that falls to 0), and the loop
+    # stops at `most < 1`. After merge 1,
     # [an, a] is still listed in holders[(n, a)] though it no longer holds (n, a): a stale
     # entry, harmless as said above.
     counts = collections.Counter(words)
