@@ -15,7 +15,8 @@ the run) unless the process is the point: signals, a child's peak memory.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_main,  # noqa: E402
+from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, in_background,
+                     run_cli, run_main,  # noqa: E402
                      write_text)
 
 import microgpt  # noqa: E402
@@ -499,17 +500,28 @@ class TestMemoryEstimateHolds(unittest.TestCase):
                 self.check(lines, length, shape)
 
 
-class TestReportOfAHugeVocabulary(TempDirTestCase):
+def report_of_a_huge_vocabulary():
+    """TestReportOfAHugeVocabulary's run, in a new process, in the background
+    (support.in_background): a 600-character vocabulary makes a slow page."""
+    home = tempfile.TemporaryDirectory()
+    chars = [chr(0x4e00 + i) for i in range(600)]
+    data = write_text(home.name, "cjk.txt", "\n".join("".join(chars[j:j + 10]) for j in range(0, 600, 10)))
+    return home, run_cli(["--input", data, "--steps", "1", "--num-samples", "2", "--report", "r.html"] + TINY,
+                         home.name)
+
+
+HUGE_VOCABULARY = in_background(report_of_a_huge_vocabulary)
+
+
+class TestReportOfAHugeVocabulary(unittest.TestCase):
 
     def test_a_vocabulary_of_600_characters_makes_a_page_of_bounded_size(self):
-        chars = [chr(0x4e00 + i) for i in range(600)]
-        data = write_text(self.tmp, "cjk.txt", "\n".join("".join(chars[j:j + 10]) for j in range(0, 600, 10)))
-        result = run_main(["--input", data, "--steps", "1", "--num-samples", "2", "--report", "r.html"] + TINY,
-                          self.tmp)
+        home, result = HUGE_VOCABULARY.result()
+        self.addCleanup(home.cleanup)
         assert_ok(self, result)
-        size = os.path.getsize(os.path.join(self.tmp, "r.html"))
+        size = os.path.getsize(os.path.join(home.name, "r.html"))
         self.assertLess(size, 400 * 1024)           # 0.95 MB before: every token drawn, every probability kept
-        with open(os.path.join(self.tmp, "r.html"), encoding="utf-8") as f:
+        with open(os.path.join(home.name, "r.html"), encoding="utf-8") as f:
             self.assertIn("the first 256 of 601", f.read())
 
 

@@ -161,29 +161,39 @@ class StopAndResume(unittest.TestCase):
         self.assertEqual([step for step, _ in pages[0]["val_points"]], [0, 1, 2, 3, 5, 6, 8])
 
 
+def stop_inside_a_step_runs():
+    """StopInsideAStep's runs, in new processes, in the background (support.in_background)."""
+    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    tmp = fixture["tmp"] = fixture["_tmp"].name
+    write_text(tmp, "names.txt", "\n".join(names(60)) + "\n")
+    write_text(tmp, "text.txt", " ".join(names(60)) + "\n")
+    fixture["args"] = {"docs": TINY + ["--input", "names.txt", "--steps", "4", "--batch", "3", "--num-samples", "2"],
+                       "stream": TINY + ["--input", "text.txt", "--stream", "--steps", "4", "--batch", "3",
+                                         "--length", "30", "--num-samples", "1"]}
+    whole, stopped, saved, resumed = {}, {}, {}, {}
+    fixture.update(whole=whole, stopped=stopped, saved=saved, resumed=resumed)
+    for mode, args in fixture["args"].items():
+        whole[mode], stopped[mode] = run_all([
+            (args + ["--save", f"{mode}-whole.json"], tmp),
+            (args + ["--save", f"{mode}-stopped.json"], tmp, {"MICROGPT_STOP_DURING_STEP": "3:1"})], real=True)
+        saved[mode] = checkpoint(os.path.join(tmp, f"{mode}-stopped.json"))
+        resumed[mode] = run_cli(["--resume", f"{mode}-stopped.json"], tmp)
+    return fixture
+
+
+STOP_INSIDE_A_STEP = in_background(stop_inside_a_step_runs)
+
+
 class StopInsideAStep(unittest.TestCase):
     """A stop signal between two documents of a step of several (--batch > 1, or all): the
     step is given up, and the model, Adam's state, the RNG (stream mode draws its windows with
-    it) and the history are saved as they were after the step before. In this process: the
-    run sends itself a real SIGINT after document d of step k (MICROGPT_STOP_DURING_STEP=k:d)."""
+    it) and the history are saved as they were after the step before. The run sends itself a
+    real SIGINT after document d of step k (MICROGPT_STOP_DURING_STEP=k:d)."""
 
     @classmethod
     def setUpClass(cls):
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.tmp = tmp = cls._tmp.name
-        write_text(tmp, "names.txt", "\n".join(names(60)) + "\n")
-        write_text(tmp, "text.txt", " ".join(names(60)) + "\n")
-        cls.args = {"docs": TINY + ["--input", "names.txt", "--steps", "4", "--batch", "3", "--num-samples", "2"],
-                    "stream": TINY + ["--input", "text.txt", "--stream", "--steps", "4", "--batch", "3",
-                                      "--length", "30", "--num-samples", "1"]}
-        cls.whole, cls.stopped, cls.resumed = {}, {}, {}
-        for mode, args in cls.args.items():
-            cls.whole[mode] = run_main(args + ["--save", f"{mode}-whole.json"], tmp)
-            with mock.patch.dict(os.environ, {"MICROGPT_STOP_DURING_STEP": "3:1"}):
-                cls.stopped[mode] = run_main(args + ["--save", f"{mode}-stopped.json"], tmp)
-            cls.saved = getattr(cls, "saved", {})
-            cls.saved[mode] = checkpoint(os.path.join(tmp, f"{mode}-stopped.json"))
-            cls.resumed[mode] = run_main(["--resume", f"{mode}-stopped.json"], tmp)
+        for name, value in STOP_INSIDE_A_STEP.result().items():
+            setattr(cls, name, value)
 
     @classmethod
     def tearDownClass(cls):
