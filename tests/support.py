@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -61,8 +62,11 @@ def fast(flag):
 
 def run_cli(args, cwd, env_update=None, timeout=120):
     """Run microgpt.py in a new process (MICROGPT_COMMAND), with the interpreter running the
-    tests (CPython or PyPy)."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    tests (CPython or PyPy). On the background thread (in_background) the environment is the
+    one the tests started with, not os.environ as a test on the main thread may have patched
+    it for a moment."""
+    base = os.environ if threading.current_thread() is threading.main_thread() else _ENVIRONMENT_AT_START
+    env = dict(base, PYTHONIOENCODING="utf-8")
     env.update(env_update or {})
     return subprocess.run(MICROGPT_COMMAND + [str(a) for a in args], cwd=cwd, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
@@ -150,7 +154,18 @@ def snapshot(directory):
 # imported (unittest and pytest import every test module before running the first test),
 # so they run beside the tests of the modules before it; its setUpClass then waits for the
 # results. One thread for all of them: they share the second core.
+# The background thread shares this process with the tests, so it must not read what a
+# test patches for a moment on the main thread (os.environ, tempfile.tempdir): run_cli takes
+# the environment as it was at the start, and a fixture's directory comes from
+# scratch_directory(), in the temporary folder as it was at the start.
 _background = ThreadPoolExecutor(max_workers=1)
+_ENVIRONMENT_AT_START = dict(os.environ)
+_TEMPORARY_FOLDER_AT_START = tempfile.gettempdir()
+
+
+def scratch_directory():
+    """A TemporaryDirectory for a fixture built in the background."""
+    return tempfile.TemporaryDirectory(dir=_TEMPORARY_FOLDER_AT_START)
 
 
 def in_background(build):

@@ -15,7 +15,7 @@ the run) unless the process is the point: signals, a child's peak memory.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, in_background,
+from support import (scratch_directory, MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, in_background,
                      run_cli, run_main,  # noqa: E402
                      write_text)
 
@@ -503,7 +503,7 @@ class TestMemoryEstimateHolds(unittest.TestCase):
 def report_of_a_huge_vocabulary():
     """TestReportOfAHugeVocabulary's run, in a new process, in the background
     (support.in_background): a 600-character vocabulary makes a slow page."""
-    home = tempfile.TemporaryDirectory()
+    home = scratch_directory()
     chars = [chr(0x4e00 + i) for i in range(600)]
     data = write_text(home.name, "cjk.txt", "\n".join("".join(chars[j:j + 10]) for j in range(0, 600, 10)))
     return home, run_cli(["--input", data, "--steps", "1", "--num-samples", "2", "--report", "r.html"] + TINY,

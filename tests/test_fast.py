@@ -5,7 +5,7 @@ finite differences) and the whole model in test_model.py. Here: the tape, the co
 switch, plain-float inference, and the whole command line run on Part I alone (--plain).
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-from support import NAMES, TempDirTestCase, assert_ok, fast, in_background, run_many, write_text  # noqa: E402
+from support import scratch_directory, NAMES, TempDirTestCase, assert_ok, fast, in_background, run_many, write_text  # noqa: E402
 import microgpt
 
 import gc
@@ -135,7 +135,7 @@ class TestPlainFloats(unittest.TestCase):
 def fast_and_plain_runs():
     """TestPlainCommandLine's two runs, in new processes, in the background
     (support.in_background): Part I alone is slow."""
-    home = tempfile.TemporaryDirectory()
+    home = scratch_directory()
     names = write_text(home.name, "names.txt", "\n".join(NAMES) + "\n")
     base = ["--input", names, "--steps", "2", "--batch", "2", "--n-embd", "8", "--n-head", "2",
             "--block-size", "6", "--num-samples", "2", "--explain", "emma"]

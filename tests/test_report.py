@@ -7,7 +7,7 @@ with the model's own functions.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, in_background, run_main,
+from support import (scratch_directory, MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, in_background, run_main,
                      run_many, write_text)  # noqa: E402
 
 import microgpt
@@ -76,7 +76,7 @@ def parts(page):
 
 def report_page_runs():
     """ReportPageTest's runs, in new processes, in the background (support.in_background)."""
-    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    fixture = {"_tmp": scratch_directory()}
     tmp = fixture["tmp"] = fixture["_tmp"].name
     names = write_text(tmp, "names.txt", "\n".join(NAMES) + "\n")
     bits = write_text(tmp, "bits.txt", BITS)

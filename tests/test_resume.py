@@ -15,7 +15,7 @@ import time
 import unittest
 from unittest import mock
 
-from tests.support import (MICROGPT_COMMAND, REPO, assert_ok, assert_refused, in_background, microgpt, run_cli,
+from tests.support import (scratch_directory, MICROGPT_COMMAND, REPO, assert_ok, assert_refused, in_background, microgpt, run_cli,
                            run_main, write_text)
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]   # a small model: the point is the bookkeeping
@@ -68,7 +68,7 @@ def checkpoint(path):
 
 def stop_and_resume_runs():
     """StopAndResume's runs, in new processes, in the background (support.in_background)."""
-    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    fixture = {"_tmp": scratch_directory()}
     tmp = fixture["tmp"] = fixture["_tmp"].name
     write_text(tmp, "names.txt", "\n".join(names(120)) + "\n")
     write_text(tmp, "text.txt", " ".join(names(120)) + "\n")
@@ -163,7 +163,7 @@ class StopAndResume(unittest.TestCase):
 
 def stop_inside_a_step_runs():
     """StopInsideAStep's runs, in new processes, in the background (support.in_background)."""
-    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    fixture = {"_tmp": scratch_directory()}
     tmp = fixture["tmp"] = fixture["_tmp"].name
     write_text(tmp, "names.txt", "\n".join(names(60)) + "\n")
     write_text(tmp, "text.txt", " ".join(names(60)) + "\n")
@@ -263,7 +263,7 @@ class SignalAtARandomMoment(unittest.TestCase):
 
 def fine_tuning_runs():
     """FineTuning's runs, in new processes, in the background (support.in_background)."""
-    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    fixture = {"_tmp": scratch_directory()}
     tmp = fixture["tmp"] = fixture["_tmp"].name
     write_text(tmp, "names.txt", "\n".join(names(200)) + "\n")
     fixture["base"] = run_cli(TINY + ["--input", "names.txt", "--num-samples", "0", "--steps", "40",
@@ -452,7 +452,7 @@ class Greedy(unittest.TestCase):
 
 def loaded_model_sampling_runs():
     """LoadedModelSampling's runs, in new processes, in the background (support.in_background)."""
-    fixture = {"_tmp": tempfile.TemporaryDirectory()}
+    fixture = {"_tmp": scratch_directory()}
     tmp = fixture["tmp"] = fixture["_tmp"].name
     write_text(tmp, "names.txt", "\n".join(names(200)) + "\n")
     fixture["trained"] = run_cli(TINY + ["--input", "names.txt", "--steps", "10", "--seed", "7", "--save", "s.json",

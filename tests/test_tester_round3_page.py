@@ -11,7 +11,7 @@ import tempfile
 import unittest
 from unittest import mock
 
-from tests.support import in_background, microgpt, run_main, run_many, write_text
+from tests.support import scratch_directory, in_background, microgpt, run_main, run_many, write_text
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--n-layer", "1"]
 LEVELS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
@@ -26,7 +26,7 @@ def two_pages():
     """PageWordForOneDocument's two runs, in new processes, in the background
     (support.in_background): one on lines of your own, one on the shipped names.txt by
     default, run from another folder than the one it is in."""
-    home = tempfile.TemporaryDirectory()
+    home = scratch_directory()
     lines = ["Print a line of text", "Read the Help topics", "Open a File", "Close it Again",
              "Sort the List", "Join two Strings", "Split on Commas", "Format a Number"] * 4
     own = write_text(home.name, "lines.txt", "\n".join(lines) + "\n")

@@ -2,7 +2,7 @@
 "data: none" and "documents", though the checkpoint records the data it was trained on."""
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (TempDirTestCase, assert_ok, in_background, run_cli, run_main, trained_checkpoint,  # noqa: E402
+from support import (scratch_directory, TempDirTestCase, assert_ok, in_background, run_cli, run_main, trained_checkpoint,  # noqa: E402
                      write_text)
 
 import microgpt
@@ -19,7 +19,7 @@ def trained_on_the_shipped_names():
     """A model trained for one step on a copy of the shipped names.txt under another name
     (copy.txt), saved as m.json: in a new process, in the background (support.in_background),
     as its validation of 1,000 held-out names takes a second."""
-    home = tempfile.TemporaryDirectory()
+    home = scratch_directory()
     shipped = microgpt.read_text(microgpt.default_data_path())
     data = write_text(home.name, "copy.txt", shipped)
     return home, shipped, run_cli(["--input", data, "--steps", "1", "--save", "m.json"] + TINY, home.name)
