@@ -163,6 +163,13 @@ _ENVIRONMENT_AT_START = dict(os.environ)
 _TEMPORARY_FOLDER_AT_START = tempfile.gettempdir()
 
 
+def set_class_fixture(cls, future):
+    """For a setUpClass: wait for a fixture built in the background (a dict of names and
+    values) and make each of its names an attribute of the test class."""
+    for name, value in future.result().items():
+        setattr(cls, name, value)
+
+
 def scratch_directory():
     """A TemporaryDirectory for a fixture built in the background."""
     return tempfile.TemporaryDirectory(dir=_TEMPORARY_FOLDER_AT_START)

@@ -7,7 +7,7 @@ with the model's own functions.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (scratch_directory, MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, in_background, run_main,
+from support import (scratch_directory, set_class_fixture, MICROGPT_COMMAND, NAMES, TempDirTestCase, assert_ok, assert_refused, in_background, run_main,
                      run_many, write_text)  # noqa: E402
 
 import microgpt
@@ -130,8 +130,7 @@ class ReportPageTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        for name, value in REPORT_PAGES.result().items():
-            setattr(cls, name, value)
+        set_class_fixture(cls, REPORT_PAGES)
 
     @classmethod
     def tearDownClass(cls):

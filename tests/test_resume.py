@@ -15,7 +15,7 @@ import time
 import unittest
 from unittest import mock
 
-from tests.support import (scratch_directory, MICROGPT_COMMAND, REPO, assert_ok, assert_refused, in_background, microgpt, run_cli,
+from tests.support import (scratch_directory, set_class_fixture, MICROGPT_COMMAND, REPO, assert_ok, assert_refused, in_background, microgpt, run_cli,
                            run_main, write_text)
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]   # a small model: the point is the bookkeeping
@@ -106,8 +106,7 @@ class StopAndResume(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        for name, value in STOP_AND_RESUME.result().items():
-            setattr(cls, name, value)
+        set_class_fixture(cls, STOP_AND_RESUME)
 
     @classmethod
     def tearDownClass(cls):
@@ -192,8 +191,7 @@ class StopInsideAStep(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        for name, value in STOP_INSIDE_A_STEP.result().items():
-            setattr(cls, name, value)
+        set_class_fixture(cls, STOP_INSIDE_A_STEP)
 
     @classmethod
     def tearDownClass(cls):
@@ -305,8 +303,7 @@ class FineTuning(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        for name, value in FINE_TUNING.result().items():
-            setattr(cls, name, value)
+        set_class_fixture(cls, FINE_TUNING)
 
     @classmethod
     def tearDownClass(cls):
@@ -474,8 +471,7 @@ class LoadedModelSampling(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        for name, value in LOADED_MODEL_SAMPLING.result().items():
-            setattr(cls, name, value)
+        set_class_fixture(cls, LOADED_MODEL_SAMPLING)
 
     @classmethod
     def tearDownClass(cls):
