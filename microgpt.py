@@ -18,7 +18,7 @@ prints what `python microgpt.py` prints (a test checks that), without the decora
     train_docs, val_docs = train_val_split(docs, rng)     # 1. hold out 1,000 names to test on
     train_seqs = [encode_document(d, chars) for d in train_docs]   # 2. [BOS, e, m, m, a, BOS]
     val_seqs = [encode_document(d, chars) for d in val_docs]       #    as token ids
-    params = init_params(config, len(chars) + 1, rng)     # 4. 4,192 random numbers
+    params = init_params(config, len(chars) + 1, rng)     # 4. the model: 4,192 random numbers
     batch_for_step = document_batches(train_seqs, config.batch)    # 6. one name per step
     for loss in train(params, config, batch_for_step, config.steps):  # 5, 3, 6. gpt(), backward(),
         print(f"loss {loss:.4f}")                         #    Adam; it yields each step's loss
@@ -46,7 +46,8 @@ The file has six parts:
 Part I is the lesson: every piece of the algorithm, each written once and plainly. A reader
 who stops at its end has seen all of it. Part II is the second lesson: how the same math is
 made fast, as real frameworks do it, with the same numbers: every printed number is the
-same to the last digit, and the numbers inside agree to floating-point rounding (1e-16).
+same to the last digit, and the numbers inside agree to floating-point rounding
+(differences of 1e-16 to 1e-15).
 """
 
 if __name__ == "__main__":
@@ -332,23 +333,18 @@ class Value:
         #             visited.add(node)
         #             for child in node._children: build(child)
         #             order.append(node)        # after all of its children
-        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper
-        # (how deep: after the table), so we do the same with a to-do list of our own. The
-        # idea in one line: put down a reminder to place n, then the work for its children
-        # on top of it; the reminder comes back only when all that work is done. The list is
-        # a stack (last in, first out) whose entries are pairs (node, is_reminder): (n, F)
-        # in the table is (n, False), "expand n"; (n, T) is (n, True), "a reminder to place
-        # n". The rule: popping an expand entry (n, F) pushes a reminder (n, T) and, on top
-        # of it, an expand entry for each child. When a child is expanded later, its own
-        # entries also go on top of n's reminder, and so do its children's. So n's reminder
-        # comes off only after all of n's children, and theirs, have been expanded and
-        # placed, and popping it places n in the order: after all of its children. (That is
-        # build() above, unrolled: (n, F) is the call build(n), and (n, T) the line
-        # order.append(node) after its calls return. The stack takes the children in the
-        # opposite order, v before u below, which does not matter: any order with every node
-        # after its children will do.) The table follows it for L = u + v with u = 2 * x,
-        # v = 3 * u (x a leaf, never pushed); the stack's top is on the right, and each
-        # line pops the top entry:
+        # But Python limits recursion to about 1,000 calls deep, and a graph can be deeper:
+        # a 6-letter name's graph is about 260 nodes deep (its longest chain from the loss
+        # down to a parameter) in the default model, about 820 with n_layer 4, about 1,430
+        # with n_embd 64 and 2 layers. (A wider model is deeper too: sum() adds its terms
+        # one at a time, starting from 0, so a sum over 64 inputs, as in section 5's
+        # linear(), is a chain of + nodes 64 deep.) So we do the same with a to-do list of
+        # our own, a stack (last in, first out), holding two kinds of entries: (n, False),
+        # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
+        # which is the line order.append(node). Popping an expand entry pushes n's reminder
+        # and, on top of it, an expand entry for each child. The table follows it for
+        # L = u + v with u = 2 * x, v = 3 * u (x a leaf, never pushed; F is False, T is
+        # True); the stack's top is on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -357,15 +353,15 @@ class Value:
         #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
         #     (u, F)    u was expanded already: skip      (L,T)                u v
         #     (L, T)    reminder: place L                                      u v L
-        # u was pushed to be expanded twice, by L and by v, because it was not yet expanded
-        # either time; the check when an entry is popped (`elif node not in visited`) skips
-        # the second copy. Only children that have children of their own are pushed. (The
-        # recursive version above is the whole idea: the stack does the same without
-        # recursion.) How deep a graph gets: a 6-letter name's is about 260 nodes deep (its
-        # longest chain from the loss down to a parameter) in the default model, about 820
-        # with n_layer 4, about 1,430 with n_embd 64 and 2 layers. A wider model is deeper
-        # too: sum() adds its terms one at a time, starting from 0, so a sum over 64 inputs,
-        # as in section 5's linear(), is a chain of + nodes 64 deep.
+        # What expanding v pushed (u's entries) went on top of v's reminder, so (v, T) came
+        # off only after u was placed. That holds for every node: its reminder comes back
+        # only when the work for its children, and theirs, is done, so each node is placed
+        # after its children. u was pushed to be expanded twice, by L and by v, because it
+        # was not yet expanded either time; the check when an entry is popped (`elif node
+        # not in visited`) skips the second copy. The stack takes the children in the
+        # opposite order (v before u), which does not matter: any order with every node
+        # after its children will do. Only children that have children of their own are
+        # pushed.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, is_reminder = stack.pop()
@@ -389,9 +385,11 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, each of the model's n_embd-wide vectors would hold 16 equal
-# numbers (each is the same weighted sum of equal numbers); they would get equal gradients
-# and stay equal forever: a 16-wide model that computes like a model of width 1.
+# started at the same value, each vector inside the model would hold equal numbers (each
+# is the same weighted sum of equal numbers), and so would its gradient: every weight
+# inside gets the same update, and the numbers stay equal forever, a 16-wide model that
+# computes like a model of width 1. (Only lm_head's rows, one per token, get different
+# updates, and each row stays one number written 16 times.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -809,10 +807,10 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
 #   3. The collector switch: CPython's cycle collector is paused for the whole run.
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
-# Only the time changes. Leaving out the switched-off units and pausing the
-# collector change no bit; the fused sums and the tape add the same terms in another
-# order, so results agree to floating-point rounding (about 1e-16), and the default run
-# prints exactly the same numbers either way. Together they make a training step 12 to 16
+# Only the time changes. Leaving out the switched-off units and pausing the collector change
+# no bit; the fused sums and the tape add the same terms in another order, so results agree
+# to floating-point rounding (differences of 1e-16 to 1e-15), and the default run prints
+# exactly the same numbers either way. Together they make a training step 12 to 16
 # times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9
 # (each ratio from two runs timed side by side, with the collector paused in both: II.3).
 # They make it 25 to 28 times faster than a textbook engine like micrograd's on CPython
@@ -1137,9 +1135,9 @@ def weights_of(params):
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
 # where it is now, its state), and its states are the possible full windows. (The first
-# block_size - 1 predictions of a text are made before the window is full, so no state
-# of the chain covers them.) For a
-# tiny vocabulary and context we can list every state, its next-token probabilities, and the
+# block_size - 1 predictions of a text, made after reading fewer than block_size tokens,
+# come before the window is full, so no state of the chain covers them.) For a tiny
+# vocabulary and context we can list every state, its next-token probabilities, and the
 # state each token leads to. (There are vocab_size ** block_size states: names.txt as a
 # stream has 27 characters, the newline among them, so 27**16 with the defaults, and the
 # command line lists them only when there are at most 256 states.)
@@ -1265,7 +1263,8 @@ def explain(tokens, weights, config):
 # in the order they were learned, are the tokenizer: to encode a word, start from its
 # characters and replay the merges in that order, each wherever its pair occurs. (bpe()
 # below does the same another way; its docstring shows the two agree.)
-# Decoding just joins the tokens' strings.
+# Decoding joins the tokens' strings (for GPT-2, whose tokens are made of bytes, one more
+# step turns the joined characters back into bytes: see "Bytes, not characters" below).
 #
 # Words first. Before any merging, GPT-2 cuts a text into words (each with its leading
 # space), numbers, runs of other symbols and runs of white space, and merges never cross
@@ -1343,12 +1342,11 @@ def learn_merges(words, num_merges, progress=None):
     # back. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n]
     # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and
     # each subtracts, merges and adds: [an, a] and [an], pairs {(n, a): 0, (an, a): 2},
-    # (a, n) deleted. Merge 2 is (an, a): [an, a] becomes [ana], and (an, a) is deleted.
-    # Only (n, a) is left, with count 0: it fell to 0 at merge 1 without being the merged
-    # pair, so nothing deleted it (a Counter keeps a count that falls to 0), and the loop
-    # stops at `most < 1`. After merge 1,
-    # [an, a] is still listed in holders[(n, a)] though it no longer holds (n, a): a stale
-    # entry, harmless as said above.
+    # (a, n) deleted. (n, a) fell to 0 without being the merged pair, so nothing deleted it
+    # (a Counter keeps a count that falls to 0), and [an, a] is still listed in
+    # holders[(n, a)] though it no longer holds (n, a): a stale entry, harmless as said
+    # above. Merge 2 is (an, a): [an, a] becomes [ana], and (an, a) is deleted. Only (n, a)
+    # is left, with count 0, and the loop stops at `most < 1`.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1388,11 +1386,12 @@ def bpe(word, ranks):
       - A new pair holds the token r just made. A merge can join only tokens that existed
         when it was learned, so a merge that uses this token was learned after r ("an" is
         made by rank 0 and used by ranks 1 and 2): its rank is above r. (This needs each
-        token to be made by one merge only. Were a token made by two merges, the later one
-        could make it after bpe had passed the earlier, and a merge that uses it and ranks
-        between the two would then come after a higher rank. learn_merges never learns a
-        second way to spell a token it has, and GPT-2's 50,000 merges make 50,000 different
-        tokens.)
+        token to be made by one merge only. Where it is not, it fails: with the merges
+        (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4 both make
+        "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
+        (abcd): a rank below the one before. The replay came to rank 3 before it had an
+        "abc", so it ends with [abc, d]. learn_merges never learns a second way to spell a
+        token it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -1507,9 +1506,11 @@ class Vocabulary(list):
     """A BPE vocabulary: the list of token strings, as Part I's chars (the base characters,
     then one token per merge, in learned order, then any special tokens), with the merges
     that made it. Part I's encode() hands a text to Vocabulary.encode() when its vocabulary
-    has merges. byte_level: the base tokens are the stand-ins of GPT-2's 256 bytes
-    (bytes_to_unicode()), in vocab.json's order (the table at the top of IV.1), and a word
-    starts as the stand-ins of its UTF-8 bytes rather than as its characters."""
+    has merges. byte_level: chars starts with the stand-ins of GPT-2's 256 bytes in
+    vocab.json's order (printable bytes first: the table in IV.1's opening), a word
+    starts as the stand-ins of its UTF-8 bytes rather than as its characters, and
+    byte_char keeps bytes_to_unicode()'s byte order (index = byte) to turn bytes into
+    stand-ins."""
 
     def __init__(self, chars, merges, specials=(), byte_level=False):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
@@ -1849,20 +1850,20 @@ def evaluation_requests(held_out, count, rng):
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
 # 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number the slots 1 to 5
 # (positions 2 to 6). The answer's k-th letter is written while reading position 6 + k
-# (the 1st while reading <|assistant|> at 7), and 5 tokens back from there is slot k: the
-# letter of X that the answer needs is always 5 back from the token being read. For
-# "a name starting with em -> emma": reading <|assistant|> (7) it looks at slot 1, e, and
-# writes e; reading e (8), at slot 2, m, and writes m; reading m (9) it finds <|pad|> in
-# slot 3 and writes a letter of its own, the second m; reading that m (10) it finds
-# <|pad|> in slot 4 and writes a; reading a (11), <|pad|> in slot 5, and it writes <|end|>.
-# For "ending with", X's last letter is always in slot 5, so it is copied as the answer's
-# 5th letter, and that is its last letter only if the answer has exactly 5 letters. So for
-# that kind fine-tuning (V.3) shows only 5-letter names: a longer name ending with X would
-# be correct too, but X's letters would not sit 5 back from the letters they should
-# become. The number of slots is then the length of every "ending with" answer. Why five,
-# when X has at most 3 letters: the answer must be longer than X, so 4 would do; we take
-# five because 5-letter names are many. "a name ending with son -> jason" (rendered in
-# full below) goes as follows ("5 back holds" gives that position, then its token):
+# (the 1st while reading <|assistant|> at 7), and 5 tokens back from there is position
+# k + 1 (6 + k - 5), which is slot k: the letter of X that the answer needs is always 5
+# back from the token being read. For "a name starting with em -> emma": reading
+# <|assistant|> (7) it looks at slot 1, e, and writes e; reading e (8), at slot 2, m, and
+# writes m; reading m (9) it finds <|pad|> in slot 3 and writes a letter of its own, the
+# second m; reading that m (10) it finds <|pad|> in slot 4 and writes a; reading a (11),
+# <|pad|> in slot 5, and it writes <|end|>. For "ending with", X's last letter is always
+# in slot 5, so it is copied as the answer's 5th letter, and that is its last letter only
+# if the answer has exactly 5 letters, one per slot. So for that kind fine-tuning (V.3)
+# shows only 5-letter names: a longer name ending with X would be correct too, but X's
+# letters would not sit 5 back from the letters they should become. Why five slots, when X
+# has at most 3 letters: the answer must be longer than X, so 4 would do; we take five
+# because 5-letter names are many. "a name ending with son -> jason" (rendered in full
+# below) goes as follows ("5 back holds" gives that position, then its token):
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -2055,8 +2056,8 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 def sft_answers(names, requests, config):
     """For each kind, every (X, name) that fine-tuning may show: the request (kind, X) is
     among `requests`, the conversation fits the context, and for "ending with" the name
-    has exactly as many letters as X has slots (5), so that the answer's last letters sit
-    right under X (V.2)."""
+    has exactly 5 letters, one per slot, so that each of X's letters is 5 positions before
+    the answer letter it becomes (V.2)."""
     found = {kind: [] for kind in TASKS}
     for name in names:
         for kind in TASKS:
@@ -2141,17 +2142,18 @@ def sft_steps(params, config, examples, num_steps, batch):
 #
 # SFT imitates the example answers; it never tells the model which of its own answers are
 # wrong. Reinforcement learning does: the model answers a request several times (a group),
-# code grades each answer (reward 1 if correct, else 0), and the model is nudged towards
-# its better answers and away from its worse ones. No example answer is needed, only the
-# check: the model learns from what it wrote itself, so it can fix the mistakes it really
-# makes (running on past the end, dropping a letter of X), which SFT's examples never
-# show. This is GRPO (Group Relative Policy Optimisation) in its simplest form, close to
-# what Karpathy's nanochat uses on maths problems (nanochat only subtracts the mean; we
-# also divide by the spread, as GRPO's paper does). Real GRPO takes several steps on the
-# same answers, so it limits (clips) the ratio of an answer's probability now to its
-# probability when it was drawn, so that no step moves it far. We take one step, on
-# answers just drawn, so that ratio is 1 and there is nothing to limit. Nor do we hold
-# the model near its fine-tuned self (a KL penalty): see reward hacking below.
+# code grades each answer (reward 1 if correct, else 0), and the model is nudged towards its
+# better answers and away from its worse ones. No example answer is needed, only the check:
+# the model learns from what it wrote itself, so it can fix the mistakes it really makes
+# (running on past the end, dropping a letter of X), which SFT's examples never show. This
+# is GRPO (Group Relative Policy Optimisation) in its simplest form, close to what
+# Karpathy's nanochat uses on maths problems (nanochat only subtracts the mean; we also
+# divide by the spread of the group's rewards, as GRPO's paper does). Real GRPO takes
+# several steps on the same answers, so it limits (clips) the ratio of an answer's
+# probability now to its probability when it was drawn, so that no step moves it far. We
+# take one step, on answers just drawn, so that ratio is 1 and there is nothing to limit.
+# Nor do we hold the model near its fine-tuned self (a KL penalty): see reward hacking
+# below.
 # The advantage of an answer is (its reward - the group's mean) / the group's spread (the
 # standard deviation of its rewards). Subtracting the mean makes only how it compares with
 # its siblings count; dividing by the spread puts every group's push on the same scale, so a
@@ -2180,8 +2182,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 # goes up E[R]. The advantage stands in for R:
 #   - subtracting the group's mean b changes nothing on average, since for any b that
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
-#     b grad 1 = 0; it only makes the estimate less noisy (the group's mean holds the
-#     answer's own reward too: a small bias, which GRPO accepts);
+#     b grad 1 = 0; it only makes the estimate less noisy (strictly, the group's mean
+#     holds the answer's own reward too, so b depends on the answer a little: a small
+#     bias, which GRPO accepts);
 #   - dividing by the spread does change the expected gradient: it weights each group's
 #     push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
