@@ -65,9 +65,7 @@ def run_cli(args, cwd, env_update=None, timeout=120):
     tests (CPython or PyPy). On the background thread (in_background) the environment is the
     one the tests started with, not os.environ as a test on the main thread may have patched
     it for a moment."""
-    base = os.environ if threading.current_thread() is threading.main_thread() else _ENVIRONMENT_AT_START
-    env = dict(base, PYTHONIOENCODING="utf-8")
-    env.update(env_update or {})
+    env = child_environment(env_update)
     return subprocess.run(MICROGPT_COMMAND + [str(a) for a in args], cwd=cwd, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
@@ -161,6 +159,15 @@ def snapshot(directory):
 _background = ThreadPoolExecutor(max_workers=1)
 _ENVIRONMENT_AT_START = dict(os.environ)
 _TEMPORARY_FOLDER_AT_START = tempfile.gettempdir()
+
+
+def child_environment(env_update=None):
+    """The environment for a new microgpt process: this one's, with PYTHONIOENCODING=utf-8
+    and env_update. On the background thread, the environment the tests started with."""
+    base = os.environ if threading.current_thread() is threading.main_thread() else _ENVIRONMENT_AT_START
+    env = dict(base, PYTHONIOENCODING="utf-8")
+    env.update(env_update or {})
+    return env
 
 
 def set_class_fixture(cls, future):

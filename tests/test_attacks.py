@@ -16,7 +16,7 @@ the run) unless the process is the point: signals, a child's peak memory.
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
 from support import (scratch_directory, MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, in_background,
-                     run_cli, run_main,  # noqa: E402
+                     child_environment, run_cli, run_main,  # noqa: E402
                      write_text)
 
 import microgpt  # noqa: E402
@@ -57,9 +57,7 @@ def patched_run(patch, args, cwd, env_update=None, timeout=120):
     with `microgpt` imported): a fake clock, a failing disk, a memory limit file."""
     code = (f"import sys; sys.path.insert(0, {REPO!r}); import microgpt\n{patch}\n"
             "sys.exit(microgpt.main(sys.argv[1:]))")
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env.update(env_update or {})
-    return subprocess.run([sys.executable, "-c", code] + [str(a) for a in args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-c", code] + [str(a) for a in args], cwd=cwd, env=child_environment(env_update),
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
@@ -474,30 +472,21 @@ class TestMemoryEstimateHolds(unittest.TestCase):
                 "microgpt.memory_limit = lambda: (calls.append(1), None if len(calls) == 1 else 1)[1]\n")
     # (the first check, of the model's shape alone, comes before the data is read)
 
-    def check(self, lines, length, shape):
-        import re
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            rng = random.Random(lines)
-            data = write_text(tmp, "data.txt", "\n".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz")
-                                                              for _ in range(length)) for _ in range(lines)))
-            args = ["--input", data, "--steps", "1", "--num-samples", "0"] + shape
-            refused, _ = patched_main(self.ESTIMATE, args, tmp)
-            estimate = float(re.search(r"need about ([\d.,]+) MB", refused.stderr).group(1).replace(",", ""))
-            _, peak = run_measured(args, tmp)
-            ratio = estimate * 2**20 / peak
-            self.assertTrue(0.75 <= ratio <= 2.5, f"{lines} lines of {length}, {shape}: estimate {estimate:.1f} MB, "
-                                                  f"peak {peak / 2**20:.1f} MB")
-
     @unittest.skipUnless(HAS_PEAK, "reads a child's peak memory from /proc/self/status")
     def test_the_memory_estimate_is_within_a_factor_of_the_measured_peak(self):
-        cases = [(40000, 1, TINY)]
-        if SLOW:
-            cases += [(3000, 12, ["--n-embd", "16", "--block-size", "16"]), (400000, 1, TINY), (100000, 20, TINY), (20000, 100, TINY), (1000, 5, ["--n-embd", "64"]),
-                      (200000, 8, ["--n-embd", "16", "--n-layer", "2"])]
-        for lines, length, shape in cases:
-            with self.subTest(lines=lines, length=length, shape=shape):
-                self.check(lines, length, shape)
+        import re
+        import tempfile
+        peaks = MEASURED_PEAKS.result()
+        for lines, length, shape in MEMORY_CASES:
+            with self.subTest(lines=lines, length=length, shape=shape), tempfile.TemporaryDirectory() as tmp:
+                refused, _ = patched_main(self.ESTIMATE, memory_case_args(tmp, lines, length, shape), tmp)
+                estimate = float(re.search(r"need about ([\d.,]+) MB", refused.stderr).group(1).replace(",", ""))
+                peak = peaks[lines, length]
+                ratio = estimate * 2**20 / peak
+                self.assertTrue(0.75 <= ratio <= 2.5, f"{lines} lines of {length}, {shape}: estimate "
+                                                      f"{estimate:.1f} MB, peak {peak / 2**20:.1f} MB")
+
+
 
 
 def report_of_a_huge_vocabulary():
@@ -530,6 +519,33 @@ def run_measured(args, cwd):
     result = patched_run(PRINT_PEAK, args, cwd)
     peak = int(result.stderr.rsplit("peak: ", 1)[1].split()[0]) * 1024
     return result.stdout, peak
+
+
+MEMORY_CASES = [(40000, 1, TINY)] + trials([], [
+    (3000, 12, ["--n-embd", "16", "--block-size", "16"]), (400000, 1, TINY), (100000, 20, TINY), (20000, 100, TINY),
+    (1000, 5, ["--n-embd", "64"]), (200000, 8, ["--n-embd", "16", "--n-layer", "2"])])
+
+
+def memory_case_args(directory, lines, length, shape):
+    """The command line of one of MEMORY_CASES: a data file of `lines` random lines of
+    `length` letters, written to directory, one step, no samples."""
+    rng = random.Random(lines)
+    data = write_text(directory, "data.txt", "\n".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz")
+                                                             for _ in range(length)) for _ in range(lines)))
+    return ["--input", data, "--steps", "1", "--num-samples", "0"] + shape
+
+
+def measured_peaks():
+    """The peak resident memory of a run of each of MEMORY_CASES, {(lines, length): bytes},
+    measured in new processes in the background (support.in_background)."""
+    peaks = {}
+    for lines, length, shape in MEMORY_CASES:
+        with scratch_directory() as tmp:
+            _, peaks[lines, length] = run_measured(memory_case_args(tmp, lines, length, shape), tmp)
+    return peaks
+
+
+MEASURED_PEAKS = in_background(measured_peaks) if HAS_PEAK else None
 
 
 # --- 3. Signals at any moment ------------------------------------------------------------------

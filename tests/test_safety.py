@@ -13,8 +13,8 @@ Each class is one promise of README's "Bad input" section:
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, run_cli, run_main,  # noqa: E402
-                     snapshot, trained_checkpoint, write_text)
+from support import (MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, child_environment,  # noqa: E402
+                     in_background, run_cli, run_main, scratch_directory, snapshot, trained_checkpoint, write_text)
 
 import microgpt
 
@@ -54,8 +54,7 @@ class Child:
     so that a test can never hang the suite."""
 
     def __init__(self, args, cwd):
-        env = dict(os.environ, PYTHONIOENCODING="utf-8")
-        self.proc = subprocess.Popen(MICROGPT_COMMAND + [str(a) for a in args], cwd=cwd, env=env,
+        self.proc = subprocess.Popen(MICROGPT_COMMAND + [str(a) for a in args], cwd=cwd, env=child_environment(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
         self.watchdog = threading.Timer(120, self.proc.kill)
         self.watchdog.start()
@@ -188,38 +187,57 @@ class TestChainWritesOnlyItsOwnGraphvizFiles(TempDirTestCase):
 
 # --- 2. Memory is bounded by one document ----------------------------------------------------
 
-@unittest.skipUnless(hasattr(os, "wait4"), "needs os.wait4 (POSIX) to read a child's peak memory")
-class TestMemoryIsBoundedByOneDocument(TempDirTestCase):
+def peak_memory(arg_lists, cwd):
+    """[(exit status, peak memory in bytes, stdout)] of a run of microgpt.py with each of
+    arg_lists, one after another, and the go-between's stderr. Through a small go-between:
+    on Linux a child's peak (ru_maxrss) starts from the size of the process that started it,
+    and this test process may be large. os.wait4 gives each child's own peak."""
+    between = ("import json, os, subprocess, sys\n"
+               "for args in json.loads(sys.argv[1]):\n"
+               "    child = subprocess.Popen([sys.executable, %r] + args, stdout=subprocess.PIPE,\n"
+               "                             encoding='utf-8', env=dict(os.environ, PYTHONIOENCODING='utf-8'))\n"
+               "    out = child.stdout.read()\n"
+               "    _, status, usage = os.wait4(child.pid, 0)\n"
+               "    print(json.dumps([status, usage.ru_maxrss, out]))") % MICROGPT_PATH
+    result = subprocess.run([sys.executable, "-c", between, json.dumps(arg_lists)], cwd=cwd, env=child_environment(),
+                            capture_output=True, text=True, timeout=300)
+    runs = []
+    for line in result.stdout.splitlines():
+        status, peak, out = json.loads(line)
+        runs.append((status, peak * (1 if sys.platform == "darwin" else 1024), out))  # bytes on macOS, KiB on Linux
+    return runs, result.stderr
+
+
+def batch_1_and_batch_all_runs():
+    """TestMemoryIsBoundedByOneDocument's runs, in new processes, in the background
+    (support.in_background)."""
+    home = scratch_directory()
+    data = random_names(home.name, 250)
+    base = ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY
+    arg_lists = [base + ["--batch", "1"], base + ["--batch", "all"]]
+    try:
+        return {"arg_lists": arg_lists, "measured": peak_memory(arg_lists, home.name)}
+    finally:
+        home.cleanup()
+
+
+HAS_WAIT4 = hasattr(os, "wait4")
+BATCH_1_AND_BATCH_ALL = in_background(batch_1_and_batch_all_runs) if HAS_WAIT4 else None
+
+
+@unittest.skipUnless(HAS_WAIT4, "needs os.wait4 (POSIX) to read a child's peak memory")
+class TestMemoryIsBoundedByOneDocument(unittest.TestCase):
     """A step over a batch frees each document's graph before the next, so --batch all needs
     about the memory of --batch 1 (and not 225 documents' graphs at once: about 100 MB, each
     graph about 450 kB)."""
 
-    def peak_memory(self, *arg_lists):
-        """(peak memory, stdout) of a run of microgpt.py with each of arg_lists, one after
-        another. Through a small go-between: on Linux a child's peak (ru_maxrss) starts from
-        the size of the process that started it, and this test process may be large.
-        os.wait4 gives each child's own peak."""
-        between = ("import json, os, subprocess, sys\n"
-                   "for args in json.loads(sys.argv[1]):\n"
-                   "    child = subprocess.Popen([sys.executable, %r] + args, stdout=subprocess.PIPE,\n"
-                   "                             encoding='utf-8', env=dict(os.environ, PYTHONIOENCODING='utf-8'))\n"
-                   "    out = child.stdout.read()\n"
-                   "    _, status, usage = os.wait4(child.pid, 0)\n"
-                   "    print(json.dumps([status, usage.ru_maxrss, out]))") % MICROGPT_PATH
-        result = subprocess.run([sys.executable, "-c", between, json.dumps(arg_lists)], cwd=self.tmp,
-                                capture_output=True, text=True, timeout=300)
-        runs = []
-        for args, line in zip(arg_lists, result.stdout.splitlines()):
-            status, peak, out = json.loads(line)
-            self.assertEqual(status, 0, f"{args}\n{result.stderr}")
-            runs.append((peak * (1 if sys.platform == "darwin" else 1024), out))  # bytes on macOS, KiB on Linux
-        self.assertEqual(len(runs), len(arg_lists), result.stderr)
-        return runs
-
     def test_batch_all_peaks_at_about_the_memory_of_batch_1_and_announces_no_more(self):
-        data = random_names(self.tmp, 250)
-        base = ["--input", data, "--steps", "1", "--num-samples", "0"] + TINY
-        (one, _), (every, out) = self.peak_memory(base + ["--batch", "1"], base + ["--batch", "all"])
+        fixture = BATCH_1_AND_BATCH_ALL.result()
+        runs, stderr = fixture["measured"]
+        self.assertEqual(len(runs), 2, stderr)
+        for args, (status, _, _) in zip(fixture["arg_lists"], runs):
+            self.assertEqual(status, 0, f"{args}\n{stderr}")
+        (_, one, _), (_, every, out) = runs
         mib = 2 ** 20
         self.assertLess(every, 1.5 * one + 32 * mib,
                         f"--batch all peaked at {every / mib:.0f} MiB, --batch 1 at {one / mib:.0f} MiB")
@@ -453,21 +471,32 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         self.assertEqual((code, err), (0, ""))
 
     def test_a_second_ctrl_c_stops_at_once_without_saving(self):
-        # A step of one long window (a step of several documents would be given up at the
-        # next one, StoppableBatch): the first Ctrl-C waits for its end, about 0.5 s.
-        data = random_names(self.tmp, 150)
+        code, err, saved, left_over = SECOND_CTRL_C.result()
+        self.assertEqual(code, 130, err)
+        self.assertNotIn("Traceback", err)
+        self.assertIn("interrupted by SIGINT", err)
+        self.assertFalse(saved)
+        self.assertEqual(left_over, [])
+
+
+def second_ctrl_c_run():
+    """test_a_second_ctrl_c_stops_at_once_without_saving's run, in the background
+    (support.in_background): (exit code, stderr, whether the model was saved, the temporary
+    files left). A step of one long window (a step of several documents would be given up at
+    the next one, StoppableBatch): the first Ctrl-C waits for its end, about 0.5 s."""
+    with scratch_directory() as tmp:
+        data, ckpt = random_names(tmp, 150), os.path.join(tmp, "model.json")
         child = Child(["--input", data, "--stream", "--steps", "5", "--num-samples", "0",
-                       "--save", self.ckpt] + TINY + ["--block-size", "150"], self.tmp)
+                       "--save", ckpt] + TINY + ["--block-size", "150"], tmp)
         child.wait_for("step 1/")
         child.proc.send_signal(signal.SIGINT)
         child.wait_for("microgpt: stopping after this step", stream="stderr")
         child.proc.send_signal(signal.SIGINT)
-        code, out, err = child.finish()
-        self.assertEqual(code, 130, err)
-        self.assertNotIn("Traceback", err)
-        self.assertIn("interrupted by SIGINT", err)
-        self.assertFalse(os.path.exists(self.ckpt))
-        self.assertEqual(temp_files(self.tmp), [])
+        code, _, err = child.finish()
+        return code, err, os.path.exists(ckpt), temp_files(tmp)
+
+
+SECOND_CTRL_C = in_background(second_ctrl_c_run) if POSIX_SIGNALS else None
 
 
 # --- 6. A wrecked model is reported, not saved ---------------------------------------------------
