@@ -133,8 +133,8 @@ FAST = True
 # of a text file: by default names.txt, which comes with this file and holds 29,910 first
 # names, one per line (every name given to at least 5 babies in the US in 2017, from the
 # Social Security Administration's counts; README.md says how it was made). We shuffle them
-# with the seed, so runs are reproducible, and hold some back: the validation set (10% of
-# the names, but at most 1,000: names.txt has 29,910, so 1,000, about 3%, are held back).
+# with the seed, so runs are reproducible, and hold some back: the validation set, 10% of
+# the names but at most 1,000 (for names.txt's 29,910 names that is 1,000, about 3%).
 # The model never trains on those, so its loss on them (how badly it predicts them, section
 # 6) tells us whether it learned the patterns of names in general or merely memorised the
 # ones it saw.
@@ -385,11 +385,12 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, each vector inside the model would hold equal numbers (each
-# is the same weighted sum of equal numbers), and so would its gradient: every weight
-# inside gets the same update, and the numbers stay equal forever, a 16-wide model that
-# computes like a model of width 1. (Only lm_head's rows, one per token, get different
-# updates, and each row stays one number written 16 times.)
+# started at the same value, each vector inside the model would be one number written 16
+# times (each of its numbers is the same weighted sum of equal numbers), and so would each
+# gradient flowing back (it too is a sum through rows of equal weights). So every weight
+# inside a layer gets the same update, and the numbers stay equal forever: a 16-wide model
+# that computes like a model of width 1. (The rows of wte, wpe and lm_head, one per token
+# or position, do get different updates, but each row stays one number written 16 times.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -1139,8 +1140,9 @@ def weights_of(params):
 # come before the window is full, so no state of the chain covers them.) For a tiny
 # vocabulary and context we can list every state, its next-token probabilities, and the
 # state each token leads to. (There are vocab_size ** block_size states: names.txt as a
-# stream has 27 characters, the newline among them, so 27**16 with the defaults, and the
-# command line lists them only when there are at most 256 states.)
+# stream has 27 characters, the 26 letters and the newline (a stream has no BOS), so 27**16
+# with the defaults, and the command line lists them only when there are at most 256
+# states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
