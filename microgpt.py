@@ -1342,13 +1342,14 @@ def learn_merges(words, num_merges, progress=None):
     # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
     # merging leaves such a word unchanged, so the same counts are subtracted and added
     # back. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n]
-    # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it, and
-    # each subtracts, merges and adds: [an, a] and [an], pairs {(n, a): 0, (an, a): 2},
-    # (a, n) deleted. (n, a) fell to 0 without being the merged pair, so nothing deleted it
-    # (a Counter keeps a count that falls to 0), and [an, a] is still listed in
-    # holders[(n, a)] though it no longer holds (n, a): a stale entry, harmless as said
-    # above. Merge 2 is (an, a): [an, a] becomes [ana], and (an, a) is deleted. Only (n, a)
-    # is left, with count 0, and the loop stops at `most < 1`.
+    # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it.
+    # [a, n, a] subtracts (a, n) 2 and (n, a) 2, becomes [an, a] and adds (an, a) 2; [a, n]
+    # subtracts (a, n) 1 and becomes [an]. Now pairs is {(a, n): 0, (n, a): 0, (an, a): 2},
+    # and (a, n), the merged pair, is deleted. (n, a) stays, with count 0 (a Counter keeps a
+    # count that falls to 0), and [an, a] is still listed in holders[(n, a)] though it no
+    # longer holds (n, a): a stale entry, harmless as said above. Merge 2 is (an, a):
+    # [an, a] becomes [ana], and (an, a) is deleted. Only (n, a) is left, with count 0, and
+    # the loop stops at `most < 1`.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1388,12 +1389,7 @@ def bpe(word, ranks):
       - A new pair holds the token r just made. A merge can join only tokens that existed
         when it was learned, so a merge that uses this token was learned after r ("an" is
         made by rank 0 and used by ranks 1 and 2): its rank is above r. (This needs each
-        token to be made by one merge only. Where it is not, it fails: with the merges
-        (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4 both make
-        "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
-        (abcd): a rank below the one before. The replay came to rank 3 before it had an
-        "abc", so it ends with [abc, d]. learn_merges never learns a second way to spell a
-        token it has, and GPT-2's 50,000 merges make 50,000 different tokens.)
+        token to be made by one merge only: see the last paragraph.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -1404,7 +1400,13 @@ def bpe(word, ranks):
     is above r1 (the first step). On its way from r1 to r2 the replay finds no pair (none
     of those ranks is present, or bpe would have taken it), so it reaches r2 with bpe's
     tokens and merges r2 the same way: they agree again. When bpe finds no learned pair, the
-    replay's remaining merges find none either."""
+    replay's remaining merges find none either.
+    Why one merge per token: where two merges make the same token, the first step fails.
+    With the merges (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4
+    both make "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
+    (abcd): a rank below the one before. The replay came to rank 3 before it had an "abc",
+    so it ends with [abc, d]. learn_merges never learns a second way to spell a token it
+    has, and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1508,11 +1510,11 @@ class Vocabulary(list):
     """A BPE vocabulary: the list of token strings, as Part I's chars (the base characters,
     then one token per merge, in learned order, then any special tokens), with the merges
     that made it. Part I's encode() hands a text to Vocabulary.encode() when its vocabulary
-    has merges. byte_level: chars starts with the stand-ins of GPT-2's 256 bytes in
-    vocab.json's order (printable bytes first: the table in IV.1's opening), a word
-    starts as the stand-ins of its UTF-8 bytes rather than as its characters, and
-    byte_char keeps bytes_to_unicode()'s byte order (index = byte) to turn bytes into
-    stand-ins."""
+    has merges. With byte_level=True (GPT-2), three things change: chars begins with the
+    stand-ins of the 256 bytes in vocab.json's id order (printable bytes first: the table
+    in IV.1's opening); a word starts as the stand-ins of its UTF-8 bytes, not as its
+    characters; and byte_char lists the stand-ins in byte order (byte_char[b] is byte b's),
+    to turn bytes into stand-ins."""
 
     def __init__(self, chars, merges, specials=(), byte_level=False):
         super().__init__(list(chars) + [left + right for left, right in merges] + list(specials))
@@ -1579,16 +1581,17 @@ class Vocabulary(list):
 #      the embeddings need no norm of their own; but the residual stream grows as blocks
 #      add to it, so it is normalised once more before the scores.
 #   5. The output layer is wte itself (tied): no separate lm_head. That saves 50,257 x 768
-#      = 38.6 million parameters, nearly a third of the model.
+#      = 38.6 million parameters, nearly a third of GPT-2's 124 million.
 #   6. Query, key and value come out of one fused matrix, c_attn, 3 * n_embd rows tall: on
 #      a GPU one big matrix product is faster than three small ones; here it is the same work.
 #   7. 1,024 positions (wpe has 1,024 learned rows), so a prompt plus what it writes is at
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
-# plain floats and the key/value cache of Part I. gpt2() reuses attention_head, and Part
-# I's version cannot take plain floats (its softmax reads each score's .data and calls
-# .exp()); Part II's can. So for GPT-2 the flag FAST is always on (the command line
-# refuses --plain with --gpt2), and Part II's attention_head is the one that runs.
+# plain floats and the key/value cache of Part I. gpt2() reuses attention_head (through
+# causal_self_attention below), and Part I's version cannot take plain floats (its softmax
+# reads each score's .data and calls .exp()); Part II's can. So for GPT-2 the flag FAST is
+# always on (the command line refuses --plain with --gpt2), and Part II's attention_head is
+# the one that runs.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -2157,11 +2160,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 # Nor do we hold the model near its fine-tuned self (a KL penalty): see reward hacking
 # below.
 # The advantage of an answer is (its reward - the group's mean) / the group's spread (the
-# standard deviation of its rewards). Subtracting the mean makes only how it compares with
-# its siblings count; dividing by the spread puts every group's push on the same scale, so a
-# lone success is pushed hard. In a group of 8, one right answer gets +2.65 and each wrong
-# one -0.38; with four right, +1 and -1; with seven right, +0.38 and -2.65 for the one
-# wrong. A group where all are right (or all wrong) teaches nothing and costs no gradient.
+# standard deviation of its rewards, dividing by n: 0.33 when 1 of 8 is right). Subtracting
+# the mean makes only how it compares with its siblings count; dividing by the spread puts
+# every group's push on the same scale, so a lone success is pushed hard. In a group of 8,
+# one right answer gets +2.65 and each wrong one -0.38; with four right, +1 and -1; with
+# seven right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
+# teaches nothing and costs no gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
@@ -2170,13 +2174,14 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
 # where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
 # -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the model's
-# own answers, weighted by their advantage: a positive advantage makes an answer likelier, a
-# negative one less likely. The answers are drawn at temperature 1, from p itself, because
-# only then does L's gradient follow the expected reward (derived next). Here grad is the
-# gradient with respect to the parameters, and p(a) the probability of a whole answer a (the
-# product of its tokens' probabilities). The expected reward is
-# E[R] = sum_a p(a) R(a), over all answers a, so (as grad log p = grad p / p, the chain
-# rule, so grad p = p grad log p)
+# own answers (summed over an answer's tokens, where SFT averages), weighted by their
+# advantage: a positive advantage makes an answer likelier, a negative one less likely.
+# The answers are drawn at temperature 1, from p itself, because only then does L's
+# gradient follow the expected reward (derived next). Here grad is the gradient with
+# respect to the parameters, and p(a) the probability of a whole answer a (the product of
+# its tokens' probabilities). The expected reward is E[R] = sum_a p(a) R(a), over all
+# answers a; R(a) is a fixed number for each answer, with no gradient of its own. The
+# chain rule gives grad log p = grad p / p, that is grad p = p grad log p, so
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
 # the average, over answers a drawn from p, of R(a) grad log p(a). -grad L is exactly such
 # an average over the drawn answers, with the advantage in place of R. Answers drawn from
@@ -2191,8 +2196,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
 #     with 1 or 7 right of 8, against 0.5 with 4 right. So a 1-of-8 group is pushed 3
-#     times as hard as with the mean subtracted alone, a 4-of-8 group 2 times: a lone
-#     success (or a lone failure) counts for more.
+#     times (1/0.33) as hard as with the mean subtracted alone, a 4-of-8 group 2 times
+#     (1/0.5): a lone success (or a lone failure) counts for more.
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
