@@ -385,12 +385,12 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, each vector inside the model would be one number written 16
-# times (each of its numbers is the same weighted sum of equal numbers), and so would each
-# gradient flowing back (it too is a sum through rows of equal weights). So every weight
-# inside a layer gets the same update, and the numbers stay equal forever: a 16-wide model
-# that computes like a model of width 1. (The rows of wte, wpe and lm_head, one per token
-# or position, do get different updates, but each row stays one number written 16 times.)
+# started at the same value, the 16 numbers of each vector inside the model would be equal
+# (each is the same sum of the same inputs through identical rows), and so would the 16
+# numbers of its gradient. Then every update keeps it so: each matrix inside the blocks
+# stays one repeated number, and each row of wte, wpe and lm_head (one per token or
+# position) stays one number written 16 times. The 16 numbers could never come apart: a
+# 16-wide model that computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
