@@ -1404,8 +1404,9 @@ def bpe(word, ranks):
     Why one merge per token: where two merges make the same token, the first step fails.
     With the merges (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4
     both make "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
-    (abcd): a rank below the one before. The replay came to rank 3 before it had an "abc",
-    so it ends with [abc, d]. learn_merges never learns a second way to spell a token it
+    (abcd): a rank below the one before. The replay: rank 0 gives ab c d; ranks 1, 2 and 3
+    find no pair (no "bc", no "abc" yet); rank 4 gives abc d, and rank 3, which would join
+    abc and d, is already past: it ends with [abc, d]. learn_merges never learns a second way to spell a token it
     has, and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
@@ -1866,8 +1867,9 @@ def evaluation_requests(held_out, count, rng):
 # if the answer has exactly 5 letters, one per slot. So for that kind fine-tuning (V.3)
 # shows only 5-letter names: a longer name ending with X would be correct too, but X's
 # letters would not sit 5 back from the letters they should become. Why five slots, when X
-# has at most 3 letters: the answer must be longer than X, so 4 would do; we take five
-# because 5-letter names are many. "a name ending with son -> jason" (rendered in full
+# has at most 3 letters: an "ending with" answer has one letter per slot, and it must be
+# longer than X, so 4 slots (4-letter answers) would do; we take five because 5-letter
+# names are more plentiful. "a name ending with son -> jason" (rendered in full
 # below) goes as follows ("5 back holds" gives that position, then its token):
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
