@@ -1406,8 +1406,8 @@ def bpe(word, ranks):
     both make "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
     (abcd): a rank below the one before. The replay: rank 0 gives ab c d; ranks 1, 2 and 3
     find no pair (no "bc", no "abc" yet); rank 4 gives abc d, and rank 3, which would join
-    abc and d, is already past: it ends with [abc, d]. learn_merges never learns a second way to spell a token it
-    has, and GPT-2's 50,000 merges make 50,000 different tokens."""
+    abc and d, is already past: it ends with [abc, d]. learn_merges never learns a second
+    way to spell a token it has, and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
