@@ -748,7 +748,8 @@ def mean_token_loss(sequences, weights, config):
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
 # all the probability goes to the likeliest token, so temperature 0 means exactly that:
 # take the likeliest token ("greedy"), with no division at all. A name the model never
-# ends stops when the context is full, at block_size characters.
+# ends stops after block_size characters: the last position, block_size - 1, reads the
+# 15th letter and draws a 16th, which is kept though no position is left to read it.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
@@ -1258,8 +1259,8 @@ def explain(tokens, weights, config):
 # IV.1 Tokens bigger than letters: byte-level BPE
 #
 # Part I gives every character a token of its own. GPT-2's tokens are mostly pieces of
-# words: " the", "ing", " Turing" is [" Tur", "ing"]. A text then takes fewer tokens, so the
-# same context holds more of it, and the model spends its predictions on words rather than
+# words: " the", "ing", " tokenizer" is [" token", "izer"]. A text then takes fewer
+# tokens, so the same context holds more of it, and the model spends its predictions on words rather than
 # on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
 # adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
 # in the order they were learned, are the tokenizer: to encode a word, start from its
@@ -1397,14 +1398,17 @@ def bpe(word, ranks):
     Second, the replay keeps up with bpe, merge by merge (an induction). Both start from
     the same letters. Say that after bpe merges rank r1, the replay has done every rank up
     to r1 and holds the same tokens. bpe next merges r2, the lowest rank present, and r2
-    is above r1 (the first step). On its way from r1 to r2 the replay finds no pair (none
-    of those ranks is present, or bpe would have taken it), so it reaches r2 with bpe's
-    tokens and merges r2 the same way: they agree again. When bpe finds no learned pair, the
-    replay's remaining merges find none either.
+    is above r1 (the first step). The replay then tries each rank between r1 and r2 and
+    finds none of them in the word (bpe takes the lowest rank present, so such a pair
+    would have come before r2); it merges nothing, so it reaches r2 with bpe's tokens and
+    merges r2 the same way: they agree again. Before bpe's first merge the same holds,
+    from the start. When bpe finds no learned pair, the replay's remaining merges find none
+    either.
     Why one merge per token: where two merges make the same token, the first step fails.
     With the merges (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4
     both make "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
-    (abcd): a rank below the one before. The replay: rank 0 gives ab c d; ranks 1, 2 and 3
+    (abcd): a rank below the one before. The "new pair" bullet fails: (abc, d) uses the
+    token rank 4 made, yet ranks below it, as rank 2 had made "abc" before. The replay: rank 0 gives ab c d; ranks 1, 2 and 3
     find no pair (no "bc", no "abc" yet); rank 4 gives abc d, and rank 3, which would join
     abc and d, is already past: it ends with [abc, d]. learn_merges never learns a second
     way to spell a token it has, and GPT-2's 50,000 merges make 50,000 different tokens."""

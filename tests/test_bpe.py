@@ -310,6 +310,21 @@ class RealGPT2TokenizerTest(unittest.TestCase):
         self.assertEqual(self.reference.encode("<|endoftext|>", allowed_special="all"), [microgpt.GPT2_EOT])
         self.assertEqual(self.tok.decode_bytes([microgpt.GPT2_EOT]), b"<|endoftext|>")
 
+    def test_the_tokens_that_part_iv_quotes_are_gpt2s(self):
+        # Part IV once said GPT-2 cuts " Turing" into " Tur" and "ing": it is one token (39141).
+        with open(microgpt.__file__, encoding="utf-8") as f:
+            source = f.read()
+        quoted = {" tokenizer": ([" token", "izer"], '" tokenizer" is [" token", "izer"]'),
+                  "<|endoftext|>": (["<", "|", "end", "of", "text", "|", ">"], "(ids 27,\n        91, 437, 1659, "
+                                                                          "5239, 91, 29:")}
+        for text, (pieces, sentence) in quoted.items():
+            with self.subTest(text=text):
+                self.assertIn(sentence, source)
+                ids = self.reference.encode_ordinary(text)
+                self.assertEqual([self.reference.decode_single_token_bytes(i).decode("utf-8") for i in ids], pieces)
+                self.assertEqual(self.tok.encode(text), ids)
+        self.assertEqual(self.reference.encode_ordinary("<|endoftext|>"), [27, 91, 437, 1659, 5239, 91, 29])
+
     def test_tokenize_command_prints_tiktokens_ids(self):
         text = hostile_texts()[6] + "\n" + hostile_texts()[2]
         path = write_text(self.dir, "text.txt", text)
