@@ -1259,12 +1259,12 @@ def explain(tokens, weights, config):
 # IV.1 Tokens bigger than letters: byte-level BPE
 #
 # Part I gives every character a token of its own. GPT-2's tokens are mostly pieces of
-# words: " the", "ing", " tokenizer" is [" token", "izer"]. A text then takes fewer
-# tokens, so the same context holds more of it, and the model spends its predictions on words rather than
-# on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every pair of
-# adjacent tokens, merge the most common pair into one new token, and repeat. The merges,
-# in the order they were learned, are the tokenizer: to encode a word, start from its
-# characters and replay the merges in that order, each wherever its pair occurs. (bpe()
+# words: " the", "ing", " tokenizer" is [" token", "izer"]. A text then takes fewer tokens,
+# so the same context holds more of it, and the model spends its predictions on words rather
+# than on spelling. Byte pair encoding (BPE) learns such pieces from a text: count every
+# pair of adjacent tokens, merge the most common pair into one new token, and repeat. The
+# merges, in the order they were learned, are the tokenizer: to encode a word, start from
+# its characters and replay the merges in that order, each wherever its pair occurs. (bpe()
 # below does the same another way; its docstring shows the two agree.)
 # Decoding joins the tokens' strings (for GPT-2, whose tokens are made of bytes, one more
 # step turns the joined characters back into bytes: see "Bytes, not characters" below).
@@ -1408,10 +1408,11 @@ def bpe(word, ranks):
     With the merges (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4
     both make "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
     (abcd): a rank below the one before. The "new pair" bullet fails: (abc, d) uses the
-    token rank 4 made, yet ranks below it, as rank 2 had made "abc" before. The replay: rank 0 gives ab c d; ranks 1, 2 and 3
-    find no pair (no "bc", no "abc" yet); rank 4 gives abc d, and rank 3, which would join
-    abc and d, is already past: it ends with [abc, d]. learn_merges never learns a second
-    way to spell a token it has, and GPT-2's 50,000 merges make 50,000 different tokens."""
+    token rank 4 made, yet ranks below it, as rank 2 had made "abc" before. The replay:
+    rank 0 gives ab c d; ranks 1, 2 and 3 find no pair (no "bc", no "abc" yet); rank 4
+    gives abc d, and rank 3, which would join abc and d, is already past: it ends with
+    [abc, d]. learn_merges never learns a second way to spell a token it has, and GPT-2's
+    50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
