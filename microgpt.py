@@ -1411,8 +1411,8 @@ def bpe(word, ranks):
     token rank 4 made, yet ranks below it, as rank 2 had made "abc" before. The replay:
     rank 0 gives ab c d; ranks 1, 2 and 3 find no pair (no "bc", no "abc" yet); rank 4
     gives abc d, and rank 3, which would join abc and d, is already past: it ends with
-    [abc, d]. learn_merges never learns a second way to spell a token it has, and GPT-2's
-    50,000 merges make 50,000 different tokens."""
+    [abc, d]. learn_merges never learns a second way to spell a token it has (a test
+    checks it on random texts), and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))

@@ -395,6 +395,18 @@ class LearnedBPETest(unittest.TestCase):
             with self.subTest(corpus=corpus[:3]):
                 self.assertEqual(microgpt.learn_merges(corpus, n), naive_merges(corpus, n))
 
+    def test_no_two_learned_merges_spell_the_same_token(self):
+        # bpe()'s proof that merging by rank equals replaying in order needs it (its docstring
+        # shows how two merges of one token break it); small alphabets make the most overlaps.
+        rng = random.Random(6)
+        for trial in range(400):
+            alphabet = "abc"[:1 + trial % 3]
+            corpus = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(rng.randint(1, 8))]
+            tokens = [a + b for a, b in microgpt.learn_merges(corpus, 60)]
+            with self.subTest(corpus=corpus):
+                self.assertEqual(len(set(tokens)), len(tokens))
+                self.assertFalse(set(tokens) & set(alphabet))
+
     def test_encoding_applies_the_merges_in_learned_order_and_decodes_back(self):
         with open(os.path.join(REPO, "names.txt"), encoding="utf-8") as f:
             names = f.read().split()
