@@ -385,12 +385,11 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, the 16 numbers of each vector inside the model would be equal
-# (each is the same sum of the same inputs through identical rows), and so would the 16
-# numbers of its gradient. Then every update keeps it so: each matrix inside the blocks
-# stays one repeated number, and each row of wte, wpe and lm_head (one per token or
-# position) stays one number written 16 times. The 16 numbers could never come apart: a
-# 16-wide model that computes like a model of width 1.
+# started at the same value, the 16 numbers of each vector inside the model would be equal,
+# and so would the 16 numbers of its gradient, and every update would keep them so: they
+# could never come apart, and the 16-wide model would compute like a model of width 1.
+# (What stays the same number: every weight of a matrix inside the blocks, and each row of
+# wte, wpe and lm_head, whose rows, one per token or position, still move apart.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -1407,8 +1406,9 @@ def bpe(word, ranks):
     Why one merge per token: where two merges make the same token, the first step fails.
     With the merges (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4
     both make "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
-    (abcd): a rank below the one before. The "new pair" bullet fails: (abc, d) uses the
-    token rank 4 made, yet ranks below it, as rank 2 had made "abc" before. The replay:
+    (abcd): a rank below the one before. This breaks the "new pair" bullet: (abc, d), rank
+    3, uses the "abc" that rank 4 just made, yet its rank is below 4, because rank 2 had
+    made "abc" earlier. The replay:
     rank 0 gives ab c d; ranks 1, 2 and 3 find no pair (no "bc", no "abc" yet); rank 4
     gives abc d, and rank 3, which would join abc and d, is already past: it ends with
     [abc, d]. learn_merges never learns a second way to spell a token it has (a test

@@ -418,6 +418,36 @@ class TestParameters(unittest.TestCase):
         self.assertLess(std, 0.088)
         self.assertTrue(all(p.grad == 0.0 for p in microgpt.flatten(params)))
 
+    def trained_from(self, value, steps=5):
+        """Parameters that all started at `value`, after `steps` Adam steps on three names
+        (Part I alone), and the losses."""
+        docs = ["abc", "bca", "cab"]
+        config = tiny_config(n_embd=4)
+        params = fresh_params(config)
+        for p in microgpt.flatten(params):
+            p.data = value
+        with fast(False):
+            losses = list(microgpt.train(params, config, microgpt.document_batches(
+                microgpt.encode_documents(docs, CHARS), 1), steps))
+        return params, losses
+
+    def test_weights_that_start_equal_never_come_apart_within_a_row(self):
+        # Section 4: each vector's numbers stay equal, so the model has width 1. Each row of
+        # every matrix stays one number; each matrix inside the blocks stays one number.
+        params, _ = self.trained_from(0.08)
+        for name, matrix in params.items():
+            rows = [{p.data for p in row} for row in matrix]
+            self.assertTrue(all(len(row) == 1 for row in rows), name)
+            if name.startswith("layer"):
+                self.assertEqual(len(set.union(*rows)), 1, name)
+        self.assertGreater(len({row[0].data for row in params["lm_head"]}), 1)   # the rows do move
+
+    def test_weights_that_start_at_zero_never_move_and_the_loss_stays_ln_vocab(self):
+        params, losses = self.trained_from(0.0)
+        self.assertEqual({p.data for p in microgpt.flatten(params)}, {0.0})
+        for loss in losses:
+            self.assertAlmostEqual(loss, math.log(VOCAB), places=12)
+
 
 # --- 9. and 10. training --------------------------------------------------------------------------
 
