@@ -342,9 +342,14 @@ class Value:
         # our own, a stack (last in, first out), holding two kinds of entries: (n, False),
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
-        # and, on top of it, an expand entry for each child. The table follows it for
-        # L = u + v with u = 2 * x, v = 3 * u (x a leaf, never pushed; F is False, T is
-        # True); the stack's top is on the right, and each line pops the top entry:
+        # and, on top of it, an expand entry for each child that has children of its own
+        # and is not yet expanded. The stack takes the children in the opposite order
+        # (below, v before u), which does not matter: any order with every node after its
+        # children will do. A node can be pushed twice (u below, by L and by v, as it was
+        # not yet expanded either time); the check when an entry is popped (`elif node not
+        # in visited`) skips the second copy. The table follows it for L = u + v with
+        # u = 2 * x, v = 3 * u (x a leaf, never pushed; F is False, T is True); the stack's
+        # top is on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -356,12 +361,7 @@ class Value:
         # What expanding v pushed (u's entries) went on top of v's reminder, so (v, T) came
         # off only after u was placed. That holds for every node: its reminder comes back
         # only when the work for its children, and theirs, is done, so each node is placed
-        # after its children. u was pushed to be expanded twice, by L and by v, because it
-        # was not yet expanded either time; the check when an entry is popped (`elif node
-        # not in visited`) skips the second copy. The stack takes the children in the
-        # opposite order (v before u), which does not matter: any order with every node
-        # after its children will do. Only children that have children of their own are
-        # pushed.
+        # after its children.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, is_reminder = stack.pop()
