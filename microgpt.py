@@ -389,7 +389,8 @@ class Value:
 # and so would the 16 numbers of its gradient, and every update would keep them so: they
 # could never come apart, and the 16-wide model would compute like a model of width 1.
 # (What stays the same number: every weight of a matrix inside the blocks, and each row of
-# wte, wpe and lm_head, whose rows, one per token or position, still move apart.)
+# wte, wpe and lm_head. Those three have a row per token or position, and the rows still
+# move apart, as each gets the gradient of its own token or position.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -748,7 +749,8 @@ def mean_token_loss(sequences, weights, config):
 # all the probability goes to the likeliest token, so temperature 0 means exactly that:
 # take the likeliest token ("greedy"), with no division at all. A name the model never
 # ends stops after block_size characters: the last position, block_size - 1, reads the
-# 15th letter and draws a 16th, which is kept though no position is left to read it.
+# (block_size - 1)th letter and draws one more, which is kept though no position is left to
+# read it (with the default 16, the 15th letter and a 16th).
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
