@@ -1405,16 +1405,17 @@ def bpe(word, ranks):
     merges r2 the same way: they agree again. Before bpe's first merge the same holds,
     from the start. When bpe finds no learned pair, the replay's remaining merges find none
     either.
-    Why one merge per token: where two merges make the same token, the first step fails.
-    With the merges (a, b), (b, c), (a, bc), (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4
-    both make "abc". On "abcd" bpe merges rank 0 (ab c d), then rank 4 (abc d), then rank 3
-    (abcd): a rank below the one before. This breaks the "new pair" bullet: (abc, d), rank
-    3, uses the "abc" that rank 4 just made, yet its rank is below 4, because rank 2 had
-    made "abc" earlier. The replay:
-    rank 0 gives ab c d; ranks 1, 2 and 3 find no pair (no "bc", no "abc" yet); rank 4
-    gives abc d, and rank 3, which would join abc and d, is already past: it ends with
-    [abc, d]. learn_merges never learns a second way to spell a token it has (a test
-    checks it on random texts), and GPT-2's 50,000 merges make 50,000 different tokens."""
+    Why one merge per token: where two merges make the same token, the proof's first step
+    fails, and bpe and the replay can disagree. With the merges (a, b), (b, c), (a, bc),
+    (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4 both make "abc". On "abcd" bpe merges
+    rank 0 (ab c d), then rank 4 (abc d), then rank 3 (abcd): a rank below the one before.
+    This breaks the "new pair" bullet: (abc, d), rank 3, uses the "abc" that rank 4 just
+    made, yet its rank is below 4, because rank 2 had made "abc" earlier. The replay: rank 0
+    gives ab c d; ranks 1, 2 and 3 find no pair (no "bc", no "abc" yet); rank 4 gives
+    abc d, and rank 3, which would join abc and d, is already past: it ends with [abc, d],
+    where bpe ended with [abcd]. learn_merges never learns a second way to spell a token it
+    has (a test checks it on random texts), and GPT-2's 50,000 merges make 50,000 different
+    tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
