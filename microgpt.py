@@ -1871,11 +1871,12 @@ def evaluation_requests(held_out, count, rng):
 # writes m; reading m (9) it finds <|pad|> in slot 3 and writes a letter of its own, the
 # second m; reading that m (10) it finds <|pad|> in slot 4 and writes a; reading a (11),
 # <|pad|> in slot 5, and it writes <|end|>. For "ending with", X's last letter is always
-# in slot 5, so it is copied as the answer's 5th letter, and that is its last letter only
-# if the answer has exactly 5 letters, one per slot. So for that kind fine-tuning (V.3)
-# shows only 5-letter names: a longer name ending with X would be correct too, but X's
-# letters would not sit 5 back from the letters they should become. Why five slots, when X
-# has at most 3 letters: an "ending with" answer has one letter per slot, and it must be
+# in slot 5, so it is copied as the answer's 5th letter, and the answer ends with X only
+# if that 5th letter is its last: if the answer has exactly 5 letters, one per slot. So for
+# that kind fine-tuning (V.3) shows only 5-letter names ("jason" for son): a longer name
+# ending with X would be correct too, but it would have to write X's letters more than 5
+# tokens after their slots ("edison": its n is the 6th letter, not the 5th). Why five
+# slots, when X has at most 3 letters: an "ending with" answer has one letter per slot, and it must be
 # longer than X, so 4 slots (4-letter answers) would do; we take five because 5-letter
 # names are more plentiful. "a name ending with son -> jason" (rendered in full
 # below) goes as follows ("5 back holds" gives that position, then its token):
