@@ -1876,10 +1876,10 @@ def evaluation_requests(held_out, count, rng):
 # that kind fine-tuning (V.3) shows only 5-letter names ("jason" for son): a longer name
 # ending with X would be correct too, but it would have to write X's letters more than 5
 # tokens after their slots ("edison": its n is the 6th letter, not the 5th). Why five
-# slots, when X has at most 3 letters: an "ending with" answer has one letter per slot, and it must be
-# longer than X, so 4 slots (4-letter answers) would do; we take five because 5-letter
-# names are more plentiful. "a name ending with son -> jason" (rendered in full
-# below) goes as follows ("5 back holds" gives that position, then its token):
+# slots, when X has at most 3 letters: an "ending with" answer has one letter per slot,
+# and it must be longer than X, so 4 slots (4-letter answers) would do; we take five
+# because 5-letter names are more plentiful. "a name ending with son -> jason" (rendered
+# in full below) goes as follows ("5 back holds" gives that position, then its token):
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
