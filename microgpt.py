@@ -1799,7 +1799,8 @@ def is_correct(kind, x, answer, ended):
     """Whether an answer is correct: the reward of V.4 (True counts 1, False 0). answer is
     the list of its tokens' texts, so len(answer) counts tokens. Each must be one letter:
     the vocabulary also holds the request's phrases and the chat's special tokens (V.2),
-    and the model might write one. ended: it finished with the end token."""
+    and the model might write one. ended: it ended its turn (V.2's TURN_ENDS: <|end|>, or
+    <|user|> or <|assistant|>, where the answer shown stops too) before the context was full."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
@@ -1912,6 +1913,11 @@ def evaluation_requests(held_out, count, rng):
 
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
 SPECIAL = (USER, ASSISTANT, END, PAD)
+# The model may write any token of its vocabulary, special ones too (at a high temperature,
+# often). As real chat systems do, the answer ends at <|end|> and also at <|user|> or
+# <|assistant|>, which would open a new turn; none of the three is shown. Any other special
+# token (<|pad|>) stays in the answer, shown as a token, not text, and is never correct.
+TURN_ENDS = (END, USER, ASSISTANT)
 REQUEST_TOKENS = 6       # a phrase and five slots for X
 
 
@@ -1975,9 +1981,10 @@ def prompt_for(request_ids, chat_chars):
     return render(request_ids, [], chat_chars)[0][:-1]     # [:-1]: without render's <|end|>
 
 
-def generate_answer(weights, config, prompt, rng, temperature, end_id):
+def generate_answer(weights, config, prompt, rng, temperature, end_ids):
     """The assistant's answer to a rendered prompt (ending with <|assistant|>), token by
-    token: yields (token, probabilities) until it draws end_id or the context is full.
+    token: yields (token, probabilities) until it draws one of end_ids (the ids of
+    TURN_ENDS), which it yields too, or the context is full.
     The probabilities are at temperature 1, the model's own, whatever temperature
     the sampling uses. Temperature 0 takes the likeliest token every time."""
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
@@ -1990,7 +1997,7 @@ def generate_answer(weights, config, prompt, rng, temperature, end_id):
         token = (max(range(len(probs)), key=probs.__getitem__) if temperature <= 0
                  else sample_token(logits, temperature, rng))
         yield token, probs
-        if token == end_id:
+        if token in end_ids:
             return
         tokens.append(token)
 
@@ -2022,11 +2029,12 @@ def chat_prompt(request, config, chat_chars):
 def chat_reply(weights, config, chars, request, rng, temperature):
     """The assistant's answer to a request, as it is written: yields (piece, probability,
     alternatives) per token, piece being its text, probability the model's (at temperature
-    1) for it, alternatives the five likeliest [(text, probability)]. Stops at <|end|>
-    (not yielded) or when the context is full. BadInput for a request it cannot read."""
+    1) for it, alternatives the five likeliest [(text, probability)]. Stops at the end of
+    its turn (TURN_ENDS, not yielded) or when the context is full. BadInput for a request it
+    cannot read."""
     prompt = chat_prompt(request, config, chars)
-    for token, probs in generate_answer(weights, config, prompt, rng, temperature, chars.index(END)):
-        if chars[token] == END:
+    for token, probs in generate_answer(weights, config, prompt, rng, temperature, turn_end_ids(chars)):
+        if chars[token] in TURN_ENDS:
             return
         top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
         yield chars[token], probs[token], [(chars[t], probs[t]) for t in top]
@@ -2044,13 +2052,19 @@ def answer_probabilities(weights, config, prompt, answer_ids):
     return [float(softmax(logits[len(prompt) - 1 + i])[t]) for i, t in enumerate(answer_ids)]
 
 
+def turn_end_ids(chat_chars):
+    """The ids of the tokens that end the assistant's answer (TURN_ENDS)."""
+    return {chat_chars.index(t) for t in TURN_ENDS}
+
+
 def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
-    """The assistant's answer to (kind, X): (prompt, answer's token ids, their texts without
-    <|end|>, whether it ended, and whether it is correct)."""
+    """The assistant's answer to (kind, X): (prompt, answer's token ids, the texts of those
+    chat_reply shows, whether it ended, and whether it is correct). It is judged as
+    chat_reply shows it: up to the token that ends the turn, <|end|> or a new turn's."""
     prompt = prompt_for(encode_text(request_for(kind, x), chat_chars), chat_chars)
-    end = chat_chars.index(END)
-    ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, end)]
-    ended = ids[-1:] == [end]          # the last token is <|end|> (ids[-1:] is [] if ids is)
+    ends = turn_end_ids(chat_chars)
+    ids = [t for t, _ in generate_answer(weights, config, prompt, rng, temperature, ends)]
+    ended = bool(ids) and ids[-1] in ends       # it ended its turn, rather than filling the context
     texts = [chat_chars[t] for t in (ids[:-1] if ended else ids)]
     return prompt, ids, texts, ended, is_correct(kind, x, texts, ended)
 
@@ -4784,6 +4798,11 @@ def line_editing():
         pass
 
 
+SPECIAL_IN_ANSWER = (f"({PAD} is a special token, not text: the filler of the request's empty slots. "
+                     "The model may write any token it knows, more often at a high temperature; an answer "
+                     "ends at <|end|>, <|user|> or <|assistant|>, Part V.2)")
+
+
 def terminal_chat(weights, config, chat_chars, seed, temperature):
     """Answer one request per line of standard input (a terminal or a pipe), streamed."""
     if sys.stdin is None:                         # started with standard input closed (<&-): nothing to read
@@ -4796,6 +4815,7 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
         print("\nchat: ask for 'a name starting with X' or 'a name ending with X', X being 1 to 3 letters "
               "(Ctrl-D to quit)")
     rng = random.Random(seed + 1)
+    explained = False
     while not output_lost():
         if interactive:                               # a line a person types: input() edits it
             try:
@@ -4818,10 +4838,15 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
             print(f"(cannot answer: a request of more than {CHAT_LINE_LIMIT:,} characters)", flush=True)
             continue
         try:
+            pieces = []
             for piece, _, _ in chat_reply(weights, config, chat_chars, as_the_model_reads(request, chat_chars),
                                           rng, temperature):
                 print(piece, end="", flush=True)
+                pieces.append(piece)
             print()
+            if not explained and PAD in pieces:   # said once: at temperature 10, nearly every answer has one
+                explained = True
+                print(SPECIAL_IN_ANSWER, flush=True)
         except BadInput as e:
             print(f"(cannot answer: {e})", flush=True)
     if interactive:
@@ -7050,8 +7075,11 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
                 while token is not None and len(pieces) < MAX_ANSWER_TOKENS:
                     piece, p, alternatives = token
                     pieces.append(piece)
-                    self.send_line({"token": piece, "p": round(p, 6),    # 6 decimals are plenty to look at
-                                    "alternatives": [[t, round(q, 6)] for t, q in alternatives]})
+                    line = {"token": piece, "p": round(p, 6),    # 6 decimals are plenty to look at
+                            "alternatives": [[t, round(q, 6)] for t, q in alternatives]}
+                    if piece in SPECIAL:                      # <|pad|>: a token, not text (Part V.2)
+                        line["special"] = True
+                    self.send_line(line)
                     token = next(answer, None)
                 self.send_line({"done": True, "answer": "".join(pieces), "tokens": len(pieces), "seed": seed})
             except OSError:                   # the reader went away (or stopped reading for IDLE_SECONDS)
@@ -7124,6 +7152,7 @@ code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }
 .turn { margin: .5em 0; overflow-wrap: anywhere; }   /* a long word wraps instead of widening the page */
 .who { font-weight: 600; display: inline-block; width: 5.5em; }
 .tok { font: 1.1em ui-monospace, Menlo, Consolas, monospace; padding: 1px 1px; border-radius: 2px; }
+.tok.special { font-size: .8em; font-style: italic; outline: 1px dashed #888; margin: 0 2px; }
 .error { color: #b00020; }
 .note { color: #777; }
 form { display: flex; gap: .5em; margin-top: .8em; }
@@ -7181,6 +7210,10 @@ function addToken(answer, msg) {
   s.dataset.tip = `p = ${msg.p.toFixed(3)}\\n` + msg.alternatives.map(([t, q]) =>
     `${t === msg.token ? "\\u25b8" : " "} ${shown(t).padEnd(12)} ${(100 * q).toFixed(1).padStart(5)}%`).join("\\n");
   s.setAttribute("aria-label", `${msg.token}, probability ${msg.p.toFixed(3)}`);
+  if (msg.special) {     // <|pad|>: a special token the model wrote, not text
+    s.classList.add("special");
+    s.dataset.tip = "a special token, not text: the filler of the request's empty slots\\n" + s.dataset.tip;
+  }
   answer.appendChild(s);
 }
 function showTip(e) {

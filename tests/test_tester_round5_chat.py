@@ -59,3 +59,90 @@ class ACtrlCOfTheDefaultModelFinishesItsQuickScoreCheck(TempDirTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AnAnswerAtAHighTemperatureEndsWithItsTurn(unittest.TestCase):
+    """At temperature 10 the tiny untrained chat model of test_server writes special tokens
+    often: seeds 0 to 29 of "a name starting with m" give answers that stop at <|user|> and at
+    <|assistant|>, and answers with <|pad|> inside."""
+    REQUEST, SEEDS = "a name starting with m", range(30)
+
+    def setUp(self):
+        from tests.test_server import chat_model
+        self.weights, self.config, self.chars = chat_model()
+
+    def drawn(self, seed):
+        """Every token the model draws for REQUEST (the turn's end included), and the pieces
+        chat_reply shows, with the same seed at temperature 10."""
+        prompt = microgpt.chat_prompt(self.REQUEST, self.config, self.chars)
+        ends = {self.chars.index(t) for t in (microgpt.END, microgpt.USER, microgpt.ASSISTANT)}
+        drawn = [self.chars[t] for t, _ in microgpt.generate_answer(self.weights, self.config, prompt,
+                                                                     random.Random(seed), 10, ends)]
+        shown = [p for p, _, _ in microgpt.chat_reply(self.weights, self.config, self.chars, self.REQUEST,
+                                                      random.Random(seed), 10)]
+        return drawn, shown
+
+    def test_an_answer_stops_at_end_user_or_assistant_and_shows_none_of_them(self):
+        stopped_by = set()
+        for seed in self.SEEDS:
+            drawn, shown = self.drawn(seed)
+            self.assertFalse({microgpt.END, microgpt.USER, microgpt.ASSISTANT} & set(shown), (seed, shown))
+            self.assertEqual(drawn[:len(shown)], shown)
+            if len(drawn) > len(shown):          # the turn ended with the one token not shown
+                self.assertEqual(len(drawn), len(shown) + 1)
+                stopped_by.add(drawn[-1])
+        self.assertLessEqual({microgpt.USER, microgpt.ASSISTANT}, stopped_by, "the seeds no longer test both")
+
+    def test_the_reward_judges_the_answer_the_user_sees(self):
+        for seed in self.SEEDS:
+            _, shown = self.drawn(seed)
+            _, ids, texts, ended, correct = microgpt.answer_request(self.weights, self.config, self.chars,
+                                                                   "starting with", "m", random.Random(seed), 10)
+            self.assertEqual(texts, shown)
+            self.assertEqual(correct, microgpt.is_correct("starting with", "m", shown, ended))
+
+    def test_a_name_followed_by_user_is_a_finished_right_answer_and_one_with_pad_is_wrong(self):
+        chars = self.chars
+
+        def writes(*tokens):
+            return lambda *args: iter((chars.index(t), None) for t in tokens)
+        with mock.patch.object(microgpt, "generate_answer", writes("m", "a", "r", "y", microgpt.USER)):
+            *_, texts, ended, correct = microgpt.answer_request(self.weights, self.config, chars,
+                                                                "starting with", "m", random.Random(0), 10)
+        self.assertEqual((texts, ended, correct), (list("mary"), True, True))
+        with mock.patch.object(microgpt, "generate_answer", writes("m", microgpt.PAD, "y", microgpt.END)):
+            *_, texts, ended, correct = microgpt.answer_request(self.weights, self.config, chars,
+                                                                "starting with", "m", random.Random(0), 10)
+        self.assertEqual((texts, ended, correct), (["m", microgpt.PAD, "y"], True, False))
+
+
+class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
+
+    def test_the_terminal_chat_at_temperature_10_shows_no_turn_token_and_explains_pad_once(self):
+        from tests.test_server import save_chat_model
+        save_chat_model(os.path.join(self.tmp, "chat.json"))
+        requests = "a name starting with m\n" * 30
+        result = run_main(["--load", "chat.json", "--chat", "--temperature", "10", "--seed", "1"], self.tmp,
+                          stdin=requests)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        answers = [line for line in result.stdout.splitlines()[2:] if not line.startswith(("> ", "("))]
+        self.assertEqual(len(answers), 30, result.stdout)
+        for token in ("<|user|>", "<|assistant|>", "<|end|>"):
+            self.assertFalse([a for a in answers if token in a], token)
+        self.assertTrue(any("<|pad|>" in a for a in answers), answers)
+        self.assertEqual(result.stdout.count(microgpt.SPECIAL_IN_ANSWER), 1)
+
+    def test_the_api_marks_pad_as_special_and_streams_no_turn_token(self):
+        from tests.test_server import Served, full_answer
+        seen = set()
+        with Served() as served:
+            for seed in range(30):
+                status, lines = served.chat({"request": "a name starting with m", "seed": seed, "temperature": 10})
+                self.assertEqual(status, 200)
+                *tokens, done = lines
+                self.assertEqual([t["token"] for t in tokens], full_answer("a name starting with m", seed, 10))
+                for t in tokens:
+                    self.assertNotIn(t["token"], (microgpt.END, microgpt.USER, microgpt.ASSISTANT))
+                    self.assertEqual(t.get("special", False), t["token"] == microgpt.PAD)
+                    seen.add(t["token"])
+        self.assertIn(microgpt.PAD, seen)
