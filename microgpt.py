@@ -6502,6 +6502,9 @@ display:flex;flex-direction:column;box-sizing:border-box}
 @media (max-width:999px){.slide:target .predictions .g2{display:none}}
 @media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
+.slide:target>.fit{flex:0 1 auto;min-height:0;overflow:auto} .slide:target .card td,.slide:target .card th{font-size:26px}
+.slide:target .answers{display:flex;flex-wrap:wrap;align-items:center;gap:0 48px}
+.slide:target .answers td{font-size:24px;line-height:1.25;padding:1px 24px 1px 0} .slide:target .answers .legend svg{width:320px}
 @media (min-aspect-ratio:1/1){.slide.side:target{display:grid;column-gap:28px;
 grid-template:auto auto auto minmax(0,1fr)/auto minmax(0,1fr)}
 .slide.side:target>nav,.slide.side:target>h3,.slide.side:target>.key{grid-column:1/-1}
@@ -6643,13 +6646,18 @@ def chat_report_page(card, plan, config, chat_chars, weights):
            '<h1 id="top">From names to an assistant: the report card</h1>'
            '<p class="present"><a href="#fig-1">Present: one picture per screen</a> (large type, for a projector; '
            '"next" goes on, "close" comes back here)</p>',
-           f'<p class="note">Pass rate: the share of {plan.eval_requests} held-out requests of each kind '
-           f'(never fine-tuned on) answered correctly, sampled at temperature {config.temperature}. '
-           f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.</p>',
-           '<div class="scroll"><table><tr><th>stage</th><th>steps</th><th>loss</th>'
-           + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds)
-           + f"<th>the loss is</th></tr>{rows}</table></div>",
-           "<h2>Each stage's curve</h2><div class=\"figures one\">"]
+           '<div class="figures one">']
+    # The card is a slide too (the first): the story of the run, 0% -> SFT -> RL, in large type.
+    story = "; ".join(f'"{k} X" ' + " &rarr; ".join(f"{row['pass_rates'].get(k, 0):.1%} ({escape(row['stage'])})"
+                                                     for row in card) for k in kinds)
+    out.append(figure("The report card: pass rate on held-out requests", '<div class="scroll fit"><table class="card">'
+                      '<tr><th>stage</th><th>steps</th><th>loss</th>'
+                      + "".join(f"<th>pass rate: {escape(k)} X</th>" for k in kinds)
+                      + f"<th>the loss is</th></tr>{rows}</table></div>",
+                      f"Pass rate: the share of {plan.eval_requests} held-out requests of each kind (never "
+                      f"fine-tuned on) answered correctly, sampled at temperature {config.temperature}: {story}. "
+                      f'Model: {", ".join(f"{k} {getattr(config, k)}" for k in MODEL_SHAPE)}; seed {config.seed}.'))
+    out.append("</div>\n<h2>Each stage's curve</h2><div class=\"figures one\">")
     labels = {"pretrained": ("loss (smoothed over 100 steps)", "#2166ac",
                              "The names model's training loss (at each step, the mean of the last 100 steps)"),
               "SFT": ("answer loss", "#e08214", f"Each step's mean loss on the answers' tokens only (the mask of "
@@ -6671,26 +6679,28 @@ def chat_report_page(card, plan, config, chat_chars, weights):
                        f"{curve[-1]:.4g} at the last.")
             out.append(figure(row["stage"], chart, escape(caption),
                               chart_key([(f"border-top:3px solid {colour}", what)]), big))
-    out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<p class=\"note\">The final assistant's "
-               "answers to held-out requests, the example conversations the terminal prints under the card "
-               f"(drawn during the {escape(card[-1]['stage'])} stage's evaluation, at temperature "
-               f"{config.temperature}): each token on the colour of the probability the model gave it (dark for "
-               "a surprise, yellow for a sure thing); hovering shows it. Asked again, the assistant draws "
-               "afresh and may answer otherwise.</p>")
+    # The answers, a slide too (the last), with the note on reward hacking as its caption.
+    out.append("</div>\n<h2>Answers, shaded by probability</h2>\n<div class=\"figures one\">")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
-    out.append(svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
-                   "colour legend", grow=1.2))
-    out.append('<div class="scroll"><table>')
+    legend = svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
+                 "colour legend", grow=1.2)
+    answers = []
     for request, answer, correct in card[-1]["answers"]:
         ids = card_answer_ids(answer, chat_chars)
         prompt = prompt_for(encode_text(request, chat_chars), chat_chars)
         shaded = (shaded_text([chat_chars[t] for t in ids], answer_probabilities(weights, config, prompt, ids))
                   if ids else "<i>(nothing)</i>")
-        out.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td>'
-                   f'<td>{"right" if correct else "wrong"}</td></tr>')
-    out.append("</table></div>")
+        answers.append(f'<tr><td class="mono">{escape(request)}</td><td class="sample">{shaded}</td>'
+                       f'<td>{"right" if correct else "wrong"}</td></tr>')
+    caption = (f"Answers to held-out requests, the ones the terminal prints under the card (drawn in the "
+               f"{card[-1]['stage']} stage's evaluation, at temperature {config.temperature}), each token on the "
+               "colour of the probability the model gave it; hovering shows it. Asked again, the assistant may "
+               "answer otherwise.")
     if card[-1]["stage"] == "RL":
-        out.append(f'<p class="note">{escape(REWARD_HACKING)}.</p>')
+        caption += f" {REWARD_HACKING}."
+    out.append(figure(f"The {card[-1]['stage']} assistant's answers", '<div class="fit answers"><div class="scroll">'
+                      '<table>' + "".join(answers) + f'</table></div><div class="legend">{legend}</div></div>',
+                      escape(caption)) + "</div>")
     for row in card[:-1]:                    # the last stage's answers are the table above
         out.append(f"<h3>{escape(row['stage'])}: answers during its evaluation</h3>"
                    '<div class="scroll"><table>' + "".join(

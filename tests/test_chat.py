@@ -161,8 +161,9 @@ class ChatReplyTest(unittest.TestCase):
     def test_chat_reply_yields_each_token_with_its_probability_and_top_five(self):
         params, chat_chars = tiny_chat_model(seed=2)
         weights = microgpt.weights_of(params)
-        pieces = list(microgpt.chat_reply(weights, TINY, chat_chars, "a name starting with em", random.Random(0), 1.0))
-        self.assertTrue(pieces)
+        # the first seed whose answer has a token (an untrained model may end its turn at once)
+        pieces = next(filter(None, (list(microgpt.chat_reply(weights, TINY, chat_chars, "a name starting with em",
+                                                            random.Random(seed), 1.0)) for seed in range(20))))
         prompt = microgpt.prompt_for(microgpt.encode_text("a name starting with em", chat_chars), chat_chars)
         tokens = prompt + [chat_chars.index(piece) for piece, _, _ in pieces]
         rows = microgpt.explain(tokens[:TINY.block_size], weights, TINY)
@@ -171,7 +172,7 @@ class ChatReplyTest(unittest.TestCase):
             self.assertAlmostEqual(p, probs[chat_chars.index(piece)], places=12)
             self.assertEqual(len(top), 5)
             self.assertEqual([q for _, q in top], sorted(probs, reverse=True)[:5])
-            self.assertNotEqual(piece, "<|end|>")
+            self.assertNotIn(piece, ("<|end|>", "<|user|>", "<|assistant|>"))
         self.assertLessEqual(len(prompt) + len(pieces), TINY.block_size + 1)
 
     def test_chat_reply_refuses_a_request_with_unknown_characters(self):
@@ -267,7 +268,7 @@ class PipelineTest(TempDirTestCase):
                     microgpt.print_card(stages, plan)
                 terminal = out.getvalue().split("example conversations")[1]
                 page = microgpt.chat_report_page(stages, plan, config, chat_chars, weights)
-                answers = page.split("Answers, shaded by probability")[1].split("<h3>")[0]
+                answers = page.split("Answers, shaded by probability")[1].split("</figure>")[0]   # the last stage's
                 for text in (terminal, html.unescape(answers)):
                     said = [line for line in text.splitlines() if "not whether the answer sounds like a name" in line]
                     self.assertEqual(len(said), 1 if shown else 0, text)

@@ -265,6 +265,7 @@ class ReportLayoutTest(unittest.TestCase):
                         self.assertLessEqual(slide["bottom"], height + 0.5)     # the picture too, beside it
                         self.assertLessEqual(slide["scrollWidth"], slide["clientWidth"])
                         self.assertFalse(slide["tableCut"])                         # no table scrolls sideways
+                        self.assertFalse(slide["fitCut"])        # nor a table that may shrink (chat) up and down
                         self.assertEqual(slide["cut"], [])           # no text outside its picture (a y title)
                         self.assertLessEqual(slide["scrollHeight"], slide["clientHeight"])     # nothing below
 
@@ -291,7 +292,34 @@ class ReportLayoutTest(unittest.TestCase):
                         self.assertEqual(slide["svg"], [])
         self.assertEqual(titles.count("The Markov chain"), 2)
         self.assertEqual(titles.count("The transition matrix"), 1)
-        self.assertEqual(chat_titles, ["pretrained", "SFT", "RL"])          # each stage's curve
+        # the card, each stage's curve, the answers
+        self.assertEqual(chat_titles, ["The report card: pass rate on held-out requests", "pretrained", "SFT", "RL",
+                                       "The RL assistant's answers"])
+
+    def test_the_chat_cards_first_slide_is_its_table_and_its_last_the_answers_with_the_reward_hacking_note(self):
+        assert_ok(self, self.results["chat"])
+        self.driver.set_window_size(1024, 768)
+        with open(self.paths["chat"], encoding="utf-8") as f:
+            card = json.loads(f.read().split('id="microgpt-data">')[1].split("</script>")[0])
+        for target, rows in (("#fig-1", len(card) + 1), ("#fig-5", len(card[-1]["answers"]))):
+            with self.subTest(target=target):
+                self.driver.get("file://" + self.paths["chat"] + target)
+                found = self.driver.execute_script("""
+                    const fig = document.querySelector(location.hash), table = fig.querySelector('table');
+                    return {position: getComputedStyle(fig).position, rows: table.rows.length,
+                            cells: [...table.querySelectorAll('td')].map(td => parseFloat(getComputedStyle(td).fontSize)),
+                            text: table.innerText, caption: fig.querySelector('figcaption').textContent};""")
+                self.assertEqual(found["position"], "fixed")
+                self.assertEqual(found["rows"], rows)
+                self.assertGreaterEqual(min(found["cells"]), 24)          # large type, not the page's 17 px
+                if target == "#fig-1":
+                    for row in card:
+                        self.assertIn(f"{row['pass_rates']['starting with']:.1%}", found["text"])
+                        self.assertIn(row["stage"], found["caption"])
+                else:
+                    self.assertIn("reward hacking, Part V.4", found["caption"])
+                    for request, _, _ in card[-1]["answers"]:
+                        self.assertIn(request, found["text"])
 
 
 # One slide of the presentation view as the browser lays it out (see present() above).
@@ -322,7 +350,8 @@ return {title: fig.querySelector('h3').textContent, screen: [innerWidth, innerHe
         clientHeight: fig.clientHeight, svg: svg.slice(0, 10), html: html.slice(0, 10), cut: cut.slice(0, 10),
         guesses: [...fig.querySelectorAll('.predictions th')].filter(th => /^guess/.test(th.textContent) &&
                                                                       th.getClientRects().length).length,
-        tableCut: [...fig.querySelectorAll('.scroll')].some(box => box.scrollWidth > box.clientWidth + 0.5)};
+        tableCut: [...fig.querySelectorAll('.scroll')].some(box => box.scrollWidth > box.clientWidth + 0.5),
+        fitCut: [...fig.querySelectorAll('.fit')].some(box => box.scrollHeight > box.clientHeight + 0.5)};
 """
 
 
