@@ -9,6 +9,7 @@ import unittest
 from unittest import mock
 
 from tests.support import TempDirTestCase, microgpt, run_main, REPO
+from tests.test_server import WithBrowser, Served, ask_in_the_page, chat_model, full_answer, save_chat_model
 from tests.test_tester_round4_save import signals_during_the_score_check
 
 NOT_ALL_CHECKED = "the model's scores were not all checked"
@@ -68,7 +69,6 @@ class AnAnswerAtAHighTemperatureEndsWithItsTurn(unittest.TestCase):
     REQUEST, SEEDS = "a name starting with m", range(30)
 
     def setUp(self):
-        from tests.test_server import chat_model
         self.weights, self.config, self.chars = chat_model()
 
     def drawn(self, seed):
@@ -119,7 +119,6 @@ class AnAnswerAtAHighTemperatureEndsWithItsTurn(unittest.TestCase):
 class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
 
     def test_the_terminal_chat_at_temperature_10_shows_no_turn_token_and_explains_pad_once(self):
-        from tests.test_server import save_chat_model
         save_chat_model(os.path.join(self.tmp, "chat.json"))
         requests = "a name starting with m\n" * 30
         result = run_main(["--load", "chat.json", "--chat", "--temperature", "10", "--seed", "1"], self.tmp,
@@ -133,7 +132,6 @@ class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
         self.assertEqual(result.stdout.count(microgpt.SPECIAL_IN_ANSWER), 1)
 
     def test_the_api_marks_pad_as_special_and_streams_no_turn_token(self):
-        from tests.test_server import Served, full_answer
         seen = set()
         with Served() as served:
             for seed in range(30):
@@ -146,3 +144,16 @@ class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
                     self.assertEqual(t.get("special", False), t["token"] == microgpt.PAD)
                     seen.add(t["token"])
         self.assertIn(microgpt.PAD, seen)
+
+
+class ThePageShowsPadInADashedBox(WithBrowser):
+
+    def test_the_page_shows_pad_in_a_dashed_box_and_letters_without(self):
+        seed = next(s for s in range(100) if microgpt.PAD in full_answer("a name starting with m", s, 10))
+        with Served(reply=lambda request, rng, temperature: microgpt.chat_reply(
+                *chat_model(), request, random.Random(seed), 10)) as served:
+            tokens, _ = ask_in_the_page(self.driver, served.port, "a name starting with m")
+            shown = [(t.get_attribute("textContent"), t.value_of_css_property("outline-style")) for t in tokens]
+        self.assertEqual([text for text, _ in shown], full_answer("a name starting with m", seed, 10))
+        for text, outline in shown:
+            self.assertEqual(outline, "dashed" if text == microgpt.PAD else "none", text)
