@@ -2226,9 +2226,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
-# produce, names or not ("arson", "uryry"): reward hacking, in miniature. Real pipelines
-# hold the model near its fine-tuned self (a KL penalty) or reward with a learned judge of
-# quality.
+# produce, names or not ("arson", and "srhahhhh", an h at a time until the context is
+# full): reward hacking, in miniature. Real pipelines hold the model near its fine-tuned
+# self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
 def advantages(rewards):
@@ -2280,7 +2280,7 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # measures the assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
 # report card (the table the command line prints at the end) reads: pretrained 0% and 0%
-# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 98.3%. The
+# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 99.2%. The
 # whole run takes about 30 s of CPU on PyPy and two minutes on CPython.
 # ---------------------------------------------------------------------------------------
 
