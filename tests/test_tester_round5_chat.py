@@ -5,12 +5,12 @@ held only its curves (the layout of its slides: test_report_layout)."""
 import os
 import random
 import signal
+import threading
 import unittest
 from unittest import mock
 
 from tests.support import TempDirTestCase, microgpt, run_main, REPO
 from tests.test_server import WithBrowser, Served, ask_in_the_page, chat_model, full_answer, save_chat_model
-from tests.test_tester_round4_save import signals_during_the_score_check
 
 NOT_ALL_CHECKED = "the model's scores were not all checked"
 
@@ -46,8 +46,20 @@ class ACtrlCOfTheDefaultModelFinishesItsQuickScoreCheck(TempDirTestCase):
 
     def test_a_second_ctrl_c_during_the_quick_check_neither_cuts_it_nor_loses_the_model(self):
         windows, checks = [], []
-        signalling = signals_during_the_score_check(windows)
-        check = lambda *a, **k: checks.append(signalling(*a, **k)) or checks[-1]   # noqa: E731
+        logits, original = microgpt.logits_at_every_position, microgpt.check_finite_scores
+
+        def window(*args, **kwargs):      # Ctrl-C again at the second window
+            windows.append(1)
+            if len(windows) > 1:
+                # to the main thread, as Ctrl-C reaches the program, which has no other thread
+                # (the test process may have one: a signal to the process could go there)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            return logits(*args, **kwargs)
+
+        def check(*args, **kwargs):
+            with mock.patch.object(microgpt, "logits_at_every_position", window):
+                checks.append(original(*args, **kwargs))
+            return checks[-1]
         with mock.patch.object(microgpt, "check_finite_scores", check), \
                 mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "1"}):
             result = run_main(self.ARGS, self.tmp)
