@@ -773,8 +773,10 @@ def sample_token(logits, temperature, rng):
     return rng.choices(range(len(probs)), weights=[float(p) for p in probs])[0]
 
 
-def sample_document(weights, config, chars, rng, temperature, prompt=""):
-    """One new document, starting with `prompt`. weights: from inference_weights()."""
+def sample_document(weights, config, chars, rng, temperature, prompt="", ids=False):
+    """One new document, starting with `prompt`. weights: from inference_weights(). ids:
+    return its token ids instead of its text (the report page shades the very tokens drawn:
+    with --bpe, encoding the text again may cut it into other, and more, tokens)."""
     bos = len(chars)
     tokens = [bos] + encode(prompt, chars)
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
@@ -786,7 +788,7 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
         if token == bos:
             break
         tokens.append(token)      # and read at the next position: the model reads what it wrote
-    return decode(tokens[1:], chars)
+    return tokens[1:] if ids else decode(tokens[1:], chars)
 
 
 # That is the whole algorithm: the summary at the top of the file puts these pieces
@@ -3725,7 +3727,7 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
             if step in sample_steps:
                 samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
                                        5 if mode == "docs" else 1, min(config.length, 80))
-                record["snapshots"].append({"step": step, "samples": samples})
+                record["snapshots"].append({"step": step, "samples": [decode(s, chars) for s in samples]})
         except (OverflowError, ValueError):
             pass
         record["snapshot_seconds"] += time.perf_counter() - started
@@ -4011,11 +4013,13 @@ def write_report(args, run):
     if config.steps == 0:
         run["batch"] = f"that step's {kind}s"      # how the saved model was trained is not remembered
     run["interpreter"] = f"{sys.implementation.name} {sys.version.split()[0]} on {sys.platform}"
-    # The samples the run printed (or, with --num-samples 0, a few drawn the same way).
-    run["samples"] = draw_samples(run["weights"], config, run["chars"], mode, run["prompt"], run["stream_start"],
-                                  config.num_samples or (10 if mode == "docs" else 1), config.length)
+    # The samples the run printed (or, with --num-samples 0, a few drawn the same way), as
+    # the token ids drawn, and as text.
+    run["sample_ids"] = draw_samples(run["weights"], config, run["chars"], mode, run["prompt"], run["stream_start"],
+                                     config.num_samples or (10 if mode == "docs" else 1), config.length)
+    run["samples"] = [decode(ids, run["chars"]) for ids in run["sample_ids"]]
     run["examples"] = example_sequences(mode, config, run["chars"], run["explain_io"], val_seqs, text,
-                                        run["samples"])
+                                        run["sample_ids"])
     try:
         check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")   # again
         write_atomically(args.report, report_page(run))
@@ -5862,12 +5866,13 @@ def probability_shade(p):
     return colour_at(VIRIDIS, (math.log10(max(p, 0.01)) + 2) / 2)
 
 
-def shaded_text(text, probs):
-    """A sample as HTML, each character on a background whose colour shows the probability
-    the model gave it (probability_shade); hovering shows the number."""
+def shaded_text(tokens, probs):
+    """A sample as HTML, each token (a character, or with --bpe a piece of text) on a
+    background whose colour shows the probability the model gave it (probability_shade);
+    hovering shows the number."""
     out = []
-    for ch, p in zip(text, probs):
-        shown = "\u21b5\n" if ch == "\n" else (ch if ch.isprintable() else repr(ch)[1:-1])
+    for ch, p in zip(tokens, probs):
+        shown = "".join("\u21b5\n" if c == "\n" else (c if c.isprintable() else repr(c)[1:-1]) for c in ch)
         if p is None:
             out.append(f'<span title="given">{escape(shown)}</span>')
         else:
@@ -5878,23 +5883,26 @@ def shaded_text(text, probs):
 
 
 def draw_samples(weights, config, chars, mode, prompt, stream_start, count, length):
-    """`count` samples from a fresh sampling stream seeded as print_samples seeds it, so they
-    are the samples the run prints (the first `count` of them)."""
+    """`count` samples, as the token ids drawn, from a fresh sampling stream seeded as
+    print_samples seeds it, so they are the samples the run prints (the first `count` of
+    them). A stream's sample starts with the tokens it was given (the prompt)."""
     rng = random.Random(config.seed + 1)
     if mode == "docs":
-        return [sample_document(weights, config, chars, rng, config.temperature, prompt) for _ in range(count)]
+        return [sample_document(weights, config, chars, rng, config.temperature, prompt, ids=True)
+                for _ in range(count)]
     start = encode(prompt or stream_start, chars)
-    return [decode(start + list(sample_stream(weights, config, rng, config.temperature, start, length)), chars)
+    return [start + list(sample_stream(weights, config, rng, config.temperature, start, length))
             for _ in range(count)]
 
 
-def text_probabilities(text, weights, config, chars, mode):
-    """The probability the model gives each character of a text, read as a document from BOS
-    or as a stream with a sliding window (the stream's first character has none: None)."""
-    ids = encode(text, chars)
+def token_probabilities(ids, weights, config, chars, mode):
+    """The probability the model gives each token of a sample (its token ids, as drawn: with
+    --bpe, encoding its text again may cut it into other tokens, and more than the context
+    holds), read as a document from BOS or as a stream with a sliding window (the stream's
+    first token has none: None)."""
     bs = config.block_size
     if mode == "docs":
-        inputs = ([len(chars)] + ids)[:len(ids)]      # the sampler never writes more than block_size
+        inputs = ([len(chars)] + ids)[:min(len(ids), bs)]     # the sampler never draws more than block_size
         return [probs[t] for (probs, _), t in zip(explain(inputs, weights, config), ids)]
     found = [None]
     if len(ids) > 1:
@@ -5907,7 +5915,8 @@ def text_probabilities(text, weights, config, chars, mode):
 
 def example_sequences(mode, config, chars, explain_io, val_seqs, text, samples, count=3):
     """The (inputs, targets) the page looks inside: the --explain text if given, else a few
-    held-out documents (or windows), else the first ones of the data, else samples."""
+    held-out documents (or windows), else the first ones of the data, else samples (their
+    token ids)."""
     if explain_io:
         return [explain_io]
     seqs = val_seqs[:count]
@@ -5918,8 +5927,7 @@ def example_sequences(mode, config, chars, explain_io, val_seqs, text, samples, 
         step = config.block_size + 1
         seqs = [tokens[s:s + step] for s in range(0, max(1, len(tokens) - 1), step)][:count]
     if not seqs:
-        seqs = [([len(chars)] + encode(s, chars) + [len(chars)]) if mode == "docs" else encode(s, chars)
-                for s in samples[:count]]
+        seqs = [[len(chars)] + ids + [len(chars)] if mode == "docs" else ids for ids in samples[:count]]
     return [(seq[:-1][:config.block_size], seq[1:][:config.block_size]) for seq in seqs if len(seq) > 1]
 
 
@@ -5944,7 +5952,8 @@ def report_data(run):
         "val_loss": run["val_loss"],
         "val_points": run["val_points"], "samples_during_training": run["snapshots"],
         "examples": examples, "samples": run["samples"],
-        "sample_probs": [text_probabilities(s, weights, config, chars, run["mode"]) for s in run["samples"]],
+        "sample_tokens": run["sample_ids"],
+        "sample_probs": [token_probabilities(ids, weights, config, chars, run["mode"]) for ids in run["sample_ids"]],
     }
 
 
@@ -6380,26 +6389,29 @@ def chain_section(weights, config, names):
 
 
 def samples_section(run, config, sample_probs, names_printed):
-    """The final samples, each character on the colour of its probability, with a caption."""
+    """The final samples, each token on the colour of its probability, with a caption."""
     shown = run["samples"]
+    pieces = [[run["chars"][t] for t in ids] for ids in run["sample_ids"]]      # the tokens drawn, as text
+    unit = "token" if getattr(run["chars"], "merges", None) else "character"
     if names_printed:
         said = f"The final samples, as the run printed them (temperature {config.temperature})"
     else:
         said = (f"The run printed no samples (--num-samples 0); here are the first {len(shown)} it would have "
                 f"printed (temperature {config.temperature})")
-    notes = [said + ", each character on the colour of the probability the model gave it (at temperature 1): "
+    notes = [said + f", each {unit} on the colour of the probability the model gave it (at temperature 1): "
              "dark for a surprise, yellow for a sure thing."]
-    found = [(p, ch, text) for text, probs in zip(shown, sample_probs) for ch, p in zip(text, probs) if p is not None]
+    found = [(p, ch, text) for text, tokens, probs in zip(shown, pieces, sample_probs)
+             for ch, p in zip(tokens, probs) if p is not None]
     if found:
         mean_log = sum(math.log(p) for p, _, _ in found) / len(found)
         p, ch, text = min(found)
-        notes.append(f"The model gave the characters it wrote {math.exp(mean_log):.0%} on average (geometric "
+        notes.append(f"The model gave the {unit}s it wrote {math.exp(mean_log):.0%} on average (geometric "
                      f"mean); the biggest surprise is {ch!r} in {text[:40]!r}, at {percent(p)}.")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     legend = svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                  "colour legend", grow=1.2)
-    samples = '<div class="samples">' + "".join(f'<p class="sample">{shaded_text(text, probs)}</p>'
-                                                for text, probs in zip(shown, sample_probs)) + "</div>"
+    samples = '<div class="samples">' + "".join(f'<p class="sample">{shaded_text(tokens, probs)}</p>'
+                                                for tokens, probs in zip(pieces, sample_probs)) + "</div>"
     return ("<h2>Samples</h2>\n" + '<div class="figures one">'
             + figure("The final samples", samples + f'<div class="legend">{legend}</div>', escape(" ".join(notes)))
             + "</div>")

@@ -1,0 +1,77 @@
+"""Tester 5's items on the --report page: 1, a barely trained --bpe model's page ended in a
+traceback (it re-encoded each sample's text, which can make more tokens than the context);
+2, the loss caption said "learning them by heart" of a run that had not seen its training
+data once; 3, a raw control character (ESC, a right-to-left override) from the data in a
+caption; 10, red triangles said to be 5 that overlap into fewer on the chart."""
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+from support import NAMES, TempDirTestCase, assert_ok, run_main  # noqa: E402
+
+import microgpt
+
+import html
+import json
+import math
+import random
+import re
+import unicodedata
+import unittest
+
+TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
+
+
+def page_data(page):
+    return json.loads(re.search(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S).group(1))
+
+
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+class BpePageOfAnUntrainedModelTest(TempDirTestCase):
+
+    def test_a_one_step_bpe_run_writes_its_page_shading_the_tokens_the_sampler_drew(self):
+        result = run_main(["--input", self.names, "--bpe", "30", "--steps", "1", "--num-samples", "12",
+                           "--save", "m.json", "--report", "r.html"] + TINY, self.tmp)
+        assert_ok(self, result)
+        page = read(os.path.join(self.tmp, "r.html"))
+        data = page_data(page)
+        config, chars, params, _, _ = microgpt.load_checkpoint(os.path.join(self.tmp, "m.json"))
+        weights, bos = microgpt.inference_weights(params), len(chars)
+        # The samples drawn again, by hand, as print_samples draws them: from BOS, one token at
+        # a time, with the sampling stream seeded seed + 1.
+        rng, drawn = random.Random(config.seed + 1), []
+        for _ in range(12):
+            tokens, keys, values = [bos], [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+            probs = []
+            for pos in range(config.block_size):
+                logits = microgpt.gpt(tokens[pos], pos, keys, values, weights, config)
+                token = microgpt.sample_token(logits, config.temperature, rng)
+                if token == bos:
+                    break
+                probs.append(float(microgpt.softmax(logits)[token]))     # at temperature 1, as the page says
+                tokens.append(token)
+            drawn.append((tokens[1:], probs))
+        printed = re.findall(r"(?m)^sample +\d+: (.*)$", result.stdout)
+        self.assertEqual(printed, ["".join(chars[t] for t in ids) or "(empty: it ended at once)" for ids, _ in drawn])
+        # encoding the text again cuts some samples otherwise, and one into more tokens than
+        # the context holds (what made the old page fail)
+        self.assertTrue(any(microgpt.encode(microgpt.decode(ids, chars), chars) != ids for ids, _ in drawn))
+        self.assertTrue(any(len(microgpt.encode(microgpt.decode(ids, chars), chars)) > config.block_size
+                            for ids, _ in drawn))
+        self.assertEqual(data["sample_tokens"], [ids for ids, _ in drawn])
+        shaded = re.findall(r'<p class="sample">(.*?)</p>', page)
+        self.assertEqual(len(shaded), 12)
+        for (ids, probs), row, page_probs in zip(drawn, shaded, data["sample_probs"]):
+            spans = re.findall(r'<span style="[^"]*" title="([0-9.]+)">([^<]*)</span>', row)
+            if not ids:
+                continue
+            self.assertEqual([html.unescape(text) for _, text in spans], [chars[t] for t in ids])
+            self.assertEqual([title for title, _ in spans], [f"{p:.3f}" for p in probs])
+            for p, q in zip(page_probs, probs):
+                self.assertAlmostEqual(p, q, places=9)
+
+
+if __name__ == "__main__":
+    unittest.main()
