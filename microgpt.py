@@ -3986,6 +3986,9 @@ def write_report(args, run):
         shown = run["first"] + len(run["losses"])
         if shown > config.steps:           # a fine-tuned model's history goes on from the runs before
             run["training"] += f"; the loss curve shows all {shown:,} steps from step {run['first']:,}"
+        if not run["steps_before"] and val_seqs:       # how much of its data the model has read (gap_above)
+            run["read"] = data_read(config, mode, text, val_seqs, run["chars"], kind,
+                                    same_file(args.input or default_data_path(), default_data_path()))
     elif trained_on:                       # what the checkpoint records: the file's path and SHA-256
         data_path = os.path.basename(trained_on["input"])
         size = ""
@@ -4026,6 +4029,28 @@ def write_report(args, run):
     except OSError as e:
         raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
     print(f"wrote {args.report}")
+
+
+def data_read(config, mode, text, val_seqs, chars, kind, shipped_names):
+    """For the loss caption (gap_above): how much training data a run of config.steps steps
+    has trained on, how much there is, its unit, and how the held-out part was chosen. A step
+    trains on `batch` documents, in order, or on `batch` random windows of block_size targets
+    each ("all": all of them)."""
+    batch = None if config.batch == "all" else config.batch
+    if mode == "docs":
+        size = len(split_documents(text)) - len(val_seqs)
+        return (config.steps * (batch or size), size, kind,
+                f"The held-out {kind}s are a random sample of the data, and each step's training loss is measured "
+                f"before the model learns from that step's {kind}s, which are new to it too: so the gap is chance, "
+                f"from which {kind}s each side happened to get.")
+    tokens = len(encode(text, chars))     # quick: a --bpe vocabulary keeps each word it encoded
+    size = tokens - tokens // 10          # stream_split's training part
+    unit = "token" if getattr(chars, "merges", None) else "character"
+    held_out = ("The held-out windows may simply differ from the training ones: in a stream they are the end of "
+                "the file, which need not read like the rest")
+    if shipped_names:
+        held_out += "; names.txt lists the most common names first, so its end holds the rarest ones"
+    return (config.steps * (batch or size - config.block_size) * config.block_size, size, unit, held_out + ".")
 
 
 def is_shipped_names(trained_on):
@@ -6113,8 +6138,7 @@ def loss_section(run, vocab_size, what):
         elif abs(gap) <= 0.05:
             said += f"close to the training loss: what the model learned holds for {what}s it never saw."
         elif gap > 0:
-            said += (f"{gap:.2f} above the training loss: the model does better on the {what}s it trained on "
-                     "than on new ones (it is starting to learn them by heart).")
+            said += f"{gap:.2f} above the training loss. " + gap_above(run.get("read"), what)
         else:
             said += (f"{-gap:.2f} below the training loss: the held-out {what}s happen to be easier than the "
                      f"average training {what}. That is chance, not a problem.")
@@ -6133,6 +6157,24 @@ def loss_section(run, vocab_size, what):
     return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
             + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big,
                      key_beside=True) + "</div>")
+
+
+def gap_above(read, what):
+    """Why a validation loss is above the training loss, for the loss caption. read: (how
+    much training data the run has trained on, how much there is, its unit, how the held-out
+    part was chosen: data_read), or None if the page does not know (a loaded or fine-tuned
+    model). Learning the training data by heart takes going over it at least once; before
+    that, the held-out part may simply differ from the training part."""
+    if read and read[0] >= read[1]:
+        return (f"The model does better on the {what}s it trained on than on new ones: it has gone over its "
+                f"training data {read[0] / read[1]:.1f} times, and is starting to learn it by heart.")
+    if not read:
+        return (f"The held-out {what}s may simply differ from the training ones, or the model may be starting "
+                "to learn the training ones by heart.")
+    seen, size, unit, held_out = read
+    share = percent(seen / size) if seen / size < 0.99 else "almost all"
+    return (f"That is not learning them by heart: the run trained on {seen:,} {unit}s, {share} of the "
+            f"{size:,} in its training part, so it has not gone over them even once. {held_out}")
 
 
 REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists

@@ -73,5 +73,52 @@ class BpePageOfAnUntrainedModelTest(TempDirTestCase):
                 self.assertAlmostEqual(p, q, places=9)
 
 
+def loss_caption(page):
+    return html.unescape(re.search(r"<h3>Loss while training</h3>.*?<figcaption>(.*?)</figcaption>", page, re.S)
+                         .group(1))
+
+
+class LossCaptionSaysByHeartOnlyAfterOneEpochTest(TempDirTestCase):
+
+    def caption_of(self, *options):
+        assert_ok(self, run_main(list(options) + TINY + ["--num-samples", "0", "--report", "r.html"], self.tmp))
+        return loss_caption(read(os.path.join(self.tmp, "r.html")))
+
+    def test_a_model_that_went_over_its_18_names_many_times_is_said_to_learn_them_by_heart(self):
+        caption = self.caption_of("--input", self.names, "--steps", "300")     # 300 steps of 1 of 18 names
+        self.assertRegex(caption, r"above the training loss\. .*gone over its training data "
+                                  + re.escape(f"{300 / 18:.1f}") + " times, and is starting to learn it by heart")
+
+    def test_a_stream_run_that_saw_a_quarter_of_its_text_blames_the_end_of_the_file_not_memorising(self):
+        # 3,000 characters of "abab..." and then 400 random letters: the held-out last 10% is unlike the rest
+        rng = random.Random(0)
+        text = "ab" * 1500 + "".join(rng.choice("abcdefgh") for _ in range(400))
+        path = os.path.join(self.tmp, "ab.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        caption = self.caption_of("--input", path, "--stream", "--steps", "100")
+        trained_on, training_part = 100 * 1 * 8, len(text) - len(text) // 10      # steps x batch x block_size
+        self.assertIn("above the training loss", caption)
+        self.assertNotIn("starting to learn", caption)
+        self.assertIn(f"trained on {trained_on:,} characters, {trained_on / training_part:.0%} of the "
+                      f"{training_part:,} in its training part", caption)
+        self.assertIn("the end of the file", caption)
+
+    def test_the_default_stream_run_has_read_a_twelfth_of_names_txt_so_its_caption_claims_no_memorising(self):
+        text = microgpt.read_text(microgpt.default_data_path())
+        config = microgpt.Config()
+        read = microgpt.data_read(config, "stream", text, ["held out"], microgpt.build_vocab(text), "window", True)
+        self.assertEqual(read[:2], (config.steps * config.batch * config.block_size, len(text) - len(text) // 10))
+        said = microgpt.gap_above(read, "window")
+        self.assertNotIn("starting to learn", said)
+        self.assertIn("not learning them by heart", said)
+        self.assertIn("names.txt lists the most common names first", said)
+
+    def test_a_page_that_cannot_tell_how_much_data_the_model_read_claims_neither_cause(self):
+        said = microgpt.gap_above(None, "name")
+        self.assertIn("may simply differ", said)
+        self.assertIn("or the model may be starting to learn", said)
+
+
 if __name__ == "__main__":
     unittest.main()
