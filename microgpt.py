@@ -4012,6 +4012,8 @@ def write_report(args, run):
     run["data_name"] = os.path.basename(data_path)
     if trained_on:
         run["data_name"] += f" (the model in {os.path.basename(args.load)})"
+    for key in ("data", "data_name"):          # a file's name may hold any character: ESC, U+202E, ...
+        run[key] = visible(run[key], keep="")
     run["batch"] = f"all {kind}s" if config.batch == "all" else f"{config.batch} {kind}" + "s" * (config.batch > 1)
     if config.steps == 0:
         run["batch"] = f"that step's {kind}s"      # how the saved model was trained is not remembered
@@ -6207,7 +6209,7 @@ def snapshots_section(run, mode, config, data_docs):
             what = sequence_word(run)
             said += (f"; at the end {len(known)} of {len(last)} "
                      + (f"are {what}s" if len(known) != 1 else f"is a {what}") + " from the data"
-                     + (f" ({', '.join(known)})" if known else "")
+                     + (f" ({', '.join(visible(k) for k in known)})" if known else "")
                      + (", the others are new." if len(known) < len(last) else "."))
         else:
             said += "."

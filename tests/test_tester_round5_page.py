@@ -120,5 +120,23 @@ class LossCaptionSaysByHeartOnlyAfterOneEpochTest(TempDirTestCase):
         self.assertIn("or the model may be starting to learn", said)
 
 
+class NoRawControlCharactersOnThePageTest(TempDirTestCase):
+
+    def test_a_page_of_data_and_a_file_name_with_esc_and_a_right_to_left_override_holds_only_their_escapes(self):
+        lines = ["\x1b[2Jclear", "\u202eevil", "cr\x85x"]
+        name = "u\x1bni\u202e.txt"                  # the file's name is on the page too
+        with open(os.path.join(self.tmp, name), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines * 20) + "\n")
+        assert_ok(self, run_main(["--input", name, "--steps", "300", "--num-samples", "5", "--report", "r.html",
+                                  "--n-embd", "8", "--n-head", "2", "--block-size", "12"], self.tmp))
+        page = read(os.path.join(self.tmp, "r.html"))
+        raw = sorted({ch for ch in page if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in "\n\t"})
+        self.assertEqual(raw, [])
+        # what was there is shown as the rest of the page shows it: as its backslash escape
+        known = re.search(r"are documents from the data \((.*?)\)", page).group(1)
+        self.assertTrue(set(html.unescape(known).split(", ")) <= {"\\x1b[2Jclear", "\\u202eevil", "cr\\x85x"}, known)
+        self.assertIn("What microgpt learned from u\\x1bni\\u202e.txt", page)
+
+
 if __name__ == "__main__":
     unittest.main()
