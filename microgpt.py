@@ -5534,12 +5534,13 @@ def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None, font=FO
 
 
 def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370,
-               font=FONT + 2):
+               font=FONT + 2, marks=()):
     """Lines on labelled axes (the legend goes under the picture: chart_key).
     lines: [([(x, y)], colour, stroke width, opacity, dots?)]; hlines: [(y, colour)], dashed
     lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
-    logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
-    red triangle pointing the way it went: one outlier cannot squash the whole chart. font is
+    logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, so that
+    one outlier cannot squash the whole chart; marks: [(x, up?)], a red triangle on the top
+    (up) or bottom edge at each x, pointing the way such points went (edge_marks). font is
     the size of its text (larger for the presentation view's copy)."""
     y0, y1 = y_range
     y_ticks = nice_ticks(y0, y1)
@@ -5587,12 +5588,22 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
                     f'stroke-opacity="{opacity}" stroke-linejoin="round"/>')
         if dots or len(points) == 1:         # a line of one point would not show
             body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="4" fill="{colour}"/>' for x, y in points]
-        for x, y in points:
-            if not y0 <= y <= y1:
-                tip, base = (top, top + 8) if y > y1 else (top + plot_h, top + plot_h - 8)
-                body.append(f'<path d="M{X(x):.1f},{tip} L{X(x) - 4:.1f},{base} L{X(x) + 4:.1f},{base} z" '
-                            'fill="#c00"/>')
+    for x, up in marks:
+        tip, base = (top, top + 8) if up else (top + plot_h, top + plot_h - 8)
+        body.append(f'<path d="M{X(x):.1f},{tip} L{X(x) - 4:.1f},{base} L{X(x) + 4:.1f},{base} z" fill="#c00"/>')
     return svg(width, height, body, title, grow=1.35)
+
+
+def edge_marks(xs, x_map, apart=0.02):
+    """The x of each red triangle for points at xs beyond a chart's edge: one for each group of
+    points closer than `apart` (a share of the axis: 2% is wider than a triangle, which is 8 of
+    the 500 or more units of a line_chart's axis) to the group's first, at that first point,
+    so that no two triangles overlap into what looks like one."""
+    marks = []
+    for x in sorted(xs):
+        if not marks or x_map(x) - x_map(marks[-1]) >= apart:
+            marks.append(x)
+    return marks
 
 
 def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title, font=FONT, keep=()):
@@ -6057,7 +6068,7 @@ def loss_section(run, vocab_size, what):
     stride = max(1, n // 2000)                   # at most ~2000 points per line keeps the page small
     raw = [(first + i + 1, loss) for i, loss in enumerate(losses) if i < 200 or i % stride == 0]
     above = [(first + i + 1, loss) for i, loss in enumerate(losses) if loss > y_range[1]]
-    below = [loss for loss in losses if loss < y_range[0]]
+    below = [(first + i + 1, loss) for i, loss in enumerate(losses) if loss < y_range[0]]
     end_step, logarithmic = first + n, first == 0
     if logarithmic:
         ticks = [(0, "0")] + [(m * 10 ** e, f"{m * 10 ** e:,}") for e in range(13) for m in (1, 2, 5)
@@ -6069,11 +6080,13 @@ def loss_section(run, vocab_size, what):
     lines = [(raw, "#2166ac" if exact else "#888", 2.5 if exact else 1.2, 1 if exact else 0.5, False),
              ([(first + i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
              (val, "#e08214", 2, 1, True)]
+    ups, downs = (edge_marks([step for step, _ in out], x_map) for out in (above, below))
+    marks = [(x, True) for x in ups] + [(x, False) for x in downs]
     chart = line_chart(lines, x_map, ticks, y_range, x_label, "loss (nats per token)", "loss while training",
-                       [(uniform, "#000")])
+                       [(uniform, "#000")], marks=marks)
     # The presentation view's copy: wider, so that its text stays large on a short slide.
     big = line_chart(lines, x_map, ticks, y_range, x_label, "loss (nats per token)", "loss while training",
-                     [(uniform, "#000")], width=800, height=330, font=PRESENT_FONT)
+                     [(uniform, "#000")], width=800, height=330, font=PRESENT_FONT, marks=marks)
     kind = run["batch"]
     subset = (f"the same {plural(run['val_subset'], 'held-out ' + what)} each time" if run["val_subset"]
               else f"held-out {what}s")
@@ -6147,15 +6160,19 @@ def loss_section(run, vocab_size, what):
         notes.append(said)
     else:
         notes.append("There was too little data to hold any out for validation.")
+    def triangles(steps, marks):     # what the reader sees: steps close together share a triangle
+        shown = "a red triangle" if len(marks) == 1 else f"{len(marks)} red triangles"
+        return shown + ("" if len(marks) == len(steps) else ", as steps close together share one")
     if above:
         worst = max(above, key=lambda point: point[1])
-        notes.append(f"{plural(len(above), 'step')} had a loss above the chart (red triangles; the highest, "
-                     f"{worst[1]:.2f}, at step {worst[0]:,})" + (f" and {len(below):,} below it" if below else "")
+        notes.append(f"{plural(len(above), 'step')} had a loss above the chart ({triangles(above, ups)}; "
+                     f"the highest, {worst[1]:.2f}, at step {worst[0]:,})"
+                     + (f" and {len(below):,} below it ({triangles(below, downs)})" if below else "")
                      + f": one hard {what}{' (or easy one)' * bool(below)} can do that, so the other steps set "
                      "the chart's range.")
     elif below:
-        notes.append(f"{plural(len(below), 'step')} had a loss below the chart (red triangles): one easy {what} can "
-                     "do that, so the other steps set the chart's range.")
+        notes.append(f"{plural(len(below), 'step')} had a loss below the chart ({triangles(below, downs)}): "
+                     f"one easy {what} can do that, so the other steps set the chart's range.")
     return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
             + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big,
                      key_beside=True) + "</div>")

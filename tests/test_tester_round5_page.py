@@ -138,5 +138,44 @@ class NoRawControlCharactersOnThePageTest(TempDirTestCase):
         self.assertIn("What microgpt learned from u\\x1bni\\u202e.txt", page)
 
 
+class RedTrianglesTest(unittest.TestCase):
+
+    def page_with_spikes(self, steps):
+        config = microgpt.Config()
+        chars = sorted("abcdefghijklmnopqrstuvwxyz")
+        weights = microgpt.weights_of(microgpt.init_params(config, len(chars) + 1, random.Random(1)))
+        losses = [3.3 - 0.001 * i + 0.2 * math.sin(i) for i in range(1000)]
+        for step in steps:
+            losses[step - 1] = 5.1
+        run = {"config": config, "mode": "docs", "chars": chars, "weights": weights, "n_params": 4192,
+               "losses": losses, "val_loss": 2.5, "val_points": [(0, 3.3), (1000, 2.5)], "val_subset": 200,
+               "snapshots": [], "data_name": "names.txt", "data": "names.txt", "training": "1000 steps",
+               "batch": "1 document", "interpreter": "cpython", "examples": [([26, 0, 1], [0, 1, 26])],
+               "samples": ["ab", "ba"], "sample_ids": [[0, 1], [1, 0]], "text": None, "names_data": True}
+        return microgpt.report_page(run)
+
+    def triangles(self, page):
+        """The tips' x of the red triangles in each loss chart (the page's and the presentation view's)."""
+        charts = [c for c in re.findall(r"<svg\b.*?</svg>", page, re.S) if "loss while training" in c]
+        self.assertEqual(len(charts), 2)
+        return [sorted(float(x) for x in re.findall(r'<path d="M([0-9.]+),[0-9.]+ L[^"]*z" fill="#c00"/>', c))
+                for c in charts]
+
+    def test_spikes_a_few_steps_apart_share_a_triangle_and_the_caption_counts_what_is_drawn(self):
+        page = self.page_with_spikes([200, 990, 993, 996, 1000])        # on a log axis the last 4 are one place
+        caption = html.unescape(re.search(r"<h3>Loss while training</h3>.*?<figcaption>(.*?)</figcaption>",
+                                          page, re.S).group(1))
+        for tips in self.triangles(page):
+            self.assertEqual(len(tips), 2)
+            self.assertTrue(all(b - a >= 8 for a, b in zip(tips, tips[1:])), tips)   # a triangle is 8 wide
+        self.assertIn("5 steps had a loss above the chart (2 red triangles, as steps close together share one;",
+                      caption)
+
+    def test_spikes_far_apart_get_a_triangle_each(self):
+        page = self.page_with_spikes([20, 300])
+        self.assertEqual([len(tips) for tips in self.triangles(page)], [2, 2])
+        self.assertIn("2 steps had a loss above the chart (2 red triangles; the highest", page)
+
+
 if __name__ == "__main__":
     unittest.main()
