@@ -3133,10 +3133,15 @@ def ascii_arg(text):
 
 
 def seed_arg(text):
+    """A whole number, 0 or more: Python's random takes a negative seed as its absolute
+    value, so --seed -5 would silently train the same model as --seed 5."""
     try:
-        return int(ascii_arg(text))
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:20]!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def float_arg(text):
