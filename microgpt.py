@@ -388,9 +388,6 @@ class Value:
 # started at the same value, the 16 numbers of each vector inside the model would be equal,
 # and so would the 16 numbers of its gradient, and every update would keep them so: they
 # could never come apart, and the 16-wide model would compute like a model of width 1.
-# (What stays the same number: every weight of a matrix inside the blocks, and each row of
-# wte, wpe and lm_head. Those three have a row per token or position, and the rows still
-# move apart, as each gets the gradient of its own token or position.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -748,9 +745,9 @@ def mean_token_loss(sequences, weights, config):
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
 # all the probability goes to the likeliest token, so temperature 0 means exactly that:
 # take the likeliest token ("greedy"), with no division at all. A name the model never
-# ends stops after block_size characters: the last position, block_size - 1, reads the
-# (block_size - 1)th letter and draws one more, which is kept though no position is left to
-# read it (with the default 16, the 15th letter and a 16th).
+# ends stops at block_size letters (16 by default): position 0 reads BOS, so the last
+# position, 15, reads the 15th letter and draws a 16th, which is kept though nothing reads
+# it.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
@@ -3138,10 +3135,15 @@ def ascii_arg(text):
 
 
 def seed_arg(text):
+    """A whole number, 0 or more: Python's random takes a negative seed as its absolute
+    value, so --seed -5 would silently train the same model as --seed 5."""
     try:
-        return int(ascii_arg(text))
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:20]!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def float_arg(text):
