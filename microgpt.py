@@ -388,9 +388,6 @@ class Value:
 # started at the same value, the 16 numbers of each vector inside the model would be equal,
 # and so would the 16 numbers of its gradient, and every update would keep them so: they
 # could never come apart, and the 16-wide model would compute like a model of width 1.
-# (What stays the same number: every weight of a matrix inside the blocks, and each row of
-# wte, wpe and lm_head. Those three have a row per token or position, and the rows still
-# move apart, as each gets the gradient of its own token or position.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -748,9 +745,9 @@ def mean_token_loss(sequences, weights, config):
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
 # all the probability goes to the likeliest token, so temperature 0 means exactly that:
 # take the likeliest token ("greedy"), with no division at all. A name the model never
-# ends stops after block_size characters: the last position, block_size - 1, reads the
-# (block_size - 1)th letter and draws one more, which is kept though no position is left to
-# read it (with the default 16, the 15th letter and a 16th).
+# ends stops at block_size letters (16 by default): position 0 reads BOS, so the last
+# position, 15, reads the 15th letter and draws a 16th, which is kept though nothing reads
+# it.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
@@ -773,8 +770,10 @@ def sample_token(logits, temperature, rng):
     return rng.choices(range(len(probs)), weights=[float(p) for p in probs])[0]
 
 
-def sample_document(weights, config, chars, rng, temperature, prompt=""):
-    """One new document, starting with `prompt`. weights: from inference_weights()."""
+def sample_document(weights, config, chars, rng, temperature, prompt="", ids=False):
+    """One new document, starting with `prompt`. weights: from inference_weights(). ids:
+    return its token ids instead of its text (the report page shades the very tokens drawn:
+    with --bpe, encoding the text again may cut it into other, and more, tokens)."""
     bos = len(chars)
     tokens = [bos] + encode(prompt, chars)
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
@@ -786,7 +785,7 @@ def sample_document(weights, config, chars, rng, temperature, prompt=""):
         if token == bos:
             break
         tokens.append(token)      # and read at the next position: the model reads what it wrote
-    return decode(tokens[1:], chars)
+    return tokens[1:] if ids else decode(tokens[1:], chars)
 
 
 # That is the whole algorithm: the summary at the top of the file puts these pieces
@@ -3161,10 +3160,15 @@ def ascii_arg(text):
 
 
 def seed_arg(text):
+    """A whole number, 0 or more: Python's random takes a negative seed as its absolute
+    value, so --seed -5 would silently train the same model as --seed 5."""
     try:
-        return int(ascii_arg(text))
+        value = int(ascii_arg(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:20]!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def float_arg(text):
@@ -3750,7 +3754,7 @@ def report_recorder(record, params, config, mode, chars, val_seqs, prompt, strea
             if step in sample_steps:
                 samples = draw_samples(weights, config, chars, mode, prompt, stream_start,
                                        5 if mode == "docs" else 1, min(config.length, 80))
-                record["snapshots"].append({"step": step, "samples": samples})
+                record["snapshots"].append({"step": step, "samples": [decode(s, chars) for s in samples]})
         except (OverflowError, ValueError):
             pass
         record["snapshot_seconds"] += time.perf_counter() - started
@@ -4009,6 +4013,9 @@ def write_report(args, run):
         shown = run["first"] + len(run["losses"])
         if shown > config.steps:           # a fine-tuned model's history goes on from the runs before
             run["training"] += f"; the loss curve shows all {shown:,} steps from step {run['first']:,}"
+        if not run["steps_before"] and val_seqs:       # how much of its data the model has read (gap_above)
+            run["read"] = data_read(config, mode, text, val_seqs, run["chars"], kind,
+                                    same_file(args.input or default_data_path(), default_data_path()))
     elif trained_on:                       # what the checkpoint records: the file's path and SHA-256
         data_path = os.path.basename(trained_on["input"])
         size = ""
@@ -4032,21 +4039,47 @@ def write_report(args, run):
     run["data_name"] = os.path.basename(data_path)
     if trained_on:
         run["data_name"] += f" (the model in {os.path.basename(args.load)})"
+    for key in ("data", "data_name"):          # a file's name may hold any character: ESC, U+202E, ...
+        run[key] = visible(run[key], keep="")
     run["batch"] = f"all {kind}s" if config.batch == "all" else f"{config.batch} {kind}" + "s" * (config.batch > 1)
     if config.steps == 0:
         run["batch"] = f"that step's {kind}s"      # how the saved model was trained is not remembered
     run["interpreter"] = f"{sys.implementation.name} {sys.version.split()[0]} on {sys.platform}"
-    # The samples the run printed (or, with --num-samples 0, a few drawn the same way).
-    run["samples"] = draw_samples(run["weights"], config, run["chars"], mode, run["prompt"], run["stream_start"],
-                                  config.num_samples or (10 if mode == "docs" else 1), config.length)
+    # The samples the run printed (or, with --num-samples 0, a few drawn the same way), as
+    # the token ids drawn, and as text.
+    run["sample_ids"] = draw_samples(run["weights"], config, run["chars"], mode, run["prompt"], run["stream_start"],
+                                     config.num_samples or (10 if mode == "docs" else 1), config.length)
+    run["samples"] = [decode(ids, run["chars"]) for ids in run["sample_ids"]]
     run["examples"] = example_sequences(mode, config, run["chars"], run["explain_io"], val_seqs, text,
-                                        run["samples"])
+                                        run["sample_ids"])
     try:
         check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")   # again
         write_atomically(args.report, report_page(run))
     except OSError as e:
         raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
     print(f"wrote {args.report}")
+
+
+def data_read(config, mode, text, val_seqs, chars, kind, shipped_names):
+    """For the loss caption (gap_above): how much training data a run of config.steps steps
+    has trained on, how much there is, its unit, and how the held-out part was chosen. A step
+    trains on `batch` documents, in order, or on `batch` random windows of block_size targets
+    each ("all": all of them)."""
+    batch = None if config.batch == "all" else config.batch
+    if mode == "docs":
+        size = len(split_documents(text)) - len(val_seqs)
+        return (config.steps * (batch or size), size, kind,
+                f"The held-out {kind}s are a random sample of the data, and each step's training loss is measured "
+                f"before the model learns from that step's {kind}s, which are new to it too: so the gap is chance, "
+                f"from which {kind}s each side happened to get.")
+    tokens = len(encode(text, chars))     # quick: a --bpe vocabulary keeps each word it encoded
+    size = tokens - tokens // 10          # stream_split's training part
+    unit = "token" if getattr(chars, "merges", None) else "character"
+    held_out = ("The held-out windows may simply differ from the training ones: in a stream they are the end of "
+                "the file, which need not read like the rest")
+    if shipped_names:
+        held_out += "; names.txt lists the most common names first, so its end holds the rarest ones"
+    return (config.steps * (batch or size - config.block_size) * config.block_size, size, unit, held_out + ".")
 
 
 def is_shipped_names(trained_on):
@@ -5544,12 +5577,13 @@ def colour_legend(x, y, palette, lo, hi, caption, width=150, ticks=None, font=FO
 
 
 def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(), width=620, height=370,
-               font=FONT + 2):
+               font=FONT + 2, marks=()):
     """Lines on labelled axes (the legend goes under the picture: chart_key).
     lines: [([(x, y)], colour, stroke width, opacity, dots?)]; hlines: [(y, colour)], dashed
     lines across; x_map(x) runs from 0 at the left edge to 1 at the right (so the axis may be
-    logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, with a
-    red triangle pointing the way it went: one outlier cannot squash the whole chart. font is
+    logarithmic), x_ticks: [(x, text)]. A point beyond y_range is drawn on the edge, so that
+    one outlier cannot squash the whole chart; marks: [(x, up?)], a red triangle on the top
+    (up) or bottom edge at each x, pointing the way such points went (edge_marks). font is
     the size of its text (larger for the presentation view's copy)."""
     y0, y1 = y_range
     y_ticks = nice_ticks(y0, y1)
@@ -5597,12 +5631,22 @@ def line_chart(lines, x_map, x_ticks, y_range, x_label, y_label, title, hlines=(
                     f'stroke-opacity="{opacity}" stroke-linejoin="round"/>')
         if dots or len(points) == 1:         # a line of one point would not show
             body += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="4" fill="{colour}"/>' for x, y in points]
-        for x, y in points:
-            if not y0 <= y <= y1:
-                tip, base = (top, top + 8) if y > y1 else (top + plot_h, top + plot_h - 8)
-                body.append(f'<path d="M{X(x):.1f},{tip} L{X(x) - 4:.1f},{base} L{X(x) + 4:.1f},{base} z" '
-                            'fill="#c00"/>')
+    for x, up in marks:
+        tip, base = (top, top + 8) if up else (top + plot_h, top + plot_h - 8)
+        body.append(f'<path d="M{X(x):.1f},{tip} L{X(x) - 4:.1f},{base} L{X(x) + 4:.1f},{base} z" fill="#c00"/>')
     return svg(width, height, body, title, grow=1.35)
+
+
+def edge_marks(xs, x_map, apart=0.02):
+    """The x of each red triangle for points at xs beyond a chart's edge: one for each group of
+    points closer than `apart` (a share of the axis: 2% is wider than a triangle, which is 8 of
+    the 500 or more units of a line_chart's axis) to the group's first, at that first point,
+    so that no two triangles overlap into what looks like one."""
+    marks = []
+    for x in sorted(xs):
+        if not marks or x_map(x) - x_map(marks[-1]) >= apart:
+            marks.append(x)
+    return marks
 
 
 def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, legend, title, font=FONT, keep=()):
@@ -5903,12 +5947,13 @@ def probability_shade(p):
     return colour_at(VIRIDIS, (math.log10(max(p, 0.01)) + 2) / 2)
 
 
-def shaded_text(text, probs):
-    """A sample as HTML, each character on a background whose colour shows the probability
-    the model gave it (probability_shade); hovering shows the number."""
+def shaded_text(tokens, probs):
+    """A sample as HTML, each token (a character, or with --bpe a piece of text) on a
+    background whose colour shows the probability the model gave it (probability_shade);
+    hovering shows the number."""
     out = []
-    for ch, p in zip(text, probs):
-        shown = "\u21b5\n" if ch == "\n" else (ch if ch.isprintable() else repr(ch)[1:-1])
+    for ch, p in zip(tokens, probs):
+        shown = "".join("\u21b5\n" if c == "\n" else (c if c.isprintable() else repr(c)[1:-1]) for c in ch)
         if p is None:
             out.append(f'<span title="given">{escape(shown)}</span>')
         else:
@@ -5919,23 +5964,26 @@ def shaded_text(text, probs):
 
 
 def draw_samples(weights, config, chars, mode, prompt, stream_start, count, length):
-    """`count` samples from a fresh sampling stream seeded as print_samples seeds it, so they
-    are the samples the run prints (the first `count` of them)."""
+    """`count` samples, as the token ids drawn, from a fresh sampling stream seeded as
+    print_samples seeds it, so they are the samples the run prints (the first `count` of
+    them). A stream's sample starts with the tokens it was given (the prompt)."""
     rng = random.Random(config.seed + 1)
     if mode == "docs":
-        return [sample_document(weights, config, chars, rng, config.temperature, prompt) for _ in range(count)]
+        return [sample_document(weights, config, chars, rng, config.temperature, prompt, ids=True)
+                for _ in range(count)]
     start = encode(prompt or stream_start, chars)
-    return [decode(start + list(sample_stream(weights, config, rng, config.temperature, start, length)), chars)
+    return [start + list(sample_stream(weights, config, rng, config.temperature, start, length))
             for _ in range(count)]
 
 
-def text_probabilities(text, weights, config, chars, mode):
-    """The probability the model gives each character of a text, read as a document from BOS
-    or as a stream with a sliding window (the stream's first character has none: None)."""
-    ids = encode(text, chars)
+def token_probabilities(ids, weights, config, chars, mode):
+    """The probability the model gives each token of a sample (its token ids, as drawn: with
+    --bpe, encoding its text again may cut it into other tokens, and more than the context
+    holds), read as a document from BOS or as a stream with a sliding window (the stream's
+    first token has none: None)."""
     bs = config.block_size
     if mode == "docs":
-        inputs = ([len(chars)] + ids)[:len(ids)]      # the sampler never writes more than block_size
+        inputs = ([len(chars)] + ids)[:min(len(ids), bs)]     # the sampler never draws more than block_size
         return [probs[t] for (probs, _), t in zip(explain(inputs, weights, config), ids)]
     found = [None]
     if len(ids) > 1:
@@ -5948,7 +5996,8 @@ def text_probabilities(text, weights, config, chars, mode):
 
 def example_sequences(mode, config, chars, explain_io, val_seqs, text, samples, count=3):
     """The (inputs, targets) the page looks inside: the --explain text if given, else a few
-    held-out documents (or windows), else the first ones of the data, else samples."""
+    held-out documents (or windows), else the first ones of the data, else samples (their
+    token ids)."""
     if explain_io:
         return [explain_io]
     seqs = val_seqs[:count]
@@ -5959,8 +6008,7 @@ def example_sequences(mode, config, chars, explain_io, val_seqs, text, samples, 
         step = config.block_size + 1
         seqs = [tokens[s:s + step] for s in range(0, max(1, len(tokens) - 1), step)][:count]
     if not seqs:
-        seqs = [([len(chars)] + encode(s, chars) + [len(chars)]) if mode == "docs" else encode(s, chars)
-                for s in samples[:count]]
+        seqs = [[len(chars)] + ids + [len(chars)] if mode == "docs" else ids for ids in samples[:count]]
     return [(seq[:-1][:config.block_size], seq[1:][:config.block_size]) for seq in seqs if len(seq) > 1]
 
 
@@ -5985,7 +6033,8 @@ def report_data(run):
         "val_loss": run["val_loss"],
         "val_points": run["val_points"], "samples_during_training": run["snapshots"],
         "examples": examples, "samples": run["samples"],
-        "sample_probs": [text_probabilities(s, weights, config, chars, run["mode"]) for s in run["samples"]],
+        "sample_tokens": run["sample_ids"],
+        "sample_probs": [token_probabilities(ids, weights, config, chars, run["mode"]) for ids in run["sample_ids"]],
     }
 
 
@@ -6062,7 +6111,7 @@ def loss_section(run, vocab_size, what):
     stride = max(1, n // 2000)                   # at most ~2000 points per line keeps the page small
     raw = [(first + i + 1, loss) for i, loss in enumerate(losses) if i < 200 or i % stride == 0]
     above = [(first + i + 1, loss) for i, loss in enumerate(losses) if loss > y_range[1]]
-    below = [loss for loss in losses if loss < y_range[0]]
+    below = [(first + i + 1, loss) for i, loss in enumerate(losses) if loss < y_range[0]]
     end_step, logarithmic = first + n, first == 0
     if logarithmic:
         ticks = [(0, "0")] + [(m * 10 ** e, f"{m * 10 ** e:,}") for e in range(13) for m in (1, 2, 5)
@@ -6074,11 +6123,13 @@ def loss_section(run, vocab_size, what):
     lines = [(raw, "#2166ac" if exact else "#888", 2.5 if exact else 1.2, 1 if exact else 0.5, False),
              ([(first + i + 1, s) for i, s in enumerate(smooth) if s is not None], "#2166ac", 3, 1, False),
              (val, "#e08214", 2, 1, True)]
+    ups, downs = (edge_marks([step for step, _ in out], x_map) for out in (above, below))
+    marks = [(x, True) for x in ups] + [(x, False) for x in downs]
     chart = line_chart(lines, x_map, ticks, y_range, x_label, "loss (nats per token)", "loss while training",
-                       [(uniform, "#000")])
+                       [(uniform, "#000")], marks=marks)
     # The presentation view's copy: wider, so that its text stays large on a short slide.
     big = line_chart(lines, x_map, ticks, y_range, x_label, "loss (nats per token)", "loss while training",
-                     [(uniform, "#000")], width=800, height=330, font=PRESENT_FONT)
+                     [(uniform, "#000")], width=800, height=330, font=PRESENT_FONT, marks=marks)
     kind = run["batch"]
     subset = (f"the same {plural(run['val_subset'], 'held-out ' + what)} each time" if run["val_subset"]
               else f"held-out {what}s")
@@ -6145,26 +6196,47 @@ def loss_section(run, vocab_size, what):
         elif abs(gap) <= 0.05:
             said += f"close to the training loss: what the model learned holds for {what}s it never saw."
         elif gap > 0:
-            said += (f"{gap:.2f} above the training loss: the model does better on the {what}s it trained on "
-                     "than on new ones (it is starting to learn them by heart).")
+            said += f"{gap:.2f} above the training loss. " + gap_above(run.get("read"), what)
         else:
             said += (f"{-gap:.2f} below the training loss: the held-out {what}s happen to be easier than the "
                      f"average training {what}. That is chance, not a problem.")
         notes.append(said)
     else:
         notes.append("There was too little data to hold any out for validation.")
+    def triangles(steps, marks):     # what the reader sees: steps close together share a triangle
+        shown = "a red triangle" if len(marks) == 1 else f"{len(marks)} red triangles"
+        return shown + ("" if len(marks) == len(steps) else ", as steps close together share one")
     if above:
         worst = max(above, key=lambda point: point[1])
-        notes.append(f"{plural(len(above), 'step')} had a loss above the chart (red triangles; the highest, "
-                     f"{worst[1]:.2f}, at step {worst[0]:,})" + (f" and {len(below):,} below it" if below else "")
+        notes.append(f"{plural(len(above), 'step')} had a loss above the chart ({triangles(above, ups)}; "
+                     f"the highest, {worst[1]:.2f}, at step {worst[0]:,})"
+                     + (f" and {len(below):,} below it ({triangles(below, downs)})" if below else "")
                      + f": one hard {what}{' (or easy one)' * bool(below)} can do that, so the other steps set "
                      "the chart's range.")
     elif below:
-        notes.append(f"{plural(len(below), 'step')} had a loss below the chart (red triangles): one easy {what} can "
-                     "do that, so the other steps set the chart's range.")
+        notes.append(f"{plural(len(below), 'step')} had a loss below the chart ({triangles(below, downs)}): "
+                     f"one easy {what} can do that, so the other steps set the chart's range.")
     return ("<h2>The loss curve</h2>\n<div class=\"figures one\">"
             + figure("Loss while training", chart, " ".join(escape(s) for s in notes), chart_key(key), big,
                      key_beside=True) + "</div>")
+
+
+def gap_above(read, what):
+    """Why a validation loss is above the training loss, for the loss caption. read: (how
+    much training data the run has trained on, how much there is, its unit, how the held-out
+    part was chosen: data_read), or None if the page does not know (a loaded or fine-tuned
+    model). Learning the training data by heart takes going over it at least once; before
+    that, the held-out part may simply differ from the training part."""
+    if read and read[0] >= read[1]:
+        return (f"The model does better on the {what}s it trained on than on new ones: it has gone over its "
+                f"training data {read[0] / read[1]:.1f} times, and is starting to learn it by heart.")
+    if not read:
+        return (f"The held-out {what}s may simply differ from the training ones, or the model may be starting "
+                "to learn the training ones by heart.")
+    seen, size, unit, held_out = read
+    share = percent(seen / size) if seen / size < 0.99 else "almost all"
+    return (f"That is not learning them by heart: the run trained on {seen:,} {unit}s, {share} of the "
+            f"{size:,} in its training part, so it has not gone over them even once. {held_out}")
 
 
 REPORT_MAX_ROWS = 256     # the most tokens a heat map, a scatter plot or the page's JSON lists
@@ -6197,7 +6269,7 @@ def snapshots_section(run, mode, config, data_docs):
             what = sequence_word(run)
             said += (f"; at the end {len(known)} of {len(last)} "
                      + (f"are {what}s" if len(known) != 1 else f"is a {what}") + " from the data"
-                     + (f" ({', '.join(known)})" if known else "")
+                     + (f" ({', '.join(visible(k) for k in known)})" if known else "")
                      + (", the others are new." if len(known) < len(last) else "."))
         else:
             said += "."
@@ -6421,26 +6493,29 @@ def chain_section(weights, config, names):
 
 
 def samples_section(run, config, sample_probs, names_printed):
-    """The final samples, each character on the colour of its probability, with a caption."""
+    """The final samples, each token on the colour of its probability, with a caption."""
     shown = run["samples"]
+    pieces = [[run["chars"][t] for t in ids] for ids in run["sample_ids"]]      # the tokens drawn, as text
+    unit = "token" if getattr(run["chars"], "merges", None) else "character"
     if names_printed:
         said = f"The final samples, as the run printed them (temperature {config.temperature})"
     else:
         said = (f"The run printed no samples (--num-samples 0); here are the first {len(shown)} it would have "
                 f"printed (temperature {config.temperature})")
-    notes = [said + ", each character on the colour of the probability the model gave it (at temperature 1): "
+    notes = [said + f", each {unit} on the colour of the probability the model gave it (at temperature 1): "
              "dark for a surprise, yellow for a sure thing."]
-    found = [(p, ch, text) for text, probs in zip(shown, sample_probs) for ch, p in zip(text, probs) if p is not None]
+    found = [(p, ch, text) for text, tokens, probs in zip(shown, pieces, sample_probs)
+             for ch, p in zip(tokens, probs) if p is not None]
     if found:
         mean_log = sum(math.log(p) for p, _, _ in found) / len(found)
         p, ch, text = min(found)
-        notes.append(f"The model gave the characters it wrote {math.exp(mean_log):.0%} on average (geometric "
+        notes.append(f"The model gave the {unit}s it wrote {math.exp(mean_log):.0%} on average (geometric "
                      f"mean); the biggest surprise is {ch!r} in {text[:40]!r}, at {percent(p)}.")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     legend = svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                  "colour legend", grow=1.2)
-    samples = '<div class="samples">' + "".join(f'<p class="sample">{shaded_text(text, probs)}</p>'
-                                                for text, probs in zip(shown, sample_probs)) + "</div>"
+    samples = '<div class="samples">' + "".join(f'<p class="sample">{shaded_text(tokens, probs)}</p>'
+                                                for tokens, probs in zip(pieces, sample_probs)) + "</div>"
     return ("<h2>Samples</h2>\n" + '<div class="figures one">'
             + figure("The final samples", samples + f'<div class="legend">{legend}</div>', escape(" ".join(notes)))
             + "</div>")

@@ -395,6 +395,14 @@ class TestTextAsAPersonSeesIt(TempDirTestCase):
         for result in results:
             self.assertIn("digits 0-9", result.stderr)
 
+    def test_a_negative_seed_is_refused_as_python_would_use_its_absolute_value(self):
+        # random.Random(-5) is random.Random(5): --seed -5 trained the same model as --seed 5.
+        for seed in ("-5", "-1"):
+            [result] = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1", "--seed", seed])
+            self.assertIn(f"--seed: must be 0 or more, not {seed}", result.stderr)
+        assert_ok(self, run_main(["--input", self.names, "--steps", "1", "--seed", "0", "--num-samples", "0"] + TINY,
+                                 self.tmp))
+
     def test_numbers_with_underscores_are_refused_as_the_message_says(self):
         # int("1_000") is 1000, but the rule the message gives is "the digits 0-9"
         results = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1_0"],

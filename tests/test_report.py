@@ -437,7 +437,7 @@ class ReportUnitsTest(unittest.TestCase):
                "snapshots": [{"step": s, "samples": ["x" * 16] * 5} for s in (0, 50, 200, 500, 1000)],
                "data_name": "names.txt", "data": "names.txt: 29,910 documents", "training": "1,000 steps",
                "batch": "1 document", "interpreter": "cpython", "examples": [example] * 3,
-               "samples": [microgpt.decode(longest, chars)] * 20}
+               "samples": [microgpt.decode(longest, chars)] * 20, "sample_ids": [longest] * 20}
         page = microgpt.report_page(run)
         self.assertLess(len(page.encode("utf-8")), 1_000_000)
         self.assertEqual(len(page_data(page)["examples"]), 3)
@@ -451,7 +451,8 @@ class ReportUnitsTest(unittest.TestCase):
                 "losses": losses, "val_loss": 2.5, "val_points": [(0, 3.3), (n, 2.5)], "val_subset": 200,
                 "snapshots": [], "data_name": "names.txt", "data": "names.txt", "training": f"{n} steps",
                 "batch": "1 document", "interpreter": "cpython", "examples": [([26, 0, 1], [0, 1, 26])],
-                "samples": ["ab", "ba"], "text": None, "names_data": True}     # as if of the shipped names.txt
+                "samples": ["ab", "ba"], "sample_ids": [[0, 1], [1, 0]], "text": None,
+                "names_data": True}     # as if of the shipped names.txt
 
     def test_one_spike_does_not_set_the_loss_charts_range_and_is_marked(self):
         losses = [3.3 - 0.001 * i + 0.2 * math.sin(i) for i in range(1000)]
