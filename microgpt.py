@@ -4831,6 +4831,7 @@ def line_editing():
         pass
 
 
+NO_ANSWER = "(no answer: the model ended its turn at once)"
 SPECIAL_IN_ANSWER = (f"({PAD} is a special token, not text: the filler of the request's empty slots. "
                      "The model may write any token it knows, more often at a high temperature; an answer "
                      "ends at <|end|>, <|user|> or <|assistant|>, Part V.2)")
@@ -4876,7 +4877,7 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
                                           rng, temperature):
                 print(piece, end="", flush=True)
                 pieces.append(piece)
-            print()
+            print("" if pieces else NO_ANSWER)
             if not explained and PAD in pieces:   # said once: at temperature 10, nearly every answer has one
                 explained = True
                 print(SPECIAL_IN_ANSWER, flush=True)
@@ -7355,7 +7356,14 @@ async function ask(request) {
       while ((i = buffer.indexOf("\\n")) >= 0) {
         const msg = JSON.parse(buffer.slice(0, i));
         buffer = buffer.slice(i + 1);
-        if (msg.done) { answer.parentNode.dataset.done = "1"; answer.parentNode.dataset.seed = msg.seed; done = true; }
+        if (msg.done) {
+          answer.parentNode.dataset.done = "1"; answer.parentNode.dataset.seed = msg.seed; done = true;
+          if (!msg.tokens) {
+            const e = document.createElement("span");
+            e.className = "note"; e.textContent = "(no answer: the model ended its turn at once)";
+            answer.appendChild(e);
+          }
+        }
         else addToken(answer, msg);
       }
       if (chunk.done && !done) throw new Error("the answer was cut off");

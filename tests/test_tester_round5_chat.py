@@ -137,7 +137,10 @@ class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
                           stdin=requests)
         self.assertEqual(result.returncode, 0, result.stderr)
         answers = [line for line in result.stdout.splitlines()[2:] if not line.startswith(("> ", "("))]
-        self.assertEqual(len(answers), 30, result.stdout)
+        # an answer that ends at once (the first token ends the turn) says so, rather than an empty line
+        self.assertEqual(len(answers) + result.stdout.count(microgpt.NO_ANSWER + "\n"), 30, result.stdout)
+        self.assertNotIn("", answers)
+        self.assertIn(microgpt.NO_ANSWER, result.stdout)
         for token in ("<|user|>", "<|assistant|>", "<|end|>"):
             self.assertFalse([a for a in answers if token in a], token)
         self.assertTrue(any("<|pad|>" in a for a in answers), answers)
@@ -158,7 +161,7 @@ class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
         self.assertIn(microgpt.PAD, seen)
 
 
-class ThePageShowsPadInADashedBox(WithBrowser):
+class TheChatPageShowsPadAsATokenAndAnEmptyAnswerAsANote(WithBrowser):
 
     def test_the_page_shows_pad_in_a_dashed_box_and_letters_without(self):
         seed = next(s for s in range(100) if microgpt.PAD in full_answer("a name starting with m", s, 10))
@@ -169,3 +172,11 @@ class ThePageShowsPadInADashedBox(WithBrowser):
         self.assertEqual([text for text, _ in shown], full_answer("a name starting with m", seed, 10))
         for text, outline in shown:
             self.assertEqual(outline, "dashed" if text == microgpt.PAD else "none", text)
+
+    def test_an_answer_that_ends_at_once_says_so_in_the_page(self):
+        seed = next(s for s in range(100) if not full_answer("a name starting with m", s, 10))
+        with Served(reply=lambda request, rng, temperature: microgpt.chat_reply(
+                *chat_model(), request, random.Random(seed), 10)) as served:
+            tokens, turn = ask_in_the_page(self.driver, served.port, "a name starting with m")
+            self.assertEqual(tokens, [])
+            self.assertIn(microgpt.NO_ANSWER, turn.text)
