@@ -348,8 +348,10 @@ class Value:
         # children will do. A node can be pushed twice (u below, by L and by v, as it was
         # not yet expanded either time); the check when an entry is popped (`elif node not
         # in visited`) skips the second copy. The table follows it for L = u + v with
-        # u = 2 * x, v = 3 * u (x a leaf, never pushed; F is False, T is True); the stack's
-        # top is on the right, and each line pops the top entry:
+        # u = 2 * x, v = 3 * u (x and the constants 2 and 3 are leaves, never pushed; F is
+        # False, T is True). L's children u and v are pushed in that order, so v is on top;
+        # v's only child with children is u. The stack's top is on the right, and each line
+        # pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
