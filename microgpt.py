@@ -2227,8 +2227,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
 # name that sounds like one, so the answers drift to whatever letters are easiest to
-# produce, names or not ("arson", and "srhahhhh", an h at a time until the context is
-# full): reward hacking, in miniature. Real pipelines hold the model near its fine-tuned
+# produce, names or not ("arson", and "srhahhhh": h after h up to the longest answer the
+# context leaves room for, 8 letters, and then the end, which it can still write at the
+# last position): reward hacking, in miniature. Real pipelines hold the model near its fine-tuned
 # self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
