@@ -2225,11 +2225,11 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     times (1/0.33) as hard as with the mean subtracted alone, a 4-of-8 group 2 times
 #     (1/0.5): a lone success (or a lone failure) counts for more.
 #
-# RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a
-# name that sounds like one, so the answers drift to whatever letters are easiest to
-# produce, names or not ("arson", and "srhahhhh": h after h up to the longest answer the
-# context leaves room for, 8 letters, and then the end, which it can still write at the
-# last position): reward hacking, in miniature. Real pipelines hold the model near its fine-tuned
+# RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a name
+# that sounds like one, so the answers drift to whatever letters are easiest to produce,
+# names or not ("arson", and "srhahhhh": h after h up to the longest answer the context
+# leaves room for, 8 letters, and then the end, which it can still write at the last
+# position): reward hacking, in miniature. Real pipelines hold the model near its fine-tuned
 # self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
