@@ -1409,7 +1409,8 @@ def bpe(word, ranks):
     Why one merge per token: where two merges make the same token, the proof's first step
     fails, and bpe and the replay can disagree. With the merges (a, b), (b, c), (a, bc),
     (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4 both make "abc". On "abcd" bpe merges
-    rank 0 (ab c d), then rank 4 (abc d), then rank 3 (abcd): a rank below the one before.
+    rank 0 (ab c d); the only learned pair left is (ab, c), so it merges rank 4 (abc d),
+    then rank 3 (abcd): a rank below the one before.
     This breaks the "new pair" bullet: (abc, d), rank 3, uses the "abc" that rank 4 just
     made, yet its rank is below 4, because rank 2 had made "abc" earlier. The replay: rank 0
     gives ab c d; ranks 1, 2 and 3 find no pair (no "bc", no "abc" yet); rank 4 gives
@@ -1856,8 +1857,8 @@ def evaluation_requests(held_out, count, rng):
 # rows, <|assistant|>'s in wte and <|end|>'s in lm_head, because the pretrained model
 # already knows what BOS means: <|assistant|> reads like BOS (a name begins after it) and
 # <|end|> is predicted like BOS (the name ends here). The other new rows start random.
-# The model of names has no use for BOS itself any more, so the chat vocabulary drops it
-# (its rows live on in the two copies).
+# The chat model has no use for BOS itself (the new tokens mark its turns), so the chat
+# vocabulary drops it (its rows live on in the two copies).
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
 # a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
