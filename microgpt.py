@@ -1873,10 +1873,10 @@ def evaluation_requests(held_out, count, rng):
 # <|assistant|> (7) it looks at slot 1, e, and writes e; reading e (8), at slot 2, m, and
 # writes m; reading m (9) it finds <|pad|> in slot 3 and writes a letter of its own, the
 # second m; reading that m (10) it finds <|pad|> in slot 4 and writes a; reading a (11),
-# <|pad|> in slot 5, and it writes <|end|>. For "ending with", X's last letter is always
-# in slot 5, so it is copied as the answer's 5th letter, and the answer ends with X only
-# if that 5th letter is its last: if the answer has exactly 5 letters, one per slot. So for
-# that kind fine-tuning (V.3) shows only 5-letter names ("jason" for son): a longer name
+# <|pad|> in slot 5, and it writes <|end|>. For "ending with", X fills the last slots
+# (son: slots 3, 4, 5), so its letters are copied as the answer's letters 3, 4, 5; the
+# answer ends with X only if it stops right after its 5th letter, that is if it has exactly
+# 5 letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter names ("jason" for son): a longer name
 # ending with X would be correct too, but it would have to write X's letters more than 5
 # tokens after their slots ("edison": its n is the 6th letter, not the 5th). Why five
 # slots, when X has at most 3 letters: an "ending with" answer has one letter per slot,
