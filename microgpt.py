@@ -1876,13 +1876,14 @@ def evaluation_requests(held_out, count, rng):
 # <|pad|> in slot 5, and it writes <|end|>. For "ending with", X fills the last slots
 # (son: slots 3, 4, 5), so its letters are copied as the answer's letters 3, 4, 5; the
 # answer ends with X only if it stops right after its 5th letter, that is if it has exactly
-# 5 letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter names ("jason" for son): a longer name
-# ending with X would be correct too, but it would have to write X's letters more than 5
-# tokens after their slots ("edison": its n is the 6th letter, not the 5th). Why five
-# slots, when X has at most 3 letters: an "ending with" answer has one letter per slot,
-# and it must be longer than X, so 4 slots (4-letter answers) would do; we take five
-# because 5-letter names are more plentiful. "a name ending with son -> jason" (rendered
-# in full below) goes as follows ("5 back holds" gives that position, then its token):
+# 5 letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter names
+# ("jason" for son): a longer name ending with X would be correct too, but it would have to
+# write X's letters more than 5 tokens after their slots ("edison": its n is the 6th
+# letter, not the 5th). Why five slots, when X has at most 3 letters: an "ending with"
+# answer has one letter per slot, and it must be longer than X, so 4 slots (4-letter
+# answers) would do; we take five because 5-letter names are more plentiful. "a name
+# ending with son -> jason" (rendered in full below) goes as follows ("5 back holds" gives
+# that position, then its token):
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
