@@ -343,15 +343,15 @@ class Value:
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
         # and, on top of it, an expand entry for each child that has children of its own
-        # and is not yet expanded. The stack takes the children in the opposite order
-        # (below, v before u), which does not matter: any order with every node after its
-        # children will do. A node can be pushed twice (u below, by L and by v, as it was
-        # not yet expanded either time); the check when an entry is popped (`elif node not
-        # in visited`) skips the second copy. The table follows it for L = u + v with
-        # u = 2 * x, v = 3 * u (x and the constants 2 and 3 are leaves, never pushed; F is
-        # False, T is True). L's children u and v are pushed in that order, so v is on top;
-        # v's only child with children is u. The stack's top is on the right, and each line
-        # pops the top entry:
+        # and is not yet expanded. The stack takes the children in the opposite order (in
+        # the table, v before u), which does not matter: any order with every node after
+        # its children will do. A node can be pushed twice (u in the table, by L and by v,
+        # as it was not yet expanded either time); the check when an entry is popped
+        # (`elif node not in visited`) skips the second copy. The table follows it for
+        # L = u + v with u = 2 * x, v = 3 * u (x is a leaf, never pushed, and the plain
+        # numbers 2 and 3 get no node; F is False, T is True). L's children u and v are
+        # pushed in that order, so v is on top; v's only child is u. The stack's top is on
+        # the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -1341,18 +1341,18 @@ def learn_merges(words, num_merges, progress=None):
     # or held it once. Each round merges the most frequent pair, best: for each word in
     # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. A merged
     # word keeps no copy of best (merge_pair merges every copy, left to right), so
-    # pairs[best] falls to 0, and is deleted. holders is never cleaned, so a word in
-    # holders[p] may no longer hold p (an earlier merge took it apart). That is harmless:
-    # merging leaves such a word unchanged, so the same counts are subtracted and added
-    # back. Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n]
-    # (count 1), pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it.
-    # [a, n, a] subtracts (a, n) 2 and (n, a) 2, becomes [an, a] and adds (an, a) 2; [a, n]
-    # subtracts (a, n) 1 and becomes [an]. Now pairs is {(a, n): 0, (n, a): 0, (an, a): 2},
-    # and (a, n), the merged pair, is deleted. (n, a) stays, with count 0 (a Counter keeps a
-    # count that falls to 0), and [an, a] is still listed in holders[(n, a)] though it no
-    # longer holds (n, a): a stale entry, harmless as said above. Merge 2 is (an, a):
-    # [an, a] becomes [ana], and (an, a) is deleted. Only (n, a) is left, with count 0, and
-    # the loop stops at `most < 1`.
+    # pairs[best] falls to 0, and is deleted. holders is never cleaned (only best's own
+    # entry is taken out, by the loop), so a word in holders[p] may no longer hold p (an
+    # earlier merge took it apart). That is harmless: merging leaves such a word unchanged,
+    # so the same counts are subtracted and added back. Traced on "ana", "ana", "an": the
+    # words are [a, n, a] (count 2) and [a, n] (count 1), pairs {(a, n): 3, (n, a): 2}.
+    # Merge 1 is (a, n): both words hold it. [a, n, a] subtracts (a, n) 2 and (n, a) 2,
+    # becomes [an, a] and adds (an, a) 2; [a, n] subtracts (a, n) 1 and becomes [an]. Now
+    # pairs is {(a, n): 0, (n, a): 0, (an, a): 2}, and (a, n), the merged pair, is deleted.
+    # (n, a) stays, with count 0 (a Counter keeps a count that falls to 0), and [an, a] is
+    # still listed in holders[(n, a)] though it no longer holds (n, a): a stale entry,
+    # harmless as said above. Merge 2 is (an, a): [an, a] becomes [ana], and (an, a) is
+    # deleted. Only (n, a) is left, with count 0, and the loop stops at `most < 1`.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1883,7 +1883,7 @@ def evaluation_requests(held_out, count, rng):
 # answer has one letter per slot, and it must be longer than X, so 4 slots (4-letter
 # answers) would do; we take five because 5-letter names are more plentiful. "a name
 # ending with son -> jason" (rendered in full below) goes as follows ("5 back holds" gives
-# that position, then its token):
+# that position, which is slot position - 1, then its token):
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -2096,10 +2096,11 @@ def sft_answers(names, requests, config):
         for kind in TASKS:
             for k in (1, 2, 3):
                 x = affix(name, kind, k)
-                # The whole conversation must fit the context: <|user|>, the request's 6
-                # tokens, <|assistant|>, the name and <|end|>, that is len(name) + 9 tokens.
-                # The model reads every token but the last, <|end|>, which it only predicts:
-                # len(name) + 8 positions, so names of at most 8 letters at block_size 16.
+                # The whole conversation is <|user|>, the request's 6 tokens, <|assistant|>,
+                # the name and <|end|>: len(name) + 9 tokens. The model reads every token
+                # but the last, <|end|>, which it only predicts, so len(name) + 8
+                # positions must fit the context: names of at most 8 letters at block_size
+                # 16.
                 fits = len(name) + REQUEST_TOKENS + 2 <= config.block_size
                 if (len(name) > k and (kind, x) in requests and fits
                         and (kind != ENDING or len(name) == REQUEST_TOKENS - 1)):
@@ -2229,10 +2230,11 @@ def sft_steps(params, config, examples, num_steps, batch):
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a name
 # that sounds like one, so the answers drift to whatever letters are easiest to produce,
-# names or not ("arson", and "srhahhhh": h after h up to the longest answer the context
-# leaves room for, 8 letters, and then the end, which it can still write at the last
-# position): reward hacking, in miniature. Real pipelines hold the model near its fine-tuned
-# self (a KL penalty) or reward with a learned judge of quality.
+# names or not ("arson" for "ending with son"; "srhahhhh" for "starting with s": h after h
+# up to the longest answer the context leaves room for, 8 letters after the 8 tokens of the
+# prompt, and then the end, which it can still write at the last position): reward hacking,
+# in miniature. Real pipelines hold the model near its fine-tuned self (a KL penalty) or
+# reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
 def advantages(rewards):
