@@ -302,12 +302,11 @@ class Value:
         """For every Value that this one depends on, add d(self)/d(that Value) to its .grad.
         Gradients add up over calls on separate graphs, so that a batch of documents can pass
         through one at a time; Adam sets them back to 0 after each step (section 6). Call it
-        once per graph: a second call on the same graph would find the inner nodes' .grad
-        still holding the first call's gradients and pass those on again with the new ones.
-        For x -> u = x * 2 -> L = u * 3, a first call gives u.grad 3 and x.grad 6. A second
-        call sets L.grad to 1 again, but u.grad still holds 3 and becomes 3 + 3 = 6, and all
-        6 is passed on: x gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 = 12 that
-        two correct gradients would add up to."""
+        once per graph: .grad is only ever added to, never cleared (see the loop below), so
+        a second call on the same graph would find the inner nodes still holding the first
+        call's gradients and pass them on again. For x -> u = x * 2 -> L = u * 3, x.grad
+        would end at 18 (u.grad 3 + 3 = 6, times 2, on top of 6), not at the 6 + 6 = 12
+        that two correct gradients would add up to."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
