@@ -15,7 +15,7 @@ the run) unless the process is the point: signals, a child's peak memory.
 """
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import (scratch_directory, MICROGPT_COMMAND, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, in_background,
+from support import (scratch_directory, MICROGPT_COMMAND, NAMES, MICROGPT_PATH, REPO, TempDirTestCase, assert_ok, assert_refused, in_background,
                      child_environment, run_cli, run_main,  # noqa: E402
                      write_text)
 
@@ -558,72 +558,96 @@ MEASURED_PEAKS = in_background(measured_peaks) if HAS_PEAK else None
 
 # --- 3. Signals at any moment ------------------------------------------------------------------
 
-@unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
-class TestSignalsAtAnyMoment(TempDirTestCase):
-    """Any number of SIGINTs at any moment, from microgpt.py's first line to its exit: exit 130,
-    no traceback, and a checkpoint that is either whole or not there."""
+def sigint_trials(scenario, names, home):
+    """Run one of TestSignalsAtAnyMoment's scenarios (its trials one after another, each in a
+    new process and its own folder under home): [(context, exit code, stdout, stderr, temporary
+    files left, the checkpoint's load error or None)]."""
+    rng = random.Random({"imports": 9, "sampling": 10, "training": 11, "after": 12}[scenario])
+    # The file is compiled first (as Python does before running any of it), then run as the
+    # program from its first line; "ready" marks that moment.
+    wrapper = ("import sys; path = sys.argv[1]; sys.argv = sys.argv[1:]\n"
+               "code = compile(open(path, encoding='utf-8').read(), path, 'exec')\n"
+               "print('ready', flush=True)\n"
+               "exec(code, {'__name__': '__main__', '__file__': path})")
+    records = []
+    for trial in range(trials(1, {"imports": 60, "sampling": 60, "training": 30, "after": 20}[scenario])):
+        tmp = os.path.join(home, f"{scenario}-{trial}")
+        os.mkdir(tmp)
+        target = os.path.join(tmp, "model.json")
+        if scenario == "imports":
+            delays = [rng.uniform(0, 0.08)]
+            argv, marker = [sys.executable, "-c", wrapper, MICROGPT_PATH, "--input", names, "--steps", "2",
+                            "--num-samples", "100000000"], "ready"
+        elif scenario == "sampling":
+            delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02)]
+            argv, marker = MICROGPT_COMMAND + ["--input", names, "--steps", "1", "--num-samples", "100000000"], "sample "
+        elif scenario == "training":
+            delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02), rng.uniform(0, 0.02)]
+            argv, marker = MICROGPT_COMMAND + ["--input", names, "--steps", "100000", "--num-samples", "0",
+                                               "--save", target], "step "
+        else:        # shutting down: the signal arrives after main() has put the old handlers back
+            delays = [rng.uniform(0, 0.03), 0.001, 0.001]
+            argv, marker = MICROGPT_COMMAND + ["--input", names, "--steps", "1", "--num-samples", "3"], "sample  3"
+        child = Background(argv + TINY, tmp)
+        child.wait_for(marker)
+        child.signal(signal.SIGINT, delays)
+        code, out, err = child.finish()
+        load_error = None
+        if os.path.exists(target):
+            try:
+                microgpt.load_checkpoint(target)
+            except Exception as e:          # reported by the test, with its context
+                load_error = repr(e)
+        left = [n for n in os.listdir(tmp) if n.startswith(".microgpt-")]
+        records.append((f"SIGINTs {[round(d * 1000) for d in delays]} ms after {marker!r}", code, out, err, left,
+                        load_error))
+    return records
 
-    def check(self, code, out, err, context):
+
+@unittest.skipUnless(POSIX_SIGNALS, "needs POSIX signals")
+class TestSignalsAtAnyMoment(unittest.TestCase):
+    """Any number of SIGINTs at any moment, from microgpt.py's first line to its exit: exit 130,
+    no traceback, and a checkpoint that is either whole or not there. The four scenarios are
+    real processes that mostly wait (for a start-up, then for a signal): they run side by
+    side, in setUpClass."""
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        from concurrent.futures import ThreadPoolExecutor
+        cls._home = tempfile.TemporaryDirectory()
+        names = write_text(cls._home.name, "names.txt", "\n".join(NAMES) + "\n")
+        scenarios = ("imports", "sampling", "training", "after")
+        with ThreadPoolExecutor(max_workers=len(scenarios)) as pool:
+            futures = {s: pool.submit(sigint_trials, s, names, cls._home.name) for s in scenarios}
+        cls.records = {s: f.result() for s, f in futures.items()}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._home.cleanup()
+
+    def check(self, scenario, exits=(130, -signal.SIGINT)):
         # 130 as the shell sees it: exit code 130, or (a signal that arrives while Python is
         # shutting down, after its handlers are gone) the end by SIGINT itself, which a
         # parent sees as -2 and a shell as 130 too.
-        context = f"{context}\nexit {code}\nstderr:\n{err}"
-        self.assertIn(code, (130, -signal.SIGINT), context)
-        no_traceback(self, out + err, context)
-        self.assertEqual([n for n in os.listdir(self.tmp) if n.startswith(".microgpt-")], [], context)
+        for context, code, out, err, left, load_error in self.records[scenario]:
+            context = f"{context}\nexit {code}\nstderr:\n{err}"
+            self.assertIn(code, exits, context)
+            no_traceback(self, out + err, context)
+            self.assertEqual(left, [], context)
+            self.assertIsNone(load_error, context)
 
     def test_a_sigint_during_the_imports_exits_130_without_a_traceback(self):
-        # The file is compiled first (as Python does before running any of it), then run as the
-        # program from its first line; "ready" marks that moment.
-        wrapper = ("import sys; path = sys.argv[1]; sys.argv = sys.argv[1:]\n"
-                   "code = compile(open(path, encoding='utf-8').read(), path, 'exec')\n"
-                   "print('ready', flush=True)\n"
-                   "exec(code, {'__name__': '__main__', '__file__': path})")
-        rng = random.Random(9)
-        for trial in range(trials(1, 60)):
-            delay = rng.uniform(0, 0.08)
-            child = Background([sys.executable, "-c", wrapper, MICROGPT_PATH, "--input", self.names, "--steps",
-                                "2", "--num-samples", "100000000"] + TINY, self.tmp)
-            child.wait_for("ready")
-            child.signal(signal.SIGINT, [delay])
-            self.check(*child.finish(), f"SIGINT {delay * 1000:.0f} ms after the first line")
+        self.check("imports")
 
     def test_two_sigints_during_sampling_exit_130_without_a_traceback(self):
-        rng = random.Random(10)
-        for trial in range(trials(1, 60)):
-            delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02)]
-            child = Background(MICROGPT_COMMAND + ["--input", self.names, "--steps", "1",
-                                "--num-samples", "100000000"] + TINY, self.tmp)
-            child.wait_for("sample ")
-            child.signal(signal.SIGINT, delays)
-            self.check(*child.finish(), f"SIGINTs after {delays}")
+        self.check("sampling")
 
     def test_three_sigints_during_training_exit_130_and_leave_a_whole_checkpoint_or_none(self):
-        rng = random.Random(11)
-        target = os.path.join(self.tmp, "model.json")
-        for trial in range(trials(1, 30)):
-            delays = [rng.uniform(0, 0.03), rng.uniform(0, 0.02), rng.uniform(0, 0.02)]
-            child = Background(MICROGPT_COMMAND + ["--input", self.names, "--steps", "100000",
-                                "--num-samples", "0", "--save", target] + TINY, self.tmp)
-            child.wait_for("step ")
-            child.signal(signal.SIGINT, delays)
-            self.check(*child.finish(), f"SIGINTs after {delays}")
-            if os.path.exists(target):
-                microgpt.load_checkpoint(target)
-                os.remove(target)
+        self.check("training")
 
     def test_a_sigint_after_the_work_is_done_exits_130_without_a_traceback(self):
-        # Shutting down: the signal arrives after main() has put the old handlers back.
-        rng = random.Random(12)
-        for trial in range(trials(1, 20)):
-            delay = rng.uniform(0, 0.03)
-            child = Background(MICROGPT_COMMAND + ["--input", self.names, "--steps", "1",
-                                "--num-samples", "3"] + TINY, self.tmp)
-            child.wait_for("sample  3")
-            child.signal(signal.SIGINT, [delay, 0.001, 0.001])
-            code, out, err = child.finish()
-            self.assertIn(code, (0, 130, -signal.SIGINT), err)
-            no_traceback(self, out + err)
+        self.check("after", exits=(0, 130, -signal.SIGINT))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ data once; 3, a raw control character (ESC, a right-to-left override) from the d
 caption; 10, red triangles said to be 5 that overlap into fewer on the chart."""
 import os, sys; sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
-from support import NAMES, TempDirTestCase, assert_ok, run_main  # noqa: E402
+from support import NAMES, assert_ok, in_background, run_many, scratch_directory, write_text  # noqa: E402
 
 import microgpt
 
@@ -29,15 +29,60 @@ def read(path):
         return f.read()
 
 
-class BpePageOfAnUntrainedModelTest(TempDirTestCase):
+AB_TEXT = "ab" * 300 + "".join(random.Random(0).choice("abcdefgh") for _ in range(80))
+RAW_LINES = ["\x1b[2Jclear", "\u202eevil", "cr\x85x"]
+RAW_NAME = "u\x1bni\u202e.txt"                  # the file's name is on the page too
+
+
+def round5_page_runs():
+    """The runs of this file's tests, each in a folder of its own, in new processes, in the
+    background (support.in_background): the suite's last module, they run while the
+    modules before it do. Returns (the scratch folder, {name: (folder, result)})."""
+    home = scratch_directory()
+    runs = {
+        # a --bpe model after one step: its samples re-encode into other, and more, tokens
+        "bpe": ["--input", "names.txt", "--bpe", "30", "--steps", "1", "--num-samples", "12", "--save", "m.json",
+                "--report", "r.html"] + TINY,
+        # 100 steps of 1 of 18 names: over them 5.6 times
+        "by_heart": TINY + ["--input", "names.txt", "--steps", "100", "--num-samples", "0", "--report", "r.html"],
+        # 600 characters of "abab..." and then 80 random letters: the held-out last 10% is unlike the rest
+        "stream": TINY + ["--input", "ab.txt", "--stream", "--steps", "100", "--block-size", "4", "--length", "20",
+                          "--num-samples", "0", "--report", "r.html"],
+        "raw": ["--input", RAW_NAME, "--steps", "100", "--num-samples", "5", "--report", "r.html", "--n-embd", "8",
+                "--n-head", "2", "--block-size", "12"]}
+    folders = {}
+    for name in runs:
+        folder = folders[name] = os.path.join(home.name, name)
+        os.mkdir(folder)
+        write_text(folder, "names.txt", "\n".join(NAMES) + "\n")
+    write_text(folders["stream"], "ab.txt", AB_TEXT)
+    write_text(folders["raw"], RAW_NAME, "\n".join(RAW_LINES * 20) + "\n")
+    results = {}
+    for name, args in runs.items():     # one after another: the main thread is busy too
+        [results[name]] = run_many([args], folders[name], real=True)
+    return home, {name: (folders[name], results[name]) for name in runs}
+
+
+RUNS = in_background(round5_page_runs)
+
+
+def run_of(name):
+    """(folder, result) of one of round5_page_runs' runs."""
+    return RUNS.result()[1][name]
+
+
+def tearDownModule():
+    RUNS.result()[0].cleanup()
+
+
+class BpePageOfAnUntrainedModelTest(unittest.TestCase):
 
     def test_a_one_step_bpe_run_writes_its_page_shading_the_tokens_the_sampler_drew(self):
-        result = run_main(["--input", self.names, "--bpe", "30", "--steps", "1", "--num-samples", "12",
-                           "--save", "m.json", "--report", "r.html"] + TINY, self.tmp)
+        folder, result = run_of("bpe")
         assert_ok(self, result)
-        page = read(os.path.join(self.tmp, "r.html"))
+        page = read(os.path.join(folder, "r.html"))
         data = page_data(page)
-        config, chars, params, _, _ = microgpt.load_checkpoint(os.path.join(self.tmp, "m.json"))
+        config, chars, params, _, _ = microgpt.load_checkpoint(os.path.join(folder, "m.json"))
         weights, bos = microgpt.inference_weights(params), len(chars)
         # The samples drawn again, by hand, as print_samples draws them: from BOS, one token at
         # a time, with the sampling stream seeded seed + 1.
@@ -78,26 +123,21 @@ def loss_caption(page):
                          .group(1))
 
 
-class LossCaptionSaysByHeartOnlyAfterOneEpochTest(TempDirTestCase):
+class LossCaptionSaysByHeartOnlyAfterOneEpochTest(unittest.TestCase):
 
-    def caption_of(self, *options):
-        assert_ok(self, run_main(TINY + list(options) + ["--num-samples", "0", "--report", "r.html"], self.tmp))
-        return loss_caption(read(os.path.join(self.tmp, "r.html")))
+    def caption_of(self, name):
+        folder, result = run_of(name)
+        assert_ok(self, result)
+        return loss_caption(read(os.path.join(folder, "r.html")))
 
     def test_a_model_that_went_over_its_18_names_many_times_is_said_to_learn_them_by_heart(self):
-        caption = self.caption_of("--input", self.names, "--steps", "100")     # 100 steps of 1 of 18 names
+        caption = self.caption_of("by_heart")     # 100 steps of 1 of 18 names
         self.assertRegex(caption, r"above the training loss\. .*gone over its training data "
                                   + re.escape(f"{100 / 18:.1f}") + " times, and is starting to learn it by heart")
 
     def test_a_stream_run_that_saw_two_thirds_of_its_text_blames_the_end_of_the_file_not_memorising(self):
-        # 600 characters of "abab..." and then 80 random letters: the held-out last 10% is unlike the rest
-        rng = random.Random(0)
-        text = "ab" * 300 + "".join(rng.choice("abcdefgh") for _ in range(80))
-        path = os.path.join(self.tmp, "ab.txt")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        caption = self.caption_of("--input", path, "--stream", "--steps", "100", "--block-size", "4",
-                                  "--length", "20")
+        caption = self.caption_of("stream")       # AB_TEXT, 100 steps of one window of 4
+        text = AB_TEXT
         trained_on, training_part = 100 * 1 * 4, len(text) - len(text) // 10      # steps x batch x block_size
         self.assertIn("above the training loss", caption)
         self.assertNotIn("starting to learn", caption)
@@ -121,16 +161,12 @@ class LossCaptionSaysByHeartOnlyAfterOneEpochTest(TempDirTestCase):
         self.assertIn("or the model may be starting to learn", said)
 
 
-class NoRawControlCharactersOnThePageTest(TempDirTestCase):
+class NoRawControlCharactersOnThePageTest(unittest.TestCase):
 
     def test_a_page_of_data_and_a_file_name_with_esc_and_a_right_to_left_override_holds_only_their_escapes(self):
-        lines = ["\x1b[2Jclear", "\u202eevil", "cr\x85x"]
-        name = "u\x1bni\u202e.txt"                  # the file's name is on the page too
-        with open(os.path.join(self.tmp, name), "w", encoding="utf-8") as f:
-            f.write("\n".join(lines * 20) + "\n")
-        assert_ok(self, run_main(["--input", name, "--steps", "100", "--num-samples", "5", "--report", "r.html",
-                                  "--n-embd", "8", "--n-head", "2", "--block-size", "12"], self.tmp))
-        page = read(os.path.join(self.tmp, "r.html"))
+        folder, result = run_of("raw")     # RAW_LINES, 20 times each, in a file named RAW_NAME
+        assert_ok(self, result)
+        page = read(os.path.join(folder, "r.html"))
         raw = sorted({ch for ch in page if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in "\n\t"})
         self.assertEqual(raw, [])
         # what was there is shown as the rest of the page shows it: as its backslash escape
