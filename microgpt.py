@@ -302,11 +302,12 @@ class Value:
         """For every Value that this one depends on, add d(self)/d(that Value) to its .grad.
         Gradients add up over calls on separate graphs, so that a batch of documents can pass
         through one at a time; Adam sets them back to 0 after each step (section 6). Call it
-        once per graph: .grad is only ever added to, never cleared (see the loop below), so
-        a second call on the same graph would find the inner nodes still holding the first
-        call's gradients and pass them on again. For x -> u = x * 2 -> L = u * 3, x.grad
-        would end at 18 (u.grad 3 + 3 = 6, times 2, on top of 6), not at the 6 + 6 = 12
-        that two correct gradients would add up to."""
+        once per graph: .grad is only ever added to, never cleared (see the loop below), and
+        a second call resets only the top node's own .grad to 1. For x -> u = x * 2 ->
+        L = u * 3, a first call gives u.grad 3 and x.grad 6. A second call sets L.grad to 1
+        again, but u.grad still holds 3 and becomes 3 + 3 = 6, and all 6 is passed on: x
+        gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 = 12 that two correct
+        gradients would add up to."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
@@ -342,15 +343,9 @@ class Value:
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
         # and, on top of it, an expand entry for each child that has children of its own
-        # and is not yet expanded. The stack takes the children in the opposite order (in
-        # the table, v before u), which does not matter: any order with every node after
-        # its children will do. A node can be pushed twice (u in the table, by L and by v,
-        # as it was not yet expanded either time); the check when an entry is popped
-        # (`elif node not in visited`) skips the second copy. The table follows it for
-        # L = u + v with u = 2 * x, v = 3 * u (x is a leaf, never pushed, and the plain
-        # numbers 2 and 3 get no node; F is False, T is True). L's children u and v are
-        # pushed in that order, so v is on top; v's only child is u. The stack's top is on
-        # the right, and each line pops the top entry:
+        # and is not yet expanded. Here it is for L = u + v with u = 2 * x, v = 3 * u (x is
+        # a leaf, never pushed, and the plain numbers 2 and 3 get no node; F is False, T is
+        # True). The stack's top is on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
@@ -359,10 +354,14 @@ class Value:
         #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
         #     (u, F)    u was expanded already: skip      (L,T)                u v
         #     (L, T)    reminder: place L                                      u v L
-        # What expanding v pushed (u's entries) went on top of v's reminder, so (v, T) came
-        # off only after u was placed. That holds for every node: its reminder comes back
-        # only when the work for its children, and theirs, is done, so each node is placed
-        # after its children.
+        # Reading it: L's children u and v were pushed in that order, so v came off first
+        # (the stack takes children in the opposite order, which does not matter: any order
+        # with every node after its children will do). Expanding v pushed u's entries on top
+        # of v's reminder, so (v, T) came off only after u was placed. That holds for every
+        # node: its reminder comes back only when the work for its children, and theirs, is
+        # done, so each node is placed after its children. u was pushed twice, by L and by
+        # v, as it was not yet expanded either time; the check when an entry is popped
+        # (`elif node not in visited`) skips the second copy.
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, is_reminder = stack.pop()
@@ -1864,15 +1863,15 @@ def evaluation_requests(held_out, count, rng):
 # X's letters go into five slots. For "starting with" the letters fill the slots from the
 # left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for "ending with" from the
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
-# 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number the slots 1 to 5
-# (positions 2 to 6). The answer's k-th letter is written while reading position 6 + k
-# (the 1st while reading <|assistant|> at 7), and 5 tokens back from there is position
-# k + 1 (6 + k - 5), which is slot k: the letter of X that the answer needs is always 5
-# back from the token being read. For "a name starting with em -> emma": reading
-# <|assistant|> (7) it looks at slot 1, e, and writes e; reading e (8), at slot 2, m, and
-# writes m; reading m (9) it finds <|pad|> in slot 3 and writes a letter of its own, the
-# second m; reading that m (10) it finds <|pad|> in slot 4 and writes a; reading a (11),
-# <|pad|> in slot 5, and it writes <|end|>. For "ending with", X fills the last slots
+# 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number the slots 1 to 5:
+# slot k is position k + 1. For "a name starting with em -> emma": reading <|assistant|>
+# (position 7) it looks 5 back, at position 2, slot 1, e, and writes e; reading e (8), at
+# slot 2 (position 3), m, and writes m; reading m (9) it finds <|pad|> in slot 3 and writes
+# a letter of its own, the second m; reading that m (10) it finds <|pad|> in slot 4 and
+# writes a; reading a (11), <|pad|> in slot 5, and it writes <|end|>. In general the
+# answer's k-th letter is written while reading position 6 + k, and 5 back from there is
+# position k + 1, slot k: the letter of X that the answer needs is always 5 back from the
+# token being read. For "ending with", X fills the last slots
 # (son: slots 3, 4, 5), so its letters are copied as the answer's letters 3, 4, 5; the
 # answer ends with X only if it stops right after its 5th letter, that is if it has exactly
 # 5 letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter names
@@ -1882,7 +1881,7 @@ def evaluation_requests(held_out, count, rng):
 # answer has one letter per slot, and it must be longer than X, so 4 slots (4-letter
 # answers) would do; we take five because 5-letter names are more plentiful. "a name
 # ending with son -> jason" (rendered in full below) goes as follows ("5 back holds" gives
-# that position, which is slot position - 1, then its token):
+# that position, then its token; the slot number is that position minus 1):
 #     position  reads           5 back holds      writes next
 #        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
 #        8      j               3: <|pad|>        a        (a letter of its own)
@@ -2229,10 +2228,11 @@ def sft_steps(params, config, examples, num_steps, batch):
 #
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a name
 # that sounds like one, so the answers drift to whatever letters are easiest to produce,
-# names or not ("arson" for "ending with son"; "srhahhhh" for "starting with s": h after h
-# up to the longest answer the context leaves room for, 8 letters after the 8 tokens of the
-# prompt, and then the end, which it can still write at the last position): reward hacking,
-# in miniature. Real pipelines hold the model near its fine-tuned self (a KL penalty) or
+# names or not: "arson" for "ending with son", and "srhahhhh" for "starting with s", h
+# after h up to the longest answer the context leaves room for. (The prompt's 8 tokens and
+# 8 letters fill the 16 positions, and the model writes <|end|> while reading the last
+# letter, at the last position, so the answer still ends.) This is reward hacking, in
+# miniature. Real pipelines hold the model near its fine-tuned self (a KL penalty) or
 # reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
