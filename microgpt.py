@@ -302,12 +302,12 @@ class Value:
         """For every Value that this one depends on, add d(self)/d(that Value) to its .grad.
         Gradients add up over calls on separate graphs, so that a batch of documents can pass
         through one at a time; Adam sets them back to 0 after each step (section 6). Call it
-        once per graph: .grad is only ever added to, never cleared (see the loop below), and
-        a second call resets only the top node's own .grad to 1. For x -> u = x * 2 ->
-        L = u * 3, a first call gives u.grad 3 and x.grad 6. A second call sets L.grad to 1
-        again, but u.grad still holds 3 and becomes 3 + 3 = 6, and all 6 is passed on: x
-        gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 = 12 that two correct
-        gradients would add up to."""
+        once per graph: it never clears .grad (the loop below only adds), so a second call
+        would hand every inner node's old gradient down again, and the leaves would get too
+        much. For x -> u = x * 2 -> L = u * 3, a first call gives u.grad 3 and x.grad 6.
+        A second call sets L.grad to 1 again, but u.grad still holds 3 and becomes 3 + 3 =
+        6, and all 6 is passed on: x gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 =
+        12 that two correct gradients would add up to."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
@@ -745,9 +745,9 @@ def mean_token_loss(sequences, weights, config):
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
 # all the probability goes to the likeliest token, so temperature 0 means exactly that:
 # take the likeliest token ("greedy"), with no division at all. A name the model never
-# ends stops at block_size letters (16 by default): position 0 reads BOS, so the last
-# position, 15, reads the 15th letter and draws a 16th, which is kept though nothing reads
-# it.
+# ends stops at block_size letters (16 by default): position p reads the token drawn at
+# p - 1 (position 0 reads BOS), so positions 0 to 15 draw letters 1 to 16, and the 16th is
+# kept though the model never reads it.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
