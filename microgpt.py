@@ -302,12 +302,7 @@ class Value:
         """For every Value that this one depends on, add d(self)/d(that Value) to its .grad.
         Gradients add up over calls on separate graphs, so that a batch of documents can pass
         through one at a time; Adam sets them back to 0 after each step (section 6). Call it
-        once per graph: it never clears .grad (the loop below only adds), so a second call
-        would hand every inner node's old gradient down again, and the leaves would get too
-        much. For x -> u = x * 2 -> L = u * 3, a first call gives u.grad 3 and x.grad 6.
-        A second call sets L.grad to 1 again, but u.grad still holds 3 and becomes 3 + 3 =
-        6, and all 6 is passed on: x gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 =
-        12 that two correct gradients would add up to."""
+        once per graph (the comment after the loop says why)."""
         # A node may pass its gradient on only once it holds all of it, that is, once every
         # node that uses it has passed on its share. Visiting in the wrong order gives wrong
         # gradients: with u = 2 * x, v = 3 * u and L = u + v, dL/du = 1 + 3 = 4 and so
@@ -324,6 +319,12 @@ class Value:
         for node in reversed(self.topological_order()):
             for child, local in zip(node._children, node._local_grads):
                 child.grad += local * node.grad   # the chain rule; a child used twice adds both
+        # Why once per graph: the loop only adds to .grad, never clears it, so a second call
+        # on the same graph would hand every inner node's old gradient down again. For
+        # x -> u = x * 2 -> L = u * 3, a first call gives u.grad 3 and x.grad 6. A second
+        # call sets L.grad to 1 again, but u.grad still holds 3 and becomes 3 + 3 = 6, and
+        # all 6 is passed on: x gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 = 12
+        # that two correct gradients would add up to.
 
     def topological_order(self):
         """This node and every node it depends on that has children, each after its children."""
@@ -1864,31 +1865,33 @@ def evaluation_requests(held_out, count, rng):
 # left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for "ending with" from the
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
 # 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number the slots 1 to 5:
-# slot k is position k + 1. For "a name starting with em -> emma": reading <|assistant|>
-# (position 7) it looks 5 back, at position 2, slot 1, e, and writes e; reading e (8), at
-# slot 2 (position 3), m, and writes m; reading m (9) it finds <|pad|> in slot 3 and writes
-# a letter of its own, the second m; reading that m (10) it finds <|pad|> in slot 4 and
-# writes a; reading a (11), <|pad|> in slot 5, and it writes <|end|>. In general the
-# answer's k-th letter is written while reading position 6 + k, and 5 back from there is
-# position k + 1, slot k: the letter of X that the answer needs is always 5 back from the
-# token being read. For "ending with", X fills the last slots
-# (son: slots 3, 4, 5), so its letters are copied as the answer's letters 3, 4, 5; the
-# answer ends with X only if it stops right after its 5th letter, that is if it has exactly
-# 5 letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter names
+# slot k is position k + 1. "a name starting with em -> emma" goes as follows ("5 back
+# holds" gives that position, its slot, then its token):
+#     position  reads           5 back holds          writes next
+#        7      <|assistant|>   2, slot 1: e          e        (copied)
+#        8      e               3, slot 2: m          m        (copied)
+#        9      m               4, slot 3: <|pad|>    m        (a letter of its own)
+#       10      m               5, slot 4: <|pad|>    a        (a letter of its own)
+#       11      a               6, slot 5: <|pad|>    <|end|>
+# In general the answer's k-th letter is written while reading position 6 + k, and 5 back
+# from there is position k + 1, slot k: the letter of X that the answer needs is always 5
+# back from the token being read. For "ending with", X fills the last slots (son: slots 3,
+# 4, 5), so its letters are copied as the answer's letters 3, 4, 5; the answer ends with X
+# only if it stops right after its 5th letter, that is if it has exactly 5 letters, one per
+# slot. So for that kind fine-tuning (V.3) shows only 5-letter names
 # ("jason" for son): a longer name ending with X would be correct too, but it would have to
 # write X's letters more than 5 tokens after their slots ("edison": its n is the 6th
 # letter, not the 5th). Why five slots, when X has at most 3 letters: an "ending with"
 # answer has one letter per slot, and it must be longer than X, so 4 slots (4-letter
 # answers) would do; we take five because 5-letter names are more plentiful. "a name
-# ending with son -> jason" (rendered in full below) goes as follows ("5 back holds" gives
-# that position, then its token; the slot number is that position minus 1):
-#     position  reads           5 back holds      writes next
-#        7      <|assistant|>   2: <|pad|>        j        (a letter of its own)
-#        8      j               3: <|pad|>        a        (a letter of its own)
-#        9      a               4: s              s        (copied)
-#       10      s               5: o              o        (copied)
-#       11      o               6: n              n        (copied)
-#       12      n               7: <|assistant|>  <|end|>  (X is used up)
+# ending with son -> jason" (rendered in full below) goes the same way:
+#     position  reads           5 back holds          writes next
+#        7      <|assistant|>   2, slot 1: <|pad|>    j        (a letter of its own)
+#        8      j               3, slot 2: <|pad|>    a        (a letter of its own)
+#        9      a               4, slot 3: s          s        (copied)
+#       10      s               5, slot 4: o          o        (copied)
+#       11      o               6, slot 5: n          n        (copied)
+#       12      n               7: <|assistant|>      <|end|>  (X is used up)
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
@@ -2230,10 +2233,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 # that sounds like one, so the answers drift to whatever letters are easiest to produce,
 # names or not: "arson" for "ending with son", and "srhahhhh" for "starting with s", h
 # after h up to the longest answer the context leaves room for. (The prompt's 8 tokens and
-# 8 letters fill the 16 positions, and the model writes <|end|> while reading the last
-# letter, at the last position, so the answer still ends.) This is reward hacking, in
-# miniature. Real pipelines hold the model near its fine-tuned self (a KL penalty) or
-# reward with a learned judge of quality.
+# 8 letters fill positions 0 to 15; <|end|> needs no 16th position to be read at, as it is
+# the prediction made while reading the last letter, at position 15. So the answer ends,
+# and the reward counts it.) This is reward hacking, in miniature. Real pipelines hold the
+# model near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
 def advantages(rewards):
