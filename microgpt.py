@@ -1388,9 +1388,10 @@ def bpe(word, ranks):
     learned order, each on the whole word. Why, in two steps.
     First, the ranks of the pairs bpe merges only go up (as in banana): once every copy of
     the pair of rank r is merged, every pair left ranks after r. A pair left is new or old.
-      - A new pair holds the token r just made. A merge can join only tokens that existed
-        when it was learned, so a merge that uses this token was learned after r ("an" is
-        made by rank 0 and used by ranks 1 and 2): its rank is above r. (This needs each
+      - A new pair holds the token r just made. That token did not exist before merge r
+        was learned, and a merge can join only tokens that already exist, so a merge that
+        uses this token was learned after r ("an" is made by rank 0 and used by ranks 1
+        and 2): its rank is above r. (This needs each
         token to be made by one merge only: see the last paragraph.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
@@ -1407,14 +1408,14 @@ def bpe(word, ranks):
     either.
     Why one merge per token: where two merges make the same token, the proof's first step
     fails, and bpe and the replay can disagree. With the merges (a, b), (b, c), (a, bc),
-    (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4 both make "abc". On "abcd" bpe merges
-    rank 0 (ab c d); the only learned pair left is (ab, c), so it merges rank 4 (abc d),
-    then rank 3 (abcd): a rank below the one before.
-    This breaks the "new pair" bullet: (abc, d), rank 3, uses the "abc" that rank 4 just
-    made, yet its rank is below 4, because rank 2 had made "abc" earlier. The replay: rank 0
-    gives ab c d; ranks 1, 2 and 3 find no pair (no "bc", no "abc" yet); rank 4 gives
-    abc d, and rank 3, which would join abc and d, is already past: it ends with [abc, d],
-    where bpe ended with [abcd]. learn_merges never learns a second way to spell a token it
+    (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4 both make "abc". On "abcd":
+        bpe:     rank 0 -> ab c d (the only learned pair left is (ab, c)); rank 4 -> abc d;
+                 rank 3 -> abcd
+        replay:  rank 0 -> ab c d; ranks 1, 2, 3 find no pair (no "bc", no "abc" yet);
+                 rank 4 -> abc d; no rank is left to join abc and d: [abc, d]
+    bpe merged rank 3 after rank 4, which breaks the "new pair" bullet: (abc, d) uses the
+    "abc" that rank 4 just made, yet ranks below 4, because rank 2 had made "abc" earlier.
+    learn_merges never learns a second way to spell a token it
     has (a test checks it on random texts), and GPT-2's 50,000 merges make 50,000 different
     tokens."""
     while len(word) > 1:
