@@ -746,9 +746,9 @@ def mean_token_loss(sequences, weights, config):
 # more typical names), above 1 it flattens it (more surprising ones). As it approaches 0,
 # all the probability goes to the likeliest token, so temperature 0 means exactly that:
 # take the likeliest token ("greedy"), with no division at all. A name the model never
-# ends stops at block_size letters (16 by default): position p reads the token drawn at
-# p - 1 (position 0 reads BOS), so positions 0 to 15 draw letters 1 to 16, and the 16th is
-# kept though the model never reads it.
+# ends stops at block_size letters (16 by default). Position 0 reads BOS and draws letter 1;
+# position p reads letter p and draws letter p + 1. So the last position, 15, draws letter
+# 16, which is kept though no position is left to read it.
 # ---------------------------------------------------------------------------------------
 
 def inference_weights(params):
@@ -1414,10 +1414,10 @@ def bpe(word, ranks):
         replay:  rank 0 -> ab c d; ranks 1, 2, 3 find no pair (no "bc", no "abc" yet);
                  rank 4 -> abc d; no rank is left to join abc and d: [abc, d]
     bpe merged rank 3 after rank 4, which breaks the "new pair" bullet: (abc, d) uses the
-    "abc" that rank 4 just made, yet ranks below 4, because rank 2 had made "abc" earlier.
-    learn_merges never learns a second way to spell a token it
-    has (a test checks it on random texts), and GPT-2's 50,000 merges make 50,000 different
-    tokens."""
+    "abc" that rank 4 just made, yet ranks below 4: it could be learned before rank 4
+    because rank 2, learned earlier still, had already made a token "abc". learn_merges
+    never learns a second way to spell a token it has (a test checks it on random texts),
+    and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1877,14 +1877,15 @@ def evaluation_requests(held_out, count, rng):
 # In general the answer's k-th letter is written while reading position 6 + k, and 5 back
 # from there is position k + 1, slot k: the letter of X that the answer needs is always 5
 # back from the token being read. For "ending with", X fills the last slots (son: slots 3,
-# 4, 5), so its letters are copied as the answer's letters 3, 4, 5; the answer ends with X
-# only if it stops right after its 5th letter, that is if it has exactly 5 letters, one per
-# slot. So for that kind fine-tuning (V.3) shows only 5-letter names
+# 4, 5), so its letters are copied as the answer's letters 3, 4, 5; an answer copied that
+# way ends with X only if it stops right after its 5th letter, that is if it has exactly 5
+# letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter names
 # ("jason" for son): a longer name ending with X would be correct too, but it would have to
 # write X's letters more than 5 tokens after their slots ("edison": its n is the 6th
-# letter, not the 5th). Why five slots, when X has at most 3 letters: an "ending with"
-# answer has one letter per slot, and it must be longer than X, so 4 slots (4-letter
-# answers) would do; we take five because 5-letter names are more plentiful. "a name
+# letter, not the 5th). Why five slots, when X has at most 3 letters? The number of slots
+# fixes the length of every "ending with" answer (one letter per slot), and that length
+# must be more than X's 3 letters at most, so 4 slots would be enough; we use 5 because
+# there are more 5-letter names than 4-letter ones to learn from. "a name
 # ending with son -> jason" (rendered in full below) goes the same way:
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: <|pad|>    j        (a letter of its own)
@@ -2233,10 +2234,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 # RL gets exactly what it rewards. The reward asks for X, letters and an end, not for a name
 # that sounds like one, so the answers drift to whatever letters are easiest to produce,
 # names or not: "arson" for "ending with son", and "srhahhhh" for "starting with s", h
-# after h up to the longest answer the context leaves room for. (The prompt's 8 tokens and
-# 8 letters fill positions 0 to 15; <|end|> needs no 16th position to be read at, as it is
-# the prediction made while reading the last letter, at position 15. So the answer ends,
-# and the reward counts it.) This is reward hacking, in miniature. Real pipelines hold the
+# after h up to the longest answer the context leaves room for. (8 letters is the longest
+# answer that can still end: the prompt's 8 tokens and 8 letters fill positions 0 to 15,
+# and <|end|> is predicted while reading position 15, so it needs no position of its own.)
+# This is reward hacking, in miniature. Real pipelines hold the
 # model near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
