@@ -322,9 +322,10 @@ class Value:
         # Why once per graph: the loop only adds to .grad, never clears it, so a second call
         # on the same graph would hand every inner node's old gradient down again. For
         # x -> u = x * 2 -> L = u * 3, a first call gives u.grad 3 and x.grad 6. A second
-        # call sets L.grad to 1 again, but u.grad still holds 3 and becomes 3 + 3 = 6, and
-        # all 6 is passed on: x gets 2 * 6 = 12 more and ends at 18, not at the 6 + 6 = 12
-        # that two correct gradients would add up to.
+        # call sets L.grad to 1 again, and L passes u 3 * 1 = 3 again, but u.grad still
+        # holds the first 3 and becomes 3 + 3 = 6, and all 6 is passed on: x gets
+        # 2 * 6 = 12 more and ends at 18, not at the 6 + 6 = 12 that two correct gradients
+        # would add up to.
 
     def topological_order(self):
         """This node and every node it depends on that has children, each after its children."""
@@ -387,8 +388,9 @@ class Value:
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
 # started at the same value, the 16 numbers of each vector inside the model would be equal,
-# and so would the 16 numbers of its gradient, and every update would keep them so: they
-# could never come apart, and the 16-wide model would compute like a model of width 1.
+# and so would the 16 numbers of its gradient (it too is a sum through rows of equal
+# numbers), and every update would keep them so: they could never come apart, and the
+# 16-wide model would compute like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
