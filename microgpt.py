@@ -1390,11 +1390,12 @@ def bpe(word, ranks):
     learned order, each on the whole word. Why, in two steps.
     First, the ranks of the pairs bpe merges only go up (as in banana): once every copy of
     the pair of rank r is merged, every pair left ranks after r. A pair left is new or old.
-      - A new pair holds the token r just made. That token did not exist before merge r
-        was learned, and a merge can join only tokens that already exist, so a merge that
-        uses this token was learned after r ("an" is made by rank 0 and used by ranks 1
-        and 2): its rank is above r. (This needs each
-        token to be made by one merge only: see the last paragraph.)
+      - A new pair holds the token r just made. Here the argument turns from the order
+        bpe merges in to the order the merges were learned in, which ranks are: that token
+        did not exist before merge r was learned, and a merge can join only tokens that
+        already exist, so a merge that uses this token was learned after r ("an" is made
+        by rank 0 and used by ranks 1 and 2): its rank is above r. (This needs each token
+        to be made by one merge only: see the last paragraph.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
