@@ -3147,12 +3147,13 @@ def default_data_path():
 
 def shown_path(path):
     """A path as the user would type it: relative to the current folder when the file is
-    below it (names.txt, not the full path of the clone), otherwise as given."""
+    below it (names.txt, not the full path of the clone), otherwise as given; a character
+    a terminal would act on (ESC, ...) shown as its escape, as visible() shows samples."""
     try:
         relative = os.path.relpath(os.path.abspath(path))
     except ValueError:                 # Windows: another drive has no relative path
-        return path
-    return path if relative.startswith(os.pardir) else relative
+        relative = os.pardir
+    return visible(path if relative.startswith(os.pardir) else relative, keep="")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -3176,6 +3177,9 @@ def ascii_arg(text):
 def seed_arg(text):
     """A whole number, 0 or more: Python's random takes a negative seed as its absolute
     value, so --seed -5 would silently train the same model as --seed 5."""
+    digits = ascii_arg(text).lstrip("+-")
+    if digits.isdigit() and len(digits) > 4000:        # int() refuses more than 4,300 digits
+        raise argparse.ArgumentTypeError(f"is too large: {len(digits):,} digits")
     try:
         value = int(ascii_arg(text))
     except ValueError:
@@ -3564,7 +3568,7 @@ def print_chain(chain, chars, dot_path):
             write_atomically(dot_path, "\n".join(lines) + "\n")
         except OSError as e:
             raise BadInput(f"cannot write {dot_path}: {e.strerror or e}") from None
-        print(f"wrote {dot_path}")
+        print(f"wrote {visible(dot_path, keep='')}")
 
 
 def print_explanation(tokens, targets, weights, config, chars):
@@ -4071,7 +4075,7 @@ def write_report(args, run):
         write_atomically(args.report, report_page(run))
     except OSError as e:
         raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
-    print(f"wrote {args.report}")
+    print(f"wrote {visible(args.report, keep='')}")
 
 
 def data_read(config, mode, text, val_seqs, chars, kind, shipped_names):
@@ -4309,7 +4313,7 @@ def run(args, stop=None):
                 rescued = save_rescue_copy(params, config, chars, mode, extra)
                 raise BadInput(f"{e}; the trained model was saved to {rescued} instead") from None
             stop.finishing = False        # the model is safe: from now on a signal stops at once
-            say_saved(f"saved the model to {args.save}")
+            say_saved(f"saved the model to {visible(args.save, keep='')}")
 
     record = {}                             # what --report needs to know about the run, and --save keeps
     # A resumed or fine-tuned model's history goes on: the runs before this one, in model steps.
@@ -4505,7 +4509,7 @@ def main(argv=None):
             with cycle_collector_paused():             # Part II, section II.3
                 code = run(args, stop)
         except BadInput as e:
-            print(f"microgpt: error: {e}", file=sys.stderr)
+            print(f"microgpt: error: {visible(str(e), keep='')}", file=sys.stderr)
             code = 2
         except MemoryError:
             print("microgpt: error: out of memory: choose a smaller data file, --n-embd, --n-layer, --block-size "
@@ -4821,7 +4825,7 @@ def write_chat_report(path, card, plan, config, chat_chars, params):
         write_atomically(path, page)
     except OSError as e:
         raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
-    print(f"wrote {path}")
+    print(f"wrote {visible(path, keep='')}")
 
 
 CHAT_LINE_LIMIT = 100000     # characters of a request read at most: a pipe without newlines must not fill memory
@@ -5447,7 +5451,7 @@ def run_gpt2(args):
                 write_atomically(args.report, gpt2_report_page(args.gpt2, config, n_params, inspected, rows, tok))
             except OSError as e:
                 raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
-            print(f"wrote {args.report}", file=sys.stderr)
+            print(f"wrote {visible(args.report, keep='')}", file=sys.stderr)
     if generating:
         print_gpt2_text(prompt_ids, bool(args.prompt), length, w, config, tok, args)
     return 0

@@ -351,6 +351,22 @@ def write_bytes(directory, name, data):
 
 class TestTextAsAPersonSeesIt(TempDirTestCase):
 
+    def test_a_file_name_with_control_characters_is_shown_with_escapes_in_every_line(self):
+        # A data file named "a<ESC>[31mred.txt" turned the terminal red in the data: line, and
+        # "wrote" / "saved the model to" / error lines printed such names raw too.
+        name, model, missing = "a\x1b[31mred.txt", "m\x1bx.json", "nope\x1b[2J.txt"
+        write_text(self.tmp, name, "\n".join(NAMES) + "\n")
+        result = run_main(["--input", name, "--steps", "1", "--num-samples", "0", "--save", model, "--report",
+                           "r\u202e.html"] + TINY, self.tmp)
+        assert_ok(self, result)
+        [refused] = assert_refused(self, self.tmp, ["--input", missing])
+        for text in (result.stdout, result.stderr, refused.stderr):
+            self.assertFalse([ch for ch in text if ch in "\x1b\u202e"], text)
+        self.assertIn("from a\\x1b[31mred.txt;", result.stdout)
+        self.assertIn("saved the model to m\\x1bx.json", result.stdout)
+        self.assertIn("wrote r\\u202e.html", result.stdout)
+        self.assertIn("nope\\x1b[2J.txt", refused.stderr)
+
     def test_utf16_utf32_and_binary_data_are_refused(self):
         names = "emma\nolivia\nava\n"
         cases = {"utf16.txt": names.encode("utf-16-le"), "utf16be.txt": names.encode("utf-16-be"),
@@ -402,6 +418,9 @@ class TestTextAsAPersonSeesIt(TempDirTestCase):
             self.assertIn(f"--seed: must be 0 or more, not {seed}", result.stderr)
         assert_ok(self, run_main(["--input", self.names, "--steps", "1", "--seed", "0", "--num-samples", "0"] + TINY,
                                  self.tmp))
+        # a seed of 5,000 digits is a whole number, too large for int() to read: said so
+        [result] = assert_refused(self, self.tmp, ["--input", self.names, "--steps", "1", "--seed", "9" * 5000])
+        self.assertIn("--seed: is too large: 5,000 digits", result.stderr)
 
     def test_numbers_with_underscores_are_refused_as_the_message_says(self):
         # int("1_000") is 1000, but the rule the message gives is "the digits 0-9"
