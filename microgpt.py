@@ -6528,7 +6528,7 @@ def samples_section(run, config, sample_probs, names_printed):
     if found:
         mean_log = sum(math.log(p) for p, _, _ in found) / len(found)
         p, ch, text = min(found)
-        notes.append(f"The model gave the {unit}s it wrote {math.exp(mean_log):.0%} on average (geometric "
+        notes.append(f"The model gave the {unit}s it wrote {percent(math.exp(mean_log))} on average (geometric "
                      f"mean); the biggest surprise is {ch!r} in {text[:40]!r}, at {percent(p)}.")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     legend = svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
