@@ -6040,7 +6040,9 @@ def report_data(run):
         rows = explain(inputs, weights, config)
         nh = config.n_head
         examples.append({
-            "text": decode(inputs, chars), "tokens": inputs, "targets": targets,
+            # the text the table covers: what the model reads, and the last token it predicts
+            "text": decode(inputs + [t for t in targets[-1:] if t is not None], chars),
+            "tokens": inputs, "targets": targets,
             "probs": [probs for probs, _ in rows],
             "attention": [[[heads[i * nh + h] for _, heads in rows] for h in range(nh)]
                           for i in range(config.n_layer)]})
@@ -6511,6 +6513,14 @@ def chain_section(weights, config, names):
                      side=True) + "</div>")
 
 
+def around(tokens, j, width=20):
+    """Token j with up to `width` characters of text on each side, and an ellipsis where the
+    text goes on: where a sample's surprise is, without quoting the whole sample."""
+    before, after = "".join(tokens[:j]), "".join(tokens[j + 1:])
+    return (("\u2026" + before[-width:] if len(before) > width else before) + tokens[j]
+            + (after[:width] + "\u2026" if len(after) > width else after))
+
+
 def samples_section(run, config, sample_probs, names_printed):
     """The final samples, each token on the colour of its probability, with a caption."""
     shown = run["samples"]
@@ -6523,13 +6533,12 @@ def samples_section(run, config, sample_probs, names_printed):
                 f"printed (temperature {config.temperature})")
     notes = [said + f", each {unit} on the colour of the probability the model gave it (at temperature 1): "
              "dark for a surprise, yellow for a sure thing."]
-    found = [(p, ch, text) for text, tokens, probs in zip(shown, pieces, sample_probs)
-             for ch, p in zip(tokens, probs) if p is not None]
+    found = [(p, i, j) for i, probs in enumerate(sample_probs) for j, p in enumerate(probs) if p is not None]
     if found:
         mean_log = sum(math.log(p) for p, _, _ in found) / len(found)
-        p, ch, text = min(found)
+        p, i, j = min(found)
         notes.append(f"The model gave the {unit}s it wrote {percent(math.exp(mean_log))} on average (geometric "
-                     f"mean); the biggest surprise is {ch!r} in {text[:40]!r}, at {percent(p)}.")
+                     f"mean); the biggest surprise is {pieces[i][j]!r} in {around(pieces[i], j)!r}, at {percent(p)}.")
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     legend = svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                  "colour legend", grow=1.2)

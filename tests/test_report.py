@@ -301,7 +301,8 @@ class ReportPageTest(unittest.TestCase):
                 self.assertEqual(len(probs), len(chars) + 1)            # every character and BOS
                 for p, q in zip(probs, microgpt.softmax(row)):
                     self.assertAlmostEqual(p, q, places=12)
-            self.assertEqual(example["text"], microgpt.decode(example["tokens"], chars))
+            # the text its table covers: the tokens read, and the last one predicted (none after BOS)
+            self.assertEqual(example["text"], microgpt.decode(example["tokens"] + example["targets"][-1:], chars))
 
     def test_each_attention_row_covers_only_earlier_positions_and_sums_to_1(self):
         for key, n_layer in (("docs", 1), ("stream", 2)):
@@ -336,6 +337,10 @@ class ReportPageTest(unittest.TestCase):
             self.assertLessEqual(len(example["tokens"]), 3)
             self.assertEqual(example["targets"][:-1], example["tokens"][1:])
             self.assertEqual(len(example["probs"][0]), 2)                 # no BOS in a stream
+            # the table's title names its last row's true next token too (a stream's window has no BOS)
+            covered = microgpt.decode(example["tokens"] + example["targets"][-1:], data["chars"])
+            self.assertEqual(len(example["text"]), len(example["tokens"]) + 1)
+            self.assertIn(f"Predictions for {covered}<", page)
         # 2 tokens, context of 3: 8 states, each a circle labelled with its context
         [chain] = [s for s in svgs(page) if "Markov chain" in s]
         root = ET.fromstring(chain)
@@ -517,6 +522,18 @@ class ReportUnitsTest(unittest.TestCase):
             notes = microgpt.snapshots_section(run, "docs", run["config"], ["anna", "bob", "cy"])
             with self.subTest(known=known):
                 self.assertIn(f"at the end {verb} from the data", notes)
+
+    def test_the_samples_caption_quotes_its_surprise_where_it_is_in_a_long_sample(self):
+        run = self.synthetic_run([3.3 - 0.01 * i for i in range(50)])
+        tokens = ["ab", "cd", "ef"] * 10 + ["Q"] + ["gh"] * 11        # a BPE-like sample of 83 characters
+        run["chars"], run["samples"] = sorted(set(tokens)), ["".join(tokens)]
+        run["sample_ids"] = [[run["chars"].index(t) for t in tokens]]
+        probs = [0.5] * len(tokens)
+        probs[30] = 0.001                                                  # the Q, past the 40th character
+        notes = microgpt.samples_section(run, run["config"], [probs], True)
+        self.assertIn("the biggest surprise is 'Q' in '\u2026efabcdefabcdefabcdefQghghghghghghghghghgh\u2026', at 0.10%",
+                      html.unescape(notes))
+        self.assertEqual(microgpt.around(["a", "b", "c"], 1), "abc")      # short: all of it, no ellipsis
 
     def test_the_transition_matrix_labels_the_rows_its_caption_names(self):
         rows, labels, keep = [[0.5, 0.5]] * 81, [f"{i:04d}" for i in range(81)], [1, 40, 79]
