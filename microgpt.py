@@ -2372,6 +2372,8 @@ def check_finite_scores(weights, config, why="the model's scores are not finite 
     # Token ids from the last (BOS, for documents) round and round, block_size at a time.
     tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
     progress = Progress("checking the model's scores", len(tokens), "tokens")
+    if not score_check_is_quick(weights, config):      # seconds, before its first progress line
+        print(f"checking the model's scores: each of its {vocab_size:,} tokens at every position", flush=True)
     try:
         for start in range(0, len(tokens), bs):
             if should_stop():

@@ -2,6 +2,7 @@
 checked (also for the default model, whose check takes milliseconds); the chat model's
 answers showed special tokens at a high temperature; the chat card's presentation view
 held only its curves (the layout of its slides: test_report_layout)."""
+import io
 import os
 import random
 import signal
@@ -40,6 +41,18 @@ class ACtrlCOfTheDefaultModelFinishesItsQuickScoreCheck(TempDirTestCase):
         big = microgpt.init_params(config, 3000, random.Random(0))
         self.assertTrue(microgpt.score_check_is_quick(microgpt.weights_of(small), config))
         self.assertFalse(microgpt.score_check_is_quick(microgpt.weights_of(big), config))
+
+    def test_a_check_that_takes_seconds_says_so_at_once_and_a_quick_one_says_nothing(self):
+        # The sixth tester's --load of a --bpe 3000 model sat silent for 9.4 s: the check's
+        # progress lines come only after PROGRESS_SECONDS, so a long check announces itself.
+        config = microgpt.Config()
+        weights = microgpt.weights_of(microgpt.init_params(config, 27, random.Random(0)))
+        for quick in (True, False):
+            with self.subTest(quick=quick), mock.patch.object(microgpt, "score_check_is_quick", lambda *a: quick), \
+                    mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+                self.assertTrue(microgpt.check_finite_scores(weights, config))
+            said = "" if quick else "checking the model's scores: each of its 27 tokens at every position\n"
+            self.assertEqual(out.getvalue(), said)
 
     def test_a_stopped_default_run_checks_every_score_and_does_not_say_it_did_not(self):
         checks = []
