@@ -388,9 +388,13 @@ class Value:
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
 # started at the same value, the 16 numbers of each vector inside the model would be equal,
-# and so would the 16 numbers of its gradient (it too is a sum through rows of equal
-# numbers), and every update would keep them so: they could never come apart, and the
-# 16-wide model would compute like a model of width 1.
+# and they would stay equal. Their gradients are equal too: the gradient reaching input j
+# of a matrix is the sum over its rows i of w[i][j] * (the gradient of output i), a sum
+# down column j, and while each row holds one number repeated, every column is the same.
+# A weight's gradient is its input times its output's gradient, so the weights of one row
+# get equal updates: each row stays one number repeated (rows can differ, as lm_head's do
+# for different tokens), the 16 numbers never come apart, and the 16-wide model computes
+# like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -426,7 +430,7 @@ def param_shapes(config, vocab_size):
             shapes[f"layer{i}.{name}"] = (e, e)    # query, key, value and output projections
         # The MLP widens to 4 * n_embd and comes back: a convention of the original
         # Transformer and GPT-2, not a law. The wide middle gives each position room to
-        # compute many intermediate numbers at once; it holds most of the parameters.
+        # compute many intermediate numbers at once; it holds 2/3 of a layer's parameters.
         shapes[f"layer{i}.mlp_fc1"] = (4 * e, e)
         shapes[f"layer{i}.mlp_fc2"] = (e, 4 * e)
     return shapes
@@ -1390,12 +1394,12 @@ def bpe(word, ranks):
     learned order, each on the whole word. Why, in two steps.
     First, the ranks of the pairs bpe merges only go up (as in banana): once every copy of
     the pair of rank r is merged, every pair left ranks after r. A pair left is new or old.
-      - A new pair holds the token r just made. Here the argument turns from the order
-        bpe merges in to the order the merges were learned in, which ranks are: that token
-        did not exist before merge r was learned, and a merge can join only tokens that
-        already exist, so a merge that uses this token was learned after r ("an" is made
-        by rank 0 and used by ranks 1 and 2): its rank is above r. (This needs each token
-        to be made by one merge only: see the last paragraph.)
+      - A new pair holds the token r just made. Now think of when merges were learned
+        (their ranks), not of when bpe applies them: that token did not exist before merge
+        r was learned, and a merge can join only tokens that already exist, so a merge that
+        uses this token was learned after r ("an" is made by rank 0 and used by ranks 1
+        and 2): its rank is above r. (This needs each token to be made by one merge only:
+        see the last paragraph.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -1417,10 +1421,10 @@ def bpe(word, ranks):
         replay:  rank 0 -> ab c d; ranks 1, 2, 3 find no pair (no "bc", no "abc" yet);
                  rank 4 -> abc d; no rank is left to join abc and d: [abc, d]
     bpe merged rank 3 after rank 4, which breaks the "new pair" bullet: (abc, d) uses the
-    "abc" that rank 4 just made, yet ranks below 4: it could be learned before rank 4
-    because rank 2, learned earlier still, had already made a token "abc". learn_merges
-    never learns a second way to spell a token it has (a test checks it on random texts),
-    and GPT-2's 50,000 merges make 50,000 different tokens."""
+    "abc" that rank 4 just made, yet its own rank, 3, is below 4: it could be learned
+    before rank 4 because rank 2, learned earlier still, had already made a token "abc".
+    learn_merges never learns a second way to spell a token it has (a test checks it on
+    random texts), and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
         # a pair that is no merge gets rank infinity, so it is picked only if no pair is a merge
         pair = min(zip(word, word[1:]), key=lambda p: ranks.get(p, math.inf))
@@ -1869,8 +1873,10 @@ def evaluation_requests(held_out, count, rng):
 # left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for "ending with" from the
 # right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
 # 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number the slots 1 to 5:
-# slot k is position k + 1. "a name starting with em -> emma" goes as follows ("5 back
-# holds" gives that position, its slot, then its token):
+# slot k is position k + 1. The answer's first letter is written while reading position 7,
+# 5 positions after slot 1, so the letter of X that the answer needs sits 5 positions back
+# from the token being read. "a name starting with em -> emma" goes as follows ("5 back
+# holds" gives the position 5 before the one read, its slot, then its token):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
@@ -1878,18 +1884,14 @@ def evaluation_requests(held_out, count, rng):
 #       10      m               5, slot 4: <|pad|>    a        (a letter of its own)
 #       11      a               6, slot 5: <|pad|>    <|end|>
 # In general the answer's k-th letter is written while reading position 6 + k, and 5 back
-# from there is position k + 1, slot k: the letter of X that the answer needs is always 5
-# back from the token being read. For "ending with", X fills the last slots (son: slots 3,
-# 4, 5), so its letters are copied as the answer's letters 3, 4, 5; an answer copied that
-# way ends with X only if it stops right after its 5th letter, that is if it has exactly 5
-# letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter names
-# ("jason" for son): a longer name ending with X would be correct too, but it would have to
-# write X's letters more than 5 tokens after their slots ("edison": its n is the 6th
-# letter, not the 5th). Why five slots, when X has at most 3 letters? The number of slots
-# fixes the length of every "ending with" answer (one letter per slot), and that length
-# must be more than X's 3 letters at most, so 4 slots would be enough; we use 5 because
-# there are more 5-letter names than 4-letter ones to learn from. "a name
-# ending with son -> jason" (rendered in full below) goes the same way:
+# from there is position k + 1, slot k. For "ending with", X fills the last slots (son:
+# slots 3, 4, 5), so its letters are copied as the answer's letters 3, 4, 5; an answer
+# copied that way ends with X only if it stops right after its 5th letter, that is if it has
+# exactly 5 letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter
+# names ("jason" for son): a longer name ending with X would be correct too, but it would
+# have to write X's letters more than 5 tokens after their slots ("edison": its n is the 6th
+# letter, not the 5th). "a name ending with son -> jason" (rendered in full below) goes the
+# same way:
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: <|pad|>    j        (a letter of its own)
 #        8      j               3, slot 2: <|pad|>    a        (a letter of its own)
@@ -1897,6 +1899,10 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5, slot 4: o          o        (copied)
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
+# Why five slots, when X has at most 3 letters? The number of slots fixes the length of
+# every "ending with" answer (one letter per slot), and a correct answer must be longer
+# than X (V.1), which has at most 3 letters: so 4 slots would be enough; we use 5 because
+# there are more 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
@@ -2195,12 +2201,12 @@ def sft_steps(params, config, examples, num_steps, batch):
 # Nor do we hold the model near its fine-tuned self (a KL penalty): see reward hacking
 # below.
 # The advantage of an answer is (its reward - the group's mean) / the group's spread (the
-# standard deviation of its rewards, dividing by n: 0.33 when 1 of 8 is right). Subtracting
-# the mean makes only how it compares with its siblings count; dividing by the spread puts
-# every group's push on the same scale, so a lone success is pushed hard. In a group of 8,
-# one right answer gets +2.65 and each wrong one -0.38; with four right, +1 and -1; with
-# seven right, +0.38 and -2.65 for the one wrong. A group where all are right (or all wrong)
-# teaches nothing and costs no gradient.
+# standard deviation of its rewards, dividing by the group's size: 0.33 when 1 of 8 is
+# right). Subtracting the mean makes only how it compares with its siblings count; dividing
+# by the spread puts every group's push on the same scale, so a lone success is pushed hard.
+# In a group of 8, one right answer gets +2.65 and each wrong one -0.38; with four right, +1
+# and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all are right
+# (or all wrong) teaches nothing and costs no gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
