@@ -5686,9 +5686,16 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
     keep: rows whose labels are shown first (the ones a caption names), the thinned-out rest
     around them."""
     rows, cols = len(matrix), len(matrix[0])
-    cell_w, cell_h = min(24.0, 300 / cols), max(4.0, min(24.0, 600 / rows))
     line = 1.25 * font
+    # Long row labels (tokens of many characters) are cut to 12 characters, and the cells
+    # get narrower, so that the picture stays about 400 units wide: the page shows three
+    # pictures side by side at 1280 px, each about 380 px wide, and a wider picture would
+    # be drawn with its text smaller than 14 px.
+    row_labels = [name if len(name) <= 12 else name[:11] + "\u2026" for name in row_labels]
     row_w = max(len(name) for name in row_labels) * font * CHAR_WIDTH
+    left = 8 + line + 6 + row_w + 6
+    cell_w = max(10.0, min(24.0, 300 / cols, (400 * font / FONT - left - 10) / cols))
+    cell_h = max(4.0, min(24.0, 600 / rows))
     col_w = max(len(name) for name in col_labels) * font * CHAR_WIDTH
     upwards = col_w + 4 > cell_w and line <= cell_w
     every_col = 1 if upwards else math.ceil((col_w + 6) / cell_w)
@@ -5697,7 +5704,6 @@ def heat_map(matrix, row_labels, col_labels, palette, lo, hi, x_title, y_title, 
     for i in list(keep) + list(range(0, rows, every_row)) + list(range(rows)):
         if all(abs(i - j) >= every_row for j in labelled):
             labelled.append(i)
-    left = 8 + line + 6 + row_w + 6
     grid_top = 6 + line + 6 + (col_w if upwards else line)
     grid_h, grid_w = rows * cell_h, cols * cell_w
     bar = min(200.0, max(130.0, grid_w))
@@ -6564,7 +6570,7 @@ def samples_section(run, config, sample_probs, names_printed):
 # left, but at most 60% of the screen's width, which leaves the caption room.
 REPORT_CSS = """
 body{font:17px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1a1a1a;
-background:#fff;max-width:1240px;margin:0 auto;padding:12px 20px 40px}
+background:#fff;max-width:1240px;margin:0 auto;padding:12px 20px 40px;overflow-wrap:break-word}
 h1{font-size:28px;line-height:1.25;margin:8px 0 4px} h2{font-size:23px;margin:36px 0 10px;border-bottom:1px solid #bbb}
 h3{font-size:18px;margin:8px 0 6px} p{max-width:52em}
 svg{display:block;width:100%;height:auto;font-family:inherit}

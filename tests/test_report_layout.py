@@ -33,6 +33,10 @@ CHROMEDRIVER = shutil.which("chromedriver")
 WIDTHS = (480, 800, 1280, 1920)
 BITS = "111101111011110" * 3
 WORDS = "then the hat ate the ant than the hen " * 8     # 6 characters, and 10 merges: 16 tokens
+# Names of 50 to 79 letters made of 8 syllables, which 40 merges turn into long tokens: as a
+# --bpe 3000 model's samples, a title or caption quoting one is a word wider than a phone.
+_syllables, _rng = ["abra", "cada", "ka", "zam", "ala", "pocus", "hocus", "shazam"], random.Random(3)
+LONG_WORDS = "".join("".join(_rng.choice(_syllables) for _ in range(_rng.randint(14, 18))) + "\n" for _ in range(60))
 
 # Every piece of text on the page with its box in page coordinates: SVG <text> elements
 # (with the box of the picture they are in, and their size in CSS pixels), and each line
@@ -115,13 +119,14 @@ def long_history(saved, path):
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
-    """Ten pages, written once by the real command line: the default model of names with
+    """Eleven pages, written once by the real command line: the default model of names with
     few steps, and that model loaded with a long --explain name (16 positions, as many as a
     row of predictions and an attention map can have), a model of continuous text (its
     examples and samples as long as the default stream run's), a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
     (drawn as its transition matrix), a chain of 16 states named by tokens of several
-    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; the
+    characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; names
+    of 50 to 79 letters in long --bpe tokens (titles and captions quote them unbroken); the
     names model loaded from its checkpoint with a history as long as the default run's (1,000
     steps, spikes above and below the chart, validation points and the final validation
     loss), whose loss slide has a caption as long as the default run's; and the report card
@@ -140,8 +145,10 @@ class ReportLayoutTest(unittest.TestCase):
         ab = write_text(tmp, "ab.txt", "ab\nba\naab\nbba\nabab\nb\na\nbab\n")
         abc = write_text(tmp, "abc.txt", "abcabcaabbccabc")
         words = write_text(tmp, "words.txt", WORDS)
+        long_words = write_text(tmp, "long-words.txt", LONG_WORDS)
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix",
-                                                                       "bpe", "tokens", "long", "explain", "chat")}
+                                                                       "bpe", "tokens", "words", "long", "explain",
+                                                                       "chat")}
         results = run_many([
             ["--input", names, "--steps", "40", "--report", cls.paths["names"], "--save", "names.json"],
             ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--n-head", "2",
@@ -156,6 +163,8 @@ class ReportLayoutTest(unittest.TestCase):
              "--n-embd", "8", "--n-head", "2", "--report", cls.paths["bpe"]],
             ["--input", words, "--stream", "--bpe", "10", "--block-size", "1", "--steps", "15", "--n-embd", "8",
              "--n-head", "2", "--num-samples", "0", "--report", cls.paths["tokens"]],
+            ["--input", long_words, "--bpe", "40", "--steps", "5", "--n-embd", "8", "--n-head", "2",
+             "--num-samples", "3", "--report", cls.paths["words"]],
         ], tmp)
         long_history(os.path.join(tmp, "names.json"), os.path.join(tmp, "long.json"))
         results += run_many([["--load", "long.json", "--report", cls.paths["long"]],
