@@ -6939,6 +6939,14 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 LISTEN_BACKLOG = 64
 
 
+def api_probability(p):
+    """A probability as the API sends it: 6 decimals are plenty to look at, but where they
+    would round it to 0, 2 significant digits. At a high temperature the model can draw a
+    token it gave 3e-8, and "p": 0.0 would say it could not have been drawn."""
+    rounded = round(p, 6)
+    return rounded if rounded or not p else float(f"{p:.2g}")
+
+
 def port_arg(text):
     try:
         value = int(ascii_arg(text))
@@ -7202,8 +7210,8 @@ class ChatHandler(http.server.BaseHTTPRequestHandler):
                 while token is not None and len(pieces) < MAX_ANSWER_TOKENS:
                     piece, p, alternatives = token
                     pieces.append(piece)
-                    line = {"token": piece, "p": round(p, 6),    # 6 decimals are plenty to look at
-                            "alternatives": [[t, round(q, 6)] for t, q in alternatives]}
+                    line = {"token": piece, "p": api_probability(p),
+                            "alternatives": [[t, api_probability(q)] for t, q in alternatives]}
                     if piece in SPECIAL:                      # <|pad|>: a token, not text (Part V.2)
                         line["special"] = True
                     self.send_line(line)
@@ -7330,13 +7338,17 @@ function line(who, cls) {
   div.append(name, body); log.appendChild(div);
   return body;
 }
+// A probability to 3 decimals, or to 2 significant digits where that would show 0: at a
+// high temperature the model can draw a token it gave 3e-8, which "0.000" would deny.
+const prob = p => p >= 0.0005 || p === 0 ? p.toFixed(3) : p.toPrecision(2);
+const pct = q => q >= 0.0005 || q === 0 ? (100 * q).toFixed(1) : (100 * q).toPrecision(2);
 function addToken(answer, msg) {
   const s = document.createElement("span"), c = shade(msg.p);
   s.className = "tok"; s.tabIndex = 0; s.textContent = msg.token;
   s.style.background = c.bg; s.style.color = c.ink;
-  s.dataset.tip = `p = ${msg.p.toFixed(3)}\\n` + msg.alternatives.map(([t, q]) =>
-    `${t === msg.token ? "\\u25b8" : " "} ${shown(t).padEnd(12)} ${(100 * q).toFixed(1).padStart(5)}%`).join("\\n");
-  s.setAttribute("aria-label", `${msg.token}, probability ${msg.p.toFixed(3)}`);
+  s.dataset.tip = `p = ${prob(msg.p)}\\n` + msg.alternatives.map(([t, q]) =>
+    `${t === msg.token ? "\\u25b8" : " "} ${shown(t).padEnd(12)} ${pct(q).padStart(5)}%`).join("\\n");
+  s.setAttribute("aria-label", `${msg.token}, probability ${prob(msg.p)}`);
   if (msg.special) {     // <|pad|>: a special token the model wrote, not text
     s.classList.add("special");
     s.dataset.tip = "a special token, not text: the filler of the request's empty slots\\n" + s.dataset.tip;

@@ -22,6 +22,10 @@ def recording_the_score_checks(results):
     return lambda *args, **kwargs: results.append(check(*args, **kwargs)) or results[-1]
 
 
+# One token drawn that the model gave 3.2e-8, beside one it gave almost everything.
+ALMOST_NEVER = ("q", 3.2e-8, [("a", 0.9954571), ("q", 3.2e-8)])
+
+
 @unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
 class ACtrlCOfTheDefaultModelFinishesItsQuickScoreCheck(TempDirTestCase):
     # The default model's shape on the first 200 names of names.txt (every letter, so 27
@@ -182,7 +186,23 @@ class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
         self.assertIn(microgpt.PAD, seen)
 
 
+    def test_a_token_drawn_at_a_probability_that_rounds_to_0_is_sent_as_2_significant_digits(self):
+        # the sixth tester: at temperature 10 the API said "p": 0.0 of a token the model drew
+        with Served(reply=lambda request, rng, temperature: (token for token in [ALMOST_NEVER])) as served:
+            status, lines = served.chat({"request": "a name starting with m", "seed": 0, "temperature": 10})
+        self.assertEqual(status, 200)
+        self.assertEqual((lines[0]["p"], lines[0]["alternatives"]), (3.2e-08, [["a", 0.995457], ["q", 3.2e-08]]))
+        self.assertEqual([microgpt.api_probability(p) for p in (0.0, 1.0, 4.4e-7, 5.1e-7)], [0.0, 1.0, 4.4e-7, 1e-6])
+
+
 class TheChatPageShowsPadAsATokenAndAnEmptyAnswerAsANote(WithBrowser):
+
+    def test_the_page_shows_a_tiny_probability_to_2_significant_digits_not_as_0(self):
+        with Served(reply=lambda request, rng, temperature: (token for token in [ALMOST_NEVER])) as served:
+            tokens, _ = ask_in_the_page(self.driver, served.port, "a name starting with m")
+            label, tip = tokens[0].get_attribute("aria-label"), tokens[0].get_attribute("data-tip")
+        self.assertEqual(label, "q, probability 3.2e-8")
+        self.assertEqual(tip.splitlines(), ["p = 3.2e-8", "  a             99.5%", "\u25b8 q            0.0000032%"])
 
     def test_the_page_shows_pad_in_a_dashed_box_and_letters_without(self):
         seed = next(s for s in range(100) if microgpt.PAD in full_answer("a name starting with m", s, 10))
