@@ -4858,6 +4858,7 @@ def line_editing():
 
 
 NO_ANSWER = "(no answer: the model ended its turn at once)"
+ENDS_WITH_SPACE = "(the answer ends with a space)"
 SPECIAL_IN_ANSWER = (f"({PAD} is a special token, not text: the filler of the request's empty slots. "
                      "The model may write any token it knows, more often at a high temperature; an answer "
                      "ends at <|end|>, <|user|> or <|assistant|>, Part V.2)")
@@ -4903,7 +4904,8 @@ def terminal_chat(weights, config, chat_chars, seed, temperature):
                                           rng, temperature):
                 print(piece, end="", flush=True)
                 pieces.append(piece)
-            print("" if pieces else NO_ANSWER)
+            # an answer can end in a space that cannot be seen (the phrase token "a name ending with ")
+            print(ENDS_WITH_SPACE if "".join(pieces)[-1:].isspace() else "" if pieces else NO_ANSWER)
             if not explained and PAD in pieces:   # said once: at temperature 10, nearly every answer has one
                 explained = True
                 print(SPECIAL_IN_ANSWER, flush=True)

@@ -171,6 +171,18 @@ class TheTerminalAndTheApiShowPadAsAToken(TempDirTestCase):
         self.assertTrue(any("<|pad|>" in a for a in answers), answers)
         self.assertEqual(result.stdout.count(microgpt.SPECIAL_IN_ANSWER), 1)
 
+    def test_the_terminal_says_when_an_answer_ends_with_a_space_it_would_not_show(self):
+        # the sixth tester: "orhaicna name ending with " ended in a space no one could see
+        answers = {"a name starting with m": ["o", "r", "a name ending with "], "a name starting with e": ["e", "m"]}
+        reply = lambda weights, config, chars, request, rng, temperature: ((p, 0.5, []) for p in answers[request])
+        with mock.patch.object(microgpt, "chat_reply", reply), mock.patch("sys.stdin", io.StringIO(
+                "a name starting with m\na name starting with e\n")), \
+                mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+            microgpt.terminal_chat(None, None, [], 42, 10)
+        self.assertEqual(out.getvalue().splitlines(), [
+            "> a name starting with m", "ora name ending with " + microgpt.ENDS_WITH_SPACE,
+            "> a name starting with e", "em"])
+
     def test_the_api_marks_pad_as_special_and_streams_no_turn_token(self):
         seen = set()
         with Served() as served:
