@@ -2327,6 +2327,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import signal
 import site
 import stat
@@ -4690,11 +4691,10 @@ def chat_pipeline(args, plan, stop, sft_model=None):
     card, seed = [], config.seed
 
     def redo_from(before):        # the options that run a stopped stage again, from the file before it
-        return " ".join((["--load", before] if before else []) + ["--chat", "--save", args.save]
-                        + (["--input", args.input] if args.input else [])
-                        + (["--seed", str(args.seed)] if args.seed != Config().seed else [])
-                        + (["--temperature", str(args.temperature)] if args.temperature != Config().temperature
-                           else []))
+        return ((["--load", before] if before else []) + ["--chat", "--save", args.save]
+                + (["--input", args.input] if args.input else [])
+                + (["--seed", str(args.seed)] if args.seed != Config().seed else [])
+                + (["--temperature", str(args.temperature)] if args.temperature != Config().temperature else []))
     if not args.load and facts["steps"] < plan.pretrain_steps:
         return save_stopped_stage(stop, paths["pretrained"], facts["steps"], plan.pretrain_steps, "pretraining",
                                   params, config, chars, "docs", {}, redo_from(None))
@@ -4789,14 +4789,23 @@ def save_stopped_stage(stop, path, done, total, what, params, config, chars, mod
     it is, to that stage's file, saying so; returns None, chat_pipeline's "stopped". The file
     records how far its stage got ("stopped": steps done, of how many); --load goes on from it
     to the next stage, as from a finished one. A stage cannot be resumed in its middle, so the
-    run also says how to redo it from its start (redo: the command line's options)."""
+    run also says how to redo it from its start (redo: the command line's options, a list)."""
     with stop_signals_held():
         print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {done} of {total} steps of {what}; "
               f"saving the model so far to {path} (its {what} is not finished)", file=sys.stderr)
         save_chat_stage(path, params, config, chars, mode, dict(extra, stopped={"steps": done, "of": total}))
         stop.finishing = False
-    print(f"to redo the {what} from its start: python microgpt.py {redo}", file=sys.stderr)
+    print(f"to redo the {what} from its start: {command_line(redo)}", file=sys.stderr)
     return None
+
+
+def command_line(options):
+    """A command that runs this program with these options, to copy into a shell: the
+    interpreter by the name this run was started with (python3 where there is no `python`),
+    then microgpt.py (its full path, unless it is in the current directory)."""
+    script = os.path.abspath(__file__)
+    shown = "microgpt.py" if os.path.dirname(script) == os.getcwd() else script
+    return " ".join(shlex.quote(word) for word in [os.path.basename(sys.executable) or "python", shown] + options)
 
 
 # Under RL's answers, on the card and its page: "right" is the reward's word, not a judgment

@@ -3,13 +3,17 @@ score check after training, a stopped --report run that never said its page was 
 a stopped --chat stage with no word on how to redo it."""
 import functools
 import os
+import shlex
 import signal
+import sys
 import unittest
 from unittest import mock
 
 from tests.support import TempDirTestCase, microgpt, run_main
 
 TINY_NAMES = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--num-samples", "0"]
+# How a stopped --chat stage says to run microgpt.py again from a test's scratch directory
+RUN_AGAIN = f"{shlex.quote(os.path.basename(sys.executable))} {shlex.quote(os.path.abspath(microgpt.__file__))}"
 
 
 def signals_during_the_score_check(calls):
@@ -71,9 +75,11 @@ class AStoppedChatStageSaysHowToRedoIt(TempDirTestCase):
             stopped = run_main(["--chat", "--input", "names.txt", "--save", "c.json"], self.tmp)
         self.assertEqual(stopped.returncode, 130, stopped.stderr)
         self.assertIn("steps of fine-tuning; saving the model so far to c-sft.json", stopped.stderr)
-        hint = "to redo the fine-tuning from its start: python microgpt.py "
+        # the command as this run was started: the interpreter's own name (python3 where that is
+        # all there is), and microgpt.py's path, since the run's directory is not the script's
+        hint = f"to redo the fine-tuning from its start: {RUN_AGAIN} "
         self.assertIn(hint + "--load c-pretrained.json --chat --save c.json --input names.txt\n", stopped.stderr)
-        options = stopped.stderr.split(hint)[1].splitlines()[0].split()
+        options = shlex.split(stopped.stderr.split(hint)[1].splitlines()[0])
         with mock.patch.object(microgpt, "ChatPlan", plan):
             redone = run_main(options, self.tmp)
         self.assertEqual(redone.returncode, 0, redone.stderr)
@@ -94,7 +100,7 @@ class AStoppedChatStageSaysHowToRedoIt(TempDirTestCase):
                 stopped = run_main(start + options[1:], self.tmp)
                 self.assertEqual(stopped.returncode, 130, stopped.stderr)
                 self.assertIn(f"steps of {what}; saving the model so far", stopped.stderr)
-                self.assertIn(f"to redo the {what} from its start: python microgpt.py {before}--chat --save c.json "
+                self.assertIn(f"to redo the {what} from its start: {RUN_AGAIN} {before}--chat --save c.json "
                               "--input names.txt --seed 7\n", stopped.stderr)
 
 @unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
