@@ -2677,16 +2677,23 @@ def save_checkpoint(path, params, config, chars, mode, extra=None):
 
 
 def save_rescue_copy(params, config, chars, mode, extra):
-    """Save a trained model whose --save path failed to a new file of its own (in the current
-    directory, or else the system's temporary one), never replacing anything; returns its path."""
+    """Save a trained model whose --save path failed to a new file of its own; returns its path."""
+    return write_rescue_copy(".json", lambda path: save_checkpoint(path, params, config, chars, mode, extra),
+                             "the trained model")
+
+
+def write_rescue_copy(suffix, write, what):
+    """What a run could not write where it was asked to (a checkpoint, a page), written by
+    write(path) to a new file of its own, microgpt-rescued-*<suffix>, in the current directory
+    or else the system's temporary one, never replacing anything; returns its path."""
     for directory in (os.getcwd(), tempfile.gettempdir()):
         path = None
         try:
             with stop_signals_held():
-                fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=".json", dir=directory)
+                fd, path = tempfile.mkstemp(prefix="microgpt-rescued-", suffix=suffix, dir=directory)
                 os.close(fd)
             os.chmod(path, usual_mode())          # not mkstemp's private 0600: a file like any other
-            save_checkpoint(path, params, config, chars, mode, extra)
+            write(path)
             return path
         except (OSError, BadInput):
             try:                                  # a full disk: leave no empty file behind
@@ -2695,7 +2702,7 @@ def save_rescue_copy(params, config, chars, mode, extra):
             except OSError:
                 pass
             continue
-    raise BadInput("cannot save the trained model anywhere: neither here nor in the temporary directory")
+    raise BadInput(f"cannot save {what} anywhere: neither here nor in the temporary directory")
 
 
 def is_finite_number(x):
@@ -4079,11 +4086,16 @@ def write_report(args, run):
     run["samples"] = [decode(ids, run["chars"]) for ids in run["sample_ids"]]
     run["examples"] = example_sequences(mode, config, run["chars"], run["explain_io"], val_seqs, text,
                                         run["sample_ids"])
+    page = report_page(run)
     try:
-        check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")   # again
-        write_atomically(args.report, report_page(run))
-    except OSError as e:
-        raise BadInput(f"cannot write {args.report}: {e.strerror or e}") from None
+        try:     # again: a file may have appeared there during training (it is kept)
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
+            write_atomically(args.report, page)
+        except OSError as e:
+            raise BadInput(f"cannot write {visible(args.report, keep='')}: {e.strerror or e}") from None
+    except BadInput as e:           # the page, minutes of training's, is not lost: it goes to a new file
+        rescued = write_rescue_copy(".html", lambda path: write_atomically(path, page), "the page")
+        raise BadInput(f"{e}; the page was written to {visible(rescued, keep='')} instead") from None
     print(f"wrote {visible(args.report, keep='')}")
 
 
@@ -4320,7 +4332,9 @@ def run(args, stop=None):
                 save_checkpoint(args.save, params, config, chars, mode, extra)
             except BadInput as e:         # the trained model is not lost: it goes to a new file
                 rescued = save_rescue_copy(params, config, chars, mode, extra)
-                raise BadInput(f"{e}; the trained model was saved to {rescued} instead") from None
+                raise BadInput(f"{e}; the trained model was saved to {rescued} instead" + (
+                    f"; the page {visible(args.report, keep='')} was not written: `--load {rescued} --report "
+                    "PAGE.html` draws it" if args.report else "")) from None
             stop.finishing = False        # the model is safe: from now on a signal stops at once
             say_saved(f"saved the model to {visible(args.save, keep='')}")
 

@@ -660,13 +660,30 @@ class TestCasesFoundByTryingToBreakIt(WithCheckpoint):
         self.assertEqual(saved_steps(self.ckpt), 3)
         self.assertFalse([n for n in os.listdir(self.tmp) if n.startswith("microgpt-rescued-")])
 
-    def test_a_file_that_appears_at_the_report_path_during_training_is_kept(self):
+    def test_a_file_that_appears_at_the_report_path_during_training_is_kept_and_the_page_rescued(self):
         target = os.path.join(self.tmp, "late.html")
         code, out, err = self.run_while_a_file_appears(self.training(3) + ["--report", target], target, "MINE")
         self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("not a page written by microgpt", err)
         with open(target, encoding="utf-8") as f:
             self.assertEqual(f.read(), "MINE")
+        # the run's page is not lost: it is written to a new file, which the error names
+        [rescued] = [name for name in os.listdir(self.tmp) if name.startswith("microgpt-rescued-")]
+        self.assertTrue(rescued.endswith(".html"))
+        self.assertIn(f"the page was written to {os.path.join(self.tmp, rescued)} instead", err)
+        self.assertTrue(microgpt.is_microgpt_report(os.path.join(self.tmp, rescued)))
+
+    def test_when_the_model_is_rescued_the_error_says_the_page_was_not_written_and_how_to_draw_it(self):
+        target, page = os.path.join(self.tmp, "late.json"), os.path.join(self.tmp, "late.html")
+        code, out, err = self.run_while_a_file_appears(self.training(3) + ["--save", target, "--report", page],
+                                                       target, "PRECIOUS")
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        [rescued] = [name for name in os.listdir(self.tmp) if name.startswith("microgpt-rescued-")]
+        self.assertIn(f"the page {page} was not written: `--load {os.path.join(self.tmp, rescued)} --report "
+                      "PAGE.html` draws it", err)
+        self.assertFalse(os.path.exists(page))
 
     @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full")
     def test_bad_input_exits_2_even_when_the_error_cannot_be_shown(self):
