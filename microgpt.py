@@ -388,13 +388,16 @@ class Value:
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
 # started at the same value, the 16 numbers of each vector inside the model would be equal,
-# and they would stay equal. Their gradients are equal too: the gradient reaching input j
-# of a matrix is the sum over its rows i of w[i][j] * (the gradient of output i), a sum
-# down column j, and while each row holds one number repeated, every column is the same.
-# A weight's gradient is its input times its output's gradient, so the weights of one row
-# get equal updates: each row stays one number repeated (rows can differ, as lm_head's do
-# for different tokens), the 16 numbers never come apart, and the 16-wide model computes
-# like a model of width 1.
+# and they would stay equal. Forward: a matrix whose weights are all one number turns a
+# vector of equal numbers into another (as do rmsnorm, relu and attention's mixing).
+# Backward, the same holds for gradients: the gradient reaching input j of a matrix is the
+# sum over its rows i of w[i][j] * (the gradient of output i), the same for every j while
+# each row is one number repeated. A weight's gradient is its input times its output's
+# gradient, both flat inside the model, so all the weights of a block's matrix get the same
+# update, and the matrix stays one number. Only wte's, wpe's and lm_head's rows can come to
+# differ from each other (a row per token or position), each row still one number
+# repeated. So the 16 numbers never come apart, and the 16-wide model computes like a model
+# of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -1394,12 +1397,11 @@ def bpe(word, ranks):
     learned order, each on the whole word. Why, in two steps.
     First, the ranks of the pairs bpe merges only go up (as in banana): once every copy of
     the pair of rank r is merged, every pair left ranks after r. A pair left is new or old.
-      - A new pair holds the token r just made. Now think of when merges were learned
-        (their ranks), not of when bpe applies them: that token did not exist before merge
-        r was learned, and a merge can join only tokens that already exist, so a merge that
-        uses this token was learned after r ("an" is made by rank 0 and used by ranks 1
-        and 2): its rank is above r. (This needs each token to be made by one merge only:
-        see the last paragraph.)
+      - A new pair holds the token r just made. Its rank is above r, for a reason about
+        learning, not about bpe. That token did not exist before merge r was learned, and a
+        merge can join only tokens that already exist. So any merge that uses it was
+        learned later, and has a higher rank ("an" is made by rank 0 and used by ranks 1
+        and 2). (This needs each token to be made by one merge only: see the last paragraph.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -1414,8 +1416,8 @@ def bpe(word, ranks):
     from the start. When bpe finds no learned pair, the replay's remaining merges find none
     either.
     Why one merge per token: where two merges make the same token, the proof's first step
-    fails, and bpe and the replay can disagree. With the merges (a, b), (b, c), (a, bc),
-    (abc, d), (ab, c), ranks 0 to 4, ranks 2 and 4 both make "abc". On "abcd":
+    fails, and bpe and the replay can disagree. With the merges (rank: pair) 0: (a, b),
+    1: (b, c), 2: (a, bc), 3: (abc, d), 4: (ab, c), ranks 2 and 4 both make "abc". On "abcd":
         bpe:     rank 0 -> ab c d (the only learned pair left is (ab, c)); rank 4 -> abc d;
                  rank 3 -> abcd
         replay:  rank 0 -> ab c d; ranks 1, 2, 3 find no pair (no "bc", no "abc" yet);
@@ -1868,15 +1870,16 @@ def evaluation_requests(held_out, count, rng):
 # vocabulary drops it (its rows live on in the two copies).
 #
 # The fixed English of the requests gets a token per phrase ("a name starting with "), as
-# a tokenizer that merges frequent strings (byte-pair encoding, Part IV) would make, and
-# X's letters go into five slots. For "starting with" the letters fill the slots from the
-# left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for "ending with" from the
-# right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens: <|user|> at position
-# 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number the slots 1 to 5:
-# slot k is position k + 1. The answer's first letter is written while reading position 7,
-# 5 positions after slot 1, so the letter of X that the answer needs sits 5 positions back
-# from the token being read. "a name starting with em -> emma" goes as follows ("5 back
-# holds" gives the position 5 before the one read, its slot, then its token):
+# byte-pair encoding would make of a phrase this frequent if it merged across words (GPT-2's
+# does not: Part IV), and X's letters go into five slots. For "starting with" the letters
+# fill the slots from the left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for
+# "ending with" from the right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens:
+# <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
+# the slots 1 to 5: slot k is position k + 1. The answer's first letter is written while
+# reading position 7, 5 positions after slot 1, so the letter of X that the answer needs
+# sits 5 positions back from the token being read. "a name starting with em -> emma" goes as
+# follows ("5 back holds" gives the position 5 before the one read, its slot, then its
+# token):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
@@ -1884,14 +1887,13 @@ def evaluation_requests(held_out, count, rng):
 #       10      m               5, slot 4: <|pad|>    a        (a letter of its own)
 #       11      a               6, slot 5: <|pad|>    <|end|>
 # In general the answer's k-th letter is written while reading position 6 + k, and 5 back
-# from there is position k + 1, slot k. For "ending with", X fills the last slots (son:
-# slots 3, 4, 5), so its letters are copied as the answer's letters 3, 4, 5; an answer
-# copied that way ends with X only if it stops right after its 5th letter, that is if it has
-# exactly 5 letters, one per slot. So for that kind fine-tuning (V.3) shows only 5-letter
-# names ("jason" for son): a longer name ending with X would be correct too, but it would
-# have to write X's letters more than 5 tokens after their slots ("edison": its n is the 6th
-# letter, not the 5th). "a name ending with son -> jason" (rendered in full below) goes the
-# same way:
+# from there is slot k: the answer's letter k is copied from slot k. For "ending with", X
+# fills the last slots (son: slots 3, 4, 5), so copying puts its letters at the answer's
+# letters 3, 4, 5, and the answer ends with X only if it stops after letter 5. So for that
+# kind fine-tuning (V.3) shows only 5-letter names ("jason" for son). A longer name ending
+# with X would be correct too, but "edison" would need s, o, n as its letters 4 to 6, one
+# position later than their slots. "a name ending with son -> jason" (rendered in full below)
+# goes the same way:
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: <|pad|>    j        (a letter of its own)
 #        8      j               3, slot 2: <|pad|>    a        (a letter of its own)
