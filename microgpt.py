@@ -10,7 +10,8 @@ higher probability. Sampling draws a token from those probabilities, appends it,
 Here is the whole algorithm, with the numbers of the sections that explain each line. Many
 of its words (parameters, batch, Adam, weights) are explained only in those sections: read
 it now as a map, and come back to it at the end of Part I, where it reads as a summary. It
-prints what `python microgpt.py` prints (a test checks that), without the decoration:
+prints the numbers `python microgpt.py` prints (a test checks that), plainly, without the
+program's extras (the smoothed loss, timings, headings):
 
     config, rng = Config(), random.Random(42)
     docs = split_documents(read_text("names.txt"))       # 1. the examples: one name per line
@@ -401,7 +402,8 @@ class Value:
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
-#       5, divides by sqrt(mean + 1e-5), so 0 stays 0);
+#       5, divides by sqrt(mean + 1e-5), so 0 stays 0; attention's weights are not 0, but
+#       they average values that are);
 #   (2) so lm_head, the last matrix, which turns the final vector into scores, gets a
 #       gradient of 0: its gradient is the final vector times the gradient arriving at
 #       the scores (d(w * x)/dw = x, section 3), and that arriving gradient is not 0, but
@@ -420,8 +422,8 @@ class Value:
 # ---------------------------------------------------------------------------------------
 
 def param_shapes(config, vocab_size):
-    """Name -> (rows, columns) of every weight matrix. There are no biases (constants added
-    after a matrix product, which most networks, GPT-2 among them, also learn: Part IV)."""
+    """Name -> (rows, columns) of every weight matrix. There are no biases (learned numbers
+    added after a matrix product, which most networks, GPT-2 among them, have: Part IV)."""
     e = config.n_embd
     shapes = {
         "wte": (vocab_size, e),                 # weights, token embedding: one vector per token
@@ -679,12 +681,12 @@ def document_batches(seqs, batch):
 
 
 def adam_update(flat_params, m, v, step, num_steps, config):
-    """One step of Adam on every parameter, then reset the gradients for the next step.
-    m and v are running averages of each gradient and of its square (Adam's names: this v
-    has nothing to do with attention's values v). The step follows the average direction
-    m, divided by sqrt(v), the gradient's typical size: so every parameter moves by about
-    lr, whatever the scale of its own gradient, and less where its gradient keeps changing
-    sign (then the signs cancel in m, but not in v, which averages squares)."""
+    """One step of Adam on every parameter, then reset the gradients for the next step. m
+    and v are running averages of each gradient and of its square (Adam's names: this v has
+    nothing to do with attention's values v). The step follows the average direction m,
+    divided by sqrt(v), the gradient's typical size: so every parameter moves by about the
+    learning rate, whatever the scale of its own gradient, and less where its gradient keeps
+    changing sign (then the signs cancel in m, but not in v, which averages squares)."""
     lr = config.lr * (1 - step / num_steps)          # decays linearly (lr / num_steps at the end)
     b1, b2 = config.beta1, config.beta2
     # m and v start at 0, so early on they are too small. With b1 = 0.85 and a gradient g
