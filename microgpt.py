@@ -388,17 +388,18 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, the 16 numbers of each vector inside the model would be equal,
-# and they would stay equal. Forward: a matrix whose weights are all one number turns a
-# vector of equal numbers into another (as do rmsnorm, relu and attention's mixing).
-# Backward, the same holds for gradients: the gradient reaching input j of a matrix is the
-# sum over its rows i of w[i][j] * (the gradient of output i), the same for every j while
-# each row is one number repeated. A weight's gradient is its input times its output's
-# gradient, both flat inside the model, so all the weights of a block's matrix get the same
-# update, and the matrix stays one number. Only wte's, wpe's and lm_head's rows can come to
-# differ from each other (a row per token or position), each row still one number
-# repeated. So the 16 numbers never come apart, and the 16-wide model computes like a model
-# of width 1.
+# started at the same value, every vector inside the model would be flat (its 16 numbers
+# equal), and would stay so. Forward: a matrix whose weights are all one number turns a
+# flat vector into a flat one, and so do rmsnorm, relu and attention's mixing; wte's and
+# wpe's rows are flat. Backward: the gradient reaching input j of a matrix is the sum over
+# its rows i of w[i][j] * (the gradient of output i), the same for every j whenever each
+# row is one number repeated, whatever the outputs' gradients (so even through lm_head,
+# whose scores get different gradients): the gradients inside are flat too. A weight's
+# gradient is its input times its output's gradient. Inside the blocks both are flat, so
+# all the weights of a matrix get the same update and it stays one number; lm_head's input
+# is flat, so each of its rows gets one update (a different one per token), and so does
+# each row of wte and wpe. Every row stays one number repeated, the 16 numbers of a vector
+# never come apart, and the 16-wide model computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
