@@ -1878,25 +1878,24 @@ def evaluation_requests(held_out, count, rng):
 # fill the slots from the left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for
 # "ending with" from the right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens:
 # <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
-# the slots 1 to 5: slot k is position k + 1. The answer's first letter is written while
-# reading position 7, 5 positions after slot 1, so the letter of X that the answer needs
-# sits 5 positions back from the token being read. "a name starting with em -> emma" goes as
-# follows ("5 back holds" gives the position 5 before the one read, its slot, then its
-# token):
+# the slots 1 to 5: slot k is position k + 1. As in Part I, reading a position predicts the
+# next token: reading <|assistant|> at position 7 writes the answer's first letter. In
+# general the answer's k-th letter is written while reading position 6 + k, 5 positions
+# after slot k: the answer's letter k is copied from slot k, always 5 positions back. "a
+# name starting with em -> emma" goes as follows ("5 back holds" reads "position, slot:
+# token", for the position 5 before the one read):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
 #        9      m               4, slot 3: <|pad|>    m        (a letter of its own)
 #       10      m               5, slot 4: <|pad|>    a        (a letter of its own)
 #       11      a               6, slot 5: <|pad|>    <|end|>
-# In general the answer's k-th letter is written while reading position 6 + k, and 5 back
-# from there is slot k: the answer's letter k is copied from slot k. For "ending with", X
-# fills the last slots (son: slots 3, 4, 5), so copying puts its letters at the answer's
-# letters 3, 4, 5, and the answer ends with X only if it stops after letter 5. So for that
-# kind fine-tuning (V.3) shows only 5-letter names ("jason" for son). A longer name ending
-# with X would be correct too, but "edison" would need s, o, n as its letters 4 to 6, one
-# position later than their slots. "a name ending with son -> jason" (rendered in full below)
-# goes the same way:
+# For "ending with", X fills the last slots (son: slots 3, 4, 5), so copying puts its
+# letters at the answer's letters 3, 4, 5, and the answer ends with X only if it stops after
+# letter 5. So for that kind fine-tuning (V.3) shows only 5-letter names ("jason" for son).
+# A longer name ending with X would be correct too, but "edison" would need s, o, n as its
+# letters 4 to 6, one position later than their slots. "a name ending with son -> jason"
+# (rendered in full below) goes the same way:
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: <|pad|>    j        (a letter of its own)
 #        8      j               3, slot 2: <|pad|>    a        (a letter of its own)
