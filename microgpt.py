@@ -1353,9 +1353,10 @@ def learn_merges(words, num_merges, progress=None):
     # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. A merged
     # word keeps no copy of best (merge_pair merges every copy, left to right), so
     # pairs[best] falls to 0, and is deleted. holders is never cleaned (only best's own
-    # entry is taken out, by the loop), so a word in holders[p] may no longer hold p (an
-    # earlier merge took it apart). That is harmless: merging leaves such a word unchanged,
-    # so the same counts are subtracted and added back. Traced on "ana", "ana", "an": the
+    # entry is taken out, by the loop), so holders[p] may list a word that no longer holds
+    # p (an earlier merge took it apart). That is harmless: if p later becomes best, the
+    # loop visits that word, subtracts its pairs' counts, merge_pair finds no p and returns
+    # it unchanged, and the same counts are added back. Traced on "ana", "ana", "an": the
     # words are [a, n, a] (count 2) and [a, n] (count 1), pairs {(a, n): 3, (n, a): 2}.
     # Merge 1 is (a, n): both words hold it. [a, n, a] subtracts (a, n) 2 and (n, a) 2,
     # becomes [an, a] and adds (an, a) 2; [a, n] subtracts (a, n) 1 and becomes [an]. Now
@@ -2205,12 +2206,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 # Nor do we hold the model near its fine-tuned self (a KL penalty): see reward hacking
 # below.
 # The advantage of an answer is (its reward - the group's mean) / the group's spread (the
-# standard deviation of its rewards, dividing by the group's size: 0.33 when 1 of 8 is
-# right). Subtracting the mean makes only how it compares with its siblings count; dividing
-# by the spread puts every group's push on the same scale, so a lone success is pushed hard.
-# In a group of 8, one right answer gets +2.65 and each wrong one -0.38; with four right, +1
-# and -1; with seven right, +0.38 and -2.65 for the one wrong. A group where all are right
-# (or all wrong) teaches nothing and costs no gradient.
+# standard deviation of its rewards, the mean square divided by the number of answers in the
+# group, not one less: 0.33 when 1 of 8 is right). Subtracting the mean makes only how it
+# compares with its siblings count; dividing by the spread puts every group's push on the
+# same scale, so a lone success is pushed hard. In a group of 8, one right answer gets +2.65
+# and each wrong one -0.38; with four right, +1 and -1; with seven right, +0.38 and -2.65
+# for the one wrong. A group where all are right (or all wrong) teaches nothing and costs no
+# gradient.
 #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
@@ -2303,8 +2305,10 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # measures the assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
 # report card (the table the command line prints at the end) reads: pretrained 0% and 0%
-# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 99.2%. The
-# whole run takes about 30 s of CPU on PyPy and two minutes on CPython.
+# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 99.2%.
+# Correct means what the reward checks (V.1), so these count RL's reward hacks ("srhahhhh",
+# V.4) as right: the card's example answers show what they are. The whole run takes about
+# 30 s of CPU on PyPy and two minutes on CPython.
 # ---------------------------------------------------------------------------------------
 
 def pass_rates(weights, config, chat_chars, requests, rng, temperature):
