@@ -388,18 +388,20 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, every vector inside the model would be flat (its 16 numbers
-# equal), and would stay so. Forward: a matrix whose weights are all one number turns a
-# flat vector into a flat one, and so do rmsnorm, relu and attention's mixing; wte's and
-# wpe's rows are flat. Backward: the gradient reaching input j of a matrix is the sum over
-# its rows i of w[i][j] * (the gradient of output i), the same for every j whenever each
-# row is one number repeated, whatever the outputs' gradients (so even through lm_head,
-# whose scores get different gradients): the gradients inside are flat too. A weight's
-# gradient is its input times its output's gradient. Inside the blocks both are flat, so
-# all the weights of a matrix get the same update and it stays one number; lm_head's input
-# is flat, so each of its rows gets one update (a different one per token), and so does
-# each row of wte and wpe. Every row stays one number repeated, the 16 numbers of a vector
-# never come apart, and the 16-wide model computes like a model of width 1.
+# started at the same value, the model could never use its width. Call a vector flat if its
+# 16 numbers are equal; then, at every step:
+#   (1) forward, every vector inside the model is flat: wte's and wpe's rows are one number
+#       repeated, and a matrix whose weights are all one number turns a flat vector into a
+#       flat one (and so do rmsnorm, relu and attention's weighted average);
+#   (2) backward, every gradient inside the model is flat: the gradient reaching input j of
+#       a matrix is the sum over its rows i of w[i][j] * (the gradient of output i), the
+#       same for every j when each row is one number repeated; so it holds for lm_head too,
+#       whose scores' gradients differ;
+#   (3) so the update keeps (1) and (2) true: a weight's gradient is its input times its
+#       output's gradient. Inside the blocks both are flat, so a matrix's weights all move
+#       together and it stays one number; lm_head's input is flat, so each of its rows moves
+#       as one (by a different amount per token), and so does each row of wte and wpe.
+# The 16 numbers never come apart, and the 16-wide model computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -1149,14 +1151,14 @@ def weights_of(params):
 #
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
-# where it is now, its state), and its states are the possible full windows. (The first
-# block_size - 1 predictions of a text, made after reading fewer than block_size tokens,
-# come before the window is full, so no state of the chain covers them.) For a tiny
-# vocabulary and context we can list every state, its next-token probabilities, and the
-# state each token leads to. (There are vocab_size ** block_size states: names.txt as a
-# stream has 27 characters, the 26 letters and the newline (a stream has no BOS), so 27**16
-# with the defaults, and the command line lists them only when there are at most 256
-# states.)
+# where it is now, its state), and its states are the possible full windows. (A text's first
+# predictions, made after reading 1, 2, ..., block_size - 1 tokens (a stream has no BOS, so
+# the first comes after one token), come before the window is full: no state of the chain
+# covers those block_size - 1 predictions.) For a tiny vocabulary and context we can list
+# every state, its next-token probabilities, and the state each token leads to. (There are
+# vocab_size ** block_size states: names.txt as a stream has 27 characters, the 26 letters
+# and the newline (a stream has no BOS), so 27**16 with the defaults, and the command line
+# lists them only when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
