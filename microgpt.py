@@ -101,7 +101,7 @@ class Config:
     beta2: float = 0.99     # the same for its average of the squared gradient
     eps: float = 1e-8       # keeps Adam from dividing by zero
     init_std: float = 0.08  # the spread of the random initial weights
-    batch: int = 1          # documents (or text windows, Part III) per step: an int or "all"
+    batch: "int | str" = 1  # documents (or text windows, Part III) per step, or "all"
     seed: int = 42
     # sampling
     temperature: float = 0.5
