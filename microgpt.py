@@ -2207,15 +2207,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 # take one step, on answers just drawn, so that ratio is 1 and there is nothing to limit.
 # Nor do we hold the model near its fine-tuned self (a KL penalty): see reward hacking
 # below.
-# The advantage of an answer is (its reward - the group's mean) / the group's spread (the
-# standard deviation of its rewards, the mean square divided by the number of answers in the
-# group, not one less: 0.33 when 1 of 8 is right). Subtracting the mean makes only how it
-# compares with its siblings count; dividing by the spread puts every group's push on the
-# same scale, so a lone success is pushed hard. In a group of 8, one right answer gets +2.65
-# and each wrong one -0.38; with four right, +1 and -1; with seven right, +0.38 and -2.65
-# for the one wrong. A group where all are right (or all wrong) teaches nothing and costs no
-# gradient.
-#
+# The advantage of an answer is (its reward - the group's mean) / the group's spread, the
+# standard deviation sqrt(mean of (reward - mean)**2) over the group's answers (0.33 when 1
+# of 8 is right). With the mean subtracted, only how an answer compares with its siblings
+# counts; dividing by the spread puts every group's push on the same scale, so a lone
+# success is pushed hard. In a group of 8, one right answer gets +2.65 and each wrong one
+# -0.38; with four right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A
+# group where all are right (or all wrong) teaches nothing and costs no gradient. #
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
 #
