@@ -2213,7 +2213,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 # counts; dividing by the spread puts every group's push on the same scale, so a lone
 # success is pushed hard. In a group of 8, one right answer gets +2.65 and each wrong one
 # -0.38; with four right, +1 and -1; with seven right, +0.38 and -2.65 for the one wrong. A
-# group where all are right (or all wrong) teaches nothing and costs no gradient. #
+# group where all are right (or all wrong) teaches nothing and costs no gradient.
+#
 # RL practises on the requests fine-tuning may use (V.1), never on the held-out ones, so
 # that V.5 stays a test of requests the model has never trained on.
 #
