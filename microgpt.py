@@ -1297,9 +1297,10 @@ def explain(tokens, weights, config):
 # byte cannot stand in such a file: a space, a newline or a control byte is invisible, or
 # would break a line of merges.txt in the wrong place. So each byte is written as a visible
 # stand-in character (bytes_to_unicode: " the" is written "Ġthe"). 188 of the 256 bytes are
-# printable and stand for themselves; the other 68 get stand-ins. So a one-byte token has
-# three faces, which are easy to mix up: its byte value, its stand-in, and its id,
-# vocab.json's number for it:
+# printable as the character of the same number (Latin-1: byte 33 is "!", byte 233 is "é")
+# and stand for themselves; the other 68 get stand-ins. So a one-byte token has three faces,
+# which are easy to mix up: its byte value, its stand-in, and its id, vocab.json's number
+# for it:
 #     byte    stand-in   id
 #      33     !            0
 #      60     <           27
