@@ -1356,18 +1356,19 @@ def learn_merges(words, num_merges, progress=None):
     # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. A merged
     # word keeps no copy of best (merge_pair merges every copy, left to right), so
     # pairs[best] falls to 0, and is deleted. holders is never cleaned (only best's own
-    # entry is taken out, by the loop), so holders[p] may list a word that no longer holds
-    # p (an earlier merge took it apart). That is harmless: if p later becomes best, the
-    # loop visits that word, subtracts its pairs' counts, merge_pair finds no p and returns
-    # it unchanged, and the same counts are added back. Traced on "ana", "ana", "an": the
-    # words are [a, n, a] (count 2) and [a, n] (count 1), pairs {(a, n): 3, (n, a): 2}.
-    # Merge 1 is (a, n): both words hold it. [a, n, a] subtracts (a, n) 2 and (n, a) 2,
-    # becomes [an, a] and adds (an, a) 2; [a, n] subtracts (a, n) 1 and becomes [an]. Now
-    # pairs is {(a, n): 0, (n, a): 0, (an, a): 2}, and (a, n), the merged pair, is deleted.
-    # (n, a) stays, with count 0 (a Counter keeps a count that falls to 0), and [an, a] is
-    # still listed in holders[(n, a)] though it no longer holds (n, a): a stale entry,
-    # harmless as said above. Merge 2 is (an, a): [an, a] becomes [ana], and (an, a) is
-    # deleted. Only (n, a) is left, with count 0, and the loop stops at `most < 1`.
+    # entry is taken out, by holders.pop(best) in the loop below), so holders[p] may list a
+    # word that no longer holds p (an earlier merge took it apart). That is harmless: if p
+    # later becomes best, the loop visits that word, subtracts its pairs' counts, merge_pair
+    # finds no p and returns it unchanged, and the same counts are added back.
+    # Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count 1),
+    # pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it. [a, n, a]
+    # subtracts (a, n) 2 and (n, a) 2, becomes [an, a] and adds (an, a) 2; [a, n] subtracts
+    # (a, n) 1 and becomes [an]. Now pairs is {(a, n): 0, (n, a): 0, (an, a): 2}, and
+    # (a, n), the merged pair, is deleted. (n, a) stays, with count 0 (a Counter keeps a
+    # count that falls to 0), and [an, a] is still listed in holders[(n, a)] though it no
+    # longer holds (n, a): a stale entry, harmless as said above. Merge 2 is (an, a):
+    # [an, a] becomes [ana], and (an, a) is deleted. Only (n, a) is left, with count 0, and
+    # the loop stops at `most < 1`.
     counts = collections.Counter(words)
     words, freq = [list(w) for w in counts], list(counts.values())     # words as lists of tokens
     pairs, holders = collections.Counter(), collections.defaultdict(set)  # pair -> count, -> words
@@ -1886,8 +1887,9 @@ def evaluation_requests(held_out, count, rng):
 # next token: reading <|assistant|> at position 7 writes the answer's first letter. In
 # general the answer's k-th letter is written while reading position 6 + k, 5 positions
 # after slot k: the answer's letter k is copied from slot k, always 5 positions back. "a
-# name starting with em -> emma" goes as follows ("5 back holds" reads "position, slot:
-# token", for the position 5 before the one read):
+# name starting with em -> emma" goes as follows (the column "5 back holds" gives the
+# position 5 before the one read, its slot and its token: "2, slot 1: e" is position 2,
+# slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
