@@ -5565,8 +5565,12 @@ def escape(text):
 
 
 def percent(p):
-    """A probability as a percentage with two significant digits or so: 43%, 4.3%, 0.43%."""
-    return f"{p:.0%}" if p >= 0.095 else f"{p:.1%}" if p >= 0.0095 else f"{p:.2%}"
+    """A probability as a percentage with two significant digits or so: 43%, 4.3%, 0.43%,
+    and below that 0.0016% or 3.7e-06%: never 0.00% for a token that was drawn or is true
+    (a model of thousands of tokens, barely trained, gives many of them less than 0.005%)."""
+    if p >= 0.00095 or p == 0:
+        return f"{p:.0%}" if p >= 0.095 or p == 0 else f"{p:.1%}" if p >= 0.0095 else f"{p:.2%}"
+    return f"{100 * p:.2g}%"
 
 
 def text_at(x, y, text, size=FONT, anchor="start", attrs=""):

@@ -535,6 +535,12 @@ class ReportUnitsTest(unittest.TestCase):
                       html.unescape(notes))
         self.assertEqual(microgpt.around(["a", "b", "c"], 1), "abc")      # short: all of it, no ellipsis
 
+    def test_percentages_keep_two_significant_digits_and_never_show_a_drawn_token_as_0(self):
+        # the seventh tester: a --bpe 3000 model's surprise (p = 1.6e-05) read "at 0.00%"
+        cases = {0.43: "43%", 0.043: "4.3%", 0.0043: "0.43%", 0.00094: "0.094%", 1.6e-05: "0.0016%",
+                 3.7e-08: "3.7e-06%", 0.0: "0%", 1.0: "100%"}
+        self.assertEqual({p: microgpt.percent(p) for p in cases}, cases)
+
     def test_the_transition_matrix_labels_the_rows_its_caption_names(self):
         rows, labels, keep = [[0.5, 0.5]] * 81, [f"{i:04d}" for i in range(81)], [1, 40, 79]
         for font in (microgpt.FONT, microgpt.PRESENT_FONT):
