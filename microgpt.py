@@ -4098,17 +4098,24 @@ def write_report(args, run):
     run["samples"] = [decode(ids, run["chars"]) for ids in run["sample_ids"]]
     run["examples"] = example_sequences(mode, config, run["chars"], run["explain_io"], val_seqs, text,
                                         run["sample_ids"])
-    page = report_page(run)
+    write_page(args.report, report_page(run))
+
+
+def write_page(path, page):
+    """Write a --report page atomically, where only a page microgpt wrote may be replaced:
+    checked again right before writing, since a file may have appeared there during
+    training (it is kept). A page that cannot be written there, the result of minutes of
+    training, goes to a new file of its own, and the error says where."""
     try:
-        try:     # again: a file may have appeared there during training (it is kept)
-            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
-            write_atomically(args.report, page)
+        try:
+            check_can_write(path, is_microgpt_report, "page written by microgpt --report")
+            write_atomically(path, page)
         except OSError as e:
-            raise BadInput(f"cannot write {visible(args.report, keep='')}: {e.strerror or e}") from None
-    except BadInput as e:           # the page, minutes of training's, is not lost: it goes to a new file
-        rescued = write_rescue_copy(".html", lambda path: write_atomically(path, page), "the page")
+            raise BadInput(f"cannot write {visible(path, keep='')}: {e.strerror or e}") from None
+    except BadInput as e:
+        rescued = write_rescue_copy(".html", lambda new: write_atomically(new, page), "the page")
         raise BadInput(f"{e}; the page was written to {visible(rescued, keep='')} instead") from None
-    print(f"wrote {visible(args.report, keep='')}")
+    print(f"wrote {visible(path, keep='')}")
 
 
 def data_read(config, mode, text, val_seqs, chars, kind, shipped_names):
@@ -4720,10 +4727,11 @@ def chat_pipeline(args, plan, stop, sft_model=None):
         return ((["--load", before] if before else []) + ["--chat", "--save", args.save]
                 + (["--input", args.input] if args.input else [])
                 + (["--seed", str(args.seed)] if args.seed != Config().seed else [])
-                + (["--temperature", str(args.temperature)] if args.temperature != Config().temperature else []))
+                + (["--temperature", str(args.temperature)] if args.temperature != Config().temperature else [])
+                + (["--report", args.report] if args.report else []))
     if not args.load and facts["steps"] < plan.pretrain_steps:
         return save_stopped_stage(stop, paths["pretrained"], facts["steps"], plan.pretrain_steps, "pretraining",
-                                  params, config, chars, "docs", {}, redo_from(None))
+                                  params, config, chars, "docs", {}, redo_from(None), args.report)
     if "pretrained" in paths and not args.load:
         save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
     # The task, and the pretrained model prompted in the chat format (it writes names, but
@@ -4745,8 +4753,9 @@ def chat_pipeline(args, plan, stop, sft_model=None):
                        config.temperature, **facts)
         done = sft_stage(card, plan, stop, config, chat_chars, params, names, train_requests, held_out, requests)
         if stop.signum is not None and done < plan.sft_steps:
+            redo = redo_from(args.load or paths["pretrained"])
             return save_stopped_stage(stop, paths["SFT"], done, plan.sft_steps, "fine-tuning", params, config,
-                                      chat_chars, "chat", {"stage": "SFT"}, redo_from(args.load or paths["pretrained"]))
+                                      chat_chars, "chat", {"stage": "SFT"}, redo, args.report)
         if "SFT" in paths:
             save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
     print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
@@ -4759,7 +4768,7 @@ def chat_pipeline(args, plan, stop, sft_model=None):
     if stop.signum is not None and len(curve) < plan.rl_steps:
         return save_stopped_stage(stop, args.save, len(curve), plan.rl_steps, "reinforcement learning", params,
                                   config, chat_chars, "chat", {"stage": "RL"},
-                                  redo_from(args.load if sft_model else paths["SFT"]))
+                                  redo_from(args.load if sft_model else paths["SFT"]), args.report)
     evaluate_stage(card, "RL", inference_weights(params), config, chat_chars, requests, seed, config.temperature,
                    steps=plan.rl_steps, loss=sum(curve[-10:]) / len(curve[-10:]), curve=curve,
                    what="mean reward of the last 10 steps", cpu=time.process_time() - before)
@@ -4797,31 +4806,39 @@ def sft_stage(card, plan, stop, config, chat_chars, params, names, train_request
     return len(curve)
 
 
-def save_chat_stage(path, params, config, chars, mode, extra):
+def save_chat_stage(path, params, config, chars, mode, extra, page=None):
     """Save one stage's model; if that fails, to a new file of its own. Stop signals wait
-    until it is written, as a names run's save does (see run)."""
+    until it is written, as a names run's save does (see run). page: the --report page the
+    run was to write after this save, which a failed save leaves unwritten (the error says
+    how to draw it from the rescued model)."""
     with stop_signals_held():
         try:
             check_can_write(path, is_checkpoint, "microgpt checkpoint")
             save_checkpoint(path, params, config, chars, mode, extra)
         except BadInput as e:
-            rescued = save_rescue_copy(params, config, chars, mode, extra)
-            raise BadInput(f"{e}; the model was saved to {rescued} instead") from None
-        say_saved(f"saved the {extra.get('stage', 'pretrained')} model to {path}")
+            rescued = visible(save_rescue_copy(params, config, chars, mode, extra), keep="")
+            raise BadInput(f"{e}; the model was saved to {rescued} instead" + (
+                f"; the page {visible(page, keep='')} was not written: `--load {rescued} --chat --report "
+                "PAGE.html` draws it" if page else "")) from None
+        say_saved(f"saved the {extra.get('stage', 'pretrained')} model to {visible(path, keep='')}")
 
 
-def save_stopped_stage(stop, path, done, total, what, params, config, chars, mode, extra, redo):
+def save_stopped_stage(stop, path, done, total, what, params, config, chars, mode, extra, redo, page=None):
     """After a stop signal (--chat --save): save the model of the stage the pipeline was in, as
     it is, to that stage's file, saying so; returns None, chat_pipeline's "stopped". The file
     records how far its stage got ("stopped": steps done, of how many); --load goes on from it
     to the next stage, as from a finished one. A stage cannot be resumed in its middle, so the
-    run also says how to redo it from its start (redo: the command line's options, a list)."""
+    run also says how to redo it from its start (redo: the command line's options, a list),
+    and that its --report page (page) was not written: the redone run writes it."""
     with stop_signals_held():
         print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {done} of {total} steps of {what}; "
-              f"saving the model so far to {path} (its {what} is not finished)", file=sys.stderr)
+              f"saving the model so far to {visible(path, keep='')} (its {what} is not finished)", file=sys.stderr)
         save_chat_stage(path, params, config, chars, mode, dict(extra, stopped={"steps": done, "of": total}))
         stop.finishing = False
-    print(f"to redo the {what} from its start: {command_line(redo)}", file=sys.stderr)
+    if page:
+        print(f"microgpt: the page {visible(page, keep='')} was not written (the run was stopped); the command "
+              "below writes it when its pipeline is done", file=sys.stderr)
+    print(f"to redo the {what} from its start: {visible(command_line(redo), keep='')}", file=sys.stderr)
     return None
 
 
@@ -4863,12 +4880,7 @@ def write_chat_report(path, card, plan, config, chat_chars, params):
                                 chat_chars, inference_weights(params))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):     # a card loaded from a file
         raise BadInput(f"the report card kept in the checkpoint is damaged; cannot write {path}") from None
-    try:
-        check_can_write(path, is_microgpt_report, "page written by microgpt --report")   # again
-        write_atomically(path, page)
-    except OSError as e:
-        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
-    print(f"wrote {visible(path, keep='')}")
+    write_page(path, page)
 
 
 CHAT_LINE_LIMIT = 100000     # characters of a request read at most: a pipe without newlines must not fill memory
@@ -4985,7 +4997,7 @@ def run_chat(args, stop):
         config, chat_chars, params, card = result
         print_card(card, plan)
         save_chat_stage(args.save, params, config, chat_chars, "chat",
-                        {"stage": "RL", "card": card, "plan": vars(plan)})
+                        {"stage": "RL", "card": card, "plan": vars(plan)}, args.report)
         stop.finishing = False
         if stop.signum is not None:
             return 128 + stop.signum
@@ -5020,7 +5032,7 @@ def run_chat(args, stop):
         print_card(card, plan)
         if args.save:
             save_chat_stage(args.save, params, config, chat_chars, "chat",
-                            {"stage": "RL", "card": card, "plan": vars(plan)})
+                            {"stage": "RL", "card": card, "plan": vars(plan)}, args.report)
             stop.finishing = False
             if stop.signum is not None:
                 return 128 + stop.signum

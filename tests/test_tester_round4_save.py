@@ -1,6 +1,7 @@
 """What a fourth tester found about stopping: a model lost to a second Ctrl-C during the
 score check after training, a stopped --report run that never said its page was not written,
 a stopped --chat stage with no word on how to redo it."""
+import dataclasses
 import functools
 import os
 import shlex
@@ -102,6 +103,77 @@ class AStoppedChatStageSaysHowToRedoIt(TempDirTestCase):
                 self.assertIn(f"steps of {what}; saving the model so far", stopped.stderr)
                 self.assertIn(f"to redo the {what} from its start: {RUN_AGAIN} {before}--chat --save c.json "
                               "--input names.txt --seed 7\n", stopped.stderr)
+
+@unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
+class AChatRunsPageIsNeitherLostNorForgotten(TempDirTestCase):
+    """The seventh tester: a --chat --report page whose path was taken during the run was
+    lost with no word; a stopped stage's redo command dropped --report and never said the
+    page was not written; its lines printed a file name's control characters raw."""
+
+    def plan(self, **changes):
+        """ChatPlan with test_chat's tiny sizes as its defaults: a class, as the page's writer
+        checks isinstance(plan, ChatPlan)."""
+        from tests.test_chat import TINY_PLAN
+        sizes = dict(TINY_PLAN, **changes)
+        return dataclasses.make_dataclass("TinyPlan", [(k, type(v), dataclasses.field(default=v))
+                                                       for k, v in sizes.items()], bases=(microgpt.ChatPlan,))
+
+    def test_a_page_whose_path_is_taken_during_the_run_is_written_to_a_rescue_file(self):
+        card = microgpt.print_card
+
+        def card_then_a_file_appears(*args):
+            card(*args)
+            with open(os.path.join(self.tmp, "c.html"), "w", encoding="utf-8") as f:
+                f.write("FOREIGN")
+        with mock.patch.object(microgpt, "ChatPlan", self.plan()), \
+                mock.patch.object(microgpt, "print_card", card_then_a_file_appears):
+            result = run_main(["--chat", "--input", "names.txt", "--save", "c.json", "--report", "c.html"], self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        with open(os.path.join(self.tmp, "c.html"), encoding="utf-8") as f:
+            self.assertEqual(f.read(), "FOREIGN")
+        [rescued] = [n for n in os.listdir(self.tmp) if n.startswith("microgpt-rescued-")]
+        self.assertIn(f"the page was written to {os.path.join(self.tmp, rescued)} instead", result.stderr)
+        self.assertTrue(microgpt.is_microgpt_report(os.path.join(self.tmp, rescued)))
+        self.assertTrue(microgpt.is_checkpoint(os.path.join(self.tmp, "c.json")))       # the model is saved
+
+    def test_a_rescued_chat_model_says_its_page_was_not_written_and_how_to_draw_it(self):
+        card = microgpt.print_card
+
+        def card_then_a_file_appears_at_the_save_path(*args):
+            card(*args)
+            with open(os.path.join(self.tmp, "c.json"), "w", encoding="utf-8") as f:
+                f.write("PRECIOUS")
+        with mock.patch.object(microgpt, "ChatPlan", self.plan()), \
+                mock.patch.object(microgpt, "print_card", card_then_a_file_appears_at_the_save_path):
+            result = run_main(["--chat", "--input", "names.txt", "--save", "c.json", "--report", "c.html"], self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        [rescued] = [n for n in os.listdir(self.tmp) if n.startswith("microgpt-rescued-")]
+        self.assertIn(f"the page c.html was not written: `--load {os.path.join(self.tmp, rescued)} --chat --report "
+                      "PAGE.html` draws it", result.stderr)
+
+    def test_a_stopped_stage_keeps_report_in_its_redo_command_and_says_the_page_was_not_written(self):
+        with mock.patch.object(microgpt, "ChatPlan", self.plan(pretrain_steps=4)), \
+                mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "5"}):
+            stopped = run_main(["--chat", "--input", "names.txt", "--save", "c.json", "--report", "c.html"], self.tmp)
+        self.assertEqual(stopped.returncode, 130, stopped.stderr)
+        self.assertIn("microgpt: the page c.html was not written (the run was stopped); the command below writes "
+                      "it when its pipeline is done\n", stopped.stderr)
+        self.assertIn(f"to redo the fine-tuning from its start: {RUN_AGAIN} --load c-pretrained.json --chat --save "
+                      "c.json --input names.txt --report c.html\n", stopped.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "c.html")))
+
+    def test_a_stopped_stages_lines_escape_control_characters_in_file_names(self):
+        name = "z\x1b[1m.json"
+        with mock.patch.object(microgpt, "ChatPlan", self.plan(pretrain_steps=4)), \
+                mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "5"}):
+            stopped = run_main(["--chat", "--input", "names.txt", "--save", name], self.tmp)
+        self.assertEqual(stopped.returncode, 130, stopped.stderr)
+        self.assertNotIn("\x1b", stopped.stdout + stopped.stderr)
+        self.assertIn("saved the pretrained model to z\\x1b[1m-pretrained.json", stopped.stdout)
+        self.assertIn("saving the model so far to z\\x1b[1m-sft.json", stopped.stderr)
+        self.assertIn("--save 'z\\x1b[1m.json'", stopped.stderr)
+
 
 @unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
 class AStoppedReportRunSaysHowToMakeItsPage(TempDirTestCase):
