@@ -395,12 +395,13 @@ class Value:
 #       flat one (and so do rmsnorm, relu and attention's weighted average);
 #   (2) backward, every gradient inside the model is flat: the gradient reaching input j of
 #       a matrix is the sum over its rows i of w[i][j] * (the gradient of output i), the
-#       same for every j when each row is one number repeated; so it holds for lm_head too,
-#       whose scores' gradients differ;
+#       same for every j when each row is one number repeated; lm_head's rows are, so the
+#       gradient it sends back is flat, though its scores' gradients differ;
 #   (3) so the update keeps (1) and (2) true: a weight's gradient is its input times its
 #       output's gradient. Inside the blocks both are flat, so a matrix's weights all move
 #       together and it stays one number; lm_head's input is flat, so each of its rows moves
-#       as one (by a different amount per token), and so does each row of wte and wpe.
+#       as one (by a different amount per token); a row of wte or wpe gets the flat
+#       gradient of the vector it gave, so it too moves as one.
 # The 16 numbers never come apart, and the 16-wide model computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
@@ -1151,10 +1152,10 @@ def weights_of(params):
 #
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
-# where it is now, its state), and its states are the possible full windows. (A text's first
-# predictions, made after reading 1, 2, ..., block_size - 1 tokens (a stream has no BOS, so
-# the first comes after one token), come before the window is full: no state of the chain
-# covers those block_size - 1 predictions.) For a tiny vocabulary and context we can list
+# where it is now, its state), and its states are the possible full windows. No state
+# covers a text's first block_size - 1 predictions: they are made after reading 1, 2, ...,
+# block_size - 1 tokens, before the window is full (a stream has no BOS, so its first
+# prediction comes after one token). For a tiny vocabulary and context we can list
 # every state, its next-token probabilities, and the state each token leads to. (There are
 # vocab_size ** block_size states: names.txt as a stream has 27 characters, the 26 letters
 # and the newline (a stream has no BOS), so 27**16 with the defaults, and the command line
