@@ -6094,8 +6094,8 @@ def example_sequences(mode, config, chars, explain_io, val_seqs, text, samples, 
         tokens = encode(text, chars)
         step = config.block_size + 1
         seqs = [tokens[s:s + step] for s in range(0, max(1, len(tokens) - 1), step)][:count]
-    if not seqs:
-        seqs = [[len(chars)] + ids + [len(chars)] if mode == "docs" else ids for ids in samples[:count]]
+    if not seqs:            # an empty sample (a barely trained model's) has nothing to look inside
+        seqs = [[len(chars)] + ids + [len(chars)] if mode == "docs" else ids for ids in samples if ids][:count]
     return [(seq[:-1][:config.block_size], seq[1:][:config.block_size]) for seq in seqs if len(seq) > 1]
 
 

@@ -541,6 +541,14 @@ class ReportUnitsTest(unittest.TestCase):
                  3.7e-08: "3.7e-06%", 0.0: "0%", 1.0: "100%"}
         self.assertEqual({p: microgpt.percent(p) for p in cases}, cases)
 
+    def test_a_loaded_models_examples_skip_its_empty_samples(self):
+        # the seventh tester: a barely trained model's page looked inside an empty sample,
+        # titled "Predictions for" with nothing after it
+        config, chars = microgpt.Config(), list("abc")
+        examples = microgpt.example_sequences("docs", config, chars, None, [], None, [[], [0, 1], [], [2]])
+        self.assertEqual(examples, [([3, 0, 1], [0, 1, 3]), ([3, 2], [2, 3])])
+        self.assertEqual(microgpt.example_sequences("docs", config, chars, None, [], None, [[], []]), [])
+
     def test_the_transition_matrix_labels_the_rows_its_caption_names(self):
         rows, labels, keep = [[0.5, 0.5]] * 81, [f"{i:04d}" for i in range(81)], [1, 40, 79]
         for font in (microgpt.FONT, microgpt.PRESENT_FONT):
