@@ -106,7 +106,7 @@ class Config:
     # sampling
     temperature: float = 0.5
     num_samples: int = 20
-    length: int = 200       # characters to generate in continuous-text mode
+    length: int = 200       # tokens (characters) to generate in continuous-text mode
 
 
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
@@ -389,19 +389,21 @@ class Value:
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
 # started at the same value, the model could never use its width. Call a vector flat if its
-# 16 numbers are equal; then, at every step:
+# 16 numbers are equal. At the start every matrix is one number, and while each matrix inside
+# the blocks is one number and each row of wte, wpe and lm_head is one number repeated:
 #   (1) forward, every vector inside the model is flat: wte's and wpe's rows are one number
 #       repeated, and a matrix whose weights are all one number turns a flat vector into a
 #       flat one (and so do rmsnorm, relu and attention's weighted average);
 #   (2) backward, every gradient inside the model is flat: the gradient reaching input j of
 #       a matrix is the sum over its rows i of w[i][j] * (the gradient of output i), the
-#       same for every j when each row is one number repeated; lm_head's rows are, so the
-#       gradient it sends back is flat, though its scores' gradients differ;
-#   (3) so the update keeps (1) and (2) true: a weight's gradient is its input times its
-#       output's gradient. Inside the blocks both are flat, so a matrix's weights all move
-#       together and it stays one number; lm_head's input is flat, so each of its rows moves
-#       as one (by a different amount per token); a row of wte or wpe gets the flat
-#       gradient of the vector it gave, so it too moves as one.
+#       same for every j when each row is one number repeated; so even lm_head sends back a
+#       flat gradient, though its scores' gradients differ;
+#   (3) the update keeps that so, and (1) and (2) hold at the next step too (an induction
+#       over the steps): a weight's gradient is its input times its output's gradient.
+#       Inside the blocks both are flat, so a matrix's weights all move together and it
+#       stays one number; lm_head's input is flat, so each of its rows moves as one (by a
+#       different amount per token); a row of wte or wpe gets the flat gradient of the
+#       vector it gave, so it too moves as one.
 # The 16 numbers never come apart, and the 16-wide model computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
@@ -3279,8 +3281,8 @@ def make_parser():
                    f"higher is wilder; 0 always takes the likeliest token (default {d.temperature})")
     p.add_argument("--num-samples", type=count_arg, metavar="N", help=f"samples to print, 0 for none "
                    f"(default {d.num_samples}; 1 with --stream)")
-    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length}); "
-                   "tokens to write with --gpt2 (default 40)")
+    p.add_argument("--length", type=count_arg, metavar="N", help=f"characters per sample with --stream (default {d.length}), "
+                   "tokens with --stream --bpe; tokens to write with --gpt2 (default 40)")
     p.add_argument("--prompt", metavar="TEXT", help="samples start with this text")
     p.add_argument("--save", metavar="FILE", help="save the trained model to this JSON file")
     p.add_argument("--load", metavar="FILE", help="start from a saved model (its shape, vocabulary, mode and "

@@ -477,6 +477,14 @@ class LearnedBPECommandLineTest(unittest.TestCase):
                 self.assertEqual(self.samples(saved.stdout), self.samples(loaded.stdout))
                 self.assertIn("top 5 next-token predictions", loaded.stdout)
 
+    def test_length_counts_tokens_with_bpe_as_help_says(self):
+        # --length 10 of a --stream --bpe model: 10 tokens after the first one, several
+        # characters each (the seventh tester found it counted tokens where --help said characters)
+        config, chars, params, mode, raw = microgpt.load_checkpoint(os.path.join(self.tmp, "stream.json"))
+        [ids] = microgpt.draw_samples(microgpt.weights_of(params), config, chars, mode, "", raw["stream_start"], 1, 10)
+        self.assertEqual(len(ids), 1 + 10)
+        self.assertIn("tokens with --stream --bpe", microgpt.make_parser().format_help().replace("\n", " "))
+
     def test_explain_shows_tokens_of_several_characters(self):
         docs = self.loaded[0].stdout
         table = docs[docs.index("\npos "):].split("\n\n")[0]
