@@ -389,8 +389,9 @@ class Value:
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
 # started at the same value, the model could never use its width. Call a vector flat if its
-# 16 numbers are equal. At the start every matrix is one number, and while each matrix inside
-# the blocks is one number and each row of wte, wpe and lm_head is one number repeated:
+# 16 numbers are equal. At the start every matrix is one number, and while each matrix
+# inside the blocks is one number and each row of wte, wpe and lm_head is one number
+# repeated:
 #   (1) forward, every vector inside the model is flat: wte's and wpe's rows are one number
 #       repeated, and a matrix whose weights are all one number turns a flat vector into a
 #       flat one (and so do rmsnorm, relu and attention's weighted average);
