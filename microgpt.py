@@ -6002,6 +6002,9 @@ def long_run_shares(chain):
     return share
 
 
+TABLE_TOKEN_CHARS = 8      # a --bpe token longer than this is cut short in the predictions table
+
+
 def prediction_table(example, names):
     """Per position: the token read; the true next token, the probability the model gave it
     and its loss; then the model's top guesses, the true one in orange. Every probability
@@ -6010,16 +6013,27 @@ def prediction_table(example, names):
     rows, inputs, targets = example["probs"], example["tokens"], example["targets"]
     k = min(5, len(rows[0]))
 
+    def token(t, kind=""):      # a long token is cut short, with an ellipsis: hover shows it whole
+        name = names[t]
+        if len(name) <= TABLE_TOKEN_CHARS:
+            return f'<span class="tok mono{kind}">{escape(name)}</span>'
+        return (f'<span class="tok mono{kind}" title="{escape(name)}">'
+                f'{escape(name[:TABLE_TOKEN_CHARS - 1])}\u2026</span>')
+
     def guess(t, p, true, extra=""):
         kind = " true" if true else ""
-        return (f'<td class="guess{extra}"><span class="tok mono{kind}">{escape(names[t])}</span>'
+        return (f'<td class="guess{extra}">{token(t, kind)}'
                 f'<span class="bar"><span class="fill{kind}" style="width:{100 * p:.1f}%"></span></span>'
                 f'<span class="p">{percent(p)}</span></td>')
     long = ' long' * (len(rows) > 10)           # the presentation view packs a long example's rows closer
+    # Tokens of more than 6 characters (--bpe) make every column wider: a slide shows one guess less.
+    shown = set(inputs) | {t for t in targets if t is not None} | {
+        t for probs in rows for t in sorted(range(len(probs)), key=lambda t: -probs[t])[:k]}
+    long += ' wide' * any(len(names[t]) > 6 for t in shown)
     out = [f'<div class="scroll"><table class="predictions{long}"><tr><th>pos</th><th>reads</th><th>true next</th>'
            '<th>loss</th>' + "".join(f'<th class="g{j}">guess {j + 1}</th>' for j in range(k)) + "</tr>"]
-    for pos, (probs, token, target) in enumerate(zip(rows, inputs, targets)):
-        cells = [f"<td>{pos}</td>", f'<td class="mono">{escape(names[token])}</td>']
+    for pos, (probs, read, target) in enumerate(zip(rows, inputs, targets)):
+        cells = [f"<td>{pos}</td>", f'<td>{token(read)}</td>']
         if target is None:
             cells += ["<td></td>", "<td></td>"]
         else:
@@ -6674,7 +6688,8 @@ display:flex;flex-direction:column;box-sizing:border-box}
 @media (max-width:1099px){.slide:target .predictions{font-size:21px} .slide:target .predictions td{padding-right:10px}
 .slide:target .predictions .bar{width:34px}}
 @media (max-width:999px){.slide:target .predictions .g2{display:none}}
-@media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
+@media (max-width:1439px){.slide:target .predictions .g3,.slide:target .predictions .g4,
+.slide:target .predictions.wide .g2{display:none}} .slide:target .legend svg{max-width:none!important;width:400px}
 .slide:target .slidenav{display:flex;gap:28px;font-size:20px}
 .slide:target>.fit{flex:0 1 auto;min-height:0;overflow:auto} .slide:target .card td,.slide:target .card th{font-size:26px}
 .slide:target .answers{display:flex;flex-wrap:wrap;align-items:center;gap:0 48px}

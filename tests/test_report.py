@@ -549,6 +549,17 @@ class ReportUnitsTest(unittest.TestCase):
         self.assertEqual(examples, [([3, 0, 1], [0, 1, 3]), ([3, 2], [2, 3])])
         self.assertEqual(microgpt.example_sequences("docs", config, chars, None, [], None, [[], []]), [])
 
+    def test_the_predictions_table_cuts_long_tokens_short_and_marks_itself_wide(self):
+        # the seventh tester: a long --explain of a --bpe model did not fit a 1024x768 slide
+        names = ["a", "shazampocus", "<BOS>"]
+        example = {"probs": [[0.2, 0.7, 0.1], [0.5, 0.3, 0.2]], "tokens": [2, 1], "targets": [1, 0]}
+        table = microgpt.prediction_table(example, names)
+        self.assertIn('title="shazampocus">shazamp\u2026</span>', table)
+        self.assertNotIn(">shazampocus<", table)
+        self.assertIn('class="predictions wide"', table)
+        narrow = microgpt.prediction_table(example, ["a", "bb", "<BOS>"])
+        self.assertIn('class="predictions"', narrow)                 # <BOS> (5 characters) is not wide
+
     def test_the_transition_matrix_labels_the_rows_its_caption_names(self):
         rows, labels, keep = [[0.5, 0.5]] * 81, [f"{i:04d}" for i in range(81)], [1, 40, 79]
         for font in (microgpt.FONT, microgpt.PRESENT_FONT):

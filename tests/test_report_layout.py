@@ -36,6 +36,9 @@ WORDS = "then the hat ate the ant than the hen " * 8     # 6 characters, and 10 
 # Names of 50 to 79 letters made of 8 syllables, which 40 merges turn into long tokens: as a
 # --bpe 3000 model's samples, a title or caption quoting one is a word wider than a phone.
 _syllables, _rng = ["abra", "cada", "ka", "zam", "ala", "pocus", "hocus", "shazam"], random.Random(3)
+# 10 tokens of up to 11 letters (the table's widest rows): the seventh tester's 66-letter
+# --explain of a --bpe 3000 model was cut off on a 1024x768 slide
+LONG_EXPLAIN = "shazampocushocusabracadabrakazamalashazamhocuspocusshazam"
 LONG_WORDS = "".join("".join(_rng.choice(_syllables) for _ in range(_rng.randint(14, 18))) + "\n" for _ in range(60))
 
 # Every piece of text on the page with its box in page coordinates: SVG <text> elements
@@ -119,14 +122,15 @@ def long_history(saved, path):
 @unittest.skipUnless(webdriver, "selenium is not installed (a test-only package)")
 @unittest.skipUnless(CHROMIUM and CHROMEDRIVER, "chromium and chromedriver are not installed")
 class ReportLayoutTest(unittest.TestCase):
-    """Eleven pages, written once by the real command line: the default model of names with
+    """Twelve pages, written once by the real command line: the default model of names with
     few steps, and that model loaded with a long --explain name (16 positions, as many as a
     row of predictions and an attention map can have), a model of continuous text (its
     examples and samples as long as the default stream run's), a vocabulary of 2 tokens (a Markov chain graph),
     one of 3 (its predictions table has room for only 3 guesses), a chain of 81 states
     (drawn as its transition matrix), a chain of 16 states named by tokens of several
     characters (--bpe), and one of 16 tokens (--bpe), whose graph has a long legend; names
-    of 50 to 79 letters in long --bpe tokens (titles and captions quote them unbroken); the
+    of 50 to 79 letters in long --bpe tokens (titles and captions quote them unbroken), and
+    that model loaded with a long --explain of 10 such tokens; the
     names model loaded from its checkpoint with a history as long as the default run's (1,000
     steps, spikes above and below the chart, validation points and the final validation
     loss), whose loss slide has a caption as long as the default run's; and the report card
@@ -148,7 +152,7 @@ class ReportLayoutTest(unittest.TestCase):
         long_words = write_text(tmp, "long-words.txt", LONG_WORDS)
         cls.paths = {key: os.path.join(tmp, f"{key}.html") for key in ("names", "stream", "bits", "ab", "matrix",
                                                                        "bpe", "tokens", "words", "long", "explain",
-                                                                       "chat")}
+                                                                       "wordsx", "chat")}
         results = run_many([
             ["--input", names, "--steps", "40", "--report", cls.paths["names"], "--save", "names.json"],
             ["--input", text, "--stream", "--steps", "30", "--n-embd", "8", "--n-head", "2",
@@ -164,11 +168,12 @@ class ReportLayoutTest(unittest.TestCase):
             ["--input", words, "--stream", "--bpe", "10", "--block-size", "1", "--steps", "15", "--n-embd", "8",
              "--n-head", "2", "--num-samples", "0", "--report", cls.paths["tokens"]],
             ["--input", long_words, "--bpe", "40", "--steps", "5", "--n-embd", "8", "--n-head", "2",
-             "--num-samples", "3", "--report", cls.paths["words"]],
+             "--num-samples", "3", "--report", cls.paths["words"], "--save", "words.json"],
         ], tmp)
         long_history(os.path.join(tmp, "names.json"), os.path.join(tmp, "long.json"))
         results += run_many([["--load", "long.json", "--report", cls.paths["long"]],
-                             ["--load", "names.json", "--explain", "maximilianoxyz", "--report", cls.paths["explain"]]],
+                             ["--load", "names.json", "--explain", "maximilianoxyz", "--report", cls.paths["explain"]],
+                             ["--load", "words.json", "--explain", LONG_EXPLAIN, "--report", cls.paths["wordsx"]]],
                             tmp)
         cls.results = dict(zip(cls.paths, results))
         chat_names = write_text(tmp, "chat-names.txt", "\n".join(NAMES) + "\n")
@@ -265,7 +270,8 @@ class ReportLayoutTest(unittest.TestCase):
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_each_slide_of_the_presentation_view_fits_a_projectors_screen_with_its_caption(self):
-        for key in ("names", "stream", "long", "explain", "bits", "bpe", "tokens", "matrix", "chat"):
+        for key in ("names", "stream", "long", "explain", "bits", "bpe", "tokens", "matrix", "words", "wordsx",
+                    "chat"):
             for width, height in ((1024, 768), (1280, 720)):
                 for slide in self.present(key, width, height):
                     with self.subTest(page=key, screen=f"{width}x{height}", slide=slide["title"]):
