@@ -185,10 +185,10 @@ class TestTheSummaryAtTheTop(TempDirTestCase):
 
     def test_the_ten_lines_at_the_top_of_the_file_print_what_the_command_line_prints(self):
         """microgpt.py's docstring claims its short program is the whole algorithm and
-        prints what `python microgpt.py` prints. Run it (on 300 names, 5 steps, 3 samples)
+        prints the numbers `python microgpt.py` prints. Run it (on 300 names, 5 steps, 3 samples)
         and the real command line with the same settings: same losses, validation loss and
         samples."""
-        lines = microgpt.__doc__.split("without the decoration:\n\n")[1].split("\n\n")[0].split("\n")
+        lines = microgpt.__doc__.split("(the smoothed loss, timings, headings):\n\n")[1].split("\n\n")[0].split("\n")
         code = "\n".join(line[4:] for line in lines)
         self.assertIn("train(params, config", code)
         with open(microgpt.default_data_path(), encoding="utf-8") as f:
