@@ -1418,21 +1418,22 @@ def bpe(word, ranks):
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
         above r too.
-    Second, the replay keeps up with bpe, merge by merge (an induction). Both start from
-    the same letters. Say that after bpe merges rank r1, the replay has done every rank up
-    to r1 and holds the same tokens. bpe next merges r2, the lowest rank present, and r2
-    is above r1 (the first step). The replay then tries each rank between r1 and r2 and
-    finds none of them in the word (bpe takes the lowest rank present, so such a pair
-    would have come before r2); it merges nothing, so it reaches r2 with bpe's tokens and
-    merges r2 the same way: they agree again. Before bpe's first merge the same holds,
-    from the start. When bpe finds no learned pair, the replay's remaining merges find none
-    either.
+    Second, the replay keeps up with bpe, merge by merge (an induction). At the start
+    both hold the word's letters, and neither has merged anything. Say that after bpe
+    merges rank r1, the replay has done every rank up to r1 and holds the same tokens
+    (at the start: the same, with no rank done yet). bpe next merges r2, the lowest rank
+    present, and r2 is above r1 (the first step). The replay then tries each rank between
+    r1 and r2 and finds none of them in the word (bpe takes the lowest rank present, so
+    such a pair would have come before r2); it merges nothing, so it reaches r2 with bpe's
+    tokens and merges r2 the same way: they agree again. When bpe finds no learned pair,
+    the replay's remaining merges find none either.
     Why one merge per token: where two merges make the same token, the proof's first step
     fails, and bpe and the replay can disagree. With the merges (rank: pair) 0: (a, b),
     1: (b, c), 2: (a, bc), 3: (abc, d), 4: (ab, c), ranks 2 and 4 both make "abc". On "abcd":
         bpe:     rank 0 -> ab c d (the only learned pair left is (ab, c)); rank 4 -> abc d;
                  rank 3 -> abcd
-        replay:  rank 0 -> ab c d; ranks 1, 2, 3 find no pair (no "bc", no "abc" yet);
+        replay:  rank 0 -> ab c d; ranks 1 (b, c) and 2 (a, bc) find no pair (b is inside
+                 ab, so there is no b c and no bc), nor does rank 3 (no abc yet);
                  rank 4 -> abc d; no rank is left to join abc and d: [abc, d]
     bpe merged rank 3 after rank 4, which breaks the "new pair" bullet: (abc, d) uses the
     "abc" that rank 4 just made, yet its own rank, 3, is below 4: it could be learned
@@ -1914,9 +1915,10 @@ def evaluation_requests(held_out, count, rng):
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
 # Why five slots, when X has at most 3 letters? The number of slots fixes the length of
-# every "ending with" answer (one letter per slot), and a correct answer must be longer
-# than X (V.1), which has at most 3 letters: so 4 slots would be enough; we use 5 because
-# there are more 5-letter names than 4-letter ones to learn from.
+# every "ending with" answer fine-tuning shows (one letter per slot; longer answers would
+# be correct, but are not shown), and a correct answer must be longer than X (V.1), which
+# has at most 3 letters: so 4 slots would be enough; we use 5 because there are more
+# 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
