@@ -2396,14 +2396,14 @@ def check_finite_scores(weights, config, why="the model's scores are not finite 
     vocab_size, bs = len(weights["wte"]), config.block_size
     # Token ids from the last (BOS, for documents) round and round, block_size at a time.
     tokens = [(vocab_size - 1 + i) % vocab_size for i in range(-(-vocab_size // bs) * bs)]
-    progress = Progress("checking the model's scores", len(tokens), "tokens")
+    progress = Progress("checking the model's scores", vocab_size, "tokens")
     if not score_check_is_quick(weights, config):      # seconds, before its first progress line
         print(f"checking the model's scores: each of its {vocab_size:,} tokens at every position", flush=True)
     try:
         for start in range(0, len(tokens), bs):
             if should_stop():
                 return False
-            progress.update(start)
+            progress.update(min(start, vocab_size))       # the last window wraps round to the first tokens
             rows = logits_at_every_position(tokens[start:start + bs], weights, config)
             if not all(math.isfinite(float(l)) for row in rows for l in row):
                 raise BadInput(why)
@@ -3609,15 +3609,22 @@ def print_explanation(tokens, targets, weights, config, chars):
     """The microscope: predictions and losses per position, then attention heat maps."""
     rows = explain(tokens, weights, config)
     names = [label(t, chars) for t in tokens]
-    print(f"{'pos':>3}  {'token':<6} {'top 5 next-token predictions':<52} {'next':<6} loss")
+    table = []
     for pos, (probs, _) in enumerate(rows):
         top = sorted(range(len(probs)), key=lambda t: -probs[t])[:5]
-        guesses = "  ".join(f"{label(t, chars)} {probs[t]:.2f}" for t in top)
+        # two decimals, or one significant digit below 0.005 (a big vocabulary's guesses)
+        guesses = "  ".join(f"{label(t, chars)} {probs[t]:.2f}" if probs[t] >= 0.005 else
+                            f"{label(t, chars)} {probs[t]:.1g}" for t in top)
         target, nxt, loss = targets[pos], "", ""
         if target is not None:
             nxt = label(target, chars)
             loss = f"{-math.log(probs[target]):.3f}" if probs[target] > 0 else "inf"
-        print(f"{pos:>3}  {names[pos]:<6} {guesses:<52} {nxt:<6} {loss}")
+        table.append((pos, names[pos], guesses, nxt, loss))
+    # columns as wide as their longest entry (tokens of several characters, --bpe)
+    wt, wg, wn = (max([least] + [len(row[k]) for row in table]) for k, least in ((1, 6), (2, 52), (3, 6)))
+    print(f"{'pos':>3}  {'token':<{wt}} {'top 5 next-token predictions':<{wg}} {'next':<{wn}} loss")
+    for pos, name, guesses, nxt, loss in table:
+        print(f"{pos:>3}  {name:<{wt}} {guesses:<{wg}} {nxt:<{wn}} {loss}")
     shades = " .:-=+*#%@"
     print(f"\nattention: each row is a position reading; its columns are the positions it attends to "
           f"(0 to itself), shaded '{shades}' for weights 0 to 1")
@@ -4314,7 +4321,7 @@ def run(args, stop=None):
         raise BadInput(f"--chain needs at most 256 states; this model has {vocab_size}**{config.block_size}")
 
     n_params = sum(rows * cols for rows, cols in param_shapes(config, vocab_size).values())
-    print(f"model: {n_params:,} parameters, vocabulary of {vocab_size} tokens, "
+    print(f"model: {n_params:,} parameters, vocabulary of {vocab_size:,} tokens, "
           + ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE), flush=True)
     if args.save:
         check_checkpoint_size(n_params, chars, args.save, config)
@@ -6629,8 +6636,10 @@ def samples_section(run, config, sample_probs, names_printed):
     ticks = [(0, "0.01"), (0.25, "0.03"), (0.5, "0.1"), (0.75, "0.3"), (1, "1")]
     legend = svg(240, 66, colour_legend(8, 6, VIRIDIS, 0.01, 1, "probability (log scale)", 220, ticks),
                  "colour legend", grow=1.2)
-    samples = '<div class="samples">' + "".join(f'<p class="sample">{shaded_text(tokens, probs)}</p>'
-                                                for tokens, probs in zip(pieces, sample_probs)) + "</div>"
+    # Tokens of several characters (--bpe) are kept apart and whole, so that each shows where it ends.
+    kept_apart = " tokens" * any(len(piece) > 1 for tokens in pieces for piece in tokens)
+    samples = (f'<div class="samples{kept_apart}">' + "".join(f'<p class="sample">{shaded_text(tokens, probs)}</p>'
+                                                             for tokens, probs in zip(pieces, sample_probs)) + "</div>")
     return ("<h2>Samples</h2>\n" + '<div class="figures one">'
             + figure("The final samples", samples + f'<div class="legend">{legend}</div>', escape(" ".join(notes)))
             + "</div>")
@@ -6662,6 +6671,7 @@ figcaption{font-size:16px;color:#333;margin-top:8px;max-width:52em}
 .samples{display:flex;flex-wrap:wrap;gap:6px 22px}
 .samples .sample{font-size:20px;letter-spacing:1px;min-width:0;overflow-wrap:anywhere;word-break:break-all}
 .sample span{padding:2px 1px} .legend svg{max-width:300px;margin:0}
+.samples.tokens .sample span{display:inline-block;margin-right:3px}
 .label{paint-order:stroke;stroke:#fff;stroke-width:4px;font-weight:600}
 .predictions td{white-space:nowrap;padding-right:16px}
 .guess .tok{display:inline-block;min-width:1.2em;text-align:right;margin-right:6px}
@@ -6764,7 +6774,7 @@ def report_page(run):
     # 1. The run
     tail = losses[-100:]
     facts = [("data", run["data"]),
-             ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size} tokens: "
+             ("model", f"{run['n_params']:,} parameters; vocabulary of {vocab_size:,} tokens: "
                        + " ".join(names[:REPORT_MAX_ROWS]) + (" ..." if vocab_size > REPORT_MAX_ROWS else "")),
              ("shape", ", ".join(f"{key} {getattr(config, key)}" for key in MODEL_SHAPE)),
              ("training", run["training"]),

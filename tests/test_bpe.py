@@ -11,6 +11,7 @@ import sys
 import tempfile
 import unicodedata
 import unittest
+from unittest import mock
 
 import contextlib
 import io
@@ -484,6 +485,18 @@ class LearnedBPECommandLineTest(unittest.TestCase):
         [ids] = microgpt.draw_samples(microgpt.weights_of(params), config, chars, mode, "", raw["stream_start"], 1, 10)
         self.assertEqual(len(ids), 1 + 10)
         self.assertIn("tokens with --stream --bpe", microgpt.make_parser().format_help().replace("\n", " "))
+
+    def test_explain_keeps_its_columns_aligned_for_tokens_longer_than_six_characters(self):
+        # the seventh tester: a --bpe 3000 model's long tokens ran into the next column
+        chars = ["shazampocus", "a", "hocuscadabra"]
+        config = microgpt.Config(n_embd=8, n_head=2, block_size=8)
+        weights = microgpt.weights_of(microgpt.init_params(config, len(chars) + 1, random.Random(0)))
+        with mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+            microgpt.print_explanation([3, 0, 2, 1], [0, 2, 1, 3], weights, config, chars)
+        header, *rows = out.getvalue().split("\n\nattention")[0].splitlines()
+        for row, true_next in zip(rows, ["shazampocus", "hocuscadabra", "a", "<BOS>"]):
+            self.assertEqual(row[header.rindex("next"):].split()[0], true_next, row)
+            self.assertEqual(row[header.index("token"):].split()[0], row.split()[1], row)
 
     def test_explain_shows_tokens_of_several_characters(self):
         docs = self.loaded[0].stdout

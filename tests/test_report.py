@@ -531,6 +531,7 @@ class ReportUnitsTest(unittest.TestCase):
         probs = [0.5] * len(tokens)
         probs[30] = 0.001                                                  # the Q, past the 40th character
         notes = microgpt.samples_section(run, run["config"], [probs], True)
+        self.assertIn('<div class="samples tokens">', notes)     # tokens of several characters: kept apart
         self.assertIn("the biggest surprise is 'Q' in '\u2026efabcdefabcdefabcdefQghghghghghghghghghgh\u2026', at 0.10%",
                       html.unescape(notes))
         self.assertEqual(microgpt.around(["a", "b", "c"], 1), "abc")      # short: all of it, no ellipsis
