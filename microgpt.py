@@ -1357,13 +1357,14 @@ def learn_merges(words, num_merges, progress=None):
     # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
     # pairs[p] is how often p occurs over all the words; holders[p] the words that hold p,
     # or held it once. Each round merges the most frequent pair, best: for each word in
-    # holders[best], subtract its pairs' counts, merge, add the new pairs' counts. A merged
-    # word keeps no copy of best (merge_pair merges every copy, left to right), so
-    # pairs[best] falls to 0, and is deleted. holders is never cleaned (only best's own
-    # entry is taken out, by holders.pop(best) in the loop below), so holders[p] may list a
-    # word that no longer holds p (an earlier merge took it apart). That is harmless: if p
-    # later becomes best, the loop visits that word, subtracts its pairs' counts, merge_pair
-    # finds no p and returns it unchanged, and the same counts are added back.
+    # holders[best], subtract the counts of all its pairs, merge, add the counts of all the
+    # merged word's pairs (most are the same pairs again). A merged word keeps no copy of
+    # best (merge_pair merges every copy, left to right), so pairs[best] falls to 0, and is
+    # deleted. holders is never cleaned (only best's own entry is taken out, by
+    # holders.pop(best) in the loop below), so holders[p] may list a word that no longer
+    # holds p (an earlier merge took it apart). That is harmless: if p later becomes best,
+    # the loop visits that word, subtracts its pairs' counts, merge_pair finds no p and
+    # returns it unchanged, and the same counts are added back.
     # Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count 1),
     # pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it. [a, n, a]
     # subtracts (a, n) 2 and (n, a) 2, becomes [an, a] and adds (an, a) 2; [a, n] subtracts
@@ -1891,10 +1892,10 @@ def evaluation_requests(held_out, count, rng):
 # the slots 1 to 5: slot k is position k + 1. As in Part I, reading a position predicts the
 # next token: reading <|assistant|> at position 7 writes the answer's first letter. In
 # general the answer's k-th letter is written while reading position 6 + k, 5 positions
-# after slot k: the answer's letter k is copied from slot k, always 5 positions back. "a
-# name starting with em -> emma" goes as follows (the column "5 back holds" gives the
-# position 5 before the one read, its slot and its token: "2, slot 1: e" is position 2,
-# slot 1, holding e):
+# after slot k: the answer's letter k is copied from slot k, always 5 positions back from
+# the position that writes it (6 from where the letter itself lands). "a name starting with
+# em -> emma" goes as follows (the column "5 back holds" gives the position 5 before the one
+# read, its slot and its token: "2, slot 1: e" is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
@@ -2118,7 +2119,7 @@ def sft_answers(names, requests, config):
     """For each kind, every (X, name) that fine-tuning may show: the request (kind, X) is
     among `requests`, the conversation fits the context, and for "ending with" the name
     has exactly 5 letters, one per slot, so that each of X's letters is 5 positions before
-    the answer letter it becomes (V.2)."""
+    the position that writes it (the answer letter itself is 6 after, V.2)."""
     found = {kind: [] for kind in TASKS}
     for name in names:
         for kind in TASKS:
