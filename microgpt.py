@@ -389,22 +389,23 @@ class Value:
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
 # started at the same value, the model could never use its width. Call a vector flat if its
-# 16 numbers are equal. At the start every matrix is one number, and while each matrix
-# inside the blocks is one number and each row of wte, wpe and lm_head is one number
-# repeated:
+# 16 numbers are equal. Two things are true at the start and, as we show by induction over
+# the steps, stay true: every matrix inside a block has all its weights equal, and every row
+# of wte, wpe and lm_head has all its weights equal (the rows may differ from each other).
+# While they hold:
 #   (1) forward, every vector inside the model is flat: wte's and wpe's rows are one number
 #       repeated, and a matrix whose weights are all one number turns a flat vector into a
 #       flat one (and so do rmsnorm, relu and attention's weighted average);
 #   (2) backward, every gradient inside the model is flat: the gradient reaching input j of
 #       a matrix is the sum over its rows i of w[i][j] * (the gradient of output i), the
-#       same for every j when each row is one number repeated; so even lm_head sends back a
-#       flat gradient, though its scores' gradients differ;
-#   (3) the update keeps that so, and (1) and (2) hold at the next step too (an induction
-#       over the steps): a weight's gradient is its input times its output's gradient.
-#       Inside the blocks both are flat, so a matrix's weights all move together and it
-#       stays one number; lm_head's input is flat, so each of its rows moves as one (by a
-#       different amount per token); a row of wte or wpe gets the flat gradient of the
-#       vector it gave, so it too moves as one.
+#       same for every j when each row's weights are equal (row i's all c_i: the sum is
+#       c_0 g_0 + c_1 g_1 + ..., whatever j), so even lm_head, whose scores' gradients g_i
+#       differ, sends back a flat gradient;
+#   (3) the update keeps both true, so (1) and (2) hold at the next step too: a weight's
+#       gradient is its input times its output's gradient. Inside the blocks both are flat,
+#       so all of a matrix's weights move together and stay equal; lm_head's input is flat,
+#       so each of its rows moves as one (by a different amount per token); a row of wte or
+#       wpe gets the flat gradient of the vector it gave, so it too moves as one.
 # The 16 numbers never come apart, and the 16-wide model computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
@@ -856,8 +857,8 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 # same holds for any function whose derivative we can write down: we do the forward pass
 # on plain floats and record only the result and its local derivatives.
 #
-# Every fast_ function below also accepts plain floats and then builds no graph at all
-# (idea 4): that is how evaluation and sampling run without Values.
+# The fast_ functions of the forward pass below also accept plain floats and then build no
+# graph at all (idea 4): that is how evaluation and sampling run without Values.
 #
 # sum(map(mul, a, b)) below is sum(x * y for x, y in zip(a, b)), but faster: map calls
 # operator.mul on the pairs without a Python loop.
