@@ -1892,11 +1892,12 @@ def evaluation_requests(held_out, count, rng):
 # <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
 # the slots 1 to 5: slot k is position k + 1. As in Part I, reading a position predicts the
 # next token: reading <|assistant|> at position 7 writes the answer's first letter. In
-# general the answer's k-th letter is written while reading position 6 + k, 5 positions
-# after slot k: the answer's letter k is copied from slot k, always 5 positions back from
-# the position that writes it (6 from where the letter itself lands). "a name starting with
-# em -> emma" goes as follows (the column "5 back holds" gives the position 5 before the one
-# read, its slot and its token: "2, slot 1: e" is position 2, slot 1, holding e):
+# general the answer's k-th letter is written while reading position 6 + k (letter 1 at 7,
+# letter 2 at 8, ...), and slot k is position k + 1, 5 positions before: the answer's letter
+# k is copied from slot k, always 5 positions back from the position that writes it (6 from
+# where the letter itself lands). "a name starting with em -> emma" goes as follows (the
+# column "5 back holds" gives the position 5 before the one read, its slot and its token:
+# "2, slot 1: e" is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
@@ -1916,11 +1917,10 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5, slot 4: o          o        (copied)
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
-# Why five slots, when X has at most 3 letters? The number of slots fixes the length of
-# every "ending with" answer fine-tuning shows (one letter per slot; longer answers would
-# be correct, but are not shown), and a correct answer must be longer than X (V.1), which
-# has at most 3 letters: so 4 slots would be enough; we use 5 because there are more
-# 5-letter names than 4-letter ones to learn from.
+# Why five slots, when X has at most 3 letters? Each "ending with" answer fine-tuning shows
+# has one letter per slot (longer answers would be correct, but are not shown). A correct
+# answer must be longer than X (V.1), which has at most 3 letters, so 4 slots would be
+# enough. We use 5 because there are more 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
