@@ -1894,10 +1894,10 @@ def evaluation_requests(held_out, count, rng):
 # next token: reading <|assistant|> at position 7 writes the answer's first letter. In
 # general the answer's k-th letter is written while reading position 6 + k (letter 1 at 7,
 # letter 2 at 8, ...), and slot k is position k + 1, 5 positions before: the answer's letter
-# k is copied from slot k, always 5 positions back from the position that writes it (6 from
-# where the letter itself lands). "a name starting with em -> emma" goes as follows (the
-# column "5 back holds" gives the position 5 before the one read, its slot and its token:
-# "2, slot 1: e" is position 2, slot 1, holding e):
+# k is copied from slot k (if it holds a letter of X, not <|pad|>), always 5 positions back
+# from the position that writes it (6 from where the letter itself lands). "a name starting
+# with em -> emma" goes as follows (the column "5 back holds" gives the position 5 before
+# the one read, its slot and its token: "2, slot 1: e" is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
@@ -1906,7 +1906,7 @@ def evaluation_requests(held_out, count, rng):
 #       11      a               6, slot 5: <|pad|>    <|end|>
 # For "ending with", X fills the last slots (son: slots 3, 4, 5), so copying puts its
 # letters at the answer's letters 3, 4, 5, and the answer ends with X only if it stops after
-# letter 5. So for that kind fine-tuning (V.3) shows only 5-letter names ("jason" for son).
+# letter 5. So for that kind, fine-tuning (V.3) shows only 5-letter names ("jason" for son).
 # A longer name ending with X would be correct too, but "edison" would need s, o, n as its
 # letters 4 to 6, one position later than their slots. "a name ending with son -> jason"
 # (rendered in full below) goes the same way:
