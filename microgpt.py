@@ -388,25 +388,12 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, the model could never use its width. Call a vector flat if its
-# 16 numbers are equal. Two things are true at the start and, as we show by induction over
-# the steps, stay true: every matrix inside a block has all its weights equal, and every row
-# of wte, wpe and lm_head has all its weights equal (the rows may differ from each other).
-# While they hold:
-#   (1) forward, every vector inside the model is flat: wte's and wpe's rows are one number
-#       repeated, and a matrix whose weights are all one number turns a flat vector into a
-#       flat one (and so do rmsnorm, relu and attention's weighted average);
-#   (2) backward, every gradient inside the model is flat: the gradient reaching input j of
-#       a matrix is the sum over its rows i of w[i][j] * (the gradient of output i), the
-#       same for every j when each row's weights are equal (row i's all c_i: the sum is
-#       c_0 g_0 + c_1 g_1 + ..., whatever j), so even lm_head, whose scores' gradients g_i
-#       differ, sends back a flat gradient;
-#   (3) the update keeps both true, so (1) and (2) hold at the next step too: a weight's
-#       gradient is its input times its output's gradient. Inside the blocks both are flat,
-#       so all of a matrix's weights move together and stay equal; lm_head's input is flat,
-#       so each of its rows moves as one (by a different amount per token); a row of wte or
-#       wpe gets the flat gradient of the vector it gave, so it too moves as one.
-# The 16 numbers never come apart, and the 16-wide model computes like a model of width 1.
+# started at the same value, the 16 numbers of each vector inside the model would be
+# computed alike, each from the same inputs with the same weights, so they would be equal;
+# and each would get the same gradient, so every update would move its weights alike.
+# Nothing could ever make them differ (the symmetry is never broken), and the 16-wide model
+# would compute like a model of width 1. (Only rows that belong to one token or position,
+# in wte, wpe and lm_head, come to differ from each other; within a row, all stay equal.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
