@@ -392,8 +392,9 @@ class Value:
 # computed alike, each from the same inputs with the same weights, so they would be equal;
 # and each would get the same gradient, so every update would move its weights alike.
 # Nothing could ever make them differ (the symmetry is never broken), and the 16-wide model
-# would compute like a model of width 1. (Only rows that belong to one token or position,
-# in wte, wpe and lm_head, come to differ from each other; within a row, all stay equal.)
+# would compute like a model of width 1. (The rows of wte, wpe and lm_head, one per token
+# or position, do come to differ from each other, but the 16 numbers within any one row
+# stay equal.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
