@@ -393,8 +393,8 @@ class Value:
 # and each would get the same gradient, so every update would move its weights alike.
 # Nothing could ever make them differ (the symmetry is never broken), and the 16-wide model
 # would compute like a model of width 1. (The rows of wte, wpe and lm_head, one per token
-# or position, do come to differ from each other, but the 16 numbers within any one row
-# stay equal.)
+# or position, do come to differ from each other, as each gets the gradient of its own
+# token or position; but the 16 numbers within any one row stay equal.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -1144,14 +1144,14 @@ def weights_of(params):
 #
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
-# where it is now, its state), and its states are the possible full windows. No state
-# covers a text's first block_size - 1 predictions: they are made after reading 1, 2, ...,
-# block_size - 1 tokens, before the window is full (a stream has no BOS, so its first
-# prediction comes after one token). For a tiny vocabulary and context we can list
-# every state, its next-token probabilities, and the state each token leads to. (There are
-# vocab_size ** block_size states: names.txt as a stream has 27 characters, the 26 letters
-# and the newline (a stream has no BOS), so 27**16 with the defaults, and the command line
-# lists them only when there are at most 256 states.)
+# where it is now, its state), and its states are the possible full windows. A text's first
+# predictions come before its window is full: a stream has no BOS, so its first prediction
+# is made after reading one token, the next after two, and so on. The first block_size - 1
+# predictions, made after fewer than block_size tokens, have no state. For a tiny vocabulary
+# and context we can list every state, its next-token probabilities, and the state each
+# token leads to. (There are vocab_size ** block_size states: names.txt as a stream has 27
+# characters, the 26 letters and the newline (a stream has no BOS), so 27**16 with the
+# defaults, and the command line lists them only when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
@@ -1408,18 +1408,18 @@ def bpe(word, ranks):
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
         above r too.
-    Second, the replay keeps up with bpe, merge by merge (an induction). At the start
-    both hold the word's letters, and neither has merged anything. Say that after bpe
-    merges rank r1, the replay has done every rank up to r1 and holds the same tokens
-    (at the start: the same, with no rank done yet). bpe next merges r2, the lowest rank
-    present, and r2 is above r1 (the first step). The replay then tries each rank between
-    r1 and r2 and finds none of them in the word (bpe takes the lowest rank present, so
-    such a pair would have come before r2); it merges nothing, so it reaches r2 with bpe's
-    tokens and merges r2 the same way: they agree again. When bpe finds no learned pair,
-    the replay's remaining merges find none either.
+    Second, the replay keeps up with bpe, merge by merge (an induction). The claim: after
+    bpe merges rank r1, the replay has done every rank up to r1 and holds the same
+    tokens. It holds before any merge, where both hold the word's letters. bpe next
+    merges r2, the lowest rank present, and r2 is above r1 (the first step). The replay
+    then tries each rank between r1 and r2 and finds none of them in the word (bpe takes
+    the lowest rank present, so such a pair would have come before r2); it merges
+    nothing, so it reaches r2 with bpe's tokens and merges r2 the same way: they agree
+    again. When bpe finds no learned pair, the replay's remaining merges find none either.
     Why one merge per token: where two merges make the same token, the proof's first step
-    fails, and bpe and the replay can disagree. With the merges (rank: pair) 0: (a, b),
-    1: (b, c), 2: (a, bc), 3: (abc, d), 4: (ab, c), ranks 2 and 4 both make "abc". On "abcd":
+    fails, and bpe and the replay can disagree. Below, "abc" can be made two ways, by rank
+    2 (a + bc) and by rank 4 (ab + c). The merges (rank: pair) are 0: (a, b), 1: (b, c),
+    2: (a, bc), 3: (abc, d), 4: (ab, c). On "abcd":
         bpe:     rank 0 -> ab c d (the only learned pair left is (ab, c)); rank 4 -> abc d;
                  rank 3 -> abcd
         replay:  rank 0 -> ab c d; ranks 1 (b, c) and 2 (a, bc) find no pair (b is inside
@@ -1878,20 +1878,20 @@ def evaluation_requests(held_out, count, rng):
 # fill the slots from the left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for
 # "ending with" from the right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens:
 # <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
-# the slots 1 to 5: slot k is position k + 1. As in Part I, reading a position predicts the
-# next token: reading <|assistant|> at position 7 writes the answer's first letter. In
-# general the answer's k-th letter is written while reading position 6 + k (letter 1 at 7,
-# letter 2 at 8, ...), and slot k is position k + 1, 5 positions before: the answer's letter
-# k is copied from slot k (if it holds a letter of X, not <|pad|>), always 5 positions back
-# from the position that writes it (6 from where the letter itself lands). "a name starting
-# with em -> emma" goes as follows (the column "5 back holds" gives the position 5 before
-# the one read, its slot and its token: "2, slot 1: e" is position 2, slot 1, holding e):
+# the slots 1 to 5 (slot k is position k + 1). As in Part I, each token is predicted while
+# reading the one before it, so the answer's first letter is written while reading
+# <|assistant|> at 7. "a name starting with em -> emma" goes as follows (the column "5 back
+# holds" gives the position 5 before the one read, its slot and its token: "2, slot 1: e"
+# is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
 #        9      m               4, slot 3: <|pad|>    m        (a letter of its own)
 #       10      m               5, slot 4: <|pad|>    a        (a letter of its own)
 #       11      a               6, slot 5: <|pad|>    <|end|>
+# Each row copies from 5 positions back: the answer's letter k is written while reading
+# position 6 + k, and slot k (position k + 1) is 5 before it. So letter k is copied from
+# slot k where that slot holds a letter of X, and is the model's own where it holds <|pad|>.
 # For "ending with", X fills the last slots (son: slots 3, 4, 5), so copying puts its
 # letters at the answer's letters 3, 4, 5, and the answer ends with X only if it stops after
 # letter 5. So for that kind, fine-tuning (V.3) shows only 5-letter names ("jason" for son).
@@ -1905,10 +1905,11 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5, slot 4: o          o        (copied)
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
-# Why five slots, when X has at most 3 letters? Each "ending with" answer fine-tuning shows
-# has one letter per slot (longer answers would be correct, but are not shown). A correct
-# answer must be longer than X (V.1), which has at most 3 letters, so 4 slots would be
-# enough. We use 5 because there are more 5-letter names than 4-letter ones to learn from.
+# Why five slots, when X has at most 3 letters? The "ending with" answers fine-tuning shows
+# have as many letters as there are slots, one per slot (as just said; longer answers would
+# be correct, but are not shown). A correct answer must be longer than X (V.1), which has at
+# most 3 letters, so 4 slots would be enough. We use 5 because there are more 5-letter names
+# than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
