@@ -1814,7 +1814,8 @@ def is_correct(kind, x, answer, ended):
     the list of its tokens' texts, so len(answer) counts tokens. Each must be one letter:
     the vocabulary also holds the request's phrases and the chat's special tokens (V.2),
     and the model might write one. ended: it ended its turn (V.2's TURN_ENDS: <|end|>, or
-    <|user|> or <|assistant|>, where the answer shown stops too) before the context was full."""
+    <|user|> or <|assistant|>; the chat stops showing an answer at these too) before the
+    context was full."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
@@ -1828,7 +1829,8 @@ def split_requests(names, rng, share=0.15):
         Say X = "jo": no fine-tuning request has "jo".
       - unseen combinations: of the other X, those that both start and end some name
         ("an" starts "anna" and ends "susan"), a `share` are held out with one kind only,
-        drawn at random. Say "ending with an" is held out, while "starting with an" is trained.
+        the kind held out chosen at random. Say "ending with an" is held out, while
+        "starting with an" is trained.
     Returns (train, held_out), two sets of (kind, X)."""
     # found: every (kind, X) with X of 1 to 3 letters that starts (or ends) a longer name
     found = {(kind, affix(n, kind, k)) for n in names for kind in TASKS for k in (1, 2, 3) if len(n) > k}
@@ -1953,7 +1955,7 @@ def add_chat_tokens(params, chars, chat_chars, config, rng):
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
     BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
     rows in them are the same Values: fine-tuning the chat model changes params too."""
-    bos = len(chars)            # BOS's id; <|user|>, the first new token, takes it over
+    bos = len(chars)            # BOS's id: in the chat vocabulary, <|user|>'s (the first new token)
     def rows(matrix, copy_of_bos):
         new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
                [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
