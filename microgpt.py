@@ -1398,12 +1398,13 @@ def bpe(word, ranks):
     This gives the same tokens as the slow, obvious way: replaying all the merges in
     learned order, each on the whole word. Why, in two steps.
     First, the ranks of the pairs bpe merges only go up (as in banana): once every copy of
-    the pair of rank r is merged, every pair left ranks after r. A pair left is new or old.
-      - A new pair holds the token r just made. Its rank is above r, for a reason about
-        learning, not about bpe. That token did not exist before merge r was learned, and a
-        merge can join only tokens that already exist. So any merge that uses it was
-        learned later, and has a higher rank ("an" is made by rank 0 and used by ranks 1
-        and 2). (This needs each token to be made by one merge only: see the last paragraph.)
+    the pair of rank r is merged, every pair left ranks after r. A pair left is either new,
+    holding a token that merge r just made, or old, there before merge r.
+      - A new pair's rank is above r, for a reason about learning, not about bpe. The
+        token merge r made did not exist before merge r was learned, and a merge can join
+        only tokens that already exist. So any merge that uses it was learned later, and
+        has a higher rank ("an" is made by rank 0 and used by ranks 1 and 2). (This needs
+        each token to be made by one merge only: see the last paragraph.)
       - An old pair was there before, so its rank was r or more (r was the lowest present),
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
@@ -1882,9 +1883,10 @@ def evaluation_requests(held_out, count, rng):
 # <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
 # the slots 1 to 5 (slot k is position k + 1). As in Part I, each token is predicted while
 # reading the one before it, so the answer's first letter is written while reading
-# <|assistant|> at 7. "a name starting with em -> emma" goes as follows (the column "5 back
-# holds" gives the position 5 before the one read, its slot and its token: "2, slot 1: e"
-# is position 2, slot 1, holding e):
+# <|assistant|> at 7. The model learns to copy X's letters from 5 positions back (the rule
+# and why it helps follow the tables). "a name starting with em -> emma" goes as follows
+# (the column "5 back holds" gives the position 5 before the one read, its slot and its
+# token: "2, slot 1: e" is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
