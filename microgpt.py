@@ -1411,10 +1411,10 @@ def bpe(word, ranks):
         above r too.
     Second, the replay keeps up with bpe, merge by merge (an induction). The claim: after
     bpe merges rank r1, the replay has done every rank up to r1 and holds the same
-    tokens. It holds before any merge, where both hold the word's letters. bpe next
-    merges r2, the lowest rank present, and r2 is above r1 (the first step). The replay
-    then tries each rank between r1 and r2 and finds none of them in the word (bpe takes
-    the lowest rank present, so such a pair would have come before r2); it merges
+    tokens. It holds before any merge (take r1 = -1 there): both hold the word's letters.
+    bpe next merges r2, the lowest rank present, and r2 is above r1 (the first step). The
+    replay then tries each rank between r1 and r2 and finds none of them in the word (bpe
+    takes the lowest rank present, so such a pair would have come before r2); it merges
     nothing, so it reaches r2 with bpe's tokens and merges r2 the same way: they agree
     again. When bpe finds no learned pair, the replay's remaining merges find none either.
     Why one merge per token: where two merges make the same token, the proof's first step
@@ -1909,9 +1909,9 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5, slot 4: o          o        (copied)
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
-# Why five slots, when X has at most 3 letters? The "ending with" answers fine-tuning shows
-# have as many letters as there are slots, one per slot (as just said; longer answers would
-# be correct, but are not shown). A correct answer must be longer than X (V.1), which has at
+# Why five slots, when X has at most 3 letters? Each "ending with" answer that fine-tuning
+# shows has as many letters as there are slots, one per slot (as just said; longer answers
+# would be correct, but are not shown). A correct answer must be longer than X (V.1), which has at
 # most 3 letters, so 4 slots would be enough. We use 5 because there are more 5-letter names
 # than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
