@@ -351,7 +351,7 @@ class Value:
         # True). The stack's top is on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
-        #     (v, F)    expand v: reminder, its child u   (L,T) (u,F) (v,T) (u,F)
+        #     (v, F)    expand v: reminder, u (again)     (L,T) (u,F) (v,T) (u,F)
         #     (u, F)    expand u: reminder only (x leaf)  (L,T) (u,F) (v,T) (u,T)
         #     (u, T)    reminder: place u                 (L,T) (u,F) (v,T)    u
         #     (v, T)    reminder: place v                 (L,T) (u,F)          u v
@@ -818,14 +818,15 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
 # Only the time changes. Leaving out the switched-off units and pausing the collector change
-# no bit; the fused sums and the tape add the same terms in another order, so results agree
-# to floating-point rounding (differences of 1e-16 to 1e-15), and the default run prints
-# exactly the same numbers either way. Together they make a training step 12 to 16
-# times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9
-# (each ratio from two runs timed side by side, with the collector paused in both: II.3).
-# They make it 25 to 28 times faster than a textbook engine like micrograd's on CPython
-# (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a
-# recursive topological sort).
+# no bit; the fused sums and the tape add the same terms in another order (and a few fused
+# steps use another formula for the same math, such as dividing where Part I multiplies by
+# an inverse), so results agree to floating-point rounding (differences of 1e-16 to 1e-15),
+# and the default run prints exactly the same numbers either way. Together they make a
+# training step 12 to 16 times faster than Part I alone on CPython 3.11, and 8 to 12 times
+# faster on PyPy 3.9 (each ratio from two runs timed side by side, with the collector paused
+# in both: II.3). They make it 25 to 28 times faster than a textbook engine like micrograd's
+# on CPython (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part
+# I, with a recursive topological sort).
 #
 # Each section ends with two notes a first reading can skip. "Measured": what the idea
 # buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
@@ -1911,9 +1912,9 @@ def evaluation_requests(held_out, count, rng):
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
 # Why five slots, when X has at most 3 letters? Each "ending with" answer that fine-tuning
 # shows has as many letters as there are slots, one per slot (as just said; longer answers
-# would be correct, but are not shown). A correct answer must be longer than X (V.1), which has at
-# most 3 letters, so 4 slots would be enough. We use 5 because there are more 5-letter names
-# than 4-letter ones to learn from.
+# would be correct, but are not shown). A correct answer must be longer than X (V.1), which
+# has at most 3 letters, so 4 slots would be enough. We use 5 because there are more
+# 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
