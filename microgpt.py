@@ -345,10 +345,12 @@ class Value:
         # our own, a stack (last in, first out), holding two kinds of entries: (n, False),
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
-        # and, on top of it, an expand entry for each child that has children of its own
-        # and is not yet expanded. Here it is for L = u + v with u = 2 * x, v = 3 * u (x is
-        # a leaf, never pushed, and the plain numbers 2 and 3 get no node; F is False, T is
-        # True). The stack's top is on the right, and each line pops the top entry:
+        # and, on top of it, an expand entry for each child that has children of its own and
+        # is not yet expanded (popped as an expand entry: a child still waiting on the stack
+        # is pushed again, and its later copy skipped). Here it is for L = u + v with
+        # u = 2 * x, v = 3 * u (x is a leaf, never pushed, and the plain numbers 2 and 3 get
+        # no node; F is False, T is True). The stack's top is on the right, and each line
+        # pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, u (again)     (L,T) (u,F) (v,T) (u,F)
@@ -388,13 +390,14 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, the 16 numbers of each vector inside the model would be
-# computed alike, each from the same inputs with the same weights, so they would be equal;
-# and each would get the same gradient, so every update would move its weights alike.
-# Nothing could ever make them differ (the symmetry is never broken), and the 16-wide model
-# would compute like a model of width 1. (The rows of wte, wpe and lm_head, one per token
-# or position, do come to differ from each other, as each gets the gradient of its own
-# token or position; but the 16 numbers within any one row stay equal.)
+# started at the same value, the numbers of each vector inside the model (16 of them, 64 in
+# the MLP's middle) would be computed alike, each from the same inputs with the same
+# weights, so they would be equal; and each would get the same gradient, so every update
+# would move its weights alike. Nothing could ever make them differ (the symmetry is never
+# broken), and the 16-wide model would compute like a model of width 1. (The rows of wte,
+# wpe and lm_head, one per token or position, do come to differ from each other, as each
+# gets the gradient of its own token or position; but the 16 numbers within any one row stay
+# equal.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -1146,13 +1149,14 @@ def weights_of(params):
 # The Markov chain. Because of that window, the next token depends only on the last
 # block_size tokens: the model is a Markov chain (a process whose next step depends only on
 # where it is now, its state), and its states are the possible full windows. A text's first
-# predictions come before its window is full: a stream has no BOS, so its first prediction
-# is made after reading one token, the next after two, and so on. The first block_size - 1
-# predictions, made after fewer than block_size tokens, have no state. For a tiny vocabulary
-# and context we can list every state, its next-token probabilities, and the state each
-# token leads to. (There are vocab_size ** block_size states: names.txt as a stream has 27
-# characters, the 26 letters and the newline (a stream has no BOS), so 27**16 with the
-# defaults, and the command line lists them only when there are at most 256 states.)
+# predictions come before its window is full: in a stream the first is made after reading
+# its first token (there is no BOS before it), the next after two, and so on. The first
+# block_size - 1 predictions, made after fewer than block_size tokens, have no state. For a
+# tiny vocabulary and context we can list every state, its next-token probabilities, and the
+# state each token leads to. (There are vocab_size ** block_size states: names.txt as a
+# stream has 27 characters, the 26 letters and the newline (a stream has no BOS), so 27**16
+# with the defaults, and the command line lists them only when there are at most 256
+# states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
@@ -1894,7 +1898,7 @@ def evaluation_requests(held_out, count, rng):
 #        9      m               4, slot 3: <|pad|>    m        (a letter of its own)
 #       10      m               5, slot 4: <|pad|>    a        (a letter of its own)
 #       11      a               6, slot 5: <|pad|>    <|end|>
-# Each row copies from 5 positions back: the answer's letter k is written while reading
+# Each row looks 5 positions back: the answer's letter k is written while reading
 # position 6 + k, and slot k (position k + 1) is 5 before it. So letter k is copied from
 # slot k where that slot holds a letter of X, and is the model's own where it holds <|pad|>.
 # For "ending with", X fills the last slots (son: slots 3, 4, 5), so copying puts its
@@ -2113,8 +2117,8 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 def sft_answers(names, requests, config):
     """For each kind, every (X, name) that fine-tuning may show: the request (kind, X) is
     among `requests`, the conversation fits the context, and for "ending with" the name
-    has exactly 5 letters, one per slot, so that each of X's letters is 5 positions before
-    the position that writes it (the answer letter itself is 6 after, V.2)."""
+    has exactly 5 letters, one per slot, so that each of X's letters is 5 positions
+    before the position that writes it (the letter itself lands 6 after its slot: V.2)."""
     found = {kind: [] for kind in TASKS}
     for name in names:
         for kind in TASKS:
