@@ -346,11 +346,11 @@ class Value:
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
         # and, on top of it, an expand entry for each child that has children of its own and
-        # is not yet expanded (popped as an expand entry: a child still waiting on the stack
-        # is pushed again, and its later copy skipped). Here it is for L = u + v with
-        # u = 2 * x, v = 3 * u (x is a leaf, never pushed, and the plain numbers 2 and 3 get
-        # no node; F is False, T is True). The stack's top is on the right, and each line
-        # pops the top entry:
+        # is not yet expanded (a child already on the stack but not yet popped is pushed
+        # again; of its two entries, the one that comes off the stack second is skipped).
+        # Here it is for L = u + v with u = 2 * x, v = 3 * u (x is a leaf, never pushed, and
+        # the plain numbers 2 and 3 get no node; F is False, T is True). The stack's top is
+        # on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, u (again)     (L,T) (u,F) (v,T) (u,F)
@@ -784,7 +784,7 @@ def sample_token(logits, temperature, rng):
 def sample_document(weights, config, chars, rng, temperature, prompt="", ids=False):
     """One new document, starting with `prompt`. weights: from inference_weights(). ids:
     return its token ids instead of its text (the report page shades the very tokens drawn:
-    with --bpe, encoding the text again may cut it into other, and more, tokens)."""
+    with --bpe, encoding the text again may cut it into other tokens, even more of them)."""
     bos = len(chars)
     tokens = [bos] + encode(prompt, chars)
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
@@ -2117,8 +2117,8 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 def sft_answers(names, requests, config):
     """For each kind, every (X, name) that fine-tuning may show: the request (kind, X) is
     among `requests`, the conversation fits the context, and for "ending with" the name
-    has exactly 5 letters, one per slot, so that each of X's letters is 5 positions
-    before the position that writes it (the letter itself lands 6 after its slot: V.2)."""
+    has exactly 5 letters, one per slot, so that each of X's letters is copied from 5
+    positions back, as V.2 explains."""
     found = {kind: [] for kind in TASKS}
     for name in names:
         for kind in TASKS:
