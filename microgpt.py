@@ -1888,19 +1888,19 @@ def evaluation_requests(held_out, count, rng):
 # <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
 # the slots 1 to 5 (slot k is position k + 1). As in Part I, each token is predicted while
 # reading the one before it, so the answer's first letter is written while reading
-# <|assistant|> at 7. The model learns to copy X's letters from 5 positions back (the rule
-# and why it helps follow the tables). "a name starting with em -> emma" goes as follows
-# (the column "5 back holds" gives the position 5 before the one read, its slot and its
-# token: "2, slot 1: e" is position 2, slot 1, holding e):
+# <|assistant|> at 7. In general the answer's letter k is written while reading position
+# 6 + k, and slot k (position k + 1) is 5 positions before it: the model copies each of X's
+# letters from 5 positions back (why that helps follows the tables). "a name starting with
+# em -> emma" goes as follows (the column "5 back holds" gives the position 5 before the
+# one read, its slot and its token: "2, slot 1: e" is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
 #        8      e               3, slot 2: m          m        (copied)
 #        9      m               4, slot 3: <|pad|>    m        (a letter of its own)
 #       10      m               5, slot 4: <|pad|>    a        (a letter of its own)
 #       11      a               6, slot 5: <|pad|>    <|end|>
-# Each row looks 5 positions back: the answer's letter k is written while reading
-# position 6 + k, and slot k (position k + 1) is 5 before it. So letter k is copied from
-# slot k where that slot holds a letter of X, and is the model's own where it holds <|pad|>.
+# So letter k is copied from slot k where that slot holds a letter of X, and is the model's
+# own where it holds <|pad|>.
 # For "ending with", X fills the last slots (son: slots 3, 4, 5), so copying puts its
 # letters at the answer's letters 3, 4, 5, and the answer ends with X only if it stops after
 # letter 5. So for that kind, fine-tuning (V.3) shows only 5-letter names ("jason" for son).
