@@ -1789,12 +1789,13 @@ def gpt2_explain(tokens, w, config):
 # ---------------------------------------------------------------------------------------
 # V.1 The task
 #
-# Requests in a small, fixed English, each answered with one name: "a name starting with
-# X" and "a name ending with X", X being 1 to 3 letters. An answer is correct when it
-# satisfies the request, is made of letters only, is longer than X (echoing "em" is not a
-# name starting with "em"), and ends: the model writes a token that means "answer over"
-# (V.2) before the context is full. Code can check that, so no person has to grade
-# answers: that is what makes reinforcement learning (V.4) possible.
+# Requests in a small, fixed English, each answered with one name: "a name starting with X"
+# and "a name ending with X", X being 1 to 3 letters. An answer is correct when it satisfies
+# the request, is made of letters only, is longer than X (echoing "em" is not a name
+# starting with "em"), and ends: the model writes a token that means "answer over" (V.2)
+# within the context (an <|end|> predicted at its last position counts). Code can check
+# that, so no person has to grade answers: that is what makes reinforcement learning (V.4)
+# possible.
 #
 # To measure whether the model learned the task or only the requests it trained on, some
 # requests are held out of fine-tuning: some X never appear in any fine-tuning request
@@ -1820,8 +1821,8 @@ def is_correct(kind, x, answer, ended):
     the list of its tokens' texts, so len(answer) counts tokens. Each must be one letter:
     the vocabulary also holds the request's phrases and the chat's special tokens (V.2),
     and the model might write one. ended: it ended its turn (V.2's TURN_ENDS: <|end|>, or
-    <|user|> or <|assistant|>; the chat stops showing an answer at these too) before the
-    context was full."""
+    <|user|> or <|assistant|>; the chat stops showing an answer at these too) within the
+    context (an <|end|> predicted while reading its last position counts)."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
