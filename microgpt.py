@@ -346,11 +346,9 @@ class Value:
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
         # and, on top of it, an expand entry for each child that has children of its own and
-        # is not yet expanded (a child already on the stack but not yet popped is pushed
-        # again; of its two entries, the one that comes off the stack second is skipped).
-        # Here it is for L = u + v with u = 2 * x, v = 3 * u (x is a leaf, never pushed, and
-        # the plain numbers 2 and 3 get no node; F is False, T is True). The stack's top is
-        # on the right, and each line pops the top entry:
+        # is not yet expanded. Here it is for L = u + v with u = 2 * x, v = 3 * u (x is a
+        # leaf, never pushed, and the plain numbers 2 and 3 get no node; F is False, T is
+        # True). The stack's top is on the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, u (again)     (L,T) (u,F) (v,T) (u,F)
@@ -823,9 +821,10 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 # Only the time changes. Leaving out the switched-off units and pausing the collector change
 # no bit; the fused sums and the tape add the same terms in another order (and a few fused
 # steps use another formula for the same math, such as dividing where Part I multiplies by
-# an inverse), so results agree to floating-point rounding (differences of 1e-16 to 1e-15),
-# and the default run prints exactly the same numbers either way. Together they make a
-# training step 12 to 16 times faster than Part I alone on CPython 3.11, and 8 to 12 times
+# an inverse; and from Python 3.12 on, sum() of plain floats rounds more exactly than adding
+# one at a time), so results agree to floating-point rounding (differences of 1e-16 to
+# 1e-15), and the default run prints exactly the same numbers either way. Together they make
+# a training step 12 to 16 times faster than Part I alone on CPython 3.11, and 8 to 12 times
 # faster on PyPy 3.9 (each ratio from two runs timed side by side, with the collector paused
 # in both: II.3). They make it 25 to 28 times faster than a textbook engine like micrograd's
 # on CPython (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part
