@@ -1601,7 +1601,7 @@ class Vocabulary(list):
 #      was later found to train as well for less work, and is what newer models use.
 #   2. GELU instead of ReLU in the MLP: a smooth ReLU, with no kink at 0, which GELU's
 #      authors (2016) found to train slightly better; BERT and the first GPT used it too.
-#   3. A bias (a learned constant) added after every matrix inside the blocks, so an
+#   3. A bias (a learned number) added after every matrix inside the blocks, so an
 #      output can be shifted away from 0 (the output scores, from wte, have none); newer
 #      models mostly drop them, finding they add little.
 #   4. No norm right after the embeddings (Part I's gpt() has one there), but a final
@@ -1914,11 +1914,10 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5, slot 4: o          o        (copied)
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
-# Why five slots, when X has at most 3 letters? Each "ending with" answer that fine-tuning
-# shows has as many letters as there are slots, one per slot (as just said; longer answers
-# would be correct, but are not shown). A correct answer must be longer than X (V.1), which
-# has at most 3 letters, so 4 slots would be enough. We use 5 because there are more
-# 5-letter names than 4-letter ones to learn from.
+# Why five slots, when X has at most 3 letters? For "ending with", the number of slots is
+# the length of every answer fine-tuning shows (5 slots: 5-letter names, as just said).
+# That length must be more than X's, at most 3 letters, so 4 slots would do; we use 5
+# because there are more 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
@@ -2247,8 +2246,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 #   - subtracting the group's mean b changes nothing on average, since for any b that
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (strictly, the group's mean
-#     holds the answer's own reward too, so b depends on the answer a little: a small
-#     bias, which GRPO accepts);
+#     holds 1/8 of the answer's own reward too, and that part does not vanish: it scales
+#     the expected gradient by 7/8, leaving its direction as it was);
 #   - dividing by the spread does change the expected gradient: it weights each group's
 #     push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
