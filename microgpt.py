@@ -1150,12 +1150,12 @@ def weights_of(params):
 # where it is now, its state), and its states are the possible full windows. A text's first
 # predictions come before its window is full: in a stream the first is made after reading
 # its first token (there is no BOS before it), the next after two, and so on. The first
-# block_size - 1 predictions, made after fewer than block_size tokens, have no state. For a
-# tiny vocabulary and context we can list every state, its next-token probabilities, and the
-# state each token leads to. (There are vocab_size ** block_size states: names.txt as a
-# stream has 27 characters, the 26 letters and the newline (a stream has no BOS), so 27**16
-# with the defaults, and the command line lists them only when there are at most 256
-# states.)
+# block_size - 1 predictions, made after fewer than block_size tokens, are not covered by
+# any state of the chain. For a tiny vocabulary and context we can list every state, its
+# next-token probabilities, and the state each token leads to. (There are vocab_size **
+# block_size states: names.txt as a stream has 27 characters, the 26 letters and the newline
+# (a stream has no BOS), so 27**16 with the defaults, and the command line lists them only
+# when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
@@ -1916,7 +1916,8 @@ def evaluation_requests(held_out, count, rng):
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
 # Why five slots, when X has at most 3 letters? For "ending with", the number of slots is
 # the length of every answer fine-tuning shows (5 slots: 5-letter names, as just said).
-# That length must be more than X's, at most 3 letters, so 4 slots would do; we use 5
+# That length must be more than X's, at most 3 letters (with 3 slots, the answer to "ending
+# with son" would be "son" itself, which is not correct), so 4 slots would do; we use 5
 # because there are more 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
