@@ -1152,10 +1152,10 @@ def weights_of(params):
 # its first token (there is no BOS before it), the next after two, and so on. The first
 # block_size - 1 predictions, made after fewer than block_size tokens, are not covered by
 # any state of the chain. For a tiny vocabulary and context we can list every state, its
-# next-token probabilities, and the state each token leads to. (There are vocab_size **
-# block_size states: names.txt as a stream has 27 characters, the 26 letters and the newline
-# (a stream has no BOS), so 27**16 with the defaults, and the command line lists them only
-# when there are at most 256 states.)
+# next-token probabilities, and the state each token leads to. (There are
+# vocab_size ** block_size states: names.txt as a stream has 27 characters, the 26 letters
+# and the newline (a stream has no BOS), so 27**16 with the defaults, and the command line
+# lists them only when there are at most 256 states.)
 #
 # The microscope. For one input: what the model predicts at every position, and where each
 # attention head looks.
