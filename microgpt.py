@@ -782,7 +782,7 @@ def sample_token(logits, temperature, rng):
 def sample_document(weights, config, chars, rng, temperature, prompt="", ids=False):
     """One new document, starting with `prompt`. weights: from inference_weights(). ids:
     return its token ids instead of its text (the report page shades the very tokens drawn:
-    with --bpe, encoding the text again may cut it into other tokens, even more of them)."""
+    with --bpe, encoding the text again may cut it into other tokens, Part IV)."""
     bos = len(chars)
     tokens = [bos] + encode(prompt, chars)
     keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
@@ -1083,8 +1083,8 @@ def backward_along(root, tape):
 # Measured: Part I's validation took 32 ms per name with the collector paused and 94 to 162
 # ms with it on. With FAST the graphs are 29 times smaller and the gain is too small to see:
 # in whole 500-step runs (final validation and samples included) the medians, 9.3 s of CPU
-# with it on and 8.8 s paused, differ by less than this machine's noise: pairs run in turn
-# had a ratio of 1.00 (0.89 to 1.38). On PyPy, where it stays on, switching it off made a
+# with it on and 8.8 s paused, differ by less than this machine's noise: the ratio of each
+# pair of runs made in turn (on / paused) had a median of 1.00, from 0.89 to 1.38. On PyPy, where it stays on, switching it off made a
 # default run take 5.9 s instead of 3.8 s and peak at 1.1 GiB of memory instead of 96 MiB.
 # Tested: tests/test_fast.py (TestCollectorSwitch): the collector is paused only inside
 # the block and always comes back.
