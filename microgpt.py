@@ -1084,8 +1084,9 @@ def backward_along(root, tape):
 # ms with it on. With FAST the graphs are 29 times smaller and the gain is too small to see:
 # in whole 500-step runs (final validation and samples included) the medians, 9.3 s of CPU
 # with it on and 8.8 s paused, differ by less than this machine's noise: the ratio of each
-# pair of runs made in turn (on / paused) had a median of 1.00, from 0.89 to 1.38. On PyPy, where it stays on, switching it off made a
-# default run take 5.9 s instead of 3.8 s and peak at 1.1 GiB of memory instead of 96 MiB.
+# pair of runs made in turn (on / paused) had a median of 1.00, from 0.89 to 1.38. On PyPy,
+# where it stays on, switching it off made a default run take 5.9 s instead of 3.8 s and
+# peak at 1.1 GiB of memory instead of 96 MiB.
 # Tested: tests/test_fast.py (TestCollectorSwitch): the collector is paused only inside
 # the block and always comes back.
 # ---------------------------------------------------------------------------------------
