@@ -4129,7 +4129,7 @@ def write_page(path, page):
     except BadInput as e:
         rescued = write_rescue_copy(".html", lambda new: write_atomically(new, page), "the page")
         raise BadInput(f"{e}; the page was written to {visible(rescued, keep='')} instead") from None
-    print(f"wrote {visible(path, keep='')}")
+    say_saved(f"wrote {visible(path, keep='')}")     # on stderr too if stdout is gone (| head)
 
 
 def data_read(config, mode, text, val_seqs, chars, kind, shipped_names):
@@ -4843,16 +4843,22 @@ def save_stopped_stage(stop, path, done, total, what, params, config, chars, mod
     records how far its stage got ("stopped": steps done, of how many); --load goes on from it
     to the next stage, as from a finished one. A stage cannot be resumed in its middle, so the
     run also says how to redo it from its start (redo: the command line's options, a list),
-    and that its --report page (page) was not written: the redone run writes it."""
+    and that its --report page (page) was not written: the redone run writes it. A stop
+    before the stage's first step (done 0) saves nothing: the stage before it is saved."""
     with stop_signals_held():
-        print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {done} of {total} steps of {what}; "
-              f"saving the model so far to {visible(path, keep='')} (its {what} is not finished)", file=sys.stderr)
-        save_chat_stage(path, params, config, chars, mode, dict(extra, stopped={"steps": done, "of": total}))
+        if done == 0:       # stopped between two stages: the stage before is saved, this one has nothing new
+            print(f"\ninterrupted by {signal.Signals(stop.signum).name} before the first step of {what}: "
+                  "nothing new to save", file=sys.stderr)
+        else:
+            print(f"\ninterrupted by {signal.Signals(stop.signum).name} after {done} of {total} steps of {what}; "
+                  f"saving the model so far to {visible(path, keep='')} (its {what} is not finished)",
+                  file=sys.stderr)
+            save_chat_stage(path, params, config, chars, mode, dict(extra, stopped={"steps": done, "of": total}))
         stop.finishing = False
     if page:
         print(f"microgpt: the page {visible(page, keep='')} was not written (the run was stopped); the command "
               "below writes it when its pipeline is done", file=sys.stderr)
-    print(f"to redo the {what} from its start: {visible(command_line(redo), keep='')}", file=sys.stderr)
+    print(f"to redo the {what} from its start: {command_line(redo)}", file=sys.stderr)
     return None
 
 
@@ -4862,7 +4868,19 @@ def command_line(options):
     then microgpt.py (its full path, unless it is in the current directory)."""
     script = os.path.abspath(__file__)
     shown = "microgpt.py" if os.path.dirname(script) == os.getcwd() else script
-    return " ".join(shlex.quote(word) for word in [os.path.basename(sys.executable) or "python", shown] + options)
+    return " ".join(shell_word(word) for word in [os.path.basename(sys.executable) or "python", shown] + options)
+
+
+def shell_word(word):
+    """A word quoted for a POSIX shell. One with characters a terminal would act on (ESC,
+    U+202E) is written in bash's $'...' quoting, where \\x1b is ESC: safe to print, and it
+    still pastes back as the same word (bash, zsh, ksh)."""
+    if word.isprintable():
+        return shlex.quote(word)
+    return "$'" + "".join(ch if ch.isprintable() and ch not in "\\'" else
+                          "\\" + ch if ch in "\\'" else
+                          f"\\x{ord(ch):02x}" if ord(ch) < 0x80 else
+                          f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}" for ch in word) + "'"
 
 
 # Under RL's answers, on the card and its page: "right" is the reward's word, not a judgment
@@ -4996,6 +5014,12 @@ def run_chat(args, stop):
         raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
     plan = ChatPlan()
     loaded = load_checkpoint(args.load) if args.load else None
+    if args.report:       # what a stop says if it comes before the page is written (main() prints it)
+        stop.unwritten = f"microgpt: the page {visible(args.report, keep='')} was not written (the run was stopped)"
+
+    def write_card(card, plan):
+        write_chat_report(args.report, card, plan, config, chat_chars, params)
+        stop.unwritten = None
     # With --save, from the start of training until the assistant is saved, a first stop
     # signal only asks to stop after the current step: the stage it came in is then saved as
     # it is, and the run exits with 130 (143, 129), as a names run does (see StopSignals).
@@ -5016,11 +5040,13 @@ def run_chat(args, stop):
         if stop.signum is not None:
             return 128 + stop.signum
         if args.report:
-            write_chat_report(args.report, card, plan, config, chat_chars, params)
+            write_card(card, plan)
     elif loaded and loaded[3] == "chat":
         if args.save or args.input:
             raise BadInput(f"{args.load} is a trained chat model: --save and --input apply only to training one "
                            "(or to resuming an SFT stage)")
+        if args.report:       # refused before the model is used, as for a names run
+            check_can_write(args.report, is_microgpt_report, "page written by microgpt --report")
         config, chat_chars, params, _, raw = loaded
         config.seed, config.temperature = args.seed, args.temperature
         stopped = raw.get("stopped") if isinstance(raw.get("stopped"), dict) else {}   # see save_stopped_stage
@@ -5031,7 +5057,7 @@ def run_chat(args, stop):
             if not isinstance(raw.get("card"), list) or not isinstance(raw.get("plan"), dict):
                 raise BadInput(f"{args.load} has no report card: only the checkpoint of a finished pipeline's "
                                "last stage keeps one")
-            write_chat_report(args.report, raw["card"], raw["plan"], config, chat_chars, params)
+            write_card(raw["card"], raw["plan"])
     else:
         check_stage_paths(args)
         for path in stage_paths(args.save).values() if args.save else ():
@@ -5053,7 +5079,7 @@ def run_chat(args, stop):
         else:
             print("(not saved: add --save chat.json to keep the assistant, and its stages beside it)")
         if args.report:
-            write_chat_report(args.report, card, plan, config, chat_chars, params)
+            write_card(card, plan)
     terminal_chat(inference_weights(params), config, chat_chars, config.seed, config.temperature)
     return 0
 
@@ -5596,7 +5622,7 @@ def percent(p):
     (a model of thousands of tokens, barely trained, gives many of them less than 0.005%)."""
     if p >= 0.00095 or p == 0:
         return f"{p:.0%}" if p >= 0.095 or p == 0 else f"{p:.1%}" if p >= 0.0095 else f"{p:.2%}"
-    return f"{100 * p:.2g}%"
+    return f"{100 * p:#.2g}%"         # '#' keeps a trailing zero: 0.020%, as 0.10% above
 
 
 def text_at(x, y, text, size=FONT, anchor="start", attrs=""):
@@ -6800,8 +6826,10 @@ def report_page(run):
                "probability), and the model's likeliest guesses. Then, for each attention head, where each "
                "position looks: a row is a position reading, its cells the positions it attends to, itself "
                "included (later ones are blank: it cannot see them).</p>")
-    if not data["examples"]:
-        out.append(heading)
+    if not data["examples"]:     # a barely trained loaded model's samples can all be empty
+        out.append(f"<h2>Inside one {what}</h2>\n<p class=\"note\">Nothing to look inside: this run has no "
+                   f"held-out {what}s, and the samples it drew all ended at once (empty). "
+                   f"<code>--explain TEXT</code> looks inside any text you give.</p>")
     for i, example in enumerate(data["examples"]):
         out.append(inside_section(example, names, what, config.n_head, heading if i == 0 else ""))
     if run["samples"]:

@@ -539,7 +539,7 @@ class ReportUnitsTest(unittest.TestCase):
     def test_percentages_keep_two_significant_digits_and_never_show_a_drawn_token_as_0(self):
         # the seventh tester: a --bpe 3000 model's surprise (p = 1.6e-05) read "at 0.00%"
         cases = {0.43: "43%", 0.043: "4.3%", 0.0043: "0.43%", 0.00094: "0.094%", 1.6e-05: "0.0016%",
-                 3.7e-08: "3.7e-06%", 0.0: "0%", 1.0: "100%"}
+                 3.7e-08: "3.7e-06%", 0.0: "0%", 1.0: "100%", 0.0002: "0.020%"}     # a trailing zero kept
         self.assertEqual({p: microgpt.percent(p) for p in cases}, cases)
 
     def test_a_loaded_models_examples_skip_its_empty_samples(self):
@@ -549,6 +549,12 @@ class ReportUnitsTest(unittest.TestCase):
         examples = microgpt.example_sequences("docs", config, chars, None, [], None, [[], [0, 1], [], [2]])
         self.assertEqual(examples, [([3, 0, 1], [0, 1, 3]), ([3, 2], [2, 3])])
         self.assertEqual(microgpt.example_sequences("docs", config, chars, None, [], None, [[], []]), [])
+        # and when every sample is empty, the section says why it has nothing (the eighth tester)
+        run = self.synthetic_run([3.3 - 0.01 * i for i in range(50)])
+        run["examples"], run["samples"], run["sample_ids"] = [], [""], [[]]
+        page = microgpt.report_page(run)
+        self.assertIn("Nothing to look inside: this run has no held-out names, and the samples it drew all ended "
+                      "at once (empty).", page)
 
     def test_the_predictions_table_cuts_long_tokens_short_and_marks_itself_wide(self):
         # the seventh tester: a long --explain of a --bpe model did not fit a 1024x768 slide

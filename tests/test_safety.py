@@ -460,6 +460,15 @@ class TestTrainedModelSurvivesTheEndOfTheRun(TempDirTestCase):
         self.assertEqual((result.returncode, result.stderr), (0, f"saved the model to {self.ckpt}\n"))
         self.assertEqual(saved_steps(self.ckpt), 3)
 
+    def test_a_run_with_stdout_closed_says_on_stderr_where_it_wrote_its_page(self):
+        # the eighth tester: with `| head`, "wrote PAGE.html" was lost with stdout
+        page = os.path.join(self.tmp, "closed.html")
+        result = subprocess.run(MICROGPT_COMMAND + ["--input", self.names, "--steps", "2", "--num-samples", "0",
+                                 "--report", page] + TINY, cwd=self.tmp, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: os.close(1), timeout=120)
+        self.assertEqual((result.returncode, result.stderr), (0, f"wrote {page}\n"))
+        self.assertTrue(microgpt.is_microgpt_report(page))
+
     def test_a_closed_pipe_ends_sampling_that_nobody_reads(self):
         # as in `python microgpt.py --stream --length 1000000000 | head -c 100`: no endless run for nobody
         bits = write_text(self.tmp, "bits.txt", "0110101101" * 5)

@@ -6,6 +6,8 @@ import functools
 import os
 import shlex
 import signal
+import shutil
+import subprocess
 import sys
 import unittest
 from unittest import mock
@@ -172,7 +174,55 @@ class AChatRunsPageIsNeitherLostNorForgotten(TempDirTestCase):
         self.assertNotIn("\x1b", stopped.stdout + stopped.stderr)
         self.assertIn("saved the pretrained model to z\\x1b[1m-pretrained.json", stopped.stdout)
         self.assertIn("saving the model so far to z\\x1b[1m-sft.json", stopped.stderr)
-        self.assertIn("--save 'z\\x1b[1m.json'", stopped.stderr)
+        self.assertIn("--save $'z\\x1b[1m.json'", stopped.stderr)      # bash's quoting: it pastes back
+
+    @unittest.skipUnless(shutil.which("bash"), "needs bash")
+    def test_a_redo_commands_quoted_words_paste_back_into_bash_as_the_same_words(self):
+        # the eighth tester: 'n\x1b[31mred...' pasted back named a file with backslashes
+        for word in ["n\x1b[31mred\u202eevil.txt", "it's\x07 a\\b", "plain name", "\u00e9\u200b", "-x"]:
+            with self.subTest(word=word):
+                quoted = microgpt.shell_word(word)
+                self.assertTrue(quoted.isprintable(), quoted)
+                shell = subprocess.run(["bash", "-c", "printf %s " + quoted], capture_output=True)
+                self.assertEqual(shell.stdout.decode("utf-8"), word)
+
+    def test_a_stop_between_two_stages_saves_no_stage_file_with_no_steps(self):
+        # the eighth tester: a stop during the evaluation after pretraining wrote an "SFT"
+        # model of 0 fine-tuning steps; now the pretrained file, saved, is where to go on from
+        stage = microgpt.sft_stage
+
+        def stopped_before_its_first_step(card, plan, stop, *args):
+            stop.signum = signal.SIGTERM
+            return stage(card, plan, stop, *args)
+        with mock.patch.object(microgpt, "ChatPlan", self.plan()), \
+                mock.patch.object(microgpt, "sft_stage", stopped_before_its_first_step):
+            stopped = run_main(["--chat", "--input", "names.txt", "--save", "v.json", "--report", "v.html"], self.tmp)
+        self.assertEqual(stopped.returncode, 143, stopped.stderr)
+        self.assertIn("interrupted by SIGTERM before the first step of fine-tuning: nothing new to save",
+                      stopped.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "v-sft.json")))
+        self.assertTrue(microgpt.is_checkpoint(os.path.join(self.tmp, "v-pretrained.json")))
+        self.assertIn(f"to redo the fine-tuning from its start: {RUN_AGAIN} --load v-pretrained.json", stopped.stderr)
+        self.assertIn("the page v.html was not written", stopped.stderr)
+
+    def test_a_stopped_chat_run_without_save_says_its_page_was_not_written(self):
+        with mock.patch.object(microgpt, "ChatPlan", self.plan(pretrain_steps=4)), \
+                mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "2"}):
+            stopped = run_main(["--chat", "--input", "names.txt", "--report", "p.html"], self.tmp)
+        self.assertEqual(stopped.returncode, 130, stopped.stderr)
+        self.assertIn("microgpt: the page p.html was not written (the run was stopped)", stopped.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "p.html")))
+
+    def test_a_loaded_chat_models_report_path_taken_by_a_foreign_file_is_refused_before_anything(self):
+        microgpt_chat = os.path.join(self.tmp, "chat.json")
+        from tests.test_server import save_chat_model
+        save_chat_model(microgpt_chat)
+        with open(os.path.join(self.tmp, "victim.txt"), "w", encoding="utf-8") as f:
+            f.write("MINE")
+        result = run_main(["--load", "chat.json", "--chat", "--report", "victim.txt"], self.tmp)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(result.stdout, "")                       # not even the model: line
+        self.assertFalse([n for n in os.listdir(self.tmp) if n.startswith("microgpt-rescued-")])
 
 
 @unittest.skipUnless(hasattr(signal, "SIGINT") and os.name == "posix", "needs POSIX signals")
