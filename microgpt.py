@@ -388,8 +388,8 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, the numbers of each vector inside the model (16 of them, 64 in
-# the MLP's middle) would be computed alike, each from the same inputs with the same
+# started at the same value, the numbers within each vector inside the model (its 16; 64 in
+# the MLP's middle) would all be computed alike, each from the same inputs with the same
 # weights, so they would be equal; and each would get the same gradient, so every update
 # would move its weights alike. Nothing could ever make them differ (the symmetry is never
 # broken), and the 16-wide model would compute like a model of width 1. (The rows of wte,
@@ -819,16 +819,17 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 #   4. Plain floats: when no gradient is needed (validation, sampling), no graph at all.
 #
 # Only the time changes. Leaving out the switched-off units and pausing the collector change
-# no bit; the fused sums and the tape add the same terms in another order (and a few fused
-# steps use another formula for the same math, such as dividing where Part I multiplies by
-# an inverse; and from Python 3.12 on, sum() of plain floats rounds more exactly than adding
-# one at a time), so results agree to floating-point rounding (differences of 1e-16 to
-# 1e-15), and the default run prints exactly the same numbers either way. Together they make
-# a training step 12 to 16 times faster than Part I alone on CPython 3.11, and 8 to 12 times
-# faster on PyPy 3.9 (each ratio from two runs timed side by side, with the collector paused
-# in both: II.3). They make it 25 to 28 times faster than a textbook engine like micrograd's
-# on CPython (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part
-# I, with a recursive topological sort).
+# no bit. The fused sums and the tape can change the last bit: they add the same terms (the
+# parts of a sum, the shares of a gradient) in another order; a few fused steps compute the
+# same math by another formula (dividing where Part I multiplies by an inverse); and from
+# Python 3.12 on, sum() of plain floats rounds more exactly than adding one at a time. So
+# results agree to floating-point rounding (differences of 1e-16 to 1e-15), and the default
+# run prints exactly the same numbers either way. Together they make a training step 12 to
+# 16 times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9
+# (each ratio from two runs timed side by side, with the collector paused in both: II.3).
+# They make it 25 to 28 times faster than a textbook engine like micrograd's on CPython
+# (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a
+# recursive topological sort).
 #
 # Each section ends with two notes a first reading can skip. "Measured": what the idea
 # buys, by `python scripts/bench.py` (it alternates the variants, 50 steps at a time, over
@@ -1147,12 +1148,11 @@ def weights_of(params):
 # and nothing older.
 #
 # The Markov chain. Because of that window, the next token depends only on the last
-# block_size tokens: the model is a Markov chain (a process whose next step depends only on
-# where it is now, its state), and its states are the possible full windows. A text's first
-# predictions come before its window is full: in a stream the first is made after reading
-# its first token (there is no BOS before it), the next after two, and so on. The first
-# block_size - 1 predictions, made after fewer than block_size tokens, are not covered by
-# any state of the chain. For a tiny vocabulary and context we can list every state, its
+# block_size tokens: once a text is block_size tokens long, the model is a Markov chain (a
+# process whose next step depends only on where it is now, its state), and its states are
+# the possible full windows. (So the chain leaves out a text's first block_size - 1
+# predictions, made before the window is full; in a stream the first is made after one
+# token, as there is no BOS.) For a tiny vocabulary and context we can list every state, its
 # next-token probabilities, and the state each token leads to. (There are
 # vocab_size ** block_size states: names.txt as a stream has 27 characters, the 26 letters
 # and the newline (a stream has no BOS), so 27**16 with the defaults, and the command line
