@@ -1906,8 +1906,8 @@ def evaluation_requests(held_out, count, rng):
 # letters at the answer's letters 3, 4, 5, and the answer ends with X only if it stops after
 # letter 5. So for that kind, fine-tuning (V.3) shows only 5-letter names ("jason" for son).
 # A longer name ending with X would be correct too, but "edison" would need s, o, n as its
-# letters 4 to 6, while they sit in slots 3 to 5: letter k is copied from slot k only. "a name ending with son -> jason"
-# (rendered in full below) goes the same way:
+# letters 4 to 6, while they sit in slots 3 to 5: letter k is copied from slot k only.
+# "a name ending with son -> jason" (rendered in full below) goes the same way:
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: <|pad|>    j        (a letter of its own)
 #        8      j               3, slot 2: <|pad|>    a        (a letter of its own)
@@ -2248,9 +2248,10 @@ def sft_steps(params, config, examples, num_steps, batch):
 #   - subtracting the group's mean b changes nothing on average, since for any b that
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (strictly, the group's mean
-#     holds 1/n of the answer's own reward too, n answers being in the group, and that
-#     part does not average out: it scales the expected gradient by (n - 1)/n, 7/8 for the
-#     pipeline's groups of 8, and leaves its direction as it was);
+#     holds 1/n of the answer's own reward too, n answers being in the group: the
+#     advantage's numerator is ((n - 1)/n) R(a) - (1/n) (the others' rewards), and only the
+#     second part averages out, so the expected gradient is scaled by (n - 1)/n, 7/8 for
+#     the pipeline's groups of 8, its direction unchanged);
 #   - dividing by the spread does change the expected gradient: it weights each group's
 #     push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
