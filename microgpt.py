@@ -2248,9 +2248,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 #   - subtracting the group's mean b changes nothing on average, since for any b that
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (strictly, the group's mean
-#     holds 1/n of the answer's own reward too, n answers being in the group: the
-#     advantage's numerator is ((n - 1)/n) R(a) - (1/n) (the others' rewards), and only the
-#     second part averages out, so the expected gradient is scaled by (n - 1)/n, 7/8 for
+#     holds 1/G of the answer's own reward too, G answers being in the group: the
+#     advantage's numerator is ((G - 1)/G) R(a) - (1/G) (the others' rewards), and only the
+#     second part averages out, so the expected gradient is scaled by (G - 1)/G, 7/8 for
 #     the pipeline's groups of 8, its direction unchanged);
 #   - dividing by the spread does change the expected gradient: it weights each group's
 #     push by 1/spread, which gives every group with both right and wrong answers
