@@ -388,7 +388,7 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, the numbers within each vector inside the model (its 16; 64 in
+# started at the same value, the 16 numbers within each vector the model computes (64 in
 # the MLP's middle) would all be computed alike, each from the same inputs with the same
 # weights, so they would be equal; and each would get the same gradient, so every update
 # would move its weights alike. Nothing could ever make them differ (the symmetry is never
@@ -1151,9 +1151,9 @@ def weights_of(params):
 # block_size tokens: once a text is block_size tokens long, the model is a Markov chain (a
 # process whose next step depends only on where it is now, its state), and its states are
 # the possible full windows. (So the chain leaves out a text's first block_size - 1
-# predictions, made before the window is full; in a stream the first is made after one
-# token, as there is no BOS.) For a tiny vocabulary and context we can list every state, its
-# next-token probabilities, and the state each token leads to. (There are
+# predictions, made after reading only 1, 2, ..., block_size - 1 tokens, before the window
+# is full.) For a tiny vocabulary and context we can list every state, its next-token
+# probabilities, and the state each token leads to. (There are
 # vocab_size ** block_size states: names.txt as a stream has 27 characters, the 26 letters
 # and the newline (a stream has no BOS), so 27**16 with the defaults, and the command line
 # lists them only when there are at most 256 states.)
@@ -1916,10 +1916,10 @@ def evaluation_requests(held_out, count, rng):
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
 # Why five slots, when X has at most 3 letters? For "ending with", the number of slots is
-# the length of every answer fine-tuning shows (5 slots: 5-letter names, as just said).
-# That length must be more than X's, at most 3 letters (with 3 slots, the answer to "ending
-# with son" would be "son" itself, which is not correct), so 4 slots would do; we use 5
-# because there are more 5-letter names than 4-letter ones to learn from.
+# the length of every answer fine-tuning shows (5 slots: 5-letter names, as just said). That
+# length must be more than the length of X, which is at most 3 letters (with 3 slots, the
+# answer to "ending with son" would be "son" itself, which is not correct), so 4 slots would
+# do; we use 5 because there are more 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
