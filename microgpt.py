@@ -2249,8 +2249,9 @@ def sft_steps(params, config, examples, num_steps, batch):
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy (strictly, the group's mean
 #     holds 1/G of the answer's own reward too, G answers being in the group: the
-#     advantage's numerator is ((G - 1)/G) R(a) - (1/G) (the others' rewards), and only the
-#     second part averages out, so the expected gradient is scaled by (G - 1)/G, 7/8 for
+#     advantage's numerator is ((G - 1)/G) R(a) - (1/G) (the sum of the others' rewards),
+#     and only the second part averages out (the others are drawn independently of a, so
+#     it is a baseline as above); so the expected gradient is scaled by (G - 1)/G, 7/8 for
 #     the pipeline's groups of 8, its direction unchanged);
 #   - dividing by the spread does change the expected gradient: it weights each group's
 #     push by 1/spread, which gives every group with both right and wrong answers
