@@ -5017,6 +5017,10 @@ def run_chat(args, stop):
         raise BadInput(f"--temperature must be 0 (always the likeliest token) or more, not {args.temperature}")
     plan = ChatPlan()
     loaded = load_checkpoint(args.load) if args.load else None
+    # --save never names the model the run starts from (check_stage_paths does its stage files)
+    if loaded and args.save and same_file(args.save, args.load):
+        raise BadInput(f"--save {args.save} is the model --load starts from: it would be replaced; choose "
+                       "another name")
     if args.report:       # what a stop says if it comes before the page is written (main() prints it)
         stop.unwritten = f"microgpt: the page {visible(args.report, keep='')} was not written (the run was stopped)"
 
@@ -6093,16 +6097,17 @@ def probability_shade(p):
 def shaded_text(tokens, probs):
     """A sample as HTML, each token (a character, or with --bpe a piece of text) on a
     background whose colour shows the probability the model gave it (probability_shade);
-    hovering shows the number."""
+    hovering shows the number (three decimals, or two significant digits below 0.0005: a
+    drawn token never shows as 0.000)."""
     out = []
     for ch, p in zip(tokens, probs):
         shown = "".join("\u21b5\n" if c == "\n" else (c if c.isprintable() else repr(c)[1:-1]) for c in ch)
         if p is None:
             out.append(f'<span title="given">{escape(shown)}</span>')
         else:
-            colour = probability_shade(p)
+            colour, number = probability_shade(p), f"{p:.3f}" if p >= 0.0005 else f"{p:.2g}"
             out.append(f'<span style="background:{colour};color:{ink_on(colour)}" '
-                       f'title="{p:.3f}">{escape(shown)}</span>')
+                       f'title="{number}">{escape(shown)}</span>')
     return "".join(out) or "<i>(empty)</i>"
 
 
@@ -6658,6 +6663,9 @@ def samples_section(run, config, sample_probs, names_printed):
     notes = [said + f", each {unit} on the colour of the probability the model gave it (at temperature 1): "
              "dark for a surprise, yellow for a sure thing."]
     found = [(p, i, j) for i, probs in enumerate(sample_probs) for j, p in enumerate(probs) if p is not None]
+    if not any(pieces):           # a barely trained model's samples can all be empty
+        notes.append("Every sample ended at once: the first token the model drew was the end of a "
+                     f"{'name' if run.get('names_data') else 'document'} (BOS), so there is nothing to shade.")
     if found:
         mean_log = sum(math.log(p) for p, _, _ in found) / len(found)
         p, i, j = min(found)
@@ -7454,10 +7462,11 @@ function line(who, cls) {
   div.append(name, body); log.appendChild(div);
   return body;
 }
-// A probability to 3 decimals, or to 2 significant digits where that would show 0: at a
-// high temperature the model can draw a token it gave 3e-8, which "0.000" would deny.
+// A probability to 3 decimals and a percentage to 1, or either to 2 significant digits
+// where that would show fewer: at a high temperature the model can draw a token it gave
+// 3e-8, which "0.000" would deny, and 0.14% is not "0.1%" beside 0.018%.
 const prob = p => p >= 0.0005 || p === 0 ? p.toFixed(3) : p.toPrecision(2);
-const pct = q => q >= 0.0005 || q === 0 ? (100 * q).toFixed(1) : (100 * q).toPrecision(2);
+const pct = q => q >= 0.0095 || q === 0 ? (100 * q).toFixed(1) : (100 * q).toPrecision(2);
 function addToken(answer, msg) {
   const s = document.createElement("span"), c = shade(msg.p);
   s.className = "tok"; s.tabIndex = 0; s.textContent = msg.token;

@@ -555,6 +555,8 @@ class ReportUnitsTest(unittest.TestCase):
         page = microgpt.report_page(run)
         self.assertIn("Nothing to look inside: this run has no held-out names, and the samples it drew all ended "
                       "at once (empty).", page)
+        self.assertIn("Every sample ended at once: the first token the model drew was the end of a name (BOS), so "
+                      "there is nothing to shade.", page)
 
     def test_the_predictions_table_cuts_long_tokens_short_and_marks_itself_wide(self):
         # the seventh tester: a long --explain of a --bpe model did not fit a 1024x768 slide
@@ -566,6 +568,12 @@ class ReportUnitsTest(unittest.TestCase):
         self.assertIn('class="predictions wide"', table)
         narrow = microgpt.prediction_table(example, ["a", "bb", "<BOS>"])
         self.assertIn('class="predictions"', narrow)                 # <BOS> (5 characters) is not wide
+
+    def test_a_shaded_tokens_hover_number_is_never_0_000(self):
+        # the ninth tester: 87 of 96 tokens of a --bpe 3000 page's samples hovered as 0.000
+        html_text = microgpt.shaded_text(["ab", "cd"], [0.5, 1.6e-05])
+        self.assertIn('title="0.500">ab<', html_text)
+        self.assertIn('title="1.6e-05">cd<', html_text)
 
     def test_the_transition_matrix_labels_the_rows_its_caption_names(self):
         rows, labels, keep = [[0.5, 0.5]] * 81, [f"{i:04d}" for i in range(81)], [1, 40, 79]

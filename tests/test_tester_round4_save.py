@@ -205,6 +205,22 @@ class AChatRunsPageIsNeitherLostNorForgotten(TempDirTestCase):
         self.assertIn(f"to redo the fine-tuning from its start: {RUN_AGAIN} --load v-pretrained.json", stopped.stderr)
         self.assertIn("the page v.html was not written", stopped.stderr)
 
+    def test_save_that_would_write_the_loaded_model_is_refused_before_anything(self):
+        # the ninth tester: --load s.json --chat --save s.json replaced the SFT stage it resumed,
+        # and the redo command it printed could not run
+        from tests.test_server import save_chat_model
+        save_chat_model(os.path.join(self.tmp, "s.json"))
+        with open(os.path.join(self.tmp, "s.json"), encoding="utf-8") as f:
+            before = f.read()
+        for save in ("s.json", "./s.json"):
+            with self.subTest(save=save):
+                result = run_main(["--load", "s.json", "--chat", "--save", save], self.tmp)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+                self.assertIn("the model --load starts from: it would be replaced", result.stderr)
+        with open(os.path.join(self.tmp, "s.json"), encoding="utf-8") as f:
+            self.assertEqual(f.read(), before)
+
     def test_a_stopped_chat_run_without_save_says_its_page_was_not_written(self):
         with mock.patch.object(microgpt, "ChatPlan", self.plan(pretrain_steps=4)), \
                 mock.patch.dict(os.environ, {"MICROGPT_STOP_AFTER_STEP": "2"}):
