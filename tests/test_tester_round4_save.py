@@ -120,16 +120,21 @@ class AChatRunsPageIsNeitherLostNorForgotten(TempDirTestCase):
         return dataclasses.make_dataclass("TinyPlan", [(k, type(v), dataclasses.field(default=v))
                                                        for k, v in sizes.items()], bases=(microgpt.ChatPlan,))
 
-    def test_a_page_whose_path_is_taken_during_the_run_is_written_to_a_rescue_file(self):
+    def run_while_a_file_appears(self, name, content):
+        """The tiny pipeline with --save c.json --report c.html, the user's own file `name`
+        appearing once the card is printed: after the up-front checks, before the last save."""
         card = microgpt.print_card
 
         def card_then_a_file_appears(*args):
             card(*args)
-            with open(os.path.join(self.tmp, "c.html"), "w", encoding="utf-8") as f:
-                f.write("FOREIGN")
+            with open(os.path.join(self.tmp, name), "w", encoding="utf-8") as f:
+                f.write(content)
         with mock.patch.object(microgpt, "ChatPlan", self.plan()), \
                 mock.patch.object(microgpt, "print_card", card_then_a_file_appears):
-            result = run_main(["--chat", "--input", "names.txt", "--save", "c.json", "--report", "c.html"], self.tmp)
+            return run_main(["--chat", "--input", "names.txt", "--save", "c.json", "--report", "c.html"], self.tmp)
+
+    def test_a_page_whose_path_is_taken_during_the_run_is_written_to_a_rescue_file(self):
+        result = self.run_while_a_file_appears("c.html", "FOREIGN")
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
         with open(os.path.join(self.tmp, "c.html"), encoding="utf-8") as f:
@@ -140,15 +145,7 @@ class AChatRunsPageIsNeitherLostNorForgotten(TempDirTestCase):
         self.assertTrue(microgpt.is_checkpoint(os.path.join(self.tmp, "c.json")))       # the model is saved
 
     def test_a_rescued_chat_model_says_its_page_was_not_written_and_how_to_draw_it(self):
-        card = microgpt.print_card
-
-        def card_then_a_file_appears_at_the_save_path(*args):
-            card(*args)
-            with open(os.path.join(self.tmp, "c.json"), "w", encoding="utf-8") as f:
-                f.write("PRECIOUS")
-        with mock.patch.object(microgpt, "ChatPlan", self.plan()), \
-                mock.patch.object(microgpt, "print_card", card_then_a_file_appears_at_the_save_path):
-            result = run_main(["--chat", "--input", "names.txt", "--save", "c.json", "--report", "c.html"], self.tmp)
+        result = self.run_while_a_file_appears("c.json", "PRECIOUS")
         self.assertEqual(result.returncode, 2, result.stderr)
         [rescued] = [n for n in os.listdir(self.tmp) if n.startswith("microgpt-rescued-")]
         self.assertIn(f"the page c.html was not written: `--load {os.path.join(self.tmp, rescued)} --chat --report "
