@@ -3561,6 +3561,15 @@ def label(token, chars):
                    for ch in chars[token])
 
 
+def caption_names(names, chars):
+    """The tokens as a sentence writes them: bare where every token is one character (a, \\s,
+    <BOS>), in quotes where a token can be several (Part IV's BPE), so that a list of them
+    ('on' 'x' 'den') reads as tokens, not as words."""
+    if all(len(c) == 1 for c in chars):
+        return names
+    return [n if n == "<BOS>" else f"'{n}'" for n in names]
+
+
 def state_name(state, names):
     """A Markov chain state's name. names: every token's label (from label()), by token id.
     The state's labels are run together when every token is one character ("aab"), and
@@ -3712,11 +3721,12 @@ def visible(text, keep="\n\t"):
     return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
 
 
-def prepare_data(path, config, mode, chars, rng, bpe=0):
+def prepare_data(path, config, mode, chars, rng, bpe=0, text=None):
     """Read the training data and say what it is. chars is None for a new model, whose
-    vocabulary comes from the data. Returns (text, chars, batch_for_step, validation sequences)."""
+    vocabulary comes from the data; text, if given, is the file's text, already read.
+    Returns (text, chars, batch_for_step, validation sequences)."""
     # Line ends as a person sees them: Windows' \r\n and old Macs' \r are \n too.
-    text = read_data_file(path).replace("\r\n", "\n").replace("\r", "\n")
+    text = (read_data_file(path) if text is None else text).replace("\r\n", "\n").replace("\r", "\n")
     if mode == "stream":
         chars = chars or build_vocab(text)
         if bpe:
@@ -3937,6 +3947,7 @@ class StopSignals:
         self.leaving = False        # main() is putting the old handlers back: raise nothing now
         self.late = None            # a signal that came then: main() says it and exits as it asks
         self.unwritten = None       # what main() says after a stop that left a page unwritten
+        self.redo = None            # and how to redo the chat stage it cut (see chat_pipeline)
 
     def __call__(self, signum, frame):
         if self.stopping:           # more signals while stopping change nothing (a traceback
@@ -4578,8 +4589,9 @@ def main(argv=None):
         stop.stopping = True
         signum = e.args[0] if isinstance(e, Stopped) else signal.SIGINT
         print(f"\nmicrogpt: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
-        if stop.unwritten:
-            print(stop.unwritten, file=sys.stderr)
+        for said in (stop.unwritten, stop.redo):
+            if said:
+                print(said, file=sys.stderr)
         code = 128 + signum
     finally:
         stop.leaving = True
@@ -4669,14 +4681,18 @@ def print_stage_progress(step, num_steps, value, what, started, interactive):
           flush=True)
 
 
-def run_stage(steps, num_steps, what, stop):
-    """Run a stage's generator, printing progress; returns its values, one per step. After a
-    stop signal (which, with --save, only asks to stop: see run_chat) it ends after the
-    current step, or before the first if the signal came earlier."""
+def run_stage(steps, num_steps, what, stop, header):
+    """Print the stage's header, run its generator, printing progress; returns its values, one
+    per step. After a stop signal (which, with --save, only asks to stop: see run_chat) it ends
+    after the current step; if the signal came earlier (in the evaluation before), the stage
+    does not begin, header and all. A stage is always followed by its evaluation, so that is
+    what a first signal then waits for."""
     values, started, interactive = [], time.perf_counter(), sys.stdout.isatty()
     stop_at = os.environ.get("MICROGPT_STOP_AFTER_STEP")   # for the tests, as in train_with_progress
     if stop.signum is not None:
         return values
+    print(header, flush=True)
+    stop.when = "after this step"
     for step, value in enumerate(steps, start=1):
         if not math.isfinite(value):
             raise BadInput(f"training diverged: the {what} became {value} at step {step}")
@@ -4686,6 +4702,7 @@ def run_stage(steps, num_steps, what, stop):
             interrupt_myself(stop)
         if stop.signum is not None:
             break
+    stop.when = "after this evaluation"
     return values
 
 
@@ -4698,8 +4715,9 @@ def evaluate_stage(card, stage, weights, config, chat_chars, requests, seed, tem
     card.append(dict(facts, stage=stage, pass_rates=rates, answers=answers[:: max(1, len(answers) // 8)]))
 
 
-def pretrain_for_chat(args, plan, config, stop):
-    """The names model, trained as the default run trains it (or loaded with --load)."""
+def pretrain_for_chat(args, plan, config, stop, text):
+    """The names model, trained on text (the data file's) as the default run trains it, or
+    loaded with --load."""
     if args.load:
         loaded, chars, params, mode, raw = load_checkpoint(args.load)
         if mode != "docs":
@@ -4713,7 +4731,8 @@ def pretrain_for_chat(args, plan, config, stop):
                                "what": f"loaded from {args.load}"}
     print("--- stage 1: pretraining on names ---")
     rng = random.Random(config.seed)
-    _, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, "docs", None, rng)
+    _, chars, batches, val_seqs = prepare_data(args.input or default_data_path(), config, "docs", None, rng,
+                                               text=text)
     params = init_params(config, len(chars) + 1, rng)
     started = time.process_time()
     smoothed, _ = train_with_progress(params, config, batches, stop)
@@ -4730,13 +4749,16 @@ def chat_pipeline(args, plan, stop, sft_model=None):
     sft_model, if given, is a saved SFT stage, (config, chat vocabulary, params): then the
     pipeline resumes from it and runs only RL, exactly as the whole pipeline would have."""
     started = time.process_time()
+    # Read once, before any stage begins: a missing file is then an error before the first
+    # header, and a pipe (--input /dev/stdin) gives its text to both pretraining and the task.
+    text = read_data_file(args.input or default_data_path())
     if sft_model:
         config, chat_chars, params = sft_model
         config.seed, config.temperature, chars = args.seed, args.temperature, chat_chars[:chat_chars.index(USER)]
     else:
         config = Config(n_layer=plan.n_layer, n_embd=plan.n_embd, n_head=plan.n_head, block_size=plan.block_size,
                         steps=plan.pretrain_steps, seed=args.seed, temperature=args.temperature)
-        chars, params, facts = pretrain_for_chat(args, plan, config, stop)
+        chars, params, facts = pretrain_for_chat(args, plan, config, stop, text)
     paths = stage_paths(args.save) if args.save and not sft_model else {}
     card, seed = [], config.seed
 
@@ -4751,11 +4773,18 @@ def chat_pipeline(args, plan, stop, sft_model=None):
                                   params, config, chars, "docs", {}, redo_from(None), args.report)
     if "pretrained" in paths and not args.load:
         save_chat_stage(paths["pretrained"], params, config, chars, "docs", {})
+    # From here a first stop signal waits for the evaluation it comes in (run_stage says which
+    # wait it is), and a second, which stops at once, leaves the next stage to redo from the
+    # file before it: main() then says how, as save_stopped_stage does.
+    stop.when = "after this evaluation"
+    if args.save:
+        stop.redo = (f"to redo the reinforcement learning from its start: {command_line(redo_from(args.load))}"
+                     if sft_model else "to redo the fine-tuning from its start: "
+                     + command_line(redo_from(args.load or paths["pretrained"])))
     # The task, and the pretrained model prompted in the chat format (it writes names, but
     # knows nothing of the requests yet).
     rng = random.Random(seed + 10)
-    names = [n for n in split_documents(read_data_file(args.input or default_data_path()))
-             if n.isalpha() and set(n) <= set(chars)]
+    names = [n for n in split_documents(text.replace("\r", "\n")) if n.isalpha() and set(n) <= set(chars)]
     train_requests, held_out = split_requests(names, rng)
     requests = evaluation_requests(held_out, plan.eval_requests, rng)
     print(f"task: {len(train_requests):,} requests to fine-tune on, {len(held_out):,} held out; evaluating on "
@@ -4775,13 +4804,14 @@ def chat_pipeline(args, plan, stop, sft_model=None):
                                       chat_chars, "chat", {"stage": "SFT"}, redo, args.report)
         if "SFT" in paths:
             save_chat_stage(paths["SFT"], params, config, chat_chars, "chat", {"stage": "SFT"})
-    print(f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests x "
-          f"{plan.rl_group} answers ---")
+            stop.redo = f"to redo the reinforcement learning from its start: {command_line(redo_from(paths['SFT']))}"
     config.lr, before = plan.rl_lr, time.process_time()
     rl_rng = random.Random(seed + 12)
     pool = sorted(train_requests)
     curve = run_stage(rl_steps(params, config, chat_chars, lambda step: rl_rng.sample(pool, plan.rl_requests),
-                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop)
+                               plan.rl_steps, plan.rl_group, rl_rng), plan.rl_steps, "reward", stop,
+                      f"--- stage 3: reinforcement learning, {plan.rl_steps} steps of {plan.rl_requests} requests "
+                      f"x {plan.rl_group} answers ---")
     if stop.signum is not None and len(curve) < plan.rl_steps:
         return save_stopped_stage(stop, args.save, len(curve), plan.rl_steps, "reinforcement learning", params,
                                   config, chat_chars, "chat", {"stage": "RL"},
@@ -4797,7 +4827,6 @@ def sft_stage(card, plan, stop, config, chat_chars, params, names, train_request
     """Stage 2: fine-tune params in place, validate, evaluate, add the SFT row to the card.
     Returns the number of steps it took (fewer if a stop signal ended it: then it stops there)."""
     seed = config.seed
-    print(f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of {plan.sft_batch} conversations ---")
     config.lr, before = plan.sft_lr, time.process_time()
     sft_rng, answers = random.Random(seed + 11), sft_answers(names, train_requests, config)
     if not all(answers.values()):
@@ -4805,7 +4834,8 @@ def sft_stage(card, plan, stop, config, chat_chars, params, names, train_request
                        f"of {REQUEST_TOKENS - 1} letters")
     examples = lambda step, b: sft_example(answers, chat_chars, sft_rng)
     curve = run_stage(sft_steps(params, config, examples, plan.sft_steps, plan.sft_batch), plan.sft_steps,
-                      "answer loss", stop)
+                      "answer loss", stop, f"--- stage 2: supervised fine-tuning, {plan.sft_steps} steps of "
+                      f"{plan.sft_batch} conversations ---")
     if len(curve) < plan.sft_steps:
         return len(curve)
     val_rng = random.Random(seed + 14)
@@ -4848,6 +4878,7 @@ def save_stopped_stage(stop, path, done, total, what, params, config, chars, mod
     run also says how to redo it from its start (redo: the command line's options, a list),
     and that its --report page (page) was not written: the redone run writes it. A stop
     before the stage's first step (done 0) saves nothing: the stage before it is saved."""
+    stop.redo = f"to redo the {what} from its start: {command_line(redo)}"     # if a signal cuts this short
     with stop_signals_held():
         if done == 0:       # stopped between two stages: the stage before is saved, this one has nothing new
             print(f"\ninterrupted by {signal.Signals(stop.signum).name} before the first step of {what}: "
@@ -4861,7 +4892,8 @@ def save_stopped_stage(stop, path, done, total, what, params, config, chars, mod
     if page:
         print(f"microgpt: the page {visible(page, keep='')} was not written (the run was stopped); the command "
               "below writes it when its pipeline is done", file=sys.stderr)
-    print(f"to redo the {what} from its start: {command_line(redo)}", file=sys.stderr)
+    print(stop.redo, file=sys.stderr)
+    stop.redo = None
     return None
 
 
@@ -5043,7 +5075,7 @@ def run_chat(args, stop):
         print_card(card, plan)
         save_chat_stage(args.save, params, config, chat_chars, "chat",
                         {"stage": "RL", "card": card, "plan": vars(plan)}, args.report)
-        stop.finishing = False
+        stop.finishing, stop.redo = False, None
         if stop.signum is not None:
             return 128 + stop.signum
         if args.report:
@@ -5080,7 +5112,7 @@ def run_chat(args, stop):
         if args.save:
             save_chat_stage(args.save, params, config, chat_chars, "chat",
                             {"stage": "RL", "card": card, "plan": vars(plan)}, args.report)
-            stop.finishing = False
+            stop.finishing, stop.redo = False, None
             if stop.signum is not None:
                 return 128 + stop.signum
         else:
@@ -6432,10 +6464,12 @@ def row_sizes(matrix):
     return [math.sqrt(sum(x * x for x in row) / len(row)) for row in matrix]
 
 
-def embeddings_section(weights, config, names, chars, mode, data_docs, steps, what="document"):
+def embeddings_section(weights, config, names, chars, mode, data_docs, steps, what="document", said=None):
     """wte and wpe as heat maps on one colour scale, and the token embeddings on their top
     two principal components, each with a caption on what this run's numbers show. what: the
-    word for one training sequence (sequence_word)."""
+    word for one training sequence (sequence_word); said: the tokens as captions write them
+    (caption_names; names, the labels, by default)."""
+    said = said or names
     # float() reads the numbers out of Values too (with --plain, the weights are Part I's Values).
     wte, wpe = ([[float(x) for x in row] for row in weights[key]] for key in ("wte", "wpe"))
     m = max(abs(x) for row in wte + wpe for x in row) or 1.0          # one scale for both maps
@@ -6446,12 +6480,12 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps, wh
     dims = [str(j) for j in range(config.n_embd)]
     sizes = row_sizes(wte)
     big, small = max(range(len(sizes)), key=sizes.__getitem__), min(range(len(sizes)), key=sizes.__getitem__)
-    caption = f"The longest vector is {names[big]}'s, the shortest {names[small]}'s."
+    caption = f"The longest vector belongs to {said[big]}, the shortest to {said[small]}."
     text = "".join(data_docs)
     if text and max(big, small) < len(chars):                # characters of the data (BOS is not one)
         share = lambda t: text.count(chars[t]) / len(text)
-        caption += (f" {names[big]} is {share(big):.1%} of the characters of the data, "
-                    f"{names[small]} {share(small):.1%}")
+        caption += (f" {said[big]} is {share(big):.1%} of the characters of the data, "
+                    f"{said[small]} {share(small):.1%}")
         caption += (": a token's row changes only when the token is in the step's text, so a rare one stays closer "
                     "to its small random start." if share(small) < share(big) else ".")
     if len(wte) > REPORT_MAX_ROWS:       # a huge vocabulary would make a page of many MB
@@ -6500,33 +6534,36 @@ def embeddings_section(weights, config, names, chars, mode, data_docs, steps, wh
         share = lambda v: f" ({v / total:.0%} of the variance)" if total else ""
         plot, missing = scatter_plot(points, names, "token embeddings, top two principal components",
                                      f"component 1{share(v1)}", f"component 2{share(v2)}")
-        caption = pca_caption(wte, points, names, f"{what}s" if mode == "docs" else "the text")
+        caption = pca_caption(wte, points, names, f"{what}s" if mode == "docs" else "the text", said)
         if missing:
             caption += (f" Where the points crowd, {len(missing)} label{'s are' if len(missing) > 1 else ' is'} "
-                        "left out" + (f": {' '.join(sorted(missing))}." if len(missing) <= 20 else "."))
+                        "left out" + (f": {' '.join(said[names.index(m)] for m in sorted(missing))}."
+                                         if len(missing) <= 20 else "."))
         out.append(figure("Token embeddings, top two principal components", plot, escape(caption)))
     return "\n".join(out) + "</div>"
 
 
-def pca_caption(wte, points, names, where):
+def pca_caption(wte, points, names, where, said=None):
     """What the scatter plot shows: which tokens sit at either end of its horizontal axis,
-    which are closest in the full embedding, and whether the vowels keep together."""
+    which are closest in the full embedding, and whether the vowels keep together. said: the
+    tokens as the caption writes them (caption_names)."""
+    said = said or names
     by_x = sorted(range(len(points)), key=lambda t: points[t][0])
     k = min(5, len(by_x) // 2)
-    said = (f"The horizontal axis (the direction in which the tokens differ most) runs from "
-            f"{' '.join(names[t] for t in by_x[:k])} on the left to {' '.join(names[t] for t in by_x[-k:])} "
-            "on the right.")
+    caption = (f"The horizontal axis (the direction in which the tokens differ most) runs from "
+               f"{' '.join(said[t] for t in by_x[:k])} on the left to {' '.join(said[t] for t in by_x[-k:])} "
+               "on the right.")
     pairs = sorted((math.dist(wte[a], wte[b]), a, b) for a in range(len(wte)) for b in range(a))
-    said += (" Closest together in all the dimensions: "
-             + ", ".join(f"{names[b]} and {names[a]}" for _, a, b in pairs[:3]) + ".")
+    caption += (" Closest together in all the dimensions: "
+                + ", ".join(f"{said[b]} and {said[a]}" for _, a, b in pairs[:3]) + ".")
     vowels = [names.index(v) for v in "aeiou" if v in names]
     if len(vowels) == 5 and len(names) > 10:
         mid = sorted(x for x, _ in points)[len(points) // 2]
         sides = {points[t][0] < mid for t in vowels}
         if len(sides) == 1:
-            said += (f" All five vowels lie on the {'left' if sides == {True} else 'right'} half: the model "
-                     f"learned that they play a similar part in {where}.")
-    return said
+            caption += (f" All five vowels lie on the {'left' if sides == {True} else 'right'} half: the model "
+                        f"learned that they play a similar part in {where}.")
+    return caption
 
 
 LEAN = 1.5     # a head "leans" towards a place only if it gives it this many times the even share
@@ -6557,11 +6594,13 @@ def head_habit(head):
             f"the {even:.0%} that spreading it evenly would give")
 
 
-def inside_section(example, names, what, n_head, heading=""):
+def inside_section(example, names, what, n_head, heading="", said=None):
     """One example (an entry of report_data's "examples"): its predictions as a table, then
     one attention heat map per layer and head, each with a caption. heading: HTML that goes
     before the table and stays on the same printed page (the section's heading and intro:
-    break-after:avoid alone does not keep them with a table in a grid)."""
+    break-after:avoid alone does not keep them with a table in a grid). said: the tokens as
+    the captions write them (caption_names)."""
+    said = said or names
     inputs, targets, rows = example["tokens"], example["targets"], example["probs"]
     shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in example["text"])
     scored = [(rows[pos][t], pos) for pos, t in enumerate(targets) if t is not None]
@@ -6574,16 +6613,16 @@ def inside_section(example, names, what, n_head, heading=""):
         (p_hi, sure), (p_lo, worst) = max(right or scored), min(scored)
         guess = likeliest(worst)
         if right:
-            caption = (f"Its surest right guess: {names[targets[sure]]} after {names[inputs[sure]]} (position "
+            caption = (f"Its surest right guess: {said[targets[sure]]} after {said[inputs[sure]]} (position "
                        f"{sure}), at {percent(p_hi)}. ")
         else:
             caption = (f"It guessed no position right (its likeliest token was never the true one); the true token "
-                       f"it rated highest was {names[targets[sure]]} after {names[inputs[sure]]} (position {sure}), "
+                       f"it rated highest was {said[targets[sure]]} after {said[inputs[sure]]} (position {sure}), "
                        f"at {percent(p_hi)}. ")
         if p_lo < 0.5:
-            caption += (f"Its biggest surprise: {names[targets[worst]]} after {names[inputs[worst]]} "
+            caption += (f"Its biggest surprise: {said[targets[worst]]} after {said[inputs[worst]]} "
                         f"(position {worst}), "
-                        f"at only {percent(p_lo)}" + (f"; it expected {names[guess]} ({percent(rows[worst][guess])})."
+                        f"at only {percent(p_lo)}" + (f"; it expected {said[guess]} ({percent(rows[worst][guess])})."
                                                        if guess != targets[worst] else "."))
         else:
             caption += f"Even the true token it expected least got {percent(p_lo)}."
@@ -6828,8 +6867,9 @@ def report_page(run):
     out.append(loss_section(run, vocab_size, what))                                  # 2. The loss curve
     if run["snapshots"]:
         out.append(snapshots_section(run, mode, config, data_docs))                   # 3. As it learns
+    said = caption_names(names, chars)
     out.append(embeddings_section(weights, config, names, chars, mode, data_docs,
-                                  run.get("steps_before", 0) + config.steps, what))   # 4. Embeddings
+                                  run.get("steps_before", 0) + config.steps, what, said))   # 4. Embeddings
 
     # 5. Inside one name (or document, or window)
     heading = (f"<h2>Inside one {what}</h2>\n<p class=\"note\">For each position: the token the model reads, "
@@ -6842,7 +6882,7 @@ def report_page(run):
                    f"held-out {what}s, and the samples it drew all ended at once (empty). "
                    f"<code>--explain TEXT</code> looks inside any text you give.</p>")
     for i, example in enumerate(data["examples"]):
-        out.append(inside_section(example, names, what, config.n_head, heading if i == 0 else ""))
+        out.append(inside_section(example, names, what, config.n_head, heading if i == 0 else "", said))
     if run["samples"]:
         out.append(samples_section(run, config, data["sample_probs"], config.num_samples > 0))   # 6. Samples
     if mode == "stream" and vocab_size ** config.block_size <= 256:
