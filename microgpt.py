@@ -112,8 +112,8 @@ class Config:
 # Part II's faster versions of Part I's functions: True uses them, False runs Part I alone
 # (same numbers to rounding, about 14 times slower; `python microgpt.py --plain` does that,
 # and so lets a debugger step through the code of Part I). The switch covers every idea of
-# Part II that computes differently; pausing CPython's cycle collector (II.3) changes no
-# arithmetic and happens either way.
+# Part II that computes differently; pausing CPython's cycle collector (its occasional
+# search for unused objects, II.3) changes no arithmetic and happens either way.
 FAST = True
 
 
@@ -826,7 +826,8 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 # results agree to floating-point rounding (differences of 1e-16 to 1e-15), and the default
 # run prints exactly the same numbers either way. Together they make a training step 12 to
 # 16 times faster than Part I alone on CPython 3.11, and 8 to 12 times faster on PyPy 3.9
-# (each ratio from two runs timed side by side, with the collector paused in both: II.3).
+# (each ratio from two runs timed side by side, with the collector paused in both on
+# CPython; PyPy keeps it on: II.3).
 # They make it 25 to 28 times faster than a textbook engine like micrograd's on CPython
 # (micrograd: Karpathy's earlier tiny autograd, one node per + and *, as in Part I, with a
 # recursive topological sort).
@@ -1147,13 +1148,13 @@ def weights_of(params):
 # Sampling slides the window along, so the model always sees the last block_size characters
 # and nothing older.
 #
-# The Markov chain. Because of that window, the next token depends only on the last
-# block_size tokens: once a text is block_size tokens long, the model is a Markov chain (a
-# process whose next step depends only on where it is now, its state), and its states are
-# the possible full windows. (So the chain leaves out a text's first block_size - 1
-# predictions, made after reading only 1, 2, ..., block_size - 1 tokens, before the window
-# is full.) For a tiny vocabulary and context we can list every state, its next-token
-# probabilities, and the state each token leads to. (There are
+# The Markov chain (of stream mode). Because sampling slides that window, the next token
+# depends only on the last block_size tokens: once a text is block_size tokens long, the
+# model is a Markov chain (a process whose next step depends only on where it is now, its
+# state), and its states are the possible full windows. (So the chain leaves out a text's
+# first block_size - 1 predictions, made after reading only 1, 2, ..., block_size - 1
+# tokens, before the window is full.) For a tiny vocabulary and context we can list every
+# state, its next-token probabilities, and the state each token leads to. (There are
 # vocab_size ** block_size states: names.txt as a stream has 27 characters, the 26 letters
 # and the newline (a stream has no BOS), so 27**16 with the defaults, and the command line
 # lists them only when there are at most 256 states.)
@@ -1617,10 +1618,10 @@ class Vocabulary(list):
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
 # plain floats and the key/value cache of Part I. gpt2() reuses attention_head (through
-# causal_self_attention below), and Part I's version cannot take plain floats (its softmax
-# reads each score's .data and calls .exp()); Part II's can. So for GPT-2 the flag FAST is
-# always on (the command line refuses --plain with --gpt2), and Part II's attention_head is
-# the one that runs.
+# causal_self_attention below), and Part I's attention_head cannot take plain floats (its
+# softmax reads each score's .data and calls .exp()); Part II's can. So for GPT-2 the flag
+# FAST is always on (the command line refuses --plain with --gpt2), and Part II's
+# attention_head is the one that runs.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -1793,7 +1794,8 @@ def gpt2_explain(tokens, w, config):
 # and "a name ending with X", X being 1 to 3 letters. An answer is correct when it satisfies
 # the request, is made of letters only, is longer than X (echoing "em" is not a name
 # starting with "em"), and ends: the model writes a token that means "answer over" (V.2)
-# within the context (an <|end|> predicted at its last position counts). Code can check
+# within the context (an <|end|> predicted while reading the context's last position
+# counts, though it has no position of its own). Code can check
 # that, so no person has to grade answers: that is what makes reinforcement learning (V.4)
 # possible.
 #
@@ -1822,7 +1824,7 @@ def is_correct(kind, x, answer, ended):
     the vocabulary also holds the request's phrases and the chat's special tokens (V.2),
     and the model might write one. ended: it ended its turn (V.2's TURN_ENDS: <|end|>, or
     <|user|> or <|assistant|>; the chat stops showing an answer at these too) within the
-    context (an <|end|> predicted while reading its last position counts)."""
+    context (an <|end|> predicted while reading the context's last position counts)."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
@@ -1964,8 +1966,8 @@ def add_chat_tokens(params, chars, chat_chars, config, rng):
     BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
     rows in them are the same Values: fine-tuning the chat model changes params too."""
     bos = len(chars)            # BOS's id: in the chat vocabulary, <|user|>'s (the first new token)
-    def rows(matrix, copy_of_bos):
-        new = [[Value(p.data) for p in matrix[bos]] if t == copy_of_bos else
+    def rows(matrix, gets_bos_row):          # the new token whose row is a copy of BOS's
+        new = [[Value(p.data) for p in matrix[bos]] if t == gets_bos_row else
                [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
                for t in chat_chars[bos:]]                  # the new tokens
         return matrix[:bos] + new
@@ -2241,18 +2243,19 @@ def sft_steps(params, config, examples, num_steps, batch):
 # answers a; R(a) is a fixed number for each answer, with no gradient of its own. The
 # chain rule gives grad log p = grad p / p, that is grad p = p grad log p, so
 #     grad E[R] = sum_a R(a) grad p(a) = sum_a p(a) R(a) grad log p(a),
-# the average, over answers a drawn from p, of R(a) grad log p(a). -grad L is exactly such
-# an average over the drawn answers, with the advantage in place of R. Answers drawn from
-# a sharpened p would average something else. So going down L's gradient (what Adam does)
-# goes up E[R]. The advantage stands in for R:
+# the average, over answers a drawn from p, of R(a) grad log p(a). -grad L is that average
+# taken over the answers actually drawn (an estimate of it), with the advantage in place of
+# R. Answers drawn at a temperature below 1 (a sharpened p) would average something else.
+# So going down L's gradient (what Adam does) goes up E[R]. The advantage stands in for R:
 #   - subtracting the group's mean b changes nothing on average, since for any b that
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
-#     b grad 1 = 0; it only makes the estimate less noisy (strictly, the group's mean
-#     holds 1/G of the answer's own reward too, G answers being in the group: the
-#     advantage's numerator is ((G - 1)/G) R(a) - (1/G) (the sum of the others' rewards),
-#     and only the second part averages out (the others are drawn independently of a, so
-#     it is a baseline as above); so the expected gradient is scaled by (G - 1)/G, 7/8 for
-#     the pipeline's groups of 8, its direction unchanged);
+#     b grad 1 = 0; it only makes the estimate less noisy;
+#   - strictly, the group's mean is not quite such a b: the mean of a group of G answers
+#     includes a's own reward. With S the sum of the others', the advantage's numerator is
+#     R(a) - (R(a) + S)/G = ((G - 1)/G) R(a) - S/G. S/G is a true b (the others are drawn
+#     independently of a), so it averages to 0; the first term only scales the expected
+#     gradient by (G - 1)/G, 7/8 for the pipeline's groups of 8, and leaves its direction
+#     unchanged;
 #   - dividing by the spread does change the expected gradient: it weights each group's
 #     push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
