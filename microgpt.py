@@ -21,8 +21,8 @@ program's extras (the smoothed loss, timings, headings):
     val_seqs = [encode_document(d, chars) for d in val_docs]       #    as token ids
     params = init_params(config, len(chars) + 1, rng)     # 4. the model: 4,192 random numbers
     batch_for_step = document_batches(train_seqs, config.batch)    # 6. one name per step
-    for loss in train(params, config, batch_for_step, config.steps):  # 5, 3, 6. gpt(), backward(),
-        print(f"loss {loss:.4f}")                         #    Adam; it yields each step's loss
+    for loss in train(params, config, batch_for_step, config.steps):  # 5 gpt(), 3 backward(),
+        print(f"loss {loss:.4f}")                         # 6 Adam; it yields each step's loss
     weights = inference_weights(params)                   # 7. the weights, for use without training
     val_loss = mean_token_loss(val_seqs, weights, config) # 6. the loss on the held-out names
     print(f"validation loss: {val_loss:.4f}")
@@ -364,7 +364,8 @@ class Value:
         # node: its reminder comes back only when the work for its children, and theirs, is
         # done, so each node is placed after its children. u was pushed twice, by L and by
         # v, as it was not yet expanded either time; the check when an entry is popped
-        # (`elif node not in visited`) skips the second copy.
+        # (`elif node not in visited`) skips whichever copy comes off second: here the one L
+        # pushed, which lay under v's entries (the table's sixth line).
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, is_reminder = stack.pop()
@@ -391,11 +392,11 @@ class Value:
 # started at the same value, the 16 numbers within each vector the model computes (64 in
 # the MLP's middle) would all be computed alike, each from the same inputs with the same
 # weights, so they would be equal; and each would get the same gradient, so every update
-# would move its weights alike. Nothing could ever make them differ (the symmetry is never
-# broken), and the 16-wide model would compute like a model of width 1. (The rows of wte,
-# wpe and lm_head, one per token or position, do come to differ from each other, as each
-# gets the gradient of its own token or position; but the 16 numbers within any one row stay
-# equal.)
+# would move its weights alike. Nothing could ever make those 16 numbers differ (the
+# symmetry is never broken), and the 16-wide model would compute like a model of width 1.
+# (Whole rows still come apart: each row of wte, wpe and lm_head gets the gradient of its
+# own token or position, so different tokens end up with different rows. What never comes
+# apart is the 16 numbers inside one row, and so inside every vector.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -1279,7 +1280,8 @@ def explain(tokens, weights, config):
 # pair of adjacent tokens, merge the most common pair into one new token, and repeat. The
 # merges, in the order they were learned, are the tokenizer: to encode a word, start from
 # its characters and replay the merges in that order, each wherever its pair occurs. (bpe()
-# below does the same another way; its docstring shows the two agree.)
+# below does the same another way; its docstring shows the two agree whenever each token
+# is made by only one merge, as is true of learn_merges's merges and of GPT-2's.)
 # Decoding joins the tokens' strings (for GPT-2, whose tokens are made of bytes, one more
 # step turns the joined characters back into bytes: see "Bytes, not characters" below).
 #
@@ -2037,9 +2039,9 @@ def generate_answer(weights, config, prompt, rng, temperature, end_ids):
 
 
 def chat_prompt(request, config, chat_chars):
-    """The rendered prompt for a request's text, or BadInput saying why there is none. Only
-    the two requests of V.1 are answered: other text ("hello") would still encode to letters,
-    and the model would write letters back as if it had understood."""
+    """The rendered prompt for a request's text; if there is none, raises BadInput saying why.
+    Only the two requests of V.1 are answered: other text ("hello") would still encode to
+    letters, and the model would write letters back as if it had understood."""
     ids = encode_text(request, chat_chars)
     phrases = [t for t in chat_chars if len(t) > 1 and t not in SPECIAL]
     if ids is None:
