@@ -346,9 +346,10 @@ class Value:
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
         # and, on top of it, an expand entry for each child that has children of its own and
-        # is not yet expanded. Here it is for L = u + v with u = 2 * x, v = 3 * u (x is a
-        # leaf, never pushed, and the plain numbers 2 and 3 get no node; F is False, T is
-        # True). The stack's top is on the right, and each line pops the top entry:
+        # is not yet expanded (even one already waiting on the stack: see the end). Here it
+        # is for L = u + v with u = 2 * x, v = 3 * u (x is a leaf, never pushed, and the
+        # plain numbers 2 and 3 get no node; F is False, T is True). The stack's top is on
+        # the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
         #     (L, F)    expand L: reminder, children      (L,T) (u,F) (v,F)
         #     (v, F)    expand v: reminder, u (again)     (L,T) (u,F) (v,T) (u,F)
@@ -391,17 +392,18 @@ class Value:
 # Random, so that different parts of the model learn different things. If every weight
 # started at the same value, the 16 numbers within each vector the model computes (64 in
 # the MLP's middle) would all be computed alike, each from the same inputs with the same
-# weights, so they would be equal; and each would get the same gradient, so every update
-# would move its weights alike. Nothing could ever make those 16 numbers differ (the
-# symmetry is never broken), and the 16-wide model would compute like a model of width 1.
-# (Whole rows still come apart: each row of wte, wpe and lm_head gets the gradient of its
-# own token or position, so different tokens end up with different rows. What never comes
-# apart is the 16 numbers inside one row, and so inside every vector.)
+# weights, so they would be equal; and each of those 16 numbers would get the same
+# gradient as the other 15, so the weights behind them would stay equal to each other.
+# Nothing could ever make them differ (the symmetry is never broken), and the 16-wide
+# model would compute like a model of width 1. (Different tokens' rows of wte, wpe and
+# lm_head do still come apart, as each gets its own token's or position's gradient; but
+# the 16 entries inside any one row stay equal, so every vector stays 16 copies of one
+# number.)
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
-#       5, divides by sqrt(mean + 1e-5), so 0 stays 0; attention's weights are not 0, but
-#       they average values that are);
+#       5, divides by sqrt(mean + 1e-5), so 0 stays 0; attention's probabilities (its
+#       softmax, section 5) are not 0, but they average values that are);
 #   (2) so lm_head, the last matrix, which turns the final vector into scores, gets a
 #       gradient of 0: its gradient is the final vector times the gradient arriving at
 #       the scores (d(w * x)/dw = x, section 3), and that arriving gradient is not 0, but
@@ -808,8 +810,9 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 #
 # Part I is the algorithm; as the original microgpt puts it, everything else is just
 # efficiency (and, here, tools to look inside and plumbing). This part makes the same
-# computation cheaper without changing what it computes: each function here replaces one
-# of Part I's. Four ideas, in sections II.1 to II.4 (numbered apart from Part I's 1 to 7):
+# computation cheaper without changing what it computes: each fast_ function here replaces
+# one of Part I's (the other functions are their helpers and the collector switch). Four
+# ideas, in sections II.1 to II.4 (numbered apart from Part I's 1 to 7):
 #
 #   1. Fused nodes: one graph node for a whole sum, softmax or loss, with its derivative
 #      worked out by hand, instead of one node per + and *; and none at all for the MLP's
@@ -1434,9 +1437,10 @@ def bpe(word, ranks):
         replay:  rank 0 -> ab c d; ranks 1 (b, c) and 2 (a, bc) find no pair (b is inside
                  ab, so there is no b c and no bc), nor does rank 3 (no abc yet);
                  rank 4 -> abc d; no rank is left to join abc and d: [abc, d]
-    bpe merged rank 3 after rank 4, which breaks the "new pair" bullet: (abc, d) uses the
-    "abc" that rank 4 just made, yet its own rank, 3, is below 4: it could be learned
-    before rank 4 because rank 2, learned earlier still, had already made a token "abc".
+    So bpe applied rank 3 after rank 4, which the "new pair" bullet says cannot happen: a
+    merge that uses rank 4's "abc" should have a rank above 4. This one does not, because
+    rank 2, learned earlier still, had already made a token "abc": so (abc, d) could be
+    learned at rank 3, before rank 4 made "abc" a second way.
     learn_merges never learns a second way to spell a token it has (a test checks it on
     random texts), and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
@@ -1796,9 +1800,8 @@ def gpt2_explain(tokens, w, config):
 # and "a name ending with X", X being 1 to 3 letters. An answer is correct when it satisfies
 # the request, is made of letters only, is longer than X (echoing "em" is not a name
 # starting with "em"), and ends: the model writes a token that means "answer over" (V.2)
-# within the context (an <|end|> predicted while reading the context's last position
-# counts, though it has no position of its own). Code can check
-# that, so no person has to grade answers: that is what makes reinforcement learning (V.4)
+# before the context runs out (V.4 says how long an answer can be). Code can check that,
+# so no person has to grade answers: that is what makes reinforcement learning (V.4)
 # possible.
 #
 # To measure whether the model learned the task or only the requests it trained on, some
@@ -1826,7 +1829,7 @@ def is_correct(kind, x, answer, ended):
     the vocabulary also holds the request's phrases and the chat's special tokens (V.2),
     and the model might write one. ended: it ended its turn (V.2's TURN_ENDS: <|end|>, or
     <|user|> or <|assistant|>; the chat stops showing an answer at these too) within the
-    context (an <|end|> predicted while reading the context's last position counts)."""
+    context (the end of V.4 says why that allows 8 letters at block_size 16)."""
     return (ended and len(answer) > len(x) and all(len(t) == 1 and t.isalpha() for t in answer)
             and TASKS[kind]("".join(answer), x))
 
@@ -1967,8 +1970,14 @@ def add_chat_tokens(params, chars, chat_chars, config, rng):
     BOS's rows for <|assistant|> (in wte) and <|end|> (in lm_head), random for the others.
     BOS's own rows (the last) are dropped. The matrices are new lists, but the pretrained
     rows in them are the same Values: fine-tuning the chat model changes params too."""
-    bos = len(chars)            # BOS's id: in the chat vocabulary, <|user|>'s (the first new token)
-    def rows(matrix, gets_bos_row):          # the new token whose row is a copy of BOS's
+    # bos is BOS's id, so matrix[bos] is BOS's row in a pretrained matrix; in the chat
+    # vocabulary the same id is <|user|>'s, the first new token, so chat_chars[bos:] are
+    # the new tokens.
+    bos = len(chars)
+
+    def rows(matrix, gets_bos_row):
+        """matrix without BOS's row, plus one row per new token: for the token
+        gets_bos_row a copy of BOS's row, for the others random numbers."""
         new = [[Value(p.data) for p in matrix[bos]] if t == gets_bos_row else
                [Value(rng.gauss(0.0, config.init_std)) for _ in range(config.n_embd)]
                for t in chat_chars[bos:]]                  # the new tokens
@@ -2271,8 +2280,8 @@ def sft_steps(params, config, examples, num_steps, batch):
 # after h up to the longest answer the context leaves room for. (8 letters is the longest
 # answer that can still end: the prompt's 8 tokens and 8 letters fill positions 0 to 15,
 # and <|end|> is predicted while reading position 15, so it needs no position of its own.)
-# This is reward hacking, in miniature. Real pipelines hold the
-# model near its fine-tuned self (a KL penalty) or reward with a learned judge of quality.
+# This is reward hacking, in miniature. Real pipelines hold the model near its fine-tuned
+# self (a KL penalty) or reward with a learned judge of quality.
 # ---------------------------------------------------------------------------------------
 
 def advantages(rewards):
