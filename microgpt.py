@@ -21,8 +21,8 @@ program's extras (the smoothed loss, timings, headings):
     val_seqs = [encode_document(d, chars) for d in val_docs]       #    as token ids
     params = init_params(config, len(chars) + 1, rng)     # 4. the model: 4,192 random numbers
     batch_for_step = document_batches(train_seqs, config.batch)    # 6. one name per step
-    for loss in train(params, config, batch_for_step, config.steps):  # 5 gpt(), 3 backward(),
-        print(f"loss {loss:.4f}")                         # 6 Adam; it yields each step's loss
+    for loss in train(params, config, batch_for_step, config.steps):  # 5. gpt(), 3. backward(), 6. Adam
+        print(f"loss {loss:.4f}")                         # train() yields each step's loss
     weights = inference_weights(params)                   # 7. the weights, for use without training
     val_loss = mean_token_loss(val_seqs, weights, config) # 6. the loss on the held-out names
     print(f"validation loss: {val_loss:.4f}")
@@ -390,15 +390,13 @@ class Value:
 # (a Gaussian with standard deviation config.init_std, 0.08).
 # Small, so that the first predictions are close to uniform rather than confidently wrong.
 # Random, so that different parts of the model learn different things. If every weight
-# started at the same value, the 16 numbers within each vector the model computes (64 in
-# the MLP's middle) would all be computed alike, each from the same inputs with the same
-# weights, so they would be equal; and each of those 16 numbers would get the same
-# gradient as the other 15, so the weights behind them would stay equal to each other.
-# Nothing could ever make them differ (the symmetry is never broken), and the 16-wide
-# model would compute like a model of width 1. (Different tokens' rows of wte, wpe and
-# lm_head do still come apart, as each gets its own token's or position's gradient; but
-# the 16 entries inside any one row stay equal, so every vector stays 16 copies of one
-# number.)
+# started at the same value, every vector the model computes would hold 16 equal numbers
+# (64 in the MLP's middle), each computed alike, from the same inputs with the same
+# weights. The gradients would be just as alike, so every update would change the weights
+# alike, and the numbers would stay equal: the symmetry would never break. Different
+# tokens could still get different vectors (each row of wte, wpe and lm_head gets its own
+# token's or position's gradient), but no vector would ever hold more than one distinct
+# number: the 16-wide model would compute like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -862,9 +860,11 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 #
 # Measured: the first training step of the default run (the name "evania", 7
 # predictions, with the run's starting weights, which decide how many MLP units are on)
-# builds 54,342 nodes with 105,665 edges (child links) in Part I, and 1,879 nodes with
-# 37,172 edges with fused nodes. With the tape of II.2 under both, the fused graph makes a
-# step 9 to 13 times faster than Part I's on CPython, 4.5 to 6 times on PyPy.
+# builds 54,342 nodes with 105,665 edges (child links) in Part I (every node made: also
+# the 364 that compute the probabilities no loss uses, two per probability, e * total**-1,
+# for the 26 tokens that are not the target at each of the 7 positions), and 1,879 nodes
+# with 37,172 edges with fused nodes. With the tape of II.2 under both, the fused graph
+# makes a step 9 to 13 times faster than Part I's on CPython, 4.5 to 6 times on PyPy.
 # Tested: tests/test_autograd.py (TestFusedNodes) checks every fast_ function against its
 # Part I graph, values and gradients to 1e-9, and against central finite differences;
 # tests/test_model.py checks the whole model's gradient, and a few training steps with
@@ -1284,7 +1284,8 @@ def explain(tokens, weights, config):
 # merges, in the order they were learned, are the tokenizer: to encode a word, start from
 # its characters and replay the merges in that order, each wherever its pair occurs. (bpe()
 # below does the same another way; its docstring shows the two agree whenever each token
-# is made by only one merge, as is true of learn_merges's merges and of GPT-2's.)
+# is made by only one merge (not "abc" both as a + bc and as ab + c), as is true of
+# learn_merges's merges and of GPT-2's.)
 # Decoding joins the tokens' strings (for GPT-2, whose tokens are made of bytes, one more
 # step turns the joined characters back into bytes: see "Bytes, not characters" below).
 #
@@ -1429,14 +1430,16 @@ def bpe(word, ranks):
     nothing, so it reaches r2 with bpe's tokens and merges r2 the same way: they agree
     again. When bpe finds no learned pair, the replay's remaining merges find none either.
     Why one merge per token: where two merges make the same token, the proof's first step
-    fails, and bpe and the replay can disagree. Below, "abc" can be made two ways, by rank
-    2 (a + bc) and by rank 4 (ab + c). The merges (rank: pair) are 0: (a, b), 1: (b, c),
-    2: (a, bc), 3: (abc, d), 4: (ab, c). On "abcd":
-        bpe:     rank 0 -> ab c d (the only learned pair left is (ab, c)); rank 4 -> abc d;
-                 rank 3 -> abcd
-        replay:  rank 0 -> ab c d; ranks 1 (b, c) and 2 (a, bc) find no pair (b is inside
-                 ab, so there is no b c and no bc), nor does rank 3 (no abc yet);
-                 rank 4 -> abc d; no rank is left to join abc and d: [abc, d]
+    fails, and bpe and the replay can disagree. Take these five merges, where "abc" can be
+    made two ways, by rank 2 and by rank 4:
+        rank 0: (a, b)    rank 1: (b, c)    rank 2: (a, bc)    rank 3: (abc, d)
+        rank 4: (ab, c)
+    On "abcd":
+        bpe:     rank 0 (a, b) -> ab c d; the only learned pair left is (ab, c), so
+                 rank 4 (ab, c) -> abc d; then rank 3 (abc, d) -> abcd
+        replay:  rank 0 (a, b) -> ab c d; rank 1 (b, c) and rank 2 (a, bc) find no pair
+                 (b is inside ab), nor does rank 3 (abc, d) (no abc yet);
+                 rank 4 (ab, c) -> abc d; no rank is left to join abc and d: [abc, d]
     So bpe applied rank 3 after rank 4, which the "new pair" bullet says cannot happen: a
     merge that uses rank 4's "abc" should have a rank above 4. This one does not, because
     rank 2, learned earlier still, had already made a token "abc": so (abc, d) could be
@@ -2057,6 +2060,9 @@ def chat_prompt(request, config, chat_chars):
         unknown = sorted(set(request) - set("".join(t for t in chat_chars if t not in SPECIAL)))
         if unknown:
             raise BadInput("characters the model has never seen: " + " ".join(map(repr, unknown)))
+    # ids can also be None with every character known: text that does not split into the
+    # vocabulary's tokens, such as "hello world" (a space outside a phrase). The check below
+    # refuses it as a request the assistant does not understand.
     x = [chat_chars[t] for t in (ids or [])[1:]]
     if not ids or chat_chars[ids[0]] not in phrases or not 1 <= len(x) <= 3 or not all(
             len(t) == 1 and t.isalpha() for t in x):
