@@ -393,10 +393,10 @@ class Value:
 # started at the same value, every vector the model computes would hold 16 equal numbers
 # (64 in the MLP's middle), each computed alike, from the same inputs with the same
 # weights. The gradients would be just as alike, so every update would change the weights
-# alike, and the numbers would stay equal: the symmetry would never break. Different
-# tokens could still get different vectors (each row of wte, wpe and lm_head gets its own
-# token's or position's gradient), but no vector would ever hold more than one distinct
-# number: the 16-wide model would compute like a model of width 1.
+# alike, and the numbers would stay equal: the symmetry would never break. Training could
+# still make different tokens' vectors differ from each other (each row of wte, wpe and
+# lm_head gets its own token's or position's gradient), but the 16 numbers inside any one
+# vector would stay equal: the 16-wide model would compute like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -860,11 +860,11 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 #
 # Measured: the first training step of the default run (the name "evania", 7
 # predictions, with the run's starting weights, which decide how many MLP units are on)
-# builds 54,342 nodes with 105,665 edges (child links) in Part I (every node made: also
-# the 364 that compute the probabilities no loss uses, two per probability, e * total**-1,
-# for the 26 tokens that are not the target at each of the 7 positions), and 1,879 nodes
-# with 37,172 edges with fused nodes. With the tape of II.2 under both, the fused graph
-# makes a step 9 to 13 times faster than Part I's on CPython, 4.5 to 6 times on PyPy.
+# builds 54,342 nodes with 105,665 edges (child links) in Part I (every node made, also
+# the 364 that compute probabilities no loss uses: those of the 26 tokens that are not the
+# target, at each of the 7 positions), and 1,879 nodes with 37,172 edges with fused nodes.
+# With the tape of II.2 under both, the fused graph makes a step 9 to 13 times faster
+# than Part I's on CPython, 4.5 to 6 times on PyPy.
 # Tested: tests/test_autograd.py (TestFusedNodes) checks every fast_ function against its
 # Part I graph, values and gradients to 1e-9, and against central finite differences;
 # tests/test_model.py checks the whole model's gradient, and a few training steps with
@@ -1440,10 +1440,10 @@ def bpe(word, ranks):
         replay:  rank 0 (a, b) -> ab c d; rank 1 (b, c) and rank 2 (a, bc) find no pair
                  (b is inside ab), nor does rank 3 (abc, d) (no abc yet);
                  rank 4 (ab, c) -> abc d; no rank is left to join abc and d: [abc, d]
-    So bpe applied rank 3 after rank 4, which the "new pair" bullet says cannot happen: a
-    merge that uses rank 4's "abc" should have a rank above 4. This one does not, because
-    rank 2, learned earlier still, had already made a token "abc": so (abc, d) could be
-    learned at rank 3, before rank 4 made "abc" a second way.
+    After rank 4, (abc, d) is a new pair: it holds the token that rank 4 just made. By the
+    "new pair" bullet its rank should be above 4, but it is 3. The bullet's reason fails
+    because "abc" already existed before rank 4 (rank 2 had made it), so (abc, d) could be
+    learned at rank 3.
     learn_merges never learns a second way to spell a token it has (a test checks it on
     random texts), and GPT-2's 50,000 merges make 50,000 different tokens."""
     while len(word) > 1:
@@ -1899,9 +1899,10 @@ def evaluation_requests(held_out, count, rng):
 # <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
 # the slots 1 to 5 (slot k is position k + 1). As in Part I, each token is predicted while
 # reading the one before it, so the answer's first letter is written while reading
-# <|assistant|> at 7. In general the answer's letter k is written while reading position
-# 6 + k, and slot k (position k + 1) is 5 positions before it: the model copies each of X's
-# letters from 5 positions back (why that helps follows the tables). "a name starting with
+# <|assistant|> at 7, letter 2 while reading 8: letter k while reading 6 + k. Slot k sits
+# at position k + 1, so it is always exactly 5 positions before the position that writes
+# letter k: the model copies each of X's letters from 5 positions back (why that helps
+# follows the tables). "a name starting with
 # em -> emma" goes as follows (the column "5 back holds" gives the position 5 before the
 # one read, its slot and its token: "2, slot 1: e" is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
@@ -1925,11 +1926,12 @@ def evaluation_requests(held_out, count, rng):
 #       10      s               5, slot 4: o          o        (copied)
 #       11      o               6, slot 5: n          n        (copied)
 #       12      n               7: <|assistant|>      <|end|>  (X is used up)
-# Why five slots, when X has at most 3 letters? For "ending with", the number of slots is
-# the length of every answer fine-tuning shows (5 slots: 5-letter names, as just said). That
-# length must be more than the length of X, which is at most 3 letters (with 3 slots, the
-# answer to "ending with son" would be "son" itself, which is not correct), so 4 slots would
-# do; we use 5 because there are more 5-letter names than 4-letter ones to learn from.
+# Why five slots, when X has at most 3 letters? For "ending with", X fills the last slots
+# and letter k is copied from slot k, so an answer ends with X only if it has exactly as
+# many letters as there are slots: 5 slots, 5-letter answers. That number must be more
+# than X's 3 letters at most (with 3 slots, "ending with son" could only be answered
+# "son", which is not correct), so 4 slots would do; we use 5 because there are more
+# 5-letter names than 4-letter ones to learn from.
 # Why a fixed distance helps: the model knows where it is only from wpe, which names
 # absolute positions. With every prompt 8 tokens long, reading position 7 always looks
 # at position 2, reading 8 at 3, and so on: the same pair of positions in every
