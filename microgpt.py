@@ -346,8 +346,10 @@ class Value:
         # "expand n", which is the call build(n), and (n, True), "a reminder to place n",
         # which is the line order.append(node). Popping an expand entry pushes n's reminder
         # and, on top of it, an expand entry for each child that has children of its own and
-        # is not yet expanded (even one already waiting on the stack: see the end). Here it
-        # is for L = u + v with u = 2 * x, v = 3 * u (x is a leaf, never pushed, and the
+        # is not yet expanded, so the reminder comes off only after all of its children's
+        # work. A node with two parents can be pushed twice before it is expanded; whichever
+        # copy comes off second finds it expanded already and is skipped. Here it is for
+        # L = u + v with u = 2 * x, v = 3 * u (x is a leaf, never pushed, and the
         # plain numbers 2 and 3 get no node; F is False, T is True). The stack's top is on
         # the right, and each line pops the top entry:
         #     pop       what happens                      stack after          order
@@ -364,9 +366,8 @@ class Value:
         # of v's reminder, so (v, T) came off only after u was placed. That holds for every
         # node: its reminder comes back only when the work for its children, and theirs, is
         # done, so each node is placed after its children. u was pushed twice, by L and by
-        # v, as it was not yet expanded either time; the check when an entry is popped
-        # (`elif node not in visited`) skips whichever copy comes off second: here the one L
-        # pushed, which lay under v's entries (the table's sixth line).
+        # v; the copy L pushed, which lay under v's entries, came off second and was skipped
+        # (the table's sixth line; the check is `elif node not in visited`).
         order, visited, stack = [], set(), [(self, False)]
         while stack:
             node, is_reminder = stack.pop()
@@ -394,9 +395,11 @@ class Value:
 # (64 in the MLP's middle), each computed alike, from the same inputs with the same
 # weights. The gradients would be just as alike, so every update would change the weights
 # alike, and the numbers would stay equal: the symmetry would never break. Training could
-# still make different tokens' vectors differ from each other (each row of wte, wpe and
-# lm_head gets its own token's or position's gradient), but the 16 numbers inside any one
-# vector would stay equal: the 16-wide model would compute like a model of width 1.
+# still make different tokens' vectors differ from each other: each token's row of wte
+# (each position's of wpe, each output's of lm_head) gets its own gradient, from the
+# examples where that token appears. But the symmetry is between the 16 numbers of a
+# vector, not between tokens: the 16 numbers within any one row are used alike, get the
+# same gradient and stay equal, and the 16-wide model computes like a model of width 1.
 # All zeros would be worse still: nothing would ever move, by a chain of three steps:
 #   (1) every vector would be 0: the embeddings, and all computed from them (the model
 #       only adds, multiplies and rescales, with no constants of its own; rmsnorm, section
@@ -861,8 +864,9 @@ def sample_document(weights, config, chars, rng, temperature, prompt="", ids=Fal
 # Measured: the first training step of the default run (the name "evania", 7
 # predictions, with the run's starting weights, which decide how many MLP units are on)
 # builds 54,342 nodes with 105,665 edges (child links) in Part I (every node made, also
-# the 364 that compute probabilities no loss uses: those of the 26 tokens that are not the
-# target, at each of the 7 positions), and 1,879 nodes with 37,172 edges with fused nodes.
+# the 364 that compute probabilities no loss uses: two nodes, a power and a product, for
+# each of the 26 tokens that are not the target, at each of the 7 positions: 2 x 26 x 7),
+# and 1,879 nodes with 37,172 edges with fused nodes.
 # With the tape of II.2 under both, the fused graph makes a step 9 to 13 times faster
 # than Part I's on CPython, 4.5 to 6 times on PyPy.
 # Tested: tests/test_autograd.py (TestFusedNodes) checks every fast_ function against its
@@ -1355,17 +1359,18 @@ def learn_merges(words, num_merges, progress=None):
     first. Returns [(left, right)], in learned order. progress, if given, is called with
     the number of merges learned after each one (the command line says how far it got)."""
     # Each distinct word is kept once, with its count, and merging a pair recounts only the
-    # words that hold it: learning 200 merges on names.txt then takes a second, not minutes.
-    # pairs[p] is how often p occurs over all the words; holders[p] the words that hold p,
-    # or held it once. Each round merges the most frequent pair, best: for each word in
-    # holders[best], subtract the counts of all its pairs, merge, add the counts of all the
-    # merged word's pairs (most are the same pairs again). A merged word keeps no copy of
-    # best (merge_pair merges every copy, left to right), so pairs[best] falls to 0, and is
-    # deleted. holders is never cleaned (only best's own entry is taken out, by
-    # holders.pop(best) in the loop below), so holders[p] may list a word that no longer
-    # holds p (an earlier merge took it apart). That is harmless: if p later becomes best,
-    # the loop visits that word, subtracts its pairs' counts, merge_pair finds no p and
-    # returns it unchanged, and the same counts are added back.
+    # words that hold it: learning 200 merges on names.txt then takes a second, not
+    # minutes. pairs[p] is how often p occurs over all the words; holders[p] the words that
+    # hold p (and perhaps some that held it before an earlier merge: see below). Each round
+    # merges the most frequent pair, best: for each word in holders[best], subtract the
+    # counts of all its pairs, merge, add the counts of all the merged word's pairs (most
+    # are the same pairs again). A merged word keeps no copy of best (merge_pair merges
+    # every copy, left to right), so pairs[best] falls to 0, and is deleted. holders is
+    # never cleaned (only best's own entry is taken out, by holders.pop(best) in the loop
+    # below), so holders[p] may list a word that no longer holds p (an earlier merge took
+    # it apart). That is harmless: if p later becomes best, the loop visits that word,
+    # subtracts its pairs' counts, merge_pair finds no p and returns it unchanged, and the
+    # same counts are added back.
     # Traced on "ana", "ana", "an": the words are [a, n, a] (count 2) and [a, n] (count 1),
     # pairs {(a, n): 3, (n, a): 2}. Merge 1 is (a, n): both words hold it. [a, n, a]
     # subtracts (a, n) 2 and (n, a) 2, becomes [an, a] and adds (an, a) 2; [a, n] subtracts
@@ -1421,14 +1426,14 @@ def bpe(word, ranks):
         and it is not r, for every copy of r was merged (merge_pair goes left to right, so
         even "aaa" with (a, a) becomes [aa, a], which holds no (a, a)): so its rank is
         above r too.
-    Second, the replay keeps up with bpe, merge by merge (an induction). The claim: after
-    bpe merges rank r1, the replay has done every rank up to r1 and holds the same
-    tokens. It holds before any merge (take r1 = -1 there): both hold the word's letters.
-    bpe next merges r2, the lowest rank present, and r2 is above r1 (the first step). The
-    replay then tries each rank between r1 and r2 and finds none of them in the word (bpe
-    takes the lowest rank present, so such a pair would have come before r2); it merges
-    nothing, so it reaches r2 with bpe's tokens and merges r2 the same way: they agree
-    again. When bpe finds no learned pair, the replay's remaining merges find none either.
+    Second, bpe makes the replay's merges, in the same order; it only skips the ranks whose
+    pair is not in the word, where the replay finds nothing to do. By induction: say that
+    after bpe merges rank r1, the replay has done every rank up to r1 and holds the same
+    tokens (true before any merge, with r1 = -1: both hold the word's letters). bpe next
+    merges r2, the lowest rank present, which is above r1 (the first step). No rank between
+    r1 and r2 is present (r2 is the lowest), so the replay merges nothing there, its word
+    stays bpe's word, and at r2 both merge the same pair: they agree again. When bpe finds
+    no learned pair, the replay's remaining merges find none either.
     Why one merge per token: where two merges make the same token, the proof's first step
     fails, and bpe and the replay can disagree. Take these five merges, where "abc" can be
     made two ways, by rank 2 and by rank 4:
@@ -1627,10 +1632,10 @@ class Vocabulary(list):
 #      most 1,024 tokens.
 # Only inference here: the weights come trained from OpenAI, so there is no graph, just
 # plain floats and the key/value cache of Part I. gpt2() reuses attention_head (through
-# causal_self_attention below), and Part I's attention_head cannot take plain floats (its
-# softmax reads each score's .data and calls .exp()); Part II's can. So for GPT-2 the flag
-# FAST is always on (the command line refuses --plain with --gpt2), and Part II's
-# attention_head is the one that runs.
+# causal_self_attention below), whose first line hands the work to Part II's
+# fast_attention_head when the flag FAST is on. Only that one can take plain floats (Part
+# I's own lines read each score's .data and call .exp()), so for GPT-2 FAST is always on:
+# the command line refuses --plain with --gpt2.
 #
 # The weights come in a safetensors file: 8 bytes that give the length of a JSON header,
 # the header (each tensor's name, number type, shape and byte offsets), then the numbers
@@ -1864,8 +1869,9 @@ def split_requests(names, rng, share=0.15):
 
 
 def evaluation_requests(held_out, count, rng):
-    """`count` held-out requests of each kind, a third with X of each length (a request may
-    come more than once: there are few 1-letter X), in a fixed order."""
+    """`count` held-out requests of each kind, a third with X of each length (none of a
+    length with no held-out X; a request may come more than once: there are few 1-letter
+    X), in a fixed order."""
     chosen = []
     for kind in TASKS:
         for length in (1, 2, 3):
@@ -1896,14 +1902,13 @@ def evaluation_requests(held_out, count, rng):
 # does not: Part IV), and X's letters go into five slots. For "starting with" the letters
 # fill the slots from the left and <|pad|> the rest (em -> e m <|pad|> <|pad|> <|pad|>); for
 # "ending with" from the right (son -> <|pad|> <|pad|> s o n). So every prompt has 8 tokens:
-# <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. Number
-# the slots 1 to 5 (slot k is position k + 1). As in Part I, each token is predicted while
-# reading the one before it, so the answer's first letter is written while reading
-# <|assistant|> at 7, letter 2 while reading 8: letter k while reading 6 + k. Slot k sits
-# at position k + 1, so it is always exactly 5 positions before the position that writes
-# letter k: the model copies each of X's letters from 5 positions back (why that helps
-# follows the tables). "a name starting with
-# em -> emma" goes as follows (the column "5 back holds" gives the position 5 before the
+# <|user|> at position 0, the phrase at 1, the 5 slots at 2 to 6, <|assistant|> at 7. As in
+# Part I, each token is predicted while reading the one before it, so the answer's first
+# letter is written while reading <|assistant|> at 7, and the first slot is at 2, 5
+# positions back; the second letter is written while reading 8, and the second slot is at
+# 3, again 5 back; and so on. So the model can copy each of X's letters from exactly 5
+# positions back (why that helps follows the tables). "a name starting with em -> emma"
+# goes as follows (the column "5 back holds" gives the position 5 before the
 # one read, its slot and its token: "2, slot 1: e" is position 2, slot 1, holding e):
 #     position  reads           5 back holds          writes next
 #        7      <|assistant|>   2, slot 1: e          e        (copied)
@@ -2125,15 +2130,15 @@ def answer_request(weights, config, chat_chars, kind, x, rng, temperature):
 # ---------------------------------------------------------------------------------------
 # V.3 Supervised fine-tuning (SFT)
 #
-# Show the model example conversations and train it, as in section 6, to predict their
-# tokens, but count the loss only on the assistant's tokens (the mask of V.2). The request
-# is given at inference, never written by the model, so predicting it would be wasted
-# effort: the model would spend its few parameters learning which requests we happen to
-# make, and that loss would drown the one we care about. With the mask, the request is read
-# but never predicted. The examples are made from the names: "jason" gives "a name starting
-# with ja" -> "jason" and "a name ending with son" -> "jason" (for "ending with", only names
-# of 5 letters, as X's last letter is copied as the 5th: V.2). Only requests not held out
-# are used.
+# Show the model example conversations and train it, as in Part I's section 6, to predict
+# their tokens, but count the loss only on the assistant's tokens (the mask of V.2). The
+# request is given at inference, never written by the model, so predicting it would be
+# wasted effort: the model would spend its few parameters learning which requests we happen
+# to make, and that loss would drown the one we care about. With the mask, the request is
+# read but never predicted. The examples are made from the names: "jason" gives "a name
+# starting with ja" -> "jason" and "a name ending with son" -> "jason" (for "ending with",
+# only names of 5 letters, as X's last letter is copied as the 5th: V.2). Only requests not
+# held out are used.
 # ---------------------------------------------------------------------------------------
 
 def sft_answers(names, requests, config):
@@ -2197,7 +2202,7 @@ def backpropagate(compute_loss):
 
 
 def optimise(params, config, num_steps, add_step_gradient):
-    """Adam, as train() runs it (section 6): add_step_gradient(step) adds one step's
+    """Adam, as train() runs it (Part I, section 6): add_step_gradient(step) adds one step's
     gradient to the parameters and returns a number to report, which this yields."""
     flat = flatten(params)
     m, v = [0.0] * len(flat), [0.0] * len(flat)
@@ -2252,9 +2257,11 @@ def sft_steps(params, config, examples, num_steps, batch):
 # The loss whose gradient does the nudging is, over the n answers of a step,
 #     L = -(1/n) * sum_i advantage_i * log p(answer_i)
 # where log p(answer_i) is the sum of the log-probabilities of the tokens the model drew.
-# -log p of a token is the cross-entropy of section 6, so this is SFT's loss on the model's
-# own answers (summed over an answer's tokens, where SFT averages), weighted by their
-# advantage: a positive advantage makes an answer likelier, a negative one less likely.
+# -log p of a token is the cross-entropy of Part I's section 6, so this is SFT's loss on
+# the model's own answers, weighted by their advantage: a positive advantage makes an
+# answer likelier, a negative one less likely. It is summed over an answer's tokens, as
+# log p of a whole answer is that sum; SFT averages over each conversation's tokens, as
+# Part I does over a name's, so that a long example weighs no more than a short one.
 # The answers are drawn at temperature 1, from p itself, because only then does L's
 # gradient follow the expected reward (derived next). Here grad is the gradient with
 # respect to the parameters, and p(a) the probability of a whole answer a (the product of
@@ -2269,12 +2276,13 @@ def sft_steps(params, config, examples, num_steps, batch):
 #   - subtracting the group's mean b changes nothing on average, since for any b that
 #     does not depend on the answer, sum_a p(a) b grad log p(a) = b grad sum_a p(a) =
 #     b grad 1 = 0; it only makes the estimate less noisy;
-#   - strictly, the group's mean is not quite such a b: the mean of a group of G answers
-#     includes a's own reward. With S the sum of the others', the advantage's numerator is
-#     R(a) - (R(a) + S)/G = ((G - 1)/G) R(a) - S/G. S/G is a true b (the others are drawn
-#     independently of a), so it averages to 0; the first term only scales the expected
-#     gradient by (G - 1)/G, 7/8 for the pipeline's groups of 8, and leaves its direction
-#     unchanged;
+#   - strictly, the group's mean is not quite such a b, as it includes a's own reward.
+#     Split the mean of G rewards into a's own share, R(a)/G, and the others' share, S/G
+#     (S the sum of the other G - 1 rewards): the numerator is R(a) - R(a)/G - S/G. The
+#     others' share does not depend on a (they are drawn independently of it), so it is a
+#     true b and averages to 0; a's own share just shrinks R(a) to (G - 1)/G of itself
+#     (7/8 for the pipeline's groups of 8), which scales the expected gradient and leaves
+#     its direction unchanged;
 #   - dividing by the spread does change the expected gradient: it weights each group's
 #     push by 1/spread, which gives every group with both right and wrong answers
 #     advantages of root-mean-square 1. The spread is smallest in lopsided groups: 0.33
@@ -2340,8 +2348,9 @@ def rl_steps(params, config, chat_chars, requests, num_steps, group_size, rng):
 # sampled at the chat's own temperature (0.5, Config's default, as for names), so that it
 # measures the assistant people talk to.
 # With the command line's defaults (ChatPlan, Part VI), 120 requests of each kind, the
-# report card (the table the command line prints at the end) reads: pretrained 0% and 0%
-# (starting with, ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 99.2%.
+# report card (the table the command line prints at the end) reads: pretrained (the name
+# model with add_chat_tokens' new rows, before any fine-tuning) 0% and 0% (starting with,
+# ending with), after SFT 88.3% and 87.5%, after RL 97.5% and 99.2%.
 # Correct means what the reward checks (V.1), so these count RL's reward hacks ("srhahhhh",
 # V.4) as right: the card's example answers show what they are. The whole run takes about
 # 30 s of CPU on PyPy and two minutes on CPython.
